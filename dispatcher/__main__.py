@@ -1,0 +1,8 @@
+"""``python -m dispatcher``: the same as the ``ebd`` command."""
+
+import sys
+
+from dispatcher.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

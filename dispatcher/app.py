@@ -1,0 +1,222 @@
+"""The application factory: wiring and lifecycle of the engine's parts.
+
+``create_app(settings)`` builds the aiohttp app with one cleanup context per resource, torn
+down in reverse: embedded servers (when no URLs are configured), the Redis store, the ack
+ingester, the MQTT link, the dispatch worker. It touches no signals, so tests run the real app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from dispatcher import api
+from dispatcher.acks import ACK_TOPIC, STATE_TOPIC, AckIngester
+from dispatcher.auth import Offices
+from dispatcher.bus import MqttLink
+from dispatcher.errors import ConfigError, EbdError, StoreUnavailable
+from dispatcher.keys import INGESTER, LINK, OFFICES, SETTINGS, STORE, TREE, URLS, WORKER
+from dispatcher.metrics import metrics_handler
+from dispatcher.openapi import openapi_handler
+from dispatcher.outbox import DispatchWorker
+from dispatcher.regions import RegionTree
+from dispatcher.services import EmbeddedServices
+from dispatcher.settings import Settings
+from dispatcher.store import Store
+
+log = structlog.get_logger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except EbdError as exc:
+        if exc.status >= 500:
+            log.error("api.error", path=request.path, code=exc.code, error=exc.message)
+        return web.json_response(
+            error_body(exc.code, exc.message, exc.details),
+            status=exc.status,
+            dumps=api._dumps,
+        )
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        messages = {
+            404: "no such endpoint; see /api/v1/openapi.json",
+            405: f"method {request.method} is not allowed here",
+            413: "request body too large: send at most "
+            f"{request.app[SETTINGS].api.max_body_bytes} bytes (split terminal lists)",
+        }
+        return web.json_response(
+            error_body(exc.reason.lower().replace(" ", "_"), messages.get(exc.status, exc.reason)),
+            status=exc.status,
+        )
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("api.unexpected_error", path=request.path, method=request.method)
+        return web.json_response(
+            error_body("internal", "internal error; the engine logged the details"), status=500
+        )
+
+
+async def readyz(request: web.Request) -> web.Response:
+    app = request.app
+    redis_ok = await app[STORE].ping()
+    mqtt_ok = app[LINK].connected.is_set()
+    status = 200 if redis_ok and mqtt_ok else 503
+    return web.json_response(
+        {"redis": redis_ok, "mqtt": mqtt_ok, "ready": status == 200}, status=status
+    )
+
+
+def load_tree(settings: Settings, config_file: Path | None = None) -> RegionTree:
+    path = settings.regions_path(config_file)
+    if not path.exists():
+        raise ConfigError(f"region file {path} does not exist", field="regions.file")
+    return RegionTree.from_csv(path)
+
+
+def create_app(
+    settings: Settings, *, tree: RegionTree | None = None, config_file: Path | None = None
+) -> web.Application:
+    tree = tree or load_tree(settings, config_file)
+    app = web.Application(
+        middlewares=[error_middleware], client_max_size=settings.api.max_body_bytes
+    )
+    app[SETTINGS] = settings
+    app[TREE] = tree
+    app[OFFICES] = Offices(settings.offices, tree)
+    app[URLS] = {}
+    app.add_routes(api.routes)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/api/v1/openapi.json", openapi_handler)
+    app.cleanup_ctx.extend([_services, _store, _ingester, _link, _worker])
+    return app
+
+
+async def _services(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    services: EmbeddedServices | None = None
+    if settings.mqtt.url and settings.redis.url:
+        app[URLS].update(mqtt=settings.mqtt.url, redis=settings.redis.url)
+    else:
+        services = EmbeddedServices(settings.state_dir.resolve())
+        await asyncio.to_thread(services.start)
+        app[URLS].update(
+            mqtt=settings.mqtt.url or services.mqtt.url,
+            redis=settings.redis.url or services.redis.url,
+        )
+        log.info("services.embedded", state_dir=str(settings.state_dir), **app[URLS])
+    yield
+    if services is not None:
+        await asyncio.to_thread(services.stop)
+
+
+async def _store(app: web.Application) -> AsyncIterator[None]:
+    store = Store.from_url(app[URLS]["redis"])
+    deadline = time.monotonic() + 15
+    while not await store.ping():
+        if time.monotonic() > deadline:
+            await store.close()
+            raise StoreUnavailable(f"Redis at {app[URLS]['redis']} does not answer")
+        await asyncio.sleep(0.2)
+    app[STORE] = store
+    yield
+    await store.close()
+
+
+async def _ingester(app: web.Application) -> AsyncIterator[None]:
+    dispatch = app[SETTINGS].dispatch
+    ingester = AckIngester(
+        app[STORE],
+        batch_size=dispatch.ack_batch_size,
+        batch_wait=dispatch.ack_batch_wait,
+        acklog_maxlen=dispatch.ack_log_maxlen,
+    )
+    app[INGESTER] = ingester
+    async with _background(ingester.run, "ack-ingester"):
+        yield
+
+
+async def _link(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS].mqtt
+    topics = [ACK_TOPIC, STATE_TOPIC]
+    if settings.shared_subscription:
+        # Several engines share the ack stream: each ack reaches exactly one of them.
+        topics = [f"$share/ebd/{topic}" for topic in topics]
+    link = MqttLink(
+        app[URLS]["mqtt"],
+        client_id=settings.client_id,
+        subscriptions=topics,
+        on_message=app[INGESTER].feed,
+        session_expiry=settings.session_expiry,
+        keepalive=settings.keepalive,
+        publish_timeout=settings.publish_timeout,
+    )
+    app[LINK] = link
+    async with _background(link.run, "mqtt-link"):
+        with contextlib.suppress(TimeoutError):
+            await link.wait_connected(10)
+        if not link.connected.is_set():
+            log.warning("mqtt.not_connected_yet", broker=link.url)
+        yield
+
+
+async def _worker(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    worker = DispatchWorker(
+        app[STORE],
+        app[LINK],
+        app[TREE],
+        consumer=settings.instance,
+        claim_idle_seconds=settings.dispatch.claim_idle_seconds,
+    )
+    app[WORKER] = worker
+    async with _background(worker.run, "dispatch-worker"):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def _background(
+    run: Callable[[], Awaitable[None]], name: str
+) -> AsyncIterator[asyncio.Task[None]]:
+    """Run ``run()`` as a named task for the duration, restarted if it crashes.
+
+    A bug in one batch must not leave the engine up but deaf: log it once, start again.
+    """
+
+    async def guarded() -> None:
+        backoff = 0.5
+        while True:
+            try:
+                await run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("task.crashed", task=name, restart_in=backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+
+    task = asyncio.create_task(guarded(), name=name)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task

@@ -1,0 +1,93 @@
+"""Offices, their bearer tokens and their jurisdiction: who may warn where."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from dispatcher.errors import ConfigError, Forbidden, RegionError, Unauthorized
+from dispatcher.regions import RegionTree
+from dispatcher.settings import OfficeConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Office:
+    id: str
+    name: str
+    region: str
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def new_token() -> tuple[str, str]:
+    """A fresh random bearer token and the SHA-256 that goes in the config."""
+    token = secrets.token_urlsafe(32)
+    return token, hash_token(token)
+
+
+class Offices:
+    """Maps token hashes to offices and checks that areas lie inside an office's region."""
+
+    def __init__(self, configs: Iterable[OfficeConfig], tree: RegionTree) -> None:
+        self._tree = tree
+        self._by_hash: dict[str, Office] = {}
+        self._by_id: dict[str, Office] = {}
+        for index, config in enumerate(configs):
+            try:
+                tree.get(config.region)
+            except RegionError as exc:
+                raise ConfigError(exc.message, field=f"offices[{index}].region") from exc
+            office = Office(id=config.id, name=config.name, region=config.region)
+            self._by_hash[config.token_sha256] = office
+            self._by_id[config.id] = office
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def get(self, office_id: str) -> Office | None:
+        return self._by_id.get(office_id)
+
+    def authenticate(self, authorization: str | None) -> Office:
+        """The office behind an ``Authorization: Bearer …`` header, or ``Unauthorized``."""
+        if not authorization:
+            raise Unauthorized("missing Authorization header: send 'Authorization: Bearer <token>'")
+        scheme, _, token = authorization.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("Authorization must be 'Bearer <token>'")
+        digest = hash_token(token)
+        # Compare against every hash in constant time so timing tells nothing about which
+        # prefix matched; there are only a few hundred offices.
+        found: Office | None = None
+        for known, office in self._by_hash.items():
+            if hmac.compare_digest(known, digest):
+                found = office
+        if found is None:
+            raise Unauthorized("unknown token: ask your administrator for a valid office token")
+        return found
+
+    def outside(self, office: Office, codes: Iterable[str]) -> list[str]:
+        """The codes that are not inside the office's region (validated against the tree)."""
+        return [code for code in codes if not self._tree.is_within(code, office.region)]
+
+    def require_within(self, office: Office, codes: Iterable[str]) -> None:
+        outside = self.outside(office, codes)
+        if outside:
+            raise Forbidden(
+                f"office {office.id} ({office.name}) may only issue inside region "
+                f"{office.region} ({self._tree.name(office.region)}); outside it: "
+                + ", ".join(outside),
+                region_codes=outside,
+            )
+
+    def can_see(self, office: Office, areas: Iterable[str]) -> bool:
+        """An office sees alerts that touch its region: inside it or covering it."""
+        return any(
+            self._tree.is_within(code, office.region) or self._tree.is_within(office.region, code)
+            for code in areas
+        )

@@ -1,0 +1,174 @@
+"""The engine's one MQTT link: publish with deadlines, subscribe, reconnect, keep the session.
+
+The link is an aiomqtt client in a reconnect loop. It connects with Clean Start off and a
+Session Expiry of days, so acks that terminals send while the engine is away are queued by the
+broker and delivered when the link comes back (aiomqtt's default would start clean on every
+``async with``, dropping them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiomqtt
+import structlog
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from dispatcher.errors import PublishFailed
+
+log = structlog.get_logger(__name__)
+
+MessageHandler = Callable[[str, bytes], None]
+
+
+class _Client(aiomqtt.Client):
+    """aiomqtt drops CONNACK's session-present flag; we need it to prove the session held."""
+
+    session_present: bool = False
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, *args: Any, **kw: Any) -> None:
+        self.session_present = bool(getattr(flags, "session_present", False))
+        super()._on_connect(client, userdata, flags, *args, **kw)
+
+
+def split_mqtt_url(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 1883
+
+
+class MqttLink:
+    """Owns the connection; ``run()`` keeps it up until cancelled."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        client_id: str,
+        subscriptions: list[str],
+        on_message: MessageHandler,
+        session_expiry: int = 7 * 86400,
+        keepalive: int = 30,
+        publish_timeout: float = 30.0,
+    ) -> None:
+        self.url = url
+        self.client_id = client_id
+        self._host, self._port = split_mqtt_url(url)
+        self._subscriptions = subscriptions
+        self._on_message = on_message
+        self._session_expiry = session_expiry
+        self._keepalive = keepalive
+        self.publish_timeout = publish_timeout
+        self._client: _Client | None = None
+        self._link_down = asyncio.Event()
+        self.connected = asyncio.Event()
+        self.session_present: bool | None = None
+        self.connects = 0
+
+    def _new_client(self) -> _Client:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho has no hints
+        props.SessionExpiryInterval = self._session_expiry
+        # The broker may hold thousands of acks for us after an outage: take them quickly.
+        props.ReceiveMaximum = 1000
+        return _Client(
+            self._host,
+            self._port,
+            identifier=self.client_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=False,
+            properties=props,
+            keepalive=self._keepalive,
+            timeout=10,
+            max_inflight_messages=1000,
+        )
+
+    async def run(self) -> None:
+        backoff = 0.2
+        while True:
+            client = self._new_client()
+            self._link_down = asyncio.Event()
+            try:
+                async with client:
+                    self._client = client
+                    self.connects += 1
+                    self.session_present = client.session_present
+                    if not client.session_present:
+                        # Retain handling 1: retained states only on a new subscription, so a
+                        # reconnect does not replay every terminal's state.
+                        await client.subscribe(
+                            [
+                                (topic, SubscribeOptions(qos=1, retainHandling=1))
+                                for topic in self._subscriptions
+                            ]
+                        )
+                    self.connected.set()
+                    log.info(
+                        "mqtt.link_up",
+                        broker=self.url,
+                        client_id=self.client_id,
+                        session_present=client.session_present,
+                    )
+                    backoff = 0.2
+                    async for message in client.messages:
+                        payload = message.payload
+                        if isinstance(payload, str):
+                            payload = payload.encode()
+                        elif not isinstance(payload, bytes | bytearray):
+                            payload = b""
+                        self._on_message(message.topic.value, bytes(payload))
+            except aiomqtt.MqttError as exc:
+                log.warning("mqtt.link_down", broker=self.url, error=str(exc), retry_in=backoff)
+            finally:
+                self.connected.clear()
+                self._client = None
+                self._link_down.set()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    async def wait_connected(self, timeout: float) -> None:
+        async with asyncio.timeout(timeout):
+            await self.connected.wait()
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        expiry: int | None = None,
+        retain: bool = False,
+        timeout: float | None = None,
+    ) -> None:
+        """Publish and wait for the broker's PUBACK, across reconnects, until the deadline."""
+        deadline = time.monotonic() + (timeout or self.publish_timeout)
+        props: Properties | None = None
+        if expiry is not None:
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho has no hints
+            props.MessageExpiryInterval = max(1, int(expiry))
+        last_error = "not connected"
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                await self.wait_connected(left)
+            except TimeoutError:
+                break
+            client, down = self._client, self._link_down
+            if client is None:
+                continue
+            try:
+                await client.publish(
+                    topic, payload, qos=qos, retain=retain, properties=props, timeout=left
+                )
+                return
+            except aiomqtt.MqttError as exc:
+                last_error = str(exc)
+                # Wait for the link loop to notice the drop before trying again.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                        await down.wait()
+        raise PublishFailed(f"broker did not accept publish to {topic}: {last_error}", topic=topic)

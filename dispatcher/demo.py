@@ -1,0 +1,222 @@
+"""``ebd demo``: the main job end to end on one machine.
+
+Starts the engine with its embedded mosquitto and redis-server, a simulated province (one
+terminal per village, in a child process so it has a core of its own), registers the
+terminals, issues a province-wide red typhoon warning through the HTTP API, follows the
+delivery live and prints the coverage per city. Exits 0 once every terminal has played it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from tqdm import tqdm
+
+from dispatcher.app import create_app
+from dispatcher.auth import new_token
+from dispatcher.keys import URLS
+from dispatcher.regions import RegionTree
+from dispatcher.services import free_port
+from dispatcher.settings import (
+    ApiSettings,
+    LogSettings,
+    OfficeConfig,
+    RegionsSettings,
+    Settings,
+)
+from receiver.simulator import village_terminals
+
+CHUNK = 5000
+
+
+def say(zh: str, en: str) -> None:
+    print(f"▶ {zh}  ({en})", flush=True)
+
+
+class DemoFailed(Exception):
+    pass
+
+
+async def _call(session: aiohttp.ClientSession, method: str, url: str, **kw: Any) -> dict[str, Any]:
+    async with session.request(method, url, **kw) as response:
+        body = await response.json(content_type=None)
+        if response.status >= 400:
+            raise DemoFailed(f"{method} {url} → {response.status}: {body}")
+        return dict(body)
+
+
+async def _wait_ready(sim: asyncio.subprocess.Process, ready: Path, timeout: float) -> None:
+    async with asyncio.timeout(timeout):
+        while not ready.exists():  # noqa: ASYNC240  one stat per 0.2 s
+            if sim.returncode is not None:
+                raise DemoFailed(f"the terminal simulator exited with code {sim.returncode}")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.2):
+                    await sim.wait()
+
+
+async def run_demo(
+    *,
+    region: str = "35",
+    per_village: int = 1,
+    timeout: float = 600.0,
+    state_dir: Path | None = None,
+    regions_file: Path,
+) -> int:
+    tree = RegionTree.from_csv(regions_file)
+    office_region = tree.get(region)
+    state = state_dir or Path(tempfile.mkdtemp(prefix="ebd-demo-"))
+    token, digest = new_token()
+    settings = Settings(
+        api=ApiSettings(listen=f"127.0.0.1:{free_port()}"),
+        regions=RegionsSettings(file=regions_file),
+        log=LogSettings(format="json", level="warning"),
+        offices=[
+            OfficeConfig(
+                id="demo-office",
+                name=f"{office_region.name}应急管理部门",
+                region=region,
+                token_sha256=digest,
+            )
+        ],
+        state_dir=state,
+    )
+    say(
+        "启动调度引擎（内置 mosquitto 与 redis-server）",
+        "starting the engine with embedded broker and Redis",
+    )
+    app = create_app(settings, tree=tree)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    sim: asyncio.subprocess.Process | None = None
+    base = f"http://{settings.api.listen}"
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        await web.TCPSite(runner, settings.api.host, settings.api.port).start()
+        urls = app[URLS]
+        print(f"  API {base}  MQTT {urls['mqtt']}  Redis {urls['redis']}  state {state}")
+        terminals = village_terminals(tree, region, per_village)
+        async with aiohttp.ClientSession(headers=headers) as session:
+            say(
+                f"登记 {len(terminals)} 个村级终端",
+                f"registering {len(terminals)} village terminals",
+            )
+            for start in range(0, len(terminals), CHUNK):
+                part = terminals[start : start + CHUNK]
+                await _call(
+                    session,
+                    "POST",
+                    f"{base}/api/v1/terminals",
+                    json=[{"id": t.id, "region": t.region} for t in part],
+                )
+            say("启动模拟终端并连接消息服务器", "starting the simulated terminals")
+            ready = state / "sim.ready"
+            ready.unlink(missing_ok=True)
+            sim = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "dispatcher", "sim",
+                "--region", region, "--per-village", str(per_village),
+                "--mqtt", urls["mqtt"], "--regions-file", str(regions_file),
+                "--ready-file", str(ready),
+                stdout=asyncio.subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )  # fmt: skip
+            started = time.monotonic()
+            await _wait_ready(sim, ready, timeout=min(timeout, 300))
+            print(f"  {len(terminals)} terminals online in {time.monotonic() - started:.1f} s")
+            say(
+                f"发布{office_region.name}全域台风红色预警",
+                "issuing a region-wide red typhoon warning",
+            )
+            posted_at = time.time()
+            alert = await _call(
+                session,
+                "POST",
+                f"{base}/api/v1/alerts",
+                json={
+                    "event": "台风",
+                    "event_code": "11B01",
+                    "severity": "red",
+                    "headline": f"{office_region.name}台风红色预警",
+                    "text": "受强台风影响，预计未来24小时内将出现12级以上大风和特大暴雨。",
+                    "instruction": "请立即停止户外作业，转移至安全场所，远离危房、河道和山体。",
+                    "areas": [region],
+                    "expires_in": 6 * 3600,
+                },
+            )
+            alert_url = f"{base}/api/v1/alerts/{alert['id']}"
+            print(f"  alert {alert['id']}")
+            delivery = await _follow(session, alert_url, len(terminals), timeout)
+            last_ack = delivery.get("last_ack_at")
+            seconds = _iso_ts(last_ack) - posted_at if isinstance(last_ack, str) else float("nan")
+            _print_coverage(delivery)
+            print(
+                f"\n全部 {delivery['played']}/{delivery['expected']} 个终端已播发并确认；"
+                f"从发布到最后一个确认 {seconds:.2f} 秒\n"
+                f"All {delivery['played']}/{delivery['expected']} terminals played and "
+                f"acknowledged; POST to last ack recorded: {seconds:.2f} s"
+            )
+            return 0
+    except (DemoFailed, TimeoutError) as exc:
+        print(f"demo failed: {exc or 'timed out'}", file=sys.stderr)
+        return 1
+    finally:
+        if sim is not None and sim.returncode is None:
+            sim.terminate()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(20):
+                    await sim.wait()
+            if sim.returncode is None:
+                sim.kill()
+                await sim.wait()
+        await runner.cleanup()
+
+
+def _iso_ts(value: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(value).timestamp()
+
+
+async def _follow(
+    session: aiohttp.ClientSession, url: str, total: int, timeout: float
+) -> dict[str, Any]:
+    """Poll the delivery state with a live bar until every terminal played, or time out."""
+    bar = tqdm(total=total, unit="term", desc="已确认 acknowledged", dynamic_ncols=True)
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                body = await _call(session, "GET", url + "?detail=city")
+                delivery: dict[str, Any] = body["delivery"]
+                bar.set_postfix(played=delivery["played"], failed=delivery["failed"])
+                bar.update(delivery["received"] + delivery["failed"] - bar.n)
+                if (
+                    delivery["expected"]
+                    and delivery["played"] + delivery["failed"] >= delivery["expected"]
+                ):
+                    if delivery["failed"]:
+                        raise DemoFailed(f"{delivery['failed']} terminals failed to play")
+                    return delivery
+                await asyncio.sleep(0.25)
+    finally:
+        bar.close()
+
+
+def _print_coverage(delivery: dict[str, Any]) -> None:
+    print(
+        f"\n{'城市 city':<14}{'应到 expected':>14}{'已收 received':>15}"
+        f"{'已播 played':>13}{'覆盖率 coverage':>17}"
+    )
+    for row in delivery.get("by_city", []):
+        share = row["played"] / row["expected"] * 100 if row["expected"] else 0.0
+        print(
+            f"{row['name']:<12}{row['expected']:>14}{row['received']:>15}{row['played']:>13}{share:>16.1f}%"
+        )

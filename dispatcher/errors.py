@@ -1,0 +1,176 @@
+"""The engine's exception tree; every error the engine raises on purpose is one of these.
+
+    EbdError                      base; ``code`` is the API error code, ``status`` its HTTP status
+    ├── ConfigError               a config or data file is wrong (``path``, ``field``, ``line``)
+    │   └── RegionFileError       a region file row is wrong
+    ├── RegionError               a region code is wrong (``region_code``)
+    │   ├── MalformedRegionCode   not 2/4/6/9/12 digits
+    │   └── UnknownRegion         well-formed but not in the loaded tree
+    ├── BadRequest                the request is not readable (e.g. not JSON)
+    ├── ValidationFailed          input failed validation (``details``: list of problems)
+    │   ├── IdempotencyKeyReused  the key was used before with another body
+    │   └── ImportFailed          a CSV/JSON import had bad rows; nothing was imported
+    ├── Unauthorized              missing or unknown bearer token
+    ├── Forbidden                 outside the office's jurisdiction (``region_codes``)
+    ├── NotFound                  no such alert, terminal or region
+    ├── Conflict                  the request contradicts stored state (idempotency, cancel)
+    ├── PayloadTooLarge           request body over the limit
+    ├── UnsupportedMediaType      request body is not JSON
+    ├── ServiceError              an embedded mosquitto/redis-server could not be started
+    ├── StoreUnavailable          Redis did not answer; the request may be retried
+    └── PublishFailed             the broker did not take a publish in time (``topic``)
+
+Errors carry data as attributes, and ``details`` is what the API puts in its error body.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+class EbdError(Exception):
+    """Base of every deliberate engine error."""
+
+    code = "error"
+    status = 500
+
+    def __init__(self, message: str, *, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class ConfigError(EbdError):
+    code = "bad_config"
+    status = 500
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: Path | str | None = None,
+        field: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        where = ""
+        if path is not None:
+            where = str(path)
+            if line is not None:
+                where += f", line {line}"
+            if field:
+                where += f", field '{field}'"
+            where += ": "
+        elif field:
+            where = f"field '{field}': "
+        super().__init__(where + message)
+        self.path = path
+        self.field = field
+        self.line = line
+
+
+class RegionFileError(ConfigError):
+    code = "bad_region_file"
+
+
+class RegionError(EbdError):
+    code = "bad_region"
+    status = 422
+
+    def __init__(self, message: str, *, region_code: str) -> None:
+        super().__init__(message, details={"region_code": region_code})
+        self.region_code = region_code
+
+
+class MalformedRegionCode(RegionError):
+    code = "malformed_region_code"
+
+    def __init__(self, region_code: str) -> None:
+        super().__init__(
+            f"region code {region_code!r} is malformed: a region code is 2, 4, 6, 9 or 12 digits "
+            "(province 35, city 3501, county 350102, township 350102001, village 350102001001)",
+            region_code=region_code,
+        )
+
+
+class UnknownRegion(RegionError):
+    code = "unknown_region"
+
+    def __init__(self, region_code: str) -> None:
+        super().__init__(
+            f"region code {region_code!r} is not in the loaded region tree",
+            region_code=region_code,
+        )
+
+
+class BadRequest(EbdError):
+    code = "bad_request"
+    status = 400
+
+
+class ValidationFailed(EbdError):
+    code = "invalid"
+    status = 422
+
+
+class IdempotencyKeyReused(ValidationFailed):
+    code = "idempotency_key_reused"
+
+
+class ImportFailed(ValidationFailed):
+    code = "import_failed"
+
+
+class Unauthorized(EbdError):
+    code = "unauthorized"
+    status = 401
+
+
+class Forbidden(EbdError):
+    code = "forbidden"
+    status = 403
+
+    def __init__(self, message: str, *, region_codes: list[str] | None = None) -> None:
+        super().__init__(message, details={"region_codes": region_codes or []})
+        self.region_codes = region_codes or []
+
+
+class NotFound(EbdError):
+    code = "not_found"
+    status = 404
+
+
+class Conflict(EbdError):
+    code = "conflict"
+    status = 409
+
+
+class PayloadTooLarge(EbdError):
+    code = "too_large"
+    status = 413
+
+
+class UnsupportedMediaType(EbdError):
+    code = "unsupported_media_type"
+    status = 415
+
+
+class ServiceError(EbdError):
+    code = "service_failed"
+    status = 500
+
+
+class StoreUnavailable(EbdError):
+    code = "store_unavailable"
+    status = 503
+
+
+class PublishFailed(EbdError):
+    """The broker did not accept a publish before its deadline; the outbox will retry it."""
+
+    code = "publish_failed"
+    status = 503
+
+    def __init__(self, message: str, *, topic: str) -> None:
+        super().__init__(message, details={"topic": topic})
+        self.topic = topic

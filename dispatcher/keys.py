@@ -1,0 +1,22 @@
+"""Typed keys of the aiohttp application's state, shared by the app factory and the handlers."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from dispatcher.acks import AckIngester
+from dispatcher.auth import Offices
+from dispatcher.bus import MqttLink
+from dispatcher.outbox import DispatchWorker
+from dispatcher.regions import RegionTree
+from dispatcher.settings import Settings
+from dispatcher.store import Store
+
+SETTINGS = web.AppKey("settings", Settings)
+TREE = web.AppKey("tree", RegionTree)
+OFFICES = web.AppKey("offices", Offices)
+STORE = web.AppKey("store", Store)
+LINK = web.AppKey("link", MqttLink)
+INGESTER = web.AppKey("ingester", AckIngester)
+WORKER = web.AppKey("worker", DispatchWorker)
+URLS = web.AppKey("urls", dict[str, str])

@@ -1,0 +1,51 @@
+"""``GET /metrics``: Prometheus exposition of the engine's in-process counters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from dispatcher.keys import INGESTER, LINK, WORKER
+
+
+class _EngineCollector(Collector):
+    def __init__(self, app: web.Application) -> None:
+        self._app = app
+
+    def collect(self) -> Iterator[Metric]:
+        app = self._app
+        messages = CounterMetricFamily(
+            "ebd_terminal_messages", "Terminal messages ingested, by outcome", labels=["outcome"]
+        )
+        if INGESTER in app:
+            for outcome, n in sorted(app[INGESTER].totals.items()):
+                messages.add_metric([outcome], n)
+            yield GaugeMetricFamily(
+                "ebd_ack_backlog", "Acks received but not yet recorded", value=app[INGESTER].backlog
+            )
+        yield messages
+        if LINK in app:
+            yield GaugeMetricFamily(
+                "ebd_mqtt_connected",
+                "1 when the MQTT link is up",
+                value=int(app[LINK].connected.is_set()),
+            )
+            yield CounterMetricFamily(
+                "ebd_mqtt_connects", "MQTT connections made", value=app[LINK].connects
+            )
+        if WORKER in app:
+            yield CounterMetricFamily(
+                "ebd_alerts_dispatched",
+                "Alerts dispatched by this instance",
+                value=app[WORKER].dispatched,
+            )
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_EngineCollector(request.app))
+    return web.Response(body=generate_latest(registry), content_type="text/plain", charset="utf-8")

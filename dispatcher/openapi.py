@@ -1,0 +1,219 @@
+"""``GET /api/v1/openapi.json``: the OpenAPI 3.1 description of the v1 API.
+
+Request schemas come from the pydantic models, so the document cannot drift from validation.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from aiohttp import web
+
+from dispatcher.models import AlertRequest, CancelRequest, TerminalIn
+
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "details": {},
+            },
+        }
+    },
+}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    text = {
+        400: "Body is not valid JSON",
+        401: "Missing or unknown bearer token",
+        403: "Outside the office's jurisdiction; details.region_codes names the codes",
+        404: "No such alert or region",
+        409: "Conflicts with stored state",
+        413: "Body too large",
+        415: "Body is not application/json",
+        422: "Validation failed; details lists each problem",
+        503: "Redis or the broker is unavailable; retry",
+    }
+    return {
+        str(s): {
+            "description": text[s],
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+        for s in statuses
+    }
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _body(ref: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": {"$ref": ref}}}}
+
+
+def _schemas() -> dict[str, Any]:
+    """Model schemas with their nested definitions hoisted into components."""
+    out: dict[str, Any] = {"Error": _ERROR}
+    for model in (AlertRequest, CancelRequest, TerminalIn):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        out.update(schema.pop("$defs", {}))
+        out[model.__name__] = schema
+    return out
+
+
+@cache
+def spec() -> dict[str, Any]:
+    obj = {"type": "object"}
+    alert_id = {"name": "alert_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    idem = {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "maxLength": 128},
+        "description": "A retried request with the same key and body returns the first alert",
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "ebdispatch emergency broadcast dispatch API",
+            "version": "1",
+            "description": "Issue, follow and cancel warnings to village loudspeaker terminals.",
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/api/v1/alerts": {
+                "post": {
+                    "summary": "Issue an alert (or an update that references one)",
+                    "parameters": [idem],
+                    "requestBody": _body("#/components/schemas/AlertRequest"),
+                    "responses": {
+                        "201": _json(obj, "Stored and queued for dispatch"),
+                        **_errors(400, 401, 403, 413, 415, 422, 503),
+                    },
+                },
+                "get": {
+                    "summary": "Recent alerts that concern the office's region",
+                    "parameters": [
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "maximum": 500},
+                        }
+                    ],
+                    "responses": {"200": _json(obj), **_errors(401, 422)},
+                },
+            },
+            "/api/v1/alerts/{alert_id}": {
+                "get": {
+                    "summary": "An alert with its delivery state (expected, received, played, "
+                    "failed, pending; per city, county and optionally township)",
+                    "parameters": [
+                        alert_id,
+                        {
+                            "name": "detail",
+                            "in": "query",
+                            "schema": {"enum": ["city", "county", "township"]},
+                        },
+                    ],
+                    "responses": {"200": _json(obj), **_errors(401, 403, 404, 422)},
+                }
+            },
+            "/api/v1/alerts/{alert_id}/cancel": {
+                "post": {
+                    "summary": "Cancel an alert: publishes a cancel that references it",
+                    "parameters": [alert_id, idem],
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/CancelRequest"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "201": _json(obj, "The cancel alert"),
+                        **_errors(401, 403, 404, 409, 415, 422),
+                    },
+                }
+            },
+            "/api/v1/regions/{code}": {
+                "get": {
+                    "summary": "A region: name, level, path, children, alert topic, terminals",
+                    "parameters": [
+                        {
+                            "name": "code",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {"200": _json(obj), **_errors(401, 404, 422)},
+                }
+            },
+            "/api/v1/terminals": {
+                "get": {
+                    "summary": "Registered terminals at or below a region",
+                    "parameters": [
+                        {"name": "region", "in": "query", "schema": {"type": "string"}},
+                        {"name": "limit", "in": "query", "schema": {"type": "integer"}},
+                        {"name": "offset", "in": "query", "schema": {"type": "integer"}},
+                    ],
+                    "responses": {"200": _json(obj), **_errors(401, 403, 422)},
+                },
+                "post": {
+                    "summary": "Register terminals (all or nothing)",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "array",
+                                    "items": {"$ref": "#/components/schemas/TerminalIn"},
+                                }
+                            }
+                        },
+                    },
+                    "responses": {"200": _json(obj), **_errors(400, 401, 403, 413, 415, 422)},
+                },
+            },
+            "/healthz": {
+                "get": {"summary": "Liveness", "security": [], "responses": {"200": _json(obj)}}
+            },
+            "/readyz": {
+                "get": {
+                    "summary": "Readiness: Redis and the broker reachable",
+                    "security": [],
+                    "responses": {"200": _json(obj), "503": _json(obj, "Not ready")},
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "security": [],
+                    "responses": {"200": {"description": "text exposition format"}},
+                }
+            },
+            "/api/v1/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "security": [],
+                    "responses": {"200": _json(obj)},
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": _schemas(),
+        },
+    }
+
+
+async def openapi_handler(request: web.Request) -> web.Response:
+    return web.json_response(spec())

@@ -1,0 +1,157 @@
+"""The dispatch worker: takes alerts from the outbox stream and sends them out.
+
+An entry leaves the outbox (XACK) only after every publish of its alert was accepted by the
+broker. A worker that dies leaves its entries pending; on restart it reads its own pending
+entries first, and any worker claims entries idle longer than ``claim_idle_seconds``. Sending
+twice is safe: terminals handle an alert id once and the ack store counts a terminal once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+
+import structlog
+
+from dispatcher.bus import MqttLink
+from dispatcher.errors import PublishFailed, StoreUnavailable
+from dispatcher.models import Alert, Channel, MsgType, utcnow
+from dispatcher.regions import RegionTree
+from dispatcher.store import Store
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchOutcome:
+    alert_id: str
+    state: str  # dispatched | expired | skipped | partial
+    topics: int = 0
+    failed_topics: tuple[str, ...] = ()
+    expected: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.state != "partial"
+
+
+class DispatchWorker:
+    def __init__(
+        self,
+        store: Store,
+        link: MqttLink,
+        tree: RegionTree,
+        *,
+        consumer: str,
+        claim_idle_seconds: float = 60.0,
+    ) -> None:
+        self._store = store
+        self._link = link
+        self._tree = tree
+        self._consumer = consumer
+        self._claim_idle_ms = int(claim_idle_seconds * 1000)
+        self.dispatched = 0
+
+    async def run(self) -> None:
+        await self._store.ensure_outbox()
+        # Own entries left pending by a previous life of this consumer come first.
+        await self._handle(
+            await self._store.outbox_read(self._consumer, count=100, block_ms=0, pending=True)
+        )
+        last_claim = time.monotonic()
+        while True:
+            try:
+                entries = await self._store.outbox_read(self._consumer, count=20, block_ms=1000)
+                if time.monotonic() - last_claim > self._claim_idle_ms / 4000:
+                    entries += await self._store.outbox_claim(
+                        self._consumer, min_idle_ms=self._claim_idle_ms
+                    )
+                    last_claim = time.monotonic()
+                await self._handle(entries)
+            except StoreUnavailable as exc:
+                log.warning("outbox.store_down", error=exc.message)
+                await asyncio.sleep(1.0)
+
+    async def _handle(self, entries: list[tuple[str, str]]) -> None:
+        for entry_id, alert_id in entries:
+            outcome = await self.dispatch(alert_id)
+            if outcome.done:
+                await self._store.outbox_done(entry_id)
+
+    async def dispatch(self, alert_id: str) -> DispatchOutcome:
+        """Send one alert: record who must ack, then one publish per region of its cover."""
+        started = time.monotonic()
+        with structlog.contextvars.bound_contextvars(alert_id=alert_id):
+            alert = await self._store.get_alert(alert_id)
+            if alert is None:
+                log.error("dispatch.unknown_alert")
+                return DispatchOutcome(alert_id, "skipped")
+            state = await self._store.dispatch_state(alert_id)
+            with structlog.contextvars.bound_contextvars(office=alert.sender):
+                if state.get("state") == "dispatched":
+                    return DispatchOutcome(alert_id, "skipped")
+                if alert.expired():
+                    await self._store.set_dispatch(alert_id, state="expired")
+                    log.warning("dispatch.expired_before_send")
+                    return DispatchOutcome(alert_id, "expired")
+                if alert.msg_type is not MsgType.CANCEL and state.get("cancelled_by"):
+                    await self._store.set_dispatch(alert_id, state="cancelled")
+                    log.info("dispatch.cancelled_before_send", cancelled_by=state["cancelled_by"])
+                    return DispatchOutcome(alert_id, "skipped")
+                return await self._send(alert, started)
+
+    async def _send(self, alert: Alert, started: float) -> DispatchOutcome:
+        cover = self._tree.cover(alert.areas)
+        expected, offline = await self._store.record_expected(alert.id, cover)
+        await self._store.set_dispatch(alert.id, state="dispatching", cover=json.dumps(cover))
+        recorded = time.monotonic()
+        failed: list[str] = []
+        if Channel.LOUDSPEAKER in alert.channels:
+            payload = json.dumps(alert.payload(), ensure_ascii=False).encode()
+            expiry = int((alert.expires - utcnow()).total_seconds())
+            results = await asyncio.gather(
+                *(
+                    self._link.publish(self._tree.topic(code), payload, expiry=expiry)
+                    for code in cover
+                ),
+                return_exceptions=True,
+            )
+            for code, result in zip(cover, results, strict=True):
+                if isinstance(result, PublishFailed):
+                    failed.append(self._tree.topic(code))
+                elif isinstance(result, BaseException):
+                    raise result
+        published = time.monotonic()
+        if failed:
+            await self._store.set_dispatch(
+                alert.id, state="partial", failed_topics=json.dumps(failed)
+            )
+            log.error("dispatch.partial", failed_topics=failed, topics=len(cover))
+            return DispatchOutcome(alert.id, "partial", len(cover), tuple(failed), expected)
+        await self._store.set_dispatch(
+            alert.id, state="dispatched", dispatched_at=utcnow().isoformat()
+        )
+        for ref in alert.references:
+            await self._store.set_dispatch(
+                ref,
+                **(
+                    {"cancelled_at": utcnow().isoformat()}
+                    if alert.msg_type is MsgType.CANCEL
+                    else {"superseded_by": alert.id}
+                ),
+            )
+        self.dispatched += 1
+        log.info(
+            "dispatch.done",
+            msg_type=alert.msg_type.value,
+            status=alert.status.value,
+            severity=alert.severity.value,
+            topics=len(cover),
+            expected=expected,
+            offline_at_dispatch=offline,
+            expected_ms=round((recorded - started) * 1000, 1),
+            publish_ms=round((published - recorded) * 1000, 1),
+        )
+        return DispatchOutcome(alert.id, "dispatched", len(cover), (), expected)

@@ -1,0 +1,652 @@
+"""Run private ``mosquitto`` and ``redis-server`` child processes for the embedded default.
+
+``ebd serve`` without an MQTT or Redis URL, ``ebd demo``, the test fixtures and the benchmarks
+all start their brokers here: on a free loopback port, with config, data and log in a state
+folder, stopped in order when the caller is done. The API is synchronous; async callers wrap it
+in ``asyncio.to_thread``.
+
+The broker configs are the templates below. ``config/mosquitto/mosquitto.conf`` and
+``config/redis/redis.conf`` are the same templates rendered for docker-compose
+(:func:`render_docker_configs`), and a test keeps the shipped files equal to that rendering, so
+the embedded default and a compose deployment run with the same settings.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ipaddress
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import ClassVar, Self
+
+from dispatcher.errors import ServiceError
+
+__all__ = [
+    "MOSQUITTO_CONF",
+    "REDIS_CONF",
+    "EmbeddedServices",
+    "ManagedProcess",
+    "MosquittoServer",
+    "RedisServer",
+    "find_binary",
+    "free_port",
+    "render_docker_configs",
+    "render_mosquitto_conf",
+    "render_redis_conf",
+]
+
+# Both templates are str.format() templates: {host}, {port}, {data_dir} and the like are
+# substituted; neither server's config syntax uses braces.
+MOSQUITTO_CONF = """\
+# Mosquitto broker for the emergency-broadcast dispatch engine.
+# Template: MOSQUITTO_CONF in dispatcher/services.py, which renders it for the embedded broker
+# (loopback, a free port, a private data folder). config/mosquitto/mosquitto.conf is the same
+# template rendered for docker-compose; a test keeps the two equal, so edit the template.
+
+# One plain listener. The engine and terminals speak MQTT 5 to it.
+listener {port} {host}
+# Thousands of terminals hold a connection each; the only ceiling should be the open-files
+# limit of the process (20,000 on our machines), not a broker setting.
+max_connections -1
+
+# Mosquitto 2.x refuses anonymous clients unless told otherwise. Who may speak for which
+# terminal is decided by an ACL (pattern write eb/v1/term/%u/ack) where the deployment needs it.
+allow_anonymous true
+
+# Started as root, mosquitto switches to this user. The embedded broker stays the user that
+# started the engine so it can write its own state folder; the docker image has `mosquitto`.
+user {user}
+
+# Terminals use persistent sessions: what an offline terminal missed, and the QoS 1 messages
+# queued for it, must survive a broker restart.
+persistence true
+persistence_location {data_dir}
+persistence_file mosquitto.db
+# The default saves every 30 minutes, so a crash would lose up to half an hour of queued
+# alerts and acks. Every 5 s bounds that loss; what is lost anyway is resent by the engine's
+# deadline sweeper. Timed rather than on changes: one province fan-out makes ~20,000 changes,
+# and every save writes the whole database.
+autosave_interval 5
+autosave_on_changes false
+
+# Never drop a queued message. The default queue of 1,000 per client silently lost 18,880 of
+# 19,900 acks on the way to the engine's ack subscription; a terminal's queue is bounded by
+# alert expiry and session expiry instead.
+max_queued_messages 0
+max_queued_bytes 0
+# Outgoing QoS 1 messages in flight per client. The default of 20 makes the ack stream to the
+# engine wait on a round trip every 20 messages; 1,000 lets it run at line speed.
+max_inflight_messages 1000
+
+# Duplicate tracking costs time that grows with the square of the subscribers (fan-out to
+# 19,900 terminals: 1.5 s with it, 0.47 s without). It is safe to turn off because a terminal
+# subscribes to exact topics that never overlap. (Deprecated in 2.x; the log says so.)
+allow_duplicate_messages true
+
+# A terminal that has not come back for two weeks is gone; its session is dropped instead of
+# queueing alerts for it forever.
+persistent_client_expiration 14d
+
+# Alerts are small and urgent: send them now, not when Nagle's algorithm has enough to fill a
+# packet.
+set_tcp_nodelay true
+# No heap cap: a cap makes the broker drop messages and disconnect clients when it is reached.
+memory_limit 0
+# MQTT 5 clients asking for a longer keepalive are told to use this one, so a dead rural link
+# is noticed (and the terminal's Last Will published) within about three minutes.
+max_keepalive 120
+
+# Log to stdout: the embedded default sends it to a log file in the state folder, docker to
+# `docker logs`. ISO timestamps line up with the engine's own logs.
+log_dest stdout
+log_timestamp_format %Y-%m-%dT%H:%M:%S
+"""
+
+REDIS_CONF = """\
+# Redis for the emergency-broadcast dispatch engine: alerts, the outbox, delivery state, acks.
+# Template: REDIS_CONF in dispatcher/services.py, which renders it for the embedded server
+# (loopback, a free port, a private data folder). config/redis/redis.conf is the same template
+# rendered for docker-compose; a test keeps the two equal, so edit the template.
+
+bind {host}
+port {port}
+# With no password, protected mode refuses every client that is not on loopback. The embedded
+# server only listens on loopback and keeps it on; the docker rendering listens inside the
+# compose network for an engine in another container and has to turn it off (publish that port
+# to nothing but the engine).
+protected-mode {protected_mode}
+
+# Run in the foreground as a child of the engine or as the container's main process, logging
+# to stdout: the embedded default sends it to a log file in the state folder, docker to
+# `docker logs`.
+daemonize no
+supervised no
+logfile ""
+
+dir {data_dir}
+
+# An alert answered with 201 must survive kill -9 of Redis and a power cut: append every write
+# and fsync it before the reply. `everysec` can lose the last second.
+appendonly yes
+appendfsync always
+appenddirname "appendonlydir"
+appendfilename "appendonly.aof"
+# `yes` would skip the fsync while the AOF is being rewritten, giving up the guarantee above.
+no-appendfsync-on-rewrite no
+# An RDB preamble in the rewritten AOF makes a restart load fast.
+aof-use-rdb-preamble yes
+
+# Snapshots as well, as a compact second copy for backups; the AOF is what durability rests on.
+save 3600 1 300 100 60 10000
+dbfilename "dump.rdb"
+
+# Delivery state must never be evicted: with no memory cap and noeviction, a full Redis refuses
+# writes (which the engine reports) instead of silently dropping keys.
+maxmemory 0
+maxmemory-policy noeviction
+
+# Engine instances, the CLI and the console each hold a small pool; 10,000 leaves room and stays
+# under the 20,000 open files a process may have here.
+maxclients 10000
+"""
+
+# Debian and Ubuntu install both servers outside an ordinary user's PATH (/usr/sbin).
+_SBIN_DIRS: tuple[str, ...] = ("/usr/sbin", "/usr/local/sbin")
+_APT_PACKAGES = {"mosquitto": "mosquitto", "redis-server": "redis-server"}
+
+_LOG_TAIL_LINES = 30
+# How often start() retries an automatically chosen port that someone else took in between.
+_PORT_ATTEMPTS = 5
+_PROBE_INTERVAL = 0.02
+_ADDRESS_IN_USE = "Address already in use"
+# CONNECT: protocol "MQTT" level 4, clean session, keepalive 10 s, empty client id.
+_MQTT_PROBE_CONNECT = b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x0a\x00\x00"
+_MQTT_CONNACK = b"\x20"
+_MQTT_DISCONNECT = b"\xe0\x00"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that nothing listens on right now (the kernel's choice)."""
+    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def find_binary(name: str) -> str:
+    """The path of the executable ``name``: on PATH, or in the sbin folders packages use."""
+    found = shutil.which(name)
+    if found is not None:
+        return found
+    for folder in _SBIN_DIRS:
+        candidate = Path(folder) / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    package = _APT_PACKAGES.get(name, name)
+    raise ServiceError(
+        f"{name} not found: install it with `sudo apt-get install {package}` (Debian/Ubuntu)",
+        details={"binary": name, "package": package},
+    )
+
+
+def render_mosquitto_conf(
+    *, host: str, port: int, data_dir: Path | str, user: str, extra_config: str = ""
+) -> str:
+    """The broker config for one listener on ``host:port`` with its database in ``data_dir``."""
+    text = MOSQUITTO_CONF.format(
+        host=_one_line(host),
+        port=port,
+        # The rest of the line is the path, spaces included; mosquitto adds the separator.
+        data_dir=_one_line(str(data_dir)),
+        user=_one_line(user),
+    )
+    return _append(text, extra_config)
+
+
+def render_redis_conf(*, host: str, port: int, data_dir: Path | str, extra_config: str = "") -> str:
+    """The Redis config for ``host:port`` with its AOF and snapshots in ``data_dir``."""
+    text = REDIS_CONF.format(
+        host=_one_line(host),
+        port=port,
+        protected_mode="yes" if _is_loopback(host) else "no",
+        data_dir=_redis_quote(str(data_dir)),
+    )
+    return _append(text, extra_config)
+
+
+def render_docker_configs() -> dict[str, str]:
+    """The shipped config files (paths relative to the project root) and their contents.
+
+    Rendered for docker-compose: each server listens on every interface of its container (for
+    the engine in another container) on its standard port, with data where the official images
+    keep it.
+    """
+    every_interface = "0.0.0.0"  # noqa: S104  inside a container, for the compose network
+    return {
+        "config/mosquitto/mosquitto.conf": render_mosquitto_conf(
+            host=every_interface, port=1883, data_dir="/mosquitto/data", user="mosquitto"
+        ),
+        "config/redis/redis.conf": render_redis_conf(
+            host=every_interface, port=6379, data_dir="/data"
+        ),
+    }
+
+
+class ManagedProcess:
+    """One server child process on a fixed host and port, with its state in ``state_dir``.
+
+    The port is chosen when the object is made (so its URL is known before it starts) and kept
+    for its lifetime: :meth:`restart` comes back on the same port with the same data, which is
+    what kill-and-restart tests rely on. Thread-safe: callers may start, stop and kill from
+    ``asyncio.to_thread`` workers.
+    """
+
+    #: Executable name, also the stem of the config and log files in the state folder.
+    binary: ClassVar[str]
+
+    def __init__(
+        self,
+        state_dir: Path,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        extra_config: str = "",
+    ) -> None:
+        self._state_dir = Path(state_dir)
+        self._host = host
+        self._auto_port = port is None
+        self._port = free_port(host) if port is None else port
+        self._extra_config = extra_config
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._has_run = False
+        # Re-entrant because restart() holds it across stop() and start().
+        self._lock = threading.RLock()
+
+    # -- what a subclass supplies -------------------------------------------------------------
+
+    def _render_config(self) -> str:
+        raise NotImplementedError
+
+    def _arguments(self, config_path: Path) -> list[str]:
+        raise NotImplementedError
+
+    def _probe(self, sock: socket.socket) -> bool:
+        """Whether the server behind an accepted connection is ready; accepting is enough."""
+        return True
+
+    # -- public API ---------------------------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        return self._host
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def state_dir(self) -> Path:
+        return self._state_dir
+
+    @property
+    def data_dir(self) -> Path:
+        """Where the server keeps what it persists; kept across restarts."""
+        return self._state_dir / "data"
+
+    @property
+    def config_path(self) -> Path:
+        return self._state_dir / f"{self.binary}.conf"
+
+    @property
+    def log_path(self) -> Path:
+        """The server's stdout and stderr, appended to across restarts."""
+        return self._state_dir / f"{self.binary}.log"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """The pid of the running server, or None when it is not running."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Spawn the server and return once it answers on its port.
+
+        Raises ServiceError if the port is taken, the server exits, or it does not answer
+        within ``timeout`` seconds; the message carries the end of its log.
+        """
+        with self._lock:
+            if self.running:
+                raise ServiceError(
+                    f"{self.binary} is already running on {self._netloc()} (pid {self.pid})"
+                )
+            # An automatically chosen port may be taken between free_port() and the server's
+            # bind; pick another one then, but never once the server has run: restart() must
+            # come back where clients expect it.
+            attempts = _PORT_ATTEMPTS if self._auto_port and not self._has_run else 1
+            for attempt in range(1, attempts + 1):
+                try:
+                    self._launch(timeout)
+                except ServiceError as exc:
+                    if attempt == attempts or _ADDRESS_IN_USE not in exc.message:
+                        raise
+                    self._port = free_port(self._host)
+                else:
+                    self._has_run = True
+                    return
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, so the server saves its state, then SIGKILL after ``timeout`` seconds."""
+        with self._lock:
+            proc = self._proc
+            if proc is None:
+                return
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            self._proc = None
+            _live.discard(self)
+
+    def kill(self) -> None:
+        """SIGKILL and reap, as a crash would: whatever the server had not persisted is lost."""
+        with self._lock:
+            proc = self._proc
+            if proc is None:
+                return
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            self._proc = None
+            _live.discard(self)
+
+    def restart(self, timeout: float = 10.0) -> None:
+        """Stop the server if it runs, and start it again on the same port with the same data."""
+        with self._lock:
+            self.stop(timeout)
+            self.start(timeout)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = f"pid {self.pid}" if self.running else "stopped"
+        return f"<{type(self).__name__} {self._netloc()} {state}>"
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _netloc(self) -> str:
+        return f"[{self._host}]:{self._port}" if ":" in self._host else f"{self._host}:{self._port}"
+
+    def _launch(self, timeout: float) -> None:
+        # Checked up front because polling a port that another program listens on would
+        # "succeed" against that program while our server dies on its bind.
+        if not _can_bind(self._host, self._port):
+            raise ServiceError(
+                f"cannot start {self.binary}: port {self._port} on {self._host} is already in use"
+                f" ({_ADDRESS_IN_USE}); pick another port or stop what listens there",
+                details={"binary": self.binary, "host": self._host, "port": self._port},
+            )
+        executable = find_binary(self.binary)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(self._render_config(), encoding="utf-8")
+        argv = _with_open_files_limit([executable, *self._arguments(self.config_path)])
+        with self.log_path.open("ab") as log:
+            log_offset = log.tell()
+            stamp = datetime.now(UTC).isoformat(timespec="seconds")
+            log.write(f"--- {stamp} starting {self.binary} on {self._netloc()}\n".encode())
+            log.flush()
+            # Our copy of the log file closes when this block ends; the child keeps its own.
+            # A new session, so a Ctrl-C in the terminal reaches only the engine, which then
+            # stops its servers in order instead of having them die under it.
+            self._proc = subprocess.Popen(  # noqa: S603  argv is our own binary and config path
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self._state_dir,
+                start_new_session=True,
+            )
+        _live.add(self)
+        try:
+            self._wait_until_ready(self._proc, timeout, log_offset)
+        except BaseException:
+            self.kill()
+            raise
+
+    def _wait_until_ready(
+        self, proc: subprocess.Popen[bytes], timeout: float, log_offset: int
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise self._failure(f"exited with status {proc.returncode}", log_offset)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._failure(f"did not answer within {timeout:g} s", log_offset)
+            if self._answers(min(remaining, 1.0)) and proc.poll() is None:
+                return
+            time.sleep(_PROBE_INTERVAL)
+
+    def _answers(self, timeout: float) -> bool:
+        try:
+            with socket.create_connection((self._host, self._port), timeout=timeout) as sock:
+                return self._probe(sock)
+        except OSError:
+            return False
+
+    def _failure(self, what: str, log_offset: int) -> ServiceError:
+        tail = _log_tail(self.log_path, log_offset)
+        return ServiceError(
+            f"{self.binary} on {self._netloc()} {what}; end of {self.log_path}:\n{tail}",
+            details={
+                "binary": self.binary,
+                "host": self._host,
+                "port": self._port,
+                "log_path": str(self.log_path),
+            },
+        )
+
+
+class MosquittoServer(ManagedProcess):
+    """A private mosquitto broker configured as the project ships it."""
+
+    binary = "mosquitto"
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self._netloc()}"
+
+    def _render_config(self) -> str:
+        return render_mosquitto_conf(
+            host=self._host,
+            port=self._port,
+            data_dir=self.data_dir,
+            user=_mosquitto_user(),
+            extra_config=self._extra_config,
+        )
+
+    def _arguments(self, config_path: Path) -> list[str]:
+        return ["-c", str(config_path)]
+
+    def _probe(self, sock: socket.socket) -> bool:
+        # A CONNACK, not just an accepted connection: proof that a broker, and not whatever
+        # else may hold the port, answers. MQTT 3.1.1 with an empty client id, so the broker
+        # assigns one and no real client's session is touched.
+        sock.sendall(_MQTT_PROBE_CONNECT)
+        reply = sock.recv(4)
+        if reply[:1] != _MQTT_CONNACK:
+            return False
+        sock.sendall(_MQTT_DISCONNECT)
+        return True
+
+
+class RedisServer(ManagedProcess):
+    """A private redis-server configured as the project ships it."""
+
+    binary = "redis-server"
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self._netloc()}/0"
+
+    def _render_config(self) -> str:
+        return render_redis_conf(
+            host=self._host,
+            port=self._port,
+            data_dir=self.data_dir,
+            extra_config=self._extra_config,
+        )
+
+    def _arguments(self, config_path: Path) -> list[str]:
+        return [str(config_path)]
+
+    def _probe(self, sock: socket.socket) -> bool:
+        # Redis accepts connections while it still loads its AOF and answers -LOADING until
+        # the data is back; a caller must not see an empty database after a restart.
+        sock.sendall(b"PING\r\n")
+        reply = sock.recv(64)
+        return bool(reply) and not reply.startswith(b"-LOADING")
+
+
+class EmbeddedServices:
+    """The engine's own broker and Redis, in ``state_dir/mosquitto`` and ``state_dir/redis``."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir)
+        self.mqtt = MosquittoServer(self.state_dir / "mosquitto")
+        self.redis = RedisServer(self.state_dir / "redis")
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.mqtt.start(timeout)
+        try:
+            self.redis.start(timeout)
+        except BaseException:
+            self.mqtt.stop(timeout)
+            raise
+
+    def stop(self, timeout: float = 10.0) -> None:
+        try:
+            self.redis.stop(timeout)
+        finally:
+            self.mqtt.stop(timeout)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+# Servers that were started and not yet stopped. A server is never daemonized and the engine
+# stops it on the way out; this is the net for a caller that forgot, so no broker outlives the
+# interpreter holding its port.
+_live: set[ManagedProcess] = set()
+
+
+@atexit.register
+def _stop_forgotten() -> None:
+    for server in list(_live):
+        server.stop(timeout=5.0)
+
+
+def _with_open_files_limit(argv: list[str]) -> list[str]:
+    # Each terminal is an open socket, so the broker needs the hard limit, not the usual soft
+    # 1,024. Raised by a shell that then execs the server (same pid, so our signals reach the
+    # server itself) rather than by preexec_fn, which can deadlock the child when other
+    # threads run, as they do under asyncio.to_thread.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft >= hard:
+        return argv
+    return ["/bin/sh", "-c", 'ulimit -S -n "$1" && shift && exec "$@"', "sh", str(hard), *argv]
+
+
+def _can_bind(host: str, port: int) -> bool:
+    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
+        # Like the servers themselves, so connections of an earlier run in TIME_WAIT do not
+        # count as "in use" when a server restarts on its port.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _log_tail(path: Path, offset: int) -> str:
+    try:
+        with path.open("rb") as log:
+            log.seek(offset)
+            text = log.read().decode("utf-8", errors="replace")
+    except OSError as exc:
+        return f"(log unreadable: {exc})"
+    lines = text.splitlines()[-_LOG_TAIL_LINES:]
+    return "\n".join(lines) if lines else "(log is empty)"
+
+
+def _mosquitto_user() -> str:
+    # Only consulted when started as root: stay root so the broker can write the state folder
+    # that root made. Any other user runs the broker as itself and the setting is ignored.
+    return "root" if os.geteuid() == 0 else "mosquitto"
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _one_line(value: str) -> str:
+    if "\n" in value or "\r" in value:
+        raise ServiceError(f"config value {value!r} must not contain a line break")
+    return value
+
+
+def _redis_quote(value: str) -> str:
+    # Redis reads a double-quoted value with backslash escapes, so any path survives.
+    escaped = _one_line(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def _append(text: str, extra_config: str) -> str:
+    if not extra_config.strip():
+        return text
+    return (
+        f"{text}\n# Extra settings given by the caller; later lines win.\n{extra_config.rstrip()}\n"
+    )

@@ -1,0 +1,231 @@
+"""The engine's settings: one TOML file, every key overridable by an ``EBD_`` variable.
+
+``EBD_MQTT__URL=mqtt://broker:1883`` overrides ``[mqtt] url``; ``EBD_OFFICES`` takes a JSON list.
+Settings are loaded strictly (unknown keys are errors) and a bad file stops the program with a
+message naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from dispatcher.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_REGIONS_FILE = Path("config/regions/fujian.csv")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_OFFICE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ApiSettings(_Section):
+    listen: str = "127.0.0.1:8080"
+    # A province's terminal list (17,498 rows) fits easily; anything far larger is a mistake.
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("listen must be HOST:PORT, e.g. 127.0.0.1:8080")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+def _check_url(value: str | None, schemes: tuple[str, ...]) -> str | None:
+    if value is None or value == "":
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ValueError(f"must be a URL like {schemes[0]}://HOST:PORT, got {value!r}")
+    try:
+        _ = parts.port
+    except ValueError as exc:
+        raise ValueError(f"bad port in {value!r}") from exc
+    return value
+
+
+class MqttSettings(_Section):
+    url: str | None = None
+    client_id: str = "ebd-engine"
+    # Days, so acks queued while the engine restarts wait for it in the broker.
+    session_expiry: int = Field(default=7 * 86400, ge=60)
+    keepalive: int = Field(default=30, ge=5, le=3600)
+    publish_timeout: float = Field(default=30.0, gt=0)
+    shared_subscription: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return _check_url(value, ("mqtt", "tcp"))
+
+
+class RedisSettings(_Section):
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return _check_url(value, ("redis", "rediss", "unix"))
+
+
+class RegionsSettings(_Section):
+    file: Path = DEFAULT_REGIONS_FILE
+
+
+class DispatchSettings(_Section):
+    ack_batch_size: int = Field(default=500, ge=1, le=10000)
+    ack_batch_wait: float = Field(default=0.02, gt=0, le=5)
+    # Approximate cap so the ack log cannot eat all of Redis's memory; a province-wide alert
+    # writes ~35,000 entries, so the default keeps years of drills.
+    ack_log_maxlen: int = Field(default=10_000_000, ge=1000)
+    claim_idle_seconds: float = Field(default=60.0, gt=0)
+
+
+class OfficeConfig(_Section):
+    id: str
+    name: str = Field(min_length=1, max_length=64)
+    region: str
+    token_sha256: str
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not _OFFICE_ID.match(value):
+            raise ValueError("office id must be lowercase letters, digits, '-' or '_'")
+        return value
+
+    @field_validator("token_sha256")
+    @classmethod
+    def _hash(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not _HEX64.match(value):
+            raise ValueError(
+                "token_sha256 must be 64 hex digits; run `ebd offices token` to make one"
+            )
+        return value
+
+
+class LogSettings(_Section):
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Settings(BaseSettings):
+    """Everything the engine is configured with, built once in ``__main__`` and passed down."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EBD_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        nested_model_default_partial_update=True,
+    )
+
+    api: ApiSettings = ApiSettings()
+    mqtt: MqttSettings = MqttSettings()
+    redis: RedisSettings = RedisSettings()
+    regions: RegionsSettings = RegionsSettings()
+    dispatch: DispatchSettings = DispatchSettings()
+    log: LogSettings = LogSettings()
+    offices: list[OfficeConfig] = []
+    state_dir: Path = Path(".ebd-state")
+    instance: str = "ebd-1"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment first: an operator's EBD_ variable beats the file it overrides.
+        return (env_settings, init_settings)
+
+    def regions_path(self, config_file: Path | None = None) -> Path:
+        """The region file, relative paths tried from the cwd, the config's folder, the project."""
+        path = self.regions.file
+        if path.is_absolute():
+            return path
+        candidates = [Path.cwd() / path]
+        if config_file is not None:
+            candidates.append(config_file.resolve().parent / path)
+        candidates.append(PROJECT_ROOT / path)
+        for candidate in candidates:
+            if candidate.exists():
+                return candidate
+        return candidates[0]
+
+
+def _field_of(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Load the TOML file (if given), apply ``EBD_`` variables, and check every field.
+
+    Raises ``ConfigError`` naming the file, line (for TOML syntax) and field.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file: {exc.strerror}", path=path) from exc
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"not valid TOML: {exc}", path=path) from exc
+    data.update(overrides)
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = _field_of(first["loc"])
+        more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+        message = first["msg"]
+        if first["type"] == "extra_forbidden":
+            message = "unknown setting; check its spelling against config/ebd.example.toml"
+        raise ConfigError(message + more, path=path or "environment", field=field) from exc
+    seen_ids: set[str] = set()
+    seen_hashes: set[str] = set()
+    for index, office in enumerate(settings.offices):
+        if office.id in seen_ids:
+            raise ConfigError(
+                f"office id {office.id!r} appears twice", path=path, field=f"offices[{index}].id"
+            )
+        if office.token_sha256 in seen_hashes:
+            raise ConfigError(
+                "two offices share one token hash; each office needs its own token",
+                path=path,
+                field=f"offices[{index}].token_sha256",
+            )
+        seen_ids.add(office.id)
+        seen_hashes.add(office.token_sha256)
+    return settings

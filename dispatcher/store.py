@@ -1,0 +1,511 @@
+"""All Redis access of the engine. Every key the engine writes is named here, at the top.
+
+Key schema (``{id}`` an alert id, ``{t}`` a terminal id, ``{code}`` a region code):
+
+    ebd:alert:{id}              string  the alert's JSON (models.Alert)
+    ebd:alerts                  zset    alert ids scored by sent time (ms)
+    ebd:alert:{id}:dispatch     hash    dispatch state: state, queued_at, dispatched_at, expected,
+                                        topics, cancelled_by, last_ack_ms, acks …
+    ebd:alert:{id}:expected     hash    {t} → region code of every terminal expected to ack
+    ebd:alert:{id}:tstate       hash    {t} → received | playing | played | failed
+    ebd:alert:{id}:counts       hash    "{code}|{state}" → n for the province, cities, counties,
+                                        townships above each expected terminal; "{code}|expected"
+    ebd:idem:{office}:{key}     string  {"alert_id", "body"} of the first request with that key
+    ebd:outbox                  stream  alert ids to dispatch; consumer group "dispatch"
+    ebd:acklog                  stream  every ack of a known alert, as received (drill reviews)
+    ebd:terms:region            hash    {t} → region code (the terminal registry)
+    ebd:terms:meta              hash    {t} → {"kind", "registered_at"}
+    ebd:terms:state             hash    {t} → last state message {"state", "at", "firmware", …}
+    ebd:rterms:{code}           set     terminals at or below {code}, for each level of their path
+    ebd:stats                   hash    ingestion counters (acks_malformed, acks_unknown_alert …)
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from dispatcher.errors import Conflict, IdempotencyKeyReused, StoreUnavailable
+from dispatcher.models import Ack, Alert, TerminalIn, utcnow
+from dispatcher.regions import code_path
+
+PREFIX = "ebd:"
+ALERTS = PREFIX + "alerts"
+OUTBOX = PREFIX + "outbox"
+OUTBOX_GROUP = "dispatch"
+ACKLOG = PREFIX + "acklog"
+TERMS_REGION = PREFIX + "terms:region"
+TERMS_META = PREFIX + "terms:meta"
+TERMS_STATE = PREFIX + "terms:state"
+STATS = PREFIX + "stats"
+IDEMPOTENCY_TTL = 24 * 3600
+# Per-region counters stop at townships: village detail is in the tstate hash, and a counter
+# per village would multiply the work of every ack by five.
+COUNTED_PREFIXES = (2, 4, 6, 9)
+
+
+def alert_key(alert_id: str) -> str:
+    return f"{PREFIX}alert:{alert_id}"
+
+
+def dispatch_key(alert_id: str) -> str:
+    return f"{PREFIX}alert:{alert_id}:dispatch"
+
+
+def expected_key(alert_id: str) -> str:
+    return f"{PREFIX}alert:{alert_id}:expected"
+
+
+def tstate_key(alert_id: str) -> str:
+    return f"{PREFIX}alert:{alert_id}:tstate"
+
+
+def counts_key(alert_id: str) -> str:
+    return f"{PREFIX}alert:{alert_id}:counts"
+
+
+def idempotency_key(office_id: str, key: str) -> str:
+    return f"{PREFIX}idem:{office_id}:{key}"
+
+
+def region_terms_key(code: str) -> str:
+    return f"{PREFIX}rterms:{code}"
+
+
+# Stores the alert, its dispatch record, its outbox entry and the idempotency record in one
+# atomic step, so a 201 means all of them exist (and, with appendfsync always, are on disk).
+_CREATE_ALERT = """
+if ARGV[6] == '1' then
+  local prev = redis.call('GET', KEYS[5])
+  if prev then return {'replay', prev} end
+end
+if ARGV[8] == '1' then
+  local by = redis.call('HGET', KEYS[6], 'cancelled_by')
+  if by then return {'cancelled', by} end
+  redis.call('HSET', KEYS[6], 'cancelled_by', ARGV[3])
+end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[3], 'state', 'queued', 'queued_at', ARGV[7])
+redis.call('XADD', KEYS[4], '*', 'alert_id', ARGV[3])
+if ARGV[6] == '1' then redis.call('SET', KEYS[5], ARGV[4], 'EX', ARGV[5]) end
+return {'created', ARGV[3]}
+"""
+
+# One ack: counts a terminal once per alert, moves its state only forward, keeps the per-region
+# counters in step and appends to the ack log. Returns {code, region}: 1 changed, 0 duplicate or
+# backwards, -1 terminal not expected for this alert, -2 unknown alert.
+_RECORD_ACK = """
+if redis.call('EXISTS', KEYS[4]) == 0 then return {-2, ''} end
+local term, new = ARGV[1], ARGV[2]
+local region = redis.call('HGET', KEYS[1], term)
+local rc = 1
+if not region then
+  rc = -1
+  region = ''
+else
+  local rank = {received=1, playing=2, played=3, failed=3}
+  local old = redis.call('HGET', KEYS[2], term)
+  if old and (rank[old] >= 3 or rank[new] <= rank[old]) then
+    rc = 0
+  else
+    redis.call('HSET', KEYS[2], term, new)
+    for _, n in ipairs({2, 4, 6, 9}) do
+      if n <= #region then
+        local code = string.sub(region, 1, n)
+        if old then redis.call('HINCRBY', KEYS[3], code .. '|' .. old, -1) end
+        redis.call('HINCRBY', KEYS[3], code .. '|' .. new, 1)
+      end
+    end
+    redis.call('HSET', KEYS[4], 'last_ack_ms', ARGV[4])
+    redis.call('HINCRBY', KEYS[4], 'acks_counted', 1)
+  end
+end
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[6], '*',
+  'alert_id', ARGV[5], 'terminal_id', term, 'state', new, 'at', ARGV[3],
+  'recorded_ms', ARGV[4], 'region', region, 'result', tostring(rc))
+return {rc, region}
+"""
+
+
+@dataclass(slots=True)
+class Delivery:
+    """Terminal counts of one alert, for a region (the province when ``code`` is the root)."""
+
+    expected: int = 0
+    received: int = 0
+    playing: int = 0
+    played: int = 0
+    failed: int = 0
+
+    @property
+    def acknowledged(self) -> int:
+        """Terminals that confirmed receipt and have not failed (received, playing or played)."""
+        return self.received + self.playing + self.played
+
+    @property
+    def pending(self) -> int:
+        return max(0, self.expected - self.acknowledged - self.failed)
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "expected": self.expected,
+            "received": self.acknowledged,
+            "played": self.played,
+            "failed": self.failed,
+            "pending": self.pending,
+        }
+
+
+@dataclass(slots=True)
+class DeliveryReport:
+    dispatch: dict[str, str]
+    by_region: dict[str, Delivery] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationResult:
+    created: int
+    updated: int
+    unchanged: int
+
+
+class Store:
+    """The engine's view of Redis. Nothing outside this module speaks to Redis."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.redis = client
+        self._create_alert = client.register_script(_CREATE_ALERT)
+        self._record_ack = client.register_script(_RECORD_ACK)
+
+    @classmethod
+    def from_url(cls, url: str) -> Store:
+        return cls(aioredis.Redis.from_url(url, decode_responses=True, health_check_interval=10))
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except (RedisError, OSError):
+            return False
+
+    # Alerts -------------------------------------------------------------------------------
+
+    async def create_alert(
+        self,
+        alert: Alert,
+        *,
+        office_id: str,
+        idempotency: tuple[str, str] | None = None,
+        cancels: str | None = None,
+    ) -> tuple[Alert, bool]:
+        """Store ``alert`` and queue it; returns the stored alert and whether it is new.
+
+        ``idempotency`` is (key, canonical body): a replay with the same body returns the first
+        alert, with another body it is a ``Conflict``. ``cancels`` names the alert a cancel
+        replaces; a second cancel of it is a ``Conflict``.
+        """
+        idem_key = idempotency_key(office_id, idempotency[0]) if idempotency else f"{PREFIX}-"
+        idem_value = (
+            json.dumps({"alert_id": alert.id, "body": idempotency[1]}) if idempotency else ""
+        )
+        try:
+            result = await self._create_alert(
+                keys=[
+                    alert_key(alert.id),
+                    ALERTS,
+                    dispatch_key(alert.id),
+                    OUTBOX,
+                    idem_key,
+                    dispatch_key(cancels) if cancels else f"{PREFIX}-",
+                ],
+                args=[
+                    alert.model_dump_json(),
+                    int(alert.sent.timestamp() * 1000),
+                    alert.id,
+                    idem_value,
+                    IDEMPOTENCY_TTL,
+                    "1" if idempotency else "0",
+                    utcnow().isoformat(),
+                    "1" if cancels else "0",
+                ],
+            )
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"could not store the alert: {exc}") from exc
+        outcome, value = cast(list[str], result)
+        if outcome == "created":
+            return alert, True
+        if outcome == "cancelled":
+            raise Conflict(
+                f"alert {cancels} is already cancelled by {value}", details={"cancelled_by": value}
+            )
+        first = json.loads(value)
+        if idempotency is None or first["body"] != idempotency[1]:
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was already used with a different request body; "
+                "use a new key for a new alert",
+                details={"alert_id": first["alert_id"]},
+            )
+        stored = await self.get_alert(first["alert_id"])
+        if stored is None:  # pragma: no cover - the key and the alert are written together
+            raise Conflict("the alert of this Idempotency-Key is gone")
+        return stored, False
+
+    async def get_alert(self, alert_id: str) -> Alert | None:
+        raw = await self._call(self.redis.get(alert_key(alert_id)))
+        return Alert.model_validate_json(raw) if raw else None
+
+    async def list_alerts(self, *, limit: int, before_ms: int | None = None) -> list[Alert]:
+        high: int | str = f"({before_ms}" if before_ms is not None else "+inf"
+        ids = await self._call(
+            self.redis.zrevrangebyscore(ALERTS, high, "-inf", start=0, num=limit)
+        )
+        if not ids:
+            return []
+        raws = await self._call(self.redis.mget([alert_key(i) for i in ids]))
+        return [Alert.model_validate_json(raw) for raw in raws if raw]
+
+    async def dispatch_state(self, alert_id: str) -> dict[str, str]:
+        return cast(dict[str, str], await self._call(self.redis.hgetall(dispatch_key(alert_id))))
+
+    async def set_dispatch(self, alert_id: str, **fields: str | int) -> None:
+        await self._call(self.redis.hset(dispatch_key(alert_id), mapping=_fields(fields)))
+
+    async def delivery(self, alert_id: str) -> DeliveryReport:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(dispatch_key(alert_id))
+            pipe.hgetall(counts_key(alert_id))
+            dispatch, counts = await self._call(pipe.execute())
+        report = DeliveryReport(dispatch=dispatch)
+        for name, value in counts.items():
+            code, _, state = name.partition("|")
+            setattr(report.by_region.setdefault(code, Delivery()), state, int(value))
+        return report
+
+    async def terminal_states_of(self, alert_id: str) -> dict[str, tuple[str, str | None]]:
+        """Every expected terminal of an alert: id → (region, ack state or None)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(expected_key(alert_id))
+            pipe.hgetall(tstate_key(alert_id))
+            expected, states = await self._call(pipe.execute())
+        return {t: (region, states.get(t)) for t, region in expected.items()}
+
+    # Expected set -------------------------------------------------------------------------
+
+    async def record_expected(self, alert_id: str, cover: Sequence[str]) -> tuple[int, int]:
+        """Record the terminals below the cover as expected; returns (expected, offline now).
+
+        Idempotent: a worker that died half-way and is replaced rewrites the same set.
+        """
+        ids = sorted(
+            await self._call(self.redis.sunion([region_terms_key(c) for c in cover]))
+            if cover
+            else set()
+        )
+        if not ids:
+            await self.set_dispatch(alert_id, expected=0, offline_at_dispatch=0)
+            return 0, 0
+        regions = await self._call(self.redis.hmget(TERMS_REGION, ids))
+        states = await self._call(self.redis.hmget(TERMS_STATE, ids))
+        counts: Counter[str] = Counter()
+        mapping: dict[str, str] = {}
+        for terminal, region in zip(ids, regions, strict=True):
+            if region is None:  # removed while we read; not expected any more
+                continue
+            mapping[terminal] = region
+            for n in COUNTED_PREFIXES:
+                if n <= len(region):
+                    counts[f"{region[:n]}|expected"] += 1
+        offline = sum(
+            1 for raw in states if raw is not None and json.loads(raw).get("state") == "offline"
+        )
+        items = list(mapping.items())
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(expected_key(alert_id))
+            for start in range(0, len(items), 5000):
+                pipe.hset(expected_key(alert_id), mapping=dict(items[start : start + 5000]))
+            pipe.hset(counts_key(alert_id), mapping=_fields(counts))
+            pipe.hset(
+                dispatch_key(alert_id),
+                mapping={"expected": len(mapping), "offline_at_dispatch": offline},
+            )
+            await self._call(pipe.execute())
+        return len(mapping), offline
+
+    # Acks ---------------------------------------------------------------------------------
+
+    async def record_acks(
+        self, acks: Sequence[tuple[str, Ack]], *, acklog_maxlen: int
+    ) -> list[int]:
+        """Record a batch of acks in one round trip; returns each ack's result code."""
+        now_ms = int(utcnow().timestamp() * 1000)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for terminal, ack in acks:
+                await self._record_ack(
+                    keys=[
+                        expected_key(ack.alert_id),
+                        tstate_key(ack.alert_id),
+                        counts_key(ack.alert_id),
+                        dispatch_key(ack.alert_id),
+                        ACKLOG,
+                    ],
+                    args=[
+                        terminal,
+                        ack.state.value,
+                        ack.at.isoformat(),
+                        now_ms,
+                        ack.alert_id,
+                        acklog_maxlen,
+                    ],
+                    client=pipe,
+                )
+            results = await self._call(pipe.execute())
+        return [int(r[0]) for r in results]
+
+    async def known_terminals(self, ids: Iterable[str]) -> list[bool]:
+        ids = list(ids)
+        if not ids:
+            return []
+        found = await self._call(self.redis.hmget(TERMS_REGION, ids))
+        return [r is not None for r in found]
+
+    async def bump_stats(self, counts: dict[str, int]) -> None:
+        if not counts:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name, n in counts.items():
+                pipe.hincrby(STATS, name, n)
+            await self._call(pipe.execute())
+
+    async def stats(self) -> dict[str, int]:
+        raw = await self._call(self.redis.hgetall(STATS))
+        return {k: int(v) for k, v in raw.items()}
+
+    async def ack_log(self, *, count: int = 100, start: str = "-") -> list[dict[str, str]]:
+        entries = await self._call(self.redis.xrange(ACKLOG, min=start, count=count))
+        return [{"id": entry_id, **fields} for entry_id, fields in entries]
+
+    # Terminals ----------------------------------------------------------------------------
+
+    async def register_terminals(self, terminals: Sequence[TerminalIn]) -> RegistrationResult:
+        """Register or move terminals, all in one transaction: none or all are written."""
+        ids = [t.id for t in terminals]
+        old = await self._call(self.redis.hmget(TERMS_REGION, ids)) if ids else []
+        now = utcnow().isoformat()
+        created = updated = unchanged = 0
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for terminal, previous in zip(terminals, old, strict=True):
+                if previous == terminal.region:
+                    unchanged += 1
+                elif previous is None:
+                    created += 1
+                else:
+                    updated += 1
+                    for code in code_path(previous):
+                        pipe.srem(region_terms_key(code), terminal.id)
+                for code in code_path(terminal.region):
+                    pipe.sadd(region_terms_key(code), terminal.id)
+                pipe.hset(TERMS_REGION, terminal.id, terminal.region)
+                pipe.hset(
+                    TERMS_META,
+                    terminal.id,
+                    json.dumps({"kind": terminal.kind.value, "registered_at": now}),
+                )
+            await self._call(pipe.execute())
+        return RegistrationResult(created=created, updated=updated, unchanged=unchanged)
+
+    async def count_terminals(self, code: str) -> int:
+        return int(await self._call(self.redis.scard(region_terms_key(code))))
+
+    async def list_terminals(
+        self, code: str, *, limit: int, offset: int
+    ) -> tuple[int, list[dict[str, Any]]]:
+        members = sorted(await self._call(self.redis.smembers(region_terms_key(code))))
+        page = members[offset : offset + limit]
+        if not page:
+            return len(members), []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(TERMS_REGION, page)
+            pipe.hmget(TERMS_META, page)
+            pipe.hmget(TERMS_STATE, page)
+            regions, metas, states = await self._call(pipe.execute())
+        out = []
+        for terminal, region, meta, state in zip(page, regions, metas, states, strict=True):
+            info = json.loads(meta) if meta else {}
+            out.append(
+                {
+                    "id": terminal,
+                    "region": region,
+                    "kind": info.get("kind"),
+                    "registered_at": info.get("registered_at"),
+                    "state": json.loads(state) if state else None,
+                }
+            )
+        return len(members), out
+
+    async def record_terminal_states(self, states: dict[str, str]) -> None:
+        """Store the latest state message (JSON) of each terminal."""
+        if states:
+            await self._call(self.redis.hset(TERMS_STATE, mapping=_fields(states)))
+
+    # Outbox -------------------------------------------------------------------------------
+
+    async def ensure_outbox(self) -> None:
+        try:
+            await self.redis.xgroup_create(OUTBOX, OUTBOX_GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise StoreUnavailable(f"cannot create the outbox group: {exc}") from exc
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"cannot create the outbox group: {exc}") from exc
+
+    async def outbox_read(
+        self, consumer: str, *, count: int, block_ms: int, pending: bool = False
+    ) -> list[tuple[str, str]]:
+        """(entry id, alert id) pairs: new entries, or this consumer's own pending ones."""
+        result = await self._call(
+            self.redis.xreadgroup(
+                OUTBOX_GROUP,
+                consumer,
+                {OUTBOX: "0" if pending else ">"},
+                count=count,
+                block=None if pending else block_ms,
+            )
+        )
+        return [(eid, f.get("alert_id", "")) for _, entries in result or [] for eid, f in entries]
+
+    async def outbox_claim(self, consumer: str, *, min_idle_ms: int) -> list[tuple[str, str]]:
+        """Take over entries another worker left pending longer than ``min_idle_ms``."""
+        result = await self._call(
+            self.redis.xautoclaim(OUTBOX, OUTBOX_GROUP, consumer, min_idle_ms, count=100)
+        )
+        return [(eid, f.get("alert_id", "")) for eid, f in result[1] if f]
+
+    async def outbox_done(self, entry_id: str) -> None:
+        await self._call(self.redis.xack(OUTBOX, OUTBOX_GROUP, entry_id))
+
+    async def outbox_pending(self) -> int:
+        info = await self._call(self.redis.xpending(OUTBOX, OUTBOX_GROUP))
+        return int(info["pending"])
+
+    # --------------------------------------------------------------------------------------
+
+    @staticmethod
+    async def _call(awaitable: Any) -> Any:
+        try:
+            return await awaitable
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"Redis did not answer: {exc}") from exc
+
+
+def _fields(mapping: Mapping[str, Any]) -> Mapping[Any, Any]:
+    """redis-py's hset wants an invariant key type; ours are always str."""
+    return mapping

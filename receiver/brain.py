@@ -1,0 +1,567 @@
+"""What a terminal does with each message it gets: pure decisions, no I/O, no clock.
+
+``TerminalBrain.handle(topic, payload, now)`` turns one incoming MQTT message into a list of
+actions (``Ack`` to publish, ``Play`` / ``Stop`` to perform, ``Dropped`` to log); the caller
+reports back with ``begin`` when playback starts and ``finished`` when it ends. The field agent
+(``receiver.agent``) and every virtual terminal of the simulator (``receiver.simulator``) run
+this same class, so the rules below hold for both:
+
+- An alert id is handled once, however often and by however many topics it arrives. A
+  re-delivery is answered by repeating the latest ack (``Ack.repeated``), never by playing again:
+  the broker may have lost the first ack, and the engine resends on the terminal's cmd topic.
+- An expired alert is never played; it is acked ``failed`` with detail ``expired``.
+- ``cancel`` stops the alerts it references; ``update`` stops them and plays itself. A stopped
+  (or never started) alert is acked ``failed`` with detail ``cancelled`` or ``superseded``
+  (national state 5, cancelled). Order is by ``sent``, not arrival: an update or cancel older
+  than the one already in force is stale; it changes nothing and is acked ``failed`` with detail
+  ``superseded``.
+- A cancel is not spoken; it is acked ``received`` then ``played`` once it has stopped what it
+  references.
+- ``status: exercise`` is announced with the prefix 演练. ``status: test`` is a link test: acked
+  ``received`` then ``played`` (detail ``test``) without sounding and without touching anything
+  else.
+- A payload that fails validation is dropped with a reason and never acked: nothing in it can be
+  trusted, not even its id. So is an alert whose ``areas`` do not include the terminal's region.
+
+Memory is bounded: an id is remembered until its alert expires plus ``retain_after_expiry`` (so
+a late resend still gets the true ack), and never more than ``max_records`` ids at once.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, Final, Literal
+
+from dispatcher.regions import alert_topic, code_path
+
+__all__ = [
+    "MAX_PAYLOAD",
+    "SEVERITY_ZH",
+    "Ack",
+    "AckState",
+    "Action",
+    "Alert",
+    "Audio",
+    "Dropped",
+    "MalformedAlert",
+    "Play",
+    "Stop",
+    "TerminalBrain",
+    "ack_topic",
+    "cmd_topic",
+    "parse_alert",
+    "render_announcement",
+    "state_payload",
+    "state_topic",
+    "terminal_topics",
+]
+
+AckState = Literal["received", "playing", "played", "failed"]
+MsgType = Literal["alert", "update", "cancel"]
+Status = Literal["actual", "exercise", "test"]
+Severity = Literal["red", "orange", "yellow", "blue"]
+
+# An alert is at most a few kB (headline 120, text 1000, instruction 500 characters); anything
+# far larger is not ours and is not worth parsing.
+MAX_PAYLOAD: Final = 64 * 1024
+# The same pattern as dispatcher.models.ALERT_ID_PATTERN (a unit test keeps them equal); the
+# receiver does not import the engine's models so that terminal makers can read it on its own.
+_ALERT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,79}")
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+_REGION_CODE = re.compile(r"\d{2}(?:\d{2}(?:\d{2}(?:\d{3}(?:\d{3})?)?)?)?")
+_MSG_TYPES: Final = frozenset({"alert", "update", "cancel"})
+_STATUSES: Final = frozenset({"actual", "exercise", "test"})
+MAX_REPEAT: Final = 10
+
+SEVERITY_ZH: Final[dict[str, str]] = {
+    "red": "红色预警",
+    "orange": "橙色预警",
+    "yellow": "黄色预警",
+    "blue": "蓝色预警",
+}
+EXERCISE_PREFIX: Final = "演练"
+
+DETAIL_EXPIRED: Final = "expired"
+DETAIL_CANCELLED: Final = "cancelled"
+DETAIL_SUPERSEDED: Final = "superseded"
+DETAIL_TEST: Final = "test"
+
+
+def cmd_topic(terminal_id: str) -> str:
+    return f"eb/v1/term/{terminal_id}/cmd"
+
+
+def ack_topic(terminal_id: str) -> str:
+    return f"eb/v1/term/{terminal_id}/ack"
+
+
+def state_topic(terminal_id: str) -> str:
+    return f"eb/v1/term/{terminal_id}/state"
+
+
+def terminal_topics(terminal_id: str, region: str) -> list[str]:
+    """The exact topics a terminal subscribes to: the alert topic of every region from the
+    province down to its own (what ``RegionTree.subscription_topics`` gives), then its cmd topic.
+    Never a wildcard: a terminal must not hear its neighbours' alerts."""
+    return [*(alert_topic(code) for code in code_path(region)), cmd_topic(terminal_id)]
+
+
+def state_payload(
+    state: Literal["online", "offline"],
+    region: str,
+    firmware: str,
+    at: datetime | None,
+) -> bytes:
+    """The retained ``eb/v1/term/{id}/state`` payload. The Last Will has no ``at``: it is
+    written at connect time, and the broker publishes it whenever the link dies."""
+    body: dict[str, Any] = {"v": 1, "state": state, "region": region, "firmware": firmware}
+    if at is not None:
+        body["at"] = _iso(at)
+    return _dumps(body)
+
+
+class MalformedAlert(ValueError):
+    """A payload that is not a valid v1 alert; ``reason`` says why, ``alert_id`` if readable."""
+
+    def __init__(self, reason: str, alert_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.alert_id = alert_id
+
+
+@dataclass(frozen=True, slots=True)
+class Audio:
+    url: str
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """A validated v1 alert payload (docs/protocol.md)."""
+
+    id: str
+    msg_type: MsgType
+    status: Status
+    severity: Severity | None  # only a cancel may leave it out
+    event: str
+    event_code: str | None
+    headline: str
+    text: str
+    instruction: str | None
+    sent: datetime
+    expires: datetime
+    areas: tuple[str, ...]
+    references: tuple[str, ...]
+    repeat: int
+    audio: Audio | None
+
+    def covers(self, region: str) -> bool:
+        """True if ``region`` is one of the areas or below one; no areas means the topic
+        alone decides."""
+        return not self.areas or any(region.startswith(area) for area in self.areas)
+
+
+def parse_alert(payload: bytes | str) -> Alert:
+    """Validate a v1 alert payload; MalformedAlert says what is wrong."""
+    if len(payload) > MAX_PAYLOAD:
+        raise MalformedAlert(f"payload of {len(payload)} bytes is over {MAX_PAYLOAD}")
+    try:
+        body = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedAlert(f"not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise MalformedAlert("not a JSON object")
+    alert_id = body.get("id")
+    if not isinstance(alert_id, str) or not _ALERT_ID.fullmatch(alert_id):
+        raise MalformedAlert(f"id {alert_id!r} is not an alert id")
+    try:
+        return _parse_fields(body, alert_id)
+    except MalformedAlert as exc:
+        exc.alert_id = alert_id
+        raise
+
+
+def _parse_fields(body: dict[str, Any], alert_id: str) -> Alert:
+    version = body.get("v")
+    if type(version) is not int or version != 1:
+        raise MalformedAlert(f"unsupported version v={version!r}")
+    msg_type = _one_of(body, "msg_type", _MSG_TYPES)
+    status = _one_of(body, "status", _STATUSES)
+    severity = body.get("severity")
+    if severity is not None and severity not in SEVERITY_ZH:
+        raise MalformedAlert(f"severity {severity!r} is not one of red, orange, yellow, blue")
+    if severity is None and msg_type != "cancel":
+        raise MalformedAlert(f"a {msg_type} needs a severity")
+    spoken = msg_type != "cancel"
+    headline = _text(body, "headline", required=spoken)
+    text = _text(body, "text", required=spoken)
+    sent = _time(body, "sent")
+    expires = _time(body, "expires")
+    if expires <= sent:
+        raise MalformedAlert("expires is not after sent")
+    areas = _strings(body, "areas", _REGION_CODE)
+    references = _strings(body, "references", _ALERT_ID)
+    if msg_type != "alert" and not references:
+        raise MalformedAlert(f"a {msg_type} must reference the alert it replaces")
+    if msg_type == "alert":
+        # The engine never sends references on a new alert; a terminal that acted on them would
+        # let a malformed alert silence a real one.
+        references = ()
+    repeat = body.get("repeat", 1)
+    if type(repeat) is not int:
+        raise MalformedAlert(f"repeat {repeat!r} is not an integer")
+    return Alert(
+        id=alert_id,
+        msg_type=msg_type,  # type: ignore[arg-type]  # checked by _one_of
+        status=status,  # type: ignore[arg-type]  # same
+        severity=severity,
+        event=_text(body, "event", required=False) or "",
+        event_code=_text(body, "event_code", required=False),
+        headline=headline or "",
+        text=text or "",
+        instruction=_text(body, "instruction", required=False),
+        sent=sent,
+        expires=expires,
+        areas=areas,
+        references=references,
+        # A garbled repeat count must not silence a warning nor keep a village awake all night.
+        repeat=min(max(repeat, 1), MAX_REPEAT),
+        audio=_audio(body.get("audio")),
+    )
+
+
+def _one_of(body: dict[str, Any], key: str, allowed: frozenset[str]) -> str:
+    value = body.get(key)
+    if value not in allowed:
+        raise MalformedAlert(f"{key} {value!r} is not one of {', '.join(sorted(allowed))}")
+    return str(value)
+
+
+def _text(body: dict[str, Any], key: str, *, required: bool) -> str | None:
+    value = body.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise MalformedAlert(
+            f"{key} must be a non-empty string" if required else f"{key} {value!r} is not a string"
+        )
+    return value
+
+
+def _time(body: dict[str, Any], key: str) -> datetime:
+    value = body.get(key)
+    if not isinstance(value, str):
+        raise MalformedAlert(f"{key} {value!r} is not an ISO 8601 time")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise MalformedAlert(f"{key} {value!r} is not an ISO 8601 time") from None
+    if moment.utcoffset() is None:
+        raise MalformedAlert(f"{key} {value!r} has no UTC offset")
+    return moment
+
+
+def _strings(body: dict[str, Any], key: str, pattern: re.Pattern[str]) -> tuple[str, ...]:
+    value = body.get(key, [])
+    if not isinstance(value, list) or not all(
+        isinstance(item, str) and pattern.fullmatch(item) for item in value
+    ):
+        raise MalformedAlert(f"{key} must be a list of codes, got {value!r}"[:200])
+    return tuple(value)
+
+
+def _audio(value: object) -> Audio | None:
+    if value is None:
+        return None
+    if (
+        not isinstance(value, dict)
+        or not isinstance(value.get("url"), str)
+        or not isinstance(value.get("sha256"), str)
+        or not _SHA256.fullmatch(value["sha256"])
+    ):
+        raise MalformedAlert("audio must be null or {url, sha256 (64 hex digits)}")
+    return Audio(url=value["url"], sha256=value["sha256"].lower())
+
+
+def render_announcement(alert: Alert) -> str:
+    """The words spoken for an alert: ``[演练：]<colour>预警。headline。text。instruction。``"""
+    parts = [SEVERITY_ZH[alert.severity]] if alert.severity else []
+    parts += [alert.headline, alert.text, alert.instruction or ""]
+    sentences = "".join(_sentence(part) for part in parts if part.strip())
+    if alert.status == "exercise":
+        return f"{EXERCISE_PREFIX}：{sentences}"
+    return sentences
+
+
+def _sentence(part: str) -> str:
+    part = part.strip()
+    return part if part[-1] in "。！？!?." else part + "。"
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """An ack to publish on the terminal's ack topic. ``repeated`` marks the answer to a
+    re-delivery: the same ack again, ``at`` included."""
+
+    alert_id: str
+    state: AckState
+    at: datetime
+    detail: str | None = None
+    repeated: bool = False
+
+    def payload(self) -> bytes:
+        body: dict[str, Any] = {"v": 1, "alert_id": self.alert_id, "state": self.state}
+        body["at"] = _iso(self.at)
+        if self.detail is not None:
+            body["detail"] = self.detail
+        return _dumps(body)
+
+
+@dataclass(frozen=True, slots=True)
+class Play:
+    """Start (or queue) playback of an alert ``alert.repeat`` times; report back with
+    ``TerminalBrain.begin`` and ``TerminalBrain.finished``."""
+
+    alert: Alert
+
+    @property
+    def alert_id(self) -> str:
+        return self.alert.id
+
+    @property
+    def text(self) -> str:
+        # Rendered on demand: the simulator's many terminals never speak.
+        return render_announcement(self.alert)
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Stop (or unqueue) playback of ``alert_id`` because alert ``by`` replaced it."""
+
+    alert_id: str
+    reason: Literal["cancelled", "superseded"]
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """A message that was not acted on; log it."""
+
+    topic: str
+    reason: str
+    alert_id: str | None = None
+
+
+Action = Ack | Play | Stop | Dropped
+
+
+@dataclass(slots=True)
+class _Record:
+    """What the brain knows of one alert id (``alert`` is None while it is known only as the
+    target of an update or cancel that arrived first)."""
+
+    alert: Alert | None
+    forget_at: datetime
+    last_ack: Ack | None = None
+    active: bool = False  # Play given, and neither finished nor stopped
+    # The newest update or cancel that replaced this alert: (its sent, its id, why).
+    replaced_by: tuple[datetime, str, Literal["cancelled", "superseded"]] | None = None
+
+
+@dataclass(slots=True)
+class TerminalBrain:
+    """The decisions of one terminal; see the module docstring for the rules."""
+
+    terminal_id: str
+    region: str
+    # Send a ``playing`` ack when playback starts (national state 2); off in big simulations,
+    # where it is one more message per terminal.
+    ack_playing: bool = True
+    retain_after_expiry: timedelta = timedelta(hours=1)
+    max_records: int = 10_000
+    # The simulator shares one caching decoder between thousands of brains.
+    decode: Callable[[bytes], Alert] = parse_alert
+    topics: list[str] = field(init=False)
+    _records: dict[str, _Record] = field(init=False, default_factory=dict)
+    _forget: list[tuple[datetime, str]] = field(init=False, default_factory=list)
+    _topic_set: frozenset[str] = field(init=False)
+    _cmd: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.topics = terminal_topics(self.terminal_id, self.region)
+        self._topic_set = frozenset(self.topics)
+        self._cmd = cmd_topic(self.terminal_id)
+
+    def handle(self, topic: str, payload: bytes, now: datetime) -> list[Action]:
+        """Decide what to do with one message; never raises on bad input."""
+        _check_aware(now)
+        self._prune(now)
+        if topic not in self._topic_set:
+            return [Dropped(topic, "not one of this terminal's topics")]
+        if topic == self._cmd and _is_command(payload):
+            return [Dropped(topic, "unknown command")]
+        try:
+            alert = self.decode(payload)
+        except MalformedAlert as exc:
+            return [Dropped(topic, f"malformed: {exc.reason}", exc.alert_id)]
+        if not alert.covers(self.region):
+            return [Dropped(topic, f"region {self.region} is outside the alert's areas", alert.id)]
+        record = self._records.get(alert.id)
+        if record is not None and record.alert is not None:
+            if record.last_ack is None:
+                return []
+            return [replace(record.last_ack, repeated=True)]
+        return self._first_delivery(alert, record, now)
+
+    def begin(self, alert_id: str, now: datetime) -> list[Action]:
+        """Playback of ``alert_id`` is about to start: a ``playing`` ack, or ``failed/expired``
+        if it expired while queued (check ``is_active`` before sounding it)."""
+        record = self._records.get(alert_id)
+        if record is None or not record.active or record.alert is None:
+            return []
+        if now >= record.alert.expires:
+            record.active = False
+            return [self._ack(record, "failed", now, DETAIL_EXPIRED)]
+        if not self.ack_playing:
+            return []
+        return [self._ack(record, "playing", now)]
+
+    def finished(self, alert_id: str, now: datetime, *, error: str | None = None) -> list[Action]:
+        """Playback of ``alert_id`` ended: ``played``, or ``failed`` with ``error`` as detail.
+        Nothing if it was stopped meanwhile: that ack went out with the Stop."""
+        record = self._records.get(alert_id)
+        if record is None or not record.active:
+            return []
+        record.active = False
+        if error is not None:
+            return [self._ack(record, "failed", now, error[:200])]
+        return [self._ack(record, "played", now)]
+
+    def is_active(self, alert_id: str) -> bool:
+        record = self._records.get(alert_id)
+        return record is not None and record.active
+
+    def last_ack(self, alert_id: str) -> Ack | None:
+        record = self._records.get(alert_id)
+        return None if record is None else record.last_ack
+
+    def __len__(self) -> int:
+        """How many alert ids are remembered."""
+        return len(self._records)
+
+    def _first_delivery(self, alert: Alert, record: _Record | None, now: datetime) -> list[Action]:
+        record = self._remember(alert.id, alert, alert.expires, record)
+        if now >= alert.expires:
+            return [self._ack(record, "failed", now, DETAIL_EXPIRED)]
+        if alert.status == "test":
+            return [
+                self._ack(record, "received", now),
+                self._ack(record, "played", now, DETAIL_TEST),
+            ]
+        actions: list[Action] = []
+        # A list, not a generator: every reference must be replaced, not just the first.
+        replaced = [self._replace(ref, alert, now, actions) for ref in alert.references]
+        if record.replaced_by is not None:
+            # Its own update or cancel came first (an engine retry, or a terminal that was
+            # offline); what it replaced is still replaced, but it is not played.
+            return [*actions, self._ack(record, "failed", now, record.replaced_by[2])]
+        if alert.references and not any(replaced):
+            return [*actions, self._ack(record, "failed", now, DETAIL_SUPERSEDED)]
+        actions.append(self._ack(record, "received", now))
+        if alert.msg_type == "cancel":
+            actions.append(self._ack(record, "played", now))
+        else:
+            record.active = True
+            actions.append(Play(alert))
+        return actions
+
+    def _replace(self, ref: str, by: Alert, now: datetime, actions: list[Action]) -> bool:
+        """Let ``by`` replace alert ``ref``; False if ``ref`` is newer than ``by`` or already
+        replaced by something newer (a stale update or cancel changes nothing)."""
+        record = self._records.get(ref)
+        if record is not None:
+            if record.alert is not None and record.alert.sent > by.sent:
+                return False
+            if record.replaced_by is not None:
+                previous_sent, previous_id, _ = record.replaced_by
+                if previous_sent > by.sent:
+                    return False
+                if previous_id != by.id:
+                    # The older replacement (say an earlier update) is replaced as well.
+                    self._replace(previous_id, by, now, actions)
+        record = self._remember(ref, None, by.expires, record)
+        reason: Literal["cancelled", "superseded"] = (
+            DETAIL_CANCELLED if by.msg_type == "cancel" else DETAIL_SUPERSEDED
+        )
+        record.replaced_by = (by.sent, by.id, reason)
+        if record.active:
+            record.active = False
+            actions.append(Stop(ref, reason, by.id))
+            actions.append(self._ack(record, "failed", now, reason))
+        return True
+
+    def _ack(
+        self, record: _Record, state: AckState, now: datetime, detail: str | None = None
+    ) -> Ack:
+        assert record.alert is not None  # noqa: S101  only handled alerts are acked
+        ack = Ack(record.alert.id, state, now, detail)
+        record.last_ack = ack
+        return ack
+
+    def _remember(
+        self, alert_id: str, alert: Alert | None, expires: datetime, record: _Record | None
+    ) -> _Record:
+        forget_at = expires + self.retain_after_expiry
+        if record is None:
+            record = _Record(alert, forget_at)
+            self._records[alert_id] = record
+            heapq.heappush(self._forget, (forget_at, alert_id))
+            while len(self._records) > self.max_records:
+                self._evict_one()
+            return record
+        if alert is not None:
+            record.alert = alert
+        if forget_at > record.forget_at:
+            record.forget_at = forget_at
+            heapq.heappush(self._forget, (forget_at, alert_id))
+        return record
+
+    def _prune(self, now: datetime) -> None:
+        while self._forget and self._forget[0][0] <= now:
+            self._evict_one()
+
+    def _evict_one(self) -> None:
+        forget_at, alert_id = heapq.heappop(self._forget)
+        record = self._records.get(alert_id)
+        # A record whose forget_at moved later has a newer heap entry; this one is stale.
+        if record is not None and record.forget_at == forget_at:
+            del self._records[alert_id]
+
+
+def _is_command(payload: bytes) -> bool:
+    # Commands carry "cmd" instead of an alert's fields; a cheap look before a full parse.
+    if b'"cmd"' not in payload:
+        return False
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        return False
+    return isinstance(body, dict) and "cmd" in body and "msg_type" not in body
+
+
+def _check_aware(now: datetime) -> None:
+    if now.utcoffset() is None:
+        raise ValueError("now must be timezone-aware")
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds")
+
+
+def _dumps(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()

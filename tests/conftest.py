@@ -1,0 +1,59 @@
+"""Fixtures for the whole suite: real mosquitto and redis-server on free loopback ports.
+
+``mosquitto`` and ``redis_server`` run once per session; a test that kills or restarts a
+server takes ``fresh_mosquitto`` / ``fresh_redis`` instead and gets its own. ``redis_url``
+empties the session Redis before each test; the session broker is shared, so tests use a topic
+and client identifier of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from dispatcher.services import MosquittoServer, RedisServer
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoServer]:
+    """A broker for the whole session, configured as the project ships it."""
+    with MosquittoServer(tmp_path_factory.mktemp("mosquitto")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server for the whole session, configured as the project ships it."""
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def fresh_mosquitto(tmp_path: Path) -> Iterator[MosquittoServer]:
+    """A broker of this test's own, to kill or restart; stopped afterwards."""
+    with MosquittoServer(tmp_path / "mosquitto") as server:
+        yield server
+
+
+@pytest.fixture
+def fresh_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, to kill or restart; stopped afterwards."""
+    with RedisServer(tmp_path / "redis") as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session Redis's URL (db 0), emptied (FLUSHALL) for this test."""
+    with redis.Redis.from_url(redis_server.url) as client:
+        client.flushall()
+    return redis_server.url
+
+
+@pytest.fixture
+def mqtt_url(mosquitto: MosquittoServer) -> str:
+    """The session broker's URL, ``mqtt://127.0.0.1:PORT``."""
+    return mosquitto.url
