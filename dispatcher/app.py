@@ -218,5 +218,10 @@ async def _background(
         yield task
     finally:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        try:
+            async with asyncio.timeout(10):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        except TimeoutError:
+            # Shutdown must finish; say where the task hung rather than hang with it.
+            log.error("task.stuck_on_shutdown", task=name, stack=repr(task.get_stack()))

@@ -84,7 +84,8 @@ class MqttLink:
             clean_start=False,
             properties=props,
             keepalive=self._keepalive,
-            timeout=10,
+            # Also bounds the DISCONNECT wait on shutdown, which paho sometimes never confirms.
+            timeout=3,
             max_inflight_messages=1000,
         )
 

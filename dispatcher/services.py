@@ -79,8 +79,8 @@ autosave_interval 5
 autosave_on_changes false
 
 # Never drop a queued message. The default queue of 1,000 per client silently lost 18,880 of
-# 19,900 acks on the way to the engine's ack subscription; a terminal's queue is bounded by
-# alert expiry and session expiry instead.
+# 19,900 acks on the way to the engine's ack subscription. What bounds a queue instead is how
+# long its session may live (the terminal's session expiry, persistent_client_expiration).
 max_queued_messages 0
 max_queued_bytes 0
 # Outgoing QoS 1 messages in flight per client. The default of 20 makes the ack stream to the
@@ -92,8 +92,8 @@ max_inflight_messages 1000
 # subscribes to exact topics that never overlap. (Deprecated in 2.x; the log says so.)
 allow_duplicate_messages true
 
-# A terminal that has not come back for two weeks is gone; its session is dropped instead of
-# queueing alerts for it forever.
+# A client that has not come back within two weeks is taken as gone: its session, and what was
+# queued for it, is dropped instead of being kept forever.
 persistent_client_expiration 14d
 
 # Alerts are small and urgent: send them now, not when Nagle's algorithm has enough to fill a
@@ -164,9 +164,11 @@ _SBIN_DIRS: tuple[str, ...] = ("/usr/sbin", "/usr/local/sbin")
 _APT_PACKAGES = {"mosquitto": "mosquitto", "redis-server": "redis-server"}
 
 _LOG_TAIL_LINES = 30
-# How often start() retries an automatically chosen port that someone else took in between.
+# How many ports start() tries when an automatically chosen one is taken before the server binds.
 _PORT_ATTEMPTS = 5
 _PROBE_INTERVAL = 0.02
+# A ready local server answers a probe in milliseconds; this only bounds a silent listener.
+_PROBE_TIMEOUT = 0.5
 _ADDRESS_IN_USE = "Address already in use"
 # CONNECT: protocol "MQTT" level 4, clean session, keepalive 10 s, empty client id.
 _MQTT_PROBE_CONNECT = b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x0a\x00\x00"
@@ -402,8 +404,8 @@ class ManagedProcess:
         return f"[{self._host}]:{self._port}" if ":" in self._host else f"{self._host}:{self._port}"
 
     def _launch(self, timeout: float) -> None:
-        # Checked up front because polling a port that another program listens on would
-        # "succeed" against that program while our server dies on its bind.
+        # Checked up front: another server of the same kind on this port would answer our
+        # readiness probe while ours dies on its bind.
         if not _can_bind(self._host, self._port):
             raise ServiceError(
                 f"cannot start {self.binary}: port {self._port} on {self._host} is already in use"
@@ -447,7 +449,7 @@ class ManagedProcess:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise self._failure(f"did not answer within {timeout:g} s", log_offset)
-            if self._answers(min(remaining, 1.0)) and proc.poll() is None:
+            if self._answers(min(remaining, _PROBE_TIMEOUT)) and proc.poll() is None:
                 return
             time.sleep(_PROBE_INTERVAL)
 

@@ -22,6 +22,7 @@ Key schema (``{id}`` an alert id, ``{t}`` a terminal id, ``{code}`` a region cod
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -503,6 +504,11 @@ class Store:
         try:
             return await awaitable
         except (RedisError, OSError) as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # redis-py can turn a cancelled blocking read into a connection error; a
+                # retry loop above would then spin forever instead of shutting down.
+                raise asyncio.CancelledError from exc
             raise StoreUnavailable(f"Redis did not answer: {exc}") from exc
 
 

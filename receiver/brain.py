@@ -315,11 +315,13 @@ class Ack:
     repeated: bool = False
 
     def payload(self) -> bytes:
-        body: dict[str, Any] = {"v": 1, "alert_id": self.alert_id, "state": self.state}
-        body["at"] = _iso(self.at)
-        if self.detail is not None:
-            body["detail"] = self.detail
-        return _dumps(body)
+        # Formatted by hand: a province-wide alert makes 35,000 of these in the simulator, and
+        # json.dumps of a dict costs twice as much. Strings still go through the JSON encoder.
+        detail = "" if self.detail is None else f',"detail":{_json_string(self.detail)}'
+        return (
+            f'{{"v":1,"alert_id":{_json_string(self.alert_id)},"state":"{self.state}",'
+            f'"at":"{_iso(self.at)}"{detail}}}'
+        ).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -561,6 +563,9 @@ def _check_aware(now: datetime) -> None:
 
 def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds")
+
+
+_json_string = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def _dumps(body: dict[str, Any]) -> bytes:

@@ -37,6 +37,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
+from urllib.parse import unquote, urlsplit
 
 __all__ = [
     "IP_BIND_ADDRESS_NO_PORT",
@@ -47,6 +48,7 @@ __all__ = [
     "Message",
     "MqttConnection",
     "MqttLiteError",
+    "MqttUrl",
     "Outgoing",
     "ProtocolError",
     "Will",
@@ -63,6 +65,7 @@ __all__ = [
     "encode_subscribe",
     "encode_varint",
     "open_connection",
+    "parse_mqtt_url",
     "split_packets",
 ]
 
@@ -486,6 +489,9 @@ class MqttConnection(asyncio.Protocol):
         self._subscribes: dict[int, asyncio.Future[list[int]]] = {}
         self._ping_timer: asyncio.TimerHandle | None = None
         self._ping_outstanding = False
+        # While data_received runs, writes are gathered here and sent as one: a terminal's
+        # PUBACK and the acks its callback publishes leave in one segment, not three.
+        self._batch: list[bytes] | None = None
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -496,11 +502,17 @@ class MqttConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
+        self._batch = []
         try:
             for kind, flags, body in split_packets(self._buffer):
                 self._dispatch(kind, flags, body)
         except ProtocolError as exc:
             self._fail(exc)
+        finally:
+            batch, self._batch = self._batch, None
+            if batch and self.is_open:
+                assert self._transport is not None  # noqa: S101  is_open says so
+                self._transport.write(b"".join(batch))
 
     def eof_received(self) -> bool | None:
         return None  # close our side too
@@ -542,7 +554,7 @@ class MqttConnection(asyncio.Protocol):
         """Queue a message; its packet id at QoS 1 (see ``wait_puback``), None at QoS 0."""
         transport = self._open_transport()
         if qos == 0:
-            transport.write(encode_publish(topic, payload, qos=0, retain=retain))
+            self._write(transport, encode_publish(topic, payload, qos=0, retain=retain))
             return None
         packet_id = self._new_packet_id()
         self._inflight[packet_id] = Outgoing(topic, payload, retain)
@@ -575,7 +587,7 @@ class MqttConnection(asyncio.Protocol):
         packet_id = self._new_packet_id()
         waiter: asyncio.Future[list[int]] = self._loop.create_future()
         self._subscribes[packet_id] = waiter
-        transport.write(encode_subscribe(packet_id, topics, qos))
+        self._write(transport, encode_subscribe(packet_id, topics, qos))
         try:
             return await waiter
         finally:
@@ -590,7 +602,8 @@ class MqttConnection(asyncio.Protocol):
         """Close with a normal DISCONNECT: the broker keeps the session and discards the Will."""
         if self.is_open:
             assert self._transport is not None  # noqa: S101  is_open says so
-            self._transport.write(encode_disconnect())
+            batch, self._batch = self._batch, None
+            self._transport.write(b"".join([*(batch or ()), encode_disconnect()]))
             self._transport.close()
 
     def abort(self) -> None:
@@ -599,6 +612,12 @@ class MqttConnection(asyncio.Protocol):
             self._transport.abort()
 
     # -- internals ------------------------------------------------------------------------
+
+    def _write(self, transport: asyncio.Transport, data: bytes) -> None:
+        if self._batch is not None:
+            self._batch.append(data)
+        else:
+            transport.write(data)
 
     def _open_transport(self) -> asyncio.Transport:
         if self._transport is None or self._transport.is_closing():
@@ -615,10 +634,11 @@ class MqttConnection(asyncio.Protocol):
     def _send(self, packet_id: int) -> None:
         message = self._inflight[packet_id]
         assert self._transport is not None  # noqa: S101  publish() checked
-        self._transport.write(
+        self._write(
+            self._transport,
             encode_publish(
                 message.topic, message.payload, qos=1, retain=message.retain, packet_id=packet_id
-            )
+            ),
         )
         self._sent_unacked += 1
 
@@ -635,7 +655,7 @@ class MqttConnection(asyncio.Protocol):
                 self._on_message(message)
             if packet_id is not None and self.is_open:
                 assert self._transport is not None  # noqa: S101  is_open says so
-                self._transport.write(encode_puback(packet_id))
+                self._write(self._transport, encode_puback(packet_id))
         elif kind == PUBACK:
             self._on_puback(*decode_puback(body))
         elif kind == SUBACK:
@@ -753,3 +773,24 @@ async def open_connection(
         if sock is not None:
             sock.close()
     return protocol, connack
+
+
+@dataclass(frozen=True, slots=True)
+class MqttUrl:
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_mqtt_url(url: str) -> MqttUrl:
+    """``mqtt://[user[:password]@]host[:port]`` (port 1883 by default)."""
+    parts = urlsplit(url)
+    if parts.scheme != "mqtt" or not parts.hostname:
+        raise ValueError(f"{url!r} is not an mqtt://host[:port] URL")
+    return MqttUrl(
+        parts.hostname,
+        parts.port or 1883,
+        unquote(parts.username) if parts.username is not None else None,
+        unquote(parts.password) if parts.password is not None else None,
+    )

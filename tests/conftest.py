@@ -8,8 +8,11 @@ and client identifier of their own.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import pytest
 import redis
@@ -57,3 +60,24 @@ def redis_url(redis_server: RedisServer) -> str:
 def mqtt_url(mosquitto: MosquittoServer) -> str:
     """The session broker's URL, ``mqtt://127.0.0.1:PORT``."""
     return mosquitto.url
+
+
+# The servers run in sessions of their own (so a Ctrl-C reaches only pytest, which then stops
+# them in teardown), so when pytest dies they live on. A Ctrl-C runs teardown; SIGTERM, as sent
+# by `timeout` and CI runners, would not, so it is turned into the same interrupt. A SIGKILL
+# still leaves them behind.
+_previous_sigterm: Any = None
+
+
+def _interrupt_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}: stopping, with teardown")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _previous_sigterm
+    _previous_sigterm = signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _previous_sigterm is not None:
+        signal.signal(signal.SIGTERM, _previous_sigterm)

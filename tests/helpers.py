@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 async def wait_for(
     predicate: Callable[[], object | Awaitable[object]],
-    timeout: float = 10.0,  # noqa: ASYNC109  a deadline for the whole poll, named as in asyncio.wait_for
+    timeout: float = 10.0,
     interval: float = 0.02,
     *,
     message: str = "",

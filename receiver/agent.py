@@ -1,0 +1,365 @@
+"""The reference field-receiver agent: what a village loudspeaker terminal runs (``ebd receiver``).
+
+One MQTT 5 link (aiomqtt) with the terminal id as client id and a persistent session: clean
+start off on every connect, a session expiry of days, so alerts published while the terminal
+was offline are delivered when it returns (unless they expired). It subscribes to its exact
+topics at QoS 1, publishes a retained online state (its Last Will says offline), and hands
+every message to ``TerminalBrain``; acks leave through an outbox that survives reconnects, and
+playback runs in its own task, so a link that drops mid-announcement neither stops the
+loudspeaker nor loses the ``played`` ack. The link is re-opened with backoff on ``MqttError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+from collections import deque
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import aiomqtt
+import paho.mqtt.client as paho
+import structlog
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from receiver.brain import (
+    Ack,
+    Action,
+    Dropped,
+    Play,
+    Stop,
+    TerminalBrain,
+    ack_topic,
+    state_payload,
+    state_topic,
+)
+from receiver.mqtt_lite import parse_mqtt_url
+
+__all__ = [
+    "FIRMWARE",
+    "EspeakPlayer",
+    "LogPlayer",
+    "Player",
+    "PlayerError",
+    "ReceiverAgent",
+    "run_agent",
+]
+
+log = structlog.get_logger(__name__)
+
+FIRMWARE = "ebd-receiver/1"
+_RETRY_FIRST = 1.0
+_RETRY_MAX = 60.0
+
+
+class PlayerError(Exception):
+    """Playback failed; the message becomes the ``failed`` ack's detail."""
+
+
+class Player(Protocol):
+    """Sounds one announcement (``item.text``, ``item.alert.repeat`` times) and returns when it
+    is done. Cancellation means stop now: a cancel or an update took its place."""
+
+    async def play(self, item: Play) -> None: ...
+
+
+class LogPlayer:
+    """Logs the announcement and takes as long as speaking it would (``play_time`` seconds if
+    given, else ``seconds_per_char`` per character and repeat)."""
+
+    def __init__(self, *, play_time: float | None = None, seconds_per_char: float = 0.22) -> None:
+        self.play_time = play_time
+        self.seconds_per_char = seconds_per_char
+
+    async def play(self, item: Play) -> None:
+        text = item.text
+        log.info(
+            "receiver.announcement", alert_id=item.alert_id, text=text, repeat=item.alert.repeat
+        )
+        duration = self.play_time
+        if duration is None:
+            duration = len(text) * self.seconds_per_char * item.alert.repeat
+        await asyncio.sleep(duration)
+
+
+class EspeakPlayer:
+    """Speaks through the ``espeak-ng`` binary (Mandarin voice ``cmn``), if it is installed."""
+
+    def __init__(self, binary: str = "espeak-ng", voice: str = "cmn") -> None:
+        self.binary = binary
+        self.voice = voice
+
+    @classmethod
+    def available(cls, binary: str = "espeak-ng") -> bool:
+        return shutil.which(binary) is not None
+
+    async def play(self, item: Play) -> None:
+        for _ in range(item.alert.repeat):
+            process = await asyncio.create_subprocess_exec(
+                self.binary,
+                "-v",
+                self.voice,
+                "--",
+                item.text,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            try:
+                code = await process.wait()
+            except asyncio.CancelledError:
+                process.kill()
+                await process.wait()
+                raise
+            if code != 0:
+                raise PlayerError(f"{self.binary} exited with code {code}")
+
+
+class _Client(aiomqtt.Client):
+    """aiomqtt's client, keeping the CONNACK's session-present flag that aiomqtt drops: it is
+    how the agent (and its test) know the persistent session survived a reconnect."""
+
+    session_present: bool | None = None
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None = None,
+    ) -> None:
+        self.session_present = flags.session_present
+        super()._on_connect(client, userdata, flags, reason_code, properties)
+
+
+class ReceiverAgent:
+    """One terminal: ``await agent.run(stop)`` until ``stop`` is set (or the task is cancelled).
+
+    ``connected`` is set while subscribed; ``session_present`` and ``connects`` describe the
+    latest connection.
+    """
+
+    def __init__(
+        self,
+        terminal_id: str,
+        region: str,
+        mqtt_url: str,
+        *,
+        player: Player | None = None,
+        session_expiry: int = 7 * 86400,
+        keepalive: int = 60,
+        firmware: str = FIRMWARE,
+    ) -> None:
+        self.brain = TerminalBrain(terminal_id, region)
+        self.terminal_id = terminal_id
+        self.region = region
+        self.player: Player = player or LogPlayer()
+        self.session_expiry = session_expiry
+        self.keepalive = keepalive
+        self.firmware = firmware
+        self._url = parse_mqtt_url(mqtt_url)
+        self.connected = asyncio.Event()
+        self.connects = 0
+        self.session_present: bool | None = None
+        # Acks wait here until the broker took them, across reconnects.
+        self._outbox: deque[Ack] = deque()
+        self._outbox_ready = asyncio.Event()
+        self._queue: asyncio.Queue[Play] = asyncio.Queue()
+        self._playing: tuple[str, asyncio.Task[None]] | None = None
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Serve until ``stop`` is set or the task is cancelled, then say offline and leave."""
+        stop = stop or asyncio.Event()
+        # Every log line of this agent, its player's included, names the terminal; a context
+        # variable rather than a bound logger, so tasks started here inherit it.
+        with structlog.contextvars.bound_contextvars(terminal_id=self.terminal_id):
+            player = asyncio.create_task(
+                self._play_loop(), name=f"receiver-player-{self.terminal_id}"
+            )
+            try:
+                await self._link_loop(stop)
+            finally:
+                player.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await player
+
+    # -- the link ---------------------------------------------------------------------------
+
+    def _client(self) -> _Client:
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho is unannotated here
+        properties.SessionExpiryInterval = self.session_expiry
+        offline = state_payload("offline", self.region, self.firmware, None)
+        return _Client(
+            self._url.host,
+            self._url.port,
+            username=self._url.username,
+            password=self._url.password,
+            identifier=self.terminal_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            # Never aiomqtt's default (clean start on the first connect of each Client): every
+            # reconnect makes a new Client, and a clean start would drop the session and every
+            # alert queued in it while the terminal was away.
+            clean_start=False,
+            properties=properties,
+            will=aiomqtt.Will(state_topic(self.terminal_id), offline, qos=1, retain=True),
+            keepalive=self.keepalive,
+        )
+
+    async def _link_loop(self, stop: asyncio.Event) -> None:
+        delay = _RETRY_FIRST
+        while not stop.is_set():
+            error: BaseException | None = None
+            try:
+                async with self._client() as client:
+                    delay = _RETRY_FIRST
+                    await self._serve(client, stop)
+            except* aiomqtt.MqttError as group:
+                error = group.exceptions[0]
+            self.connected.clear()
+            if error is None or stop.is_set():
+                continue
+            log.warning("receiver.link_down", error=str(error), retry_in=round(delay, 1))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await stop.wait()
+            delay = min(delay * 2, _RETRY_MAX)
+        log.info("receiver.stopped")
+
+    async def _serve(self, client: _Client, stop: asyncio.Event) -> None:
+        self.connects += 1
+        self.session_present = client.session_present
+        await client.subscribe([(topic, 1) for topic in self.brain.topics])
+        online = state_payload("online", self.region, self.firmware, datetime.now(UTC))
+        await client.publish(state_topic(self.terminal_id), online, qos=1, retain=True)
+        self.connected.set()
+        log.info(
+            "receiver.connected",
+            session_present=client.session_present,
+            topics=len(self.brain.topics),
+            pending_acks=len(self._outbox),
+        )
+        try:
+            async with asyncio.TaskGroup() as group:
+                receiving = group.create_task(self._receive(client), name="receiver-receive")
+                sending = group.create_task(self._send_acks(client), name="receiver-send-acks")
+                await stop.wait()
+                receiving.cancel()
+                sending.cancel()
+        except asyncio.CancelledError:
+            await self._say_offline(client)
+            raise
+        await self._say_offline(client)
+
+    async def _say_offline(self, client: _Client) -> None:
+        """A clean goodbye: the retained state says offline, and the normal DISCONNECT that
+        follows tells the broker not to publish the Will on top of it."""
+        offline = state_payload("offline", self.region, self.firmware, datetime.now(UTC))
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+            async with asyncio.timeout(2.0):
+                await client.publish(state_topic(self.terminal_id), offline, qos=1, retain=True)
+
+    async def _receive(self, client: _Client) -> None:
+        async for message in client.messages:
+            payload = message.payload
+            if isinstance(payload, str):
+                payload = payload.encode()
+            elif not isinstance(payload, bytes | bytearray):
+                payload = b"" if payload is None else str(payload).encode()
+            now = datetime.now(UTC)
+            self._perform(self.brain.handle(str(message.topic), bytes(payload), now))
+
+    async def _send_acks(self, client: _Client) -> None:
+        topic = ack_topic(self.terminal_id)
+        while True:
+            while self._outbox:
+                ack = self._outbox[0]
+                await client.publish(topic, ack.payload(), qos=1)
+                # Only once the broker has it: a link lost mid-publish sends it again.
+                self._outbox.popleft()
+                log.debug("receiver.ack_sent", alert_id=ack.alert_id, state=ack.state)
+            self._outbox_ready.clear()
+            await self._outbox_ready.wait()
+
+    # -- decisions and playback -------------------------------------------------------------
+
+    def _perform(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Ack):
+                self._outbox.append(action)
+                self._outbox_ready.set()
+                if action.repeated:
+                    log.info("receiver.ack_repeated", alert_id=action.alert_id, state=action.state)
+                elif action.state == "failed":
+                    log.warning(
+                        "receiver.alert_failed", alert_id=action.alert_id, detail=action.detail
+                    )
+                elif action.state == "received":
+                    log.info("receiver.alert_received", alert_id=action.alert_id)
+            elif isinstance(action, Play):
+                self._queue.put_nowait(action)
+            elif isinstance(action, Stop):
+                log.info(
+                    "receiver.alert_stopped",
+                    alert_id=action.alert_id,
+                    reason=action.reason,
+                    by=action.by,
+                )
+                if self._playing is not None and self._playing[0] == action.alert_id:
+                    self._playing[1].cancel()
+            elif isinstance(action, Dropped):
+                log.warning(
+                    "receiver.message_dropped",
+                    topic=action.topic,
+                    reason=action.reason,
+                    alert_id=action.alert_id,
+                )
+
+    async def _play_loop(self) -> None:
+        """One announcement at a time, in arrival order; a stopped one is skipped or cut."""
+        while True:
+            item = await self._queue.get()
+            alert_id = item.alert_id
+            self._perform(self.brain.begin(alert_id, datetime.now(UTC)))
+            if not self.brain.is_active(alert_id):
+                continue  # stopped while queued, or expired meanwhile
+            log.info("receiver.alert_playing", alert_id=alert_id, repeat=item.alert.repeat)
+            playing = asyncio.create_task(self.player.play(item), name=f"receiver-play-{alert_id}")
+            self._playing = (alert_id, playing)
+            try:
+                await asyncio.wait({playing})
+            except asyncio.CancelledError:
+                playing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await playing
+                raise
+            finally:
+                self._playing = None
+            if playing.cancelled():
+                continue  # a Stop did it; the brain acked it then
+            error = playing.exception()
+            now = datetime.now(UTC)
+            if error is None:
+                self._perform(self.brain.finished(alert_id, now))
+                log.info("receiver.alert_played", alert_id=alert_id)
+            else:
+                detail = str(error) or type(error).__name__
+                self._perform(self.brain.finished(alert_id, now, error=detail))
+
+
+async def run_agent(
+    terminal_id: str,
+    region: str,
+    mqtt_url: str,
+    *,
+    player: Player | None = None,
+    session_expiry: int = 7 * 86400,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run one field receiver until ``stop`` is set or the task is cancelled."""
+    agent = ReceiverAgent(
+        terminal_id, region, mqtt_url, player=player, session_expiry=session_expiry
+    )
+    await agent.run(stop)

@@ -1,0 +1,309 @@
+"""The field-receiver agent against a real mosquitto: dedup, acks, expiry, resend, cancel,
+the Last Will and the persistent session."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from dispatcher.services import MosquittoServer
+from receiver.agent import PlayerError, ReceiverAgent, run_agent
+from receiver.brain import Play
+from receiver.mqtt_lite import Message, MqttConnection, open_connection, parse_mqtt_url
+from tests.helpers import wait_for
+
+VILLAGE = "350102001001"
+COUNTY_TOPIC = "eb/v1/alert/35/3501/350102"
+PROVINCE_TOPIC = "eb/v1/alert/35"
+VILLAGE_TOPIC = "eb/v1/alert/35/3501/350102/350102001/350102001001"
+ACK_KEYS = {"v", "alert_id", "state", "at", "detail"}
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def alert_body(
+    alert_id: str,
+    *,
+    msg_type: str = "alert",
+    status: str = "actual",
+    references: list[str] | None = None,
+    areas: list[str] | None = None,
+    sent: datetime | None = None,
+    expires_in: timedelta = timedelta(hours=1),
+) -> dict[str, Any]:
+    sent = sent or datetime.now(UTC)
+    return {
+        "v": 1,
+        "id": alert_id,
+        "msg_type": msg_type,
+        "status": status,
+        "severity": "orange",
+        "event": "暴雨",
+        "event_code": "11B03",
+        "headline": "鼓楼区暴雨橙色预警",
+        "text": "预计未来6小时降雨量将达50毫米以上。",
+        "instruction": "请远离低洼地带。",
+        "sent": sent.isoformat(),
+        "expires": (sent + expires_in).isoformat(),
+        "areas": areas or ["350102"],
+        "references": references or [],
+        "repeat": 2,
+        "audio": None,
+    }
+
+
+class Watch:
+    """The test's side of the broker: publishes like the engine and records what terminals
+    send (a mqtt_lite client, so the agent's aiomqtt link is checked against another
+    implementation)."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.conn: MqttConnection | None = None
+
+    async def open(self, url: str, topics: list[str]) -> None:
+        mqtt = parse_mqtt_url(url)
+        self.conn, _ = await open_connection(
+            mqtt.host, mqtt.port, unique("watch"), on_message=self.messages.append, keepalive=30
+        )
+        await self.conn.subscribe(topics)
+
+    async def publish(self, topic: str, body: dict[str, Any] | bytes) -> None:
+        assert self.conn is not None
+        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+        assert await self.conn.publish_acked(topic, payload) < 0x80
+
+    def on(self, topic: str) -> list[dict[str, Any]]:
+        return [json.loads(m.payload) for m in self.messages if m.topic == topic and m.payload]
+
+    def acks(self, terminal_id: str, alert_id: str | None = None) -> list[dict[str, Any]]:
+        acks = self.on(f"eb/v1/term/{terminal_id}/ack")
+        return [a for a in acks if alert_id is None or a["alert_id"] == alert_id]
+
+    def states(self, terminal_id: str) -> list[str]:
+        return [s["state"] for s in self.on(f"eb/v1/term/{terminal_id}/state")]
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            self.conn.disconnect()
+            await self.conn.closed
+
+
+@pytest.fixture
+async def watch(mqtt_url: str) -> AsyncIterator[Watch]:
+    w = Watch()
+    await w.open(mqtt_url, ["eb/v1/term/+/ack", "eb/v1/term/+/state"])
+    yield w
+    await w.close()
+
+
+class RecordingPlayer:
+    """Plays instantly (or for ``play_time`` seconds) and remembers what it played."""
+
+    def __init__(self, play_time: float = 0.0) -> None:
+        self.play_time = play_time
+        self.played: list[Play] = []
+        self.started = asyncio.Event()
+
+    async def play(self, item: Play) -> None:
+        self.played.append(item)
+        self.started.set()
+        await asyncio.sleep(self.play_time)
+
+
+@contextlib.asynccontextmanager
+async def running(agent: ReceiverAgent) -> AsyncIterator[asyncio.Event]:
+    """Run the agent until the block ends, then stop it the graceful way."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop), name=f"test-agent-{agent.terminal_id}")
+    try:
+        await wait_for(agent.connected.is_set, message="agent subscribed")
+        yield stop
+    finally:
+        stop.set()
+        async with asyncio.timeout(10):
+            await task
+
+
+def states_of(acks: list[dict[str, Any]]) -> list[str]:
+    return [a["state"] for a in acks]
+
+
+async def test_an_alert_on_two_topics_twice_plays_once_and_acks_received_then_played(
+    mqtt_url: str, watch: Watch
+) -> None:
+    terminal_id, alert_id = unique("rx"), unique("al")
+    player = RecordingPlayer()
+    agent = ReceiverAgent(terminal_id, VILLAGE, mqtt_url, player=player)
+    async with running(agent):
+        body = alert_body(alert_id)
+        await watch.publish(COUNTY_TOPIC, body)
+        await watch.publish(COUNTY_TOPIC, body)
+        await watch.publish(PROVINCE_TOPIC, body)
+        await wait_for(lambda: "played" in states_of(watch.acks(terminal_id, alert_id)))
+        # The two re-deliveries are answered too (by repeating the latest ack).
+        await wait_for(lambda: len(watch.acks(terminal_id, alert_id)) >= 5)
+    acks = watch.acks(terminal_id, alert_id)
+    assert [p.alert_id for p in player.played] == [alert_id]
+    # A repeated ack is the very same payload, ``at`` included.
+    distinct = [json.loads(p) for p in dict.fromkeys(json.dumps(a) for a in acks)]
+    assert states_of(distinct) == ["received", "playing", "played"]
+    for ack in acks:
+        assert set(ack) <= ACK_KEYS, "the terminal id is the topic's, never the payload's"
+        assert ack["v"] == 1
+        assert datetime.fromisoformat(ack["at"]).utcoffset() is not None
+
+
+async def test_an_expired_alert_is_not_played_and_acked_failed_expired(
+    mqtt_url: str, watch: Watch
+) -> None:
+    terminal_id, alert_id = unique("rx"), unique("al")
+    player = RecordingPlayer()
+    agent = ReceiverAgent(terminal_id, VILLAGE, mqtt_url, player=player)
+    async with running(agent):
+        sent = datetime.now(UTC) - timedelta(hours=2)
+        await watch.publish(VILLAGE_TOPIC, alert_body(alert_id, sent=sent))
+        await wait_for(lambda: watch.acks(terminal_id, alert_id))
+    ((ack),) = watch.acks(terminal_id, alert_id)
+    assert (ack["state"], ack["detail"]) == ("failed", "expired")
+    assert player.played == []
+
+
+async def test_a_resend_on_cmd_repeats_the_latest_ack_without_playing_again(
+    mqtt_url: str, watch: Watch
+) -> None:
+    terminal_id, alert_id = unique("rx"), unique("al")
+    player = RecordingPlayer()
+    agent = ReceiverAgent(terminal_id, VILLAGE, mqtt_url, player=player)
+    async with running(agent):
+        body = alert_body(alert_id)
+        await watch.publish(COUNTY_TOPIC, body)
+        await wait_for(lambda: "played" in states_of(watch.acks(terminal_id, alert_id)))
+        first_played = watch.acks(terminal_id, alert_id)[-1]
+        await watch.publish(f"eb/v1/term/{terminal_id}/cmd", body)
+        await wait_for(lambda: states_of(watch.acks(terminal_id, alert_id)).count("played") == 2)
+    assert watch.acks(terminal_id, alert_id)[-1] == first_played
+    assert len(player.played) == 1
+
+
+async def test_a_cancel_cuts_the_drill_being_played_and_is_acked(
+    mqtt_url: str, watch: Watch
+) -> None:
+    terminal_id, drill_id, cancel_id = unique("rx"), unique("drill"), unique("cancel")
+    player = RecordingPlayer(play_time=60)
+    agent = ReceiverAgent(terminal_id, VILLAGE, mqtt_url, player=player)
+    async with running(agent):
+        await watch.publish(COUNTY_TOPIC, alert_body(drill_id, status="exercise"))
+        await wait_for(player.started.is_set)
+        cancel = alert_body(cancel_id, msg_type="cancel", references=[drill_id])
+        await watch.publish(COUNTY_TOPIC, cancel)
+        await wait_for(lambda: "played" in states_of(watch.acks(terminal_id, cancel_id)))
+        await wait_for(lambda: "failed" in states_of(watch.acks(terminal_id, drill_id)))
+    assert player.played[0].text.startswith("演练")
+    assert states_of(watch.acks(terminal_id, drill_id)) == ["received", "playing", "failed"]
+    assert watch.acks(terminal_id, drill_id)[-1]["detail"] == "cancelled"
+    assert states_of(watch.acks(terminal_id, cancel_id)) == ["received", "played"]
+
+
+async def test_the_session_keeps_what_was_published_while_the_terminal_was_away(
+    mqtt_url: str, watch: Watch
+) -> None:
+    terminal_id, alert_id = unique("rx"), unique("al")
+    first = ReceiverAgent(terminal_id, VILLAGE, mqtt_url, player=RecordingPlayer())
+    async with running(first):
+        assert first.session_present is False
+    await wait_for(lambda: watch.states(terminal_id)[-1:] == ["offline"])
+    await watch.publish(VILLAGE_TOPIC, alert_body(alert_id))  # nobody is connected now
+    player = RecordingPlayer()
+    second = ReceiverAgent(terminal_id, VILLAGE, mqtt_url, player=player)
+    async with running(second):
+        assert second.session_present is True
+        await wait_for(lambda: "played" in states_of(watch.acks(terminal_id, alert_id)))
+    assert [p.alert_id for p in player.played] == [alert_id]
+    assert watch.states(terminal_id) == ["online", "offline", "online", "offline"]
+
+
+async def test_a_reconnect_after_a_broker_restart_finds_its_session(
+    fresh_mosquitto: MosquittoServer,
+) -> None:
+    terminal_id, alert_id = unique("rx"), unique("al")
+    player = RecordingPlayer()
+    agent = ReceiverAgent(terminal_id, VILLAGE, fresh_mosquitto.url, player=player)
+    async with running(agent):
+        assert agent.connects == 1
+        await asyncio.to_thread(fresh_mosquitto.restart)
+        await wait_for(lambda: agent.connects == 2 and agent.connected.is_set(), timeout=20)
+        assert agent.session_present is True
+        watch = Watch()
+        await watch.open(fresh_mosquitto.url, [f"eb/v1/term/{terminal_id}/ack"])
+        try:
+            await watch.publish(COUNTY_TOPIC, alert_body(alert_id))
+            await wait_for(lambda: "played" in states_of(watch.acks(terminal_id, alert_id)))
+        finally:
+            await watch.close()
+
+
+@pytest.fixture
+def killable_agent(mqtt_url: str) -> tuple[str, list[str]]:
+    """The agent in a process of its own, so it can die the way a power cut kills it."""
+    terminal_id = unique("rx")
+    code = (
+        "import asyncio, sys\n"
+        "from receiver.agent import run_agent\n"
+        "asyncio.run(run_agent(sys.argv[1], sys.argv[2], sys.argv[3]))\n"
+    )
+    return terminal_id, [sys.executable, "-c", code, terminal_id, VILLAGE, mqtt_url]
+
+
+async def test_the_last_will_says_offline_when_the_terminal_dies(
+    killable_agent: tuple[str, list[str]], watch: Watch
+) -> None:
+    terminal_id, argv = killable_agent
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+    try:
+        await wait_for(lambda: watch.states(terminal_id) == ["online"], timeout=20)
+    finally:
+        process.kill()
+        await process.wait()
+    await wait_for(lambda: watch.states(terminal_id) == ["online", "offline"])
+    (offline,) = [s for s in watch.on(f"eb/v1/term/{terminal_id}/state") if s["state"] != "online"]
+    assert offline["region"] == VILLAGE
+
+
+async def test_run_agent_stops_when_told(mqtt_url: str, watch: Watch) -> None:
+    terminal_id = unique("rx")
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_agent(terminal_id, VILLAGE, mqtt_url, stop=stop))
+    await wait_for(lambda: watch.states(terminal_id) == ["online"])
+    stop.set()
+    async with asyncio.timeout(10):
+        await task
+    await wait_for(lambda: watch.states(terminal_id) == ["online", "offline"])
+
+
+class BrokenPlayer:
+    async def play(self, item: Play) -> None:
+        raise PlayerError("amplifier fault")
+
+
+async def test_a_player_failure_is_acked_failed_with_its_message(
+    mqtt_url: str, watch: Watch
+) -> None:
+    terminal_id, alert_id = unique("rx"), unique("al")
+    agent = ReceiverAgent(terminal_id, VILLAGE, mqtt_url, player=BrokenPlayer())
+    async with running(agent):
+        await watch.publish(COUNTY_TOPIC, alert_body(alert_id))
+        await wait_for(lambda: "failed" in states_of(watch.acks(terminal_id, alert_id)))
+    assert watch.acks(terminal_id, alert_id)[-1]["detail"] == "amplifier fault"
