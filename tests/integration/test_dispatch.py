@@ -1,0 +1,228 @@
+"""End to end: API → outbox → MQTT → simulated terminals → acks → delivery state in Redis."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+from aiohttp.test_utils import TestClient
+
+from dispatcher.keys import LINK, STORE
+from dispatcher.regions import Level
+from dispatcher.services import MosquittoServer
+from receiver.simulator import Behaviour, SimTerminal, Simulator
+from tests.helpers import wait_for
+from tests.integration.engine import GULOU, PROVINCE, alert_body, fujian, running_engine
+
+Client = TestClient[Any, Any]
+COUNTY_A = "350102"  # 鼓楼区
+COUNTY_B = "350103"  # 台江区
+
+
+def county_terminals(county: str, n: int, prefix: str) -> list[SimTerminal]:
+    villages = fujian().descendants(county, level=Level.VILLAGE)
+    return [SimTerminal(f"{prefix}-{i}", villages[i % len(villages)].code) for i in range(n)]
+
+
+async def register(api: Client, terminals: list[SimTerminal]) -> None:
+    response = await api.post(
+        "/api/v1/terminals",
+        headers=PROVINCE,
+        json=[{"id": t.id, "region": t.region} for t in terminals],
+    )
+    assert response.status == 200, await response.text()
+
+
+async def issue(api: Client, headers: dict[str, str] = PROVINCE, **fields: Any) -> str:
+    response = await api.post("/api/v1/alerts", headers=headers, json=alert_body(**fields))
+    assert response.status == 201, await response.text()
+    return str((await response.json())["id"])
+
+
+async def delivery(api: Client, alert_id: str, detail: str = "county") -> dict[str, Any]:
+    response = await api.get(f"/api/v1/alerts/{alert_id}?detail={detail}", headers=PROVINCE)
+    assert response.status == 200, await response.text()
+    return dict((await response.json())["delivery"])
+
+
+async def played_all(api: Client, alert_id: str, n: int) -> dict[str, Any] | None:
+    state = await delivery(api, alert_id)
+    return state if state["played"] == n and state["expected"] == n else None
+
+
+@pytest.fixture
+async def api(redis_url: str, mqtt_url: str, tmp_path: Path) -> AsyncIterator[Client]:
+    async with running_engine(redis_url, mqtt_url, tmp_path) as client:
+        yield client
+
+
+async def test_county_alert_reaches_only_that_county_and_counts_each_terminal_once(
+    api: Client, mqtt_url: str
+) -> None:
+    prefix = f"e2e-{uuid.uuid4().hex[:6]}"
+    a = county_terminals(COUNTY_A, 150, prefix + "a")
+    b = county_terminals(COUNTY_B, 150, prefix + "b")
+    await register(api, a + b)
+    async with Simulator(a + b, mqtt_url, behaviour=Behaviour(send_playing=True)) as sim:
+        alert_id = await issue(api, areas=[COUNTY_A])
+        state = await wait_for(lambda: played_all(api, alert_id, 150), timeout=30)
+        assert isinstance(state, dict)
+        assert sim.played(alert_id) == 150
+        assert all(sim.plays_of(t.id) == {alert_id: 1} for t in a)
+        assert all(sim.plays_of(t.id) == {} for t in b)
+    assert state["received"] == 150
+    assert state["failed"] == 0
+    assert state["pending"] == 0
+    assert state["state"] == "dispatched"
+    assert [row["code"] for row in state["by_county"]] == [COUNTY_A]
+    assert state["by_county"][0]["played"] == 150
+    assert state["by_city"] == [
+        {"code": "3501", "name": "福州市", "expected": 150, "received": 150, "played": 150,
+         "failed": 0, "pending": 0}
+    ]  # fmt: skip
+    store = api.server.app[STORE]
+    log = await store.ack_log(count=1000)
+    mine = [e for e in log if e["alert_id"] == alert_id]
+    # received, playing, played from each terminal, each appended to the log once.
+    assert len(mine) == 450
+    assert {e["result"] for e in mine} == {"1"}
+    assert (await store.stats())["acks_counted"] == 450
+
+
+async def test_duplicate_backward_and_bad_acks_are_counted_and_never_stop_ingestion(
+    api: Client, mqtt_url: str
+) -> None:
+    prefix = f"ack-{uuid.uuid4().hex[:6]}"
+    terminals = county_terminals(COUNTY_A, 3, prefix)
+    await register(api, terminals)
+    # Silent terminals: the acks in this test are written by hand.
+    async with Simulator(
+        terminals, mqtt_url, behaviour=Behaviour(silent=frozenset(t.id for t in terminals))
+    ):
+        alert_id = await issue(api, areas=[COUNTY_A])
+        await wait_for(lambda: delivery(api, alert_id), timeout=10)
+        await wait_for(
+            lambda: _dispatched(api, alert_id), timeout=10, message="alert dispatched"
+        )
+        t0, t1, t2 = (t.id for t in terminals)
+
+        def ack(state: str, alert: str = alert_id) -> bytes:
+            return json.dumps(
+                {"v": 1, "alert_id": alert, "state": state, "at": "2026-11-27T08:00:00+08:00"}
+            ).encode()
+
+        sequence = [
+            (t0, ack("received")),
+            (t0, ack("received")),  # duplicate
+            (t0, ack("played")),
+            (t0, ack("received")),  # backwards: ignored
+            (t1, b"not json at all"),
+            (t1, b'{"v": 1, "alert_id": "x"}'),  # missing state and at
+            (t1, b'{"v": 2, "alert_id": "x", "state": "played", "at": "2026-11-27T08:00:00Z"}'),
+            (t1, ack("played").replace(b"+08:00", b"")),  # naive time
+            (t1, ack("exploded")),
+            (t1, ack("played", alert="no-such-alert")),
+            ("stranger-9", ack("played")),  # unknown terminal
+            (t1, ack("failed")),
+            (t1, ack("played")),  # after failed: ignored
+            (t2, ack("playing")),
+        ]
+        async with aiomqtt.Client(
+            "127.0.0.1", int(mqtt_url.rsplit(":", 1)[1]), identifier=f"{prefix}-pub"
+        ) as pub:
+            for terminal, payload in sequence:
+                await pub.publish(f"eb/v1/term/{terminal}/ack", payload, qos=1)
+        store = api.server.app[STORE]
+        stats = await wait_for(lambda: _stats_total(store, 14), timeout=10)
+    assert isinstance(stats, dict)
+    assert stats["acks_malformed"] == 5
+    assert stats["acks_unknown_alert"] == 1
+    assert stats["acks_unknown_terminal"] == 1
+    assert stats["acks_duplicate"] == 3
+    assert stats["acks_counted"] == 4
+    state = await delivery(api, alert_id)
+    assert (state["expected"], state["received"], state["played"], state["failed"]) == (3, 2, 1, 1)
+    assert state["pending"] == 0
+
+
+async def _dispatched(api: Client, alert_id: str) -> bool:
+    return (await delivery(api, alert_id))["state"] == "dispatched"
+
+
+async def _stats_total(store: Any, n: int) -> dict[str, int] | None:
+    stats: dict[str, int] = await store.stats()
+    keys = ("acks_malformed", "acks_unknown_alert", "acks_unknown_terminal", "acks_duplicate",
+            "acks_counted", "acks_unexpected")  # fmt: skip
+    return stats if sum(stats.get(k, 0) for k in keys) >= n else None
+
+
+async def test_village_alert_and_terminals_outside_targets(api: Client, mqtt_url: str) -> None:
+    prefix = f"vil-{uuid.uuid4().hex[:6]}"
+    terminals = county_terminals(COUNTY_A, 20, prefix)
+    target = terminals[0].region
+    await register(api, terminals)
+    expected = [t for t in terminals if t.region == target]
+    async with Simulator(terminals, mqtt_url) as sim:
+        alert_id = await issue(api, headers=GULOU, areas=[target])
+        await wait_for(lambda: played_all(api, alert_id, len(expected)), timeout=20)
+        assert sim.played(alert_id) == len(expected)
+    state = await delivery(api, alert_id, detail="township")
+    assert [row["code"] for row in state["by_township"]] == [target[:9]]
+
+
+async def test_cancel_stops_the_alert_and_is_itself_acknowledged(
+    api: Client, mqtt_url: str
+) -> None:
+    prefix = f"cx-{uuid.uuid4().hex[:6]}"
+    terminals = county_terminals(COUNTY_A, 40, prefix)
+    await register(api, terminals)
+    async with Simulator(terminals, mqtt_url) as sim:
+        alert_id = await issue(api, headers=GULOU, areas=[COUNTY_A])
+        await wait_for(lambda: played_all(api, alert_id, 40), timeout=20)
+        response = await api.post(
+            f"/api/v1/alerts/{alert_id}/cancel", headers=GULOU, json={"reason": "台风已远离"}
+        )
+        assert response.status == 201, await response.text()
+        cancel = await response.json()
+        assert cancel["msg_type"] == "cancel"
+        assert cancel["references"] == [alert_id]
+        assert cancel["text"] == "台风已远离"
+        await wait_for(lambda: played_all(api, cancel["id"], 40), timeout=20)
+        assert sim.received(cancel["id"]) == 40
+    original = await delivery(api, alert_id)
+    assert original["state"] == "cancelled"
+    assert original["cancelled_by"] == cancel["id"]
+    again = await api.post(f"/api/v1/alerts/{alert_id}/cancel", headers=GULOU)
+    assert again.status == 409
+    assert cancel["id"] in (await again.json())["error"]["message"]
+    of_cancel = await api.post(f"/api/v1/alerts/{cancel['id']}/cancel", headers=GULOU)
+    assert of_cancel.status == 409
+    unknown = await api.post("/api/v1/alerts/nope/cancel", headers=GULOU)
+    assert unknown.status == 404
+
+
+async def test_broker_restart_during_dispatch_keeps_the_engine_session(
+    redis_url: str, fresh_mosquitto: MosquittoServer, tmp_path: Path
+) -> None:
+    prefix = f"br-{uuid.uuid4().hex[:6]}"
+    terminals = county_terminals(COUNTY_A, 60, prefix)
+    async with running_engine(redis_url, fresh_mosquitto.url, tmp_path) as api:
+        link = api.server.app[LINK]
+        await register(api, terminals)
+        async with Simulator(terminals, fresh_mosquitto.url) as sim:
+            fresh_mosquitto.stop()
+            await wait_for(lambda: not link.connected.is_set(), timeout=10)
+            # Accepted while the broker is down: stored, queued, sent when it is back.
+            alert_id = await issue(api, areas=[COUNTY_A])
+            assert (await delivery(api, alert_id))["state"] in ("queued", "dispatching")
+            fresh_mosquitto.restart()
+            await wait_for(lambda: link.connected.is_set(), timeout=20)
+            assert link.connects == 2
+            assert link.session_present is True
+            await wait_for(lambda: played_all(api, alert_id, 60), timeout=60)
+            assert all(sum(sim.plays_of(t.id).values()) == 1 for t in terminals)
