@@ -9,6 +9,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
@@ -40,6 +41,7 @@ from dispatcher.store import Delivery, Store
 MAX_TERMINALS_PER_REQUEST = 20_000
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
 
+log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
 
 
@@ -82,7 +84,10 @@ async def read_json(request: web.Request, *, optional: bool = False) -> Any:
 
 
 def office_of(request: web.Request) -> Office:
-    return request.app[OFFICES].authenticate(request.headers.get("Authorization"))
+    office = request.app[OFFICES].authenticate(request.headers.get("Authorization"))
+    # Each request runs in its own task, so this binding ends with the request.
+    structlog.contextvars.bind_contextvars(office=office.id)
+    return office
 
 
 def _check_areas(tree: RegionTree, offices: Offices, office: Office, areas: list[str]) -> list[str]:
@@ -129,6 +134,14 @@ async def _store_alert(
     store, tree = request.app[STORE], request.app[TREE]
     stored, created = await store.create_alert(
         alert, office_id=office.id, idempotency=_idempotency(request, body), cancels=cancels
+    )
+    log.info(
+        "alert.accepted" if created else "alert.replayed",
+        alert_id=stored.id,
+        msg_type=stored.msg_type.value,
+        status=stored.status.value,
+        severity=stored.severity.value,
+        areas=len(stored.areas),
     )
     payload = alert_json(stored, tree)
     payload["dispatch"] = {"state": "queued"} if created else await _dispatch_summary(store, stored)

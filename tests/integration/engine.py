@@ -31,7 +31,7 @@ TAIJIANG = {"Authorization": "Bearer tok-taijiang"}
 
 
 def fujian() -> RegionTree:
-    global _TREE  # noqa: PLW0603  one parse of the province per test session
+    global _TREE
     if _TREE is None:
         _TREE = RegionTree.from_csv(REGIONS_FILE)
     return _TREE
