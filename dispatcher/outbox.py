@@ -56,29 +56,47 @@ class DispatchWorker:
 
     async def run(self) -> None:
         await self._store.ensure_outbox()
-        # Own entries left pending by a previous life of this consumer come first.
-        await self._handle(
-            await self._store.outbox_read(self._consumer, count=100, block_ms=0, pending=True)
-        )
+        # Own entries left pending by a previous life of this consumer (or by a failed attempt
+        # in this one) come first; new entries after.
+        recover = True
         last_claim = time.monotonic()
         while True:
             try:
-                entries = await self._store.outbox_read(self._consumer, count=20, block_ms=1000)
+                if recover:
+                    entries = await self._store.outbox_read(
+                        self._consumer, count=100, block_ms=0, pending=True
+                    )
+                else:
+                    entries = await self._store.outbox_read(self._consumer, count=20, block_ms=1000)
                 if time.monotonic() - last_claim > self._claim_idle_ms / 4000:
                     entries += await self._store.outbox_claim(
                         self._consumer, min_idle_ms=self._claim_idle_ms
                     )
                     last_claim = time.monotonic()
-                await self._handle(entries)
+                recover = not await self._handle(entries)
             except StoreUnavailable as exc:
                 log.warning("outbox.store_down", error=exc.message)
+                recover = True
                 await asyncio.sleep(1.0)
 
-    async def _handle(self, entries: list[tuple[str, str]]) -> None:
+    async def _handle(self, entries: list[tuple[str, str]]) -> bool:
+        """Dispatch each entry; True when every one is done and left the outbox."""
+        all_done = True
         for entry_id, alert_id in entries:
-            outcome = await self.dispatch(alert_id)
+            try:
+                outcome = await self.dispatch(alert_id)
+            except StoreUnavailable:
+                raise
+            except Exception:
+                # A bug with one alert must not hold back the others: it stays pending and
+                # is tried again when claimed.
+                log.exception("dispatch.crashed", alert_id=alert_id)
+                continue
             if outcome.done:
                 await self._store.outbox_done(entry_id)
+            else:
+                all_done = False
+        return all_done
 
     async def dispatch(self, alert_id: str) -> DispatchOutcome:
         """Send one alert: record who must ack, then one publish per region of its cover."""

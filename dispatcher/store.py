@@ -30,7 +30,11 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from dispatcher.errors import Conflict, IdempotencyKeyReused, StoreUnavailable
 from dispatcher.models import Ack, Alert, TerminalIn, utcnow
@@ -187,7 +191,17 @@ class Store:
 
     @classmethod
     def from_url(cls, url: str) -> Store:
-        return cls(aioredis.Redis.from_url(url, decode_responses=True, health_check_interval=10))
+        # After a Redis restart the pool holds dead connections; retrying on a fresh one is
+        # safe for every command here (the Lua scripts only move state forward).
+        return cls(
+            aioredis.Redis.from_url(
+                url,
+                decode_responses=True,
+                health_check_interval=10,
+                retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+                retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            )
+        )
 
     async def close(self) -> None:
         await self.redis.aclose()
