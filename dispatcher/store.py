@@ -7,7 +7,8 @@ Key schema (``{id}`` an alert id, ``{t}`` a terminal id, ``{code}`` a region cod
     ebd:alert:{id}:dispatch     hash    dispatch state: state, queued_at, dispatched_at, expected,
                                         topics, cancelled_by, last_ack_ms, acks …
     ebd:alert:{id}:expected     hash    {t} → region code of every terminal expected to ack
-    ebd:alert:{id}:tstate       hash    {t} → received | playing | played | failed
+    ebd:alert:{id}:tstate       hash    {t} → received | playing | played | failed | cancelled
+                                        (cancelled: stopped by a cancel or update of the alert)
     ebd:alert:{id}:counts       hash    "{code}|{state}" → n for the province, cities, counties,
                                         townships above each expected terminal; "{code}|expected"
     ebd:idem:{office}:{key}     string  {"alert_id", "body"} of the first request with that key
@@ -109,13 +110,17 @@ return {'created', ARGV[3]}
 _RECORD_ACK = """
 if redis.call('EXISTS', KEYS[4]) == 0 then return {-2, ''} end
 local term, new = ARGV[1], ARGV[2]
+-- A terminal that stopped because a cancel or an update replaced the alert did its job.
+if new == 'failed' and (ARGV[7] == 'cancelled' or ARGV[7] == 'superseded') then
+  new = 'cancelled'
+end
 local region = redis.call('HGET', KEYS[1], term)
 local rc = 1
 if not region then
   rc = -1
   region = ''
 else
-  local rank = {received=1, playing=2, played=3, failed=3}
+  local rank = {received=1, playing=2, played=3, failed=3, cancelled=3}
   local old = redis.call('HGET', KEYS[2], term)
   if old and (rank[old] >= 3 or rank[new] <= rank[old]) then
     rc = 0
@@ -148,6 +153,7 @@ class Delivery:
     playing: int = 0
     played: int = 0
     failed: int = 0
+    cancelled: int = 0
 
     @property
     def acknowledged(self) -> int:
@@ -156,7 +162,7 @@ class Delivery:
 
     @property
     def pending(self) -> int:
-        return max(0, self.expected - self.acknowledged - self.failed)
+        return max(0, self.expected - self.acknowledged - self.failed - self.cancelled)
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -164,6 +170,7 @@ class Delivery:
             "received": self.acknowledged,
             "played": self.played,
             "failed": self.failed,
+            "cancelled": self.cancelled,
             "pending": self.pending,
         }
 
@@ -379,6 +386,7 @@ class Store:
                         now_ms,
                         ack.alert_id,
                         acklog_maxlen,
+                        ack.detail or "",
                     ],
                     client=pipe,
                 )

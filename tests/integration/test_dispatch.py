@@ -83,7 +83,7 @@ async def test_county_alert_reaches_only_that_county_and_counts_each_terminal_on
     assert state["by_county"][0]["played"] == 150
     assert state["by_city"] == [
         {"code": "3501", "name": "福州市", "expected": 150, "received": 150, "played": 150,
-         "failed": 0, "pending": 0}
+         "failed": 0, "cancelled": 0, "pending": 0}
     ]  # fmt: skip
     store = api.server.app[STORE]
     log = await store.ack_log(count=1000)
@@ -106,9 +106,7 @@ async def test_duplicate_backward_and_bad_acks_are_counted_and_never_stop_ingest
     ):
         alert_id = await issue(api, areas=[COUNTY_A])
         await wait_for(lambda: delivery(api, alert_id), timeout=10)
-        await wait_for(
-            lambda: _dispatched(api, alert_id), timeout=10, message="alert dispatched"
-        )
+        await wait_for(lambda: _dispatched(api, alert_id), timeout=10, message="alert dispatched")
         t0, t1, t2 = (t.id for t in terminals)
 
         def ack(state: str, alert: str = alert_id) -> bytes:
@@ -204,6 +202,32 @@ async def test_cancel_stops_the_alert_and_is_itself_acknowledged(
     assert of_cancel.status == 409
     unknown = await api.post("/api/v1/alerts/nope/cancel", headers=GULOU)
     assert unknown.status == 404
+
+
+async def test_cancel_during_playback_counts_terminals_as_cancelled_not_failed(
+    api: Client, mqtt_url: str
+) -> None:
+    prefix = f"cp-{uuid.uuid4().hex[:6]}"
+    terminals = county_terminals(COUNTY_A, 30, prefix)
+    await register(api, terminals)
+    async with Simulator(terminals, mqtt_url, behaviour=Behaviour(play_time=120)):
+        alert_id = await issue(api, headers=GULOU, areas=[COUNTY_A])
+        await wait_for(lambda: _all_received(api, alert_id, 30), timeout=20, message="all playing")
+        response = await api.post(f"/api/v1/alerts/{alert_id}/cancel", headers=GULOU)
+        assert response.status == 201
+        state = await wait_for(lambda: _all_cancelled(api, alert_id, 30), timeout=20)
+    assert isinstance(state, dict)
+    assert (state["played"], state["failed"], state["pending"]) == (0, 0, 0)
+    assert state["state"] == "cancelled"
+
+
+async def _all_received(api: Client, alert_id: str, n: int) -> bool:
+    return (await delivery(api, alert_id))["received"] == n
+
+
+async def _all_cancelled(api: Client, alert_id: str, n: int) -> dict[str, Any] | None:
+    state = await delivery(api, alert_id)
+    return state if state["cancelled"] == n else None
 
 
 async def test_broker_restart_during_dispatch_keeps_the_engine_session(

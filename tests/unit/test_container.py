@@ -416,7 +416,7 @@ def services() -> dict[str, Any]:
     found = compose.get("services") or {}
     missing = {"mosquitto", "redis", "ebd"} - set(found)
     assert not missing, f"docker-compose.yml has no service {sorted(missing)}"
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 @pytest.fixture
