@@ -27,7 +27,7 @@ from dispatcher.metrics import metrics_handler
 from dispatcher.openapi import openapi_handler
 from dispatcher.outbox import DispatchWorker
 from dispatcher.regions import RegionTree
-from dispatcher.services import EmbeddedServices
+from dispatcher.services import ManagedProcess, MosquittoServer, RedisServer
 from dispatcher.settings import Settings
 from dispatcher.store import Store
 
@@ -110,21 +110,35 @@ def create_app(
 
 
 async def _services(app: web.Application) -> AsyncIterator[None]:
+    """Start a private broker and/or Redis for whichever URL is not configured."""
     settings = app[SETTINGS]
-    services: EmbeddedServices | None = None
-    if settings.mqtt.url and settings.redis.url:
-        app[URLS].update(mqtt=settings.mqtt.url, redis=settings.redis.url)
-    else:
-        services = EmbeddedServices(settings.state_dir.resolve())
-        await asyncio.to_thread(services.start)
-        app[URLS].update(
-            mqtt=settings.mqtt.url or services.mqtt.url,
-            redis=settings.redis.url or services.redis.url,
-        )
-        log.info("services.embedded", state_dir=str(settings.state_dir), **app[URLS])
+    state_dir = settings.state_dir.resolve()
+    started: list[ManagedProcess] = []
+    urls = app[URLS]
+    try:
+        if settings.mqtt.url:
+            urls["mqtt"] = settings.mqtt.url
+        else:
+            broker = MosquittoServer(state_dir / "mosquitto")
+            await asyncio.to_thread(broker.start)
+            started.append(broker)
+            urls["mqtt"] = broker.url
+        if settings.redis.url:
+            urls["redis"] = settings.redis.url
+        else:
+            redis_server = RedisServer(state_dir / "redis")
+            await asyncio.to_thread(redis_server.start)
+            started.append(redis_server)
+            urls["redis"] = redis_server.url
+    except BaseException:
+        for process in reversed(started):
+            await asyncio.to_thread(process.stop)
+        raise
+    if started:
+        log.info("services.embedded", state_dir=str(state_dir), **urls)
     yield
-    if services is not None:
-        await asyncio.to_thread(services.stop)
+    for process in reversed(started):
+        await asyncio.to_thread(process.stop)
 
 
 async def _store(app: web.Application) -> AsyncIterator[None]:
