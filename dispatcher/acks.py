@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Callable
 
 import structlog
 from pydantic import ValidationError
 
+from dispatcher.bus import Delivery
 from dispatcher.errors import StoreUnavailable
 from dispatcher.models import Ack, TerminalState
 from dispatcher.store import Store
@@ -24,6 +26,7 @@ TERM_PREFIX = "eb/v1/term/"
 ACK_TOPIC = TERM_PREFIX + "+/ack"
 STATE_TOPIC = TERM_PREFIX + "+/state"
 # Result codes of Store.record_acks.
+Item = tuple[str, str, bytes, Delivery | None]
 _RESULTS = {1: "acks_counted", 0: "acks_duplicate", -1: "acks_unexpected", -2: "acks_unknown_alert"}
 
 
@@ -41,25 +44,34 @@ class AckIngester:
     """Queues messages from the MQTT link and records them in batches."""
 
     def __init__(
-        self, store: Store, *, batch_size: int = 500, batch_wait: float = 0.02, acklog_maxlen: int
+        self,
+        store: Store,
+        *,
+        batch_size: int = 500,
+        batch_wait: float = 0.02,
+        acklog_maxlen: int,
+        confirm: Callable[[list[Delivery]], None] | None = None,
     ) -> None:
         self._store = store
         self._batch_size = batch_size
         self._batch_wait = batch_wait
         self._acklog_maxlen = acklog_maxlen
-        self._queue: asyncio.Queue[tuple[str, str, bytes]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[str, str, bytes, Delivery | None]] = asyncio.Queue()
+        # Set by the app once the MQTT link exists: PUBACKs go out after the batch is stored.
+        self.confirm = confirm
         self.totals: Counter[str] = Counter()
+        self.waiting_for_store = 0  # acks held (not confirmed to the broker) while Redis is down
         self.idle = asyncio.Event()
         self.idle.set()
 
-    def feed(self, topic: str, payload: bytes) -> None:
+    def feed(self, topic: str, payload: bytes, delivery: Delivery | None = None) -> None:
         """Called by the MQTT link for every message on the term topics; never blocks."""
         parsed = terminal_of(topic)
         if parsed is None:
             self.totals["messages_ignored"] += 1
-            return
+            parsed = ("", "ignored")
         self.idle.clear()
-        self._queue.put_nowait((parsed[0], parsed[1], payload))
+        self._queue.put_nowait((parsed[0], parsed[1], payload, delivery))
 
     @property
     def backlog(self) -> int:
@@ -75,28 +87,34 @@ class AckIngester:
             except TimeoutError:
                 pass
             await self._record_until_done(batch)
+            if self.confirm is not None:
+                self.confirm([item[3] for item in batch if item[3] is not None])
             if self._queue.empty():
                 self.idle.set()
 
-    async def _record_until_done(self, batch: list[tuple[str, str, bytes]]) -> None:
+    async def _record_until_done(self, batch: list[Item]) -> None:
         # Acks taken from the broker exist only here now: retry rather than drop them.
         backoff = 0.1
         while True:
             try:
                 await self._record(batch)
+                self.waiting_for_store = 0
                 return
             except StoreUnavailable as exc:
+                self.waiting_for_store = len(batch)
                 log.warning(
                     "acks.store_down", error=exc.message, batch=len(batch), retry_in=backoff
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
-    async def _record(self, batch: list[tuple[str, str, bytes]]) -> None:
+    async def _record(self, batch: list[Item]) -> None:
         acks: list[tuple[str, Ack]] = []
         states: dict[str, str] = {}
         counts: Counter[str] = Counter()
-        for terminal, kind, payload in batch:
+        for terminal, kind, payload, _delivery in batch:
+            if kind == "ignored":
+                continue
             if kind == "state":
                 try:
                     state = TerminalState.model_validate_json(payload)

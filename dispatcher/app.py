@@ -183,6 +183,7 @@ async def _link(app: web.Application) -> AsyncIterator[None]:
         publish_timeout=settings.publish_timeout,
     )
     app[LINK] = link
+    app[INGESTER].confirm = link.confirm
     async with _background(link.run, "mqtt-link"):
         with contextlib.suppress(TimeoutError):
             await link.wait_connected(10)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,17 +26,37 @@ from dispatcher.errors import PublishFailed
 
 log = structlog.get_logger(__name__)
 
-MessageHandler = Callable[[str, bytes], None]
-
 
 class _Client(aiomqtt.Client):
-    """aiomqtt drops CONNACK's session-present flag; we need it to prove the session held."""
+    """aiomqtt with two things it does not expose: CONNACK's session-present flag (to prove
+    the session held) and paho's manual PUBACK (to confirm an ack only once it is in Redis)."""
 
     session_present: bool = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Without this paho confirms each message as it arrives: an engine killed before its
+        # batch reached Redis would lose acks the broker already forgot.
+        self._client.manual_ack_set(True)
+
+    def confirm(self, mid: int, qos: int) -> None:
+        self._client.ack(mid, qos)
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, *args: Any, **kw: Any) -> None:
         self.session_present = bool(getattr(flags, "session_present", False))
         super()._on_connect(client, userdata, flags, *args, **kw)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Identifies a received message so it can be confirmed (PUBACK) once it is handled."""
+
+    client: _Client
+    mid: int
+    qos: int
+
+
+MessageHandler = Callable[[str, bytes, Delivery], None]
 
 
 def split_mqtt_url(url: str) -> tuple[str, int]:
@@ -75,7 +96,7 @@ class MqttLink:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho has no hints
         props.SessionExpiryInterval = self._session_expiry
         # The broker may hold thousands of acks for us after an outage: take them quickly.
-        props.ReceiveMaximum = 1000
+        props.ReceiveMaximum = 10000
         return _Client(
             self._host,
             self._port,
@@ -122,7 +143,11 @@ class MqttLink:
                             payload = payload.encode()
                         elif not isinstance(payload, bytes | bytearray):
                             payload = b""
-                        self._on_message(message.topic.value, bytes(payload))
+                        self._on_message(
+                            message.topic.value,
+                            bytes(payload),
+                            Delivery(client, message.mid, message.qos),
+                        )
             except aiomqtt.MqttError as exc:
                 log.warning("mqtt.link_down", broker=self.url, error=str(exc), retry_in=backoff)
             finally:
@@ -131,6 +156,17 @@ class MqttLink:
                 self._link_down.set()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
+
+    def confirm(self, deliveries: list[Delivery]) -> None:
+        """PUBACK handled messages, in the order they arrived (MQTT requires that order).
+
+        Messages of an earlier connection are not confirmed: the broker sends them again on
+        the resumed session, and recording them twice counts them once.
+        """
+        client = self._client
+        for delivery in deliveries:
+            if delivery.qos > 0 and delivery.client is client:
+                client.confirm(delivery.mid, delivery.qos)
 
     async def wait_connected(self, timeout: float) -> None:
         async with asyncio.timeout(timeout):

@@ -37,13 +37,15 @@ def fujian() -> RegionTree:
     return _TREE
 
 
-def engine_settings(redis_url: str, mqtt_url: str, state_dir: Path, **overrides: Any) -> Any:
+def engine_settings(
+    redis_url: str, mqtt_url: str, state_dir: Path, client_id: str | None = None, **overrides: Any
+) -> Any:
     return load_settings(
         None,
         redis={"url": redis_url},
         mqtt={
             "url": mqtt_url,
-            "client_id": f"ebd-test-{uuid.uuid4().hex[:8]}",
+            "client_id": client_id or f"ebd-test-{uuid.uuid4().hex[:8]}",
             "session_expiry": 120,
         },
         regions={"file": str(REGIONS_FILE)},
@@ -58,9 +60,10 @@ def engine_settings(redis_url: str, mqtt_url: str, state_dir: Path, **overrides:
 
 @asynccontextmanager
 async def running_engine(
-    redis_url: str, mqtt_url: str, state_dir: Path, **overrides: Any
+    redis_url: str, mqtt_url: str, state_dir: Path, client_id: str | None = None, **overrides: Any
 ) -> AsyncIterator[TestClient[Any, Any]]:
-    app = create_app(engine_settings(redis_url, mqtt_url, state_dir, **overrides), tree=fujian())
+    settings = engine_settings(redis_url, mqtt_url, state_dir, client_id, **overrides)
+    app = create_app(settings, tree=fujian())
     async with TestClient(TestServer(app)) as client:
         yield client
 

@@ -3,11 +3,16 @@ engine carries on by itself when Redis is back."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
+from typing import Any
 
+import aiomqtt
+
+from dispatcher.keys import INGESTER, LINK, STORE
 from dispatcher.services import RedisServer
-from receiver.simulator import Simulator
+from receiver.simulator import Behaviour, Simulator
 from tests.helpers import wait_for
 from tests.integration.engine import PROVINCE, alert_body, running_engine
 from tests.integration.test_dispatch import (
@@ -44,3 +49,42 @@ async def test_redis_kill_gives_503_then_the_engine_recovers_with_nothing_lost(
             await wait_for(lambda: played_all(api, second, 30), timeout=30)
             assert sim.played(second) == 30
             assert (await api.get("/readyz")).status == 200
+
+
+async def test_acks_taken_while_redis_is_down_survive_an_engine_restart(
+    fresh_redis: RedisServer, mqtt_url: str, tmp_path: Path
+) -> None:
+    """Acks are confirmed to the broker only once they are in Redis: an engine that stops
+    holding unrecorded acks gets them again from its persistent session."""
+    prefix = f"held-{uuid.uuid4().hex[:6]}"
+    client_id = f"ebd-{prefix}"
+    terminals = county_terminals(COUNTY_A, 3, prefix)
+    silent = Behaviour(silent=frozenset(t.id for t in terminals))
+    async with running_engine(fresh_redis.url, mqtt_url, tmp_path, client_id) as api:
+        await register(api, terminals)
+        async with Simulator(terminals, mqtt_url, behaviour=silent):
+            alert_id = await issue(api, areas=[COUNTY_A])
+            await wait_for(lambda: _dispatched(api, alert_id), timeout=10)
+            fresh_redis.kill()
+            host, port = mqtt_url.split("//")[1].rsplit(":", 1)
+            async with aiomqtt.Client(host, int(port), identifier=f"{prefix}-pub") as pub:
+                for t in terminals:
+                    await pub.publish(f"eb/v1/term/{t.id}/ack", ack_payload(alert_id), qos=1)
+            ingester = api.server.app[INGESTER]
+            await wait_for(lambda: ingester.waiting_for_store == 3, timeout=10)
+    fresh_redis.restart()
+    async with running_engine(fresh_redis.url, mqtt_url, tmp_path, client_id) as api:
+        assert api.server.app[LINK].session_present is True
+        state = await wait_for(lambda: played_all(api, alert_id, 3), timeout=20)
+        assert isinstance(state, dict)
+        assert (await api.server.app[STORE].stats())["acks_counted"] == 3
+
+
+def ack_payload(alert_id: str, state: str = "played") -> bytes:
+    return json.dumps(
+        {"v": 1, "alert_id": alert_id, "state": state, "at": "2026-11-27T08:00:00+08:00"}
+    ).encode()
+
+
+async def _dispatched(api: Any, alert_id: str) -> bool:
+    return (await delivery(api, alert_id))["state"] == "dispatched"
