@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -372,7 +373,11 @@ async def list_terminals(request: web.Request) -> web.Response:
 
 
 def parse_terminals(
-    items: Any, tree: RegionTree, *, row_label: str = "item", first_row: int = 0
+    items: Any,
+    tree: RegionTree,
+    *,
+    row_label: str = "item",
+    row_numbers: Sequence[int] | None = None,
 ) -> list[TerminalIn]:
     """Validate a whole list; every bad row is reported, and nothing is returned if one is bad."""
     if not isinstance(items, list):
@@ -387,7 +392,7 @@ def parse_terminals(
     out: list[TerminalIn] = []
     seen: dict[str, int] = {}
     for index, item in enumerate(items):
-        row = index + first_row
+        row = row_numbers[index] if row_numbers is not None else index
         try:
             terminal = TerminalIn.model_validate(item)
         except ValidationError as exc:

@@ -7,17 +7,18 @@ import argparse
 import asyncio
 import contextlib
 import csv
+import io
 import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from dispatcher.errors import EbdError, ImportFailed, ValidationFailed
+from dispatcher.errors import ConfigError, EbdError, ImportFailed, ServiceError, ValidationFailed
 from dispatcher.logs import configure_logging
 from dispatcher.settings import DEFAULT_REGIONS_FILE, PROJECT_ROOT, Settings, load_settings
 
@@ -56,13 +57,25 @@ async def _serve(settings: Settings, config_file: Path | None) -> None:
         await runner.cleanup()
 
 
+@contextlib.contextmanager
+def naming(config: Path | None) -> Iterator[None]:
+    """Checks of meaning (office regions, region file) name the config file they came from."""
+    try:
+        yield
+    except ConfigError as exc:
+        if exc.path is not None or config is None:
+            raise
+        raise ConfigError(exc.message, path=config) from exc
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     config = Path(args.config) if args.config else None
     settings = load_settings(config)
     configure_logging(settings.log.format, settings.log.level)
     if not settings.offices:
         log.warning("config.no_offices", hint="add [[offices]] to the config; nobody can issue")
-    asyncio.run(_serve(settings, config))
+    with naming(config):
+        asyncio.run(_serve(settings, config))
     return 0
 
 
@@ -72,8 +85,9 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
     config = Path(args.config)
     settings = load_settings(config)
-    tree = load_tree(settings, config)
-    Offices(settings.offices, tree)
+    with naming(config):
+        tree = load_tree(settings, config)
+        Offices(settings.offices, tree)
     print(f"{config}: OK ({len(settings.offices)} offices, {len(tree)} regions)")
     return 0
 
@@ -108,27 +122,46 @@ def cmd_regions_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_terminal_csv(path: Path) -> list[dict[str, str]]:
-    """Rows of a terminal CSV (header ``id,region,kind``); a bad file raises ``ImportFailed``."""
+def read_terminal_csv(path: Path) -> tuple[list[dict[str, str]], list[int]]:
+    """Rows of a terminal CSV (header ``id,region,kind``) and the line each starts on.
+
+    A file that cannot be read as such raises ``ImportFailed`` naming the file and line.
+    """
     try:
-        with path.open(encoding="utf-8-sig", newline="") as handle:
-            reader = csv.DictReader(handle)
-            header = reader.fieldnames or []
-            missing = [c for c in ("id", "region") if c not in header]
-            unknown = [c for c in header if c not in ("id", "region", "kind")]
-            if missing or unknown:
-                raise ImportFailed(
-                    f"{path}, line 1: header must be id,region,kind "
-                    f"(missing {missing or 'none'}, unknown {unknown or 'none'})"
-                )
-            rows = []
-            for row in reader:
-                if None in row:
-                    raise ImportFailed(f"{path}, line {reader.line_num}: too many columns")
-                rows.append({k: v for k, v in row.items() if v not in (None, "") or k != "kind"})
-            return rows
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ImportFailed(f"{path}: cannot read the CSV file: {exc}") from exc
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ImportFailed(f"{path}: cannot read the file: {exc.strerror}") from exc
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ImportFailed(
+            f"{path}, line {line}: not UTF-8 text (byte {raw[exc.start]:#04x}); "
+            "save the file as UTF-8"
+        ) from exc
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        header = reader.fieldnames or []
+        missing = [c for c in ("id", "region") if c not in header]
+        unknown = [c for c in header if c not in ("id", "region", "kind")]
+        if missing or unknown:
+            raise ImportFailed(
+                f"{path}, line 1: header must be id,region,kind "
+                f"(missing {missing or 'none'}, unknown {unknown or 'none'})"
+            )
+        rows: list[dict[str, str]] = []
+        lines: list[int] = []
+        for row in reader:
+            # line_num is where the row ends; blank lines before it are skipped by the reader.
+            if None in row:
+                raise ImportFailed(f"{path}, line {reader.line_num}: too many columns")
+            rows.append({k: v for k, v in row.items() if v not in (None, "") or k != "kind"})
+            lines.append(reader.line_num)
+    except csv.Error as exc:
+        raise ImportFailed(f"{path}, line {reader.line_num}: {exc}") from exc
+    if not rows:
+        raise ImportFailed(f"{path}: the file is empty: no terminals after the header line")
+    return rows, lines
 
 
 def cmd_terminals_import(args: argparse.Namespace) -> int:
@@ -136,10 +169,10 @@ def cmd_terminals_import(args: argparse.Namespace) -> int:
     from dispatcher.regions import RegionTree
 
     path = Path(args.file)
-    rows = read_terminal_csv(path)
+    rows, lines = read_terminal_csv(path)
     tree = RegionTree.from_csv(_regions_file(args.regions_file))
-    # Checked here first so errors name CSV lines (row 0 is line 2, after the header).
-    terminals = parse_terminals(rows, tree, row_label="line", first_row=2)
+    # Checked here first so errors name CSV lines, not list positions.
+    terminals = parse_terminals(rows, tree, row_label="line", row_numbers=lines)
     token = args.token or os.environ.get("EBD_TOKEN")
     if not token:
         raise ValidationFailed("give the office token with --token or the EBD_TOKEN variable")
@@ -158,20 +191,25 @@ def cmd_terminals_import(args: argparse.Namespace) -> int:
 async def _post_json(base: str, path: str, body: Any, token: str) -> dict[str, Any]:
     import aiohttp
 
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(
-            base.rstrip("/") + path, json=body, headers={"Authorization": f"Bearer {token}"}
-        ) as response,
-    ):
-        data = await response.json(content_type=None)
-        if response.status >= 400:
-            error = data.get("error", {}) if isinstance(data, dict) else {}
-            raise ValidationFailed(
-                f"the engine refused it ({response.status}): {error.get('message', data)}",
-                details=error.get("details"),
-            )
-        return dict(data)
+    url = base.rstrip("/") + path
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session,
+            session.post(url, json=body, headers={"Authorization": f"Bearer {token}"}) as response,
+        ):
+            data = await response.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        raise ServiceError(
+            f"cannot reach the engine at {base}: {exc or type(exc).__name__}; "
+            "is `ebd serve` running there (see --api)?"
+        ) from exc
+    if response.status >= 400:
+        error = data.get("error", {}) if isinstance(data, dict) else {}
+        raise ValidationFailed(
+            f"the engine refused it ({response.status}): {error.get('message', data)}",
+            details=error.get("details"),
+        )
+    return dict(data)
 
 
 def cmd_sim(args: argparse.Namespace) -> int:

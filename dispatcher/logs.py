@@ -18,7 +18,7 @@ _PHONE = re.compile(
 
 
 def mask_phones(text: str) -> str:
-    """``13812345678`` → ``138****5678``; ``+4915112345678`` → ``+49*******678``."""
+    """``13812345678`` → ``138****5678``; ``+4915112345678`` → ``+4915******678``."""
 
     def _sub(match: re.Match[str]) -> str:
         if match.group(2):
@@ -28,10 +28,19 @@ def mask_phones(text: str) -> str:
     return _PHONE.sub(_sub, text)
 
 
+def _masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_phones(value)
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_masked(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    return value
+
+
 def _mask_processor(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
     for key, value in event.items():
-        if isinstance(value, str):
-            event[key] = mask_phones(value)
+        event[key] = _masked(value)
     return event
 
 
@@ -44,16 +53,16 @@ def configure_logging(
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        _mask_processor,
+        # Tracebacks become text before masking, so a phone inside one is masked too.
+        structlog.processors.format_exc_info,
     ]
     renderer: Any
     if use_json:
         renderer = structlog.processors.JSONRenderer(ensure_ascii=False)
-        shared.append(structlog.processors.format_exc_info)
     else:
         renderer = structlog.dev.ConsoleRenderer()
     structlog.configure(
-        processors=[*shared, renderer],
+        processors=[*shared, _mask_processor, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),

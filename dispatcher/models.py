@@ -28,8 +28,9 @@ MAX_EXPIRES_IN = 7 * 86400
 MIN_EXPIRES_IN = 60
 ALERT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,79}$"
 TERMINAL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-_EVENT_CODE = re.compile(r"^\d{2}[A-Z]\d{2}$")
-_REGION_CODE = re.compile(r"^\d{2}(\d{2}(\d{2}(\d{3}(\d{3})?)?)?)?$")
+_EVENT_CODE = re.compile(r"^[0-9]{2}[A-Z][0-9]{2}$")
+# ASCII digits only: \d would also take full-width ３５.
+_REGION_CODE = re.compile(r"^[0-9]{2}([0-9]{2}([0-9]{2}([0-9]{3}([0-9]{3})?)?)?)?$")
 
 AlertId = Annotated[str, StringConstraints(pattern=ALERT_ID_PATTERN)]
 TerminalId = Annotated[str, StringConstraints(pattern=TERMINAL_ID_PATTERN)]
@@ -160,7 +161,7 @@ class AlertRequest(_Strict):
             raise ValueError("expires must be at most 7 days ahead")
         if self.msg_type in (MsgType.UPDATE, MsgType.CANCEL) and not self.references:
             raise ValueError(
-                f"a {self.msg_type.value} must name the alert it replaces in references"
+                f"msg_type {self.msg_type.value} must name the alert it replaces in references"
             )
         if self.msg_type is MsgType.ALERT and self.references:
             raise ValueError("references are for msg_type update or cancel")

@@ -7,6 +7,7 @@ message naming the file and the field.
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -18,6 +19,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from dispatcher.errors import ConfigError
@@ -25,7 +27,8 @@ from dispatcher.errors import ConfigError
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_REGIONS_FILE = Path("config/regions/fujian.csv")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_OFFICE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# An alert id is the office id plus 26 characters and must fit in 80.
+_OFFICE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
 
 
 class _Section(BaseModel):
@@ -104,6 +107,29 @@ class DispatchSettings(_Section):
     claim_idle_seconds: float = Field(default=60.0, gt=0)
 
 
+class ResendSettings(_Section):
+    """When a terminal that should have acknowledged has not, and what happens then."""
+
+    # Seconds from dispatch until a terminal with no ack gets its first resend, per severity.
+    red: float = Field(default=60, gt=0)
+    orange: float = Field(default=120, gt=0)
+    yellow: float = Field(default=300, gt=0)
+    blue: float = Field(default=600, gt=0)
+    # Resends on the terminal's own cmd topic before it is failed and escalated.
+    max_attempts: int = Field(default=3, ge=0, le=20)
+    # Wait after resend k is backoff * 2**(k-1), at most backoff_max.
+    backoff: float = Field(default=30, gt=0)
+    backoff_max: float = Field(default=300, gt=0)
+    # How often an instance looks for alerts whose deadline has come.
+    sweep_interval: float = Field(default=1.0, gt=0, le=60)
+
+    def deadline(self, severity: str) -> float:
+        return float(getattr(self, severity))
+
+    def wait_after(self, attempt: int) -> float:
+        return float(min(self.backoff * 2 ** max(0, attempt - 1), self.backoff_max))
+
+
 class OfficeConfig(_Section):
     id: str
     name: str = Field(min_length=1, max_length=64)
@@ -114,7 +140,7 @@ class OfficeConfig(_Section):
     @classmethod
     def _id(cls, value: str) -> str:
         if not _OFFICE_ID.match(value):
-            raise ValueError("office id must be lowercase letters, digits, '-' or '_'")
+            raise ValueError("office id must be 1 to 48 lowercase letters, digits, '-' or '_'")
         return value
 
     @field_validator("token_sha256")
@@ -148,6 +174,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     regions: RegionsSettings = RegionsSettings()
     dispatch: DispatchSettings = DispatchSettings()
+    resend: ResendSettings = ResendSettings()
     log: LogSettings = LogSettings()
     offices: list[OfficeConfig] = []
     state_dir: Path = Path(".ebd-state")
@@ -187,6 +214,16 @@ def _field_of(loc: tuple[int | str, ...]) -> str:
     return out
 
 
+def _variable_of(loc: tuple[int | str, ...]) -> str | None:
+    """The EBD_ variable that set the field at ``loc``, if one did."""
+    parts = [str(p) for p in loc if isinstance(p, str)]
+    for n in range(len(parts), 0, -1):
+        name = "EBD_" + "__".join(parts[:n]).upper()
+        if name in os.environ:
+            return name
+    return None
+
+
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     """Load the TOML file (if given), apply ``EBD_`` variables, and check every field.
 
@@ -205,13 +242,23 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     data.update(overrides)
     try:
         settings = Settings(**data)
+    except SettingsError as exc:
+        # pydantic-settings could not even parse a variable (e.g. EBD_OFFICES that is not JSON).
+        raise ConfigError(f"{exc}; complex values such as EBD_OFFICES must be JSON") from exc
     except ValidationError as exc:
         first = exc.errors()[0]
         field = _field_of(first["loc"])
         more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
-        message = first["msg"]
+        message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
             message = "unknown setting; check its spelling against config/ebd.example.toml"
+        variable = _variable_of(first["loc"])
+        if variable is not None:
+            raise ConfigError(
+                f"{message}{more} (set by the environment variable {variable})",
+                path="environment",
+                field=field,
+            ) from exc
         raise ConfigError(message + more, path=path or "environment", field=field) from exc
     seen_ids: set[str] = set()
     seen_hashes: set[str] = set()

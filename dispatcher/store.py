@@ -11,6 +11,11 @@ Key schema (``{id}`` an alert id, ``{t}`` a terminal id, ``{code}`` a region cod
                                         (cancelled: stopped by a cancel or update of the alert)
     ebd:alert:{id}:counts       hash    "{code}|{state}" → n for the province, cities, counties,
                                         townships above each expected terminal; "{code}|expected"
+    ebd:alert:{id}:offline      set     expected terminals whose last state was offline at dispatch
+    ebd:alert:{id}:resends      hash    {t} → resends sent to that terminal
+    ebd:alert:{id}:escalations  list    escalation records (JSON) of this alert
+    ebd:sweeps                  zset    alert ids scored by when their acks are next checked (ms)
+    ebd:escalations             stream  every escalation: terminal failed after its resends
     ebd:idem:{office}:{key}     string  {"alert_id", "body"} of the first request with that key
     ebd:outbox                  stream  alert ids to dispatch; consumer group "dispatch"
     ebd:acklog                  stream  every ack of a known alert, as received (drill reviews)
@@ -50,6 +55,8 @@ TERMS_REGION = PREFIX + "terms:region"
 TERMS_META = PREFIX + "terms:meta"
 TERMS_STATE = PREFIX + "terms:state"
 STATS = PREFIX + "stats"
+SWEEPS = PREFIX + "sweeps"
+ESCALATIONS = PREFIX + "escalations"
 IDEMPOTENCY_TTL = 24 * 3600
 # Per-region counters stop at townships: village detail is in the tstate hash, and a counter
 # per village would multiply the work of every ack by five.
@@ -74,6 +81,18 @@ def tstate_key(alert_id: str) -> str:
 
 def counts_key(alert_id: str) -> str:
     return f"{PREFIX}alert:{alert_id}:counts"
+
+
+def offline_key(alert_id: str) -> str:
+    return f"{PREFIX}alert:{alert_id}:offline"
+
+
+def resends_key(alert_id: str) -> str:
+    return f"{PREFIX}alert:{alert_id}:resends"
+
+
+def alert_escalations_key(alert_id: str) -> str:
+    return f"{PREFIX}alert:{alert_id}:escalations"
 
 
 def idempotency_key(office_id: str, key: str) -> str:
@@ -144,6 +163,15 @@ return {rc, region}
 """
 
 
+# Hands the due sweeps to exactly one caller: their score moves a lease ahead, so another
+# instance polling at the same moment does not get them (and does not resend twice).
+_CLAIM_DUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+for _, id in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[2], id) end
+return due
+"""
+
+
 @dataclass(slots=True)
 class Delivery:
     """Terminal counts of one alert, for a region (the province when ``code`` is the root)."""
@@ -195,6 +223,7 @@ class Store:
         self.redis = client
         self._create_alert = client.register_script(_CREATE_ALERT)
         self._record_ack = client.register_script(_RECORD_ACK)
+        self._claim_due = client.register_script(_CLAIM_DUE)
 
     @classmethod
     def from_url(cls, url: str) -> Store:
@@ -346,21 +375,25 @@ class Store:
             for n in COUNTED_PREFIXES:
                 if n <= len(region):
                     counts[f"{region[:n]}|expected"] += 1
-        offline = sum(
-            1 for raw in states if raw is not None and json.loads(raw).get("state") == "offline"
-        )
+        offline = [
+            terminal
+            for terminal, raw in zip(ids, states, strict=True)
+            if raw is not None and json.loads(raw).get("state") == "offline"
+        ]
         items = list(mapping.items())
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(expected_key(alert_id))
+            pipe.delete(expected_key(alert_id), offline_key(alert_id))
+            if offline:
+                pipe.sadd(offline_key(alert_id), *offline)
             for start in range(0, len(items), 5000):
                 pipe.hset(expected_key(alert_id), mapping=dict(items[start : start + 5000]))
             pipe.hset(counts_key(alert_id), mapping=_fields(counts))
             pipe.hset(
                 dispatch_key(alert_id),
-                mapping={"expected": len(mapping), "offline_at_dispatch": offline},
+                mapping={"expected": len(mapping), "offline_at_dispatch": len(offline)},
             )
             await self._call(pipe.execute())
-        return len(mapping), offline
+        return len(mapping), len(offline)
 
     # Acks ---------------------------------------------------------------------------------
 
@@ -415,6 +448,99 @@ class Store:
     async def ack_log(self, *, count: int = 100, start: str = "-") -> list[dict[str, str]]:
         entries = await self._call(self.redis.xrange(ACKLOG, min=start, count=count))
         return [{"id": entry_id, **fields} for entry_id, fields in entries]
+
+    # Deadlines, resends, escalations ---------------------------------------------------------
+
+    async def schedule_sweep(self, alert_id: str, due_ms: int) -> None:
+        await self._call(self.redis.zadd(SWEEPS, {alert_id: due_ms}))
+
+    async def claim_due_sweeps(self, now_ms: int, *, lease_ms: int, count: int) -> list[str]:
+        result = await self._call(
+            self._claim_due(keys=[SWEEPS], args=[now_ms, now_ms + lease_ms, count])
+        )
+        return list(result or [])
+
+    async def finish_sweep(self, alert_id: str) -> None:
+        await self._call(self.redis.zrem(SWEEPS, alert_id))
+
+    async def unacked(self, alert_id: str) -> dict[str, str]:
+        """Expected terminals that have sent no ack at all: id → region."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(expected_key(alert_id))
+            pipe.hkeys(tstate_key(alert_id))
+            expected, acked = await self._call(pipe.execute())
+        for terminal in acked:
+            expected.pop(terminal, None)
+        return cast(dict[str, str], expected)
+
+    async def record_resends(self, alert_id: str, terminals: Sequence[str], attempt: int) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for terminal in terminals:
+                pipe.hincrby(resends_key(alert_id), terminal, 1)
+            pipe.hincrby(dispatch_key(alert_id), "resends", len(terminals))
+            pipe.hset(dispatch_key(alert_id), "sweep_attempt", attempt)
+            await self._call(pipe.execute())
+
+    async def escalate(
+        self, alert_id: str, records: Sequence[dict[str, str]], *, acklog_maxlen: int
+    ) -> None:
+        """Fail each terminal (as a ``failed`` ack with detail ``no_ack``) and record why."""
+        now_ms = int(utcnow().timestamp() * 1000)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for record in records:
+                await self._record_ack(
+                    keys=[
+                        expected_key(alert_id),
+                        tstate_key(alert_id),
+                        counts_key(alert_id),
+                        dispatch_key(alert_id),
+                        ACKLOG,
+                    ],
+                    args=[
+                        record["terminal_id"],
+                        "failed",
+                        record["at"],
+                        now_ms,
+                        alert_id,
+                        acklog_maxlen,
+                        "no_ack",
+                    ],
+                    client=pipe,
+                )
+                fields = dict(_fields(record))
+                pipe.xadd(ESCALATIONS, fields, maxlen=acklog_maxlen, approximate=True)
+                pipe.rpush(alert_escalations_key(alert_id), json.dumps(record, ensure_ascii=False))
+            pipe.hincrby(dispatch_key(alert_id), "escalated", len(records))
+            await self._call(pipe.execute())
+
+    async def escalations(
+        self, *, alert_id: str | None = None, limit: int = 100
+    ) -> list[dict[str, str]]:
+        if alert_id is not None:
+            key = alert_escalations_key(alert_id)
+            raws = await self._call(self.redis.lrange(key, 0, limit - 1))
+            return [json.loads(raw) for raw in raws]
+        entries = await self._call(self.redis.xrevrange(ESCALATIONS, count=limit))
+        return [{"id": entry_id, **fields} for entry_id, fields in entries]
+
+    async def alert_terminals(self, alert_id: str) -> list[dict[str, Any]]:
+        """Every expected terminal of an alert with its state, resends and offline flag."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(expected_key(alert_id))
+            pipe.hgetall(tstate_key(alert_id))
+            pipe.hgetall(resends_key(alert_id))
+            pipe.smembers(offline_key(alert_id))
+            expected, states, resends, offline = await self._call(pipe.execute())
+        return [
+            {
+                "id": terminal,
+                "region": region,
+                "state": states.get(terminal, "pending"),
+                "resends": int(resends.get(terminal, 0)),
+                "offline_at_dispatch": terminal in offline,
+            }
+            for terminal, region in sorted(expected.items())
+        ]
 
     # Terminals ----------------------------------------------------------------------------
 

@@ -228,11 +228,13 @@ def test_an_issued_alert_round_trips_through_json() -> None:
 
 
 def test_any_valid_office_id_gives_a_valid_alert_id() -> None:
-    """Settings allow office ids of 64 characters; the alert id built from one must still fit
-    ALERT_ID_PATTERN, or issuing from that office fails with a ValidationError (a 500)."""
-    office_id = OfficeConfig(id="o" * 64, name="n", region="35", token_sha256="0" * 64).id
+    """The longest office id settings allow must still give an alert id that fits
+    ALERT_ID_PATTERN, or issuing from that office would fail with a ValidationError (a 500)."""
+    office_id = OfficeConfig(id="o" * 48, name="n", region="35", token_sha256="0" * 64).id
     alert = issue(office_id=office_id)
     assert alert.id.startswith(office_id + "-")
+    with pytest.raises(ValidationError, match="1 to 48"):
+        OfficeConfig(id="o" * 49, name="n", region="35", token_sha256="0" * 64)
 
 
 # --- the MQTT alert payload (DESIGN.md "Alert payload") --------------------------------------

@@ -136,7 +136,14 @@ OTHER_OFFICES = [
             OTHER_OFFICES,
         ),
     ],
-    ids=lambda v: v if isinstance(v, str) and v.startswith("EBD_") else "",
+    ids=[
+        "EBD_API__LISTEN",
+        "EBD_MQTT__URL",
+        "EBD_REDIS__URL",
+        "EBD_LOG__LEVEL",
+        "EBD_INSTANCE",
+        "EBD_OFFICES",
+    ],
 )
 def test_an_ebd_variable_wins_over_the_file(
     tmp_path: Path,

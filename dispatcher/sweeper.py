@@ -1,0 +1,156 @@
+"""The deadline sweeper: terminals that did not acknowledge in time get the alert again on
+their own ``cmd`` topic, a few times with growing waits, and are then failed and escalated.
+
+A resend is also how acks lost on the way are recovered: a terminal that already handled the
+alert answers by repeating its latest ack, without playing again. Several engine instances
+sweep together; each due alert is claimed by one of them (``Store.claim_due_sweeps``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+
+import structlog
+
+from dispatcher.bus import MqttLink
+from dispatcher.errors import PublishFailed, StoreUnavailable
+from dispatcher.models import Alert, MsgType, utcnow
+from dispatcher.regions import RegionTree
+from dispatcher.settings import ResendSettings
+from dispatcher.store import Store
+
+log = structlog.get_logger(__name__)
+
+CMD_TOPIC = "eb/v1/term/{}/cmd"
+# While one instance sweeps an alert, no other takes it; long enough for a province's resends.
+LEASE_MS = 120_000
+PUBLISH_CONCURRENCY = 200
+
+
+@dataclass(frozen=True, slots=True)
+class SweepOutcome:
+    alert_id: str
+    action: str  # done | resent | escalated | stopped
+    terminals: int = 0
+
+
+def now_ms() -> int:
+    return int(utcnow().timestamp() * 1000)
+
+
+class DeadlineSweeper:
+    def __init__(
+        self,
+        store: Store,
+        link: MqttLink,
+        tree: RegionTree,
+        settings: ResendSettings,
+        *,
+        acklog_maxlen: int,
+    ) -> None:
+        self._store = store
+        self._link = link
+        self._tree = tree
+        self._settings = settings
+        self._acklog_maxlen = acklog_maxlen
+        self.resent = 0
+        self.escalated = 0
+
+    async def run(self) -> None:
+        while True:
+            try:
+                for alert_id in await self._store.claim_due_sweeps(
+                    now_ms(), lease_ms=LEASE_MS, count=20
+                ):
+                    await self._sweep_logged(alert_id)
+            except StoreUnavailable as exc:
+                log.warning("sweep.store_down", error=exc.message)
+            await asyncio.sleep(self._settings.sweep_interval)
+
+    async def _sweep_logged(self, alert_id: str) -> None:
+        with structlog.contextvars.bound_contextvars(alert_id=alert_id):
+            try:
+                await self.sweep(alert_id)
+            except StoreUnavailable:
+                raise
+            except Exception:
+                # The lease runs out and the alert is swept again; others go on meanwhile.
+                log.exception("sweep.crashed")
+
+    async def sweep(self, alert_id: str) -> SweepOutcome:
+        """Check one alert whose deadline has come: resend, escalate, or finish."""
+        alert = await self._store.get_alert(alert_id)
+        if alert is None:
+            await self._store.finish_sweep(alert_id)
+            return SweepOutcome(alert_id, "stopped")
+        dispatch = await self._store.dispatch_state(alert_id)
+        stop_reason = self._stop_reason(alert, dispatch)
+        if stop_reason:
+            await self._store.finish_sweep(alert_id)
+            log.info("sweep.stopped", reason=stop_reason)
+            return SweepOutcome(alert_id, "stopped")
+        missing = await self._store.unacked(alert_id)
+        if not missing:
+            await self._store.finish_sweep(alert_id)
+            return SweepOutcome(alert_id, "done")
+        attempt = int(dispatch.get("sweep_attempt", 0)) + 1
+        if attempt > self._settings.max_attempts:
+            await self._escalate(alert, missing, attempt - 1)
+            await self._store.finish_sweep(alert_id)
+            return SweepOutcome(alert_id, "escalated", len(missing))
+        sent = await self._resend(alert, sorted(missing))
+        await self._store.record_resends(alert_id, sent, attempt)
+        await self._store.schedule_sweep(
+            alert_id, now_ms() + int(self._settings.wait_after(attempt) * 1000)
+        )
+        self.resent += len(sent)
+        log.info("sweep.resent", attempt=attempt, terminals=len(sent), missing=len(missing))
+        return SweepOutcome(alert_id, "resent", len(sent))
+
+    @staticmethod
+    def _stop_reason(alert: Alert, dispatch: dict[str, str]) -> str | None:
+        if alert.expired():
+            return "expired"
+        if alert.msg_type is not MsgType.CANCEL and dispatch.get("cancelled_by"):
+            return "cancelled"
+        if dispatch.get("superseded_by"):
+            return "superseded"
+        return None
+
+    async def _resend(self, alert: Alert, terminals: list[str]) -> list[str]:
+        payload = json.dumps(alert.payload(), ensure_ascii=False).encode()
+        expiry = int((alert.expires - utcnow()).total_seconds())
+        gate = asyncio.Semaphore(PUBLISH_CONCURRENCY)
+
+        async def one(terminal: str) -> bool:
+            async with gate:
+                try:
+                    await self._link.publish(CMD_TOPIC.format(terminal), payload, expiry=expiry)
+                    return True
+                except PublishFailed:
+                    return False
+
+        results = await asyncio.gather(*(one(t) for t in terminals))
+        return [t for t, ok in zip(terminals, results, strict=True) if ok]
+
+    async def _escalate(self, alert: Alert, missing: dict[str, str], resends: int) -> None:
+        now = utcnow().isoformat()
+        records = []
+        for terminal, region in sorted(missing.items()):
+            path = self._tree.path(region) if region in self._tree else []
+            records.append(
+                {
+                    "alert_id": alert.id,
+                    "terminal_id": terminal,
+                    "region": region,
+                    "region_name": "".join(r.name for r in path[1:]) or region,
+                    "reason": f"no acknowledgement after {resends} resends",
+                    "at": now,
+                    "status": alert.status.value,
+                }
+            )
+        await self._store.escalate(alert.id, records, acklog_maxlen=self._acklog_maxlen)
+        self.escalated += len(records)
+        log.warning("sweep.escalated", terminals=len(records), resends=resends)
