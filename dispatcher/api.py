@@ -227,8 +227,10 @@ async def cancel_alert(request: web.Request) -> web.Response:
     )
 
 
-async def _visible_alert(request: web.Request, office: Office) -> Alert:
-    alert_id = request.match_info["alert_id"]
+async def _visible_alert(
+    request: web.Request, office: Office, alert_id: str | None = None
+) -> Alert:
+    alert_id = alert_id or request.match_info["alert_id"]
     alert = await request.app[STORE].get_alert(alert_id) if len(alert_id) <= 80 else None
     if alert is None:
         raise NotFound(f"no alert {alert_id!r}")
@@ -307,6 +309,8 @@ async def get_alert(request: web.Request) -> web.Response:
         "queued_at": dispatch.get("queued_at"),
         "dispatched_at": dispatch.get("dispatched_at"),
         "last_ack_at": _ms_iso(dispatch.get("last_ack_ms")),
+        "resends": int(dispatch.get("resends", 0)),
+        "escalated": int(dispatch.get("escalated", 0)),
         "cancelled_by": dispatch.get("cancelled_by"),
         "superseded_by": dispatch.get("superseded_by"),
         **breakdown,
@@ -329,6 +333,59 @@ def _ms_iso(value: str | None) -> str | None:
     if not value:
         return None
     return datetime.fromtimestamp(int(value) / 1000, UTC).isoformat()
+
+
+_TERMINAL_STATES = ("pending", "received", "playing", "played", "failed", "cancelled", "offline")
+
+
+@routes.get("/api/v1/alerts/{alert_id}/terminals")
+async def alert_terminals(request: web.Request) -> web.Response:
+    """Each expected terminal of an alert: who got it, who did not, who was offline."""
+    office = office_of(request)
+    tree, store = request.app[TREE], request.app[STORE]
+    alert = await _visible_alert(request, office)
+    wanted = request.query.get("state")
+    if wanted is not None and wanted not in _TERMINAL_STATES:
+        raise ValidationFailed(
+            f"state must be one of {', '.join(_TERMINAL_STATES)}",
+            details=[{"field": "state", "message": f"got {wanted!r}"}],
+        )
+    limit = _parse_int(request, "limit", 1000, 1, 20_000)
+    offset = _parse_int(request, "offset", 0, 0, 10_000_000)
+    rows = [
+        row
+        for row in await store.alert_terminals(alert.id)
+        if tree.is_within(row["region"], office.region)
+        and (
+            wanted is None
+            or row["state"] == wanted
+            or (wanted == "offline" and row["offline_at_dispatch"])
+        )
+    ]
+    for row in rows[offset : offset + limit]:
+        row["region_name"] = tree.name(row["region"]) if row["region"] in tree else None
+    return web.json_response(
+        {"alert_id": alert.id, "total": len(rows), "terminals": rows[offset : offset + limit]},
+        dumps=_dumps,
+    )
+
+
+@routes.get("/api/v1/escalations")
+async def list_escalations(request: web.Request) -> web.Response:
+    """Terminals failed after their last resend, newest first, inside the office's region."""
+    office = office_of(request)
+    store, tree = request.app[STORE], request.app[TREE]
+    limit = _parse_int(request, "limit", 100, 1, 1000)
+    alert_id = request.query.get("alert_id")
+    if alert_id is not None:
+        await _visible_alert(request, office, alert_id)
+    records = await store.escalations(alert_id=alert_id, limit=limit * 4 if not alert_id else limit)
+    mine = [
+        r for r in records if r.get("region") in tree and tree.is_within(r["region"], office.region)
+    ]
+    return web.json_response(
+        {"escalations": mine[:limit], "count": len(mine[:limit])}, dumps=_dumps
+    )
 
 
 @routes.get("/api/v1/regions/{code}")

@@ -22,7 +22,17 @@ from dispatcher.acks import ACK_TOPIC, STATE_TOPIC, AckIngester
 from dispatcher.auth import Offices
 from dispatcher.bus import MqttLink
 from dispatcher.errors import ConfigError, EbdError, StoreUnavailable
-from dispatcher.keys import INGESTER, LINK, OFFICES, SETTINGS, STORE, TREE, URLS, WORKER
+from dispatcher.keys import (
+    INGESTER,
+    LINK,
+    OFFICES,
+    SETTINGS,
+    STORE,
+    SWEEPER,
+    TREE,
+    URLS,
+    WORKER,
+)
 from dispatcher.metrics import metrics_handler
 from dispatcher.openapi import openapi_handler
 from dispatcher.outbox import DispatchWorker
@@ -30,6 +40,7 @@ from dispatcher.regions import RegionTree
 from dispatcher.services import ManagedProcess, MosquittoServer, RedisServer
 from dispatcher.settings import Settings
 from dispatcher.store import Store
+from dispatcher.sweeper import DeadlineSweeper
 
 log = structlog.get_logger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -105,7 +116,7 @@ def create_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/api/v1/openapi.json", openapi_handler)
-    app.cleanup_ctx.extend([_services, _store, _ingester, _link, _worker])
+    app.cleanup_ctx.extend([_services, _store, _ingester, _link, _worker, _sweeper])
     return app
 
 
@@ -200,9 +211,24 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
         app[TREE],
         consumer=settings.instance,
         claim_idle_seconds=settings.dispatch.claim_idle_seconds,
+        ack_deadline=lambda alert: settings.resend.deadline(alert.severity.value),
     )
     app[WORKER] = worker
     async with _background(worker.run, "dispatch-worker"):
+        yield
+
+
+async def _sweeper(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    sweeper = DeadlineSweeper(
+        app[STORE],
+        app[LINK],
+        app[TREE],
+        settings.resend,
+        acklog_maxlen=settings.dispatch.ack_log_maxlen,
+    )
+    app[SWEEPER] = sweeper
+    async with _background(sweeper.run, "deadline-sweeper"):
         yield
 
 

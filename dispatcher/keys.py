@@ -11,6 +11,7 @@ from dispatcher.outbox import DispatchWorker
 from dispatcher.regions import RegionTree
 from dispatcher.settings import Settings
 from dispatcher.store import Store
+from dispatcher.sweeper import DeadlineSweeper
 
 SETTINGS = web.AppKey("settings", Settings)
 TREE = web.AppKey("tree", RegionTree)
@@ -19,4 +20,5 @@ STORE = web.AppKey("store", Store)
 LINK = web.AppKey("link", MqttLink)
 INGESTER = web.AppKey("ingester", AckIngester)
 WORKER = web.AppKey("worker", DispatchWorker)
+SWEEPER = web.AppKey("sweeper", DeadlineSweeper)
 URLS = web.AppKey("urls", dict[str, str])

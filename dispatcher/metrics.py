@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from dispatcher.keys import INGESTER, LINK, WORKER
+from dispatcher.keys import INGESTER, LINK, SWEEPER, WORKER
 
 
 class _EngineCollector(Collector):
@@ -36,6 +36,17 @@ class _EngineCollector(Collector):
             )
             yield CounterMetricFamily(
                 "ebd_mqtt_connects", "MQTT connections made", value=app[LINK].connects
+            )
+        if SWEEPER in app:
+            yield CounterMetricFamily(
+                "ebd_resends",
+                "Alerts resent to terminals without an ack",
+                value=app[SWEEPER].resent,
+            )
+            yield CounterMetricFamily(
+                "ebd_escalations",
+                "Terminals failed and escalated after their last resend",
+                value=app[SWEEPER].escalated,
             )
         if WORKER in app:
             yield CounterMetricFamily(

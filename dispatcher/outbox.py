@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -46,12 +47,14 @@ class DispatchWorker:
         *,
         consumer: str,
         claim_idle_seconds: float = 60.0,
+        ack_deadline: Callable[[Alert], float] | None = None,
     ) -> None:
         self._store = store
         self._link = link
         self._tree = tree
         self._consumer = consumer
         self._claim_idle_ms = int(claim_idle_seconds * 1000)
+        self._ack_deadline = ack_deadline
         self.dispatched = 0
 
     async def run(self) -> None:
@@ -148,9 +151,13 @@ class DispatchWorker:
             )
             log.error("dispatch.partial", failed_topics=failed, topics=len(cover))
             return DispatchOutcome(alert.id, "partial", len(cover), tuple(failed), expected)
+        dispatched_at = utcnow()
         await self._store.set_dispatch(
-            alert.id, state="dispatched", dispatched_at=utcnow().isoformat()
+            alert.id, state="dispatched", dispatched_at=dispatched_at.isoformat()
         )
+        if self._ack_deadline is not None and expected:
+            due = dispatched_at.timestamp() + self._ack_deadline(alert)
+            await self._store.schedule_sweep(alert.id, int(due * 1000))
         for ref in alert.references:
             await self._store.set_dispatch(
                 ref,

@@ -104,7 +104,9 @@ class Behaviour:
     ``ack_delay``: seconds between a terminal's decision and its ack reaching the wire (a slow
     link); ``play_time``: seconds from the start of playback to ``played``; ``silent``: ids that
     never ack (they still play); ``fail``: ids whose playback fails (acked ``failed``);
-    ``send_playing``: also ack ``playing`` when playback starts.
+    ``send_playing``: also ack ``playing`` when playback starts; ``lose_first_acks``: ids
+    whose acks are lost on the way until the alert comes again (a resend), as when a broker
+    restart drops them: they play once and answer the resend by repeating their latest ack.
     """
 
     ack_delay: float = 0.0
@@ -112,6 +114,7 @@ class Behaviour:
     silent: frozenset[str] = frozenset()
     fail: frozenset[str] = frozenset()
     send_playing: bool = False
+    lose_first_acks: frozenset[str] = frozenset()
 
 
 def village_terminals(tree: RegionTree, region: str, per_village: int = 1) -> list[SimTerminal]:
@@ -584,6 +587,10 @@ class Simulator:
         for ack in acks:
             self._count(ack)
         if virtual.term.id in self.behaviour.silent:
+            return
+        if virtual.term.id in self.behaviour.lose_first_acks and not any(
+            ack.repeated for ack in acks
+        ):
             return
         if self.behaviour.ack_delay > 0:
             # One timer for the batch keeps received before played.

@@ -1,0 +1,115 @@
+"""Deadlines: terminals with no ack get the alert again on their cmd topic, are failed and
+escalated after the last resend; lost acks come back as repeated acks, never as a second play."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from dispatcher.keys import STORE
+from receiver.simulator import Behaviour, Simulator
+from tests.helpers import wait_for
+from tests.integration.engine import GULOU, PROVINCE, TAIJIANG, running_engine
+from tests.integration.test_dispatch import (
+    COUNTY_A,
+    county_terminals,
+    delivery,
+    issue,
+    played_all,
+    register,
+)
+
+Client = TestClient[Any, Any]
+FAST = {"red": 1.0, "orange": 1.0, "backoff": 0.5, "max_attempts": 2, "sweep_interval": 0.1}
+
+
+@pytest.fixture
+async def api(redis_url: str, mqtt_url: str, tmp_path: Path) -> AsyncIterator[Client]:
+    async with running_engine(redis_url, mqtt_url, tmp_path, resend=FAST) as client:
+        yield client
+
+
+async def test_lost_acks_are_recovered_by_a_resend_without_a_second_play(
+    api: Client, mqtt_url: str
+) -> None:
+    prefix = f"lost-{uuid.uuid4().hex[:6]}"
+    terminals = county_terminals(COUNTY_A, 20, prefix)
+    lossy = frozenset(t.id for t in terminals[:5])
+    await register(api, terminals)
+    async with Simulator(terminals, mqtt_url, behaviour=Behaviour(lose_first_acks=lossy)) as sim:
+        alert_id = await issue(api, areas=[COUNTY_A])
+        state = await wait_for(lambda: played_all(api, alert_id, 20), timeout=20)
+        assert all(sum(sim.plays_of(t.id).values()) == 1 for t in terminals)
+        assert sim.duplicates >= 5
+    assert isinstance(state, dict)
+    assert state["resends"] == 5
+    assert state["escalated"] == 0
+    listing = await (
+        await api.get(f"/api/v1/alerts/{alert_id}/terminals?state=played", headers=PROVINCE)
+    ).json()
+    resent = {t["id"]: t["resends"] for t in listing["terminals"] if t["resends"]}
+    assert resent == dict.fromkeys(lossy, 1)
+
+
+async def test_silent_terminals_are_failed_and_escalated_after_the_last_resend(
+    api: Client, mqtt_url: str
+) -> None:
+    prefix = f"mute-{uuid.uuid4().hex[:6]}"
+    terminals = county_terminals(COUNTY_A, 10, prefix)
+    silent = frozenset(t.id for t in terminals[:3])
+    await register(api, terminals)
+    async with Simulator(terminals, mqtt_url, behaviour=Behaviour(silent=silent)) as sim:
+        alert_id = await issue(api, headers=GULOU, areas=[COUNTY_A])
+        state = await wait_for(lambda: _escalated(api, alert_id, 3), timeout=20)
+        # Two resends reached each silent terminal; it played once all the same.
+        assert all(sum(sim.plays_of(t).values()) == 1 for t in silent)
+    assert isinstance(state, dict)
+    assert (state["played"], state["failed"], state["pending"]) == (7, 3, 0)
+    assert state["resends"] == 6
+    body = await (await api.get(f"/api/v1/escalations?alert_id={alert_id}", headers=GULOU)).json()
+    assert {e["terminal_id"] for e in body["escalations"]} == silent
+    record = body["escalations"][0]
+    assert record["region_name"].startswith("福州市鼓楼区")
+    assert "2 resends" in record["reason"]
+    everywhere = await (await api.get("/api/v1/escalations", headers=PROVINCE)).json()
+    assert {e["terminal_id"] for e in everywhere["escalations"]} >= silent
+    # Another county's office sees none of Gulou's escalations.
+    other = await (await api.get("/api/v1/escalations", headers=TAIJIANG)).json()
+    assert other["escalations"] == []
+    failed = await (
+        await api.get(f"/api/v1/alerts/{alert_id}/terminals?state=failed", headers=GULOU)
+    ).json()
+    assert {t["id"] for t in failed["terminals"]} == silent
+    bad = await api.get(f"/api/v1/alerts/{alert_id}/terminals?state=lost", headers=GULOU)
+    assert bad.status == 422
+
+
+async def _escalated(api: Client, alert_id: str, n: int) -> dict[str, Any] | None:
+    state = await delivery(api, alert_id)
+    return state if state["escalated"] == n else None
+
+
+async def test_two_sweepers_never_resend_twice(
+    api: Client, redis_url: str, mqtt_url: str, tmp_path: Path
+) -> None:
+    """A second engine on the same Redis and broker sweeps too; each due alert goes to one."""
+    prefix = f"two-{uuid.uuid4().hex[:6]}"
+    terminals = county_terminals(COUNTY_A, 8, prefix)
+    silent = frozenset(t.id for t in terminals)
+    await register(api, terminals)
+    async with (
+        running_engine(redis_url, mqtt_url, tmp_path / "b", resend=FAST, instance="ebd-2"),
+        Simulator(terminals, mqtt_url, behaviour=Behaviour(silent=silent)),
+    ):
+        alert_id = await issue(api, areas=[COUNTY_A])
+        state = await wait_for(lambda: _escalated(api, alert_id, 8), timeout=20)
+    assert isinstance(state, dict)
+    # Exactly max_attempts resends per terminal, however many sweepers ran.
+    assert state["resends"] == 16
+    store = api.server.app[STORE]
+    assert len(await store.escalations(alert_id=alert_id)) == 8
