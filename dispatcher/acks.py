@@ -60,7 +60,8 @@ class AckIngester:
         # Set by the app once the MQTT link exists: PUBACKs go out after the batch is stored.
         self.confirm = confirm
         self.totals: Counter[str] = Counter()
-        self.waiting_for_store = 0  # acks held (not confirmed to the broker) while Redis is down
+        self.fed: Counter[str] = Counter()  # messages taken from the broker, by kind
+        self.waiting_for_store = 0  # messages held (not confirmed to the broker): Redis is down
         self.idle = asyncio.Event()
         self.idle.set()
 
@@ -70,6 +71,7 @@ class AckIngester:
         if parsed is None:
             self.totals["messages_ignored"] += 1
             parsed = ("", "ignored")
+        self.fed[parsed[1]] += 1
         self.idle.clear()
         self._queue.put_nowait((parsed[0], parsed[1], payload, delivery))
 

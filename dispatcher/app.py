@@ -186,7 +186,7 @@ async def _link(app: web.Application) -> AsyncIterator[None]:
         topics = [f"$share/ebd/{topic}" for topic in topics]
     link = MqttLink(
         app[URLS]["mqtt"],
-        client_id=settings.client_id,
+        client_id=app[SETTINGS].mqtt_client_id,
         subscriptions=topics,
         on_message=app[INGESTER].feed,
         session_expiry=settings.session_expiry,

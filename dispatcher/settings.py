@@ -72,7 +72,9 @@ def _check_url(value: str | None, schemes: tuple[str, ...]) -> str | None:
 
 class MqttSettings(_Section):
     url: str | None = None
-    client_id: str = "ebd-engine"
+    # Defaults to the instance name: two instances must never share a client id (the broker
+    # would disconnect one whenever the other connects).
+    client_id: str | None = None
     # Days, so acks queued while the engine restarts wait for it in the broker.
     session_expiry: int = Field(default=7 * 86400, ge=60)
     keepalive: int = Field(default=30, ge=5, le=3600)
@@ -178,7 +180,12 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     offices: list[OfficeConfig] = []
     state_dir: Path = Path(".ebd-state")
-    instance: str = "ebd-1"
+    # This instance's name: its outbox consumer and, by default, its MQTT client id.
+    instance: str = Field(default="ebd-1", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+    @property
+    def mqtt_client_id(self) -> str:
+        return self.mqtt.client_id or self.instance
 
     @classmethod
     def settings_customise_sources(

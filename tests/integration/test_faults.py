@@ -71,7 +71,9 @@ async def test_acks_taken_while_redis_is_down_survive_an_engine_restart(
                 for t in terminals:
                     await pub.publish(f"eb/v1/term/{t.id}/ack", ack_payload(alert_id), qos=1)
             ingester = api.server.app[INGESTER]
-            await wait_for(lambda: ingester.waiting_for_store == 3, timeout=10)
+            await wait_for(
+                lambda: ingester.fed["ack"] == 3 and ingester.waiting_for_store > 0, timeout=10
+            )
     fresh_redis.restart()
     async with running_engine(fresh_redis.url, mqtt_url, tmp_path, client_id) as api:
         assert api.server.app[LINK].session_present is True
