@@ -649,15 +649,19 @@ class Store:
 
     @staticmethod
     async def _call(awaitable: Any) -> Any:
+        task = asyncio.current_task()
         try:
-            return await awaitable
+            result = await awaitable
         except (RedisError, OSError) as exc:
-            task = asyncio.current_task()
             if task is not None and task.cancelling():
-                # redis-py can turn a cancelled blocking read into a connection error; a
-                # retry loop above would then spin forever instead of shutting down.
+                # redis-py can turn a cancelled read into a connection error; a retry loop
+                # above would then spin forever instead of shutting down.
                 raise asyncio.CancelledError from exc
             raise StoreUnavailable(f"Redis did not answer: {exc}") from exc
+        if task is not None and task.cancelling():
+            # Its retry-on-reconnect can also swallow a cancellation whole and succeed.
+            raise asyncio.CancelledError
+        return result
 
 
 def _fields(mapping: Mapping[str, Any]) -> Mapping[Any, Any]:
