@@ -181,6 +181,14 @@ async def issue_alert(request: web.Request) -> web.Response:
                 details=[{"field": "references", "message": f"unknown alert {ref}"}],
             )
         offices.require_within(office, old.areas)
+        if old.msg_type is MsgType.CANCEL:
+            raise Conflict(f"{ref} is a cancel; issue a new alert instead of updating it")
+        replaced = await store.dispatch_state(ref)
+        if replaced.get("cancelled_by"):
+            raise Conflict(
+                f"alert {ref} was cancelled by {replaced['cancelled_by']}; issue a new alert",
+                details={"cancelled_by": replaced["cancelled_by"]},
+            )
     alert = Alert.issue(alert_request, office_id=office.id, office_name=office.name, areas=cover)
     return await _store_alert(request, alert, office, body)
 
@@ -319,14 +327,14 @@ async def get_alert(request: web.Request) -> web.Response:
 
 
 def _delivery_state(alert: Alert, dispatch: dict[str, str]) -> str:
-    state = dispatch.get("state", "unknown")
+    """queued, dispatching, partial or dispatched while the alert is live; then why it ended."""
     if dispatch.get("cancelled_by") and alert.msg_type is not MsgType.CANCEL:
         return "cancelled"
     if dispatch.get("superseded_by"):
         return "superseded"
-    if alert.expired() and state in ("queued", "dispatching", "partial"):
+    if alert.expired():
         return "expired"
-    return state
+    return dispatch.get("state", "unknown")
 
 
 def _ms_iso(value: str | None) -> str | None:

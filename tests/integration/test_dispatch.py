@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -250,3 +251,68 @@ async def test_broker_restart_during_dispatch_keeps_the_engine_session(
             assert link.session_present is True
             await wait_for(lambda: played_all(api, alert_id, 60), timeout=60)
             assert all(sum(sim.plays_of(t.id).values()) == 1 for t in terminals)
+
+
+async def test_an_update_supersedes_the_alert_it_references(api: Client, mqtt_url: str) -> None:
+    prefix = f"up-{uuid.uuid4().hex[:6]}"
+    terminals = county_terminals(COUNTY_A, 25, prefix)
+    await register(api, terminals)
+    async with Simulator(terminals, mqtt_url, behaviour=Behaviour(play_time=120)) as sim:
+        first = await issue(api, headers=GULOU, areas=[COUNTY_A], severity="orange")
+        await wait_for(lambda: _all_received(api, first, 25), timeout=20)
+        second = await issue(
+            api,
+            headers=GULOU,
+            areas=[COUNTY_A],
+            msg_type="update",
+            references=[first],
+            headline="台风红色预警（升级）",
+        )
+        # Terminals stop the old one (acked as superseded) and start the new one.
+        old = await wait_for(lambda: _all_cancelled(api, first, 25), timeout=20)
+        await wait_for(lambda: _all_received(api, second, 25), timeout=20)
+        assert all(sim.plays_of(t.id) == {first: 1, second: 1} for t in terminals)
+    assert isinstance(old, dict)
+    assert old["state"] == "superseded"
+    assert old["superseded_by"] == second
+    assert old["failed"] == 0
+    # A cancel cannot be updated, and neither can a cancelled alert.
+    cancel = await api.post(f"/api/v1/alerts/{second}/cancel", headers=GULOU)
+    cancel_id = (await cancel.json())["id"]
+    for ref in (second, cancel_id):
+        response = await api.post(
+            "/api/v1/alerts",
+            headers=GULOU,
+            json=alert_body(areas=[COUNTY_A], msg_type="update", references=[ref]),
+        )
+        assert response.status == 409, await response.text()
+    unknown = await api.post(
+        "/api/v1/alerts",
+        headers=GULOU,
+        json=alert_body(areas=[COUNTY_A], msg_type="update", references=["no-such-alert"]),
+    )
+    assert unknown.status == 422
+
+
+async def test_expired_alert_state_and_no_dispatch_after_expiry(api: Client, mqtt_url: str) -> None:
+    prefix = f"ex-{uuid.uuid4().hex[:6]}"
+    terminals = county_terminals(COUNTY_A, 5, prefix)
+    await register(api, terminals)
+    soon = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
+    async with Simulator(terminals, mqtt_url) as sim:
+        await sim.drop([t.id for t in terminals])
+        alert_id = await issue(api, areas=[COUNTY_A], expires_in=None, expires=soon)
+        await wait_for(lambda: _dispatched(api, alert_id), timeout=10)
+        expired = await wait_for(lambda: _state_is(api, alert_id, "expired"), timeout=10)
+        await sim.reconnect([t.id for t in terminals])
+        # A live alert after it: once that has played, anything queued before it was seen.
+        later = await issue(api, areas=[COUNTY_A])
+        await wait_for(lambda: played_all(api, later, 5), timeout=20)
+        assert all(sim.plays_of(t.id) == {later: 1} for t in terminals)
+    assert isinstance(expired, dict)
+    assert expired["played"] == 0
+
+
+async def _state_is(api: Client, alert_id: str, state: str) -> dict[str, Any] | None:
+    current = await delivery(api, alert_id)
+    return current if current["state"] == state else None
