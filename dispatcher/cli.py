@@ -173,9 +173,7 @@ def cmd_terminals_import(args: argparse.Namespace) -> int:
     tree = RegionTree.from_csv(_regions_file(args.regions_file))
     # Checked here first so errors name CSV lines, not list positions.
     terminals = parse_terminals(rows, tree, row_label="line", row_numbers=lines)
-    token = args.token or os.environ.get("EBD_TOKEN")
-    if not token:
-        raise ValidationFailed("give the office token with --token or the EBD_TOKEN variable")
+    token = _token(args)
     result = asyncio.run(
         _post_json(
             args.api, "/api/v1/terminals", [t.model_dump(mode="json") for t in terminals], token
@@ -188,14 +186,48 @@ def cmd_terminals_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _token(args: argparse.Namespace) -> str:
+    token: str | None = args.token or os.environ.get("EBD_TOKEN")
+    if not token:
+        raise ValidationFailed("give the office token with --token or the EBD_TOKEN variable")
+    return token
+
+
+def cmd_escalations_list(args: argparse.Namespace) -> int:
+    query = f"?limit={args.limit}" + (f"&alert_id={args.alert}" if args.alert else "")
+    body = asyncio.run(
+        _call_api("GET", args.api, "/api/v1/escalations" + query, None, _token(args))
+    )
+    if args.output == "json":
+        print(json.dumps(body, ensure_ascii=False, indent=2))
+        return 0
+    rows = body["escalations"]
+    if not rows:
+        print("no escalations / 无升级记录")
+        return 0
+    print(f"{'时间 at':<27}{'终端 terminal':<28}{'村 village':<30}reason / alert")
+    for row in rows:
+        print(
+            f"{row['at'][:25]:<27}{row['terminal_id']:<28}{row['region_name'][:14]:<30}"
+            f"{row['reason']} / {row['alert_id']}"
+        )
+    return 0
+
+
 async def _post_json(base: str, path: str, body: Any, token: str) -> dict[str, Any]:
+    return await _call_api("POST", base, path, body, token)
+
+
+async def _call_api(method: str, base: str, path: str, body: Any, token: str) -> dict[str, Any]:
     import aiohttp
 
     url = base.rstrip("/") + path
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session,
-            session.post(url, json=body, headers={"Authorization": f"Bearer {token}"}) as response,
+            session.request(
+                method, url, json=body, headers={"Authorization": f"Bearer {token}"}
+            ) as response,
         ):
             data = await response.json(content_type=None)
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
@@ -322,6 +354,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--token", help="office token (or EBD_TOKEN)")
     t.add_argument("--regions-file")
     t.set_defaults(func=cmd_terminals_import)
+
+    p = sub.add_parser("escalations", help="terminals failed after their last resend")
+    escalations_sub = p.add_subparsers(dest="action", required=True)
+    e = escalations_sub.add_parser("list", help="newest first, inside the office's region")
+    e.add_argument("--alert", help="only this alert's")
+    e.add_argument("--limit", type=int, default=100)
+    e.add_argument("--api", default="http://127.0.0.1:8080")
+    e.add_argument("--token", help="office token (or EBD_TOKEN)")
+    e.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    e.set_defaults(func=cmd_escalations_list)
     return parser
 
 

@@ -3,6 +3,8 @@ escalated after the last resend; lost acks come back as repeated acks, never as 
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from dispatcher.cli import main
 from dispatcher.keys import STORE
 from receiver.simulator import Behaviour, Simulator
 from tests.helpers import wait_for
@@ -57,8 +60,9 @@ async def test_lost_acks_are_recovered_by_a_resend_without_a_second_play(
 
 
 async def test_silent_terminals_are_failed_and_escalated_after_the_last_resend(
-    api: Client, mqtt_url: str
+    api: Client, mqtt_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("EBD_TOKEN", raising=False)
     prefix = f"mute-{uuid.uuid4().hex[:6]}"
     terminals = county_terminals(COUNTY_A, 10, prefix)
     silent = frozenset(t.id for t in terminals[:3])
@@ -87,6 +91,16 @@ async def test_silent_terminals_are_failed_and_escalated_after_the_last_resend(
     assert {t["id"] for t in failed["terminals"]} == silent
     bad = await api.get(f"/api/v1/alerts/{alert_id}/terminals?state=lost", headers=GULOU)
     assert bad.status == 422
+    base = str(api.make_url("/")).rstrip("/")
+    argv = ["escalations", "list", "--api", base, "--token", "tok-gulou", "--alert", alert_id]
+    assert await asyncio.to_thread(main, argv) == 0
+    table = capsys.readouterr().out
+    assert all(t in table for t in silent)
+    assert "鼓楼区" in table
+    assert await asyncio.to_thread(main, [*argv[:-2], "-o", "json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["escalations"]) >= 3
+    assert await asyncio.to_thread(main, ["escalations", "list", "--api", base]) == 2
+    assert "EBD_TOKEN" in capsys.readouterr().err
 
 
 async def _escalated(api: Client, alert_id: str, n: int) -> dict[str, Any] | None:
