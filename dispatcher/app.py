@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from dispatcher.errors import ConfigError, EbdError, StoreUnavailable
 from dispatcher.keys import (
     INGESTER,
     LINK,
+    NOTIFIERS,
     OFFICES,
     SETTINGS,
     STORE,
@@ -40,7 +41,7 @@ from dispatcher.regions import RegionTree
 from dispatcher.services import ManagedProcess, MosquittoServer, RedisServer
 from dispatcher.settings import Settings
 from dispatcher.store import Store
-from dispatcher.sweeper import DeadlineSweeper
+from dispatcher.sweeper import DeadlineSweeper, EscalationNotifier
 
 log = structlog.get_logger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -102,8 +103,13 @@ def load_tree(settings: Settings, config_file: Path | None = None) -> RegionTree
 
 
 def create_app(
-    settings: Settings, *, tree: RegionTree | None = None, config_file: Path | None = None
+    settings: Settings,
+    *,
+    tree: RegionTree | None = None,
+    config_file: Path | None = None,
+    notifiers: Sequence[EscalationNotifier] = (),
 ) -> web.Application:
+    """The engine as an aiohttp app; ``notifiers`` hear of every escalation (SMS plugs in)."""
     tree = tree or load_tree(settings, config_file)
     app = web.Application(
         middlewares=[error_middleware], client_max_size=settings.api.max_body_bytes
@@ -112,6 +118,7 @@ def create_app(
     app[TREE] = tree
     app[OFFICES] = Offices(settings.offices, tree)
     app[URLS] = {}
+    app[NOTIFIERS] = list(notifiers)
     app.add_routes(api.routes)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
@@ -220,12 +227,14 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
 
 async def _sweeper(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    notifiers: list[EscalationNotifier] = app[NOTIFIERS]
     sweeper = DeadlineSweeper(
         app[STORE],
         app[LINK],
         app[TREE],
         settings.resend,
         acklog_maxlen=settings.dispatch.ack_log_maxlen,
+        notifiers=notifiers,
     )
     app[SWEEPER] = sweeper
     async with _background(sweeper.run, "deadline-sweeper"):

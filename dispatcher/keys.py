@@ -11,7 +11,7 @@ from dispatcher.outbox import DispatchWorker
 from dispatcher.regions import RegionTree
 from dispatcher.settings import Settings
 from dispatcher.store import Store
-from dispatcher.sweeper import DeadlineSweeper
+from dispatcher.sweeper import DeadlineSweeper, EscalationNotifier
 
 SETTINGS = web.AppKey("settings", Settings)
 TREE = web.AppKey("tree", RegionTree)
@@ -21,4 +21,5 @@ LINK = web.AppKey("link", MqttLink)
 INGESTER = web.AppKey("ingester", AckIngester)
 WORKER = web.AppKey("worker", DispatchWorker)
 SWEEPER = web.AppKey("sweeper", DeadlineSweeper)
+NOTIFIERS = web.AppKey("notifiers", list[EscalationNotifier])
 URLS = web.AppKey("urls", dict[str, str])

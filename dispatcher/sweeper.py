@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 
@@ -27,6 +29,14 @@ CMD_TOPIC = "eb/v1/term/{}/cmd"
 # While one instance sweeps an alert, no other takes it; long enough for a province's resends.
 LEASE_MS = 120_000
 PUBLISH_CONCURRENCY = 200
+
+
+class EscalationNotifier(Protocol):
+    """Told about terminals failed after their last resend; the SMS channel plugs in here to
+    text that village's contacts. Exercise alerts are passed too: a notifier decides whether
+    a drill reaches anyone but the duty officer."""
+
+    async def notify(self, alert: Alert, records: Sequence[dict[str, str]]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +59,10 @@ class DeadlineSweeper:
         settings: ResendSettings,
         *,
         acklog_maxlen: int,
+        notifiers: Sequence[EscalationNotifier] = (),
     ) -> None:
         self._store = store
+        self._notifiers = list(notifiers)
         self._link = link
         self._tree = tree
         self._settings = settings
@@ -154,3 +166,9 @@ class DeadlineSweeper:
         await self._store.escalate(alert.id, records, acklog_maxlen=self._acklog_maxlen)
         self.escalated += len(records)
         log.warning("sweep.escalated", terminals=len(records), resends=resends)
+        for notifier in self._notifiers:
+            try:
+                await notifier.notify(alert, records)
+            except Exception:
+                # The record is stored; a failing channel must not undo or block it.
+                log.exception("sweep.notify_failed", notifier=type(notifier).__name__)

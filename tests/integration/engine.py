@@ -62,8 +62,9 @@ def engine_settings(
 async def running_engine(
     redis_url: str, mqtt_url: str, state_dir: Path, client_id: str | None = None, **overrides: Any
 ) -> AsyncIterator[TestClient[Any, Any]]:
+    notifiers = overrides.pop("notifiers", ())
     settings = engine_settings(redis_url, mqtt_url, state_dir, client_id, **overrides)
-    app = create_app(settings, tree=fujian())
+    app = create_app(settings, tree=fujian(), notifiers=notifiers)
     async with TestClient(TestServer(app)) as client:
         yield client
 

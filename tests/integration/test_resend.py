@@ -31,9 +31,34 @@ Client = TestClient[Any, Any]
 FAST = {"red": 1.0, "orange": 1.0, "backoff": 0.5, "max_attempts": 2, "sweep_interval": 0.1}
 
 
+class Recorder:
+    """An escalation notifier as the SMS channel will be one; this one remembers."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[str]]] = []
+
+    async def notify(self, alert: Any, records: Any) -> None:
+        self.calls.append((alert.id, [r["terminal_id"] for r in records]))
+
+
+class Broken:
+    async def notify(self, alert: Any, records: Any) -> None:
+        raise RuntimeError("gateway down")
+
+
 @pytest.fixture
-async def api(redis_url: str, mqtt_url: str, tmp_path: Path) -> AsyncIterator[Client]:
-    async with running_engine(redis_url, mqtt_url, tmp_path, resend=FAST) as client:
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+async def api(
+    redis_url: str, mqtt_url: str, tmp_path: Path, recorder: Recorder
+) -> AsyncIterator[Client]:
+    notifiers = [Broken(), recorder]
+    async with running_engine(
+        redis_url, mqtt_url, tmp_path, resend=FAST, notifiers=notifiers
+    ) as client:
         yield client
 
 
@@ -60,7 +85,11 @@ async def test_lost_acks_are_recovered_by_a_resend_without_a_second_play(
 
 
 async def test_silent_terminals_are_failed_and_escalated_after_the_last_resend(
-    api: Client, mqtt_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    api: Client,
+    mqtt_url: str,
+    recorder: Recorder,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("EBD_TOKEN", raising=False)
     prefix = f"mute-{uuid.uuid4().hex[:6]}"
@@ -73,6 +102,8 @@ async def test_silent_terminals_are_failed_and_escalated_after_the_last_resend(
         # Two resends reached each silent terminal; it played once all the same.
         assert all(sum(sim.plays_of(t).values()) == 1 for t in silent)
     assert isinstance(state, dict)
+    # A notifier that fails does not keep the others (the SMS step) from hearing of it.
+    assert recorder.calls == [(alert_id, sorted(silent))]
     assert (state["played"], state["failed"], state["pending"]) == (7, 3, 0)
     assert state["resends"] == 6
     body = await (await api.get(f"/api/v1/escalations?alert_id={alert_id}", headers=GULOU)).json()

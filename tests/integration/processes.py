@@ -1,0 +1,343 @@
+"""The real engine as a separate process, for tests that kill it: ``python -m dispatcher serve``.
+
+``EngineProcess`` writes a TOML config (the test offices of ``tests.integration.engine``, the
+repo's Fujian regions, an API port of its own), starts the engine with it, waits for
+``/readyz`` and can SIGKILL, stop and restart it on the same port, instance name and MQTT
+client id, so a restarted engine resumes its outbox consumer and its broker session. The
+engine logs JSON lines to ``engine.log`` in the test's folder; failures quote its tail.
+
+``EngineApi`` is the HTTP side: register terminals, issue an alert, read its delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp
+
+from dispatcher.auth import hash_token
+from dispatcher.services import free_port
+from dispatcher.settings import PROJECT_ROOT
+from receiver.simulator import SimTerminal
+from tests.integration.engine import OFFICES, REGIONS_FILE, alert_body
+
+PROVINCE_TOKEN = "tok-province"
+_LOG_TAIL_LINES = 40
+_POLL = 0.1
+
+# Engines started and not yet reaped: killed when the interpreter exits, so a failed test
+# never leaves an engine holding its port (and its broker session) behind.
+_live: set[EngineProcess] = set()
+
+
+@atexit.register
+def _kill_forgotten() -> None:
+    for engine in list(_live):
+        engine.kill()
+
+
+def _toml(value: Any) -> str:
+    """A TOML value for a str, bool, int or float (JSON's string escapes are TOML's)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+class EngineError(AssertionError):
+    """The engine process did not come up (or died); the message ends with its log tail."""
+
+
+class EngineProcess:
+    """One engine process with its own config and log in ``tmp_dir``."""
+
+    def __init__(
+        self,
+        tmp_dir: Path,
+        *,
+        redis_url: str,
+        mqtt_url: str,
+        instance: str = "ebd-1",
+        shared_subscription: bool = False,
+        resend: Mapping[str, float] | None = None,
+        claim_idle_seconds: float = 60.0,
+        client_id: str | None = None,
+    ) -> None:
+        self.dir = Path(tmp_dir) / f"engine-{instance}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.instance = instance
+        self.port = free_port()
+        self.config_path = self.dir / "ebd.toml"
+        self.log_path = self.dir / "engine.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        lines = [
+            f"instance = {_toml(instance)}",
+            f"state_dir = {_toml(self.dir / 'state')}",
+            "",
+            "[api]",
+            f'listen = "127.0.0.1:{self.port}"',
+            "",
+            "[mqtt]",
+            f"url = {_toml(mqtt_url)}",
+            f"shared_subscription = {_toml(shared_subscription)}",
+            # Short, so a forgotten session does not sit in a long-lived broker for days.
+            "session_expiry = 600",
+        ]
+        if client_id is not None:
+            lines.append(f"client_id = {_toml(client_id)}")
+        lines += [
+            "",
+            "[redis]",
+            f"url = {_toml(redis_url)}",
+            "",
+            "[regions]",
+            f"file = {_toml(REGIONS_FILE)}",
+            "",
+            "[dispatch]",
+            f"claim_idle_seconds = {_toml(float(claim_idle_seconds))}",
+            "",
+            "[resend]",
+            *(f"{key} = {_toml(value)}" for key, value in (resend or {}).items()),
+            "",
+            "[log]",
+            'format = "json"',
+        ]
+        for token, (office_id, name, region) in OFFICES.items():
+            lines += [
+                "",
+                "[[offices]]",
+                f"id = {_toml(office_id)}",
+                f"name = {_toml(name)}",
+                f"region = {_toml(region)}",
+                f"token_sha256 = {_toml(hash_token(token))}",
+            ]
+        self.config_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self, timeout: float = 30.0) -> None:
+        """Start the engine and wait until ``/readyz`` answers 200 (Redis and broker up)."""
+        if self.running:
+            raise EngineError(f"engine {self.instance} is already running (pid {self.pid})")
+        env = {k: v for k, v in os.environ.items() if not k.upper().startswith("EBD_")}
+        env["EBD_LOG__FORMAT"] = "json"
+        with self.log_path.open("ab") as log:
+            log.write(f"--- start {self.starts + 1} of {self.instance}\n".encode())
+            log.flush()
+            # A session of its own: a Ctrl-C of pytest reaches only pytest, which kills it.
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "dispatcher", "serve", "--config", str(self.config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=PROJECT_ROOT,
+                env=env,
+                start_new_session=True,
+            )
+        _live.add(self)
+        self.starts += 1
+        try:
+            await self.wait_ready(timeout)
+        except BaseException:
+            self.kill()
+            raise
+
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        """Until ``/readyz`` is 200; EngineError with the log tail if the process exits or
+        the deadline passes first."""
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+            while True:
+                proc = self._proc
+                if proc is None or proc.poll() is not None:
+                    code = None if proc is None else proc.returncode
+                    raise EngineError(f"engine {self.instance} exited ({code}){self._tail()}")
+                try:
+                    async with http.get(f"{self.base_url}/readyz") as response:
+                        if response.status == 200:
+                            return
+                        last = f"{response.status} {await response.text()}"
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    last = repr(exc)
+                if time.monotonic() > deadline:
+                    raise EngineError(
+                        f"engine {self.instance} not ready within {timeout:g} s "
+                        f"(last /readyz: {last}){self._tail()}"
+                    )
+                await asyncio.sleep(_POLL)
+
+    def kill(self) -> None:
+        """SIGKILL and reap, as a crash would."""
+        proc, self._proc = self._proc, None
+        _live.discard(self)
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    async def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM (the engine shuts down in order), SIGKILL after ``timeout``; the exit code."""
+        proc = self._proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while proc.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(_POLL)
+        code = proc.poll()
+        self.kill()
+        return code
+
+    async def restart(self, timeout: float = 30.0) -> None:
+        """Stop (SIGTERM) if running, then start again: same port, instance and client id."""
+        await self.stop()
+        await self.start(timeout)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # -- its log ------------------------------------------------------------------------------
+
+    def log_events(self, event: str | None = None) -> list[dict[str, Any]]:
+        """The engine's JSON log lines (all starts), those named ``event`` if given."""
+        out = []
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return []
+        for line in text.splitlines():
+            if not line.startswith("{"):
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if event is None or record.get("event") == event:
+                out.append(record)
+        return out
+
+    def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
+
+    def _tail(self) -> str:
+        return f"; end of {self.log_path}:\n{self.log_tail()}"
+
+    def __repr__(self) -> str:
+        state = f"pid {self.pid}" if self.running else "stopped"
+        return f"<EngineProcess {self.instance} {self.base_url} {state}>"
+
+
+class EngineApi:
+    """A small HTTP client of one or more engines (``base_url`` per call or the default)."""
+
+    def __init__(self, base_url: str, token: str = PROVINCE_TOKEN) -> None:
+        self.base_url = base_url
+        self._headers = {"Authorization": f"Bearer {token}"}
+        self._http: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Self:
+        self._http = aiohttp.ClientSession(
+            headers=self._headers, timeout=aiohttp.ClientTimeout(total=30)
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            raise RuntimeError("use `async with EngineApi(...)`")
+        return self._http
+
+    async def register(self, terminals: Iterable[SimTerminal], base_url: str | None = None) -> None:
+        body = [{"id": t.id, "region": t.region} for t in terminals]
+        url = f"{base_url or self.base_url}/api/v1/terminals"
+        async with self.http.post(url, json=body) as response:
+            assert response.status == 200, await response.text()
+
+    async def issue(
+        self,
+        base_url: str | None = None,
+        *,
+        expires: datetime | None = None,
+        **fields: Any,
+    ) -> str:
+        """Issue an alert (``alert_body`` defaults, red, ``expires_in`` 3600 unless
+        ``expires`` is given); its id once the engine answered 201."""
+        if expires is not None:
+            fields.update(expires=expires.isoformat(), expires_in=None)
+        url = f"{base_url or self.base_url}/api/v1/alerts"
+        async with self.http.post(url, json=alert_body(**fields)) as response:
+            assert response.status == 201, await response.text()
+            return str((await response.json())["id"])
+
+    async def delivery(self, alert_id: str, base_url: str | None = None) -> dict[str, Any]:
+        """The alert's delivery: expected, received, played, failed, cancelled, pending,
+        resends, escalated, state, …"""
+        url = f"{base_url or self.base_url}/api/v1/alerts/{alert_id}"
+        async with self.http.get(url) as response:
+            assert response.status == 200, await response.text()
+            return dict((await response.json())["delivery"])
+
+    async def try_delivery(
+        self, alert_id: str, base_url: str | None = None
+    ) -> dict[str, Any] | None:
+        """The delivery, or None while the engine (or its Redis) cannot answer."""
+        url = f"{base_url or self.base_url}/api/v1/alerts/{alert_id}"
+        try:
+            async with self.http.get(url, timeout=aiohttp.ClientTimeout(total=5)) as response:
+                if response.status != 200:
+                    return None
+                return dict((await response.json())["delivery"])
+        except (aiohttp.ClientError, TimeoutError):
+            return None
