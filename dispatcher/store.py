@@ -123,43 +123,57 @@ if ARGV[6] == '1' then redis.call('SET', KEYS[5], ARGV[4], 'EX', ARGV[5]) end
 return {'created', ARGV[3]}
 """
 
-# One ack: counts a terminal once per alert, moves its state only forward, keeps the per-region
-# counters in step and appends to the ack log. Returns {code, region}: 1 changed, 0 duplicate or
-# backwards, -1 terminal not expected for this alert, -2 unknown alert.
-_RECORD_ACK = """
-if redis.call('EXISTS', KEYS[4]) == 0 then return {-2, ''} end
-local term, new = ARGV[1], ARGV[2]
--- A terminal that stopped because a cancel or an update replaced the alert did its job.
-if new == 'failed' and (ARGV[7] == 'cancelled' or ARGV[7] == 'superseded') then
-  new = 'cancelled'
-end
-local region = redis.call('HGET', KEYS[1], term)
-local rc = 1
-if not region then
-  rc = -1
-  region = ''
-else
-  local rank = {received=1, playing=2, played=3, failed=3, cancelled=3}
-  local old = redis.call('HGET', KEYS[2], term)
-  if old and (rank[old] >= 3 or rank[new] <= rank[old]) then
-    rc = 0
-  else
-    redis.call('HSET', KEYS[2], term, new)
-    for _, n in ipairs({2, 4, 6, 9}) do
-      if n <= #region then
-        local code = string.sub(region, 1, n)
-        if old then redis.call('HINCRBY', KEYS[3], code .. '|' .. old, -1) end
-        redis.call('HINCRBY', KEYS[3], code .. '|' .. new, 1)
+# A batch of acks of one alert: counts each terminal once, moves its state only forward,
+# keeps the per-region counters in step and appends every ack to the ack log. ARGV: now_ms,
+# log maxlen, alert id, then (terminal, state, at, detail) per ack. Returns one code per ack:
+# 1 changed, 0 duplicate or backwards, -1 terminal not expected for this alert, -2 unknown alert.
+_RECORD_ACKS = """
+local now_ms, maxlen, alert_id = ARGV[1], ARGV[2], ARGV[3]
+local results = {}
+local known = redis.call('EXISTS', KEYS[4]) == 1
+local rank = {received=1, playing=2, played=3, failed=3, cancelled=3}
+local counted = 0
+for i = 4, #ARGV, 4 do
+  local term, new, at, detail = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local rc = -2
+  local region = ''
+  if known then
+    -- A terminal that stopped because a cancel or an update replaced the alert did its job.
+    if new == 'failed' and (detail == 'cancelled' or detail == 'superseded') then
+      new = 'cancelled'
+    end
+    region = redis.call('HGET', KEYS[1], term)
+    if not region then
+      rc = -1
+      region = ''
+    else
+      local old = redis.call('HGET', KEYS[2], term)
+      if old and (rank[old] >= 3 or rank[new] <= rank[old]) then
+        rc = 0
+      else
+        rc = 1
+        counted = counted + 1
+        redis.call('HSET', KEYS[2], term, new)
+        for _, n in ipairs({2, 4, 6, 9}) do
+          if n <= #region then
+            local code = string.sub(region, 1, n)
+            if old then redis.call('HINCRBY', KEYS[3], code .. '|' .. old, -1) end
+            redis.call('HINCRBY', KEYS[3], code .. '|' .. new, 1)
+          end
+        end
       end
     end
-    redis.call('HSET', KEYS[4], 'last_ack_ms', ARGV[4])
-    redis.call('HINCRBY', KEYS[4], 'acks_counted', 1)
+    redis.call('XADD', KEYS[5], 'MAXLEN', '~', maxlen, '*',
+      'alert_id', alert_id, 'terminal_id', term, 'state', new, 'at', at,
+      'recorded_ms', now_ms, 'region', region, 'result', tostring(rc))
   end
+  results[#results + 1] = rc
 end
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[6], '*',
-  'alert_id', ARGV[5], 'terminal_id', term, 'state', new, 'at', ARGV[3],
-  'recorded_ms', ARGV[4], 'region', region, 'result', tostring(rc))
-return {rc, region}
+if counted > 0 then
+  redis.call('HSET', KEYS[4], 'last_ack_ms', now_ms)
+  redis.call('HINCRBY', KEYS[4], 'acks_counted', counted)
+end
+return results
 """
 
 
@@ -222,7 +236,7 @@ class Store:
     def __init__(self, client: aioredis.Redis) -> None:
         self.redis = client
         self._create_alert = client.register_script(_CREATE_ALERT)
-        self._record_ack = client.register_script(_RECORD_ACK)
+        self._record_acks = client.register_script(_RECORD_ACKS)
         self._claim_due = client.register_script(_CLAIM_DUE)
 
     @classmethod
@@ -401,30 +415,50 @@ class Store:
         self, acks: Sequence[tuple[str, Ack]], *, acklog_maxlen: int
     ) -> list[int]:
         """Record a batch of acks in one round trip; returns each ack's result code."""
-        now_ms = int(utcnow().timestamp() * 1000)
+        by_alert: dict[str, list[int]] = {}
+        for index, (_terminal, ack) in enumerate(acks):
+            by_alert.setdefault(ack.alert_id, []).append(index)
+        results = [0] * len(acks)
         async with self.redis.pipeline(transaction=False) as pipe:
-            for terminal, ack in acks:
-                await self._record_ack(
-                    keys=[
-                        expected_key(ack.alert_id),
-                        tstate_key(ack.alert_id),
-                        counts_key(ack.alert_id),
-                        dispatch_key(ack.alert_id),
-                        ACKLOG,
+            for alert_id, indexes in by_alert.items():
+                await self._queue_acks(
+                    pipe,
+                    alert_id,
+                    [
+                        (acks[i][0], acks[i][1].state.value, acks[i][1].at.isoformat(),
+                         acks[i][1].detail or "")
+                        for i in indexes
                     ],
-                    args=[
-                        terminal,
-                        ack.state.value,
-                        ack.at.isoformat(),
-                        now_ms,
-                        ack.alert_id,
-                        acklog_maxlen,
-                        ack.detail or "",
-                    ],
-                    client=pipe,
-                )
-            results = await self._call(pipe.execute())
-        return [int(r[0]) for r in results]
+                    acklog_maxlen=acklog_maxlen,
+                )  # fmt: skip
+            replies = await self._call(pipe.execute())
+        for indexes, codes in zip(by_alert.values(), replies, strict=True):
+            for i, code in zip(indexes, codes, strict=True):
+                results[i] = int(code)
+        return results
+
+    async def _queue_acks(
+        self,
+        pipe: Any,
+        alert_id: str,
+        acks: Sequence[tuple[str, str, str, str]],
+        *,
+        acklog_maxlen: int,
+    ) -> None:
+        args: list[str | int] = [int(utcnow().timestamp() * 1000), acklog_maxlen, alert_id]
+        for ack in acks:
+            args.extend(ack)
+        await self._record_acks(
+            keys=[
+                expected_key(alert_id),
+                tstate_key(alert_id),
+                counts_key(alert_id),
+                dispatch_key(alert_id),
+                ACKLOG,
+            ],
+            args=args,
+            client=pipe,
+        )
 
     async def known_terminals(self, ids: Iterable[str]) -> list[bool]:
         ids = list(ids)
@@ -485,28 +519,14 @@ class Store:
         self, alert_id: str, records: Sequence[dict[str, str]], *, acklog_maxlen: int
     ) -> None:
         """Fail each terminal (as a ``failed`` ack with detail ``no_ack``) and record why."""
-        now_ms = int(utcnow().timestamp() * 1000)
         async with self.redis.pipeline(transaction=False) as pipe:
+            await self._queue_acks(
+                pipe,
+                alert_id,
+                [(r["terminal_id"], "failed", r["at"], "no_ack") for r in records],
+                acklog_maxlen=acklog_maxlen,
+            )
             for record in records:
-                await self._record_ack(
-                    keys=[
-                        expected_key(alert_id),
-                        tstate_key(alert_id),
-                        counts_key(alert_id),
-                        dispatch_key(alert_id),
-                        ACKLOG,
-                    ],
-                    args=[
-                        record["terminal_id"],
-                        "failed",
-                        record["at"],
-                        now_ms,
-                        alert_id,
-                        acklog_maxlen,
-                        "no_ack",
-                    ],
-                    client=pipe,
-                )
                 fields = dict(_fields(record))
                 pipe.xadd(ESCALATIONS, fields, maxlen=acklog_maxlen, approximate=True)
                 pipe.rpush(alert_escalations_key(alert_id), json.dumps(record, ensure_ascii=False))

@@ -1,0 +1,348 @@
+"""Chaos: the real engine, broker and Redis killed with SIGKILL mid-dispatch and restarted.
+
+Every scenario ends with the same exact check (``assert_exact``): every terminal played the
+alert exactly once, the engine counts each terminal once as ``played`` and nothing as failed,
+and the ack log holds each counted state change once. The engine runs as a separate process
+(``tests.integration.processes``); thousands of simulated terminals run in this one. Resends
+are fast (first after 2 s) so that whatever a crash lost comes back within the test.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from dispatcher.regions import Level
+from dispatcher.services import MosquittoServer, RedisServer
+from receiver.simulator import Behaviour, SimTerminal, Simulator
+from tests.helpers import wait_for
+from tests.integration.engine import fujian
+from tests.integration.processes import EngineApi, EngineProcess
+
+# Resends at 2, 3, 5, 9 and 13 s after dispatch; escalation (failed) after 17 s.
+RESEND = {
+    "red": 2.0,
+    "backoff": 1.0,
+    "backoff_max": 4.0,
+    "max_attempts": 5,
+    "sweep_interval": 0.2,
+}
+PROVINCE = "35"
+# Delivery is done within seconds; this bounds a hang, never a sleep.
+SETTLE = 60.0
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def province_terminals(n: int, prefix: str) -> list[SimTerminal]:
+    """``n`` terminals spread evenly over Fujian's villages, ids of this test's own."""
+    villages = fujian().descendants(PROVINCE, level=Level.VILLAGE)
+    step = max(1, len(villages) // n)
+    return [SimTerminal(f"{prefix}-{i}", villages[(i * step) % len(villages)].code) for i in range(n)]
+
+
+@pytest.fixture
+def rdb(redis_url: str) -> Iterator[redis.Redis]:
+    with redis.Redis.from_url(redis_url, decode_responses=True) as client:
+        yield client
+
+
+async def played_by_all(api: EngineApi, alert_id: str, n: int, base_url: str | None = None) -> Any:
+    """The delivery once ``n`` terminals are expected and played, else None (also while the
+    engine or its Redis is down)."""
+    state = await api.try_delivery(alert_id, base_url)
+    if state and state["expected"] == n and state["played"] == n:
+        return state
+    return None
+
+
+def settled(rdb: redis.Redis, alert_id: str) -> bool:
+    """No sweep of the alert is due any more and the outbox is empty: nothing will be resent."""
+    if rdb.zscore("ebd:sweeps", alert_id) is not None:
+        return False
+    groups = {g["name"]: g for g in rdb.xinfo_groups("ebd:outbox")}
+    return int(groups["dispatch"]["pending"]) == 0 and int(groups["dispatch"]["lag"] or 0) == 0
+
+
+def acklog_of(rdb: redis.Redis, alert_id: str) -> list[dict[str, str]]:
+    return [f for _, f in rdb.xrange("ebd:acklog") if f.get("alert_id") == alert_id]
+
+
+def assert_exact(
+    rdb: redis.Redis,
+    sim: Simulator,
+    terminals: list[SimTerminal],
+    alert_id: str,
+    state: dict[str, Any],
+    *,
+    every_ack_arrives: bool = True,
+) -> dict[str, int]:
+    """Everyone played once, and the engine counted each terminal and each ack once.
+
+    With ``every_ack_arrives`` (no broker crash) each terminal's two acks (received, played)
+    are each counted once: exactly 2 per terminal. Returns figures for the failure message.
+    """
+    n = len(terminals)
+    replays = {t.id: p for t in terminals if (p := sim.plays_of(t.id)) != {alert_id: 1}}
+    assert not replays, f"{len(replays)} terminals did not play exactly once: {list(replays.items())[:5]}"
+    assert (state["expected"], state["received"], state["played"]) == (n, n, n), state
+    assert (state["failed"], state["cancelled"], state["pending"], state["escalated"]) == (
+        0,
+        0,
+        0,
+        0,
+    ), state
+    tstate = rdb.hgetall(f"ebd:alert:{alert_id}:tstate")
+    assert Counter(tstate.values()) == {"played": n}
+    counts = rdb.hgetall(f"ebd:alert:{alert_id}:counts")
+    province = {k.split("|")[1]: int(v) for k, v in counts.items() if k.startswith("35|")}
+    assert province["expected"] == n
+    assert province["played"] == n
+    assert all(v == 0 for k, v in province.items() if k not in ("expected", "played")), province
+    # The ack log: each counted state change of a terminal appears once.
+    counted = [(e["terminal_id"], e["state"]) for e in acklog_of(rdb, alert_id) if e["result"] == "1"]
+    twice = [pair for pair, k in Counter(counted).items() if k > 1]
+    assert not twice, f"state changes counted twice: {twice[:5]}"
+    acks_counted = int(rdb.hget(f"ebd:alert:{alert_id}:dispatch", "acks_counted") or 0)
+    assert acks_counted == len(counted)
+    assert int(rdb.hget("ebd:stats", "acks_counted") or 0) == acks_counted
+    if every_ack_arrives:
+        assert acks_counted == 2 * n, f"{acks_counted} state changes counted for {n} terminals"
+    else:
+        assert n <= acks_counted <= 2 * n
+    return {"acks_counted": acks_counted, "resends": state["resends"]}
+
+
+async def test_engine_killed_mid_dispatch_recovers_every_ack_exactly_once(
+    fresh_mosquitto: MosquittoServer, redis_url: str, rdb: redis.Redis, tmp_path: Path
+) -> None:
+    """SIGKILL right after the 201 (the outbox entry may be read, half sent or not at all),
+    again while the acks stream in, then a restart: 2,000 terminals, each once."""
+    terminals = province_terminals(2000, unique("ek"))
+    engine = EngineProcess(
+        tmp_path, redis_url=redis_url, mqtt_url=fresh_mosquitto.url, resend=RESEND
+    )
+    async with engine, EngineApi(engine.base_url) as api:
+        await api.register(terminals)
+        behaviour = Behaviour(play_time=1.0)
+        async with Simulator(terminals, fresh_mosquitto.url, behaviour=behaviour) as sim:
+            alert_id = await api.issue(areas=[PROVINCE])
+            engine.kill()
+            assert sim.played(alert_id) == 0
+            await engine.start()
+            await wait_for(lambda: sim.received(alert_id) >= 500, timeout=20)
+            engine.kill()
+            killed_at_played = sim.played(alert_id)
+            assert killed_at_played < len(terminals)
+            await engine.start()
+            state = await wait_for(
+                lambda: played_by_all(api, alert_id, len(terminals)), timeout=SETTLE
+            )
+            await wait_for(lambda: settled(rdb, alert_id), timeout=SETTLE)
+            state = await api.delivery(alert_id)
+            assert_exact(rdb, sim, terminals, alert_id, state)
+
+
+async def test_broker_killed_mid_dispatch_every_terminal_plays_once(
+    fresh_mosquitto: MosquittoServer, redis_url: str, rdb: redis.Redis, tmp_path: Path
+) -> None:
+    """SIGKILL of mosquitto while the alert fans out and acks stream back; restarted on the
+    same port and data, the engine and the terminals reconnect by themselves. What the broker
+    had not saved (it saves every 5 s) is made up for by the engine's resends."""
+    terminals = province_terminals(2000, unique("bk"))
+    engine = EngineProcess(
+        tmp_path, redis_url=redis_url, mqtt_url=fresh_mosquitto.url, resend=RESEND
+    )
+    async with engine, EngineApi(engine.base_url) as api:
+        await api.register(terminals)
+        behaviour = Behaviour(play_time=1.0)
+        async with Simulator(terminals, fresh_mosquitto.url, behaviour=behaviour) as sim:
+            alert_id = await api.issue(areas=[PROVINCE])
+            await wait_for(lambda: sim.received(alert_id) >= 200, timeout=20)
+            fresh_mosquitto.kill()
+            fresh_mosquitto.start()
+            state = await wait_for(
+                lambda: played_by_all(api, alert_id, len(terminals)), timeout=SETTLE
+            )
+            await wait_for(lambda: settled(rdb, alert_id), timeout=SETTLE)
+            state = await api.delivery(alert_id)
+            assert_exact(rdb, sim, terminals, alert_id, state, every_ack_arrives=False)
+            assert engine.running
+
+
+async def test_redis_killed_right_after_the_201_the_alert_survives_and_goes_out(
+    fresh_mosquitto: MosquittoServer, fresh_redis: RedisServer, tmp_path: Path
+) -> None:
+    terminals = province_terminals(1000, unique("rk"))
+    engine = EngineProcess(
+        tmp_path, redis_url=fresh_redis.url, mqtt_url=fresh_mosquitto.url, resend=RESEND
+    )
+    async with engine, EngineApi(engine.base_url) as api:
+        await api.register(terminals)
+        async with Simulator(terminals, fresh_mosquitto.url) as sim:
+            alert_id = await api.issue(areas=[PROVINCE])
+            fresh_redis.kill()
+            fresh_redis.start()
+            with redis.Redis.from_url(fresh_redis.url, decode_responses=True) as rdb:
+                assert rdb.exists(f"ebd:alert:{alert_id}")
+                state = await wait_for(
+                    lambda: played_by_all(api, alert_id, len(terminals)), timeout=SETTLE
+                )
+                await wait_for(lambda: settled(rdb, alert_id), timeout=SETTLE)
+                state = await api.delivery(alert_id)
+                assert_exact(rdb, sim, terminals, alert_id, state)
+            assert engine.running
+
+
+async def test_a_terminal_offline_during_dispatch_gets_the_alert_once_when_back(
+    mqtt_url: str, redis_url: str, rdb: redis.Redis, tmp_path: Path
+) -> None:
+    terminals = province_terminals(200, unique("off"))
+    offline = [t.id for t in terminals[:20]]
+    engine = EngineProcess(
+        tmp_path, redis_url=redis_url, mqtt_url=mqtt_url, resend=RESEND, client_id=unique("ebd")
+    )
+    async with engine, EngineApi(engine.base_url) as api:
+        await api.register(terminals)
+        async with Simulator(terminals, mqtt_url) as sim:
+            await sim.drop(offline)
+            await wait_for(lambda: _offline_recorded(rdb, offline), timeout=10)
+            alert_id = await api.issue(areas=[PROVINCE])
+            await wait_for(lambda: sim.played(alert_id) == 180, timeout=20)
+            state = await api.delivery(alert_id)
+            assert (state["played"], state["pending"]) == (180, 20)
+            assert state["offline_at_dispatch"] == 20
+            await sim.reconnect(offline)
+            state = await wait_for(lambda: played_by_all(api, alert_id, 200), timeout=SETTLE)
+            await wait_for(lambda: settled(rdb, alert_id), timeout=SETTLE)
+            state = await api.delivery(alert_id)
+            assert_exact(rdb, sim, terminals, alert_id, state)
+            # The resends they missed came in behind the alert and were answered, not played.
+            assert all(t.session_present for t in terminals[:20])
+
+
+def _offline_recorded(rdb: redis.Redis, ids: list[str]) -> bool:
+    states = rdb.hmget("ebd:terms:state", ids)
+    return all(s is not None and '"offline"' in s for s in states)
+
+
+async def test_an_alert_that_expires_while_a_terminal_is_offline_is_never_played(
+    mqtt_url: str, redis_url: str, rdb: redis.Redis, tmp_path: Path
+) -> None:
+    terminals = province_terminals(50, unique("exp"))
+    away = terminals[0]
+    engine = EngineProcess(
+        tmp_path, redis_url=redis_url, mqtt_url=mqtt_url, resend=RESEND, client_id=unique("ebd")
+    )
+    async with engine, EngineApi(engine.base_url) as api:
+        await api.register(terminals)
+        async with Simulator(terminals, mqtt_url) as sim:
+            await sim.drop([away.id])
+            expires = datetime.now(UTC) + timedelta(seconds=6)
+            alert_id = await api.issue(areas=[PROVINCE], expires=expires)
+            await wait_for(lambda: sim.played(alert_id) == 49, timeout=10)
+            # The deadline sweeper resends to the absent terminal meanwhile (queued for it).
+            await wait_for(lambda: _resent(api, alert_id), timeout=10)
+            await wait_for(lambda: datetime.now(UTC) > expires + timedelta(seconds=1), timeout=10)
+            await sim.reconnect([away.id])
+            assert away.session_present
+            # A marker alert for its village only: the broker hands over what the session
+            # queued before it, so once the marker played, the expired alert had its chance.
+            marker = await api.issue(areas=[away.region])
+            await wait_for(lambda: sim.plays_of(away.id).get(marker) == 1, timeout=20)
+            assert sim.plays_of(away.id) == {marker: 1}
+            assert rdb.hget(f"ebd:alert:{alert_id}:tstate", away.id) in (None, "failed")
+            state = await api.delivery(alert_id)
+            assert (state["played"], state["expected"]) == (49, 50)
+            assert state["state"] == "dispatched"
+
+
+async def _resent(api: EngineApi, alert_id: str) -> bool:
+    state = await api.try_delivery(alert_id)
+    return bool(state and state["resends"] >= 1)
+
+
+async def test_two_instances_one_killed_mid_dispatch_the_other_finishes_exactly(
+    fresh_mosquitto: MosquittoServer, redis_url: str, rdb: redis.Redis, tmp_path: Path
+) -> None:
+    """Two engines share the outbox and (by a shared subscription) the acks; one dies by
+    SIGKILL while acks stream in and stays dead. The survivor takes over its outbox entries
+    and resends; every terminal still plays once and counts once."""
+    terminals = province_terminals(2000, unique("duo"))
+    common = {
+        "redis_url": redis_url,
+        "mqtt_url": fresh_mosquitto.url,
+        "shared_subscription": True,
+        "resend": RESEND,
+        "claim_idle_seconds": 2.0,
+    }
+    a = EngineProcess(tmp_path, instance="ebd-a", **common)
+    b = EngineProcess(tmp_path, instance="ebd-b", **common)
+    async with a, b, EngineApi(a.base_url) as api:
+        await api.register(terminals)
+        behaviour = Behaviour(play_time=1.0)
+        async with Simulator(terminals, fresh_mosquitto.url, behaviour=behaviour) as sim:
+            alert_id = await api.issue(areas=[PROVINCE])
+            await wait_for(lambda: sim.received(alert_id) >= 500, timeout=20)
+            a.kill()
+            state = await wait_for(
+                lambda: played_by_all(api, alert_id, len(terminals), b.base_url), timeout=SETTLE
+            )
+            await wait_for(lambda: settled(rdb, alert_id), timeout=SETTLE)
+            state = await api.delivery(alert_id, b.base_url)
+            assert_exact(rdb, sim, terminals, alert_id, state)
+            assert b.running
+
+
+async def test_an_ack_storm_while_the_engine_is_down_loses_no_ack(
+    fresh_mosquitto: MosquittoServer, redis_url: str, rdb: redis.Redis, tmp_path: Path
+) -> None:
+    """3,000 terminals ack (6,000 acks, far above mosquitto's default queue of 1,000) while
+    the engine is dead; its persistent session keeps them all for the restart."""
+    terminals = province_terminals(3000, unique("storm"))
+    engine = EngineProcess(
+        tmp_path, redis_url=redis_url, mqtt_url=fresh_mosquitto.url, resend=RESEND
+    )
+    async with engine, EngineApi(engine.base_url) as api:
+        await api.register(terminals)
+        # Acks leave a terminal 1.5 s after the alert: the engine is dead by then.
+        behaviour = Behaviour(ack_delay=1.5)
+        async with Simulator(terminals, fresh_mosquitto.url, behaviour=behaviour) as sim:
+            alert_id = await api.issue(areas=[PROVINCE])
+            await wait_for(lambda: _dispatched(api, alert_id), timeout=10, interval=0.01)
+            engine.kill()
+            await wait_for(
+                lambda: sum(t.acks_sent for t in terminals) >= 2 * len(terminals), timeout=20
+            )
+            restarted_ms = _redis_ms(rdb)
+            await engine.start()
+            state = await wait_for(
+                lambda: played_by_all(api, alert_id, len(terminals)), timeout=SETTLE
+            )
+            await wait_for(lambda: settled(rdb, alert_id), timeout=SETTLE)
+            state = await api.delivery(alert_id)
+            assert_exact(rdb, sim, terminals, alert_id, state)
+            after = [
+                e for e in acklog_of(rdb, alert_id) if int(e["recorded_ms"]) >= restarted_ms
+            ]
+            # The storm really waited in the broker: far more than its default queue of 1,000.
+            assert len(after) > 1000
+
+
+async def _dispatched(api: EngineApi, alert_id: str) -> bool:
+    state = await api.try_delivery(alert_id)
+    return bool(state and state["state"] == "dispatched")
+
+
+def _redis_ms(rdb: redis.Redis) -> int:
+    seconds, micros = rdb.time()
+    return int(seconds) * 1000 + int(micros) // 1000
