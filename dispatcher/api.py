@@ -343,7 +343,16 @@ def _ms_iso(value: str | None) -> str | None:
     return datetime.fromtimestamp(int(value) / 1000, UTC).isoformat()
 
 
-_TERMINAL_STATES = ("pending", "received", "playing", "played", "failed", "cancelled", "offline")
+_TERMINAL_STATES = (
+    "pending",
+    "received",
+    "playing",
+    "played",
+    "failed",
+    "no_ack",
+    "cancelled",
+    "offline",
+)
 
 
 @routes.get("/api/v1/alerts/{alert_id}/terminals")
@@ -367,6 +376,7 @@ async def alert_terminals(request: web.Request) -> web.Response:
         and (
             wanted is None
             or row["state"] == wanted
+            or (wanted == "failed" and row["state"] == "no_ack")
             or (wanted == "offline" and row["offline_at_dispatch"])
         )
     ]

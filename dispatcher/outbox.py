@@ -152,21 +152,22 @@ class DispatchWorker:
             log.error("dispatch.partial", failed_topics=failed, topics=len(cover))
             return DispatchOutcome(alert.id, "partial", len(cover), tuple(failed), expected)
         dispatched_at = utcnow()
-        await self._store.set_dispatch(
-            alert.id, state="dispatched", dispatched_at=dispatched_at.isoformat()
-        )
+        due_ms = None
         if self._ack_deadline is not None and expected:
-            due = dispatched_at.timestamp() + self._ack_deadline(alert)
-            await self._store.schedule_sweep(alert.id, int(due * 1000))
-        for ref in alert.references:
-            await self._store.set_dispatch(
-                ref,
-                **(
-                    {"cancelled_at": utcnow().isoformat()}
-                    if alert.msg_type is MsgType.CANCEL
-                    else {"superseded_by": alert.id}
-                ),
-            )
+            due_ms = int((dispatched_at.timestamp() + self._ack_deadline(alert)) * 1000)
+        replaced = (
+            {"cancelled_at": dispatched_at.isoformat()}
+            if alert.msg_type is MsgType.CANCEL
+            else {"superseded_by": alert.id}
+        )
+        # One transaction: a crash cannot leave an alert "dispatched" with no deadline to
+        # sweep or with the alerts it replaces still looking current.
+        await self._store.finish_dispatch(
+            alert.id,
+            dispatched_at=dispatched_at.isoformat(),
+            sweep_due_ms=due_ms,
+            references={ref: replaced for ref in alert.references},
+        )
         self.dispatched += 1
         log.info(
             "dispatch.done",

@@ -8,7 +8,8 @@ Key schema (``{id}`` an alert id, ``{t}`` a terminal id, ``{code}`` a region cod
                                         topics, cancelled_by, last_ack_ms, acks …
     ebd:alert:{id}:expected     hash    {t} → region code of every terminal expected to ack
     ebd:alert:{id}:tstate       hash    {t} → received | playing | played | failed | cancelled
-                                        (cancelled: stopped by a cancel or update of the alert)
+                                        | no_ack (cancelled: stopped by a cancel or update;
+                                        no_ack: silent after the last resend, escalated)
     ebd:alert:{id}:counts       hash    "{code}|{state}" → n for the province, cities, counties,
                                         townships above each expected terminal; "{code}|expected"
     ebd:alert:{id}:offline      set     expected terminals whose last state was offline at dispatch
@@ -112,13 +113,14 @@ if ARGV[6] == '1' then
 end
 if ARGV[8] == '1' then
   local by = redis.call('HGET', KEYS[6], 'cancelled_by')
-  if by then return {'cancelled', by} end
+  -- by == this alert: a client retry ran the script again after the first run's reply was lost.
+  if by and by ~= ARGV[3] then return {'cancelled', by} end
   redis.call('HSET', KEYS[6], 'cancelled_by', ARGV[3])
 end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
 redis.call('HSET', KEYS[3], 'state', 'queued', 'queued_at', ARGV[7])
-redis.call('XADD', KEYS[4], '*', 'alert_id', ARGV[3])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', 100000, '*', 'alert_id', ARGV[3])
 if ARGV[6] == '1' then redis.call('SET', KEYS[5], ARGV[4], 'EX', ARGV[5]) end
 return {'created', ARGV[3]}
 """
@@ -131,7 +133,8 @@ _RECORD_ACKS = """
 local now_ms, maxlen, alert_id = ARGV[1], ARGV[2], ARGV[3]
 local results = {}
 local known = redis.call('EXISTS', KEYS[4]) == 1
-local rank = {received=1, playing=2, played=3, failed=3, cancelled=3}
+-- no_ack (set by the sweeper after the last resend) gives way to a late final ack.
+local rank = {received=1, playing=2, no_ack=2.5, played=3, failed=3, cancelled=3}
 local counted = 0
 for i = 4, #ARGV, 4 do
   local term, new, at, detail = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
@@ -196,6 +199,7 @@ class Delivery:
     played: int = 0
     failed: int = 0
     cancelled: int = 0
+    no_ack: int = 0
 
     @property
     def acknowledged(self) -> int:
@@ -204,14 +208,16 @@ class Delivery:
 
     @property
     def pending(self) -> int:
-        return max(0, self.expected - self.acknowledged - self.failed - self.cancelled)
+        finished = self.failed + self.no_ack + self.cancelled
+        return max(0, self.expected - self.acknowledged - finished)
 
     def as_dict(self) -> dict[str, int]:
         return {
             "expected": self.expected,
             "received": self.acknowledged,
             "played": self.played,
-            "failed": self.failed,
+            "failed": self.failed + self.no_ack,
+            "no_ack": self.no_ack,
             "cancelled": self.cancelled,
             "pending": self.pending,
         }
@@ -344,6 +350,25 @@ class Store:
     async def set_dispatch(self, alert_id: str, **fields: str | int) -> None:
         await self._call(self.redis.hset(dispatch_key(alert_id), mapping=_fields(fields)))
 
+    async def finish_dispatch(
+        self,
+        alert_id: str,
+        *,
+        dispatched_at: str,
+        sweep_due_ms: int | None,
+        references: Mapping[str, Mapping[str, str]],
+    ) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                dispatch_key(alert_id),
+                mapping={"state": "dispatched", "dispatched_at": dispatched_at},
+            )
+            if sweep_due_ms is not None:
+                pipe.zadd(SWEEPS, {alert_id: sweep_due_ms})
+            for ref, fields in references.items():
+                pipe.hset(dispatch_key(ref), mapping=_fields(fields))
+            await self._call(pipe.execute())
+
     async def delivery(self, alert_id: str) -> DeliveryReport:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(dispatch_key(alert_id))
@@ -354,14 +379,6 @@ class Store:
             code, _, state = name.partition("|")
             setattr(report.by_region.setdefault(code, Delivery()), state, int(value))
         return report
-
-    async def terminal_states_of(self, alert_id: str) -> dict[str, tuple[str, str | None]]:
-        """Every expected terminal of an alert: id → (region, ack state or None)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(expected_key(alert_id))
-            pipe.hgetall(tstate_key(alert_id))
-            expected, states = await self._call(pipe.execute())
-        return {t: (region, states.get(t)) for t, region in expected.items()}
 
     # Expected set -------------------------------------------------------------------------
 
@@ -497,15 +514,18 @@ class Store:
     async def finish_sweep(self, alert_id: str) -> None:
         await self._call(self.redis.zrem(SWEEPS, alert_id))
 
-    async def unacked(self, alert_id: str) -> dict[str, str]:
-        """Expected terminals that have sent no ack at all: id → region."""
+    async def unfinished(self, alert_id: str) -> dict[str, tuple[str, str | None]]:
+        """Expected terminals with no final ack (played, failed, cancelled):
+        id → (region, last state or None)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(expected_key(alert_id))
-            pipe.hkeys(tstate_key(alert_id))
-            expected, acked = await self._call(pipe.execute())
-        for terminal in acked:
-            expected.pop(terminal, None)
-        return cast(dict[str, str], expected)
+            pipe.hgetall(tstate_key(alert_id))
+            expected, states = await self._call(pipe.execute())
+        return {
+            terminal: (region, states.get(terminal))
+            for terminal, region in expected.items()
+            if states.get(terminal) in (None, "received", "playing")
+        }
 
     async def record_resends(self, alert_id: str, terminals: Sequence[str], attempt: int) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -517,21 +537,31 @@ class Store:
 
     async def escalate(
         self, alert_id: str, records: Sequence[dict[str, str]], *, acklog_maxlen: int
-    ) -> None:
-        """Fail each terminal (as a ``failed`` ack with detail ``no_ack``) and record why."""
+    ) -> list[dict[str, str]]:
+        """Mark each terminal ``no_ack`` and record why; returns the records that applied.
+
+        The state change is the ack script's, so it is atomic with acks: a terminal whose
+        final ack arrived meanwhile is left alone and not escalated.
+        """
         async with self.redis.pipeline(transaction=False) as pipe:
             await self._queue_acks(
                 pipe,
                 alert_id,
-                [(r["terminal_id"], "failed", r["at"], "no_ack") for r in records],
+                [(r["terminal_id"], "no_ack", r["at"], "") for r in records],
                 acklog_maxlen=acklog_maxlen,
             )
-            for record in records:
+            (codes,) = await self._call(pipe.execute())
+        applied = [r for r, code in zip(records, codes, strict=True) if int(code) == 1]
+        if not applied:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for record in applied:
                 fields = dict(_fields(record))
                 pipe.xadd(ESCALATIONS, fields, maxlen=acklog_maxlen, approximate=True)
                 pipe.rpush(alert_escalations_key(alert_id), json.dumps(record, ensure_ascii=False))
-            pipe.hincrby(dispatch_key(alert_id), "escalated", len(records))
+            pipe.hincrby(dispatch_key(alert_id), "escalated", len(applied))
             await self._call(pipe.execute())
+        return applied
 
     async def escalations(
         self, *, alert_id: str | None = None, limit: int = 100
@@ -640,30 +670,40 @@ class Store:
         self, consumer: str, *, count: int, block_ms: int, pending: bool = False
     ) -> list[tuple[str, str]]:
         """(entry id, alert id) pairs: new entries, or this consumer's own pending ones."""
-        result = await self._call(
-            self.redis.xreadgroup(
-                OUTBOX_GROUP,
-                consumer,
-                {OUTBOX: "0" if pending else ">"},
-                count=count,
-                block=None if pending else block_ms,
+        try:
+            result = await self._call(
+                self.redis.xreadgroup(
+                    OUTBOX_GROUP,
+                    consumer,
+                    {OUTBOX: "0" if pending else ">"},
+                    count=count,
+                    block=None if pending else block_ms,
+                )
             )
-        )
+        except StoreUnavailable as exc:
+            if "NOGROUP" not in exc.message:
+                raise
+            # Redis lost the stream (a restart without persistence, a FLUSHALL): make it
+            # again rather than stop dispatching for good.
+            await self.ensure_outbox()
+            return []
         return [(eid, f.get("alert_id", "")) for _, entries in result or [] for eid, f in entries]
 
     async def outbox_claim(self, consumer: str, *, min_idle_ms: int) -> list[tuple[str, str]]:
         """Take over entries another worker left pending longer than ``min_idle_ms``."""
-        result = await self._call(
-            self.redis.xautoclaim(OUTBOX, OUTBOX_GROUP, consumer, min_idle_ms, count=100)
-        )
+        try:
+            result = await self._call(
+                self.redis.xautoclaim(OUTBOX, OUTBOX_GROUP, consumer, min_idle_ms, count=100)
+            )
+        except StoreUnavailable as exc:
+            if "NOGROUP" not in exc.message:
+                raise
+            await self.ensure_outbox()
+            return []
         return [(eid, f.get("alert_id", "")) for eid, f in result[1] if f]
 
     async def outbox_done(self, entry_id: str) -> None:
         await self._call(self.redis.xack(OUTBOX, OUTBOX_GROUP, entry_id))
-
-    async def outbox_pending(self) -> int:
-        info = await self._call(self.redis.xpending(OUTBOX, OUTBOX_GROUP))
-        return int(info["pending"])
 
     # --------------------------------------------------------------------------------------
 

@@ -103,7 +103,7 @@ class DeadlineSweeper:
             await self._store.finish_sweep(alert_id)
             log.info("sweep.stopped", reason=stop_reason)
             return SweepOutcome(alert_id, "stopped")
-        missing = await self._store.unacked(alert_id)
+        missing = await self._store.unfinished(alert_id)
         if not missing:
             await self._store.finish_sweep(alert_id)
             return SweepOutcome(alert_id, "done")
@@ -112,7 +112,16 @@ class DeadlineSweeper:
             await self._escalate(alert, missing, attempt - 1)
             await self._store.finish_sweep(alert_id)
             return SweepOutcome(alert_id, "escalated", len(missing))
+        if not self._link.connected.is_set():
+            # Resending into a dead link would spend the attempts without reaching anyone.
+            await self._store.schedule_sweep(alert_id, now_ms() + 5000)
+            return SweepOutcome(alert_id, "stopped")
         sent = await self._resend(alert, sorted(missing))
+        if len(sent) < len(missing):
+            # The broker went away mid-way: same attempt again soon, for all of them.
+            await self._store.schedule_sweep(alert_id, now_ms() + 5000)
+            log.warning("sweep.resend_incomplete", sent=len(sent), missing=len(missing))
+            return SweepOutcome(alert_id, "resent", len(sent))
         await self._store.record_resends(alert_id, sent, attempt)
         await self._store.schedule_sweep(
             alert_id, now_ms() + int(self._settings.wait_after(attempt) * 1000)
@@ -136,21 +145,31 @@ class DeadlineSweeper:
         expiry = int((alert.expires - utcnow()).total_seconds())
         gate = asyncio.Semaphore(PUBLISH_CONCURRENCY)
 
+        gave_up = asyncio.Event()
+
         async def one(terminal: str) -> bool:
             async with gate:
+                if gave_up.is_set():
+                    return False
                 try:
-                    await self._link.publish(CMD_TOPIC.format(terminal), payload, expiry=expiry)
+                    await self._link.publish(
+                        CMD_TOPIC.format(terminal), payload, expiry=expiry, timeout=10
+                    )
                     return True
                 except PublishFailed:
+                    # One failure means the link is down: the rest would each wait it out.
+                    gave_up.set()
                     return False
 
         results = await asyncio.gather(*(one(t) for t in terminals))
         return [t for t, ok in zip(terminals, results, strict=True) if ok]
 
-    async def _escalate(self, alert: Alert, missing: dict[str, str], resends: int) -> None:
+    async def _escalate(
+        self, alert: Alert, missing: dict[str, tuple[str, str | None]], resends: int
+    ) -> None:
         now = utcnow().isoformat()
         records = []
-        for terminal, region in sorted(missing.items()):
+        for terminal, (region, state) in sorted(missing.items()):
             path = self._tree.path(region) if region in self._tree else []
             records.append(
                 {
@@ -158,12 +177,18 @@ class DeadlineSweeper:
                     "terminal_id": terminal,
                     "region": region,
                     "region_name": "".join(r.name for r in path[1:]) or region,
-                    "reason": f"no acknowledgement after {resends} resends",
+                    "reason": (
+                        f"no acknowledgement after {resends} resends"
+                        if state is None
+                        else f"no played ack after {resends} resends (last state: {state})"
+                    ),
                     "at": now,
                     "status": alert.status.value,
                 }
             )
-        await self._store.escalate(alert.id, records, acklog_maxlen=self._acklog_maxlen)
+        records = await self._store.escalate(alert.id, records, acklog_maxlen=self._acklog_maxlen)
+        if not records:
+            return
         self.escalated += len(records)
         log.warning("sweep.escalated", terminals=len(records), resends=resends)
         for notifier in self._notifiers:

@@ -90,3 +90,17 @@ def ack_payload(alert_id: str, state: str = "played") -> bytes:
 
 async def _dispatched(api: Any, alert_id: str) -> bool:
     return (await delivery(api, alert_id))["state"] == "dispatched"
+
+
+async def test_a_lost_outbox_group_is_made_again(
+    redis_url: str, mqtt_url: str, tmp_path: Path
+) -> None:
+    """Redis without persistence restarted, or FLUSHALL: dispatching must not stop for good."""
+    prefix = f"ng-{uuid.uuid4().hex[:6]}"
+    terminals = county_terminals(COUNTY_A, 5, prefix)
+    async with running_engine(redis_url, mqtt_url, tmp_path) as api:
+        await api.server.app[STORE].redis.flushall()
+        await register(api, terminals)
+        async with Simulator(terminals, mqtt_url):
+            alert_id = await issue(api, areas=[COUNTY_A])
+            await wait_for(lambda: played_all(api, alert_id, 5), timeout=20)

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -26,6 +27,7 @@ from tests.integration.test_dispatch import (
     played_all,
     register,
 )
+from tests.integration.test_faults import ack_payload
 
 Client = TestClient[Any, Any]
 FAST = {"red": 1.0, "orange": 1.0, "backoff": 0.5, "max_attempts": 2, "sweep_interval": 0.1}
@@ -122,6 +124,14 @@ async def test_silent_terminals_are_failed_and_escalated_after_the_last_resend(
     assert {t["id"] for t in failed["terminals"]} == silent
     bad = await api.get(f"/api/v1/alerts/{alert_id}/terminals?state=lost", headers=GULOU)
     assert bad.status == 422
+    # A late final ack still counts: the terminal did play, only its acks were lost.
+    late = sorted(silent)[0]
+    host, port = mqtt_url.split("//")[1].rsplit(":", 1)
+    async with aiomqtt.Client(host, int(port), identifier=f"{prefix}-late") as pub:
+        await pub.publish(f"eb/v1/term/{late}/ack", ack_payload(alert_id), qos=1)
+    after = await wait_for(lambda: _played(api, alert_id, 8), timeout=10)
+    assert isinstance(after, dict)
+    assert (after["failed"], after["no_ack"], after["escalated"]) == (2, 2, 3)
     base = str(api.make_url("/")).rstrip("/")
     argv = ["escalations", "list", "--api", base, "--token", "tok-gulou", "--alert", alert_id]
     assert await asyncio.to_thread(main, argv) == 0
@@ -132,6 +142,11 @@ async def test_silent_terminals_are_failed_and_escalated_after_the_last_resend(
     assert len(json.loads(capsys.readouterr().out)["escalations"]) >= 3
     assert await asyncio.to_thread(main, ["escalations", "list", "--api", base]) == 2
     assert "EBD_TOKEN" in capsys.readouterr().err
+
+
+async def _played(api: Client, alert_id: str, n: int) -> dict[str, Any] | None:
+    state = await delivery(api, alert_id)
+    return state if state["played"] == n else None
 
 
 async def _escalated(api: Client, alert_id: str, n: int) -> dict[str, Any] | None:
