@@ -172,7 +172,7 @@ def parse_alert(payload: bytes | str) -> Alert:
         raise MalformedAlert(f"payload of {len(payload)} bytes is over {MAX_PAYLOAD}")
     try:
         body = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise MalformedAlert(f"not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise MalformedAlert("not a JSON object")
@@ -184,6 +184,10 @@ def parse_alert(payload: bytes | str) -> Alert:
     except MalformedAlert as exc:
         exc.alert_id = alert_id
         raise
+    except (TypeError, ValueError, AttributeError, RecursionError) as exc:
+        # A field of the wrong type (a list where a string belongs, …) that a check above
+        # did not foresee: still a malformed alert, never a crash of the terminal.
+        raise MalformedAlert(f"bad field: {exc}", alert_id) from None
 
 
 def _parse_fields(body: dict[str, Any], alert_id: str) -> Alert:
@@ -193,7 +197,7 @@ def _parse_fields(body: dict[str, Any], alert_id: str) -> Alert:
     msg_type = _one_of(body, "msg_type", _MSG_TYPES)
     status = _one_of(body, "status", _STATUSES)
     severity = body.get("severity")
-    if severity is not None and severity not in SEVERITY_ZH:
+    if severity is not None and (not isinstance(severity, str) or severity not in SEVERITY_ZH):
         raise MalformedAlert(f"severity {severity!r} is not one of red, orange, yellow, blue")
     if severity is None and msg_type != "cancel":
         raise MalformedAlert(f"a {msg_type} needs a severity")
@@ -219,7 +223,7 @@ def _parse_fields(body: dict[str, Any], alert_id: str) -> Alert:
         id=alert_id,
         msg_type=msg_type,  # type: ignore[arg-type]  # checked by _one_of
         status=status,  # type: ignore[arg-type]  # same
-        severity=severity,
+        severity=severity,  # type: ignore[arg-type]  # checked against SEVERITY_ZH
         event=_text(body, "event", required=False) or "",
         event_code=_text(body, "event_code", required=False),
         headline=headline or "",
@@ -237,7 +241,7 @@ def _parse_fields(body: dict[str, Any], alert_id: str) -> Alert:
 
 def _one_of(body: dict[str, Any], key: str, allowed: frozenset[str]) -> str:
     value = body.get(key)
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:
         raise MalformedAlert(f"{key} {value!r} is not one of {', '.join(sorted(allowed))}")
     return str(value)
 
@@ -405,12 +409,14 @@ class TerminalBrain:
         self._prune(now)
         if topic not in self._topic_set:
             return [Dropped(topic, "not one of this terminal's topics")]
-        if topic == self._cmd and _is_command(payload):
-            return [Dropped(topic, "unknown command")]
         try:
+            if topic == self._cmd and _is_command(payload):
+                return [Dropped(topic, "unknown command")]
             alert = self.decode(payload)
         except MalformedAlert as exc:
             return [Dropped(topic, f"malformed: {exc.reason}", exc.alert_id)]
+        except (TypeError, ValueError, RecursionError) as exc:
+            return [Dropped(topic, f"malformed: {exc}")]
         if not alert.covers(self.region):
             return [Dropped(topic, f"region {self.region} is outside the alert's areas", alert.id)]
         record = self._records.get(alert.id)

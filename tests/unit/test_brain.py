@@ -102,6 +102,8 @@ def deliver(b: TerminalBrain, body: dict[str, Any] | bytes, *, topic: str = COUN
 
 # -- validation ----------------------------------------------------------------------------
 
+NESTED = "NESTED"
+DEEP = b"[" * 5000 + b"]" * 5000
 MALFORMED = [
     ("not JSON", b"{not json", "not JSON"),
     ("a JSON array", b"[1, 2]", "not a JSON object"),
@@ -129,6 +131,11 @@ MALFORMED = [
     ("audio without sha256", encode(alert(audio={"url": "http://x/a.mp3"})), "audio"),
     ("audio with a short sha256", encode(alert(audio={"url": "u", "sha256": "ab"})), "audio"),
     ("a payload over the limit", encode(alert(text="风" * MAX_PAYLOAD)), "over"),
+    ("msg_type a list", encode(alert(msg_type=[])), "msg_type"),
+    ("severity a list", encode(alert(severity=[])), "severity"),
+    ("status a dict", encode(alert(status={})), "status"),
+    ("deeply nested JSON", b"[" * 5000 + b"]" * 5000, "not JSON"),
+    ("a deeply nested field", encode(alert(x=NESTED)).replace(b'"NESTED"', DEEP), "not JSON"),
 ]
 
 
