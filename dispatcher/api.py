@@ -80,7 +80,8 @@ async def read_json(request: web.Request, *, optional: bool = False) -> Any:
         return None
     try:
         return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers bad JSON, bad UTF-8 and integers too long to convert.
         raise BadRequest(f"the body is not valid JSON: {exc}") from exc
 
 
@@ -129,6 +130,27 @@ def _idempotency(request: web.Request, body: Any) -> tuple[str, str] | None:
     return key, _canonical(body)
 
 
+async def _replay(request: web.Request, office: Office, body: Any) -> web.Response | None:
+    """The first answer to a retried request, before anything is validated again: a retry
+    after the original's expiry time or after a cancel must still get the first result."""
+    idempotency = _idempotency(request, body)
+    if idempotency is None:
+        return None
+    store, tree = request.app[STORE], request.app[TREE]
+    stored = await store.replay(office.id, *idempotency)
+    if stored is None:
+        return None
+    payload = alert_json(stored, tree)
+    payload["dispatch"] = await _dispatch_summary(store, stored)
+    log.info("alert.replayed", alert_id=stored.id)
+    return web.json_response(
+        payload,
+        status=201,
+        headers={"Location": f"/api/v1/alerts/{stored.id}", "Idempotent-Replayed": "true"},
+        dumps=_dumps,
+    )
+
+
 async def _store_alert(
     request: web.Request, alert: Alert, office: Office, body: Any, cancels: str | None = None
 ) -> web.Response:
@@ -163,10 +185,17 @@ async def issue_alert(request: web.Request) -> web.Response:
     body = await read_json(request)
     if not isinstance(body, dict):
         raise ValidationFailed("the body must be a JSON object describing the alert")
+    if (replayed := await _replay(request, office, body)) is not None:
+        return replayed
     try:
         alert_request = AlertRequest.model_validate(body)
     except ValidationError as exc:
         raise invalid(exc) from exc
+    if alert_request.msg_type is MsgType.CANCEL:
+        raise ValidationFailed(
+            "cancel an alert with POST /api/v1/alerts/{id}/cancel",
+            details=[{"field": "msg_type", "message": "use the cancel endpoint"}],
+        )
     if Channel.SMS in alert_request.channels:
         raise ValidationFailed(
             "channel 'sms' is not configured on this engine; use ['loudspeaker']",
@@ -199,6 +228,9 @@ async def cancel_alert(request: web.Request) -> web.Response:
     offices = request.app[OFFICES]
     original = await _visible_alert(request, office)
     body = await read_json(request, optional=True)
+    replay_body = {"cancel": original.id, **(body if isinstance(body, dict) else {})}
+    if (replayed := await _replay(request, office, replay_body)) is not None:
+        return replayed
     try:
         cancel = CancelRequest.model_validate(body or {})
     except ValidationError as exc:
@@ -230,9 +262,7 @@ async def cancel_alert(request: web.Request) -> web.Response:
     alert = Alert.issue(
         request_model, office_id=office.id, office_name=office.name, areas=original.areas, sent=now
     )
-    return await _store_alert(
-        request, alert, office, {"cancel": original.id, **(body or {})}, cancels=original.id
-    )
+    return await _store_alert(request, alert, office, replay_body, cancels=original.id)
 
 
 async def _visible_alert(
@@ -260,7 +290,7 @@ def _parse_int(request: web.Request, name: str, default: int, low: int, high: in
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
         raise ValidationFailed(
             f"query parameter {name} must be an integer from {low} to {high}",
             details=[{"field": name, "message": f"got {raw!r}"}],

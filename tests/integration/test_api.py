@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from tests.helpers import wait_for
 from tests.integration.engine import GULOU, PROVINCE, TAIJIANG, alert_body, running_engine
 
 Client = TestClient[Any, Any]
@@ -119,6 +120,7 @@ def _past() -> str:
         ({"colour": "red"}, "colour", "Extra inputs"),
         ({"event": None}, "event", "Field required"),
         ({"repeat": 0}, "repeat", "greater than or equal to 1"),
+        ({"msg_type": "cancel", "references": ["x-1"]}, "msg_type", "cancel endpoint"),
     ],
 )
 async def test_invalid_alerts_are_422_naming_the_field(
@@ -168,6 +170,46 @@ async def test_unreadable_bodies(api: Client) -> None:
         data=b"\xff\xfe",
     )
     await error_of(response, 400)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"repeat": ' + b"9" * 5000 + b"}",  # an integer Python will not convert
+        b"[" * 100_000 + b"]" * 100_000,  # nesting deeper than the parser's recursion limit
+    ],
+    ids=["huge-integer", "deep-nesting"],
+)
+async def test_hostile_json_is_400_not_500(api: Client, raw: bytes) -> None:
+    response = await api.post(
+        "/api/v1/alerts", headers={**PROVINCE, "Content-Type": "application/json"}, data=raw
+    )
+    await error_of(response, 400)
+
+
+async def test_non_ascii_digits_in_a_query_are_422(api: Client) -> None:
+    await error_of(await api.get("/api/v1/alerts?limit=²", headers=PROVINCE), 422)
+
+
+async def test_a_retry_after_the_alert_expired_still_gets_the_first_answer(api: Client) -> None:
+    soon = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+    headers = {**PROVINCE, "Idempotency-Key": "short-lived"}
+    body = alert_body(expires_in=None, expires=soon)
+    first = await api.post("/api/v1/alerts", headers=headers, json=body)
+    assert first.status == 201
+    alert_id = (await first.json())["id"]
+    await wait_for(lambda: datetime.now(UTC) > datetime.fromisoformat(soon), timeout=5)
+    again = await api.post("/api/v1/alerts", headers=headers, json=body)
+    assert again.status == 201, await again.text()
+    assert (await again.json())["id"] == alert_id
+    # The same for a cancel retried after the first cancel went through.
+    cancel_headers = {**PROVINCE, "Idempotency-Key": "cancel-once"}
+    live = await api.post("/api/v1/alerts", headers=PROVINCE, json=alert_body())
+    live_id = (await live.json())["id"]
+    c1 = await api.post(f"/api/v1/alerts/{live_id}/cancel", headers=cancel_headers)
+    c2 = await api.post(f"/api/v1/alerts/{live_id}/cancel", headers=cancel_headers)
+    assert (c1.status, c2.status) == (201, 201)
+    assert (await c1.json())["id"] == (await c2.json())["id"]
 
 
 async def test_body_over_the_limit_is_413(api: Client) -> None:
