@@ -109,6 +109,13 @@ class AckIngester:
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+            except Exception:
+                # A bug with this batch: confirming it loses it, but holding it would stop
+                # the broker from sending any more acks once its window fills.
+                log.exception("acks.batch_failed", batch=len(batch))
+                self.totals["batches_failed"] += 1
+                self.waiting_for_store = 0
+                return
 
     async def _record(self, batch: list[Item]) -> None:
         acks: list[tuple[str, Ack]] = []

@@ -187,14 +187,15 @@ async def _ingester(app: web.Application) -> AsyncIterator[None]:
 
 async def _link(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS].mqtt
-    topics = [ACK_TOPIC, STATE_TOPIC]
-    if settings.shared_subscription:
-        # Several engines share the ack stream: each ack reaches exactly one of them.
-        topics = [f"$share/ebd/{topic}" for topic in topics]
+    plain = [ACK_TOPIC, STATE_TOPIC]
+    shared = [f"$share/ebd/{topic}" for topic in plain]
+    # Shared: several engines share the ack stream, each ack reaches exactly one of them.
+    topics, stale = (shared, plain) if settings.shared_subscription else (plain, shared)
     link = MqttLink(
         app[URLS]["mqtt"],
         client_id=app[SETTINGS].mqtt_client_id,
         subscriptions=topics,
+        stale_subscriptions=stale,
         on_message=app[INGESTER].feed,
         session_expiry=settings.session_expiry,
         keepalive=settings.keepalive,

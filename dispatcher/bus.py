@@ -86,6 +86,7 @@ class MqttLink:
         client_id: str,
         subscriptions: list[str],
         on_message: MessageHandler,
+        stale_subscriptions: list[str] | None = None,
         session_expiry: int = 7 * 86400,
         keepalive: int = 30,
         publish_timeout: float = 30.0,
@@ -94,6 +95,7 @@ class MqttLink:
         self.client_id = client_id
         self._host, self._port = split_mqtt_url(url)
         self._subscriptions = subscriptions
+        self._stale_subscriptions = stale_subscriptions or []
         self._on_message = on_message
         self._session_expiry = session_expiry
         self._keepalive = keepalive
@@ -137,15 +139,17 @@ class MqttLink:
                     self._client = client
                     self.connects += 1
                     self.session_present = client.session_present
-                    if not client.session_present:
-                        # Retain handling 1: retained states only on a new subscription, so a
-                        # reconnect does not replay every terminal's state.
-                        await client.subscribe(
-                            [
-                                (topic, SubscribeOptions(qos=1, retainHandling=1))
-                                for topic in self._subscriptions
-                            ]
-                        )
+                    # Every time, not only for a new session: the configured form (shared or
+                    # not) must win over what an older session held. Retain handling 1:
+                    # retained states only on a new subscription, not on every reconnect.
+                    await client.subscribe(
+                        [
+                            (topic, SubscribeOptions(qos=1, retainHandling=1))
+                            for topic in self._subscriptions
+                        ]
+                    )
+                    if self._stale_subscriptions:
+                        await client.unsubscribe(self._stale_subscriptions)
                     self.connected.set()
                     log.info(
                         "mqtt.link_up",

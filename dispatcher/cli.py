@@ -28,7 +28,7 @@ log = structlog.get_logger(__name__)
 def _regions_file(path: str | None) -> Path:
     if path:
         return Path(path)
-    return Settings().regions_path()
+    return load_settings(None).regions_path()
 
 
 async def _wait_for_signal() -> None:
@@ -49,7 +49,13 @@ async def _serve(settings: Settings, config_file: Path | None) -> None:
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.api.host, settings.api.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ServiceError(
+                f"cannot listen on {settings.api.listen}: {exc.strerror}; "
+                "choose another [api] listen (or EBD_API__LISTEN)"
+            ) from exc
         log.info("api.listening", listen=settings.api.listen, offices=len(settings.offices))
         await _wait_for_signal()
         log.info("engine.stopping")

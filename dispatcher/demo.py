@@ -77,6 +77,9 @@ async def run_demo(
     state = state_dir or Path(tempfile.mkdtemp(prefix="ebd-demo-"))
     token, digest = new_token()
     settings = Settings(
+        # The demo is self-contained: an exported EBD_OFFICES or EBD_MQTT__URL must not
+        # replace its office or send it to another broker.
+        _env_prefix="EBD_DEMO_UNUSED_",  # type: ignore[call-arg]  # a pydantic-settings init option
         api=ApiSettings(listen=f"127.0.0.1:{free_port()}"),
         regions=RegionsSettings(file=regions_file),
         log=LogSettings(format="json", level="warning"),

@@ -40,7 +40,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError, ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from dispatcher.errors import Conflict, IdempotencyKeyReused, StoreUnavailable
@@ -609,30 +609,49 @@ class Store:
     # Terminals ----------------------------------------------------------------------------
 
     async def register_terminals(self, terminals: Sequence[TerminalIn]) -> RegistrationResult:
-        """Register or move terminals, all in one transaction: none or all are written."""
+        """Register or move terminals, all in one transaction: none or all are written.
+
+        The registry is WATCHed between reading the old regions and writing: two concurrent
+        moves of one terminal must not leave it in two regions' sets.
+        """
         ids = [t.id for t in terminals]
-        old = await self._call(self.redis.hmget(TERMS_REGION, ids)) if ids else []
         now = utcnow().isoformat()
+        for _attempt in range(10):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    await self._call(pipe.watch(TERMS_REGION))
+                    old = await self._call(pipe.hmget(TERMS_REGION, ids))
+                    pipe.multi()  # type: ignore[no-untyped-call]  # redis-py lacks the hint
+                    result = self._queue_registration(pipe, terminals, old, now)
+                    await self._call(pipe.execute())
+                    return result
+                except StoreUnavailable as exc:
+                    if not isinstance(exc.__cause__, WatchError):
+                        raise
+        raise StoreUnavailable("the terminal registry kept changing; try again")
+
+    @staticmethod
+    def _queue_registration(
+        pipe: Any, terminals: Sequence[TerminalIn], old: Sequence[str | None], now: str
+    ) -> RegistrationResult:
         created = updated = unchanged = 0
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for terminal, previous in zip(terminals, old, strict=True):
-                if previous == terminal.region:
-                    unchanged += 1
-                elif previous is None:
-                    created += 1
-                else:
-                    updated += 1
-                    for code in code_path(previous):
-                        pipe.srem(region_terms_key(code), terminal.id)
-                for code in code_path(terminal.region):
-                    pipe.sadd(region_terms_key(code), terminal.id)
-                pipe.hset(TERMS_REGION, terminal.id, terminal.region)
-                pipe.hset(
-                    TERMS_META,
-                    terminal.id,
-                    json.dumps({"kind": terminal.kind.value, "registered_at": now}),
-                )
-            await self._call(pipe.execute())
+        for terminal, previous in zip(terminals, old, strict=True):
+            if previous == terminal.region:
+                unchanged += 1
+            elif previous is None:
+                created += 1
+            else:
+                updated += 1
+                for code in code_path(previous):
+                    pipe.srem(region_terms_key(code), terminal.id)
+            for code in code_path(terminal.region):
+                pipe.sadd(region_terms_key(code), terminal.id)
+            pipe.hset(TERMS_REGION, terminal.id, terminal.region)
+            pipe.hset(
+                TERMS_META,
+                terminal.id,
+                json.dumps({"kind": terminal.kind.value, "registered_at": now}),
+            )
         return RegistrationResult(created=created, updated=updated, unchanged=unchanged)
 
     async def count_terminals(self, code: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from collections.abc import AsyncIterator
@@ -332,3 +333,18 @@ async def test_service_endpoints(api: Client) -> None:
     error = await error_of(await api.get("/api/v1/nothing-here"), 404)
     assert "openapi" in error["message"]
     await error_of(await api.delete("/api/v1/alerts", headers=PROVINCE), 405)
+
+
+async def test_concurrent_moves_leave_a_terminal_in_one_region(api: Client) -> None:
+    villages = ["350102001001", "350102001002"]
+    await api.post("/api/v1/terminals", headers=GULOU, json=[{"id": "mv-1", "region": "350102"}])
+    moves = [
+        api.post("/api/v1/terminals", headers=GULOU, json=[{"id": "mv-1", "region": v}])
+        for v in villages * 5
+    ]
+    assert {r.status for r in await asyncio.gather(*moves)} == {200}
+    counts = []
+    for village in villages:
+        body = await (await api.get(f"/api/v1/regions/{village}", headers=GULOU)).json()
+        counts.append(body["terminals"])
+    assert sum(counts) == 1

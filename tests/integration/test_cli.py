@@ -577,3 +577,22 @@ def test_terminals_import_with_no_engine_listening_exits_2_naming_the_url(
     err = capsys.readouterr().err
     assert err.startswith("ebd: error: ")
     assert f"127.0.0.1:{closed_port}" in err
+
+
+def test_serve_on_a_port_in_use_exits_2_saying_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], redis_url: str, mqtt_url: str
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "ebd.toml"
+        config.write_text(
+            f'[api]\nlisten = "127.0.0.1:{port}"\n[mqtt]\nurl = "{mqtt_url}"\n'
+            f'[redis]\nurl = "{redis_url}"\n',
+            encoding="utf-8",
+        )
+        assert main(["serve", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot listen" in err
+    assert str(port) in err
