@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from aiohttp.test_utils import TestClient
 
 from dispatcher.auth import hash_token
@@ -41,11 +42,14 @@ needs_shared_regions = pytest.mark.skipif(
 
 
 @pytest.fixture(autouse=True)
-def _no_ebd_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """EBD_TOKEN or EBD_OFFICES in the developer's shell must not change what these test."""
+def _no_ebd_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """EBD_TOKEN or EBD_OFFICES in the developer's shell must not change what these test;
+    and logging set up by a command (bound to a captured stderr) must not outlive it."""
     for name in list(os.environ):
         if name.upper().startswith("EBD_"):
             monkeypatch.delenv(name)
+    yield
+    structlog.reset_defaults()
 
 
 def clean_env() -> dict[str, str]:
