@@ -19,7 +19,7 @@ check: venv
 	$(BIN)/mypy
 
 bench: system venv
-	$(BIN)/python bench/dispatch_bench.py
+	$(BIN)/python bench/chaos.py
 
 venv: $(VENV)/.installed
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import json
 import os
 import signal
@@ -145,13 +146,24 @@ class EngineProcess:
         """Start the engine and wait until ``/readyz`` answers 200 (Redis and broker up)."""
         if self.running:
             raise EngineError(f"engine {self.instance} is already running (pid {self.pid})")
+        self._proc = self._spawn()
+        _live.add(self)
+        self.starts += 1
+        try:
+            await self.wait_ready(timeout)
+        except BaseException:
+            self.kill()
+            raise
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        # The developer's EBD_ variables would override the config (environment wins).
         env = {k: v for k, v in os.environ.items() if not k.upper().startswith("EBD_")}
         env["EBD_LOG__FORMAT"] = "json"
         with self.log_path.open("ab") as log:
             log.write(f"--- start {self.starts + 1} of {self.instance}\n".encode())
             log.flush()
             # A session of its own: a Ctrl-C of pytest reaches only pytest, which kills it.
-            self._proc = subprocess.Popen(
+            return subprocess.Popen(
                 [sys.executable, "-m", "dispatcher", "serve", "--config", str(self.config_path)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -160,13 +172,6 @@ class EngineProcess:
                 env=env,
                 start_new_session=True,
             )
-        _live.add(self)
-        self.starts += 1
-        try:
-            await self.wait_ready(timeout)
-        except BaseException:
-            self.kill()
-            raise
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
         """Until ``/readyz`` is 200; EngineError with the log tail if the process exits or
@@ -210,9 +215,8 @@ class EngineProcess:
             return None
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while proc.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(_POLL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                await asyncio.to_thread(proc.wait, timeout)
         code = proc.poll()
         self.kill()
         return code

@@ -1,0 +1,570 @@
+"""Chaos run: kill the engine, the broker or Redis mid-dispatch to a simulated province.
+
+    .venv/bin/python bench/chaos.py --terminals 5000
+    .venv/bin/python bench/chaos.py --terminals 2000 --scenarios engine-kill,ack-storm
+
+Each scenario gets its own mosquitto, redis-server (``dispatcher.services``) and engine
+process (``python -m dispatcher serve``) in a temporary folder, a fleet of simulated terminals
+spread over Fujian's villages, one red alert to the whole province, and one fault. It then
+waits (bounded by ``--timeout``) until every terminal that should play the alert has, and
+prints one row per scenario:
+
+    delivered     terminals that played the alert (of those that should)
+    played-twice  terminals that started playback more than once (must be 0)
+    acks lost     terminals that played but the engine does not count as played (must be 0)
+    seconds       from the fault until the engine counted everyone (or the timeout)
+
+Everything it starts is stopped before it exits, also on Ctrl-C or SIGTERM. The scenarios
+are the ones of tests/integration/test_chaos.py; this script does not import the tests, so
+it carries its own small engine runner.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import aiohttp
+import redis
+import structlog
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from dispatcher.auth import hash_token  # noqa: E402  after the path fix above
+from dispatcher.regions import Level, RegionTree  # noqa: E402
+from dispatcher.services import MosquittoServer, RedisServer, free_port  # noqa: E402
+from receiver.simulator import Behaviour, SimTerminal, Simulator  # noqa: E402
+
+REGIONS_FILE = ROOT / "config" / "regions" / "fujian.csv"
+TOKEN = "chaos-province-token"  # noqa: S105  a throwaway token of a throwaway engine
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+PROVINCE = "35"
+# Resends 2, 3, 5, 9 and 13 s after dispatch; escalation after 17 s.
+RESEND = {"red": 2.0, "backoff": 1.0, "backoff_max": 4.0, "max_attempts": 5}
+# A fault that takes longer than the whole resend window to make up for is a finding too: a
+# red alert should not wait on a timeout after the broker (or whatever died) is back.
+SLOW_AFTER = 20.0
+
+
+# -- the engine as a process ------------------------------------------------------------------
+
+
+class Engine:
+    """``python -m dispatcher serve`` with a config of its own; SIGKILL, stop, start again."""
+
+    def __init__(
+        self, folder: Path, redis_url: str, mqtt_url: str, *, instance: str = "ebd-1", **extra: Any
+    ) -> None:
+        self.folder = folder / f"engine-{instance}"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = self.folder / "engine.log"
+        self.config = self.folder / "ebd.toml"
+        resend = "\n".join(f"{k} = {v}" for k, v in RESEND.items())
+        self.config.write_text(
+            f"""instance = "{instance}"
+state_dir = {json.dumps(str(self.folder / "state"))}
+[api]
+listen = "127.0.0.1:{self.port}"
+[mqtt]
+url = "{mqtt_url}"
+shared_subscription = {"true" if extra.get("shared") else "false"}
+session_expiry = 600
+[redis]
+url = "{redis_url}"
+[regions]
+file = {json.dumps(str(REGIONS_FILE))}
+[dispatch]
+claim_idle_seconds = {float(extra.get("claim_idle_seconds", 60.0))}
+[resend]
+{resend}
+sweep_interval = 0.2
+[[offices]]
+id = "fj-province"
+name = "福建省应急管理厅"
+region = "35"
+token_sha256 = "{hash_token(TOKEN)}"
+""",
+            encoding="utf-8",
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EBD_")}
+        env["EBD_LOG__FORMAT"] = "json"
+        with self.log_path.open("ab") as log:
+            return subprocess.Popen(  # noqa: S603  our own interpreter and config
+                [sys.executable, "-m", "dispatcher", "serve", "--config", str(self.config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env=env,
+                start_new_session=True,
+            )
+
+    async def start(self, timeout: float = 30.0) -> None:
+        self.proc = self._spawn()
+        _engines.add(self)
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    break
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with http.get(f"{self.base_url}/readyz") as response:
+                        if response.status == 200:
+                            return
+                await asyncio.sleep(0.1)
+        self.kill()
+        raise RuntimeError(f"engine did not come up; see {self.log_path}")
+
+    def kill(self) -> None:
+        proc, self.proc = self.proc, None
+        _engines.discard(self)
+        if proc is not None:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+    async def stop(self) -> None:
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                await asyncio.to_thread(proc.wait, 15)
+        self.kill()
+
+
+# Engines not yet reaped: killed at exit whatever happened (the servers have the same net in
+# dispatcher.services).
+_engines: set[Engine] = set()
+
+
+@atexit.register
+def _kill_engines() -> None:
+    for engine in list(_engines):
+        engine.kill()
+
+
+async def http_json(
+    http: aiohttp.ClientSession, method: str, url: str, body: Any = None
+) -> tuple[int, Any]:
+    try:
+        async with http.request(method, url, json=body, headers=AUTH) as response:
+            return response.status, await response.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return 0, None
+
+
+async def issue(http: aiohttp.ClientSession, base_url: str, **fields: Any) -> str:
+    body = {
+        "event": "台风",
+        "event_code": "11B01",
+        "severity": "red",
+        "headline": "台风红色预警（演练数据）",
+        "text": "预计未来24小时将有12级以上大风。",
+        "areas": [PROVINCE],
+        "expires_in": 3600,
+        **fields,
+    }
+    status, reply = await http_json(http, "POST", f"{base_url}/api/v1/alerts", body)
+    if status != 201:
+        raise RuntimeError(f"issue failed: {status} {reply}")
+    return str(reply["id"])
+
+
+async def delivery(http: aiohttp.ClientSession, base_url: str, alert_id: str) -> dict[str, Any]:
+    status, reply = await http_json(http, "GET", f"{base_url}/api/v1/alerts/{alert_id}")
+    return dict(reply["delivery"]) if status == 200 else {}
+
+
+async def until(predicate: Callable[[], Awaitable[bool] | bool], timeout: float) -> bool:
+    """Poll ``predicate`` until true (True) or ``timeout`` seconds passed (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+# -- one scenario -----------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    scenario: str
+    terminals: int
+    should_play: int = 0
+    delivered: int = 0
+    played_twice: int = 0
+    acks_lost: int = 0
+    seconds: float = 0.0
+    complete: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.complete
+            and self.delivered == self.should_play
+            and self.played_twice == 0
+            and self.acks_lost == 0
+            and not any(n.startswith("!") for n in self.notes)
+        )
+
+
+class Stage:
+    """One scenario's servers, engine(s), terminals and HTTP client."""
+
+    def __init__(self, folder: Path, n: int, behaviour: Behaviour) -> None:
+        self.folder = folder
+        self.mqtt = MosquittoServer(folder / "mosquitto")
+        self.redis_server = RedisServer(folder / "redis")
+        prefix = uuid.uuid4().hex[:6]
+        villages = TREE.descendants(PROVINCE, level=Level.VILLAGE)
+        step = max(1, len(villages) // n)
+        self.terminals = [
+            SimTerminal(f"{prefix}-{i}", villages[(i * step) % len(villages)].code)
+            for i in range(n)
+        ]
+        self.behaviour = behaviour
+        self.engines: list[Engine] = []
+        self.sim: Simulator
+        self.http: aiohttp.ClientSession
+        self.rdb: redis.Redis
+
+    def engine(self, **extra: Any) -> Engine:
+        engine = Engine(self.folder, self.redis_server.url, self.mqtt.url, **extra)
+        self.engines.append(engine)
+        return engine
+
+    @contextlib.asynccontextmanager
+    async def run(self, engines: int = 1, **extra: Any) -> AsyncIterator[Stage]:
+        names = ["ebd-1"] if engines == 1 else [f"ebd-{c}" for c in "ab"]
+        try:
+            await asyncio.to_thread(self.mqtt.start)
+            await asyncio.to_thread(self.redis_server.start)
+            self.rdb = redis.Redis.from_url(self.redis_server.url, decode_responses=True)
+            for name in names:
+                await self.engine(instance=name, **extra).start()
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+                self.http = http
+                body = [{"id": t.id, "region": t.region} for t in self.terminals]
+                url = f"{self.engines[0].base_url}/api/v1/terminals"
+                status, reply = await http_json(http, "POST", url, body)
+                if status != 200:
+                    raise RuntimeError(f"registration failed: {status} {reply}")
+                async with Simulator(
+                    self.terminals, self.mqtt.url, behaviour=self.behaviour
+                ) as sim:
+                    self.sim = sim
+                    yield self
+        finally:
+            for engine in self.engines:
+                await engine.stop()
+            with contextlib.suppress(Exception):
+                self.rdb.close()
+            await asyncio.to_thread(self.redis_server.stop)
+            await asyncio.to_thread(self.mqtt.stop)
+
+    async def counted(self, alert_id: str, n: int, base_url: str | None = None) -> bool:
+        """The engine counts ``n`` terminals as played and will resend nothing more."""
+        state = await delivery(self.http, base_url or self.engines[0].base_url, alert_id)
+        if state.get("played") != n:
+            return False
+        try:
+            return self.rdb.zscore("ebd:sweeps", alert_id) is None
+        except redis.RedisError:
+            return False
+
+    def score(self, row: Row, alert_id: str, ids: list[str], started: float) -> Row:
+        row.seconds = round(time.monotonic() - started, 1)
+        if not row.complete:
+            row.notes.append("!engine not done by the timeout")
+        elif row.seconds > SLOW_AFTER:
+            row.notes.append(f"!slow: more than {SLOW_AFTER:g} s")
+        tstate = self.rdb.hgetall(f"ebd:alert:{alert_id}:tstate")
+        plays = {t: self.sim.plays_of(t).get(alert_id, 0) for t in ids}
+        row.should_play = len(ids)
+        row.delivered = sum(1 for p in plays.values() if p >= 1)
+        row.played_twice = sum(1 for p in plays.values() if p > 1)
+        row.acks_lost = sum(1 for t, p in plays.items() if p >= 1 and tstate.get(t) != "played")
+        everything = [f for _, f in self.rdb.xrange("ebd:acklog")]
+        log = [f for f in everything if f.get("alert_id") == alert_id]
+        counted = Counter((f["terminal_id"], f["state"]) for f in log if f["result"] == "1")
+        twice = sum(1 for k in counted.values() if k > 1)
+        if twice:
+            row.notes.append(f"!{twice} state changes counted twice")
+        # The ingestion counters against the ack log, which has every ack and its result.
+        stats = int(self.rdb.hget("ebd:stats", "acks_counted") or 0)
+        logged = sum(1 for f in everything if f["result"] == "1" and f["state"] != "no_ack")
+        if stats != logged:
+            row.notes.append(f"!ebd:stats acks_counted {stats}, ack log {logged}")
+        dispatch = self.rdb.hgetall(f"ebd:alert:{alert_id}:dispatch")
+        for key in ("resends", "escalated"):
+            if int(dispatch.get(key, 0)):
+                row.notes.append(f"{key} {dispatch[key]}")
+        others = Counter(v for v in tstate.values() if v != "played")
+        if others:
+            row.notes.append("states " + ", ".join(f"{k} {v}" for k, v in others.items()))
+        return row
+
+
+async def engine_kill(folder: Path, n: int, timeout: float) -> Row:
+    row = Row("engine-kill", n)
+    async with Stage(folder, n, Behaviour(play_time=1.0)).run() as s:
+        engine = s.engines[0]
+        alert_id = await issue(s.http, engine.base_url)
+        started = time.monotonic()
+        engine.kill()  # right after the 201
+        await engine.start()
+        await until(lambda: s.sim.received(alert_id) >= n // 4, timeout)
+        engine.kill()  # again, while the acks stream in
+        await engine.start()
+        row.complete = await until(lambda: s.counted(alert_id, n), timeout)
+        return s.score(row, alert_id, [t.id for t in s.terminals], started)
+
+
+async def broker_kill(folder: Path, n: int, timeout: float) -> Row:
+    row = Row("broker-kill (acks)", n)
+    async with Stage(folder, n, Behaviour(play_time=1.0)).run() as s:
+        alert_id = await issue(s.http, s.engines[0].base_url)
+        await until(lambda: s.sim.played(alert_id) >= n // 10, timeout)
+        started = time.monotonic()
+        await asyncio.to_thread(s.mqtt.kill)
+        await asyncio.to_thread(s.mqtt.start)
+        row.complete = await until(lambda: s.counted(alert_id, n), timeout)
+        return s.score(row, alert_id, [t.id for t in s.terminals], started)
+
+
+async def broker_kill_in_flight(folder: Path, n: int, timeout: float) -> Row:
+    row = Row("broker-kill (publish)", n)
+    async with Stage(folder, n, Behaviour()).run() as s:
+        base_url = s.engines[0].base_url
+        assert s.mqtt.pid is not None
+        os.kill(s.mqtt.pid, signal.SIGSTOP)  # frozen: the alert's PUBACK never comes
+        try:
+            alert_id = await issue(s.http, base_url)
+
+            async def dispatching() -> bool:
+                state = await delivery(s.http, base_url, alert_id)
+                return state.get("state") == "dispatching"
+
+            await until(dispatching, timeout)
+        finally:
+            await asyncio.to_thread(s.mqtt.kill)
+        started = time.monotonic()
+        await asyncio.to_thread(s.mqtt.start)
+        row.complete = await until(lambda: s.counted(alert_id, n), timeout)
+        return s.score(row, alert_id, [t.id for t in s.terminals], started)
+
+
+async def redis_kill(folder: Path, n: int, timeout: float) -> Row:
+    row = Row("redis-kill", n)
+    async with Stage(folder, n, Behaviour()).run() as s:
+        alert_id = await issue(s.http, s.engines[0].base_url)
+        started = time.monotonic()
+        await asyncio.to_thread(s.redis_server.kill)
+        await asyncio.to_thread(s.redis_server.start)
+        if not s.rdb.exists(f"ebd:alert:{alert_id}"):
+            row.notes.append("!alert lost with Redis")
+        row.complete = await until(lambda: s.counted(alert_id, n), timeout)
+        return s.score(row, alert_id, [t.id for t in s.terminals], started)
+
+
+async def offline(folder: Path, n: int, timeout: float) -> Row:
+    row = Row("offline, back in time", n)
+    async with Stage(folder, n, Behaviour()).run() as s:
+        away = [t.id for t in s.terminals[: max(1, n // 100)]]
+        await s.sim.drop(away)
+        alert_id = await issue(s.http, s.engines[0].base_url)
+        await until(lambda: s.sim.played(alert_id) >= n - len(away), timeout)
+        started = time.monotonic()
+        await s.sim.reconnect(away)
+        row.complete = await until(lambda: s.counted(alert_id, n), timeout)
+        return s.score(row, alert_id, [t.id for t in s.terminals], started)
+
+
+async def expired_offline(folder: Path, n: int, timeout: float) -> Row:
+    row = Row("offline past expiry", n)
+    async with Stage(folder, n, Behaviour()).run() as s:
+        base_url = s.engines[0].base_url
+        away = s.terminals[: max(1, n // 100)]
+        await s.sim.drop([t.id for t in away])
+        expires = datetime.now(UTC) + timedelta(seconds=6)
+        alert_id = await issue(s.http, base_url, expires=expires.isoformat(), expires_in=None)
+        present = [t.id for t in s.terminals[len(away) :]]
+        await until(lambda: s.sim.played(alert_id) >= len(present), timeout)
+        await until(lambda: datetime.now(UTC) > expires + timedelta(seconds=1), 15)
+        started = time.monotonic()
+        await s.sim.reconnect([t.id for t in away])
+        # A marker alert to the absent terminals' villages: once each played it, the broker
+        # had handed over everything its session held, the expired alert included.
+        marker = await issue(s.http, base_url, areas=sorted({t.region for t in away}))
+        row.complete = await until(
+            lambda: all(s.sim.plays_of(t.id).get(marker) for t in away), timeout
+        )
+        late = sum(1 for t in away if s.sim.plays_of(t.id).get(alert_id))
+        if late:
+            row.notes.append(f"!{late} played after expiry")
+        row.notes.append(f"{len(away)} away")
+        return s.score(row, alert_id, present, started)
+
+
+async def two_instances(folder: Path, n: int, timeout: float) -> Row:
+    row = Row("2 instances, 1 killed", n)
+    async with Stage(folder, n, Behaviour(play_time=1.0)).run(
+        engines=2, shared=True, claim_idle_seconds=2.0
+    ) as s:
+        a, b = s.engines
+        alert_id = await issue(s.http, a.base_url)
+        await until(lambda: s.sim.received(alert_id) >= n // 4, timeout)
+        started = time.monotonic()
+        a.kill()  # and it stays dead
+        row.complete = await until(lambda: s.counted(alert_id, n, b.base_url), timeout)
+        return s.score(row, alert_id, [t.id for t in s.terminals], started)
+
+
+async def ack_storm(folder: Path, n: int, timeout: float) -> Row:
+    row = Row("ack storm, engine down", n)
+    async with Stage(folder, n, Behaviour(ack_delay=1.5)).run() as s:
+        engine = s.engines[0]
+        alert_id = await issue(s.http, engine.base_url)
+
+        async def dispatched() -> bool:
+            return (await delivery(s.http, engine.base_url, alert_id)).get("state") == "dispatched"
+
+        await until(dispatched, timeout)
+        engine.kill()
+        started = time.monotonic()
+        await until(lambda: sum(t.acks_sent for t in s.terminals) >= 2 * n, timeout)
+        await engine.start()
+        row.complete = await until(lambda: s.counted(alert_id, n), timeout)
+        return s.score(row, alert_id, [t.id for t in s.terminals], started)
+
+
+SCENARIOS: dict[str, Callable[[Path, int, float], Awaitable[Row]]] = {
+    "engine-kill": engine_kill,
+    "broker-kill": broker_kill,
+    "broker-kill-publish": broker_kill_in_flight,
+    "redis-kill": redis_kill,
+    "offline": offline,
+    "expired-offline": expired_offline,
+    "two-instances": two_instances,
+    "ack-storm": ack_storm,
+}
+TREE: RegionTree
+
+
+def print_table(rows: list[Row]) -> None:
+    head = ("scenario", "terminals", "delivered", "played-twice", "acks lost", "seconds", "")
+    lines = [
+        (
+            r.scenario,
+            str(r.terminals),
+            f"{r.delivered}/{r.should_play}",
+            str(r.played_twice),
+            str(r.acks_lost),
+            f"{r.seconds:.1f}",
+            ("ok" if r.ok else "FAIL") + (f"  {'; '.join(r.notes)}" if r.notes else ""),
+        )
+        for r in rows
+    ]
+    widths = [max(len(x[i]) for x in [head, *lines]) for i in range(len(head) - 1)]
+    for line in [head, *lines]:
+        padded = zip(line[:-1], widths, strict=True)
+        cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(padded)]
+        print("  ".join(cells) + "  " + line[-1], flush=True)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    global TREE
+    TREE = RegionTree.from_csv(REGIONS_FILE)
+    names = args.scenarios.split(",") if args.scenarios else list(SCENARIOS)
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        raise SystemExit(f"unknown scenarios {unknown}; choose from {', '.join(SCENARIOS)}")
+    base = Path(tempfile.mkdtemp(prefix="ebd-chaos-"))
+    rows: list[Row] = []
+    try:
+        for name in names:
+            folder = base / name
+            print(f"… {name}: {args.terminals} terminals", file=sys.stderr, flush=True)
+            try:
+                # The scenario bounds each of its waits; this bounds the scenario as a whole.
+                async with asyncio.timeout(args.timeout * 4 + 120):
+                    row = await SCENARIOS[name](folder, args.terminals, args.timeout)
+            except Exception as exc:  # one broken scenario must not hide the others
+                row = Row(name, args.terminals, should_play=args.terminals)
+                row.notes.append(f"!crashed: {exc!r}; logs in {folder}")
+            rows.append(row)
+    finally:
+        print()
+        print_table(rows)
+        if args.keep or not all(r.ok for r in rows):
+            print(f"\nlogs and data kept in {base}")
+        else:
+            await asyncio.to_thread(_remove, base)
+    return 0 if rows and all(r.ok for r in rows) else 1
+
+
+def _remove(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--terminals", type=int, default=5000, help="simulated terminals")
+    parser.add_argument(
+        "--scenarios", default="", help=f"comma-separated, of: {', '.join(SCENARIOS)}"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds each wait of a scenario may take"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
+    args = parser.parse_args()
+    if not 1 <= args.terminals <= 19_000:
+        parser.error("--terminals must be from 1 to 19000 (one broker, 20,000 open files)")
+    # Only what goes wrong: the simulator logs every dropped link at debug level.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return asyncio.run(main_async(args))
+    except KeyboardInterrupt:
+        print("interrupted; everything started was stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
