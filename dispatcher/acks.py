@@ -27,7 +27,13 @@ ACK_TOPIC = TERM_PREFIX + "+/ack"
 STATE_TOPIC = TERM_PREFIX + "+/state"
 # Result codes of Store.record_acks.
 Item = tuple[str, str, bytes, Delivery | None]
-_RESULTS = {1: "acks_counted", 0: "acks_duplicate", -1: "acks_unexpected", -2: "acks_unknown_alert"}
+_RESULTS = {
+    1: "acks_counted",
+    0: "acks_duplicate",
+    -1: "acks_unexpected",
+    -2: "acks_unknown_alert",
+    -3: "acks_unknown_terminal",
+}
 
 
 def terminal_of(topic: str) -> tuple[str, str] | None:
@@ -146,25 +152,17 @@ class AckIngester:
         if states:
             await self._store.record_terminal_states(states)
         if acks:
+            # Per-result stats are kept by the recording script itself, atomically with it.
             results = await self._store.record_acks(acks, acklog_maxlen=self._acklog_maxlen)
-            unexpected = [
-                (terminal, ack)
-                for (terminal, ack), rc in zip(acks, results, strict=True)
-                if rc == -1
-            ]
-            known = await self._store.known_terminals(t for t, _ in unexpected)
             for (terminal, ack), rc in zip(acks, results, strict=True):
-                counts[_RESULTS.get(rc, "acks_other")] += 1
+                self.totals[_RESULTS.get(rc, "acks_other")] += 1
                 if rc == -2:
                     log.warning("ack.unknown_alert", terminal_id=terminal, alert_id=ack.alert_id)
-            for (terminal, ack), is_known in zip(unexpected, known, strict=True):
-                if not is_known:
-                    counts["acks_unknown_terminal"] += 1
-                    counts["acks_unexpected"] -= 1
+                elif rc == -3:
                     log.warning("ack.unknown_terminal", terminal_id=terminal, alert_id=ack.alert_id)
-                else:
+                elif rc == -1:
                     log.info("ack.not_targeted", terminal_id=terminal, alert_id=ack.alert_id)
-        counts["states_recorded"] += len(states)
+        counts["state_messages"] += len(states)
         counts = Counter({k: v for k, v in counts.items() if v})
         self.totals.update(counts)
         await self._store.bump_stats(dict(counts))

@@ -197,7 +197,10 @@ async def _link(app: web.Application) -> AsyncIterator[None]:
         subscriptions=topics,
         stale_subscriptions=stale,
         on_message=app[INGESTER].feed,
-        session_expiry=settings.session_expiry,
+        # Shared: Mosquitto keeps handing a dead member's persistent session its share of the
+        # acks. A session that ends with the connection sends them to the live instances; what
+        # was in flight to the dead one comes back through resends (terminals repeat acks).
+        session_expiry=0 if settings.shared_subscription else settings.session_expiry,
         keepalive=settings.keepalive,
         publish_timeout=settings.publish_timeout,
     )

@@ -211,15 +211,33 @@ class MqttLink:
             client, down = self._client, self._link_down
             if client is None:
                 continue
-            try:
-                await client.publish(
+            # aiomqtt does not fail a pending publish when the link drops: race it against
+            # the drop, or a broker crash would hold the alert for the whole timeout.
+            sending = asyncio.ensure_future(
+                client.publish(
                     topic, payload, qos=qos, retain=retain, properties=props, timeout=left
                 )
+            )
+            dropped = asyncio.ensure_future(down.wait())
+            try:
+                await asyncio.wait({sending, dropped}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                dropped.cancel()
+                if not sending.done():
+                    sending.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                        await sending
+            if sending.cancelled():
+                last_error = "the link dropped before the broker confirmed"
+                continue
+            exc = sending.exception()
+            if exc is None:
                 return
-            except aiomqtt.MqttError as exc:
-                last_error = str(exc)
-                # Wait for the link loop to notice the drop before trying again.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                        await down.wait()
+            if not isinstance(exc, aiomqtt.MqttError):
+                raise exc
+            last_error = str(exc)
+            # Wait for the link loop to notice the drop before trying again.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    await down.wait()
         raise PublishFailed(f"broker did not accept publish to {topic}: {last_error}", topic=topic)

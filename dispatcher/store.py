@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -126,15 +126,20 @@ return {'created', ARGV[3]}
 """
 
 # A batch of acks of one alert: counts each terminal once, moves its state only forward,
-# keeps the per-region counters in step and appends every ack to the ack log. ARGV: now_ms,
-# log maxlen, alert id, then (terminal, state, at, detail) per ack. Returns one code per ack:
-# 1 changed, 0 duplicate or backwards, -1 terminal not expected for this alert, -2 unknown alert.
+# keeps the per-region counters and the ingestion stats in step (in the same atomic step, so a
+# crash cannot leave them apart) and appends every ack to the ack log. ARGV: now_ms, log
+# maxlen, alert id, then (terminal, state, at, detail) per ack. Returns one code per ack:
+# 1 changed, 0 duplicate or backwards, -1 registered terminal not expected for this alert,
+# -2 unknown alert, -3 unknown terminal.
 _RECORD_ACKS = """
 local now_ms, maxlen, alert_id = ARGV[1], ARGV[2], ARGV[3]
 local results = {}
 local known = redis.call('EXISTS', KEYS[4]) == 1
 -- no_ack (set by the sweeper after the last resend) gives way to a late final ack.
 local rank = {received=1, playing=2, no_ack=2.5, played=3, failed=3, cancelled=3}
+local names = {[1]='acks_counted', [0]='acks_duplicate', [-1]='acks_unexpected',
+               [-2]='acks_unknown_alert', [-3]='acks_unknown_terminal'}
+local tally = {}
 local counted = 0
 for i = 4, #ARGV, 4 do
   local term, new, at, detail = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
@@ -147,8 +152,9 @@ for i = 4, #ARGV, 4 do
     end
     region = redis.call('HGET', KEYS[1], term)
     if not region then
-      rc = -1
       region = ''
+      rc = -1
+      if redis.call('HEXISTS', KEYS[7], term) == 0 then rc = -3 end
     else
       local old = redis.call('HGET', KEYS[2], term)
       if old and (rank[old] >= 3 or rank[new] <= rank[old]) then
@@ -170,8 +176,13 @@ for i = 4, #ARGV, 4 do
       'alert_id', alert_id, 'terminal_id', term, 'state', new, 'at', at,
       'recorded_ms', now_ms, 'region', region, 'result', tostring(rc))
   end
+  -- The sweeper's no_ack marks are not acks: counted apart.
+  local name = names[rc]
+  if new == 'no_ack' then name = 'no_ack_marked' end
+  tally[name] = (tally[name] or 0) + 1
   results[#results + 1] = rc
 end
+for name, n in pairs(tally) do redis.call('HINCRBY', KEYS[6], name, n) end
 if counted > 0 then
   redis.call('HSET', KEYS[4], 'last_ack_ms', now_ms)
   redis.call('HINCRBY', KEYS[4], 'acks_counted', counted)
@@ -486,17 +497,12 @@ class Store:
                 counts_key(alert_id),
                 dispatch_key(alert_id),
                 ACKLOG,
+                STATS,
+                TERMS_REGION,
             ],
             args=args,
             client=pipe,
         )
-
-    async def known_terminals(self, ids: Iterable[str]) -> list[bool]:
-        ids = list(ids)
-        if not ids:
-            return []
-        found = await self._call(self.redis.hmget(TERMS_REGION, ids))
-        return [r is not None for r in found]
 
     async def bump_stats(self, counts: dict[str, int]) -> None:
         if not counts:

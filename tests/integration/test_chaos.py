@@ -393,8 +393,10 @@ async def test_two_instances_one_killed_mid_dispatch_the_other_finishes_exactly(
 async def test_two_instances_one_killed_and_restarted_count_every_ack_once(
     fresh_mosquitto: MosquittoServer, redis_url: str, rdb: redis.Redis, tmp_path: Path
 ) -> None:
-    """As above, but the dead instance comes back (same instance name and session): what the
-    broker kept for it is counted once, beside what the other counted meanwhile."""
+    """As above, but the dead instance comes back (same instance name): every terminal is
+    counted once. With shared subscriptions an instance's session ends with its connection
+    (see docs/operations.md), so acks in flight to it when it died are recovered by resends:
+    a terminal may skip from no ack to played, never count twice."""
     terminals = province_terminals(2000, unique("duo2"))
     a, b = two_instances(tmp_path, redis_url, fresh_mosquitto.url)
     async with a, b, EngineApi(a.base_url) as api:
@@ -406,7 +408,7 @@ async def test_two_instances_one_killed_and_restarted_count_every_ack_once(
             a.kill()
             await a.start()
             state = await until_played(api, rdb, alert_id, len(terminals))
-            assert_exact(rdb, sim, terminals, alert_id, state)
+            assert_exact(rdb, sim, terminals, alert_id, state, every_ack_arrives=False)
             assert b.running
 
 
