@@ -386,7 +386,9 @@ async def test_two_instances_one_killed_mid_dispatch_the_other_finishes_exactly(
             await wait_for(lambda: sim.received(alert_id) >= 500, timeout=20)
             a.kill()
             state = await until_played(api, rdb, alert_id, len(terminals), b.base_url, timeout=25)
-            assert_exact(rdb, sim, terminals, alert_id, state)
+            # Acks in flight to the dead one come back through resends: a terminal may skip
+            # from no ack to played, but never counts twice.
+            assert_exact(rdb, sim, terminals, alert_id, state, every_ack_arrives=False)
             assert b.running
 
 
