@@ -1,0 +1,56 @@
+"""How fast the engine records acks in Redis: a province's worth (2 × 17,498) of one alert,
+in batches as the ingester makes them, against a private redis-server configured as shipped
+(appendfsync always).
+
+    .venv/bin/python bench/ack_recording.py [--terminals 17498] [--batch 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from dispatcher.models import Ack, AckState
+from dispatcher.services import RedisServer
+from dispatcher.store import Store, dispatch_key, expected_key
+
+
+async def run(terminals: int, batch: int) -> None:
+    with tempfile.TemporaryDirectory() as folder, RedisServer(Path(folder)) as server:
+        store = Store.from_url(server.url)
+        try:
+            await store.redis.hset(
+                expected_key("A"), mapping={f"t{i}": "350102001001" for i in range(terminals)}
+            )
+            await store.redis.hset(dispatch_key("A"), mapping={"state": "dispatched"})
+            now = datetime.now(UTC)
+            acks = [
+                (f"t{i}", Ack(v=1, alert_id="A", state=state, at=now))
+                for state in (AckState.RECEIVED, AckState.PLAYED)
+                for i in range(terminals)
+            ]
+            started = time.perf_counter()
+            for start in range(0, len(acks), batch):
+                await store.record_acks(acks[start : start + batch], acklog_maxlen=10_000_000)
+            seconds = time.perf_counter() - started
+            stats = await store.stats()
+        finally:
+            await store.close()
+    print(f"{len(acks)} acks in {seconds:.2f} s: {len(acks) / seconds:,.0f} acks/s")
+    print(f"counted {stats.get('acks_counted', 0)} (must be {len(acks)})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--terminals", type=int, default=17_498)
+    parser.add_argument("--batch", type=int, default=500)
+    args = parser.parse_args()
+    asyncio.run(run(args.terminals, args.batch))
+
+
+if __name__ == "__main__":
+    main()
