@@ -272,7 +272,10 @@ def cmd_receiver(args: argparse.Namespace) -> int:
     configure_logging("auto", "info")
 
     async def main() -> None:
-        task = asyncio.create_task(run_agent(args.id, args.region, args.mqtt), name="agent")
+        state = Path(args.state_file or f".ebd-receiver-{args.id}.json")
+        task = asyncio.create_task(
+            run_agent(args.id, args.region, args.mqtt, state_file=state), name="agent"
+        )
         await _wait_for_signal()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -327,6 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id", required=True, help="terminal id (also the MQTT client id)")
     p.add_argument("--region", required=True, help="the terminal's region code")
     p.add_argument("--mqtt", default="mqtt://127.0.0.1:1883")
+    p.add_argument(
+        "--state-file",
+        help="where the alerts already answered are kept across restarts "
+        "(default .ebd-receiver-ID.json)",
+    )
     p.set_defaults(func=cmd_receiver)
 
     p = sub.add_parser("config", help="configuration")

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import shutil
 from collections import deque
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import aiomqtt
@@ -33,6 +36,7 @@ from receiver.brain import (
     Stop,
     TerminalBrain,
     ack_topic,
+    parse_alert,
     state_payload,
     state_topic,
 )
@@ -152,8 +156,14 @@ class ReceiverAgent:
         session_expiry: int = 7 * 86400,
         keepalive: int = 60,
         firmware: str = FIRMWARE,
+        state_file: Path | None = None,
     ) -> None:
         self.brain = TerminalBrain(terminal_id, region)
+        self.state_file = state_file
+        # The payload of each alert answered, kept so the state file can restore it.
+        self._payloads: dict[str, bytes] = {}
+        if state_file is not None:
+            self._load_state(state_file)
         self.terminal_id = terminal_id
         self.region = region
         self.player: Player = player or LogPlayer()
@@ -269,7 +279,11 @@ class ReceiverAgent:
             elif not isinstance(payload, bytes | bytearray):
                 payload = b"" if payload is None else str(payload).encode()
             now = datetime.now(UTC)
-            self._perform(self.brain.handle(str(message.topic), bytes(payload), now))
+            actions = self.brain.handle(str(message.topic), bytes(payload), now)
+            for action in actions:
+                if isinstance(action, Ack) and not action.repeated:
+                    self._payloads.setdefault(action.alert_id, bytes(payload))
+            self._perform(actions)
 
     async def _send_acks(self, client: _Client) -> None:
         topic = ack_topic(self.terminal_id)
@@ -285,7 +299,51 @@ class ReceiverAgent:
 
     # -- decisions and playback -------------------------------------------------------------
 
+    def _load_state(self, path: Path) -> None:
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            log.warning("receiver.state_unreadable", path=str(path), error=str(exc))
+            return
+        now = datetime.now(UTC)
+        for alert_id, entry in saved.items() if isinstance(saved, dict) else []:
+            try:
+                payload = entry["payload"].encode()
+                ack = entry["ack"]
+                alert = parse_alert(payload)
+                last = Ack(
+                    alert_id, ack["state"], datetime.fromisoformat(ack["at"]), ack.get("detail")
+                )
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                log.warning("receiver.state_entry_skipped", alert_id=alert_id, error=str(exc))
+                continue
+            self._payloads[alert_id] = payload
+            self.brain.restore(alert, last, now)
+
+    def _save_state(self) -> None:
+        """Alerts answered, so a reboot does not play a resent one again; written atomically."""
+        if self.state_file is None:
+            return
+        entries = {
+            alert.id: {
+                "payload": self._payloads[alert.id].decode(),
+                "ack": {"state": ack.state, "at": ack.at.isoformat(), "detail": ack.detail},
+            }
+            for alert, ack in self.brain.handled()
+            if alert.id in self._payloads
+        }
+        tmp = self.state_file.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps(entries, ensure_ascii=False), encoding="utf-8")
+            os.replace(tmp, self.state_file)
+        except OSError as exc:
+            log.warning("receiver.state_not_saved", path=str(self.state_file), error=str(exc))
+
     def _perform(self, actions: list[Action]) -> None:
+        if any(isinstance(a, Ack) and not a.repeated for a in actions):
+            self._save_state()
         for action in actions:
             if isinstance(action, Ack):
                 self._outbox.append(action)
@@ -357,9 +415,15 @@ async def run_agent(
     player: Player | None = None,
     session_expiry: int = 7 * 86400,
     stop: asyncio.Event | None = None,
+    state_file: Path | None = None,
 ) -> None:
     """Run one field receiver until ``stop`` is set or the task is cancelled."""
     agent = ReceiverAgent(
-        terminal_id, region, mqtt_url, player=player, session_expiry=session_expiry
+        terminal_id,
+        region,
+        mqtt_url,
+        player=player,
+        session_expiry=session_expiry,
+        state_file=state_file,
     )
     await agent.run(stop)

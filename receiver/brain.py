@@ -450,6 +450,28 @@ class TerminalBrain:
             return [self._ack(record, "failed", now, error[:200])]
         return [self._ack(record, "played", now)]
 
+    def handled(self) -> list[tuple[Alert, Ack]]:
+        """Alerts this terminal answered, with its latest ack: what a restart must not forget."""
+        return [
+            (record.alert, record.last_ack)
+            for record in self._records.values()
+            if record.alert is not None and record.last_ack is not None
+        ]
+
+    def restore(self, alert: Alert, last_ack: Ack, now: datetime) -> None:
+        """Remember an alert handled before a restart: a re-delivery of it (a resend, because
+        the old ack never reached the broker) repeats ``last_ack`` and never plays again.
+        An alert whose playback the restart cut short is not restored: it plays when it comes
+        again, since a warning heard halfway was not heard."""
+        if now >= alert.expires + self.retain_after_expiry or last_ack.state not in (
+            "played",
+            "failed",
+        ):
+            return
+        record = self._remember(alert.id, alert, alert.expires, self._records.get(alert.id))
+        record.last_ack = last_ack
+        record.active = False
+
     def is_active(self, alert_id: str) -> bool:
         record = self._records.get(alert_id)
         return record is not None and record.active

@@ -10,6 +10,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -307,3 +308,33 @@ async def test_a_player_failure_is_acked_failed_with_its_message(
         await watch.publish(COUNTY_TOPIC, alert_body(alert_id))
         await wait_for(lambda: "failed" in states_of(watch.acks(terminal_id, alert_id)))
     assert watch.acks(terminal_id, alert_id)[-1]["detail"] == "amplifier fault"
+
+
+async def test_a_restarted_agent_answers_a_resend_from_its_state_file_without_playing(
+    mqtt_url: str, watch: Watch, tmp_path: Path
+) -> None:
+    """The terminal played, then rebooted before the engine heard its ack: the resend gets
+    the saved ack, and the warning is not sounded twice."""
+    terminal_id, alert_id = unique("rx"), unique("al")
+    state_file = tmp_path / "receiver.json"
+    body = alert_body(alert_id)
+    first = RecordingPlayer()
+    async with running(
+        ReceiverAgent(terminal_id, VILLAGE, mqtt_url, player=first, state_file=state_file)
+    ):
+        await watch.publish(COUNTY_TOPIC, body)
+        await wait_for(lambda: "played" in states_of(watch.acks(terminal_id, alert_id)))
+    saved = json.loads(state_file.read_text(encoding="utf-8"))
+    assert saved[alert_id]["ack"]["state"] == "played"
+    again = RecordingPlayer()
+    async with running(
+        ReceiverAgent(terminal_id, VILLAGE, mqtt_url, player=again, state_file=state_file)
+    ):
+        await watch.publish(f"eb/v1/term/{terminal_id}/cmd", body)
+        await wait_for(lambda: states_of(watch.acks(terminal_id, alert_id)).count("played") == 2)
+    assert (len(first.played), len(again.played)) == (1, 0)
+    # A damaged state file is no reason not to start: it is read as empty.
+    state_file.write_text("{not json", encoding="utf-8")
+    assert (
+        ReceiverAgent(terminal_id, VILLAGE, mqtt_url, state_file=state_file).brain.handled() == []
+    )
