@@ -68,8 +68,6 @@ class AckIngester:
         self.totals: Counter[str] = Counter()
         self.fed: Counter[str] = Counter()  # messages taken from the broker, by kind
         self.waiting_for_store = 0  # messages held (not confirmed to the broker): Redis is down
-        self.idle = asyncio.Event()
-        self.idle.set()
 
     def feed(self, topic: str, payload: bytes, delivery: Delivery | None = None) -> None:
         """Called by the MQTT link for every message on the term topics; never blocks."""
@@ -78,7 +76,6 @@ class AckIngester:
             self.totals["messages_ignored"] += 1
             parsed = ("", "ignored")
         self.fed[parsed[1]] += 1
-        self.idle.clear()
         self._queue.put_nowait((parsed[0], parsed[1], payload, delivery))
 
     @property
@@ -97,8 +94,6 @@ class AckIngester:
             await self._record_until_done(batch)
             if self.confirm is not None:
                 self.confirm([item[3] for item in batch if item[3] is not None])
-            if self._queue.empty():
-                self.idle.set()
 
     async def _record_until_done(self, batch: list[Item]) -> None:
         # Acks taken from the broker exist only here now: retry rather than drop them.

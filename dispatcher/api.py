@@ -27,7 +27,6 @@ from dispatcher.errors import (
 )
 from dispatcher.keys import OFFICES, STORE, TREE
 from dispatcher.models import (
-    MAX_EXPIRES_IN,
     Alert,
     AlertRequest,
     CancelRequest,
@@ -551,6 +550,3 @@ async def register_terminals(request: web.Request) -> web.Response:
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
-
-
-__all__ = ["MAX_EXPIRES_IN", "routes"]

@@ -20,7 +20,7 @@ import structlog
 
 from dispatcher.errors import ConfigError, EbdError, ImportFailed, ServiceError, ValidationFailed
 from dispatcher.logs import configure_logging
-from dispatcher.settings import DEFAULT_REGIONS_FILE, PROJECT_ROOT, Settings, load_settings
+from dispatcher.settings import DEFAULT_REGIONS_FILE, Settings, load_settings
 
 log = structlog.get_logger(__name__)
 
@@ -395,4 +395,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-__all__ = ["PROJECT_ROOT", "build_parser", "main"]
+__all__ = ["build_parser", "main"]

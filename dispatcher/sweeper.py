@@ -26,8 +26,10 @@ from dispatcher.store import Store
 log = structlog.get_logger(__name__)
 
 CMD_TOPIC = "eb/v1/term/{}/cmd"
-# While one instance sweeps an alert, no other takes it; long enough for a province's resends.
-LEASE_MS = 120_000
+# While one instance sweeps an alert, no other takes it. A sweep is short (a province's
+# resends take seconds, and a dead link ends it at the first failed publish); a long lease
+# would only delay the sweep of an alert whose sweeper was killed.
+LEASE_MS = 30_000
 PUBLISH_CONCURRENCY = 200
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import uuid
 from pathlib import Path
-from typing import Any
 
 import aiomqtt
 
@@ -17,6 +16,7 @@ from tests.helpers import wait_for
 from tests.integration.engine import PROVINCE, alert_body, running_engine
 from tests.integration.test_dispatch import (
     COUNTY_A,
+    _dispatched,
     county_terminals,
     delivery,
     issue,
@@ -86,10 +86,6 @@ def ack_payload(alert_id: str, state: str = "played") -> bytes:
     return json.dumps(
         {"v": 1, "alert_id": alert_id, "state": state, "at": "2026-11-27T08:00:00+08:00"}
     ).encode()
-
-
-async def _dispatched(api: Any, alert_id: str) -> bool:
-    return (await delivery(api, alert_id))["state"] == "dispatched"
 
 
 async def test_a_lost_outbox_group_is_made_again(
