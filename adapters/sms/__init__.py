@@ -1,0 +1,1 @@
+"""The SMS channel: recipients, message text and segmentation, gateway adapters, the worker."""
