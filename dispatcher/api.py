@@ -25,7 +25,7 @@ from dispatcher.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from dispatcher.keys import OFFICES, STORE, TREE
+from dispatcher.keys import OFFICES, SMS, STORE, TREE
 from dispatcher.models import (
     Alert,
     AlertRequest,
@@ -195,9 +195,10 @@ async def issue_alert(request: web.Request) -> web.Response:
             "cancel an alert with POST /api/v1/alerts/{id}/cancel",
             details=[{"field": "msg_type", "message": "use the cancel endpoint"}],
         )
-    if Channel.SMS in alert_request.channels:
+    if Channel.SMS in alert_request.channels and SMS not in request.app:
         raise ValidationFailed(
-            "channel 'sms' is not configured on this engine; use ['loudspeaker']",
+            "channel 'sms' is not configured on this engine (no [sms] gateways); "
+            "use ['loudspeaker']",
             details=[{"field": "channels", "message": "sms not configured"}],
         )
     cover = _check_areas(tree, offices, office, alert_request.areas)
@@ -352,6 +353,8 @@ async def get_alert(request: web.Request) -> web.Response:
         "superseded_by": dispatch.get("superseded_by"),
         **breakdown,
     }
+    if Channel.SMS in alert.channels and SMS in request.app:
+        body["delivery"]["sms"] = await request.app[SMS].summary(alert.id)
     return web.json_response(body, dumps=_dumps)
 
 

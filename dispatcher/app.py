@@ -17,7 +17,9 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from dispatcher import api
+from adapters.sms.channel import SmsChannel
+from adapters.sms.gateway import SmsGateway
+from dispatcher import api, sms_api
 from dispatcher.acks import ACK_TOPIC, STATE_TOPIC, AckIngester
 from dispatcher.auth import Offices
 from dispatcher.bus import MqttLink
@@ -28,6 +30,8 @@ from dispatcher.keys import (
     NOTIFIERS,
     OFFICES,
     SETTINGS,
+    SMS,
+    SMS_GATEWAYS,
     STORE,
     SWEEPER,
     TREE,
@@ -108,8 +112,10 @@ def create_app(
     tree: RegionTree | None = None,
     config_file: Path | None = None,
     notifiers: Sequence[EscalationNotifier] = (),
+    sms_gateways: Sequence[SmsGateway] | None = None,
 ) -> web.Application:
-    """The engine as an aiohttp app; ``notifiers`` hear of every escalation (SMS plugs in)."""
+    """The engine as an aiohttp app; ``notifiers`` hear of every escalation besides SMS;
+    ``sms_gateways`` replaces the gateways the settings would build."""
     tree = tree or load_tree(settings, config_file)
     app = web.Application(
         middlewares=[error_middleware], client_max_size=settings.api.max_body_bytes
@@ -120,10 +126,13 @@ def create_app(
     app[URLS] = {}
     app[NOTIFIERS] = list(notifiers)
     app.add_routes(api.routes)
+    app.add_routes(sms_api.routes)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/api/v1/openapi.json", openapi_handler)
-    app.cleanup_ctx.extend([_services, _store, _ingester, _link, _worker, _sweeper])
+    app.cleanup_ctx.extend([_services, _store, _ingester, _link, _sms, _worker, _sweeper])
+    if sms_gateways is not None:
+        app[SMS_GATEWAYS] = list(sms_gateways)
     return app
 
 
@@ -214,6 +223,27 @@ async def _link(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _sms(app: web.Application) -> AsyncIterator[None]:
+    """The SMS channel, when gateways are configured: its worker and its settler."""
+    settings = app[SETTINGS]
+    gateways = app.get(SMS_GATEWAYS)
+    if not settings.sms.gateways and not gateways:
+        yield
+        return
+    channel = SmsChannel(settings, app[STORE], app[TREE], gateways=gateways)
+    await channel.start()
+    app[SMS] = channel
+    app[NOTIFIERS].append(channel)
+    try:
+        async with (
+            _background(channel.worker.run, "sms-worker"),
+            _background(channel.settler.run, "sms-settler"),
+        ):
+            yield
+    finally:
+        await channel.close()
+
+
 async def _worker(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     worker = DispatchWorker(
@@ -223,6 +253,7 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
         consumer=settings.instance,
         claim_idle_seconds=settings.dispatch.claim_idle_seconds,
         ack_deadline=lambda alert: settings.resend.deadline(alert.severity.value),
+        sms=app.get(SMS),
     )
     app[WORKER] = worker
     async with _background(worker.run, "dispatch-worker"):

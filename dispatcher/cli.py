@@ -6,8 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import csv
-import io
 import json
 import os
 import signal
@@ -18,7 +16,8 @@ from typing import Any
 
 import structlog
 
-from dispatcher.errors import ConfigError, EbdError, ImportFailed, ServiceError, ValidationFailed
+from dispatcher.csv_rows import read_csv_rows
+from dispatcher.errors import ConfigError, EbdError, ServiceError, ValidationFailed
 from dispatcher.logs import configure_logging
 from dispatcher.settings import DEFAULT_REGIONS_FILE, Settings, load_settings
 
@@ -129,45 +128,11 @@ def cmd_regions_show(args: argparse.Namespace) -> int:
 
 
 def read_terminal_csv(path: Path) -> tuple[list[dict[str, str]], list[int]]:
-    """Rows of a terminal CSV (header ``id,region,kind``) and the line each starts on.
+    """Rows of a terminal CSV (header ``id,region,kind``) and the line each ends on.
 
     A file that cannot be read as such raises ``ImportFailed`` naming the file and line.
     """
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ImportFailed(f"{path}: cannot read the file: {exc.strerror}") from exc
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise ImportFailed(
-            f"{path}, line {line}: not UTF-8 text (byte {raw[exc.start]:#04x}); "
-            "save the file as UTF-8"
-        ) from exc
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    try:
-        header = reader.fieldnames or []
-        missing = [c for c in ("id", "region") if c not in header]
-        unknown = [c for c in header if c not in ("id", "region", "kind")]
-        if missing or unknown:
-            raise ImportFailed(
-                f"{path}, line 1: header must be id,region,kind "
-                f"(missing {missing or 'none'}, unknown {unknown or 'none'})"
-            )
-        rows: list[dict[str, str]] = []
-        lines: list[int] = []
-        for row in reader:
-            # line_num is where the row ends; blank lines before it are skipped by the reader.
-            if None in row:
-                raise ImportFailed(f"{path}, line {reader.line_num}: too many columns")
-            rows.append({k: v for k, v in row.items() if v not in (None, "") or k != "kind"})
-            lines.append(reader.line_num)
-    except csv.Error as exc:
-        raise ImportFailed(f"{path}, line {reader.line_num}: {exc}") from exc
-    if not rows:
-        raise ImportFailed(f"{path}: the file is empty: no terminals after the header line")
-    return rows, lines
+    return read_csv_rows(path, required=("id", "region"), optional=("kind",), what="terminals")
 
 
 def cmd_terminals_import(args: argparse.Namespace) -> int:
@@ -189,6 +154,68 @@ def cmd_terminals_import(args: argparse.Namespace) -> int:
         f"{path}: {len(terminals)} terminals: {result['created']} new, "
         f"{result['updated']} moved, {result['unchanged']} unchanged"
     )
+    return 0
+
+
+def cmd_recipients_import(args: argparse.Namespace) -> int:
+    from adapters.sms.recipients import CSV_OPTIONAL, CSV_REQUIRED, parse_recipients
+    from dispatcher.regions import RegionTree
+
+    path = Path(args.file)
+    rows, lines = read_csv_rows(path, required=CSV_REQUIRED, optional=CSV_OPTIONAL, what="people")
+    tree = RegionTree.from_csv(_regions_file(args.regions_file))
+    persons = parse_recipients(rows, tree, row_label="line", row_numbers=lines)
+    token = _token(args)
+    payload = [
+        {"phone": p.phone, "name": p.name, "region": x.region, "role": x.role.value,
+         "languages": p.languages}
+        for p in persons
+        for x in p.postings
+    ]  # fmt: skip
+    totals = {"created": 0, "updated": 0, "unchanged": 0}
+    # In parts that fit the API's body limit; a person's rows stay in one part. The whole
+    # file was checked above, so a later part can fail only on the server's side.
+    parts = _parts(payload, 5000)
+    for index, part in enumerate(parts):
+        try:
+            result = asyncio.run(_post_json(args.api, "/api/v1/recipients", part, token))
+        except EbdError as exc:
+            if index:
+                exc.message += f" ({index} of {len(parts)} parts were stored before this one)"
+            raise
+        for name in totals:
+            totals[name] += int(result[name])
+    print(
+        f"{path}: {len(rows)} rows, {len(persons)} people: {totals['created']} new, "
+        f"{totals['updated']} changed, {totals['unchanged']} unchanged"
+    )
+    return 0
+
+
+def _parts(rows: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:
+    parts: list[list[dict[str, Any]]] = [[]]
+    for row in rows:
+        if len(parts[-1]) >= size and parts[-1][-1]["phone"] != row["phone"]:
+            parts.append([])
+        parts[-1].append(row)
+    return parts
+
+
+def cmd_recipients_list(args: argparse.Namespace) -> int:
+    from adapters.sms.recipients import mask
+
+    query = f"?limit={args.limit}" + (f"&region={args.region}" if args.region else "")
+    query += f"&role={args.role}" if args.role else ""
+    body = asyncio.run(_call_api("GET", args.api, "/api/v1/recipients" + query, None, _token(args)))
+    if args.output == "json":
+        print(json.dumps(body, ensure_ascii=False, indent=2))
+        return 0
+    print(f"{body['total']} people under {body['region']} / 人员共 {body['total']} 名")
+    for row in body["recipients"]:
+        postings = "; ".join(
+            f"{p['region_name']}({p['region']}) {p['role']}" for p in row["postings"]
+        )
+        print(f"{mask(row['phone']):<18}{row['name']:<10}{','.join(row['languages']):<7}{postings}")
     return 0
 
 
@@ -368,6 +395,25 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--token", help="office token (or EBD_TOKEN)")
     t.add_argument("--regions-file")
     t.set_defaults(func=cmd_terminals_import)
+
+    p = sub.add_parser("recipients", help="people to text (SMS)")
+    recipients_sub = p.add_subparsers(dest="action", required=True)
+    t = recipients_sub.add_parser(
+        "import", help="add or update people from a CSV (phone,name,region,role[,languages])"
+    )
+    t.add_argument("file")
+    t.add_argument("--api", default="http://127.0.0.1:8080")
+    t.add_argument("--token", help="office token (or EBD_TOKEN)")
+    t.add_argument("--regions-file")
+    t.set_defaults(func=cmd_recipients_import)
+    t = recipients_sub.add_parser("list", help="people under a region (phones masked)")
+    t.add_argument("--region")
+    t.add_argument("--role")
+    t.add_argument("--limit", type=int, default=100)
+    t.add_argument("--api", default="http://127.0.0.1:8080")
+    t.add_argument("--token", help="office token (or EBD_TOKEN)")
+    t.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    t.set_defaults(func=cmd_recipients_list)
 
     p = sub.add_parser("escalations", help="terminals failed after their last resend")
     escalations_sub = p.add_subparsers(dest="action", required=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from adapters.sms.channel import SmsChannel
+from adapters.sms.gateway import SmsGateway
 from dispatcher.acks import AckIngester
 from dispatcher.auth import Offices
 from dispatcher.bus import MqttLink
@@ -23,3 +25,5 @@ WORKER = web.AppKey("worker", DispatchWorker)
 SWEEPER = web.AppKey("sweeper", DeadlineSweeper)
 NOTIFIERS = web.AppKey("notifiers", list[EscalationNotifier])
 URLS = web.AppKey("urls", dict[str, str])
+SMS = web.AppKey("sms", SmsChannel)
+SMS_GATEWAYS = web.AppKey("sms_gateways", list[SmsGateway])

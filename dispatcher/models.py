@@ -96,6 +96,9 @@ class Channel(StrEnum):
     SMS = "sms"
 
 
+SmsRole = Literal["village_head", "grid_worker", "duty_officer", "resident", "official"]
+
+
 class AckState(StrEnum):
     """A terminal's play state; the national platform's codes are 1 waiting … 5 cancelled."""
 
@@ -128,6 +131,12 @@ class AlertRequest(_Strict):
     msg_type: MsgType = MsgType.ALERT
     references: list[AlertId] = Field(default=[], max_length=MAX_REFERENCES)
     repeat: int = Field(default=3, ge=1, le=10, description="times a terminal plays it")
+    sms_text: str | None = Field(
+        default=None, min_length=1, max_length=500, description="the SMS text, if not the alert's"
+    )
+    sms_roles: list[SmsRole] | None = Field(
+        default=None, min_length=1, description="only recipients with these roles get the SMS"
+    )
 
     @field_validator("event_code")
     @classmethod
@@ -165,6 +174,8 @@ class AlertRequest(_Strict):
             )
         if self.msg_type is MsgType.ALERT and self.references:
             raise ValueError("references are for msg_type update or cancel")
+        if (self.sms_text or self.sms_roles) and Channel.SMS not in self.channels:
+            raise ValueError("sms_text and sms_roles need 'sms' in channels")
         return self
 
     def expiry(self, sent: datetime) -> datetime:
@@ -196,6 +207,8 @@ class Alert(BaseModel):
     areas: list[str]
     channels: list[Channel]
     repeat: int = 3
+    sms_text: str | None = None
+    sms_roles: list[SmsRole] | None = None
 
     @model_validator(mode="after")
     def _times(self) -> Self:
@@ -234,6 +247,8 @@ class Alert(BaseModel):
             areas=areas,
             channels=request.channels,
             repeat=request.repeat,
+            sms_text=request.sms_text,
+            sms_roles=request.sms_roles,
         )
 
     def expired(self, now: datetime | None = None) -> bool:

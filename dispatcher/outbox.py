@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 
@@ -23,6 +24,12 @@ from dispatcher.regions import RegionTree
 from dispatcher.store import Store
 
 log = structlog.get_logger(__name__)
+
+
+class SmsPlanning(Protocol):
+    """The SMS channel's side of dispatch: queue the alert's texts (idempotently)."""
+
+    async def plan_alert(self, alert: Alert) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +55,7 @@ class DispatchWorker:
         consumer: str,
         claim_idle_seconds: float = 60.0,
         ack_deadline: Callable[[Alert], float] | None = None,
+        sms: SmsPlanning | None = None,
     ) -> None:
         self._store = store
         self._link = link
@@ -55,6 +63,7 @@ class DispatchWorker:
         self._consumer = consumer
         self._claim_idle_ms = int(claim_idle_seconds * 1000)
         self._ack_deadline = ack_deadline
+        self._sms = sms
         self.dispatched = 0
 
     async def run(self) -> None:
@@ -125,11 +134,15 @@ class DispatchWorker:
 
     async def _send(self, alert: Alert, started: float) -> DispatchOutcome:
         cover = self._tree.cover(alert.areas)
-        expected, offline = await self._store.record_expected(alert.id, cover)
+        loudspeaker = Channel.LOUDSPEAKER in alert.channels
+        # Terminals are expected to ack only what was sent to them.
+        expected, offline = await self._store.record_expected(
+            alert.id, cover if loudspeaker else []
+        )
         await self._store.set_dispatch(alert.id, state="dispatching", cover=json.dumps(cover))
         recorded = time.monotonic()
         failed: list[str] = []
-        if Channel.LOUDSPEAKER in alert.channels:
+        if loudspeaker:
             payload = json.dumps(alert.payload(), ensure_ascii=False).encode()
             expiry = int((alert.expires - utcnow()).total_seconds())
             results = await asyncio.gather(
@@ -145,6 +158,7 @@ class DispatchWorker:
                 elif isinstance(result, BaseException):
                     raise result
         published = time.monotonic()
+        sms_added = await self._plan_sms(alert)
         if failed:
             await self._store.set_dispatch(
                 alert.id, state="partial", failed_topics=json.dumps(failed)
@@ -179,5 +193,15 @@ class DispatchWorker:
             offline_at_dispatch=offline,
             expected_ms=round((recorded - started) * 1000, 1),
             publish_ms=round((published - recorded) * 1000, 1),
+            sms_queued=sms_added,
         )
         return DispatchOutcome(alert.id, "dispatched", len(cover), (), expected)
+
+    async def _plan_sms(self, alert: Alert) -> int | None:
+        if Channel.SMS not in alert.channels:
+            return None
+        if self._sms is None:
+            # The engine was restarted without gateways after accepting the alert.
+            log.error("dispatch.sms_not_configured")
+            return None
+        return await self._sms.plan_alert(alert)

@@ -202,8 +202,9 @@ class SmsSettings(_Section):
     # Texts one person may get per hour (red warnings and cancels are exempt); 0 = no limit.
     per_recipient_per_hour: int = Field(default=30, ge=0)
     # Tries of one message on retryable failures (throttled, 5xx, no connection).
-    max_attempts: int = Field(default=5, ge=1, le=20)
-    backoff: float = Field(default=1.0, gt=0)
+    # With the defaults a message is tried for about four minutes of gateway trouble.
+    max_attempts: int = Field(default=8, ge=1, le=20)
+    backoff: float = Field(default=2.0, gt=0)
     backoff_max: float = Field(default=60.0, gt=0)
     # A gateway failing this many requests in a row is skipped for cooldown seconds.
     failover_after: int = Field(default=3, ge=1)

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from dispatcher.app import create_app
 from dispatcher.auth import hash_token
 from dispatcher.regions import RegionTree
+from dispatcher.services import free_port
 from dispatcher.settings import PROJECT_ROOT, load_settings
 
 REGIONS_FILE = PROJECT_ROOT / "config" / "regions" / "fujian.csv"
@@ -63,9 +64,13 @@ async def running_engine(
     redis_url: str, mqtt_url: str, state_dir: Path, client_id: str | None = None, **overrides: Any
 ) -> AsyncIterator[TestClient[Any, Any]]:
     notifiers = overrides.pop("notifiers", ())
+    # A port known beforehand, so SMS gateways can be told where to post receipts.
+    port = free_port()
+    if "sms" in overrides:
+        overrides["sms"] = {"callback_base": f"http://127.0.0.1:{port}", **overrides["sms"]}
     settings = engine_settings(redis_url, mqtt_url, state_dir, client_id, **overrides)
     app = create_app(settings, tree=fujian(), notifiers=notifiers)
-    async with TestClient(TestServer(app)) as client:
+    async with TestClient(TestServer(app, port=port)) as client:
         yield client
 
 

@@ -1,0 +1,162 @@
+"""The SMS channel as the engine sees it: one object built from the settings that plans jobs,
+runs the worker and the settler, takes receipts and answers delivery questions."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+
+from adapters.sms.gateway import (
+    Receipt,
+    ReceiptMalformed,
+    ReceiptRejected,
+    SmsGateway,
+    split_out_id,
+)
+from adapters.sms.planner import SmsPlanner, escalation_job
+from adapters.sms.pool import GatewayPool
+from adapters.sms.recipients import mask
+from adapters.sms.registry import build_gateway
+from adapters.sms.settler import SmsSettler
+from adapters.sms.store import STATES, SmsStore
+from adapters.sms.worker import SmsWorker
+from dispatcher.errors import NotFound
+from dispatcher.models import Alert
+from dispatcher.regions import RegionTree
+from dispatcher.settings import Settings
+from dispatcher.store import Store
+
+log = structlog.get_logger(__name__)
+
+RECEIPTS_PATH = "/api/v1/sms/receipts/{gateway}"
+
+
+class SmsChannel:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        tree: RegionTree,
+        *,
+        gateways: Sequence[SmsGateway] | None = None,
+    ) -> None:
+        self.settings = settings.sms
+        base = settings.sms.callback_base or f"http://{settings.api.listen}"
+        if gateways is None:
+            gateways = [
+                build_gateway(g, base + RECEIPTS_PATH.format(gateway=g.name))
+                for g in settings.sms.gateways
+            ]
+        self.store = SmsStore(store)
+        self.pool = GatewayPool(gateways, settings.sms)
+        self.planner = SmsPlanner(self.store, tree, settings)
+        self.worker = SmsWorker(
+            self.store,
+            self.pool,
+            settings.sms,
+            consumer=settings.instance,
+            claim_idle_seconds=settings.dispatch.claim_idle_seconds,
+        )
+        self.settler = SmsSettler(self.store, self.pool, settings.sms)
+        self.receipts_taken = 0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.pool)
+
+    async def start(self) -> None:
+        for gateway in self.pool:
+            await gateway.start()
+
+    async def close(self) -> None:
+        for gateway in self.pool:
+            await gateway.close()
+
+    async def plan_alert(self, alert: Alert) -> int:
+        return await self.planner.plan_alert(alert)
+
+    async def notify(self, alert: Alert, records: Sequence[dict[str, str]]) -> None:
+        """The sweeper's escalation hook: text the contacts of the villages that failed."""
+        await self.planner.plan_escalation(alert, records)
+
+    async def take_receipts(
+        self, gateway_name: str, *, url: str, headers: Any, body: bytes
+    ) -> tuple[int, str, bytes]:
+        """Check, read and apply a receipt callback; the answer the gateway expects."""
+        gateway = self.pool.get(gateway_name)
+        if gateway is None:
+            raise NotFound(f"no SMS gateway {gateway_name!r} is configured")
+        try:
+            receipts = gateway.parse_receipts(url=url, headers=headers, body=body)
+        except ReceiptRejected:
+            log.warning("sms.receipt_rejected", gateway=gateway_name, bytes=len(body))
+            raise
+        except ReceiptMalformed:
+            log.warning("sms.receipt_malformed", gateway=gateway_name, bytes=len(body))
+            raise
+        by_job: dict[str, list[tuple[str, Receipt]]] = defaultdict(list)
+        foreign = 0
+        for receipt in receipts:
+            try:
+                job, key = split_out_id(receipt.out_id)
+            except ValueError:
+                foreign += 1
+                continue
+            by_job[job].append((key, receipt))
+        outcomes: dict[str, int] = defaultdict(int)
+        for job, items in by_job.items():
+            for outcome in await self.store.apply_receipts(job, items):
+                outcomes[outcome] += 1
+        self.receipts_taken += len(receipts)
+        log.info(
+            "sms.receipts",
+            gateway=gateway_name,
+            receipts=len(receipts),
+            outcomes=dict(outcomes),
+            foreign=foreign or None,
+        )
+        return gateway.receipt_answer()
+
+    async def summary(self, alert_id: str) -> dict[str, Any] | None:
+        """SMS counts of an alert (and of its escalation texts), or None if it had none."""
+        counts = await self.store.counts(alert_id)
+        if not counts:
+            return None
+        out: dict[str, Any] = _counts(counts)
+        escalation = await self.store.counts(escalation_job(alert_id))
+        if escalation:
+            out["escalation"] = _counts(escalation)
+        return out
+
+    async def recipients(self, job: str) -> list[dict[str, Any]]:
+        rows = []
+        meta = await self.store.job(job)
+        for pending in await self.store.all_recipients(job):
+            info = pending.info
+            variant = str(info.get("v", "zh"))
+            rows.append(
+                {
+                    "recipient": pending.key,
+                    "phone": info.get("phone"),
+                    "phone_masked": mask(str(info.get("phone", ""))),
+                    "state": pending.state,
+                    "language": variant.partition(":")[0],
+                    "segments": int(info.get("segments", meta.get(f"{variant}.segments", 1))),
+                    "gateway": info.get("gateway"),
+                    "attempts": int(info.get("attempts", 0)),
+                    "message_id": info.get("message_id"),
+                    "parts_delivered": len(info.get("ok") or []),
+                    "error": info.get("error"),
+                }
+            )
+        return rows
+
+
+def _counts(counts: dict[str, int]) -> dict[str, int]:
+    out = {"recipients": counts.get("recipients", 0), "segments": counts.get("segments", 0)}
+    for state in STATES:
+        out[state] = counts.get(state, 0)
+    return out

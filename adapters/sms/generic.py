@@ -1,0 +1,468 @@
+"""The generic gateway adapter: our own JSON-over-HTTP protocol (``docs/sms-gateways.md``).
+
+This module also holds the HTTP plumbing every adapter shares (``HttpGateway``): one
+``aiohttp`` session per adapter and the one place where a network failure is sorted into
+"the gateway did not take it" (``RETRY``) or "we cannot know" (``UNKNOWN``).
+
+The generic protocol in short: ``POST {url}`` with a batch of messages, one result per message;
+``GET {status_url}?id=…`` to look messages up; receipts ``POST``ed to us signed with
+HMAC-SHA256 over a timestamp and the body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, Final
+
+import aiohttp
+import structlog
+
+from adapters.sms.gateway import (
+    DeliveryStatus,
+    Message,
+    Receipt,
+    ReceiptMalformed,
+    ReceiptRejected,
+    SubmitResult,
+    SubmitStatus,
+    split_out_id,
+)
+from dispatcher.logs import mask_phones
+from dispatcher.settings import GatewaySettings
+
+log = structlog.get_logger(__name__)
+
+__all__ = [
+    "MAX_STATUS_IDS",
+    "RECEIPT_MAX_AGE",
+    "GenericGateway",
+    "HttpAnswer",
+    "HttpFailure",
+    "HttpGateway",
+    "decode_json",
+    "error_text",
+    "get_header",
+    "log_submit",
+    "parse_retry_after",
+    "receipt_signature",
+    "results_for_all",
+]
+
+MAX_STATUS_IDS: Final = 100
+# A receipt whose timestamp is further than this from our clock is refused: it is either a
+# replay or the gateway's clock is badly wrong, and both need a person to look.
+RECEIPT_MAX_AGE: Final = 300.0
+TIMESTAMP_HEADER: Final = "X-Ebd-Timestamp"
+SIGNATURE_HEADER: Final = "X-Ebd-Signature"
+# Enough of a gateway's error page to recognise it, not so much that logs fill with HTML.
+_ERROR_TEXT_LIMIT: Final = 300
+
+
+@dataclass(frozen=True, slots=True)
+class HttpAnswer:
+    """What came back; ``body`` is None when the status line came but the body did not."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class HttpFailure:
+    """No answer. ``RETRY``: the request never left; ``UNKNOWN``: it may have arrived."""
+
+    status: SubmitStatus
+    error: str
+
+
+def error_text(answer: HttpAnswer, detail: str | None = None) -> str:
+    """A short, phone-masked description of an answer for a result or a log line."""
+    if detail is None:
+        raw = (answer.body or b"").decode("utf-8", "replace").strip()
+        detail = raw[:_ERROR_TEXT_LIMIT]
+    return mask_phones(f"HTTP {answer.status}" + (f": {detail}" if detail else ""))
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header: decimal seconds or an HTTP date; None if absent
+    or unreadable."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, seconds)
+
+
+def receipt_signature(secret: str, timestamp: str, body: bytes) -> str:
+    """The ``X-Ebd-Signature`` value of a generic receipt post."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return "sha256=" + digest.hexdigest()
+
+
+def get_header(headers: Mapping[str, str], name: str) -> str | None:
+    # aiohttp's headers are case-insensitive, a plain dict from a caller is not.
+    value = headers.get(name)
+    if value is not None:
+        return value
+    lowered = name.lower()
+    for key, candidate in headers.items():
+        if key.lower() == lowered:
+            return candidate
+    return None
+
+
+def decode_json(body: bytes | None) -> Any:
+    """The decoded JSON body, or None if there is none or it is not JSON."""
+    if body is None:
+        return None
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+class HttpGateway:
+    """Session handling and failure sorting shared by the HTTP adapters.
+
+    ``connect_timeout`` bounds connecting (and waiting for a pooled connection): when it runs
+    out nothing was sent, so it is a ``RETRY``. ``timeout`` bounds waiting for the answer:
+    when it runs out the gateway may have the batch, so it is ``UNKNOWN``.
+    """
+
+    def __init__(self, settings: GatewaySettings, callback_url: str | None = None) -> None:
+        self.name = settings.name
+        self.settings = settings
+        self.callback_url = callback_url
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self._session is not None:
+            return
+        s = self.settings
+        timeout = aiohttp.ClientTimeout(
+            total=s.connect_timeout + s.timeout,
+            connect=s.connect_timeout,
+            sock_connect=s.connect_timeout,
+            sock_read=s.timeout,
+        )
+        # The engine caps requests in flight at `concurrency`; the head room is for lookups,
+        # so a status query never makes a submit wait for a connection.
+        connector = aiohttp.TCPConnector(limit=2 * s.concurrency + 4)
+        self._session = aiohttp.ClientSession(
+            timeout=timeout, connector=connector, headers=self._default_headers()
+        )
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    def _default_headers(self) -> dict[str, str]:
+        return {}
+
+    async def _exchange(
+        self,
+        method: str,
+        url: str,
+        *,
+        json_body: Any = None,
+        data: Mapping[str, str] | None = None,
+        params: Sequence[tuple[str, str]] | None = None,
+    ) -> HttpAnswer | HttpFailure:
+        """One HTTP request; every network failure comes back as an ``HttpFailure``."""
+        if self._session is None:
+            raise RuntimeError(f"gateway {self.name}: start() was not called")
+        try:
+            async with self._session.request(
+                method,
+                url,
+                json=json_body,
+                data=data,
+                params=params,
+                # A redirect means a wrong URL; following it would turn a POST into a GET.
+                allow_redirects=False,
+            ) as response:
+                return await _read_answer(response)
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            # Raised before a byte of the request was written.
+            return HttpFailure(SubmitStatus.RETRY, f"no connection: {type(exc).__name__}: {exc}")
+        except aiohttp.InvalidURL as exc:
+            return HttpFailure(SubmitStatus.REJECTED, f"invalid URL: {exc}")
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            return HttpFailure(SubmitStatus.UNKNOWN, f"no answer: {type(exc).__name__}: {exc}")
+
+
+async def _read_answer(response: aiohttp.ClientResponse) -> HttpAnswer:
+    """The answer; a body that breaks off still leaves the status line, which may be enough
+    (a 503 is a 503), so only the body is given up."""
+    try:
+        body: bytes | None = await response.read()
+    except (TimeoutError, aiohttp.ClientError):
+        body = None
+    return HttpAnswer(response.status, response.headers, body)
+
+
+class GenericGateway(HttpGateway):
+    """A gateway speaking the generic JSON protocol.
+
+    ``callback_url`` is sent with every batch so the gateway knows where receipts go.
+    """
+
+    def _default_headers(self) -> dict[str, str]:
+        s = self.settings
+        if s.auth_header and s.auth_value:
+            return {s.auth_header: s.auth_value}
+        return {}
+
+    @property
+    def status_url(self) -> str:
+        return self.settings.status_url or self.settings.url.rstrip("/") + "/status"
+
+    async def submit(self, messages: Sequence[Message]) -> list[SubmitResult]:
+        if not messages:
+            return []
+        payload = {
+            "messages": [
+                {"id": m.out_id, "to": m.phone, "text": m.text, "segments": m.segments}
+                for m in messages
+            ],
+            "callback_url": self.callback_url,
+        }
+        answer = await self._exchange("POST", self.settings.url, json_body=payload)
+        results = self._results(messages, answer)
+        log_submit(self.name, results)
+        return results
+
+    def _results(
+        self, messages: Sequence[Message], answer: HttpAnswer | HttpFailure
+    ) -> list[SubmitResult]:
+        if isinstance(answer, HttpFailure):
+            return results_for_all(messages, answer.status, error=answer.error)
+        status = answer.status
+        if 200 <= status < 300:
+            return self._per_message(messages, answer)
+        if status == 429:
+            retry_after = parse_retry_after(get_header(answer.headers, "Retry-After"))
+            return results_for_all(
+                messages, SubmitStatus.RETRY, error=error_text(answer), retry_after=retry_after
+            )
+        # 408: the server gave up reading the request, so it did not take it.
+        if status >= 500 or status == 408:
+            return results_for_all(messages, SubmitStatus.RETRY, error=error_text(answer))
+        # Anything else is a config problem (wrong URL, credentials, a payload the gateway will
+        # never take): retrying cannot help, the engine reports it.
+        body = decode_json(answer.body)
+        detail = body.get("error") if isinstance(body, dict) else None
+        return results_for_all(
+            messages,
+            SubmitStatus.REJECTED,
+            error=error_text(answer, str(detail) if detail is not None else None),
+        )
+
+    def _per_message(self, messages: Sequence[Message], answer: HttpAnswer) -> list[SubmitResult]:
+        body = decode_json(answer.body)
+        rows = body.get("results") if isinstance(body, dict) else None
+        if not isinstance(rows, list):
+            # The gateway said 200, so it may well have taken the batch: in doubt.
+            log.warning("sms.gateway.unreadable_answer", gateway=self.name, http=answer.status)
+            return results_for_all(
+                messages, SubmitStatus.UNKNOWN, error=error_text(answer, "unreadable")
+            )
+        by_id = {row["id"]: row for row in rows if isinstance(row, dict) and "id" in row}
+        retry_after = parse_retry_after(get_header(answer.headers, "Retry-After"))
+        results = [self._one(m, by_id.get(m.out_id), retry_after) for m in messages]
+        missing = [m.out_id for m in messages if m.out_id not in by_id]
+        if missing:
+            log.warning(
+                "sms.gateway.results_missing", gateway=self.name, count=len(missing), ids=missing
+            )
+        return results
+
+    def _one(
+        self, message: Message, row: Mapping[str, Any] | None, retry_after: float | None
+    ) -> SubmitResult:
+        if row is None:
+            return SubmitResult(message.out_id, SubmitStatus.RETRY, error="not in the answer")
+        status = row.get("status")
+        message_id = _str_or_none(row.get("message_id"))
+        error = _str_or_none(row.get("error"))
+        error = mask_phones(error) if error else None
+        if status == "accepted":
+            return SubmitResult(message.out_id, SubmitStatus.ACCEPTED, message_id=message_id)
+        if status == "rejected":
+            return SubmitResult(message.out_id, SubmitStatus.REJECTED, error=error or "rejected")
+        if status == "throttled":
+            return SubmitResult(
+                message.out_id,
+                SubmitStatus.RETRY,
+                error=error or "throttled",
+                retry_after=retry_after,
+            )
+        # An answer we cannot read for a message the gateway did see: it may have taken it.
+        return SubmitResult(
+            message.out_id,
+            SubmitStatus.UNKNOWN,
+            message_id=message_id,
+            error=f"unknown status {status!r}",
+        )
+
+    async def query(self, messages: Sequence[Message]) -> dict[str, DeliveryStatus]:
+        ids = list(dict.fromkeys(m.out_id for m in messages))
+        found: dict[str, DeliveryStatus] = {}
+        for start in range(0, len(ids), MAX_STATUS_IDS):
+            found.update(await self._query_chunk(ids[start : start + MAX_STATUS_IDS]))
+        return found
+
+    async def _query_chunk(self, ids: Sequence[str]) -> dict[str, DeliveryStatus]:
+        answer = await self._exchange("GET", self.status_url, params=[("id", i) for i in ids])
+        if isinstance(answer, HttpFailure) or answer.status != 200:
+            error = answer.error if isinstance(answer, HttpFailure) else error_text(answer)
+            log.warning("sms.gateway.query_failed", gateway=self.name, count=len(ids), error=error)
+            return {}
+        body = decode_json(answer.body)
+        rows = body.get("messages") if isinstance(body, dict) else None
+        if not isinstance(rows, list):
+            log.warning("sms.gateway.query_unreadable", gateway=self.name, count=len(ids))
+            return {}
+        wanted = set(ids)
+        found: dict[str, DeliveryStatus] = {}
+        for row in rows:
+            if not isinstance(row, dict) or row.get("id") not in wanted:
+                continue
+            try:
+                found[row["id"]] = DeliveryStatus(str(row.get("status")))
+            except ValueError:
+                continue  # a status we do not know: we cannot tell, so leave it out
+        return found
+
+    def parse_receipts(self, *, url: str, headers: Mapping[str, str], body: bytes) -> list[Receipt]:
+        self._check_signature(headers, body)
+        data = decode_json(body)
+        rows = data.get("receipts") if isinstance(data, dict) else None
+        if not isinstance(rows, list):
+            raise ReceiptMalformed('expected a JSON object {"receipts": [...]}')
+        receipts = [_receipt(row, index) for index, row in enumerate(rows)]
+        ours = [r for r in receipts if _is_ours(r.out_id)]
+        if len(ours) < len(receipts):
+            log.warning(
+                "sms.gateway.foreign_receipts",
+                gateway=self.name,
+                count=len(receipts) - len(ours),
+            )
+        return ours
+
+    def _check_signature(self, headers: Mapping[str, str], body: bytes) -> None:
+        timestamp = get_header(headers, TIMESTAMP_HEADER)
+        signature = get_header(headers, SIGNATURE_HEADER)
+        if not timestamp or not signature:
+            raise ReceiptRejected(f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER}")
+        try:
+            sent = float(timestamp)
+        except ValueError:
+            raise ReceiptRejected(f"bad {TIMESTAMP_HEADER}: {timestamp[:40]!r}") from None
+        if not abs(time.time() - sent) <= RECEIPT_MAX_AGE:
+            raise ReceiptRejected(f"{TIMESTAMP_HEADER} more than {RECEIPT_MAX_AGE:g} s off")
+        expected = receipt_signature(self.settings.callback_secret, timestamp, body)
+        if not hmac.compare_digest(expected.encode(), signature.strip().encode()):
+            raise ReceiptRejected("bad signature")
+
+    def receipt_answer(self) -> tuple[int, str, bytes]:
+        return 200, "application/json", b'{"ok": true}'
+
+
+def _receipt(row: object, index: int) -> Receipt:
+    if not isinstance(row, dict):
+        raise ReceiptMalformed(f"receipt {index} is not an object")
+    try:
+        status = DeliveryStatus(row["status"])
+        identifier = row["id"]
+    except (KeyError, ValueError) as exc:
+        raise ReceiptMalformed(f"receipt {index}: missing or bad id/status ({exc})") from None
+    if status not in (DeliveryStatus.DELIVERED, DeliveryStatus.FAILED) or not isinstance(
+        identifier, str
+    ):
+        raise ReceiptMalformed(f"receipt {index}: status must be delivered or failed")
+    part, parts = _int(row.get("part", 1), index), _int(row.get("parts", 1), index)
+    if not 1 <= part <= parts:
+        raise ReceiptMalformed(f"receipt {index}: part {part} of {parts}")
+    return Receipt(
+        out_id=identifier,
+        status=status,
+        part=part,
+        parts=parts,
+        message_id=_str_or_none(row.get("message_id")),
+        error=mask_phones(str(row["error"])) if row.get("error") else None,
+        at=_timestamp(row.get("at"), index),
+    )
+
+
+def _int(value: object, index: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ReceiptMalformed(f"receipt {index}: {value!r} is not a number")
+    try:
+        return int(value)
+    except ValueError:
+        raise ReceiptMalformed(f"receipt {index}: {value!r} is not a number") from None
+
+
+def _timestamp(value: object, index: int) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ReceiptMalformed(f"receipt {index}: at must be an ISO-8601 string")
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        raise ReceiptMalformed(f"receipt {index}: bad time {value[:40]!r}") from None
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def _is_ours(value: str) -> bool:
+    try:
+        split_out_id(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _str_or_none(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def results_for_all(
+    messages: Iterable[Message],
+    status: SubmitStatus,
+    *,
+    error: str | None = None,
+    retry_after: float | None = None,
+) -> list[SubmitResult]:
+    return [SubmitResult(m.out_id, status, error=error, retry_after=retry_after) for m in messages]
+
+
+def log_submit(gateway: str, results: Sequence[SubmitResult]) -> None:
+    counts: dict[str, int] = {}
+    for result in results:
+        counts[result.status.value] = counts.get(result.status.value, 0) + 1
+    if counts.keys() <= {SubmitStatus.ACCEPTED.value}:
+        log.debug("sms.gateway.submitted", gateway=gateway, **counts)
+        return
+    errors = sorted({r.error for r in results if r.error})
+    log.warning("sms.gateway.submitted", gateway=gateway, errors=errors[:3], **counts)

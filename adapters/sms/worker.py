@@ -1,0 +1,275 @@
+"""The SMS worker: takes chunks of a job's recipients from the SMS outbox and sends them.
+
+For each request it takes tokens from the gateway's shared bucket, marks the recipients
+``submitting`` (the write-ahead step), makes the request and records the answer. A chunk leaves
+the outbox only when none of its recipients is queued any more. A worker that dies leaves its
+chunks pending; they are claimed again and what is queued is sent, while what was in flight is
+in the doubt set for the settler, never sent blindly again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import structlog
+
+from adapters.sms.gateway import Message, SmsGateway, SubmitResult, SubmitStatus, out_id
+from adapters.sms.pool import GatewayPool
+from adapters.sms.store import Pending, SmsStore
+from dispatcher.errors import StoreUnavailable
+from dispatcher.settings import SmsSettings
+
+log = structlog.get_logger(__name__)
+
+CHUNKS_AT_ONCE = 16
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def hour_of(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y%m%d%H")
+
+
+class SmsWorker:
+    def __init__(
+        self,
+        store: SmsStore,
+        pool: GatewayPool,
+        settings: SmsSettings,
+        *,
+        consumer: str,
+        claim_idle_seconds: float = 60.0,
+    ) -> None:
+        self._store = store
+        self._pool = pool
+        self._settings = settings
+        self._consumer = consumer
+        self._claim_idle_ms = int(claim_idle_seconds * 1000)
+        self._gates = {g.name: asyncio.Semaphore(g.settings.concurrency) for g in pool}
+        self._active: dict[str, asyncio.Task[None]] = {}
+        self.sent = 0
+        self.requests = 0
+
+    async def run(self) -> None:
+        await self._store.ensure_outbox()
+        recover = True
+        last_claim = last_touch = time.monotonic()
+        try:
+            while True:
+                try:
+                    room = CHUNKS_AT_ONCE - len(self._active)
+                    entries = []
+                    if room > 0:
+                        entries = await self._store.outbox_read(
+                            self._consumer,
+                            count=room,
+                            block_ms=0 if recover else 500,
+                            pending=recover,
+                        )
+                        if time.monotonic() - last_claim > self._claim_idle_ms / 4000:
+                            entries += await self._store.outbox_claim(
+                                self._consumer, min_idle_ms=self._claim_idle_ms
+                            )
+                            last_claim = time.monotonic()
+                    else:
+                        await asyncio.wait(
+                            set(self._active.values()), return_when=asyncio.FIRST_COMPLETED
+                        )
+                    recover = False
+                    for entry_id, job, keys in entries:
+                        if entry_id not in self._active:
+                            self._active[entry_id] = asyncio.create_task(
+                                self._chunk_logged(entry_id, job, keys), name=f"sms-{entry_id}"
+                            )
+                    if time.monotonic() - last_touch > self._claim_idle_ms / 3000:
+                        # Long chunks (a slow gateway, retries) must not look abandoned.
+                        await self._store.outbox_touch(self._consumer, list(self._active))
+                        last_touch = time.monotonic()
+                except StoreUnavailable as exc:
+                    log.warning("sms.store_down", error=exc.message)
+                    recover = True
+                    await asyncio.sleep(1.0)
+        finally:
+            for task in self._active.values():
+                task.cancel()
+            if self._active:
+                await asyncio.wait(set(self._active.values()), timeout=5)
+
+    async def _chunk_logged(self, entry_id: str, job: str, keys: list[str]) -> None:
+        try:
+            with structlog.contextvars.bound_contextvars(job=job):
+                if await self.send_chunk(job, keys):
+                    await self._store.outbox_done(entry_id)
+        except StoreUnavailable as exc:
+            # Left pending: this consumer re-reads it when Redis is back.
+            log.warning("sms.chunk_store_down", error=exc.message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("sms.chunk_crashed", entry=entry_id)
+        finally:
+            self._active.pop(entry_id, None)
+
+    async def send_chunk(self, job: str, keys: Sequence[str]) -> bool:
+        """Send a chunk's queued recipients until none is queued; True when it is done."""
+        meta = await self._store.job(job)
+        if not meta:
+            log.error("sms.unknown_job", recipients=len(keys))
+            return True
+        with structlog.contextvars.bound_contextvars(
+            alert_id=meta.get("alert_id"), office=meta.get("office")
+        ):
+            while True:
+                if meta.get("closed"):
+                    await self._store.close_job(job, to_state="cancelled", reason=meta["closed"])
+                    return True
+                if now_ms() >= int(meta.get("expires_ms", 0)):
+                    closed = await self._store.close_job(
+                        job, to_state="expired", reason="the alert expired before it was sent"
+                    )
+                    log.warning("sms.expired_unsent", recipients=closed)
+                    return True
+                queued = [p for p in await self._store.pending(job, keys) if p.state == "queued"]
+                if not queued:
+                    return True
+                now = now_ms()
+                due = [p for p in queued if int(p.info.get("retry_at", 0)) <= now]
+                if not due:
+                    wait = min(int(p.info.get("retry_at", 0)) for p in queued) - now
+                    await asyncio.sleep(min(max(wait, 10), 1000) / 1000)
+                else:
+                    await self._send_due(job, meta, due)
+                meta = await self._store.job(job) or meta
+
+    async def _send_due(self, job: str, meta: dict[str, str], due: list[Pending]) -> None:
+        by_variant: dict[str, list[Pending]] = defaultdict(list)
+        for pending in due:
+            by_variant[str(pending.info.get("v", "zh"))].append(pending)
+        batches: list[tuple[str, list[Pending]]] = []
+        gateway = self._pool.pick()
+        size = self._pool.paces[gateway.name].batch
+        for variant, items in by_variant.items():
+            for start in range(0, len(items), size):
+                batches.append((variant, items[start : start + size]))
+        await asyncio.gather(*(self._request(job, meta, v, b) for v, b in batches))
+
+    async def _request(
+        self, job: str, meta: dict[str, str], variant: str, batch: list[Pending]
+    ) -> None:
+        gateway = self._pool.pick()
+        pace = self._pool.paces[gateway.name]
+        batch = batch[: pace.batch]
+        async with self._gates[gateway.name]:
+            await self._take_tokens(gateway, len(batch))
+            started = now_ms()
+            owner = f"{self._consumer}:{uuid.uuid4().hex[:10]}"
+            timeout_ms = int((gateway.settings.timeout + gateway.settings.connect_timeout) * 1000)
+            taken = set(
+                await self._store.begin_submit(
+                    job,
+                    [p.key for p in batch],
+                    now_ms=started,
+                    owner=owner,
+                    gateway=gateway.name,
+                    # Past this the request has certainly ended: ask the gateway.
+                    doubt_due_ms=started + timeout_ms + int(self._settings.settle_after * 1000),
+                    limit=self._settings.per_recipient_per_hour,
+                    exempt=meta.get("exempt") == "1",
+                    hour=hour_of(started),
+                )
+            )
+            messages = [self._message(job, meta, variant, p) for p in batch if p.key in taken]
+            if not messages:
+                return
+            results = await gateway.submit(messages)
+        self.requests += 1
+        attempts = {p.key: int(p.info.get("attempts", 0)) + 1 for p in batch}
+        await self._record(job, gateway, owner, messages, results, attempts)
+
+    async def _take_tokens(self, gateway: SmsGateway, n: int) -> None:
+        pace = self._pool.paces[gateway.name]
+        while True:
+            wait_ms = await self._store.take_tokens(
+                gateway.name, n, rate=pace.refill, capacity=pace.batch
+            )
+            if wait_ms <= 0:
+                return
+            await asyncio.sleep(wait_ms / 1000)
+
+    def _message(self, job: str, meta: dict[str, str], variant: str, pending: Pending) -> Message:
+        phone = str(pending.info["phone"])
+        return Message(
+            job_id=job,
+            out_id=out_id(job, phone),
+            phone=phone,
+            signature=meta.get("signature", ""),
+            body=meta.get(f"{variant}.body", ""),
+            text=meta.get(f"{variant}.text", ""),
+            segments=int(meta.get(f"{variant}.segments", 1)),
+        )
+
+    async def _record(
+        self,
+        job: str,
+        gateway: SmsGateway,
+        owner: str,
+        messages: list[Message],
+        results: list[SubmitResult],
+        attempts: dict[str, int],
+    ) -> None:
+        by_id = {r.out_id: r for r in results}
+        now = now_ms()
+        rows: list[tuple[str, SubmitResult, int]] = []
+        retry = 0
+        for message in messages:
+            result = by_id.get(message.out_id) or SubmitResult(
+                message.out_id, SubmitStatus.RETRY, error="the gateway's answer left it out"
+            )
+            key = message.out_id.rpartition(".")[2]
+            retry_at = 0
+            if result.status is SubmitStatus.RETRY:
+                retry += 1
+                retry_at = now + int(self._backoff(result, attempts.get(key, 1)) * 1000)
+            rows.append((key, result, retry_at))
+        if retry == len(messages):
+            self._pool.failed(gateway)
+        else:
+            self._pool.succeeded(gateway, len(messages) - retry)
+        outcomes = await self._store.finish_submit(
+            job,
+            rows,
+            now_ms=now,
+            owner=owner,
+            settle_due_ms=now + int(self._settings.settle_after * 1000),
+            max_attempts=self._settings.max_attempts,
+            hour=hour_of(now),
+        )
+        tally: dict[str, int] = defaultdict(int)
+        for outcome in outcomes:
+            tally[outcome] += 1
+        self.sent += tally.get("submitted", 0) + tally.get("unknown", 0)
+        errors = sorted({r.error for r in results if r.error})[:3]
+        log.info(
+            "sms.request",
+            gateway=gateway.name,
+            messages=len(messages),
+            outcomes=dict(tally),
+            errors=errors or None,
+        )
+
+    def _backoff(self, result: SubmitResult, attempt: int) -> float:
+        """Exponential, with jitter so chunks and instances that failed together do not all
+        come back together; a gateway's own Retry-After is honoured as the floor."""
+        ceiling = min(self._settings.backoff_max, self._settings.backoff * 2 ** (attempt - 1))
+        wait = random.uniform(ceiling / 2, ceiling)  # noqa: S311  jitter, not crypto
+        if result.retry_after is not None:
+            wait = max(wait, result.retry_after)
+        return min(wait, self._settings.backoff_max)

@@ -1,0 +1,182 @@
+"""HTTP handlers of the SMS channel: the recipient registry, an alert's texts, the gateways'
+receipt callbacks. Errors are ``EbdError``s, turned into JSON by the app's middleware."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from adapters.sms.channel import SmsChannel
+from adapters.sms.gateway import ReceiptMalformed, ReceiptRejected
+from adapters.sms.planner import escalation_job
+from adapters.sms.recipients import Person, normalize_phone, parse_recipients
+from adapters.sms.store import STATES, SmsStore
+from dispatcher.api import _dumps, _parse_int, _visible_alert, office_of, read_json
+from dispatcher.auth import Office
+from dispatcher.errors import BadRequest, NotFound, Unauthorized, ValidationFailed
+from dispatcher.keys import OFFICES, SMS, STORE, TREE
+
+log = structlog.get_logger(__name__)
+routes = web.RouteTableDef()
+
+MAX_RECIPIENTS_PER_REQUEST = 100_000
+
+
+def _channel(request: web.Request) -> SmsChannel:
+    channel = request.app.get(SMS)
+    if channel is None:
+        raise NotFound("the SMS channel is not configured on this engine ([sms] gateways)")
+    return channel
+
+
+def _registry(request: web.Request) -> SmsStore:
+    # The registry works without gateways: offices may load their contacts first.
+    channel = request.app.get(SMS)
+    return channel.store if channel is not None else SmsStore(request.app[STORE])
+
+
+def _outside(request: web.Request, office: Office) -> Any:
+    tree = request.app[TREE]
+    return lambda region: not (region in tree and tree.is_within(region, office.region))
+
+
+@routes.post("/api/v1/recipients")
+async def register_recipients(request: web.Request) -> web.Response:
+    """Add or update the people to text. All rows are checked first; one bad row and nothing
+    is stored. A person's postings outside the sending office's region are kept."""
+    office = office_of(request)
+    tree, offices = request.app[TREE], request.app[OFFICES]
+    body = await read_json(request)
+    if isinstance(body, dict) and "recipients" in body:
+        body = body["recipients"]
+    persons = parse_recipients(body, tree, max_items=MAX_RECIPIENTS_PER_REQUEST)
+    offices.require_within(office, sorted({p.region for x in persons for p in x.postings}))
+    result = await _registry(request).register_persons(
+        [(p.key, json.loads(p.to_json())) for p in persons], keep=_outside(request, office)
+    )
+    log.info("recipients.registered", persons=len(persons), **result)
+    return web.json_response({"persons": len(persons), **result})
+
+
+@routes.get("/api/v1/recipients")
+async def list_recipients(request: web.Request) -> web.Response:
+    office = office_of(request)
+    tree, offices = request.app[TREE], request.app[OFFICES]
+    code = request.query.get("region", office.region)
+    tree.get(code)
+    offices.require_within(office, [code])
+    role = request.query.get("role")
+    limit = _parse_int(request, "limit", 100, 1, 5000)
+    offset = _parse_int(request, "offset", 0, 0, 10_000_000)
+    persons = [Person.from_json(raw) for raw in await _registry(request).persons_below([code])]
+    rows = []
+    for person in sorted(persons, key=lambda p: p.phone):
+        postings = [
+            {"region": p.region, "role": p.role.value, "region_name": tree.name(p.region)}
+            for p in person.postings
+            if p.region in tree
+            and tree.is_within(p.region, code)
+            and (role is None or p.role.value == role)
+        ]
+        if postings:
+            rows.append(
+                {
+                    "phone": person.phone,
+                    "name": person.name,
+                    "languages": person.languages,
+                    "postings": postings,
+                }
+            )
+    return web.json_response(
+        {"region": code, "total": len(rows), "recipients": rows[offset : offset + limit]},
+        dumps=_dumps,
+    )
+
+
+@routes.delete("/api/v1/recipients/{phone}")
+async def remove_recipient(request: web.Request) -> web.Response:
+    """Remove a person's postings inside the office's region (the person, when none is left)."""
+    office = office_of(request)
+    try:
+        phone = normalize_phone(request.match_info["phone"])
+    except ValueError as exc:
+        raise ValidationFailed(str(exc), details=[{"field": "phone", "message": str(exc)}]) from exc
+    person = Person(phone=phone, name="", languages=["zh"])
+    removed = await _registry(request).remove_postings(person.key, _outside(request, office))
+    if removed is None:
+        raise NotFound("no recipient with that phone number")
+    return web.json_response({"removed_postings": removed})
+
+
+@routes.get("/api/v1/alerts/{alert_id}/sms")
+async def alert_sms(request: web.Request) -> web.Response:
+    """Every text of an alert: to whom, in which state, after how many attempts."""
+    office = office_of(request)
+    alert = await _visible_alert(request, office)
+    channel = _channel(request)
+    kind = request.query.get("job", "alert")
+    if kind not in ("alert", "escalation"):
+        raise ValidationFailed(
+            "job must be alert or escalation", details=[{"field": "job", "message": kind}]
+        )
+    wanted = request.query.get("state")
+    if wanted is not None and wanted not in STATES:
+        raise ValidationFailed(
+            f"state must be one of {', '.join(STATES)}",
+            details=[{"field": "state", "message": f"got {wanted!r}"}],
+        )
+    limit = _parse_int(request, "limit", 1000, 1, 100_000)
+    offset = _parse_int(request, "offset", 0, 0, 10_000_000)
+    job = alert.id if kind == "alert" else escalation_job(alert.id)
+    rows = [r for r in await channel.recipients(job) if wanted is None or r["state"] == wanted]
+    return web.json_response(
+        {
+            "alert_id": alert.id,
+            "job": job,
+            "summary": await channel.summary(alert.id),
+            "total": len(rows),
+            "recipients": rows[offset : offset + limit],
+        },
+        dumps=_dumps,
+    )
+
+
+@routes.get("/api/v1/sms/gateways")
+async def gateways(request: web.Request) -> web.Response:
+    office_of(request)
+    channel = _channel(request)
+    return web.json_response(
+        {
+            "gateways": [
+                {
+                    "name": g.name,
+                    "protocol": g.settings.protocol,
+                    "priority": g.settings.priority,
+                    "rate": g.settings.rate,
+                    "batch": channel.pool.paces[g.name].batch,
+                    **channel.pool.status()[g.name],
+                }
+                for g in channel.pool
+            ],
+            "in_doubt": await channel.store.doubt_count(),
+        }
+    )
+
+
+@routes.post("/api/v1/sms/receipts/{gateway}")
+async def receipts(request: web.Request) -> web.Response:
+    """A gateway's delivery receipts; authenticated by the gateway's signature, not a token."""
+    channel = _channel(request)
+    body = await request.read()
+    try:
+        status, content_type, answer = await channel.take_receipts(
+            request.match_info["gateway"], url=str(request.url), headers=request.headers, body=body
+        )
+    except ReceiptRejected as exc:
+        raise Unauthorized(f"receipt rejected: {exc}") from exc
+    except ReceiptMalformed as exc:
+        raise BadRequest(f"receipt not readable: {exc}") from exc
+    return web.Response(status=status, body=answer, content_type=content_type)

@@ -1,0 +1,138 @@
+"""Reading operator CSV files: encoding, header, columns and the line numbers errors name."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from dispatcher.csv_rows import read_csv_rows
+from dispatcher.errors import ImportFailed
+
+REQUIRED = ("phone", "name", "region", "role")
+OPTIONAL = ("languages",)
+HEADER = b"phone,name,region,role,languages\n"
+ROW = "13800138000,张三,350102001001,village_head,zh\n".encode()
+
+
+def read(tmp_path: Path, content: bytes) -> tuple[list[dict[str, str]], list[int]]:
+    path = tmp_path / "recipients.csv"
+    path.write_bytes(content)
+    return read_csv_rows(path, required=REQUIRED, optional=OPTIONAL, what="recipients")
+
+
+def fails(tmp_path: Path, content: bytes) -> str:
+    with pytest.raises(ImportFailed) as info:
+        read(tmp_path, content)
+    message = info.value.message
+    assert message.startswith(str(tmp_path / "recipients.csv")), message
+    return message
+
+
+def test_rows_come_back_as_dicts_with_the_line_each_ends_on(tmp_path: Path) -> None:
+    rows, lines = read(tmp_path, HEADER + ROW + ROW.replace(b"zh\n", b"en\n"))
+    assert rows == [
+        {
+            "phone": "13800138000",
+            "name": "张三",
+            "region": "350102001001",
+            "role": "village_head",
+            "languages": "zh",
+        },
+        {
+            "phone": "13800138000",
+            "name": "张三",
+            "region": "350102001001",
+            "role": "village_head",
+            "languages": "en",
+        },
+    ]
+    assert lines == [2, 3]
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column_name(tmp_path: Path) -> None:
+    rows, _ = read(tmp_path, b"\xef\xbb\xbf" + HEADER + ROW)
+    assert rows[0]["phone"] == "13800138000"
+
+
+def test_columns_may_come_in_any_order_and_optional_ones_may_be_missing(tmp_path: Path) -> None:
+    rows, _ = read(tmp_path, "role,region,name,phone\nresident,35,李四,13900139000\n".encode())
+    assert rows == [{"role": "resident", "region": "35", "name": "李四", "phone": "13900139000"}]
+
+
+def test_an_empty_optional_cell_is_left_out_and_an_empty_required_one_kept(
+    tmp_path: Path,
+) -> None:
+    rows, _ = read(tmp_path, HEADER + b"13800138000,,350102,resident,\n")
+    assert rows == [{"phone": "13800138000", "name": "", "region": "350102", "role": "resident"}]
+
+
+def test_cells_missing_from_a_short_row_are_left_out(tmp_path: Path) -> None:
+    rows, _ = read(tmp_path, HEADER + b"13800138000,Li\n")
+    assert rows == [{"phone": "13800138000", "name": "Li"}]
+
+
+def test_blank_lines_and_quoted_line_breaks_keep_line_numbers_true(tmp_path: Path) -> None:
+    content = (
+        HEADER
+        + ROW  # line 2
+        + b"\n\n"  # lines 3 and 4
+        + '13900139000,"王\n五",350102,resident,en\n'.encode()  # lines 5-6
+        + ROW  # line 7
+    )
+    rows, lines = read(tmp_path, content)
+    assert lines == [2, 6, 7]
+    assert rows[1]["name"] == "王\n五"
+
+
+def test_bytes_that_are_not_utf8_are_named_by_line_and_value(tmp_path: Path) -> None:
+    # GBK, as a Chinese-locale spreadsheet saves by default.
+    message = fails(tmp_path, HEADER + ROW + "13900139000,王五,35,resident,zh\n".encode("gbk"))
+    assert ", line 3: not UTF-8 text (byte 0xcd)" in message
+    assert "save the file as UTF-8" in message
+
+
+def test_a_missing_column_is_named(tmp_path: Path) -> None:
+    message = fails(tmp_path, b"phone,name,role\n13800138000,Li,resident\n")
+    assert ", line 1: header must be phone,name,region,role,languages" in message
+    assert "missing ['region']" in message
+    assert "unknown none" in message
+
+
+def test_an_unknown_column_is_named(tmp_path: Path) -> None:
+    message = fails(tmp_path, b"phone,name,area,region,role\n")
+    assert "missing none" in message
+    assert "unknown ['area']" in message
+
+
+def test_a_column_named_twice_is_refused_rather_than_one_copy_dropped(tmp_path: Path) -> None:
+    message = fails(tmp_path, b"phone,name,region,role,region\n" + ROW)
+    assert ", line 1: header names ['region'] more than once" in message
+
+
+def test_a_row_with_too_many_columns_is_named(tmp_path: Path) -> None:
+    message = fails(tmp_path, HEADER + ROW + ROW.replace(b"\n", b",extra\n"))
+    assert message.endswith(", line 3: too many columns")
+
+
+def test_an_empty_file_has_no_header(tmp_path: Path) -> None:
+    message = fails(tmp_path, b"")
+    assert ", line 1: header must be" in message
+    assert "missing ['phone', 'name', 'region', 'role']" in message
+
+
+def test_a_header_without_rows_is_an_empty_file(tmp_path: Path) -> None:
+    message = fails(tmp_path, HEADER + b"\n")
+    assert message.endswith(": the file is empty: no recipients after the header line")
+
+
+def test_a_csv_error_names_its_line(tmp_path: Path) -> None:
+    huge = b"1" * (csv.field_size_limit() + 1)
+    message = fails(tmp_path, HEADER + ROW + huge + b",Li,35,resident\n")
+    assert ", line 3: field larger than field limit" in message
+
+
+def test_an_unreadable_file_says_so(tmp_path: Path) -> None:
+    with pytest.raises(ImportFailed, match=r"missing\.csv: cannot read the file: No such file"):
+        read_csv_rows(tmp_path / "missing.csv", required=REQUIRED, optional=OPTIONAL, what="x")
