@@ -148,7 +148,18 @@ def aliyun_segments(text: str) -> int:
 
 class GatewayServer:
     """What both test gateways share: the listening socket, the knobs, the books, faults,
-    rate limiting and receipt posting. Subclasses add the protocol's routes."""
+    rate limiting and receipt posting. Subclasses add the protocol's routes.
+
+    Constructor arguments set the knobs of the same name: ``secret`` (the callback secret
+    receipts are signed with, and ``settings()``'s ``callback_secret``), ``rate_limit``,
+    ``latency``, ``callback_url``, ``receipt_mode``, ``retry_after`` (the Retry-After of an
+    injected generic throttle) and ``seed`` (for the shuffled part receipts).
+
+    Books: ``accepted`` (``Accepted`` per message taken, in order), ``sent`` (the gateway's
+    record per key, with its delivery ``state``), ``peak_rate``, ``requests``, ``throttled``,
+    ``duplicates``, ``faults_injected`` and ``receipt_answers``. ``url`` and ``settings()``
+    are valid once the server has started.
+    """
 
     protocol: ClassVar[Literal["generic", "aliyun"]]
     path: ClassVar[str] = "/"
@@ -464,7 +475,7 @@ class GenericGatewayServer(GatewayServer):
         _, batch = self._take(messages, callback)
         self._schedule_receipts(batch)
         await self._hang(request)
-        return web.Response(status=504)  # the client has gone; nobody reads this
+        return self._drop(request)  # no answer, not even when the server closes
 
     def _take(
         self, messages: list[dict[str, Any]], callback: str | None
@@ -734,7 +745,7 @@ class AliyunGatewayServer(GatewayServer):
         _, batch = self._take(job, phones, text)
         self._schedule_receipts(batch)
         await self._hang(request)
-        return web.Response(status=504)
+        return self._drop(request)
 
     def _take(self, job: str, phones: list[str], text: str) -> tuple[str, list[SentMessage]]:
         self._next_biz += 1

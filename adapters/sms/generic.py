@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -106,7 +107,7 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
         seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    if seconds != seconds:  # NaN
+    if not math.isfinite(seconds):
         return None
     return max(0.0, seconds)
 
@@ -286,7 +287,7 @@ class GenericGateway(HttpGateway):
             return results_for_all(
                 messages, SubmitStatus.UNKNOWN, error=error_text(answer, "unreadable")
             )
-        by_id = {row["id"]: row for row in rows if isinstance(row, dict) and "id" in row}
+        by_id = {row["id"]: row for row in rows if isinstance(row, dict) and _has_str_id(row)}
         retry_after = parse_retry_after(get_header(answer.headers, "Retry-After"))
         results = [self._one(m, by_id.get(m.out_id), retry_after) for m in messages]
         missing = [m.out_id for m in messages if m.out_id not in by_id]
@@ -433,6 +434,10 @@ def _timestamp(value: object, index: int) -> datetime | None:
     except ValueError:
         raise ReceiptMalformed(f"receipt {index}: bad time {value[:40]!r}") from None
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def _has_str_id(row: Mapping[str, Any]) -> bool:
+    return isinstance(row.get("id"), str)
 
 
 def _is_ours(value: str) -> bool:

@@ -137,3 +137,245 @@ async def test_sms_channel_unconfigured_is_refused(
         body = await response.json()
         assert response.status == 422
         assert "sms" in body["error"]["message"]
+
+
+async def recipients_of(
+    client: TestClient[Any, Any], alert_id: str, job: str = "alert"
+) -> dict[str, dict[str, Any]]:
+    response = await client.get(f"/api/v1/alerts/{alert_id}/sms?job={job}", headers=PROVINCE)
+    body = await response.json()
+    assert response.status == 200, body
+    return {row["phone"]: row for row in body["recipients"]}
+
+
+async def test_the_rate_limit_is_never_exceeded(
+    redis_url: str, mqtt_url: str, tmp_path: Path
+) -> None:
+    async with (
+        GenericGatewayServer(rate_limit=40) as gw,
+        engine_with(redis_url, mqtt_url, tmp_path, [gw], gw1={"rate": 40}) as client,
+    ):
+        await register(client, people(120))
+        alert_id = await issue(client, areas=[GUDONG])
+        await until_sms(client, alert_id, delivered=120, timeout=30)
+        assert gw.throttled == 0, "the engine went over the gateway's limit"
+        assert gw.peak_rate <= 40
+        assert len(gw.sent) == 120 and gw.duplicates == 0
+
+
+async def test_throttling_answers_are_retried_without_duplicates(
+    redis_url: str, mqtt_url: str, tmp_path: Path
+) -> None:
+    # The contract says 200/s but the gateway allows 30/s: it answers "throttled" and the
+    # engine backs off and tries again.
+    async with (
+        GenericGatewayServer(rate_limit=30, retry_after=0.2) as gw,
+        engine_with(redis_url, mqtt_url, tmp_path, [gw], gw1={"rate": 200}) as client,
+    ):
+        await register(client, people(90))
+        alert_id = await issue(client, areas=[GUDONG])
+        await until_sms(client, alert_id, delivered=90, timeout=30)
+        assert gw.throttled > 0
+        assert len(gw.sent) == 90 and gw.duplicates == 0
+        assert max(gw.sent_count(phone(i), alert_id) for i in range(90)) == 1
+
+
+async def test_server_errors_are_retried_and_rejections_are_not(
+    redis_url: str, mqtt_url: str, tmp_path: Path
+) -> None:
+    async with (
+        GenericGatewayServer() as gw,
+        engine_with(redis_url, mqtt_url, tmp_path, [gw]) as client,
+    ):
+        await register(client, people(10))
+        gw.reject_phones.add(phone(3))
+        alert_id = await issue(client, areas=[GUDONG])
+        await until_sms(client, alert_id, delivered=9, failed=1)
+        rows = await recipients_of(client, alert_id)
+        assert rows[phone(3)]["state"] == "failed"
+        assert rows[phone(3)]["attempts"] == 1, "a rejected message must not be tried again"
+        assert rows[phone(3)]["error"]
+        gw.fail_next(2, "500")
+        second = await issue(client, areas=[GUDONG], headline="暴雨红色预警")
+        await until_sms(client, second, delivered=9, failed=1)
+        rows = await recipients_of(client, second)
+        assert gw.faults_injected == 2
+        assert max(r["attempts"] for r in rows.values()) >= 2
+        assert gw.duplicates == 0
+        assert all(gw.sent_count(phone(i), second) == (i != 3) for i in range(10))
+
+
+async def test_no_answer_after_submit_is_settled_by_lookup_never_resent(
+    redis_url: str, mqtt_url: str, tmp_path: Path
+) -> None:
+    async with (
+        GenericGatewayServer() as gw,
+        engine_with(redis_url, mqtt_url, tmp_path, [gw], gw1={"timeout": 0.5}) as client,
+    ):
+        await register(client, people(5))
+        gw.fail_next(1, "accept_then_hang")
+        alert_id = await issue(client, areas=[ZHONGSHAN])
+        # The gateway took them but never answered; the settler asks and finds them delivered.
+        await until_sms(client, alert_id, delivered=5, unknown=0)
+        assert len(gw.sent) == 5
+        assert all(gw.sent_count(phone(i), alert_id) == 1 for i in range(5))
+        assert gw.duplicates == 0
+
+
+async def test_a_dropped_request_is_looked_up_and_then_sent_once(
+    redis_url: str, mqtt_url: str, tmp_path: Path
+) -> None:
+    async with (
+        GenericGatewayServer() as gw,
+        engine_with(redis_url, mqtt_url, tmp_path, [gw]) as client,
+    ):
+        await register(client, people(5))
+        gw.fail_next(1, "drop_connection")
+        alert_id = await issue(client, areas=[ZHONGSHAN])
+        await until_sms(client, alert_id, delivered=5)
+        assert gw.faults_injected == 1
+        assert all(gw.sent_count(phone(i), alert_id) == 1 for i in range(5))
+        assert gw.duplicates == 0
+        rows = await recipients_of(client, alert_id)
+        assert all(r["attempts"] == 2 for r in rows.values())
+
+
+async def test_failover_to_the_next_gateway(
+    redis_url: str, mqtt_url: str, tmp_path: Path
+) -> None:
+    async with (
+        GenericGatewayServer() as primary,
+        AliyunGatewayServer() as backup,
+        engine_with(
+            redis_url, mqtt_url, tmp_path, [primary, backup], failover_after=2, cooldown=60
+        ) as client,
+    ):
+        primary.fail_next(1000, "500")
+        await register(client, people(30))
+        alert_id = await issue(client, areas=[GUDONG])
+        await until_sms(client, alert_id, delivered=30)
+        assert len(primary.sent) == 0
+        assert len(backup.sent) == 30 and backup.duplicates == 0
+        rows = await recipients_of(client, alert_id)
+        assert {r["gateway"] for r in rows.values()} == {"gw2"}
+        response = await client.get("/api/v1/sms/gateways", headers=PROVINCE)
+        status = {g["name"]: g for g in (await response.json())["gateways"]}
+        assert status["gw1"]["up"] is False and status["gw2"]["up"] is True
+
+
+async def test_receipts_before_the_submit_answer_are_kept(
+    redis_url: str, mqtt_url: str, tmp_path: Path
+) -> None:
+    async with (
+        GenericGatewayServer(receipt_mode="before") as gw,
+        engine_with(redis_url, mqtt_url, tmp_path, [gw]) as client,
+    ):
+        await register(client, people(8))
+        alert_id = await issue(client, areas=[ZHONGSHAN])
+        summary = await until_sms(client, alert_id, delivered=8)
+        assert summary["submitted"] == 0
+        assert set(gw.receipt_answers) == {200}
+
+
+async def test_part_receipts_fold_into_one_state(
+    redis_url: str, mqtt_url: str, tmp_path: Path
+) -> None:
+    async with (
+        GenericGatewayServer() as gw,
+        engine_with(redis_url, mqtt_url, tmp_path, [gw]) as client,
+    ):
+        gw.parts_receipts = True
+        gw.fail_receipt_phones.add(phone(1))
+        await register(client, people(3))
+        long_text = "预计未来24小时将有12级以上大风，沿海地区有大到暴雨。" * 6
+        alert_id = await issue(client, areas=[ZHONGSHAN], sms_text=long_text)
+        summary = await until_sms(client, alert_id, delivered=2, failed=1)
+        rows = await recipients_of(client, alert_id)
+        segments = rows[phone(0)]["segments"]
+        assert segments >= 3
+        assert summary["segments"] == 3 * segments
+        assert rows[phone(0)]["parts_delivered"] == segments
+        assert rows[phone(1)]["state"] == "failed"
+
+
+async def test_receipts_with_a_bad_signature_are_refused(
+    redis_url: str, mqtt_url: str, tmp_path: Path
+) -> None:
+    async with (
+        GenericGatewayServer() as gw,
+        engine_with(redis_url, mqtt_url, tmp_path, [gw]) as client,
+    ):
+        gw.bad_signature = True
+        await register(client, people(4))
+        alert_id = await issue(client, areas=[ZHONGSHAN])
+        await until_sms(client, alert_id, submitted=4)
+        await gw.receipts_done()
+        assert gw.receipt_answers and set(gw.receipt_answers) == {401}
+        summary = await sms_of(client, alert_id)
+        assert summary["delivered"] == 0 and summary["submitted"] == 4
+        # Unsigned and for an unknown gateway: refused too.
+        response = await client.post("/api/v1/sms/receipts/gw1", data=b'{"receipts": []}')
+        assert response.status == 401
+        response = await client.post("/api/v1/sms/receipts/nope", data=b"{}")
+        assert response.status == 404
+
+
+async def test_cancel_stops_queued_texts_and_tells_only_those_reached(
+    redis_url: str, mqtt_url: str, tmp_path: Path
+) -> None:
+    async with (
+        GenericGatewayServer() as gw,
+        engine_with(redis_url, mqtt_url, tmp_path, [gw], gw1={"rate": 20}) as client,
+    ):
+        await register(client, people(60))
+        alert_id = await issue(client, areas=[GUDONG])
+        await wait_for(lambda: len(gw.sent) >= 5, message="first texts sent")
+        response = await client.post(f"/api/v1/alerts/{alert_id}/cancel", headers=PROVINCE)
+        cancel = await response.json()
+        assert response.status == 201, cancel
+
+        async def settled() -> dict[str, Any] | None:
+            summary = await sms_of(client, alert_id)
+            busy = summary["queued"] + summary["submitting"] + summary["unknown"]
+            return summary if busy == 0 and summary["cancelled"] > 0 else None
+
+        summary = await wait_for(settled, timeout=20, message="the alert's texts settled")
+        assert isinstance(summary, dict)
+        reached = summary["delivered"] + summary["submitted"]
+        assert reached + summary["cancelled"] == 60
+        sent_before = {m.phone for m in gw.sent.values() if m.key and alert_id in str(m.key)}
+        assert len(sent_before) == reached
+        await until_sms(client, cancel["id"], recipients=reached, delivered=reached, timeout=20)
+        cancel_texts = [m for m in gw.sent.values() if cancel["id"] in str(m.key)]
+        assert {m.phone for m in cancel_texts} == sent_before
+        assert all("解除" in m.text for m in cancel_texts)
+
+
+async def test_hourly_limit_per_person_spares_red_warnings(
+    redis_url: str, mqtt_url: str, tmp_path: Path
+) -> None:
+    async with (
+        GenericGatewayServer() as gw,
+        engine_with(redis_url, mqtt_url, tmp_path, [gw], per_recipient_per_hour=1) as client,
+    ):
+        await register(client, people(2))
+        first = await issue(client, areas=[ZHONGSHAN], severity="yellow")
+        await until_sms(client, first, delivered=2)
+        second = await issue(client, areas=[ZHONGSHAN], severity="yellow", headline="暴雨黄色预警")
+        await until_sms(client, second, failed=2)
+        rows = await recipients_of(client, second)
+        assert all("recipient_limit" in r["error"] for r in rows.values())
+        red = await issue(client, areas=[ZHONGSHAN], severity="red", headline="台风红色预警二")
+        await until_sms(client, red, delivered=2)
+        assert len(gw.sent) == 4
+
+
+async def test_roles_filter_who_is_texted(redis_url: str, mqtt_url: str, tmp_path: Path) -> None:
+    async with (
+        GenericGatewayServer() as gw,
+        engine_with(redis_url, mqtt_url, tmp_path, [gw]) as client,
+    ):
+        await register(client, people(3) + people(4, role="resident")[3:])
+        alert_id = await issue(client, areas=[ZHONGSHAN], sms_roles=["resident"])
+        await until_sms(client, alert_id, recipients=1, delivered=1)
+        assert [m.phone for m in gw.sent.values()] == [phone(3)]

@@ -37,6 +37,7 @@ from adapters.sms.gateway import (
 )
 from adapters.sms.generic import GenericGateway, parse_retry_after, receipt_signature
 from adapters.sms.registry import build_gateway
+from tests.helpers import wait_for
 from tests.sms_gateways import (
     Accepted,
     AliyunGatewayServer,
@@ -308,6 +309,27 @@ async def test_accept_then_hang_is_unknown_and_the_gateway_has_it(
     assert again[0].status is SubmitStatus.ACCEPTED
     assert gw.duplicates == 1
     assert gw.sent_count(P1, "fj-alert-1") == 1
+
+
+async def test_waiting_for_a_connection_past_connect_timeout_is_retry(
+    generic_gw: GenericGatewayServer,
+) -> None:
+    # concurrency=1 gives a pool of 6 connections; 6 hanging requests hold all of them, so
+    # the 7th waits for a connection, never sends, and must come back as RETRY.
+    generic_gw.fail_next(6, "accept_then_hang")
+    adapter = GenericGateway(generic_gw.settings(concurrency=1, connect_timeout=0.3, timeout=30))
+    async with started(adapter):
+        hanging = [
+            asyncio.create_task(adapter.submit([message(f"+86136{n:08d}")])) for n in range(6)
+        ]
+        await wait_for(lambda: generic_gw.requests == 6, timeout=5)
+        results = await adapter.submit([message(P1)])
+        await generic_gw.close()  # the hanging requests end without an answer
+        held = await asyncio.gather(*hanging)
+    assert results[0].status is SubmitStatus.RETRY
+    assert (results[0].error or "").startswith("no connection: ConnectionTimeoutError")
+    assert generic_gw.sent_count(P1) == 0
+    assert {r[0].status for r in held} == {SubmitStatus.UNKNOWN}
 
 
 @pytest.mark.parametrize("server_class", [GenericGatewayServer, AliyunGatewayServer])
