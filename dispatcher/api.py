@@ -353,8 +353,11 @@ async def get_alert(request: web.Request) -> web.Response:
         "superseded_by": dispatch.get("superseded_by"),
         **breakdown,
     }
-    if Channel.SMS in alert.channels and SMS in request.app:
-        body["delivery"]["sms"] = await request.app[SMS].summary(alert.id)
+    if SMS in request.app:
+        # Texts of the alert itself, and those its escalations sent to village contacts.
+        sms = await request.app[SMS].summary(alert.id)
+        if sms is not None or Channel.SMS in alert.channels:
+            body["delivery"]["sms"] = sms
     return web.json_response(body, dumps=_dumps)
 
 

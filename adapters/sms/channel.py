@@ -123,10 +123,10 @@ class SmsChannel:
     async def summary(self, alert_id: str) -> dict[str, Any] | None:
         """SMS counts of an alert (and of its escalation texts), or None if it had none."""
         counts = await self.store.counts(alert_id)
-        if not counts:
+        escalation = await self.store.counts(escalation_job(alert_id))
+        if not counts and not escalation:
             return None
         out: dict[str, Any] = _counts(counts)
-        escalation = await self.store.counts(escalation_job(alert_id))
         if escalation:
             out["escalation"] = _counts(escalation)
         return out

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.helpers import wait_for
@@ -26,9 +27,7 @@ def phone(n: int) -> str:
 
 
 def people(n: int, region: str = ZHONGSHAN, role: str = "village_head") -> list[dict[str, Any]]:
-    return [
-        {"phone": phone(i), "name": f"张{i}", "region": region, "role": role} for i in range(n)
-    ]
+    return [{"phone": phone(i), "name": f"张{i}", "region": region, "role": role} for i in range(n)]
 
 
 @asynccontextmanager
@@ -37,6 +36,7 @@ async def engine_with(
     mqtt_url: str,
     tmp_path: Path,
     gateways: list[GatewayServer],
+    resend: dict[str, Any] | None = None,
     **sms: Any,
 ) -> AsyncIterator[TestClient[Any, Any]]:
     settings = [
@@ -50,7 +50,8 @@ async def engine_with(
         "backoff_max": 0.5,
         **sms,
     }
-    async with running_engine(redis_url, mqtt_url, tmp_path, sms=config) as client:
+    extra = {"resend": resend} if resend else {}
+    async with running_engine(redis_url, mqtt_url, tmp_path, sms=config, **extra) as client:
         for s, gw in zip(settings, gateways, strict=True):
             # An Aliyun-style gateway posts receipts to where its console was told to.
             gw.callback_url = str(client.make_url(f"/api/v1/sms/receipts/{s.name}"))
@@ -100,7 +101,9 @@ async def test_every_recipient_in_the_area_gets_one_text(
         rows = people(20)
         # Listed twice (village head and grid worker): still one text.
         rows.append({**rows[0], "role": "grid_worker"})
-        rows += [{"phone": phone(900), "name": "外区", "region": TAIJIANG_VILLAGE, "role": "resident"}]
+        rows += [
+            {"phone": phone(900), "name": "外区", "region": TAIJIANG_VILLAGE, "role": "resident"}
+        ]
         await register(client, rows)
         alert_id = await issue(client, areas=[GUDONG], channels=["loudspeaker", "sms"])
         summary = await until_sms(client, alert_id, recipients=20, delivered=20)
@@ -240,9 +243,7 @@ async def test_a_dropped_request_is_looked_up_and_then_sent_once(
         assert all(r["attempts"] == 2 for r in rows.values())
 
 
-async def test_failover_to_the_next_gateway(
-    redis_url: str, mqtt_url: str, tmp_path: Path
-) -> None:
+async def test_failover_to_the_next_gateway(redis_url: str, mqtt_url: str, tmp_path: Path) -> None:
     async with (
         GenericGatewayServer() as primary,
         AliyunGatewayServer() as backup,
@@ -379,3 +380,55 @@ async def test_roles_filter_who_is_texted(redis_url: str, mqtt_url: str, tmp_pat
         alert_id = await issue(client, areas=[ZHONGSHAN], sms_roles=["resident"])
         await until_sms(client, alert_id, recipients=1, delivered=1)
         assert [m.phone for m in gw.sent.values()] == [phone(3)]
+
+
+FAST_RESEND = {"red": 0.5, "backoff": 0.2, "max_attempts": 1, "sweep_interval": 0.1}
+
+
+async def register_silent_terminals(client: TestClient[Any, Any], region: str) -> None:
+    # Registered and never connected: they cannot acknowledge.
+    response = await client.post(
+        "/api/v1/terminals",
+        json=[{"id": f"silent-{region}-{i}", "region": region} for i in range(2)],
+        headers=PROVINCE,
+    )
+    assert response.status == 200, await response.text()
+
+
+CONTACTS = [
+    {"phone": phone(1), "name": "村长", "region": ZHONGSHAN, "role": "village_head"},
+    {"phone": phone(2), "name": "网格员", "region": QINGCHENG, "role": "grid_worker"},
+    {"phone": phone(3), "name": "值班员", "region": GUDONG, "role": "duty_officer"},
+    {"phone": phone(4), "name": "居民", "region": ZHONGSHAN, "role": "resident"},
+]
+
+
+@pytest.mark.parametrize(
+    ("status", "texted"), [("actual", phone(1)), ("exercise", phone(3))], ids=["warning", "drill"]
+)
+async def test_a_silent_village_is_escalated_to_its_contacts_by_sms(
+    redis_url: str, mqtt_url: str, tmp_path: Path, status: str, texted: str
+) -> None:
+    async with (
+        GenericGatewayServer() as gw,
+        engine_with(redis_url, mqtt_url, tmp_path, [gw], resend=FAST_RESEND) as client,
+    ):
+        await register(client, CONTACTS)
+        await register_silent_terminals(client, ZHONGSHAN)
+        # Loudspeakers only: the texts below come from the escalation, not the alert.
+        alert_id = await issue(client, areas=[GUDONG], channels=["loudspeaker"], status=status)
+
+        async def escalation_texts() -> dict[str, dict[str, Any]] | None:
+            rows = await recipients_of(client, alert_id, job="escalation")
+            return rows if rows and all(r["state"] == "delivered" for r in rows.values()) else None
+
+        rows = await wait_for(escalation_texts, timeout=20, message="escalation texts")
+        assert isinstance(rows, dict)
+        assert set(rows) == {texted}
+        (message,) = gw.sent.values()
+        assert message.phone == texted
+        assert "中山社区" in message.text and "未确认收到" in message.text
+        assert ("【演练】" in message.text) == (status == "exercise")
+        summary = await sms_of(client, alert_id)
+        assert summary["recipients"] == 0
+        assert summary["escalation"]["delivered"] == 1

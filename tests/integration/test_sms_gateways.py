@@ -774,6 +774,7 @@ def test_retry_after_forms() -> None:
     assert parse_retry_after("soon") is None
     assert parse_retry_after(None) is None
     assert parse_retry_after("-5") == 0.0
+    assert parse_retry_after("inf") is None
 
 
 def test_build_gateway_picks_the_protocol() -> None:
