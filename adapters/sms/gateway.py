@@ -111,9 +111,7 @@ class SmsGateway(Protocol):
     async def query(self, messages: Sequence[Message]) -> dict[str, DeliveryStatus]:
         """What the gateway knows of each message, by out-id; missing = could not tell."""
 
-    def parse_receipts(
-        self, *, url: str, headers: Mapping[str, str], body: bytes
-    ) -> list[Receipt]:
+    def parse_receipts(self, *, url: str, headers: Mapping[str, str], body: bytes) -> list[Receipt]:
         """Check a receipt callback's authenticity and read it (raises ReceiptRejected or
         ReceiptMalformed)."""
 

@@ -1,4 +1,4 @@
-"""The SMS gateway adapters against real test gateway servers (``tests/sms_gateways.py``):
+"""The SMS gateway adapters against real test gateway servers (``adapters/sms/sandbox.py``):
 what each answer and each network failure becomes, status lookups, receipts and their
 signatures, the Aliyun signer against Aliyun's published examples, and the servers' books."""
 
@@ -37,14 +37,14 @@ from adapters.sms.gateway import (
 )
 from adapters.sms.generic import GenericGateway, parse_retry_after, receipt_signature
 from adapters.sms.registry import build_gateway
-from tests.helpers import wait_for
-from tests.sms_gateways import (
+from adapters.sms.sandbox import (
     Accepted,
     AliyunGatewayServer,
     GenericGatewayServer,
     peak_in_window,
     unused_port,
 )
+from tests.helpers import wait_for
 
 P1, P2, P3, P4 = "+8613800138000", "+8613800138001", "+8613800138002", "+8613800138003"
 ABROAD = "+4915112345678"

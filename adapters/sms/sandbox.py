@@ -1,5 +1,6 @@
-"""Real SMS gateway servers for tests and benchmarks: the two protocols of
-``docs/sms-gateways.md`` served by aiohttp on a free 127.0.0.1 port.
+"""Sandbox SMS gateways: real servers of the two protocols of ``docs/sms-gateways.md``, served
+by aiohttp on a free 127.0.0.1 port, for the tests, the benchmarks and trying the engine out
+without a commercial account. They text nobody; they keep books of what they were sent.
 
     async with GenericGatewayServer(rate_limit=50) as gw:
         adapter = GenericGateway(gw.settings("gw1"), callback_url)
@@ -87,9 +88,9 @@ and close the connection without an answer.
 ReceiptMode = Literal["after", "before", "none"]
 Key = str | tuple[str, str]
 
-DEFAULT_SECRET = "test-callback-secret-0123456789abcdef"
+DEFAULT_SECRET = "test-callback-secret-0123456789abcdef"  # noqa: S105  a sandbox default
 DEFAULT_ACCESS_KEY_ID = "LTAItestkeyid"
-DEFAULT_ACCESS_KEY_SECRET = "test-access-key-secret"
+DEFAULT_ACCESS_KEY_SECRET = "test-access-key-secret"  # noqa: S105  a sandbox default
 DEFAULT_TEMPLATE = "SMS_000000001"
 _WINDOW = 1.0
 _TIMESTAMP_SKEW = timedelta(minutes=15)
