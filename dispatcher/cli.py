@@ -93,7 +93,18 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     with naming(config):
         tree = load_tree(settings, config)
         Offices(settings.offices, tree)
-    print(f"{config}: OK ({len(settings.offices)} offices, {len(tree)} regions)")
+    gateways = settings.sms.gateways
+    sms = (
+        "SMS via " + ", ".join(f"{g.name} ({g.protocol}, {g.rate:g}/s)" for g in gateways)
+        if gateways
+        else "SMS off"
+    )
+    print(f"{config}: OK ({len(settings.offices)} offices, {len(tree)} regions, {sms})")
+    if gateways and not settings.sms.callback_base:
+        print(
+            "note: [sms] callback_base is not set; gateways will be told to post receipts to "
+            f"http://{settings.api.listen}, which they may not reach"
+        )
     return 0
 
 

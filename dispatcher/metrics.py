@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from dispatcher.keys import INGESTER, LINK, SWEEPER, WORKER
+from dispatcher.keys import INGESTER, LINK, SMS, SWEEPER, WORKER
 
 
 class _EngineCollector(Collector):
@@ -48,6 +48,30 @@ class _EngineCollector(Collector):
                 "Terminals failed and escalated after their last resend",
                 value=app[SWEEPER].escalated,
             )
+        if SMS in app:
+            sms = app[SMS]
+            yield CounterMetricFamily(
+                "ebd_sms_requests", "Requests made to SMS gateways", value=sms.worker.requests
+            )
+            yield CounterMetricFamily(
+                "ebd_sms_sent",
+                "Texts a gateway took (or may have taken: no answer)",
+                value=sms.worker.sent,
+            )
+            yield CounterMetricFamily(
+                "ebd_sms_receipts", "Delivery receipts taken", value=sms.receipts_taken
+            )
+            yield CounterMetricFamily(
+                "ebd_sms_requeued",
+                "Texts in doubt that their gateway had never taken, queued again",
+                value=sms.settler.requeued,
+            )
+            up = GaugeMetricFamily(
+                "ebd_sms_gateway_up", "1 while the gateway is not in failover", labels=["gateway"]
+            )
+            for name, status in sms.pool.status().items():
+                up.add_metric([name], int(bool(status["up"])))
+            yield up
         if WORKER in app:
             yield CounterMetricFamily(
                 "ebd_alerts_dispatched",

@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from adapters.sms.recipients import RecipientIn
 from dispatcher.models import AlertRequest, CancelRequest, TerminalIn
 
 _ERROR = {
@@ -61,7 +62,7 @@ def _body(ref: str) -> dict[str, Any]:
 def _schemas() -> dict[str, Any]:
     """Model schemas with their nested definitions hoisted into components."""
     out: dict[str, Any] = {"Error": _ERROR}
-    for model in (AlertRequest, CancelRequest, TerminalIn):
+    for model in (AlertRequest, CancelRequest, TerminalIn, RecipientIn):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         out.update(schema.pop("$defs", {}))
         out[model.__name__] = schema
@@ -182,6 +183,110 @@ def spec() -> dict[str, Any]:
                     },
                     "responses": {"200": _json(obj), **_errors(400, 401, 403, 413, 415, 422)},
                 },
+            },
+            "/api/v1/alerts/{alert_id}/terminals": {
+                "get": {
+                    "summary": "Each expected terminal of an alert with its state and resends",
+                    "parameters": [
+                        alert_id,
+                        {"name": "state", "in": "query", "schema": {"type": "string"}},
+                        {"name": "limit", "in": "query", "schema": {"type": "integer"}},
+                        {"name": "offset", "in": "query", "schema": {"type": "integer"}},
+                    ],
+                    "responses": {"200": _json(obj), **_errors(401, 403, 404, 422)},
+                }
+            },
+            "/api/v1/alerts/{alert_id}/sms": {
+                "get": {
+                    "summary": "Each text of an alert (job=alert) or of its escalations "
+                    "(job=escalation): recipient, state, segments, gateway, attempts",
+                    "parameters": [
+                        alert_id,
+                        {"name": "job", "in": "query", "schema": {"enum": ["alert", "escalation"]}},
+                        {"name": "state", "in": "query", "schema": {"type": "string"}},
+                        {"name": "limit", "in": "query", "schema": {"type": "integer"}},
+                        {"name": "offset", "in": "query", "schema": {"type": "integer"}},
+                    ],
+                    "responses": {"200": _json(obj), **_errors(401, 403, 404, 422)},
+                }
+            },
+            "/api/v1/escalations": {
+                "get": {
+                    "summary": "Terminals failed after their last resend, newest first",
+                    "parameters": [
+                        {"name": "alert_id", "in": "query", "schema": {"type": "string"}},
+                        {"name": "limit", "in": "query", "schema": {"type": "integer"}},
+                    ],
+                    "responses": {"200": _json(obj), **_errors(401, 403, 404, 422)},
+                }
+            },
+            "/api/v1/recipients": {
+                "get": {
+                    "summary": "People to text at or below a region, with their postings there",
+                    "parameters": [
+                        {"name": "region", "in": "query", "schema": {"type": "string"}},
+                        {"name": "role", "in": "query", "schema": {"type": "string"}},
+                        {"name": "limit", "in": "query", "schema": {"type": "integer"}},
+                        {"name": "offset", "in": "query", "schema": {"type": "integer"}},
+                    ],
+                    "responses": {"200": _json(obj), **_errors(401, 403, 422)},
+                },
+                "post": {
+                    "summary": "Add or update people to text (all or nothing); a person listed "
+                    "twice is one person with two postings; postings outside the office's "
+                    "region are kept",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "array",
+                                    "items": {"$ref": "#/components/schemas/RecipientIn"},
+                                }
+                            }
+                        },
+                    },
+                    "responses": {"200": _json(obj), **_errors(400, 401, 403, 413, 415, 422)},
+                },
+            },
+            "/api/v1/recipients/{phone}": {
+                "delete": {
+                    "summary": "Remove a person's postings inside the office's region",
+                    "parameters": [
+                        {
+                            "name": "phone",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {"200": _json(obj), **_errors(401, 404, 422)},
+                }
+            },
+            "/api/v1/sms/gateways": {
+                "get": {
+                    "summary": "The SMS gateways: priority, rate, health; messages in doubt",
+                    "responses": {"200": _json(obj), **_errors(401, 404)},
+                }
+            },
+            "/api/v1/sms/receipts/{gateway}": {
+                "post": {
+                    "summary": "A gateway's delivery receipts (docs/sms-gateways.md); "
+                    "authenticated by the gateway's signature, not a bearer token",
+                    "security": [],
+                    "parameters": [
+                        {
+                            "name": "gateway",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {
+                        "200": {"description": "Taken; the body is what the gateway expects"},
+                        **_errors(400, 401, 404, 503),
+                    },
+                }
             },
             "/healthz": {
                 "get": {"summary": "Liveness", "security": [], "responses": {"200": _json(obj)}}

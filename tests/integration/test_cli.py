@@ -130,7 +130,7 @@ def test_config_check_of_a_good_file_is_ok(
     path = write(tmp_path, "ebd.toml", GOOD_CONFIG)
     assert main(["config", "check", "--config", str(path)]) == 0
     captured = capsys.readouterr()
-    assert captured.out == f"{path}: OK (2 offices, 18762 regions)\n"
+    assert captured.out == f"{path}: OK (2 offices, 18762 regions, SMS off)\n"
     assert captured.err == ""
 
 
@@ -138,7 +138,7 @@ def test_config_check_of_the_shipped_example_runs_from_any_folder(tmp_path: Path
     example = ROOT / "config" / "ebd.example.toml"
     result = run_module("config", "check", "--config", str(example), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == f"{example}: OK (2 offices, 18762 regions)\n"
+    assert result.stdout == f"{example}: OK (2 offices, 18762 regions, SMS off)\n"
 
 
 @pytest.mark.parametrize(

@@ -196,6 +196,18 @@ def test_offices_variable_that_is_not_json_is_a_config_error(
 # --- bad files -------------------------------------------------------------------------------
 
 
+def _gateway(**fields: object) -> str:
+    values: dict[str, object] = {
+        "name": "primary",
+        "protocol": "generic",
+        "url": "https://sms.example/v1/messages",
+        "callback_secret": "0123456789abcdef",
+        **fields,
+    }
+    lines = [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+    return "[[sms.gateways]]\n" + "\n".join(lines) + "\n"
+
+
 def _offices(*entries: tuple[str, str, str]) -> str:
     return "\n".join(office_toml(*entry) for entry in entries)
 
@@ -245,6 +257,17 @@ def _offices(*entries: tuple[str, str, str]) -> str:
             "offices[0].token_sha256",
             "required",
         ),
+        (_gateway(protocol="smpp"), "sms.gateways[0].protocol", "generic"),
+        (_gateway(url="ftp://sms.example"), "sms.gateways[0].url", "http(s) URL"),
+        (_gateway(callback_secret="short"), "sms.gateways[0].callback_secret", "16"),
+        (_gateway(rate=0), "sms.gateways[0].rate", "greater than 0"),
+        (_gateway(batch_size=5000), "sms.gateways[0].batch_size", "1000"),
+        (_gateway(name="Primary GW"), "sms.gateways[0].name", "pattern"),
+        (_gateway(protocol="aliyun"), "sms.gateways[0]", "access_key_id"),
+        (_gateway(auth_header="Authorization"), "sms.gateways[0]", "auth_value"),
+        (_gateway() + _gateway(), "sms.gateways", "appear twice"),
+        ('[sms]\ncallback_base = "ebd.example"\n', "sms.callback_base", "http(s) URL"),
+        ("[sms]\nmax_segments = 0\n", "sms.max_segments", "greater than or equal to 1"),
     ],
 )
 def test_a_bad_file_is_a_config_error_naming_the_file_and_the_field(
