@@ -180,6 +180,9 @@ for i = 7, #ARGV, 5 do
       if mine or state == 'unknown' or state == 'queued' then
         move(r, state, 'submitted')
         redis.call('ZREM', KEYS[4], job .. '|' .. r)
+      end
+      -- Counted once per text: an unknown one was counted when its answer did not come.
+      if mine then
         redis.call('INCR', limit_key)
         redis.call('EXPIRE', limit_key, 7200)
       end
