@@ -36,7 +36,7 @@ from adapters.sms.gateway import (
     SubmitStatus,
     out_id,
 )
-from adapters.sms.generic import (
+from adapters.sms.http import (
     HttpAnswer,
     HttpFailure,
     HttpGateway,

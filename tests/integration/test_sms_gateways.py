@@ -35,7 +35,8 @@ from adapters.sms.gateway import (
     SubmitStatus,
     out_id,
 )
-from adapters.sms.generic import GenericGateway, parse_retry_after, receipt_signature
+from adapters.sms.generic import GenericGateway, receipt_signature
+from adapters.sms.http import parse_retry_after
 from adapters.sms.registry import build_gateway
 from adapters.sms.sandbox import (
     Accepted,
