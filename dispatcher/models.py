@@ -37,6 +37,13 @@ TerminalId = Annotated[str, StringConstraints(pattern=TERMINAL_ID_PATTERN)]
 RegionCode = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=12)]
 
 
+def well_formed_region(value: str) -> str:
+    """A region field's check: 2, 4, 6, 9 or 12 ASCII digits (existence is the tree's job)."""
+    if not _REGION_CODE.match(value):
+        raise ValueError(f"region {value!r} is malformed: a code is 2, 4, 6, 9 or 12 digits")
+    return value
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -327,6 +334,4 @@ class TerminalIn(_Strict):
     @field_validator("region")
     @classmethod
     def _region(cls, value: str) -> str:
-        if not _REGION_CODE.match(value):
-            raise ValueError(f"region {value!r} is malformed: a code is 2, 4, 6, 9 or 12 digits")
-        return value
+        return well_formed_region(value)

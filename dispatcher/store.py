@@ -255,6 +255,7 @@ class Store:
         self._create_alert = client.register_script(_CREATE_ALERT)
         self._record_acks = client.register_script(_RECORD_ACKS)
         self._claim_due = client.register_script(_CLAIM_DUE)
+        self.outbox = WorkStream(self, OUTBOX, OUTBOX_GROUP)
 
     @classmethod
     def from_url(cls, url: str) -> Store:
@@ -697,52 +698,22 @@ class Store:
     # Outbox -------------------------------------------------------------------------------
 
     async def ensure_outbox(self) -> None:
-        try:
-            await self.redis.xgroup_create(OUTBOX, OUTBOX_GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise StoreUnavailable(f"cannot create the outbox group: {exc}") from exc
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"cannot create the outbox group: {exc}") from exc
+        await self.outbox.ensure()
 
     async def outbox_read(
         self, consumer: str, *, count: int, block_ms: int, pending: bool = False
     ) -> list[tuple[str, str]]:
         """(entry id, alert id) pairs: new entries, or this consumer's own pending ones."""
-        try:
-            result = await self._call(
-                self.redis.xreadgroup(
-                    OUTBOX_GROUP,
-                    consumer,
-                    {OUTBOX: "0" if pending else ">"},
-                    count=count,
-                    block=None if pending else block_ms,
-                )
-            )
-        except StoreUnavailable as exc:
-            if "NOGROUP" not in exc.message:
-                raise
-            # Redis lost the stream (a restart without persistence, a FLUSHALL): make it
-            # again rather than stop dispatching for good.
-            await self.ensure_outbox()
-            return []
-        return [(eid, f.get("alert_id", "")) for _, entries in result or [] for eid, f in entries]
+        entries = await self.outbox.read(consumer, count=count, block_ms=block_ms, pending=pending)
+        return [(eid, fields.get("alert_id", "")) for eid, fields in entries]
 
     async def outbox_claim(self, consumer: str, *, min_idle_ms: int) -> list[tuple[str, str]]:
         """Take over entries another worker left pending longer than ``min_idle_ms``."""
-        try:
-            result = await self._call(
-                self.redis.xautoclaim(OUTBOX, OUTBOX_GROUP, consumer, min_idle_ms, count=100)
-            )
-        except StoreUnavailable as exc:
-            if "NOGROUP" not in exc.message:
-                raise
-            await self.ensure_outbox()
-            return []
-        return [(eid, f.get("alert_id", "")) for eid, f in result[1] if f]
+        entries = await self.outbox.claim(consumer, min_idle_ms=min_idle_ms)
+        return [(eid, fields.get("alert_id", "")) for eid, fields in entries]
 
     async def outbox_done(self, entry_id: str) -> None:
-        await self._call(self.redis.xack(OUTBOX, OUTBOX_GROUP, entry_id))
+        await self.outbox.done(entry_id)
 
     # --------------------------------------------------------------------------------------
 
@@ -761,6 +732,77 @@ class Store:
             # Its retry-on-reconnect can also swallow a cancellation whole and succeed.
             raise asyncio.CancelledError
         return result
+
+
+class WorkStream:
+    """A Redis stream of work read through a consumer group: the outbox pattern of dispatch
+    and of the SMS channel. An entry stays pending until ``done``; a consumer re-reads its own
+    pending entries after a restart, and entries idle too long are claimed by another."""
+
+    def __init__(self, store: Store, stream: str, group: str) -> None:
+        self._store = store
+        self._redis = store.redis
+        self.stream = stream
+        self.group = group
+
+    async def ensure(self) -> None:
+        try:
+            await self._redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise StoreUnavailable(f"cannot create the group of {self.stream}: {exc}") from exc
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"cannot create the group of {self.stream}: {exc}") from exc
+
+    async def read(
+        self, consumer: str, *, count: int, block_ms: int, pending: bool = False
+    ) -> list[tuple[str, dict[str, str]]]:
+        """New entries, or (``pending``) this consumer's own unfinished ones."""
+        try:
+            result = await self._store._call(
+                self._redis.xreadgroup(
+                    self.group,
+                    consumer,
+                    {self.stream: "0" if pending else ">"},
+                    count=count,
+                    block=None if pending else block_ms,
+                )
+            )
+        except StoreUnavailable as exc:
+            if "NOGROUP" not in exc.message:
+                raise
+            # Redis lost the stream (a restart without persistence, a FLUSHALL): make it
+            # again rather than stop working for good.
+            await self.ensure()
+            return []
+        return [(eid, fields) for _, entries in result or [] for eid, fields in entries]
+
+    async def claim(
+        self, consumer: str, *, min_idle_ms: int, count: int = 100
+    ) -> list[tuple[str, dict[str, str]]]:
+        """Take over entries another consumer left pending longer than ``min_idle_ms``."""
+        try:
+            result = await self._store._call(
+                self._redis.xautoclaim(self.stream, self.group, consumer, min_idle_ms, count=count)
+            )
+        except StoreUnavailable as exc:
+            if "NOGROUP" not in exc.message:
+                raise
+            await self.ensure()
+            return []
+        return [(eid, fields) for eid, fields in result[1] if fields]
+
+    async def touch(self, consumer: str, entry_ids: Sequence[str]) -> None:
+        """Reset the idle time of entries still being worked on, so no one else claims them."""
+        if entry_ids:
+            await self._store._call(
+                self._redis.xclaim(
+                    self.stream, self.group, consumer, 0, list(entry_ids), justid=True
+                )
+            )
+
+    async def done(self, entry_id: str) -> None:
+        await self._store._call(self._redis.xack(self.stream, self.group, entry_id))
 
 
 def _fields(mapping: Mapping[str, Any]) -> Mapping[Any, Any]:

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from adapters.sms.gateway import recipient_key
 from dispatcher.errors import MalformedRegionCode, RegionError, ValidationFailed
 from dispatcher.logs import mask_phones
-from dispatcher.models import _REGION_CODE, RegionCode
+from dispatcher.models import _REGION_CODE, RegionCode, well_formed_region
 from dispatcher.regions import RegionTree, code_path
 
 MAX_RECIPIENTS_PER_REQUEST = 100_000
@@ -199,9 +199,7 @@ class RecipientIn(BaseModel):
     @field_validator("region")
     @classmethod
     def _region(cls, value: str) -> str:
-        if not _REGION_CODE.match(value):
-            raise ValueError(f"region {value!r} is malformed: a code is 2, 4, 6, 9 or 12 digits")
-        return value
+        return well_formed_region(value)
 
     @field_validator("role", mode="before")
     @classmethod

@@ -14,10 +14,10 @@ from collections import defaultdict
 
 import structlog
 
-from adapters.sms.gateway import Message, out_id
+from adapters.sms.gateway import Message
 from adapters.sms.pool import GatewayPool
 from adapters.sms.store import SmsStore
-from adapters.sms.worker import now_ms
+from adapters.sms.worker import message_of, now_ms
 from dispatcher.errors import StoreUnavailable
 from dispatcher.settings import SmsSettings
 
@@ -75,19 +75,7 @@ class SmsSettler:
         for p in pending:
             if p.state not in ("submitting", "unknown"):
                 continue
-            phone = str(p.info["phone"])
-            variant = str(p.info.get("v", "zh"))
-            by_gateway[str(p.info.get("gateway", ""))].append(
-                Message(
-                    job_id=job,
-                    out_id=out_id(job, phone),
-                    phone=phone,
-                    signature=meta.get("signature", ""),
-                    body=meta.get(f"{variant}.body", ""),
-                    text=meta.get(f"{variant}.text", ""),
-                    segments=int(meta.get(f"{variant}.segments", 1)),
-                )
-            )
+            by_gateway[str(p.info.get("gateway", ""))].append(message_of(job, meta, p.info))
         in_doubt = {m.out_id.rpartition(".")[2] for ms in by_gateway.values() for m in ms}
         # Settled meanwhile (a receipt, a late answer): nothing to ask.
         await self._store.drop_doubt([f"{job}|{k}" for k in keys if k not in in_doubt])

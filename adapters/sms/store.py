@@ -34,12 +34,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from redis.exceptions import ResponseError
-
 from adapters.sms.gateway import DeliveryStatus, Receipt, SubmitResult
 from dispatcher.errors import StoreUnavailable
 from dispatcher.regions import code_path
-from dispatcher.store import Store
+from dispatcher.store import Store, WorkStream
 
 PREFIX = "ebd:"
 RECIPS = PREFIX + "recips"
@@ -394,6 +392,7 @@ class SmsStore:
         self._close = self.redis.register_script(_CLOSE)
         self._take = self.redis.register_script(_TAKE)
         self._claim = self.redis.register_script(_CLAIM)
+        self.outbox = WorkStream(store, OUTBOX, OUTBOX_GROUP)
 
     async def _call(self, awaitable: Any) -> Any:
         return await self._store._call(awaitable)
@@ -653,58 +652,26 @@ class SmsStore:
     # Outbox -------------------------------------------------------------------------------
 
     async def ensure_outbox(self) -> None:
-        try:
-            await self.redis.xgroup_create(OUTBOX, OUTBOX_GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise StoreUnavailable(f"cannot create the SMS outbox group: {exc}") from exc
-        except OSError as exc:
-            raise StoreUnavailable(f"cannot create the SMS outbox group: {exc}") from exc
+        await self.outbox.ensure()
 
     async def outbox_read(
         self, consumer: str, *, count: int, block_ms: int, pending: bool = False
     ) -> list[tuple[str, str, list[str]]]:
         """(entry id, job, recipient keys) of new chunks, or this consumer's pending ones."""
-        try:
-            result = await self._call(
-                self.redis.xreadgroup(
-                    OUTBOX_GROUP,
-                    consumer,
-                    {OUTBOX: "0" if pending else ">"},
-                    count=count,
-                    block=None if pending else block_ms,
-                )
-            )
-        except StoreUnavailable as exc:
-            if "NOGROUP" not in exc.message:
-                raise
-            await self.ensure_outbox()
-            return []
-        return [_chunk(eid, f) for _, entries in result or [] for eid, f in entries]
+        entries = await self.outbox.read(consumer, count=count, block_ms=block_ms, pending=pending)
+        return [_chunk(eid, fields) for eid, fields in entries]
 
     async def outbox_claim(
         self, consumer: str, *, min_idle_ms: int
     ) -> list[tuple[str, str, list[str]]]:
-        try:
-            result = await self._call(
-                self.redis.xautoclaim(OUTBOX, OUTBOX_GROUP, consumer, min_idle_ms, count=50)
-            )
-        except StoreUnavailable as exc:
-            if "NOGROUP" not in exc.message:
-                raise
-            await self.ensure_outbox()
-            return []
-        return [_chunk(eid, f) for eid, f in result[1] if f]
+        entries = await self.outbox.claim(consumer, min_idle_ms=min_idle_ms, count=50)
+        return [_chunk(eid, fields) for eid, fields in entries]
 
     async def outbox_touch(self, consumer: str, entry_ids: Sequence[str]) -> None:
-        """Reset the idle time of chunks still being worked on, so no one else claims them."""
-        if entry_ids:
-            await self._call(
-                self.redis.xclaim(OUTBOX, OUTBOX_GROUP, consumer, 0, list(entry_ids), justid=True)
-            )
+        await self.outbox.touch(consumer, entry_ids)
 
     async def outbox_done(self, entry_id: str) -> None:
-        await self._call(self.redis.xack(OUTBOX, OUTBOX_GROUP, entry_id))
+        await self.outbox.done(entry_id)
 
     async def stats(self) -> dict[str, int]:
         raw = await self._call(self.redis.hgetall(STATS))

@@ -14,8 +14,9 @@ import random
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 
@@ -32,6 +33,21 @@ CHUNKS_AT_ONCE = 16
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def message_of(job: str, meta: Mapping[str, str], info: Mapping[str, Any]) -> Message:
+    """The message of one recipient of a job: its text variant, from the job's description."""
+    phone = str(info["phone"])
+    variant = str(info.get("v", "zh"))
+    return Message(
+        job_id=job,
+        out_id=out_id(job, phone),
+        phone=phone,
+        signature=meta.get("signature", ""),
+        body=meta.get(f"{variant}.body", ""),
+        text=meta.get(f"{variant}.text", ""),
+        segments=int(meta.get(f"{variant}.segments", 1)),
+    )
 
 
 def hour_of(ms: int) -> str:
@@ -186,7 +202,7 @@ class SmsWorker:
                     hour=hour_of(started),
                 )
             )
-            messages = [self._message(job, meta, variant, p) for p in batch if p.key in taken]
+            messages = [message_of(job, meta, p.info) for p in batch if p.key in taken]
             if not messages:
                 return
             results = await gateway.submit(messages)
@@ -203,18 +219,6 @@ class SmsWorker:
             if wait_ms <= 0:
                 return
             await asyncio.sleep(wait_ms / 1000)
-
-    def _message(self, job: str, meta: dict[str, str], variant: str, pending: Pending) -> Message:
-        phone = str(pending.info["phone"])
-        return Message(
-            job_id=job,
-            out_id=out_id(job, phone),
-            phone=phone,
-            signature=meta.get("signature", ""),
-            body=meta.get(f"{variant}.body", ""),
-            text=meta.get(f"{variant}.text", ""),
-            segments=int(meta.get(f"{variant}.segments", 1)),
-        )
 
     async def _record(
         self,
