@@ -211,6 +211,9 @@ class SmsSettings(_Section):
     cooldown: float = Field(default=30.0, gt=0)
     # An in-doubt send (no answer) is looked up at its gateway after this many seconds.
     settle_after: float = Field(default=30.0, gt=0)
+    # A text a gateway took is looked up if no receipt came within this many seconds (a
+    # receipt lost on the way, or posted to an instance that died), and again as often.
+    receipt_wait: float = Field(default=600.0, gt=0)
     # Roles texted when a village's terminal fails its last resend; for drills, duty officers.
     escalation_roles: list[str] = ["village_head", "grid_worker"]
     exercise_roles: list[str] = ["duty_officer"]

@@ -1,10 +1,12 @@
 """The settler: finds out what became of messages in doubt, by asking their gateway.
 
-A message is in doubt while its request is in flight (the write-ahead mark) and after a request
-that got no answer. Once its time is up it is looked up: the gateway has it (submitted,
-delivered or failed, as it says) or never took it (queued again, to be sent once). A gateway
-that cannot tell is asked again later, with growing waits; when the alert expires the message
-stays ``unknown``. A receipt settles a message too, whichever comes first.
+A message is in doubt while its request is in flight (the write-ahead mark), after a request
+that got no answer, and once a gateway took it until its receipt comes (a receipt can be lost,
+or posted to an instance that died: after ``receipt_wait`` the gateway is asked instead).
+When its time is up it is looked up: the gateway has it (submitted, delivered or failed, as
+it says) or never took it (queued again, to be sent once; never a text it had said it took).
+A gateway that cannot tell is asked again later; when the alert expires the message stays
+``unknown``. A receipt settles a message too, whichever comes first.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from dispatcher.settings import SmsSettings
 
 log = structlog.get_logger(__name__)
 
-LEASE_MS = 60_000
 
 
 class SmsSettler:
@@ -33,6 +34,9 @@ class SmsSettler:
         self._settings = settings
         self.settled = 0
         self.requeued = 0
+        # Hidden from other instances while this one asks: as long as a lookup can take.
+        slowest = max((g.settings.timeout + g.settings.connect_timeout for g in pool), default=10)
+        self._lease_ms = int((slowest * 2 + 5) * 1000)
 
     async def run(self, interval: float = 1.0) -> None:
         while True:
@@ -44,7 +48,7 @@ class SmsSettler:
 
     async def settle_due(self) -> int:
         """Look up every message whose doubt time has come; returns how many were settled."""
-        members = await self._store.claim_doubts(now_ms(), lease_ms=LEASE_MS, count=500)
+        members = await self._store.claim_doubts(now_ms(), lease_ms=self._lease_ms, count=500)
         by_job: dict[str, list[str]] = defaultdict(list)
         for member in members:
             job, _, key = member.rpartition("|")
@@ -73,7 +77,7 @@ class SmsSettler:
             return 0
         by_gateway: dict[str, list[Message]] = defaultdict(list)
         for p in pending:
-            if p.state not in ("submitting", "unknown"):
+            if p.state not in ("submitting", "unknown", "submitted"):
                 continue
             by_gateway[str(p.info.get("gateway", ""))].append(message_of(job, meta, p.info))
         in_doubt = {m.out_id.rpartition(".")[2] for ms in by_gateway.values() for m in ms}
@@ -89,7 +93,12 @@ class SmsSettler:
                 if m.out_id in answers
             ]
             if known:
-                outcomes = await self._store.settle(job, known, now_ms=now_ms())
+                outcomes = await self._store.settle(
+                    job,
+                    known,
+                    now_ms=now_ms(),
+                    recheck_ms=now_ms() + int(self._settings.receipt_wait * 1000),
+                )
                 settled += len(known)
                 requeued = sum(1 for o in outcomes if o == "not_found")
                 self.requeued += requeued

@@ -14,8 +14,8 @@ escalation sends; ``{r}`` a recipient key, see ``gateway.recipient_key``):
                                         retry_at, message_id, error, parts, ok (parts delivered)
     ebd:smsjob:{job}:counts     hash    state → n, "recipients", "segments"
     ebd:sms:outbox              stream  chunks of a job's recipients to send; group "sms"
-    ebd:sms:doubt               zset    "{job}|{r}" in flight or unanswered → when to ask the
-                                        gateway what became of it (ms)
+    ebd:sms:doubt               zset    "{job}|{r}" in flight, unanswered, or taken with no
+                                        receipt yet → when to ask the gateway about it (ms)
     ebd:sms:bucket:{gateway}    hash    the gateway's token bucket: tokens, ts (ms, Redis clock)
     ebd:sms:rl:{r}:{hour}       string  texts that person was sent in that UTC hour
     ebd:sms:receipts            stream  every receipt as it arrived, for review
@@ -127,7 +127,12 @@ local limit, exempt, hour = tonumber(ARGV[6]), ARGV[7] == '1', ARGV[8]
 local taken = {}
 for i = 9, #ARGV do
   local r = ARGV[i]
-  if redis.call('HGET', KEYS[1], r) == 'queued' then
+  local state = redis.call('HGET', KEYS[1], r)
+  if state == 'submitting' then
+    -- Run again by the client after a lost reply: what this request took is still its own.
+    local info = cjson.decode(redis.call('HGET', KEYS[2], r))
+    if info.owner == owner then taken[#taken + 1] = r end
+  elseif state == 'queued' then
     local info = cjson.decode(redis.call('HGET', KEYS[2], r))
     if (info.retry_at or 0) <= now then
       local sent = tonumber(redis.call('GET', 'ebd:sms:rl:' .. r .. ':' .. hour) or '0')
@@ -154,15 +159,16 @@ return taken
 
 # The gateway's answer to one request. Only the owner's `submitting` is moved back to queued
 # (a retry); an early receipt (delivered, failed) is never overwritten.
+# A text the gateway took is looked up after the receipt due time if no receipt came.
 # KEYS: state, info, counts, doubt. ARGV: now, owner, job, settle due, max attempts, hour,
-# then (r, status, message id, error, retry at)*.
+# receipt due, then (r, status, message id, error, retry at)*.
 _FINISH = (
     _MOVE
     + """
 local now, owner, job, settle_due = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
-local max_attempts, hour = tonumber(ARGV[5]), ARGV[6]
+local max_attempts, hour, receipt_due = tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local out = {}
-for i = 7, #ARGV, 5 do
+for i = 8, #ARGV, 5 do
   local r, status, mid, err, retry_at = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4]
   local state = redis.call('HGET', KEYS[1], r)
   local raw = redis.call('HGET', KEYS[2], r)
@@ -177,7 +183,7 @@ for i = 7, #ARGV, 5 do
       -- Also from queued: a late answer for a message a lookup had not found yet.
       if mine or state == 'unknown' or state == 'queued' then
         move(r, state, 'submitted')
-        redis.call('ZREM', KEYS[4], job .. '|' .. r)
+        redis.call('ZADD', KEYS[4], receipt_due, job .. '|' .. r)
       end
       -- Counted once per text: an unknown one was counted when its answer did not come.
       if mine then
@@ -263,9 +269,8 @@ for i = 2, #ARGV, 7 do
         end
       end
       if new ~= state then move(r, state, new) end
-      if new ~= 'queued' and new ~= 'submitting' then
-        redis.call('ZREM', KEYS[4], job .. '|' .. r)
-      end
+      -- Settled for good; a text with parts still to come stays due for a lookup.
+      if info.final == 'receipt' then redis.call('ZREM', KEYS[4], job .. '|' .. r) end
       redis.call('HSET', KEYS[2], r, cjson.encode(info))
       result = new
     end
@@ -277,38 +282,46 @@ return out
 )
 
 # What a gateway said when asked about a message in doubt. Not found means it never took the
-# message: back to the queue (and the outbox) to be sent once.
-# KEYS: state, info, counts, doubt, outbox. ARGV: now, job, then (r, status)*.
+# message: back to the queue (and the outbox) to be sent once. A text it took and that has
+# no receipt yet is asked about again at the recheck time.
+# KEYS: state, info, counts, doubt, outbox. ARGV: now, job, recheck due, then (r, status)*.
 _SETTLE = (
     _MOVE
     + """
-local now, job = tonumber(ARGV[1]), ARGV[2]
+local now, job, recheck = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 local requeued = {}
 local out = {}
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   local r, status = ARGV[i], ARGV[i + 1]
   local state = redis.call('HGET', KEYS[1], r)
+  local member = job .. '|' .. r
   local result = 'ignored'
-  if state == 'submitting' or state == 'unknown' then
+  if state == 'submitting' or state == 'unknown' or state == 'submitted' then
     local info = cjson.decode(redis.call('HGET', KEYS[2], r))
     info.owner = nil
-    if status == 'not_found' then
+    result = status
+    if status == 'delivered' or status == 'failed' then
+      info.final = 'query'
+      move(r, state, status)
+      redis.call('ZREM', KEYS[4], member)
+    elseif status == 'accepted' then
+      if state ~= 'submitted' then move(r, state, 'submitted') end
+      redis.call('ZADD', KEYS[4], recheck, member)
+    elseif state == 'submitted' then
+      -- It answered "taken" before: never send it again on the word of a lookup.
+      info.error = 'the gateway took it but its lookup does not find it'
+      redis.call('ZADD', KEYS[4], recheck, member)
+      result = 'kept'
+    else
       info.retry_at = now
       info.error = 'the gateway never took it; sending again'
       move(r, state, 'queued')
+      redis.call('ZREM', KEYS[4], member)
       requeued[#requeued + 1] = r
-    elseif status == 'accepted' then
-      move(r, state, 'submitted')
-    elseif status == 'delivered' then
-      info.final = 'query'
-      move(r, state, 'delivered')
-    elseif status == 'failed' then
-      info.final = 'query'
-      move(r, state, 'failed')
     end
     redis.call('HSET', KEYS[2], r, cjson.encode(info))
-    redis.call('ZREM', KEYS[4], job .. '|' .. r)
-    result = status
+  else
+    redis.call('ZREM', KEYS[4], member)
   end
   out[#out + 1] = result
 end
@@ -318,6 +331,7 @@ end
 return out
 """
 )
+
 
 # Ends what is left of a job (its alert expired, was cancelled or superseded): queued
 # recipients become `to_state`; what is in flight goes on. KEYS: state, info, counts.
@@ -556,11 +570,14 @@ class SmsStore:
         now_ms: int,
         owner: str,
         settle_due_ms: int,
+        receipt_due_ms: int,
         max_attempts: int,
         hour: str,
     ) -> list[str]:
         """Record a request's results: (recipient key, result, retry-at ms) each."""
-        args: list[str | int] = [now_ms, owner, job, settle_due_ms, max_attempts, hour]
+        args: list[str | int] = [
+            now_ms, owner, job, settle_due_ms, max_attempts, hour, receipt_due_ms
+        ]  # fmt: skip
         for key, result, retry_at in results:
             args.extend(
                 (key, result.status.value, result.message_id or "", result.error or "", retry_at)
@@ -608,9 +625,14 @@ class SmsStore:
         return out
 
     async def settle(
-        self, job: str, answers: Sequence[tuple[str, DeliveryStatus]], *, now_ms: int
+        self,
+        job: str,
+        answers: Sequence[tuple[str, DeliveryStatus]],
+        *,
+        now_ms: int,
+        recheck_ms: int,
     ) -> list[str]:
-        args: list[str | int] = [now_ms, job]
+        args: list[str | int] = [now_ms, job, recheck_ms]
         for key, status in answers:
             args.extend((key, status.value))
         out = await self._call(self._settle(keys=[*job_keys(job), DOUBT, OUTBOX], args=args))

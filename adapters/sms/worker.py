@@ -71,35 +71,41 @@ class SmsWorker:
         self._claim_idle_ms = int(claim_idle_seconds * 1000)
         self._gates = {g.name: asyncio.Semaphore(g.settings.concurrency) for g in pool}
         self._active: dict[str, asyncio.Task[None]] = {}
+        self._recover = True
         self.sent = 0
         self.requests = 0
 
     async def run(self) -> None:
         await self._store.ensure_outbox()
-        recover = True
+        self._recover = True
         last_claim = last_touch = time.monotonic()
         try:
             while True:
                 try:
                     room = CHUNKS_AT_ONCE - len(self._active)
                     entries = []
-                    if room > 0:
+                    if room > 0 and self._recover:
+                        # Own unfinished chunks (after a restart, a Redis error): all of them,
+                        # a room's worth at a time, before anything new.
+                        wanted = room + len(self._active)
                         entries = await self._store.outbox_read(
-                            self._consumer,
-                            count=room,
-                            block_ms=0 if recover else 500,
-                            pending=recover,
+                            self._consumer, count=wanted, block_ms=0, pending=True
                         )
-                        if time.monotonic() - last_claim > self._claim_idle_ms / 4000:
-                            entries += await self._store.outbox_claim(
-                                self._consumer, min_idle_ms=self._claim_idle_ms
-                            )
-                            last_claim = time.monotonic()
-                    else:
+                        entries = [e for e in entries if e[0] not in self._active][:room]
+                        self._recover = len(entries) == room
+                    elif room > 0:
+                        entries = await self._store.outbox_read(
+                            self._consumer, count=room, block_ms=500
+                        )
+                    if room > 0 and time.monotonic() - last_claim > self._claim_idle_ms / 4000:
+                        entries += await self._store.outbox_claim(
+                            self._consumer, min_idle_ms=self._claim_idle_ms
+                        )
+                        last_claim = time.monotonic()
+                    if room <= 0:
                         await asyncio.wait(
                             set(self._active.values()), return_when=asyncio.FIRST_COMPLETED
                         )
-                    recover = False
                     for entry_id, job, keys in entries:
                         if entry_id not in self._active:
                             self._active[entry_id] = asyncio.create_task(
@@ -111,7 +117,7 @@ class SmsWorker:
                         last_touch = time.monotonic()
                 except StoreUnavailable as exc:
                     log.warning("sms.store_down", error=exc.message)
-                    recover = True
+                    self._recover = True
                     await asyncio.sleep(1.0)
         finally:
             for task in self._active.values():
@@ -125,8 +131,9 @@ class SmsWorker:
                 if await self.send_chunk(job, keys):
                     await self._store.outbox_done(entry_id)
         except StoreUnavailable as exc:
-            # Left pending: this consumer re-reads it when Redis is back.
+            # Left pending: this consumer re-reads its pending chunks at its next read.
             log.warning("sms.chunk_store_down", error=exc.message)
+            self._recover = True
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -253,6 +260,7 @@ class SmsWorker:
             now_ms=now,
             owner=owner,
             settle_due_ms=now + int(self._settings.settle_after * 1000),
+            receipt_due_ms=now + int(self._settings.receipt_wait * 1000),
             max_attempts=self._settings.max_attempts,
             hour=hour_of(now),
         )

@@ -4,7 +4,9 @@
 repo's Fujian regions, an API port of its own), starts the engine with it, waits for
 ``/readyz`` and can SIGKILL, stop and restart it on the same port, instance name and MQTT
 client id, so a restarted engine resumes its outbox consumer and its broker session. The
-engine logs JSON lines to ``engine.log`` in the test's folder; failures quote its tail.
+engine logs JSON lines to ``engine.log`` in the test's folder; failures quote its tail. With
+``sms=`` the config gets an ``[sms]`` section, receipts posted to the engine's own API unless
+it names another ``callback_base``.
 
 ``EngineApi`` is the HTTP side: register terminals, issue an alert, read its delivery.
 """
@@ -50,12 +52,34 @@ def _kill_forgotten() -> None:
 
 
 def _toml(value: Any) -> str:
-    """A TOML value for a str, bool, int or float (JSON's string escapes are TOML's)."""
+    """A TOML value for a str, bool, int, float or a list of them (JSON's string escapes are
+    TOML's)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
     return json.dumps(str(value), ensure_ascii=False)
+
+
+def _sms_section(sms: Mapping[str, Any], callback_base: str) -> list[str]:
+    """``[sms]`` and its ``[[sms.gateways]]``; ``callback_base`` unless ``sms`` names another.
+
+    A gateway is a mapping or a pydantic model (``GatewayServer.settings()``); None values
+    (TOML has no null) are left out, so the engine's defaults apply.
+    """
+    fields = dict(sms)
+    if fields.get("callback_base") is None:
+        fields["callback_base"] = callback_base
+    gateways = fields.pop("gateways", [])
+    lines = ["", "[sms]"]
+    lines += [f"{key} = {_toml(value)}" for key, value in fields.items() if value is not None]
+    for gateway in gateways:
+        values = gateway.model_dump() if hasattr(gateway, "model_dump") else dict(gateway)
+        lines += ["", "[[sms.gateways]]"]
+        lines += [f"{key} = {_toml(value)}" for key, value in values.items() if value is not None]
+    return lines
 
 
 class EngineError(AssertionError):
@@ -76,7 +100,10 @@ class EngineProcess:
         resend: Mapping[str, float] | None = None,
         claim_idle_seconds: float = 60.0,
         client_id: str | None = None,
+        sms: Mapping[str, Any] | None = None,
     ) -> None:
+        """``sms``: the ``[sms]`` section (its ``gateways`` as mappings or ``GatewaySettings``);
+        ``callback_base`` defaults to this engine's own API, where gateways post receipts."""
         self.dir = Path(tmp_dir) / f"engine-{instance}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.instance = instance
@@ -117,6 +144,8 @@ class EngineProcess:
             "[log]",
             'format = "json"',
         ]
+        if sms is not None:
+            lines += _sms_section(sms, f"http://127.0.0.1:{self.port}")
         for token, (office_id, name, region) in OFFICES.items():
             lines += [
                 "",

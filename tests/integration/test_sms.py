@@ -442,3 +442,21 @@ async def test_a_silent_village_is_escalated_to_its_contacts_by_sms(
         summary = await sms_of(client, alert_id)
         assert summary["recipients"] == 0
         assert summary["escalation"]["delivered"] == 1
+
+
+async def test_a_lost_receipt_is_made_up_for_by_a_lookup(
+    redis_url: str, mqtt_url: str, tmp_path: Path
+) -> None:
+    async with (
+        GenericGatewayServer() as gw,
+        engine_with(redis_url, mqtt_url, tmp_path, [gw], receipt_wait=1.0) as client,
+    ):
+        # Receipts the engine refuses stand for receipts that never arrive.
+        gw.bad_signature = True
+        await register(client, people(4))
+        alert_id = await issue(client, areas=[ZHONGSHAN])
+        await until_sms(client, alert_id, delivered=4)
+        await gw.receipts_done()
+        assert set(gw.receipt_answers) == {401}
+        assert len(gw.sent) == 4
+        assert gw.duplicates == 0
