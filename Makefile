@@ -20,6 +20,7 @@ check: venv
 
 bench: system venv
 	$(BIN)/python bench/chaos.py
+	$(BIN)/python bench/sms.py --recipients 5000 --rate 1000
 
 venv: $(VENV)/.installed
 

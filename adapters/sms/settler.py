@@ -26,7 +26,6 @@ from dispatcher.settings import SmsSettings
 log = structlog.get_logger(__name__)
 
 
-
 class SmsSettler:
     def __init__(self, store: SmsStore, pool: GatewayPool, settings: SmsSettings) -> None:
         self._store = store
