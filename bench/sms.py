@@ -1,0 +1,812 @@
+"""SMS benchmark: one province-wide red alert texted to N people through a rate-limited gateway.
+
+    .venv/bin/python bench/sms.py                                   # 100,000 people at 2,000/s
+    .venv/bin/python bench/sms.py --recipients 5000 --rate 1000     # the small run of `make bench`
+    .venv/bin/python bench/sms.py --protocol aliyun --batch 200
+
+Everything runs in a temporary folder: its own redis-server and mosquitto
+(``dispatcher.services``), a sandbox gateway (``adapters/sms/sandbox.py``) served from this
+process that throttles anything over ``--rate`` in a 1-second window, and the engine as a
+process of its own (``python -m dispatcher serve``) configured with that gateway at the same
+rate and with its receipts coming back to the engine's API. Then:
+
+1. raw capacity: a plain aiohttp client posts batches of the engine's size straight to a
+   second sandbox gateway with the same limit, paced naively at exactly the limit (a throttled
+   batch goes to the front of the queue), and its achieved rate is measured;
+2. N people with distinct mobile numbers (+86139…) spread over Fujian's villages are
+   registered through ``POST /api/v1/recipients`` in parts of 5,000 (timed);
+3. one red alert to the province (areas ["35"], channels ["sms"]); the engine's counts, the
+   gateway's accepted messages and the engine's memory are printed every second;
+4. once everyone is delivered (or ``--timeout``): the times from the POST to the last message
+   the gateway accepted and to the last receipt applied, the achieved rate (messages accepted
+   over the time from the first to the last) as a share of the limit and of the raw rate, the
+   gateway's peak over any 1-second window, its throttled answers and duplicates, texts per
+   phone, the engine's memory (VmRSS, VmHWM) and Redis's (INFO memory), and what the engine
+   logged about its requests.
+
+Exit status 1 when the peak went over the limit, the gateway throttled the engine, a phone was
+texted twice, or not everyone was delivered. This script does not import the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import contextlib
+import itertools
+import json
+import logging
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import redis
+import structlog
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from adapters.sms.aliyun import API_VERSION, aliyun_phone, rpc_signature  # noqa: E402
+from adapters.sms.gateway import out_id  # noqa: E402
+from adapters.sms.pool import Pace  # noqa: E402
+from adapters.sms.sandbox import (  # noqa: E402
+    AliyunGatewayServer,
+    GatewayServer,
+    GenericGatewayServer,
+    peak_in_window,
+)
+from dispatcher.auth import hash_token  # noqa: E402  after the path fix above
+from dispatcher.regions import Level, RegionTree  # noqa: E402
+from dispatcher.services import MosquittoServer, RedisServer, free_port  # noqa: E402
+from dispatcher.settings import GatewaySettings  # noqa: E402
+
+REGIONS_FILE = ROOT / "config" / "regions" / "fujian.csv"
+TOKEN = "sms-bench-province-token"  # noqa: S105  a throwaway token of a throwaway engine
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+PROVINCE = "35"
+GATEWAY = "bench"
+REGISTER_PART = 5000  # rows per POST /api/v1/recipients: ~0.5 MB, well under the 4 MB limit
+RAW_TEXT = "【福建省应急管理厅】台风红色预警（演练数据）：预计未来24小时将有12级以上大风。"
+
+
+def phone(n: int) -> str:
+    return f"+86139{n:08d}"
+
+
+def mb(kb: float) -> str:
+    """kB (as /proc reports them) in MB."""
+    return f"{kb / 1024:,.0f} MB"
+
+
+# -- the engine as a process ------------------------------------------------------------------
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    raise TypeError(f"no TOML for {value!r}")
+
+
+class Engine:
+    """``python -m dispatcher serve`` with a config of its own, texting through ``gateway``."""
+
+    def __init__(
+        self, folder: Path, redis_url: str, mqtt_url: str, port: int, gateway: GatewaySettings
+    ) -> None:
+        self.folder = folder / "engine"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.port = port
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.log_path = self.folder / "engine.log"
+        self.config = self.folder / "ebd.toml"
+        gw = "\n".join(
+            f"{k} = {_toml(v)}" for k, v in gateway.model_dump(exclude_none=True).items()
+        )
+        self.config.write_text(
+            f"""instance = "ebd-sms-bench"
+state_dir = {json.dumps(str(self.folder / "state"))}
+[api]
+listen = "127.0.0.1:{port}"
+[mqtt]
+url = "{mqtt_url}"
+[redis]
+url = "{redis_url}"
+[regions]
+file = {json.dumps(str(REGIONS_FILE))}
+[sms]
+callback_base = "{self.base_url}"
+[[sms.gateways]]
+{gw}
+[[offices]]
+id = "fj-province"
+name = "福建省应急管理厅"
+region = "35"
+token_sha256 = "{hash_token(TOKEN)}"
+""",
+            encoding="utf-8",
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EBD_")}
+        env["EBD_LOG__FORMAT"] = "json"
+        with self.log_path.open("ab") as log:
+            return subprocess.Popen(  # noqa: S603  our own interpreter and config
+                [sys.executable, "-m", "dispatcher", "serve", "--config", str(self.config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env=env,
+                start_new_session=True,
+            )
+
+    async def start(self, timeout: float = 60.0) -> None:
+        self.proc = self._spawn()
+        _engines.add(self)
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+            while time.monotonic() < deadline and self.alive:
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with http.get(f"{self.base_url}/readyz") as response:
+                        if response.status == 200:
+                            return
+                await asyncio.sleep(0.1)
+        self.kill()
+        raise RuntimeError(f"engine did not come up; see {self.log_path}")
+
+    def kill(self) -> None:
+        proc, self.proc = self.proc, None
+        _engines.discard(self)
+        if proc is not None:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+    async def stop(self) -> None:
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                await asyncio.to_thread(proc.wait, 15)
+        self.kill()
+
+
+_engines: set[Engine] = set()
+
+
+@atexit.register
+def _kill_engines() -> None:
+    for engine in list(_engines):
+        engine.kill()
+
+
+def memory_kb(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of a process in kB; (0, 0) once it is gone."""
+    values = {"VmRSS": 0, "VmHWM": 0}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            name, _, rest = line.partition(":")
+            if name in values:
+                values[name] = int(rest.split()[0])
+    return values["VmRSS"], values["VmHWM"]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    # utime and stime are fields 14 and 15 of stat(5); fields[0] is field 3.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def redis_memory(client: redis.Redis) -> int:
+    return int(client.info("memory")["used_memory"])
+
+
+async def api(
+    http: aiohttp.ClientSession, method: str, url: str, body: Any = None
+) -> tuple[int, Any]:
+    try:
+        async with http.request(method, url, json=body, headers=AUTH) as response:
+            return response.status, await response.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return 0, None
+
+
+# -- raw gateway capacity ---------------------------------------------------------------------
+
+
+@dataclass
+class Raw:
+    messages: int = 0
+    requests: int = 0
+    throttled: int = 0
+    seconds: float = 0.0
+    rate: float = 0.0
+    peak: int = 0
+
+
+def _raw_request(
+    gw: GatewayServer, job: str, phones: Sequence[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(json=…, data=…) keyword arguments of one submit of ``phones`` in ``gw``'s protocol."""
+    if isinstance(gw, GenericGatewayServer):
+        messages = [
+            {"id": out_id(job, p), "to": p, "text": RAW_TEXT, "segments": 2} for p in phones
+        ]
+        return {"messages": messages, "callback_url": None}, {}
+    assert isinstance(gw, AliyunGatewayServer)
+    form = {
+        "AccessKeyId": gw.access_key_id,
+        "Action": "SendSms",
+        "Format": "JSON",
+        "RegionId": "cn-hangzhou",
+        "SignatureMethod": "HMAC-SHA1",
+        "SignatureNonce": os.urandom(12).hex(),
+        "SignatureVersion": "1.0",
+        "Timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "Version": API_VERSION,
+        "PhoneNumbers": ",".join(aliyun_phone(p) for p in phones),
+        "SignName": "福建省应急管理厅",
+        "TemplateCode": gw.template_code,
+        "TemplateParam": json.dumps({"content": RAW_TEXT}, ensure_ascii=False),
+        "OutId": job,
+    }
+    form["Signature"] = rpc_signature(form, gw.access_key_secret)
+    return {}, form
+
+
+async def raw_capacity(gw: GatewayServer, n: int, batch: int, rate: float) -> Raw:
+    """Post ``n`` messages in batches of ``batch`` straight to ``gw``, one batch every
+    ``batch / rate`` seconds (no bucket, no margin); a throttled batch is sent again next."""
+    queue = deque(
+        [f"+86138{i:08d}" for i in range(start, min(n, start + batch))]
+        for start in range(0, n, batch)
+    )
+    out = Raw()
+    interval = batch / rate
+    in_flight: set[asyncio.Task[None]] = set()
+
+    async def post(http: aiohttp.ClientSession, phones: list[str]) -> None:
+        body, form = _raw_request(gw, "raw-bench", phones)
+        async with http.post(gw.url, json=body or None, data=form or None) as response:
+            answer = await response.json(content_type=None)
+        out.requests += 1
+        throttled = response.status == 429 or (
+            isinstance(answer, dict) and answer.get("Code") == "isv.BUSINESS_LIMIT_CONTROL"
+        )
+        taken = response.status == 200 and (
+            isinstance(gw, GenericGatewayServer) or answer.get("Code") == "OK"
+        )
+        if throttled:
+            out.throttled += 1
+            queue.appendleft(phones)
+        elif not taken:
+            raise RuntimeError(f"raw submit failed: {response.status} {answer}")
+
+    started = time.monotonic()
+    next_at = started
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        while queue or in_flight:
+            if not queue:
+                await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            now = time.monotonic()
+            if next_at > now:
+                await asyncio.sleep(next_at - now)
+            elif next_at < now - interval:
+                next_at = now  # fell behind (waiting for a throttled batch): no catch-up burst
+            task = asyncio.create_task(post(http, queue.popleft()))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+            next_at += interval
+        await asyncio.gather(*in_flight)
+    times = [a.at for a in gw.accepted]
+    out.messages = len(times)
+    out.seconds = times[-1] - times[0] if len(times) > 1 else 0.0
+    out.rate = (len(times) / out.seconds) if out.seconds else 0.0
+    out.peak = peak_in_window(times)
+    return out
+
+
+# -- the engine run ---------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    recipients: int
+    rate: float
+    register_seconds: float = 0.0
+    post_to_201: float = 0.0
+    to_first_accepted: float = 0.0
+    to_last_accepted: float = 0.0
+    to_all_delivered: float | None = None
+    slowest_answer: float = 0.0  # the longest GET /api/v1/alerts/{id} while it ran
+    accepted: int = 0
+    achieved: float = 0.0
+    achieved_planned: float = 0.0  # from the moment the engine logged sms.planned
+    seconds_full: list[int] = field(default_factory=list)  # messages per whole second
+    peak: int = 0
+    peak_at: float = 0.0  # seconds after the POST that the peak window ended
+    throttled: int = 0
+    duplicates: int = 0
+    max_per_phone: int = 0
+    phones_texted: int = 0
+    receipt_posts_not_ok: int = 0
+    final: dict[str, Any] = field(default_factory=dict)
+    rss_started_kb: int = 0
+    rss_before_kb: int = 0
+    rss_peak_kb: int = 0
+    hwm_kb: int = 0
+    redis_empty: int = 0
+    redis_registered: int = 0
+    redis_after: int = 0
+    # CPU seconds from the POST until everyone was delivered, and that stretch's length.
+    cpu_window: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)
+    log: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def problems(self) -> list[str]:
+        out = []
+        if self.peak > self.rate:
+            out.append(f"peak {self.peak}/s over the limit {self.rate:g}/s")
+        if self.throttled:
+            out.append(f"the gateway throttled {self.throttled} requests")
+        if self.duplicates or self.max_per_phone > 1:
+            out.append(f"double texts (duplicates {self.duplicates}, max {self.max_per_phone})")
+        if self.final.get("delivered") != self.recipients:
+            out.append(f"delivered {self.final.get('delivered')} of {self.recipients}")
+        return out
+
+
+def alert_body() -> dict[str, Any]:
+    return {
+        "event": "台风",
+        "event_code": "11B01",
+        "severity": "red",
+        "headline": "台风红色预警（演练数据）",
+        "text": "预计未来24小时将有12级以上大风。",
+        "instruction": "请立即转移至安全场所。",
+        "areas": [PROVINCE],
+        "channels": ["sms"],
+        "expires_in": 3600,
+    }
+
+
+async def register(http: aiohttp.ClientSession, engine: Engine, n: int) -> float:
+    tree = RegionTree.from_csv(REGIONS_FILE)
+    villages = tree.descendants(PROVINCE, level=Level.VILLAGE)
+    rows = [
+        {
+            "phone": phone(i),
+            "name": f"测试{i}",
+            "region": villages[i % len(villages)].code,
+            "role": "resident",
+        }
+        for i in range(n)
+    ]
+    started = time.monotonic()
+    created = 0
+    for start in range(0, n, REGISTER_PART):
+        part = rows[start : start + REGISTER_PART]
+        status, reply = await api(http, "POST", f"{engine.base_url}/api/v1/recipients", part)
+        if status != 200:
+            raise RuntimeError(f"registration failed: {status} {reply}")
+        created += int(reply["created"])
+    seconds = time.monotonic() - started
+    if created != n:
+        raise RuntimeError(f"registered {created} new people, expected {n}")
+    print(
+        f"registered {n:,} people over {len(villages):,} villages in {seconds:.1f} s "
+        f"({n / seconds:,.0f}/s, parts of {REGISTER_PART:,})",
+        flush=True,
+    )
+    return seconds
+
+
+async def send_alert(
+    http: aiohttp.ClientSession, engine: Engine, gw: GatewayServer, run: Run, timeout: float
+) -> tuple[str, float, float]:
+    """Issue the alert and watch it to the end; (alert id, POST monotonic, POST wall time)."""
+    url = f"{engine.base_url}/api/v1/alerts"
+    posted, posted_wall = time.monotonic(), time.time()
+    status, reply = await api(http, "POST", url, alert_body())
+    run.post_to_201 = time.monotonic() - posted
+    if status != 201:
+        raise RuntimeError(f"issue failed: {status} {reply}")
+    alert_id = str(reply["id"])
+    print(f"alert {alert_id}: 201 after {run.post_to_201 * 1000:.0f} ms", flush=True)
+    print(
+        f"{'t':>5}  {'gw accepted':>11}  {'/s':>5}  {'submitted':>9}  {'delivered':>9}  {'/s':>5}"
+        f"  {'queued':>7}  {'in flight':>9}  {'engine RSS':>10}",
+        flush=True,
+    )
+    deadline = posted + timeout
+    last_print, last_accepted, last_delivered = posted, 0, 0
+    sms: dict[str, Any] = {}
+    while True:
+        await asyncio.sleep(0.1)
+        asked = time.monotonic()
+        status, reply = await api(http, "GET", f"{url}/{alert_id}")
+        now = time.monotonic()
+        run.slowest_answer = max(run.slowest_answer, now - asked)
+        if status == 200:
+            sms = dict(reply["delivery"].get("sms") or {})
+        rss, _ = memory_kb(engine.pid)
+        run.rss_peak_kb = max(run.rss_peak_kb, rss)
+        delivered = int(sms.get("delivered", 0))
+        ended = sum(int(sms.get(k, 0)) for k in ("delivered", "failed", "cancelled", "expired"))
+        finished = sms.get("recipients") == run.recipients and ended >= run.recipients
+        if finished and delivered == run.recipients:
+            run.to_all_delivered = now - posted
+        if finished or now > deadline or not engine.alive or now - last_print >= 1.0:
+            accepted = len(gw.accepted)
+            span = now - last_print
+            in_flight = int(sms.get("submitting", 0)) + int(sms.get("unknown", 0))
+            print(
+                f"{now - posted:5.1f}  {accepted:>11,}  {(accepted - last_accepted) / span:>5.0f}"
+                f"  {int(sms.get('submitted', 0)):>9,}  {delivered:>9,}"
+                f"  {(delivered - last_delivered) / span:>5.0f}  {int(sms.get('queued', 0)):>7,}"
+                f"  {in_flight:>9,}  {mb(rss):>10}",
+                flush=True,
+            )
+            last_print, last_accepted, last_delivered = now, accepted, delivered
+        if finished or now > deadline or not engine.alive:
+            break
+    run.final = sms
+    if not engine.alive:
+        print(f"!! the engine died; see {engine.log_path}", flush=True)
+    elif not finished:
+        print(f"!! not finished after {timeout:.0f} s", flush=True)
+    return alert_id, posted, posted_wall
+
+
+def score_gateway(gw: GatewayServer, run: Run, posted: float, planned_after: float | None) -> None:
+    times = [a.at for a in gw.accepted]
+    run.accepted = len(times)
+    if not times:
+        return
+    first, last = times[0], times[-1]
+    run.to_first_accepted = first - posted
+    run.to_last_accepted = last - posted
+    run.achieved = len(times) / (last - first) if last > first else 0.0
+    if planned_after is not None:
+        later = [t for t in times if t >= posted + planned_after]
+        if len(later) > 1:
+            run.achieved_planned = len(later) / (later[-1] - later[0])
+    per_second = Counter(int(t - first) for t in times)
+    run.seconds_full = [per_second[s] for s in range(int(last - first))]  # whole seconds only
+    run.peak = peak_in_window(times)
+    low = 0
+    for high, now in enumerate(times):  # where that peak was: the same two pointers
+        while times[low] <= now - 1.0:
+            low += 1
+        if high - low + 1 == run.peak:
+            run.peak_at = now - posted
+            break
+    run.throttled = gw.throttled
+    run.duplicates = gw.duplicates
+    texts = Counter(a.phone for a in gw.accepted)  # = gw.sent_count(phone) for every phone
+    run.max_per_phone = max(texts.values())
+    run.phones_texted = len(texts)
+    run.receipt_posts_not_ok = sum(1 for s in gw.receipt_answers if s != 200)
+
+
+def read_engine_log(path: Path, posted_wall: float) -> dict[str, Any]:
+    """What the engine logged from the POST on: requests, receipts, warnings, planning."""
+    out: dict[str, Any] = {
+        "requests": 0,
+        "messages": 0,
+        "sizes": Counter(),
+        "outcomes": Counter(),
+        "errors": Counter(),
+        "receipt_posts": 0,
+        "receipts": 0,
+        "warnings": Counter(),
+        "planned_after": None,
+        "request_times": [],
+    }
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(record, dict):
+            continue
+        event = record.get("event")
+        if record.get("level") in ("warning", "error", "critical"):
+            out["warnings"][event] += 1
+        if event == "sms.request":
+            at = datetime.fromisoformat(str(record["timestamp"]).replace("Z", "+00:00"))
+            out["request_times"].append(at.timestamp())
+            out["requests"] += 1
+            out["messages"] += int(record.get("messages", 0))
+            out["sizes"][int(record.get("messages", 0))] += 1
+            out["outcomes"].update(record.get("outcomes") or {})
+            out["errors"].update(record.get("errors") or [])
+        elif event == "sms.receipts":
+            out["receipt_posts"] += 1
+            out["receipts"] += int(record.get("receipts", 0))
+        elif event == "sms.planned" and "timestamp" in record:
+            at = datetime.fromisoformat(str(record["timestamp"]).replace("Z", "+00:00"))
+            out["planned_after"] = at.timestamp() - posted_wall
+    return out
+
+
+def row(label: str, value: str) -> None:
+    print(f"{label:<36}{value}")
+
+
+def report(run: Run, raw: Raw | None, args: argparse.Namespace, pace: Pace) -> None:
+    limit = run.rate
+    print()
+    print(
+        f"== {run.recipients:,} recipients, limit {limit:g}/s, {args.protocol} gateway, engine "
+        f"batches of {pace.batch}, bucket refilled at {pace.refill:,.1f}/s"
+    )
+    row("registration", f"{run.register_seconds:.1f} s")
+    if run.log.get("planned_after") is not None:
+        row("POST → planned (engine log)", f"{run.log['planned_after']:.2f} s")
+    row("POST → first accepted", f"{run.to_first_accepted:.2f} s")
+    row("POST → last accepted", f"{run.to_last_accepted:.1f} s")
+    delivered = run.to_all_delivered
+    row(
+        "POST → all delivered (receipts)",
+        f"{delivered:.1f} s (polled every 0.1 s)" if delivered is not None else "never",
+    )
+    row(
+        "achieved rate",
+        f"{run.achieved:,.0f}/s = {run.achieved / limit:.1%} of the limit "
+        f"({run.accepted:,} accepted, first to last)",
+    )
+    if run.achieved_planned:
+        row(
+            "  from the end of planning",
+            f"{run.achieved_planned:,.0f}/s = {run.achieved_planned / limit:.1%} of the limit",
+        )
+    if run.seconds_full:
+        full = run.seconds_full
+        row(
+            "whole seconds",
+            f"min {min(full):,} / median {statistics.median(full):,.0f} / max {max(full):,} "
+            f"messages ({len(full)} s)",
+        )
+    row(
+        "engine's designed ceiling",
+        f"{pace.refill:,.0f}/s = {pace.refill / limit:.1%} of the limit (bucket refill rate)",
+    )
+    row("slowest status answer (GET)", f"{run.slowest_answer:.2f} s while it ran")
+    row(
+        "gateway peak, any 1-s window",
+        f"{run.peak:,}/s (limit {limit:g}), first in the second ending {run.peak_at:.1f} s "
+        "after the POST",
+    )
+    row("gateway throttled requests", str(run.throttled))
+    row("gateway duplicates", str(run.duplicates))
+    row("texts per phone (max)", f"{run.max_per_phone} ({run.phones_texted:,} phones)")
+    row("receipt posts not answered 200", str(run.receipt_posts_not_ok))
+    states = ", ".join(f"{k} {v:,}" for k, v in run.final.items() if v and k != "segments")
+    row("engine counts", states)
+    row(
+        "engine RSS",
+        f"started {mb(run.rss_started_kb)}, before the alert {mb(run.rss_before_kb)}, "
+        f"peak sampled {mb(run.rss_peak_kb)}, VmHWM {mb(run.hwm_kb)}",
+    )
+    row(
+        "Redis used_memory",
+        f"empty {mb(run.redis_empty / 1024)}, registered {mb(run.redis_registered / 1024)}, "
+        f"after {mb(run.redis_after / 1024)}",
+    )
+    if run.cpu_window:
+        used = ", ".join(
+            f"{name} {seconds:.1f} s ({seconds / run.cpu_window:.0%})"
+            for name, seconds in run.cpu.items()
+        )
+        row(f"CPU over those {run.cpu_window:.0f} s (of a core)", used)
+    log = run.log
+    if log.get("requests"):
+        sizes = ", ".join(f"{k}×{v}" for k, v in sorted(log["sizes"].items(), reverse=True)[:4])
+        row(
+            "engine requests (sms.request)",
+            f"{log['requests']:,} for {log['messages']:,} messages (sizes {sizes}); "
+            f"outcomes {dict(log['outcomes'])}",
+        )
+        if log["errors"]:
+            row("engine request errors", str(dict(log["errors"].most_common(3))))
+        times = log["request_times"]
+        gaps = [b - a for a, b in itertools.pairwise(times)][len(times) // 10 :]
+        if gaps:
+            row(
+                "engine request spacing",
+                f"median {statistics.median(gaps) * 1000:.1f} ms from the second tenth on "
+                f"(the bucket's: {pace.batch / pace.refill * 1000:.1f} ms)",
+            )
+        row(
+            "receipt posts taken (sms.receipts)",
+            f"{log['receipt_posts']:,} with {log['receipts']:,} receipts",
+        )
+    if log.get("warnings"):
+        row("engine warnings/errors logged", str(dict(log["warnings"])))
+    if raw is not None:
+        row(
+            "raw client, same limit",
+            f"{raw.messages:,} messages in {raw.requests:,} requests ({raw.throttled} "
+            f"throttled): {raw.rate:,.0f}/s = {raw.rate / limit:.1%} of the limit, "
+            f"peak {raw.peak:,}/s",
+        )
+        if raw.rate:
+            row("engine / raw", f"{run.achieved / raw.rate:.1%}")
+    problems = run.problems
+    print("RESULT: " + ("ok" if not problems else "FAIL: " + "; ".join(problems)))
+
+
+def new_gateway(protocol: str, rate: float) -> GatewayServer:
+    if protocol == "aliyun":
+        return AliyunGatewayServer(rate_limit=rate)
+    return GenericGatewayServer(rate_limit=rate)
+
+
+async def main_async(args: argparse.Namespace, folder: Path) -> int:
+    mqtt = MosquittoServer(folder / "mosquitto")
+    redis_server = RedisServer(folder / "redis")
+    engine: Engine | None = None
+    run = Run(args.recipients, args.rate)
+    raw: Raw | None = None
+    rdb: redis.Redis | None = None
+    try:
+        await asyncio.to_thread(mqtt.start)
+        await asyncio.to_thread(redis_server.start)
+        rdb = redis.Redis.from_url(redis_server.url, decode_responses=True)
+        async with new_gateway(args.protocol, args.rate) as gw:
+            port = free_port()
+            overrides: dict[str, Any] = {"rate": args.rate, "concurrency": args.concurrency}
+            if args.batch:
+                overrides["batch_size"] = args.batch
+            settings = gw.settings(GATEWAY, **overrides)
+            pace = Pace.of(settings)
+            # Aliyun posts receipts where its console says; the generic protocol names the URL
+            # in every request (the engine's callback_base).
+            gw.callback_url = f"http://127.0.0.1:{port}/api/v1/sms/receipts/{GATEWAY}"
+
+            if args.raw_messages:
+                async with new_gateway(args.protocol, args.rate) as raw_gw:
+                    print(
+                        f"raw client: {args.raw_messages:,} messages in batches of {pace.batch} "
+                        f"at {args.rate:g}/s …",
+                        flush=True,
+                    )
+                    raw = await raw_capacity(raw_gw, args.raw_messages, pace.batch, args.rate)
+                    print(
+                        f"raw client: {raw.rate:,.0f}/s ({raw.rate / args.rate:.1%}), peak "
+                        f"{raw.peak:,}/s, {raw.throttled} throttled",
+                        flush=True,
+                    )
+
+            run.redis_empty = redis_memory(rdb)
+            engine = Engine(folder, redis_server.url, mqtt.url, port, settings)
+            await engine.start()
+            run.rss_started_kb = memory_kb(engine.pid)[0]
+            timeout = aiohttp.ClientTimeout(total=120)
+            async with aiohttp.ClientSession(timeout=timeout) as http:
+                run.register_seconds = await register(http, engine, args.recipients)
+                run.redis_registered = redis_memory(rdb)
+                run.rss_before_kb = memory_kb(engine.pid)[0]
+                wait = args.timeout or 2 * args.recipients / args.rate + 120
+                pids = {"engine": engine.pid, "redis-server": redis_server.pid or 0}
+                cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                cpu_before["this process (gateway, client)"] = time.process_time()
+                window = time.monotonic()
+                _, posted, posted_wall = await send_alert(http, engine, gw, run, wait)
+                run.cpu_window = time.monotonic() - window
+                run.cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+                run.cpu["this process (gateway, client)"] = (
+                    time.process_time() - cpu_before["this process (gateway, client)"]
+                )
+            with contextlib.suppress(TimeoutError):
+                await gw.receipts_done(timeout=10)
+            if engine.alive:
+                run.hwm_kb = memory_kb(engine.pid)[1]
+            run.redis_after = redis_memory(rdb)
+            await engine.stop()
+            run.log = read_engine_log(engine.log_path, posted_wall)
+            score_gateway(gw, run, posted, run.log["planned_after"])
+        report(run, raw, args, pace)
+    finally:
+        if rdb is not None:
+            rdb.close()
+        if engine is not None:
+            await engine.stop()
+        await asyncio.to_thread(redis_server.stop)
+        await asyncio.to_thread(mqtt.stop)
+    return 0 if not run.problems else 1
+
+
+async def until_signal(args: argparse.Namespace, folder: Path) -> int:
+    """``main_async``, cancelled (so everything it started is stopped) by SIGTERM."""
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await main_async(args, folder)
+    except asyncio.CancelledError:
+        print("terminated; everything started was stopped", file=sys.stderr)
+        return 143
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--recipients", type=int, default=100_000, help="people to text")
+    parser.add_argument("--rate", type=float, default=2000.0, help="the gateway's limit, msg/s")
+    parser.add_argument("--protocol", choices=("generic", "aliyun"), default="generic")
+    parser.add_argument(
+        "--batch", type=int, default=0, help="the gateway's batch_size (default: the engine's)"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=4, help="the gateway's concurrency (requests at once)"
+    )
+    parser.add_argument(
+        "--raw-messages",
+        type=int,
+        default=-1,
+        help="messages of the raw-client measurement (default: 10 s at the limit, at most N; "
+        "0 skips it)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=0.0, help="seconds to wait (default 2 × N / rate + 120)"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
+    args = parser.parse_args()
+    if not 1 <= args.recipients <= 1_000_000:
+        parser.error("--recipients must be from 1 to 1,000,000")
+    if args.raw_messages < 0:
+        args.raw_messages = int(min(args.recipients, 10 * args.rate))
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    folder = Path(tempfile.mkdtemp(prefix="ebd-sms-bench-"))
+    code = 1
+    try:
+        code = asyncio.run(until_signal(args, folder))
+    except KeyboardInterrupt:
+        print("interrupted; everything started was stopped", file=sys.stderr)
+        code = 130
+    finally:
+        if args.keep or code != 0:
+            print(f"\nlogs and data kept in {folder}")
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
