@@ -148,7 +148,7 @@ class GatewaySettings(_Section):
     # Lower first; the next one takes over while one is failing.
     priority: int = Field(default=1, ge=0)
     # The rate the gateway contract allows; no 1-second window ever sees more than this.
-    rate: float = Field(default=100.0, gt=0, le=100_000)
+    rate: float = Field(default=100.0, ge=1, le=100_000)
     batch_size: int = Field(default=100, ge=1, le=1000)
     concurrency: int = Field(default=4, ge=1, le=64)
     # Seconds to wait for the gateway's answer; after that the batch's fate is unknown.

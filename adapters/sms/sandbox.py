@@ -200,6 +200,7 @@ class GatewayServer:
         self.random = random.Random(seed)  # noqa: S311 - shuffles receipts, not a secret
         self._faults: deque[FaultKind] = deque()
         self._window: deque[float] = deque()
+        self._admitted_at: float | None = None
         self._receipt_tasks: set[asyncio.Task[None]] = set()
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -308,6 +309,7 @@ class GatewayServer:
     def _take_fault(self) -> FaultKind | None:
         if not self._faults:
             return None
+        self._admitted_at = None  # a faulty request is booked when it is taken
         self.faults_injected += 1
         return self._faults.popleft()
 
@@ -315,6 +317,9 @@ class GatewayServer:
         """Take ``count`` messages into the rate window now; if that would exceed the limit,
         count nothing and return the seconds until it would fit."""
         now = time.monotonic()
+        # The messages of an admitted request are booked at this instant, not as each is
+        # recorded: otherwise the peak would count a request's tail in the next window.
+        self._admitted_at = now
         while self._window and self._window[0] <= now - _WINDOW:
             self._window.popleft()
         if self.rate_limit is None or count == 0:
@@ -332,7 +337,8 @@ class GatewayServer:
     def _record(self, message: SentMessage) -> None:
         """Book a newly taken message; with receipts on, the handset has it at once."""
         self.sent[message.key] = message
-        self.accepted.append(Accepted(time.monotonic(), message.key, message.phone, message.text))
+        at = self._admitted_at if self._admitted_at is not None else time.monotonic()
+        self.accepted.append(Accepted(at, message.key, message.phone, message.text))
         if self.receipt_mode != "none":
             failed = message.phone in self.fail_receipt_phones
             message.state = "failed" if failed else "delivered"

@@ -89,16 +89,19 @@ end
 
 # Queues the recipients not queued before (idempotent: planning again after a crash adds
 # nothing) and adds the new ones to the outbox in chunks, in the same atomic step.
-# KEYS: state, info, counts, outbox. ARGV: job, chunk size, then (r, info, segments)*.
+# KEYS: state, info, counts, outbox. ARGV: job, chunk size, JSON [[r, info], …] (one
+# argument: decoding it here is cheaper than building thousands of arguments in Python).
 _PLAN = """
 local job, chunk = ARGV[1], tonumber(ARGV[2])
+local items = cjson.decode(ARGV[3])
 local new = {}
 local segments = 0
-for i = 3, #ARGV, 3 do
-  if redis.call('HSETNX', KEYS[1], ARGV[i], 'queued') == 1 then
-    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
-    new[#new + 1] = ARGV[i]
-    segments = segments + tonumber(ARGV[i + 2])
+for _, item in ipairs(items) do
+  local r, info = item[1], item[2]
+  if redis.call('HSETNX', KEYS[1], r, 'queued') == 1 then
+    redis.call('HSET', KEYS[2], r, cjson.encode(info))
+    new[#new + 1] = r
+    segments = segments + (tonumber(info.segments) or 1)
   end
 end
 if #new > 0 then
@@ -470,15 +473,25 @@ class SmsStore:
             await self._call(pipe.execute())
         return removed
 
-    async def persons_below(self, codes: Sequence[str]) -> list[str]:
-        """JSON of every person with a posting at or below one of ``codes``."""
+    async def person_keys_below(self, codes: Sequence[str]) -> list[str]:
+        """Keys of every person with a posting at or below one of ``codes``, sorted."""
         if not codes:
             return []
-        keys = sorted(await self._call(self.redis.sunion([region_recips_key(c) for c in codes])))
+        return sorted(await self._call(self.redis.sunion([region_recips_key(c) for c in codes])))
+
+    async def persons(self, keys: Sequence[str]) -> list[tuple[str, str]]:
+        """(key, JSON) of these persons; those removed meanwhile are left out."""
+        if not keys:
+            return []
+        raws = await self._call(self.redis.hmget(RECIPS, list(keys)))
+        return [(k, raw) for k, raw in zip(keys, raws, strict=True) if raw is not None]
+
+    async def persons_below(self, codes: Sequence[str]) -> list[str]:
+        """JSON of every person with a posting at or below one of ``codes``."""
+        keys = await self.person_keys_below(codes)
         out: list[str] = []
         for start in range(0, len(keys), 5000):
-            raws = await self._call(self.redis.hmget(RECIPS, keys[start : start + 5000]))
-            out.extend(raw for raw in raws if raw is not None)
+            out.extend(raw for _, raw in await self.persons(keys[start : start + 5000]))
         return out
 
     async def count_persons(self, code: str) -> int:
@@ -509,10 +522,8 @@ class SmsStore:
         added = 0
         keys = [*job_keys(job), OUTBOX]
         for start in range(0, len(recipients), 2000):
-            args: list[str | int] = [job, chunk]
-            for key, info in recipients[start : start + 2000]:
-                args.extend((key, json.dumps(info, ensure_ascii=False), info["segments"]))
-            added += int(await self._call(self._plan(keys=keys, args=args)))
+            payload = json.dumps(recipients[start : start + 2000], ensure_ascii=False)
+            added += int(await self._call(self._plan(keys=keys, args=[job, chunk, payload])))
         return added
 
     async def counts(self, job: str) -> dict[str, int]:

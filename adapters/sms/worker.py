@@ -221,7 +221,7 @@ class SmsWorker:
         pace = self._pool.paces[gateway.name]
         while True:
             wait_ms = await self._store.take_tokens(
-                gateway.name, n, rate=pace.refill, capacity=pace.batch
+                gateway.name, n, rate=pace.refill, capacity=pace.capacity
             )
             if wait_ms <= 0:
                 return

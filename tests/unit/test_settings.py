@@ -260,7 +260,7 @@ def _offices(*entries: tuple[str, str, str]) -> str:
         (_gateway(protocol="smpp"), "sms.gateways[0].protocol", "generic"),
         (_gateway(url="ftp://sms.example"), "sms.gateways[0].url", "http(s) URL"),
         (_gateway(callback_secret="short"), "sms.gateways[0].callback_secret", "16"),
-        (_gateway(rate=0), "sms.gateways[0].rate", "greater than 0"),
+        (_gateway(rate=0), "sms.gateways[0].rate", "greater than or equal to 1"),
         (_gateway(batch_size=5000), "sms.gateways[0].batch_size", "1000"),
         (_gateway(name="Primary GW"), "sms.gateways[0].name", "pattern"),
         (_gateway(protocol="aliyun"), "sms.gateways[0]", "access_key_id"),

@@ -1,0 +1,55 @@
+"""The shared token bucket against a real Redis: several takers at once never get more than
+the gateway's rate in any one-second window, and get most of it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from adapters.sms.pool import Pace
+from adapters.sms.sandbox import peak_in_window
+from adapters.sms.store import SmsStore
+from dispatcher.settings import GatewaySettings
+from dispatcher.store import Store
+
+
+def pace(rate: float, batch: int) -> Pace:
+    return Pace.of(
+        GatewaySettings(
+            name="gw",
+            protocol="generic",
+            url="http://127.0.0.1:9/",
+            rate=rate,
+            batch_size=batch,
+            callback_secret="0123456789abcdef",
+        )
+    )
+
+
+@pytest.mark.parametrize(("rate", "batch", "takers"), [(200, 10, 4), (50, 100, 3), (5, 10, 2)])
+async def test_takers_sharing_a_bucket_never_exceed_the_rate(
+    redis_url: str, rate: float, batch: int, takers: int
+) -> None:
+    p = pace(rate, batch)
+    store = Store.from_url(redis_url)
+    sms = SmsStore(store)
+    stamps: list[float] = []
+    deadline = time.monotonic() + 2.5
+
+    async def taker() -> None:
+        while time.monotonic() < deadline:
+            wait_ms = await sms.take_tokens("gw", p.batch, rate=p.refill, capacity=p.capacity)
+            if wait_ms:
+                await asyncio.sleep(wait_ms / 1000)
+            else:
+                stamps.extend([time.monotonic()] * p.batch)
+
+    try:
+        await asyncio.gather(*(taker() for _ in range(takers)))
+    finally:
+        await store.close()
+    assert peak_in_window(stamps) <= rate
+    # Over 2.5 s the takers got at least the first second's worth (nothing starves).
+    assert len(stamps) >= min(rate, p.capacity + p.refill)
