@@ -19,12 +19,13 @@ from aiohttp import web
 
 from adapters.sms.channel import SmsChannel
 from adapters.sms.gateway import SmsGateway
-from dispatcher import api, sms_api
+from dispatcher import api, drills_api, sms_api
 from dispatcher.acks import ACK_TOPIC, STATE_TOPIC, AckIngester
 from dispatcher.auth import Offices
 from dispatcher.bus import MqttLink
 from dispatcher.errors import ConfigError, EbdError, StoreUnavailable
 from dispatcher.keys import (
+    DRILLS,
     INGESTER,
     LINK,
     NOTIFIERS,
@@ -46,6 +47,8 @@ from dispatcher.services import ManagedProcess, MosquittoServer, RedisServer
 from dispatcher.settings import Settings
 from dispatcher.store import Store
 from dispatcher.sweeper import DeadlineSweeper, EscalationNotifier
+from drills.scheduler import DrillScheduler
+from drills.service import DrillService
 
 log = structlog.get_logger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -127,10 +130,11 @@ def create_app(
     app[NOTIFIERS] = list(notifiers)
     app.add_routes(api.routes)
     app.add_routes(sms_api.routes)
+    app.add_routes(drills_api.routes)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/api/v1/openapi.json", openapi_handler)
-    app.cleanup_ctx.extend([_services, _store, _ingester, _link, _sms, _worker, _sweeper])
+    app.cleanup_ctx.extend([_services, _store, _ingester, _link, _sms, _worker, _sweeper, _drills])
     if sms_gateways is not None:
         app[SMS_GATEWAYS] = list(sms_gateways)
     return app
@@ -273,6 +277,29 @@ async def _sweeper(app: web.Application) -> AsyncIterator[None]:
     )
     app[SWEEPER] = sweeper
     async with _background(sweeper.run, "deadline-sweeper"):
+        yield
+
+
+async def _drills(app: web.Application) -> AsyncIterator[None]:
+    """The drills and, on the instance holding the lease, their scheduler."""
+    settings = app[SETTINGS]
+    office = app[OFFICES].drill_office(settings.drills.office)
+    if office is None:
+        log.info("drills.off", reason="no province-level office and no [drills] office")
+        yield
+        return
+    service = DrillService(app[STORE], app[TREE], settings.drills, office=office)
+    scheduler = DrillScheduler(
+        service.store,
+        service,
+        settings.drills,
+        instance=settings.instance,
+        redis_url=app[URLS]["redis"],
+    )
+    service.why_late = scheduler.why
+    service.on_fired = scheduler.schedule_report
+    app[DRILLS] = service
+    async with _background(scheduler.run, "drill-scheduler"):
         yield
 
 

@@ -52,6 +52,13 @@ class Offices:
     def get(self, office_id: str) -> Office | None:
         return self._by_id.get(office_id)
 
+    def drill_office(self, office_id: str | None) -> Office | None:
+        """The office that issues drills: the configured one, else the first at province
+        level (a drill may be anywhere in the province); None when there is neither."""
+        if office_id is not None:
+            return self._by_id.get(office_id)
+        return next((o for o in self._by_id.values() if len(o.region) == 2), None)
+
     def authenticate(self, authorization: str | None) -> Office:
         """The office behind an ``Authorization: Bearer …`` header, or ``Unauthorized``."""
         if not authorization:

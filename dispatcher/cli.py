@@ -230,6 +230,173 @@ def cmd_recipients_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _drill_call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
+    return asyncio.run(_call_api(method, args.api, path, body, _token(args)))
+
+
+def _text_call(args: argparse.Namespace, path: str) -> str:
+    """A GET whose answer is text (CSV), printed as it comes."""
+    import aiohttp
+
+    async def get() -> str:
+        url = args.api.rstrip("/") + path
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session,
+                session.get(url, headers={"Authorization": f"Bearer {_token(args)}"}) as response,
+            ):
+                text = await response.text()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ServiceError(f"cannot reach the engine at {args.api}: {exc}") from exc
+        if response.status >= 400:
+            try:
+                message = json.loads(text)["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = text[:300]
+            raise ValidationFailed(f"the engine refused it ({response.status}): {message}")
+        return text
+
+    return asyncio.run(get())
+
+
+def cmd_drills_plan(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        from drills.plan import check_plan, plan_year, to_csv, to_json
+
+        settings = load_settings(Path(args.config)) if args.config else load_settings(None)
+        from dispatcher.app import load_tree
+
+        tree = load_tree(settings, Path(args.config) if args.config else None)
+        region = args.region or "35"
+        drills = plan_year(tree, region, args.year, settings.drills)
+        problems = check_plan(tree, region, args.year, settings.drills, drills)
+        print(to_csv(drills) if args.output == "csv" else to_json(drills), end="")
+        for problem in problems:
+            print(f"ebd: plan problem: {problem}", file=sys.stderr)
+        return 1 if problems else 0
+    body = {"year": args.year, **({"region": args.region} if args.region else {})}
+    result = _drill_call(args, "POST", "/api/v1/drills/plan", body)
+    print(
+        f"{result['year']} {result['region']}: {result['planned']} drills planned, "
+        f"{result['already_planned']} already planned / 新计划 {result['planned']} 次演练"
+        + (f" ({result['first'][:10]} … {result['last'][:10]})" if result["first"] else "")
+    )
+    return 0
+
+
+def _drill_query(args: argparse.Namespace, extra: dict[str, Any]) -> str:
+    from urllib.parse import urlencode
+
+    query = {k: v for k, v in extra.items() if v not in (None, "")}
+    return ("?" + urlencode(query)) if query else ""
+
+
+def cmd_drills_list(args: argparse.Namespace) -> int:
+    query = {"year": args.year, "region": args.region, "status": args.status}
+    if args.output == "csv":
+        path = "/api/v1/drills" + _drill_query(args, {**query, "format": "csv"})
+        print(_text_call(args, path), end="")
+        return 0
+    body = _drill_call(args, "GET", "/api/v1/drills" + _drill_query(args, query))
+    if args.output == "json":
+        print(json.dumps(body, ensure_ascii=False, indent=2))
+        return 0
+    print(f"{body['total']} drills / 演练 {body['total']} 次")
+    for d in body["drills"]:
+        print(
+            f"{d['id']:<28}{d['scheduled_at'][:16]:<18}{d['status']:<11}"
+            f"{d['county_name']}{d['township_name']}"
+        )
+    return 0
+
+
+def cmd_drills_export(args: argparse.Namespace) -> int:
+    query = {"year": args.year, "region": args.region, "format": "csv"}
+    if args.output == "csv":
+        print(_text_call(args, "/api/v1/drills" + _drill_query(args, query)), end="")
+        return 0
+    del query["format"]
+    body = _drill_call(args, "GET", "/api/v1/drills" + _drill_query(args, query))
+    print(json.dumps(body["drills"], ensure_ascii=False, indent=2))
+    return 0
+
+
+def cmd_drills_add(args: argparse.Namespace) -> int:
+    body = {"township": args.township, "at": args.at, "reason": args.reason}
+    drill = _drill_call(args, "POST", "/api/v1/drills", body)
+    print(f"{drill['id']}: {drill['scheduled_at']} {drill['township_name']} (added)")
+    return 0
+
+
+def cmd_drills_move(args: argparse.Namespace) -> int:
+    body = {"at": args.to, "reason": args.reason}
+    drill = _drill_call(args, "POST", f"/api/v1/drills/{args.id}/move", body)
+    print(f"{drill['id']}: moved to {drill['scheduled_at']}")
+    return 0
+
+
+def cmd_drills_cancel(args: argparse.Namespace) -> int:
+    drill = _drill_call(args, "POST", f"/api/v1/drills/{args.id}/cancel", {"reason": args.reason})
+    print(f"{drill['id']}: {drill['status']}")
+    return 0
+
+
+def cmd_drills_run_now(args: argparse.Namespace) -> int:
+    body = {"reason": args.reason}
+    drill = _drill_call(args, "POST", f"/api/v1/drills/{args.id}/run", body)
+    print(f"{drill['id']}: {drill['status']}, alert {drill['alert_id']}")
+    return 0
+
+
+def cmd_drills_report(args: argparse.Namespace) -> int:
+    from drills.report import DrillReport, to_table
+
+    path = f"/api/v1/drills/{args.id}/report"
+    if args.output == "csv":
+        print(_text_call(args, path + "?format=csv"), end="")
+        return 0
+    body = _drill_call(args, "GET", path)
+    if args.output == "json":
+        print(json.dumps(body, ensure_ascii=False, indent=2))
+        return 0
+    print(to_table(DrillReport.model_validate(body)))
+    return 0
+
+
+def cmd_drills_compliance(args: argparse.Namespace) -> int:
+    from drills.compliance import Compliance, to_table
+
+    query = {"year": args.year, "region": args.region}
+    if args.output == "csv":
+        path = "/api/v1/drills/compliance" + _drill_query(args, {**query, "format": "csv"})
+        print(_text_call(args, path), end="")
+        return 0
+    body = _drill_call(args, "GET", "/api/v1/drills/compliance" + _drill_query(args, query))
+    if args.output == "json":
+        print(json.dumps(body, ensure_ascii=False, indent=2))
+        return 0
+    print(to_table(Compliance.model_validate(body)))
+    return 0
+
+
+def cmd_drills_acks(args: argparse.Namespace) -> int:
+    query = {
+        "drill": args.drill,
+        "township": args.township,
+        "terminal": args.terminal,
+        "since": args.since,
+        "until": args.until,
+        "region": args.region,
+    }
+    if args.output == "csv":
+        path = "/api/v1/drills/acks" + _drill_query(args, {**query, "format": "csv"})
+        print(_text_call(args, path), end="")
+        return 0
+    body = _drill_call(args, "GET", "/api/v1/drills/acks" + _drill_query(args, query))
+    print(json.dumps(body, ensure_ascii=False, indent=2))
+    return 0
+
+
 def _token(args: argparse.Namespace) -> str:
     token: str | None = args.token or os.environ.get("EBD_TOKEN")
     if not token:
@@ -425,6 +592,64 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--token", help="office token (or EBD_TOKEN)")
     t.add_argument("-o", "--output", choices=["table", "json"], default="table")
     t.set_defaults(func=cmd_recipients_list)
+
+    p = sub.add_parser("drills", help="annual drills: plan, edit, run, report, compliance")
+    drills_sub = p.add_subparsers(dest="action", required=True)
+
+    def drill_command(name: str, help_text: str, func: Any, output: tuple[str, ...] = ()) -> Any:
+        d = drills_sub.add_parser(name, help=help_text)
+        d.add_argument("--api", default="http://127.0.0.1:8080")
+        d.add_argument("--token", help="office token (or EBD_TOKEN)")
+        if output:
+            d.add_argument("-o", "--output", choices=output, default=output[0])
+        d.set_defaults(func=func)
+        return d
+
+    d = drill_command(
+        "plan", "plan the year: a drill for every township", cmd_drills_plan, ("json", "csv")
+    )
+    d.add_argument("--year", type=int, required=True)
+    d.add_argument("--region", help="plan under this region (default: the office's)")
+    d.add_argument(
+        "--dry-run", action="store_true", help="compute and print the plan, store nothing"
+    )
+    d.add_argument("--config", help="with --dry-run: the config with the drill rules")
+    d = drill_command("list", "drills, by time", cmd_drills_list, ("table", "json", "csv"))
+    d.add_argument("--year", type=int)
+    d.add_argument("--region")
+    d.add_argument("--status")
+    d = drill_command("export", "the plan as CSV or JSON", cmd_drills_export, ("csv", "json"))
+    d.add_argument("--year", type=int)
+    d.add_argument("--region")
+    d = drill_command("add", "add a drill for a township", cmd_drills_add)
+    d.add_argument("--township", required=True)
+    d.add_argument("--at", required=True, help="ISO 8601 with offset, e.g. 2027-03-02T10:00+08:00")
+    d.add_argument("--reason", required=True)
+    d = drill_command("move", "move a planned drill", cmd_drills_move)
+    d.add_argument("id")
+    d.add_argument("--to", required=True, help="ISO 8601 with offset")
+    d.add_argument("--reason", required=True)
+    d = drill_command("cancel", "cancel a planned drill", cmd_drills_cancel)
+    d.add_argument("id")
+    d.add_argument("--reason", required=True)
+    d = drill_command("run-now", "run a planned drill now", cmd_drills_run_now)
+    d.add_argument("id")
+    d.add_argument("--reason", default="run now")
+    d = drill_command("report", "a drill's report", cmd_drills_report, ("table", "json", "csv"))
+    d.add_argument("id")
+    d = drill_command(
+        "compliance", "townships without a passed drill", cmd_drills_compliance,
+        ("table", "json", "csv"),
+    )  # fmt: skip
+    d.add_argument("--year", type=int, required=True)
+    d.add_argument("--region")
+    d = drill_command("acks", "drill acknowledgements for review", cmd_drills_acks, ("json", "csv"))
+    d.add_argument("--drill")
+    d.add_argument("--township")
+    d.add_argument("--terminal")
+    d.add_argument("--since", help="ISO 8601 with offset")
+    d.add_argument("--until", help="ISO 8601 with offset")
+    d.add_argument("--region")
 
     p = sub.add_parser("escalations", help="terminals failed after their last resend")
     escalations_sub = p.add_subparsers(dest="action", required=True)

@@ -14,6 +14,7 @@ from dispatcher.regions import RegionTree
 from dispatcher.settings import Settings
 from dispatcher.store import Store
 from dispatcher.sweeper import DeadlineSweeper, EscalationNotifier
+from drills.service import DrillService
 
 SETTINGS = web.AppKey("settings", Settings)
 TREE = web.AppKey("tree", RegionTree)
@@ -27,3 +28,4 @@ NOTIFIERS = web.AppKey("notifiers", list[EscalationNotifier])
 URLS = web.AppKey("urls", dict[str, str])
 SMS = web.AppKey("sms", SmsChannel)
 SMS_GATEWAYS = web.AppKey("sms_gateways", list[SmsGateway])
+DRILLS = web.AppKey("drills", DrillService)

@@ -594,6 +594,14 @@ class Store:
         entries = await self._call(self.redis.xrevrange(ESCALATIONS, count=limit))
         return [{"id": entry_id, **fields} for entry_id, fields in entries]
 
+    async def expected_of(self, alert_id: str) -> tuple[dict[str, str], set[str]]:
+        """An alert's expected terminals (id → village) and those offline at its dispatch."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(expected_key(alert_id))
+            pipe.smembers(offline_key(alert_id))
+            expected, offline = await self._call(pipe.execute())
+        return dict(expected), set(offline)
+
     async def alert_terminals(self, alert_id: str) -> list[dict[str, Any]]:
         """Every expected terminal of an alert with its state, resends and offline flag."""
         async with self.redis.pipeline(transaction=False) as pipe:

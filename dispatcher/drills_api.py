@@ -1,0 +1,326 @@
+"""HTTP handlers of the drills: the year's plan and its edits, running, reports, compliance
+and the acknowledgement logs for review. Every request is scoped to the office's region."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from dispatcher.api import _dumps, _parse_int, invalid, office_of, read_json
+from dispatcher.auth import Office
+from dispatcher.errors import NotFound, ValidationFailed
+from dispatcher.keys import DRILLS, OFFICES, TREE
+from drills import compliance as compliance_mod
+from drills import plan as plan_mod
+from drills import report as report_mod
+from drills.models import Drill, DrillStatus
+from drills.report import DrillReport
+from drills.service import DrillService
+
+routes = web.RouteTableDef()
+
+_FORMATS = ("json", "csv")
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class PlanRequest(_Body):
+    year: int = Field(ge=2000, le=2100)
+    region: str | None = None
+
+
+class AddRequest(_Body):
+    township: str
+    at: AwareDatetime
+    reason: str = Field(min_length=1, max_length=300)
+
+
+class MoveRequest(_Body):
+    at: AwareDatetime
+    reason: str = Field(min_length=1, max_length=300)
+
+
+class ReasonRequest(_Body):
+    reason: str = Field(min_length=1, max_length=300)
+
+
+def _service(request: web.Request) -> DrillService:
+    service = request.app.get(DRILLS)
+    if service is None:
+        raise NotFound("drills are off: configure a province-level office or [drills] office")
+    return service
+
+
+async def _body(request: web.Request, model: type[_Body]) -> Any:
+    body = await read_json(request)
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise invalid(exc) from exc
+
+
+def _region(request: web.Request, office: Office) -> str:
+    tree, offices = request.app[TREE], request.app[OFFICES]
+    code = request.query.get("region", office.region)
+    tree.get(code)
+    offices.require_within(office, [code])
+    return code
+
+
+def _format(request: web.Request) -> str:
+    fmt = request.query.get("format", "json")
+    if fmt not in _FORMATS:
+        raise ValidationFailed(
+            "format must be json or csv", details=[{"field": "format", "message": fmt}]
+        )
+    return fmt
+
+
+def _year(request: web.Request, *, required: bool) -> int | None:
+    raw = request.query.get("year")
+    if raw is None:
+        if required:
+            raise ValidationFailed(
+                "give the year, e.g. ?year=2027", details=[{"field": "year", "message": "missing"}]
+            )
+        return None
+    return _parse_int(request, "year", 0, 2000, 2100)
+
+
+def _csv_response(text: str, name: str) -> web.Response:
+    return web.Response(
+        text=text,
+        content_type="text/csv",
+        charset="utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+async def _visible(request: web.Request, office: Office) -> Drill:
+    service = _service(request)
+    drill_id = request.match_info["drill_id"]
+    drill = await service.store.get(drill_id) if len(drill_id) <= 80 else None
+    if drill is None:
+        raise NotFound(f"no drill {drill_id!r}")
+    request.app[OFFICES].require_within(office, [drill.township])
+    return drill
+
+
+@routes.post("/api/v1/drills/plan")
+async def plan(request: web.Request) -> web.Response:
+    """Plan the year: a drill for every township under the region that has none that year."""
+    office = office_of(request)
+    service = _service(request)
+    body = await _body(request, PlanRequest)
+    region = body.region or office.region
+    request.app[TREE].get(region)
+    request.app[OFFICES].require_within(office, [region])
+    new, kept = await service.plan(body.year, region, office)
+    return web.json_response(
+        {
+            "year": body.year,
+            "region": region,
+            "planned": len(new),
+            "already_planned": kept,
+            "first": min(d.scheduled_at for d in new).isoformat() if new else None,
+            "last": max(d.scheduled_at for d in new).isoformat() if new else None,
+        },
+        dumps=_dumps,
+    )
+
+
+@routes.get("/api/v1/drills")
+async def list_drills(request: web.Request) -> web.Response:
+    office = office_of(request)
+    service = _service(request)
+    region = _region(request, office)
+    status = request.query.get("status")
+    if status is not None and status not in {s.value for s in DrillStatus}:
+        raise ValidationFailed(
+            f"status must be one of {', '.join(s.value for s in DrillStatus)}",
+            details=[{"field": "status", "message": status}],
+        )
+    drills = await service.list(year=_year(request, required=False), region=region, status=status)
+    if _format(request) == "csv":
+        return _csv_response(plan_mod.to_csv(drills), f"drills-{region}.csv")
+    return web.json_response(
+        {
+            "region": region,
+            "total": len(drills),
+            "drills": [d.model_dump(mode="json") for d in drills],
+        },
+        dumps=_dumps,
+    )
+
+
+@routes.post("/api/v1/drills")
+async def add_drill(request: web.Request) -> web.Response:
+    office = office_of(request)
+    service = _service(request)
+    body = await _body(request, AddRequest)
+    request.app[TREE].get(body.township)
+    request.app[OFFICES].require_within(office, [body.township])
+    drill = await service.add(body.township, body.at, body.reason, office)
+    return web.json_response(drill.model_dump(mode="json"), status=201, dumps=_dumps)
+
+
+@routes.get("/api/v1/drills/compliance")
+async def compliance(request: web.Request) -> web.Response:
+    office = office_of(request)
+    service = _service(request)
+    region = _region(request, office)
+    year = _year(request, required=True)
+    assert year is not None  # noqa: S101  required above
+    result = await service.compliance(year, region)
+    if _format(request) == "csv":
+        return _csv_response(compliance_mod.to_csv(result), f"compliance-{region}-{year}.csv")
+    return web.json_response(result.model_dump(mode="json"), dumps=_dumps)
+
+
+@routes.get("/api/v1/drills/acks")
+async def acks(request: web.Request) -> web.Response:
+    """Drill acknowledgements for review: by drill, township, terminal and time range."""
+    office = office_of(request)
+    service = _service(request)
+    drill_id = request.query.get("drill")
+    township = request.query.get("township")
+    terminal = request.query.get("terminal")
+    since = _when(request, "since")
+    until = _when(request, "until")
+    limit = _parse_int(request, "limit", 10_000, 1, 1_000_000)
+    if drill_id:
+        drills = [d for d in [await service.store.get(drill_id)] if d is not None]
+        if not drills:
+            raise NotFound(f"no drill {drill_id!r}")
+    elif township:
+        request.app[TREE].get(township)
+        drills = await service.store.of_township(township)
+    else:
+        drills = await service.list(year=None, region=_region(request, office))
+    for drill in drills:
+        request.app[OFFICES].require_within(office, [drill.township])
+    rows: list[dict[str, Any]] = []
+    for drill in drills:
+        if drill.alert_id is None:
+            continue
+        entries = await service.store.acks(drill.id)
+        if not entries and drill.status is DrillStatus.RUNNING:
+            entries = await service.live_acks(drill)
+        for entry in entries:
+            recorded = int(entry.get("recorded_ms", 0))
+            if terminal and entry.get("terminal_id") != terminal:
+                continue
+            if since and recorded < since:
+                continue
+            if until and recorded > until:
+                continue
+            rows.append(
+                {
+                    "drill": drill.id,
+                    "township": drill.township,
+                    "alert_id": drill.alert_id,
+                    "terminal_id": entry.get("terminal_id"),
+                    "village": entry.get("region"),
+                    "state": entry.get("state"),
+                    "terminal_at": entry.get("at"),
+                    "recorded_at": datetime.fromtimestamp(recorded / 1000, UTC).isoformat(),
+                    "counted": entry.get("result") == "1",
+                }
+            )
+    rows = rows[:limit]
+    if _format(request) == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(
+            out,
+            fieldnames=["drill", "township", "alert_id", "terminal_id", "village", "state",
+                        "terminal_at", "recorded_at", "counted"],
+        )  # fmt: skip
+        writer.writeheader()
+        writer.writerows(rows)
+        return _csv_response(out.getvalue(), "drill-acks.csv")
+    return web.json_response({"total": len(rows), "acks": rows}, dumps=_dumps)
+
+
+def _when(request: web.Request, name: str) -> int | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError as exc:
+        raise ValidationFailed(
+            f"{name} must be an ISO 8601 time with its offset, e.g. 2027-03-01T00:00:00+08:00",
+            details=[{"field": name, "message": f"got {raw!r}"}],
+        ) from exc
+    if value.tzinfo is None:
+        raise ValidationFailed(
+            f"{name} needs a timezone offset, e.g. +08:00",
+            details=[{"field": name, "message": f"got {raw!r}"}],
+        )
+    return int(value.timestamp() * 1000)
+
+
+@routes.get("/api/v1/drills/{drill_id}")
+async def get_drill(request: web.Request) -> web.Response:
+    office = office_of(request)
+    service = _service(request)
+    drill = await _visible(request, office)
+    body = drill.model_dump(mode="json")
+    body["history"] = [e.model_dump(mode="json") for e in await service.store.history(drill.id)]
+    body["report"] = f"/api/v1/drills/{drill.id}/report" if drill.reported_at else None
+    return web.json_response(body, dumps=_dumps)
+
+
+@routes.post("/api/v1/drills/{drill_id}/move")
+async def move(request: web.Request) -> web.Response:
+    office = office_of(request)
+    service = _service(request)
+    drill = await _visible(request, office)
+    body = await _body(request, MoveRequest)
+    moved = await service.move(drill.id, body.at, body.reason, office)
+    return web.json_response(moved.model_dump(mode="json"), dumps=_dumps)
+
+
+@routes.post("/api/v1/drills/{drill_id}/cancel")
+async def cancel(request: web.Request) -> web.Response:
+    office = office_of(request)
+    service = _service(request)
+    drill = await _visible(request, office)
+    body = await _body(request, ReasonRequest)
+    cancelled = await service.cancel(drill.id, body.reason, office)
+    return web.json_response(cancelled.model_dump(mode="json"), dumps=_dumps)
+
+
+@routes.post("/api/v1/drills/{drill_id}/run")
+async def run_now(request: web.Request) -> web.Response:
+    office = office_of(request)
+    service = _service(request)
+    drill = await _visible(request, office)
+    body = await read_json(request, optional=True)
+    reason = (body or {}).get("reason", "run now") if isinstance(body, dict) else "run now"
+    fired = await service.run_now(drill.id, str(reason)[:300] or "run now", office)
+    return web.json_response(fired.model_dump(mode="json"), status=202, dumps=_dumps)
+
+
+@routes.get("/api/v1/drills/{drill_id}/report")
+async def get_report(request: web.Request) -> web.Response:
+    office = office_of(request)
+    service = _service(request)
+    drill = await _visible(request, office)
+    raw = await service.store.report(drill.id)
+    if raw is None:
+        raise NotFound(
+            f"drill {drill.id} is {drill.status.value}; its report exists once its window closed"
+        )
+    made = DrillReport.model_validate_json(raw)
+    if _format(request) == "csv":
+        return _csv_response(report_mod.to_csv(made), f"{drill.id}.csv")
+    return web.json_response(json.loads(raw), dumps=_dumps)

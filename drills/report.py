@@ -1,0 +1,620 @@
+"""A drill's report: who of the township's terminals received and played the exercise alert.
+
+Pure: no I/O. The caller reads the alert's ``expected`` hash, its ``offline`` set and the ack
+log entries of the alert from the store, and passes them in with the drill's window.
+
+Only ack log entries with result 1 changed a terminal's state; the others (0: a duplicate, a
+redelivery or a step backwards) are the same ack again and are never counted. An ack recorded
+after the window does not count either: for this drill the terminal was silent, and
+``after_window`` says how many such terminals did answer later (worth a look at their link).
+
+Every expected terminal gets exactly one outcome:
+
+* ``played``: it reported ``played`` in the window;
+* ``failed``: it did not play, and the last state it reported in the window is ``failed``;
+* ``received_only``: it acknowledged (``received``, ``playing``, or ``cancelled`` when a cancel
+  or update stopped it) but never played in the window;
+* ``missing``: nothing counted in the window. The sweeper's ``no_ack`` marks are the engine
+  saying it heard nothing, not an ack, so they never lift a terminal out of ``missing``.
+
+``acknowledged`` counts the terminals that confirmed receiving the alert (received, playing,
+played, cancelled); a terminal whose only report is ``failed`` is failed, not acknowledged.
+``late`` flags acknowledged terminals whose first ack came more than ``late_after`` seconds
+after dispatch; it is a flag on top of the outcome, not an outcome.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import unicodedata
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict
+
+from dispatcher.regions import Level, RegionTree
+from drills.models import Drill
+
+__all__ = [
+    "CSV_COLUMNS",
+    "NO_TERMINALS",
+    "AckEntry",
+    "DrillReport",
+    "LatencyStats",
+    "Outcome",
+    "TerminalOutcome",
+    "TerminalRef",
+    "VillageRow",
+    "build_report",
+    "pad",
+    "percent_floor",
+    "percentile",
+    "text_width",
+    "to_csv",
+    "to_table",
+]
+
+Outcome = Literal["played", "received_only", "failed", "missing"]
+
+NO_TERMINALS = "no terminals registered in the township / 乡镇内没有登记的终端"
+
+# States in which a terminal confirms it has the alert. ``cancelled`` is the store's name for a
+# ``failed`` caused by a cancel or an update: the terminal had the alert and was stopped.
+_RECEIPT_STATES = frozenset({"received", "playing", "played", "cancelled"})
+_ACK_STATES = _RECEIPT_STATES | {"failed"}
+_NO_ACK = "no_ack"
+
+# Fujian keeps China Standard Time all year (no daylight saving), so a fixed offset is exact
+# and needs no time zone database.
+CHINA_STANDARD_TIME = timezone(timedelta(hours=8), "CST")
+
+
+@dataclass(frozen=True)
+class AckEntry:
+    """One ack log entry of the drill's alert (``ebd:acklog``), as the store recorded it."""
+
+    terminal: str
+    state: str
+    recorded_ms: int
+    result: int
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LatencyStats(_Model):
+    """Seconds from dispatch, nearest-rank percentiles; all None when ``n`` is 0."""
+
+    n: int
+    p50: float | None
+    p95: float | None
+    max: float | None
+
+
+class TerminalRef(_Model):
+    terminal: str
+    village: str
+    village_name: str
+
+
+class TerminalOutcome(_Model):
+    """One expected terminal's part in the drill: a row of the CSV."""
+
+    terminal: str
+    village: str
+    village_name: str
+    outcome: Outcome
+    acknowledged: bool
+    # Seconds from dispatch to its first ack of any state, and to ``played``, in the window.
+    first_ack_s: float | None
+    played_s: float | None
+    late: bool
+    offline: bool
+    # The sweeper marked it no_ack (escalated as silent after the resends).
+    no_ack: bool
+    # It answered, but only after the window closed.
+    after_window: bool
+
+
+class VillageRow(_Model):
+    """The counts of one village (or of any other region a terminal is registered at)."""
+
+    code: str
+    name: str
+    expected: int
+    acknowledged: int
+    played: int
+    received_only: int
+    failed: int
+    missing: int
+    late: int
+    offline: int
+
+
+class DrillReport(_Model):
+    """What a drill achieved; ``model_dump(mode="json")`` gives its JSON."""
+
+    drill_id: str
+    year: int
+    township: str
+    township_name: str
+    county: str
+    county_name: str
+    city: str
+    city_name: str
+    alert_id: str | None
+    dispatched_at: AwareDatetime
+    window_end: AwareDatetime
+    # The thresholds it was judged by, so a report read later explains itself.
+    late_after: float
+    pass_coverage: float
+    expected: int
+    acknowledged: int
+    played: int
+    received_only: int
+    failed: int
+    missing: int
+    late: int
+    after_window: int
+    no_ack: int
+    offline_at_dispatch: int
+    coverage: float
+    passed: bool
+    problems: list[str]
+    ack_latency: LatencyStats
+    played_latency: LatencyStats
+    villages: list[VillageRow]
+    missing_terminals: list[TerminalRef]
+    late_terminals: list[TerminalRef]
+    failed_terminals: list[TerminalRef]
+    terminals: list[TerminalOutcome]
+
+
+@dataclass
+class _Seen:
+    """What the ack log says about one terminal."""
+
+    first_ack_ms: int | None = None
+    played_ms: int | None = None
+    receipt: bool = False
+    last_state: str | None = None
+    no_ack: bool = False
+    after_window: bool = False
+
+
+def percentile(values: Sequence[float], p: int) -> float | None:
+    """The nearest-rank ``p``-th percentile (0 < p ≤ 100): the smallest value with at least p%
+    of the values at or below it, i.e. the ceil(p·n/100)-th smallest. None for no values.
+
+    Nearest-rank always returns one of the values (no interpolation), so "p95 = 41 s" means a
+    terminal really took 41 s. The rank is computed in integers: 0.95 * 20 in floating point
+    is not exactly 19, and ceil() would then pick the 20th.
+    """
+    if not 0 < p <= 100:
+        raise ValueError(f"percentile {p} is not in 1..100")
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, -(-p * len(ordered) // 100))
+    return ordered[rank - 1]
+
+
+def _latency(values: Sequence[float]) -> LatencyStats:
+    return LatencyStats(
+        n=len(values),
+        p50=percentile(values, 50),
+        p95=percentile(values, 95),
+        max=max(values) if values else None,
+    )
+
+
+def percent_floor(part: int, whole: int) -> float:
+    """``part / whole`` in percent, rounded down to 0.1 in exact integer arithmetic, so that a
+    share just under a threshold never shows as the threshold (94.97% is 94.9%, not 95.0%)."""
+    return 0.0 if whole <= 0 else (part * 1000 // whole) / 10
+
+
+def _seconds(ms: int, dispatched_ms: int) -> float:
+    # An ack recorded a few ms "before" dispatch comes from clocks of different instances, not
+    # from the past; a negative latency would only confuse the statistics.
+    return round(max(0, ms - dispatched_ms) / 1000, 3)
+
+
+def _from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def _read_acks(
+    expected: Mapping[str, str], acks: Sequence[AckEntry], window_end_ms: int
+) -> dict[str, _Seen]:
+    seen = {terminal: _Seen() for terminal in expected}
+    # Stable sort: entries recorded in the same millisecond keep the log's order.
+    for ack in sorted(acks, key=lambda a: a.recorded_ms):
+        state = seen.get(ack.terminal)
+        if state is None or ack.result != 1:
+            continue
+        if ack.state == _NO_ACK:
+            state.no_ack = True
+            continue
+        if ack.state not in _ACK_STATES:
+            continue
+        if ack.recorded_ms > window_end_ms:
+            state.after_window = True
+            continue
+        if state.first_ack_ms is None:
+            state.first_ack_ms = ack.recorded_ms
+        if ack.state == "played" and state.played_ms is None:
+            state.played_ms = ack.recorded_ms
+        state.receipt = state.receipt or ack.state in _RECEIPT_STATES
+        state.last_state = ack.state
+    return seen
+
+
+def _outcome(seen: _Seen) -> Outcome:
+    # Played first: a terminal that played did the drill's job whatever it reported after.
+    if seen.played_ms is not None:
+        return "played"
+    if seen.last_state == "failed":
+        return "failed"
+    if seen.first_ack_ms is not None:
+        return "received_only"
+    return "missing"
+
+
+def _region_name(tree: RegionTree, code: str) -> str:
+    # A terminal may be registered at a code a later region file dropped; keep its row.
+    return tree.name(code) if code in tree else ""
+
+
+def build_report(
+    *,
+    drill: Drill,
+    expected: Mapping[str, str],
+    offline: Collection[str],
+    acks: Sequence[AckEntry],
+    dispatched_ms: int,
+    window_end_ms: int,
+    late_after: float,
+    pass_coverage: float,
+    tree: RegionTree,
+) -> DrillReport:
+    """The report of ``drill``: ``expected`` maps each terminal to its region code (village),
+    ``offline`` are the terminals offline at dispatch, ``acks`` the alert's ack log entries;
+    times are epoch milliseconds, ``late_after`` seconds, ``pass_coverage`` a share (0.95)."""
+    seen = _read_acks(expected, acks, window_end_ms)
+    offline_set = set(offline)
+
+    terminals: list[TerminalOutcome] = []
+    for terminal in sorted(expected):
+        state = seen[terminal]
+        village = expected[terminal]
+        first_s = (
+            None if state.first_ack_ms is None else _seconds(state.first_ack_ms, dispatched_ms)
+        )
+        played_s = None if state.played_ms is None else _seconds(state.played_ms, dispatched_ms)
+        # Compared in ms, not in rounded seconds, so the boundary is exact.
+        late = (
+            state.receipt
+            and state.first_ack_ms is not None
+            and (state.first_ack_ms - dispatched_ms) > late_after * 1000
+        )
+        outcome = _outcome(state)
+        terminals.append(
+            TerminalOutcome(
+                terminal=terminal,
+                village=village,
+                village_name=_region_name(tree, village),
+                outcome=outcome,
+                acknowledged=state.receipt,
+                first_ack_s=first_s,
+                played_s=played_s,
+                late=late,
+                offline=terminal in offline_set,
+                no_ack=state.no_ack,
+                after_window=state.after_window and outcome == "missing",
+            )
+        )
+
+    n_expected = len(terminals)
+    played = _count(terminals, "played")
+    coverage = played / n_expected if n_expected else 0.0
+    problems = [] if n_expected else [NO_TERMINALS]
+    # Direct comparison is exact where it matters: played / expected is correctly rounded, so
+    # a ratio equal to the configured decimal (19/20 and 0.95) is the very same float.
+    passed = n_expected > 0 and coverage >= pass_coverage
+
+    return DrillReport(
+        drill_id=drill.id,
+        year=drill.year,
+        township=drill.township,
+        township_name=drill.township_name,
+        county=drill.county,
+        county_name=drill.county_name,
+        city=drill.city,
+        city_name=drill.city_name,
+        alert_id=drill.alert_id,
+        dispatched_at=_from_ms(dispatched_ms),
+        window_end=_from_ms(window_end_ms),
+        late_after=late_after,
+        pass_coverage=pass_coverage,
+        expected=n_expected,
+        acknowledged=sum(t.acknowledged for t in terminals),
+        played=played,
+        received_only=_count(terminals, "received_only"),
+        failed=_count(terminals, "failed"),
+        missing=_count(terminals, "missing"),
+        late=sum(t.late for t in terminals),
+        after_window=sum(t.after_window for t in terminals),
+        no_ack=sum(t.no_ack for t in terminals),
+        offline_at_dispatch=sum(t.offline for t in terminals),
+        coverage=coverage,
+        passed=passed,
+        problems=problems,
+        ack_latency=_latency(
+            [t.first_ack_s for t in terminals if t.acknowledged and t.first_ack_s is not None]
+        ),
+        played_latency=_latency([t.played_s for t in terminals if t.played_s is not None]),
+        villages=_villages(drill.township, terminals, tree),
+        missing_terminals=_refs(t for t in terminals if t.outcome == "missing"),
+        late_terminals=_refs(t for t in terminals if t.late),
+        failed_terminals=_refs(t for t in terminals if t.outcome == "failed"),
+        terminals=terminals,
+    )
+
+
+def _count(terminals: Sequence[TerminalOutcome], outcome: Outcome) -> int:
+    return sum(t.outcome == outcome for t in terminals)
+
+
+def _refs(terminals: Iterable[TerminalOutcome]) -> list[TerminalRef]:
+    return [
+        TerminalRef(terminal=t.terminal, village=t.village, village_name=t.village_name)
+        for t in terminals
+    ]
+
+
+def _villages(
+    township: str, terminals: Sequence[TerminalOutcome], tree: RegionTree
+) -> list[VillageRow]:
+    # Every village of the township gets a row, those without a terminal too: a village
+    # nobody can reach is what a coordinator most needs to see.
+    codes = (
+        {r.code for r in tree.descendants(township, Level.VILLAGE)} if township in tree else set()
+    )
+    codes.update(t.village for t in terminals)
+    by_code: dict[str, list[TerminalOutcome]] = {code: [] for code in codes}
+    for t in terminals:
+        by_code[t.village].append(t)
+    rows = []
+    for code in sorted(by_code):
+        group = by_code[code]
+        rows.append(
+            VillageRow(
+                code=code,
+                name=_region_name(tree, code),
+                expected=len(group),
+                acknowledged=sum(t.acknowledged for t in group),
+                played=_count(group, "played"),
+                received_only=_count(group, "received_only"),
+                failed=_count(group, "failed"),
+                missing=_count(group, "missing"),
+                late=sum(t.late for t in group),
+                offline=sum(t.offline for t in group),
+            )
+        )
+    return rows
+
+
+# --- CSV and text table ------------------------------------------------------------------------
+
+CSV_COLUMNS = [
+    "terminal",
+    "village",
+    "village_name",
+    "outcome",
+    "first_ack_s",
+    "played_s",
+    "late",
+    "offline",
+    "no_ack",
+    "after_window",
+]
+
+
+def to_csv(report: DrillReport) -> str:
+    """One row per expected terminal, sorted by id; flags are 1/0 so a spreadsheet can sum
+    them. Write it as ``utf-8-sig``: Excel reads UTF-8 without a byte order mark as GBK."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for t in report.terminals:
+        writer.writerow(
+            [
+                t.terminal,
+                t.village,
+                t.village_name,
+                t.outcome,
+                "" if t.first_ack_s is None else t.first_ack_s,
+                "" if t.played_s is None else t.played_s,
+                int(t.late),
+                int(t.offline),
+                int(t.no_ack),
+                int(t.after_window),
+            ]
+        )
+    return out.getvalue()
+
+
+def text_width(text: str) -> int:
+    """Columns ``text`` takes in a terminal: CJK characters take two."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def pad(text: str, width: int, *, right: bool = False) -> str:
+    """``text`` padded with spaces to ``width`` terminal columns (str.ljust counts characters,
+    which misaligns Chinese names)."""
+    fill = " " * max(0, width - text_width(text))
+    return fill + text if right else text + fill
+
+
+_LABELS: dict[str, dict[str, str]] = {
+    "zh": {
+        "title": "综合应急演练报告",
+        "alert": "预警",
+        "dispatched": "下发",
+        "window": "窗口截止",
+        "coverage": "覆盖率",
+        "of": "终端播放",
+        "threshold": "合格线",
+        "passed": "通过",
+        "failed_verdict": "未通过",
+        "expected": "应到",
+        "acknowledged": "已确认",
+        "played": "已播放",
+        "received_only": "仅接收",
+        "failed": "失败",
+        "missing": "未响应",
+        "late": "迟到",
+        "after_window": "窗口后响应",
+        "no_ack": "无应答升级",
+        "offline": "下发时离线",
+        "ack_latency": "确认时延",
+        "played_latency": "播放时延",
+        "max": "最大",
+        "code": "代码",
+        "village": "村（社区）",
+        "total": "合计",
+        "problems": "问题",
+        "failed_terminals": "播放失败的终端",
+        "missing_terminals": "未响应的终端",
+        "late_terminals": "迟到的终端",
+        "none": "无",
+    },
+    "en": {
+        "title": "emergency drill report",
+        "alert": "alert",
+        "dispatched": "dispatched",
+        "window": "window ends",
+        "coverage": "coverage",
+        "of": "terminals played",
+        "threshold": "pass at",
+        "passed": "PASSED",
+        "failed_verdict": "FAILED",
+        "expected": "expected",
+        "acknowledged": "acked",
+        "played": "played",
+        "received_only": "recv only",
+        "failed": "failed",
+        "missing": "missing",
+        "late": "late",
+        "after_window": "after window",
+        "no_ack": "no_ack",
+        "offline": "offline",
+        "ack_latency": "ack latency",
+        "played_latency": "play latency",
+        "max": "max",
+        "code": "code",
+        "village": "village",
+        "total": "total",
+        "problems": "problems",
+        "failed_terminals": "terminals that failed to play",
+        "missing_terminals": "terminals that did not answer",
+        "late_terminals": "late terminals",
+        "none": "none",
+    },
+}
+
+_COUNT_COLUMNS = (
+    "expected",
+    "acknowledged",
+    "played",
+    "received_only",
+    "failed",
+    "missing",
+    "late",
+    "offline",
+)
+
+
+def _fmt_s(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}s"
+
+
+def _latency_line(label: str, stats: LatencyStats, words: Mapping[str, str]) -> str:
+    return (
+        f"{label} (n={stats.n}): p50 {_fmt_s(stats.p50)}, p95 {_fmt_s(stats.p95)}, "
+        f"{words['max']} {_fmt_s(stats.max)}"
+    )
+
+
+def to_table(report: DrillReport, lang: str = "zh", *, tz: tzinfo | None = None) -> str:
+    """The report as text for the CLI, in ``lang`` "zh" or "en"; times in ``tz`` (China
+    Standard Time by default)."""
+    words = _LABELS.get(lang)
+    if words is None:
+        raise ValueError(f"lang must be one of {sorted(_LABELS)}, got {lang!r}")
+    zone = tz or CHINA_STANDARD_TIME
+    start = report.dispatched_at.astimezone(zone)
+    end = report.window_end.astimezone(zone)
+    verdict = words["passed"] if report.passed else words["failed_verdict"]
+    lines = [
+        # Full-width parentheses belong to Chinese text only.
+        (
+            f"{report.township_name}（{report.township}）{words['title']}"
+            if lang == "zh"
+            else f"{report.township_name} ({report.township}) {words['title']}"
+        )
+        + f"  {report.drill_id}",
+        f"{report.city_name} {report.county_name} {report.township_name}  "
+        f"{words['alert']} {report.alert_id or '-'}",
+        f"{words['dispatched']} {start:%Y-%m-%d %H:%M:%S %z}  {words['window']} {end:%H:%M:%S}",
+        f"{words['coverage']} {percent_floor(report.played, report.expected):.1f}% "
+        f"({report.played}/{report.expected} {words['of']}, "
+        f"{words['threshold']} {report.pass_coverage * 100:.1f}%): {verdict}",
+        ", ".join(
+            f"{words[key]} {getattr(report, key)}"
+            for key in ("acknowledged", "received_only", "failed", "missing", "late")
+        )
+        + f", {words['after_window']} {report.after_window}, {words['no_ack']} {report.no_ack}"
+        + f", {words['offline']} {report.offline_at_dispatch}",
+        _latency_line(words["ack_latency"], report.ack_latency, words),
+        _latency_line(words["played_latency"], report.played_latency, words),
+    ]
+    if report.problems:
+        lines.append(f"{words['problems']}: " + "; ".join(report.problems))
+    lines.append("")
+    lines.extend(_village_table(report, words))
+    for key, refs in (
+        ("failed_terminals", report.failed_terminals),
+        ("missing_terminals", report.missing_terminals),
+        ("late_terminals", report.late_terminals),
+    ):
+        lines.append("")
+        lines.append(f"{words[key]} ({len(refs)}):" + ("" if refs else f" {words['none']}"))
+        lines.extend(f"  {r.terminal}  {r.village} {r.village_name}" for r in refs)
+    # No trailing newline: the CLI prints it.
+    return "\n".join(lines)
+
+
+def _village_table(report: DrillReport, words: Mapping[str, str]) -> list[str]:
+    header = [words["code"], words["village"], *(words[c] for c in _COUNT_COLUMNS)]
+    body = [
+        [row.code, row.name, *(str(getattr(row, c)) for c in _COUNT_COLUMNS)]
+        for row in report.villages
+    ]
+    total = [
+        "",
+        words["total"],
+        *(str(sum(getattr(row, c) for row in report.villages)) for c in _COUNT_COLUMNS),
+    ]
+    table = [header, *body, total]
+    widths = [max(text_width(r[i]) for r in table) for i in range(len(header))]
+    # Code and name read left to right; counts line up on their last digit.
+    return [
+        "  ".join(pad(cell, widths[i], right=i >= 2) for i, cell in enumerate(r)).rstrip()
+        for r in table
+    ]

@@ -1,0 +1,237 @@
+"""Which instance schedules drills, and its APScheduler.
+
+Every engine instance runs a ``DrillScheduler``; the one holding a Redis lease (renewed every
+third of ``lease_seconds``, taken over by another instance when it lapses) runs an APScheduler
+``AsyncIOScheduler`` whose jobs live in Redis (``RedisJobStore``), so planned drills survive
+restarts. Our drill records are the truth and the job store follows them: whenever the plan
+changes (a version counter in Redis) the holder adds, moves and removes jobs to match.
+
+A drill due while no instance held the lease is run when one takes it, if it is within
+``grace`` (APScheduler's ``misfire_grace_time``, hours rather than its default of one second),
+and its report says how late and why; past that, APScheduler reports the job missed and the
+drill is marked missed with the reason: never dropped silently. The dispatch itself carries the
+idempotency key ``drill:{id}:{time}``, so a drill fired by two instances in a lease handover
+is still one alert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import redis
+import structlog
+from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.jobstores.redis import RedisJobStore
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.schedulers.base import STATE_PAUSED
+
+from dispatcher.errors import StoreUnavailable
+from dispatcher.models import utcnow
+from dispatcher.settings import DrillSettings
+from drills import jobs
+from drills.models import Drill, DrillStatus
+from drills.store import APS_JOBS, APS_RUN_TIMES, DrillStore
+
+log = structlog.get_logger(__name__)
+
+REPORT_SUFFIX = ":report"
+
+
+class DrillRunner(jobs.Runner, Protocol):
+    async def missed(self, drill_id: str, reason: str) -> None: ...
+
+
+class DrillScheduler:
+    def __init__(
+        self,
+        store: DrillStore,
+        runner: DrillRunner,
+        settings: DrillSettings,
+        *,
+        instance: str,
+        redis_url: str,
+    ) -> None:
+        self._store = store
+        self._runner = runner
+        self._settings = settings
+        self._instance = instance
+        self._redis_url = redis_url
+        self._aps: AsyncIOScheduler | None = None
+        self._seen_version = -1
+        # When this instance took the lease, and until when the previous holder was alive:
+        # the gap is why a drill ran late or was missed.
+        self.leader_since: datetime | None = None
+        self.previous_heartbeat: datetime | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def leading(self) -> bool:
+        return self._aps is not None
+
+    async def run(self) -> None:
+        interval = self._settings.lease_seconds / 3
+        try:
+            while True:
+                try:
+                    await self.tick()
+                except StoreUnavailable as exc:
+                    # Unable to renew means unable to know: stop scheduling before the lease
+                    # lapses and another instance takes over.
+                    log.warning("drills.store_down", error=exc.message)
+                    self._step_down()
+                await asyncio.sleep(interval)
+        finally:
+            self._step_down()
+            with contextlib.suppress(StoreUnavailable, asyncio.CancelledError):
+                await asyncio.shield(self._store.release_lease(self._instance))
+
+    async def tick(self) -> None:
+        now = utcnow()
+        held, info = await self._store.hold_lease(
+            self._instance,
+            ttl_ms=int(self._settings.lease_seconds * 1000),
+            now_ms=int(now.timestamp() * 1000),
+        )
+        if held and self._aps is None:
+            self._become_leader(now, info)
+        elif not held and self._aps is not None:
+            log.warning("drills.lease_lost", holder=info)
+            self._step_down()
+        if held:
+            version = await self._store.version()
+            if version != self._seen_version:
+                await self.reconcile()
+                self._seen_version = version
+
+    def _become_leader(self, now: datetime, previous: str) -> None:
+        beat = previous.split(" ")[0] if previous else ""
+        self.previous_heartbeat = (
+            datetime.fromtimestamp(int(beat) / 1000, UTC) if beat.isdigit() else None
+        )
+        self.leader_since = now
+        store = RedisJobStore(
+            jobs_key=APS_JOBS,
+            run_times_key=APS_RUN_TIMES,
+            connection_pool=redis.ConnectionPool.from_url(self._redis_url),
+        )
+        self._aps = AsyncIOScheduler(
+            jobstores={"default": store},
+            job_defaults={"coalesce": True, "max_instances": 1},
+            timezone=UTC,
+        )
+        self._aps.add_listener(self._on_missed, EVENT_JOB_MISSED)
+        jobs.activate(self._runner)
+        self._seen_version = -1
+        # Started paused: reconcile first, so a drill cancelled while no one led is removed
+        # before APScheduler could run its stale job.
+        self._aps.start(paused=True)
+        log.info(
+            "drills.leading",
+            instance=self._instance,
+            previous_heartbeat=self.previous_heartbeat.isoformat()
+            if self.previous_heartbeat
+            else None,
+        )
+
+    def _step_down(self) -> None:
+        if self._aps is None:
+            return
+        jobs.deactivate(self._runner)
+        with contextlib.suppress(Exception):
+            self._aps.shutdown(wait=False)
+        self._aps = None
+        log.info("drills.stepped_down", instance=self._instance)
+
+    async def reconcile(self) -> None:
+        """Make the job store match the drill records, then let APScheduler run."""
+        aps = self._aps
+        if aps is None:
+            return
+        drills = await self._store.all()
+        existing = {job.id: job for job in aps.get_jobs()}
+        wanted: set[str] = set()
+        now = utcnow()
+        grace = timedelta(seconds=self._settings.grace)
+        for drill in drills:
+            if drill.status is DrillStatus.PLANNED:
+                wanted.add(drill.id)
+                job = existing.get(drill.id)
+                if job is not None and job.next_run_time == drill.scheduled_at:
+                    continue
+                if job is None and drill.scheduled_at < now - grace:
+                    # Its job is gone too (a job store lost with Redis): missed all the same.
+                    await self._runner.missed(drill.id, self.why(drill.scheduled_at, missed=True))
+                    continue
+                aps.add_job(
+                    jobs.FIRE,
+                    "date",
+                    run_date=drill.scheduled_at,
+                    args=[drill.id, drill.scheduled_at.isoformat()],
+                    id=drill.id,
+                    replace_existing=True,
+                    misfire_grace_time=int(self._settings.grace),
+                )
+            elif drill.status is DrillStatus.RUNNING:
+                job_id = drill.id + REPORT_SUFFIX
+                wanted.add(job_id)
+                if job_id not in existing:
+                    aps.add_job(
+                        jobs.REPORT,
+                        "date",
+                        run_date=self.report_time(drill),
+                        args=[drill.id],
+                        id=job_id,
+                        # A report is always made, however late.
+                        misfire_grace_time=None,
+                    )
+        for job_id in set(existing) - wanted:
+            with contextlib.suppress(Exception):
+                aps.remove_job(job_id)
+        if aps.state == STATE_PAUSED:  # the first reconcile after taking the lease
+            aps.resume()
+
+    def report_time(self, drill: Drill) -> datetime:
+        fired = drill.fired_at or drill.scheduled_at
+        return fired + timedelta(seconds=self._settings.window)
+
+    def schedule_report(self, drill: Drill) -> None:
+        """Called by the runner right after it fired a drill on this (leading) instance."""
+        if self._aps is not None:
+            self._aps.add_job(
+                jobs.REPORT,
+                "date",
+                run_date=self.report_time(drill),
+                args=[drill.id],
+                id=drill.id + REPORT_SUFFIX,
+                replace_existing=True,
+                misfire_grace_time=None,
+            )
+
+    def why(self, scheduled: datetime, *, missed: bool = False) -> str:
+        """Why a drill due at ``scheduled`` runs late (or not at all)."""
+        since = self.leader_since
+        before = self.previous_heartbeat
+        if since is not None and scheduled < since and (before is None or before < scheduled):
+            gone = f"from {before.isoformat()}" if before else "before it"
+            reason = (
+                f"no engine instance was scheduling drills {gone} until {since.isoformat()} "
+                f"(the drill was due at {scheduled.isoformat()})"
+            )
+        else:
+            reason = "the scheduler ran it late"
+        if missed:
+            reason += f"; past the grace of {self._settings.grace:g} s, so it was not run"
+        return reason
+
+    def _on_missed(self, event: Any) -> None:
+        if not isinstance(event, JobExecutionEvent) or event.job_id.endswith(REPORT_SUFFIX):
+            return
+        scheduled = event.scheduled_run_time
+        task = asyncio.get_running_loop().create_task(
+            self._runner.missed(event.job_id, self.why(scheduled, missed=True))
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,386 @@
+"""The drills as the engine runs them: planning and editing the year, firing a drill as an
+exercise alert over the normal dispatch path, reporting it from its acknowledgements, and
+answering compliance questions.
+
+Every change goes through ``DrillStore.put`` with the statuses it expects, so two instances
+acting on one drill at once (a lease handover, a coordinator's run-now while the scheduler
+fires) cannot both apply; the alert of a firing carries the idempotency key
+``drill:{id}:{time}``, so it is dispatched once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from dispatcher.auth import Office
+from dispatcher.errors import Conflict, NotFound, ValidationFailed
+from dispatcher.models import Alert, AlertRequest, Channel, Severity, Status, utcnow
+from dispatcher.regions import Level, RegionTree
+from dispatcher.settings import DrillSettings
+from dispatcher.store import ACKLOG, Store
+from drills.compliance import Compliance, compliance
+from drills.models import Drill, DrillStatus, Edit
+from drills.plan import PlanError, check_slot, next_free_slot, plan_year
+from drills.report import AckEntry, DrillReport, build_report
+from drills.store import DrillStore
+
+log = structlog.get_logger(__name__)
+
+# Late by more than this and the report says why.
+LATE_NOTE_SECONDS = 60.0
+ENGINE = "engine"
+
+
+class DrillService:
+    def __init__(
+        self,
+        store: Store,
+        tree: RegionTree,
+        settings: DrillSettings,
+        *,
+        office: Office,
+    ) -> None:
+        self.engine_store = store
+        self.store = DrillStore(store)
+        self.tree = tree
+        self.settings = settings
+        self.office = office
+        # Set by the scheduler: why a drill due at a time ran late, and to queue its report.
+        self.why_late: Callable[[datetime], str] = lambda _when: "the scheduler ran it late"
+        self.on_fired: Callable[[Drill], None] = lambda _drill: None
+
+    # Planning and editing ----------------------------------------------------------------
+
+    async def plan(self, year: int, region: str, office: Office) -> tuple[list[Drill], int]:
+        """Plan every township under ``region`` that has no drill that year; (new, kept)."""
+        existing = [d for d in await self.store.all() if d.year == year]
+        try:
+            new = plan_year(self.tree, region, year, self.settings, existing=existing, now=utcnow())
+        except PlanError as exc:
+            raise ValidationFailed(
+                str(exc), details=[{"field": "year", "message": str(exc)}]
+            ) from exc
+        now = utcnow()
+        for drill in new:
+            await self.store.put(
+                drill,
+                Edit(at=now, office=office.id, action="planned", reason=f"plan of {year}",
+                     after=drill.scheduled_at),
+            )  # fmt: skip
+        kept = sum(1 for d in existing if self.tree.is_within(d.township, region))
+        log.info("drills.planned", year=year, region=region, new=len(new), kept=kept)
+        return new, kept
+
+    async def add(self, township: str, when: datetime, reason: str, office: Office) -> Drill:
+        region = self.tree.get(township)
+        if region.level is not Level.TOWNSHIP:
+            raise ValidationFailed(
+                f"{township} is a {region.level.name.lower()}: drills are per township",
+                details=[{"field": "township", "message": "not a township"}],
+            )
+        await self._check(when, township)
+        drill = self._new_drill(township, when, origin=f"added: {reason}")
+        drill = await self._unique(drill)
+        await self.store.put(
+            drill,
+            Edit(at=utcnow(), office=office.id, action="added", reason=reason, after=when),
+        )
+        return drill
+
+    async def move(self, drill_id: str, when: datetime, reason: str, office: Office) -> Drill:
+        drill = await self._get(drill_id)
+        if drill.status is not DrillStatus.PLANNED:
+            raise Conflict(f"drill {drill_id} is {drill.status.value}; only a planned one moves")
+        await self._check(when, drill.township, ignore=drill.id)
+        moved = drill.model_copy(update={"scheduled_at": when, "year": self._year(when)})
+        edit = Edit(
+            at=utcnow(), office=office.id, action="moved", reason=reason,
+            before=drill.scheduled_at, after=when,
+        )  # fmt: skip
+        if not await self.store.put(moved, edit, expect=[DrillStatus.PLANNED]):
+            raise Conflict(f"drill {drill_id} changed meanwhile; look at it again")
+        return moved
+
+    async def cancel(self, drill_id: str, reason: str, office: Office) -> Drill:
+        drill = await self._get(drill_id)
+        if drill.status is not DrillStatus.PLANNED:
+            raise Conflict(f"drill {drill_id} is {drill.status.value}; only a planned one cancels")
+        cancelled = drill.model_copy(update={"status": DrillStatus.CANCELLED})
+        edit = Edit(at=utcnow(), office=office.id, action="cancelled", reason=reason)
+        if not await self.store.put(cancelled, edit, expect=[DrillStatus.PLANNED]):
+            raise Conflict(f"drill {drill_id} changed meanwhile; look at it again")
+        return cancelled
+
+    async def run_now(self, drill_id: str, reason: str, office: Office) -> Drill:
+        """Fire a planned drill now, on this instance (a coordinator's decision)."""
+        drill = await self._get(drill_id)
+        if drill.status is not DrillStatus.PLANNED:
+            raise Conflict(f"drill {drill_id} is {drill.status.value}; only a planned one runs")
+        now = utcnow()
+        fired = await self._fire(drill, now, manual=f"run now by {office.id}: {reason}")
+        if fired is None:
+            raise Conflict(f"drill {drill_id} was fired or changed meanwhile")
+        return fired
+
+    async def _check(self, when: datetime, township: str, ignore: str | None = None) -> None:
+        county = [d for d in await self.store.all() if d.county == township[:6]]
+        try:
+            check_slot(when, township, self.settings, county, ignore=ignore, now=utcnow())
+        except PlanError as exc:
+            raise ValidationFailed(
+                str(exc), details=[{"field": "at", "message": str(exc)}]
+            ) from exc
+
+    # Firing and reporting (APScheduler jobs call these) ------------------------------------
+
+    async def fire(self, drill_id: str, scheduled: str) -> None:
+        with structlog.contextvars.bound_contextvars(drill_id=drill_id):
+            drill = await self.store.get(drill_id)
+            if drill is None:
+                log.error("drill.unknown")
+                return
+            if drill.status is not DrillStatus.PLANNED:
+                log.info("drill.not_fired", status=drill.status.value)
+                return
+            if drill.scheduled_at.isoformat() != scheduled:
+                # A stale job of a drill moved since: its new job fires it.
+                log.info("drill.stale_job", scheduled=scheduled)
+                return
+            await self._fire(drill, datetime.fromisoformat(scheduled))
+
+    async def _fire(
+        self, drill: Drill, due: datetime, *, manual: str | None = None
+    ) -> Drill | None:
+        now = utcnow()
+        alert = self._alert(drill, now)
+        key = f"drill:{drill.id}:{due.isoformat()}"
+        stored, created = await self.engine_store.create_alert(
+            alert,
+            office_id=self.office.id,
+            idempotency=(key, hashlib.sha256(key.encode()).hexdigest()),
+        )
+        late_by = max(0.0, (now - due).total_seconds())
+        late_reason = None
+        if manual is None and late_by > LATE_NOTE_SECONDS:
+            late_reason = self.why_late(due)
+        fired = drill.model_copy(
+            update={
+                "status": DrillStatus.RUNNING,
+                "alert_id": stored.id,
+                "fired_at": now,
+                "late_by": late_by if manual is None else None,
+                "late_reason": late_reason,
+            }
+        )
+        edit = Edit(
+            at=now,
+            office=manual.split(":")[0].removeprefix("run now by ") if manual else ENGINE,
+            action="fired",
+            reason=manual
+            or (f"due; late by {late_by:.0f} s: {late_reason}" if late_reason else "due"),
+        )
+        if not await self.store.put(fired, edit, expect=[DrillStatus.PLANNED]):
+            log.info("drill.fired_elsewhere", alert_id=stored.id)
+            return None
+        log.info(
+            "drill.fired",
+            alert_id=stored.id,
+            township=drill.township,
+            new_alert=created,
+            late_by=round(late_by, 1),
+            late_reason=late_reason,
+        )
+        self.on_fired(fired)
+        return fired
+
+    def _alert(self, drill: Drill, now: datetime) -> Alert:
+        name = drill.township_name
+        request = AlertRequest(
+            event=self.settings.event,
+            severity=Severity(self.settings.severity),
+            headline=f"{name}应急广播综合演练",
+            text=f"这是{name}应急广播系统年度综合演练，不是真实预警。",
+            instruction="请各村应急广播终端正常播放并确认，群众无需惊慌。",
+            areas=[drill.township],
+            channels=[Channel.LOUDSPEAKER],
+            expires_in=int(self.settings.window) + 3600,
+            status=Status.EXERCISE,
+        )
+        return Alert.issue(
+            request,
+            office_id=self.office.id,
+            office_name=self.office.name,
+            areas=self.tree.cover([drill.township]),
+            sent=now,
+        )
+
+    async def report(self, drill_id: str) -> None:
+        with structlog.contextvars.bound_contextvars(drill_id=drill_id):
+            drill = await self.store.get(drill_id)
+            if drill is None or drill.status is not DrillStatus.RUNNING or drill.alert_id is None:
+                return
+            made = await self.make_report(drill)
+            status = DrillStatus.PASSED if made.passed else DrillStatus.FAILED
+            now = utcnow()
+            reported = drill.model_copy(
+                update={"status": status, "coverage": made.coverage, "reported_at": now}
+            )
+            edit = Edit(
+                at=now, office=ENGINE, action="reported",
+                reason=f"coverage {made.coverage:.1%}: {status.value}",
+            )  # fmt: skip
+            if not await self.store.put(reported, edit, expect=[DrillStatus.RUNNING]):
+                return
+            log.info(
+                "drill.reported",
+                alert_id=drill.alert_id,
+                status=status.value,
+                coverage=round(made.coverage, 4),
+                expected=made.expected,
+                played=made.played,
+                missing=made.missing,
+            )
+            if status is DrillStatus.FAILED:
+                await self._redrill(reported)
+
+    async def make_report(self, drill: Drill) -> DrillReport:
+        """Build and store a drill's report from its alert's acknowledgements."""
+        assert drill.alert_id is not None  # noqa: S101  only running drills are reported
+        dispatch = await self.engine_store.dispatch_state(drill.alert_id)
+        dispatched = dispatch.get("dispatched_at")
+        dispatched_at = datetime.fromisoformat(dispatched) if dispatched else drill.fired_at
+        assert dispatched_at is not None  # noqa: S101  a running drill was fired
+        dispatched_ms = int(dispatched_at.timestamp() * 1000)
+        window_end_ms = dispatched_ms + int(self.settings.window * 1000)
+        expected, offline = await self.engine_store.expected_of(drill.alert_id)
+        entries = await self._acks_of(drill.alert_id, dispatched_ms - 60_000)
+        made = build_report(
+            drill=drill,
+            expected=expected,
+            offline=offline,
+            acks=[
+                AckEntry(
+                    terminal=e["terminal_id"],
+                    state=e["state"],
+                    recorded_ms=int(e["recorded_ms"]),
+                    result=int(e["result"]),
+                )
+                for e in entries
+            ],
+            dispatched_ms=dispatched_ms,
+            window_end_ms=window_end_ms,
+            late_after=self.settings.late_after,
+            pass_coverage=self.settings.pass_coverage,
+            tree=self.tree,
+        )
+        await self.store.put_report(drill.id, made.model_dump_json(), entries)
+        return made
+
+    async def live_acks(self, drill: Drill) -> list[dict[str, Any]]:
+        """The acks of a drill still collecting them, from the engine's ack log."""
+        if drill.alert_id is None or drill.fired_at is None:
+            return []
+        return await self._acks_of(drill.alert_id, int(drill.fired_at.timestamp() * 1000) - 60_000)
+
+    async def _acks_of(self, alert_id: str, since_ms: int) -> list[dict[str, Any]]:
+        """The ack log entries of one alert since a time (the stream's ids are times)."""
+        out: list[dict[str, Any]] = []
+        start = f"{since_ms}-0"
+        redis = self.engine_store.redis
+        while True:
+            page = await self.engine_store._call(redis.xrange(ACKLOG, min=start, count=5000))
+            for entry_id, fields in page:
+                if fields.get("alert_id") == alert_id:
+                    out.append({"id": entry_id, **fields})
+            if len(page) < 5000:
+                return out
+            last = page[-1][0]
+            ms, _, seq = last.partition("-")
+            start = f"{ms}-{int(seq) + 1}"
+
+    async def _redrill(self, failed: Drill) -> None:
+        after = (failed.fired_at or failed.scheduled_at) + timedelta(
+            days=self.settings.redrill_after_days
+        )
+        county = [d for d in await self.store.all() if d.county == failed.county]
+        try:
+            when = next_free_slot(after, failed.township, self.settings, county)
+        except PlanError as exc:
+            log.error("drill.no_redrill_slot", drill_id=failed.id, error=str(exc))
+            return
+        reason = f"re-drill of {failed.id}: coverage {failed.coverage or 0:.1%} below " \
+            f"{self.settings.pass_coverage:.0%}"  # fmt: skip
+        drill = self._new_drill(failed.township, when, origin=reason)
+        drill = await self._unique(drill.model_copy(update={"redrill_of": failed.id}))
+        await self.store.put(
+            drill, Edit(at=utcnow(), office=ENGINE, action="re-drill", reason=reason, after=when)
+        )
+        log.info(
+            "drill.redrill_planned", drill_id=drill.id, redrill_of=failed.id, at=when.isoformat()
+        )
+
+    async def missed(self, drill_id: str, reason: str) -> None:
+        drill = await self.store.get(drill_id)
+        if drill is None or drill.status is not DrillStatus.PLANNED:
+            return
+        missed = drill.model_copy(update={"status": DrillStatus.MISSED, "missed_reason": reason})
+        edit = Edit(at=utcnow(), office=ENGINE, action="missed", reason=reason)
+        if await self.store.put(missed, edit, expect=[DrillStatus.PLANNED]):
+            log.error("drill.missed", drill_id=drill_id, township=drill.township, reason=reason)
+
+    # Questions ---------------------------------------------------------------------------
+
+    async def compliance(self, year: int, region: str) -> Compliance:
+        return compliance(self.tree, region, year, await self.store.all())
+
+    async def list(
+        self, *, year: int | None, region: str, status: str | None = None
+    ) -> list[Drill]:
+        drills = await self.store.all()
+        return [
+            d
+            for d in drills
+            if (year is None or d.year == year)
+            and self.tree.is_within(d.township, region)
+            and (status is None or d.status.value == status)
+        ]
+
+    # --------------------------------------------------------------------------------------
+
+    async def _get(self, drill_id: str) -> Drill:
+        drill = await self.store.get(drill_id)
+        if drill is None:
+            raise NotFound(f"no drill {drill_id!r}")
+        return drill
+
+    def _year(self, when: datetime) -> int:
+        return when.astimezone(self.settings.tz).year
+
+    def _new_drill(self, township: str, when: datetime, *, origin: str) -> Drill:
+        path = {r.level: r for r in self.tree.path(township)}
+        return Drill(
+            id=f"drill-{self._year(when)}-{township}",
+            year=self._year(when),
+            township=township,
+            township_name=path[Level.TOWNSHIP].name,
+            county=path[Level.COUNTY].code,
+            county_name=path[Level.COUNTY].name,
+            city=path[Level.CITY].code,
+            city_name=path[Level.CITY].name,
+            scheduled_at=when,
+            origin=origin,
+        )
+
+    async def _unique(self, drill: Drill) -> Drill:
+        """The drill with the next free id of its township and year (…-2, …-3)."""
+        taken = {d.id for d in await self.store.of_township(drill.township)}
+        candidate, n = drill.id, 1
+        while candidate in taken:
+            n += 1
+            candidate = f"{drill.id}-{n}"
+        return drill.model_copy(update={"id": candidate})

@@ -1,0 +1,167 @@
+"""Drills end to end: plan, edit, fire at an explicit time over the real dispatch path, report
+from what simulated terminals did, compliance. Real Redis and broker; short windows."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from dispatcher.regions import Level
+from receiver.simulator import Behaviour, SimTerminal, Simulator
+from tests.helpers import wait_for
+from tests.integration.engine import GULOU, PROVINCE, fujian, running_engine
+
+Client = TestClient[Any, Any]
+GUDONG = "350102001"  # 鼓东街道, 鼓楼区
+GULOU_COUNTY = "350102"
+
+
+def midday_zone() -> str:
+    """A fixed-offset zone where it is now between 06:00 and 18:00, so a drill a few seconds
+    ahead falls in working hours whenever the suite runs."""
+    hour = datetime.now(UTC).hour
+    offset = (12 - hour + 12) % 24 - 12  # local hour 12 at UTC hour `hour`
+    # Etc/GMT signs are inverted: Etc/GMT-8 is UTC+8.
+    return "Etc/GMT" + (f"-{offset}" if offset > 0 else f"+{-offset}" if offset < 0 else "")
+
+
+def drill_settings(**overrides: Any) -> dict[str, Any]:
+    return {
+        "timezone": midday_zone(),
+        "weekdays": [1, 2, 3, 4, 5, 6, 7],
+        "workday_start": "00:00",
+        "workday_end": "23:59",
+        "window": 3.0,
+        "late_after": 1.0,
+        "lease_seconds": 1.5,
+        "grace": 60.0,
+        **overrides,
+    }
+
+
+@asynccontextmanager
+async def engine(
+    redis_url: str, mqtt_url: str, tmp_path: Path, **drills: Any
+) -> AsyncIterator[Client]:
+    async with running_engine(
+        redis_url, mqtt_url, tmp_path, drills=drill_settings(**drills)
+    ) as client:
+        yield client
+
+
+async def call(client: Client, method: str, path: str, body: Any = None, headers: Any = PROVINCE,
+               status: int = 200) -> Any:  # fmt: skip
+    response = await client.request(method, path, json=body, headers=headers)
+    data = await response.json() if response.content_type == "application/json" else None
+    assert response.status == status, data
+    return data
+
+
+def township_terminals(n: int, prefix: str) -> list[SimTerminal]:
+    villages = fujian().descendants(GUDONG, level=Level.VILLAGE)
+    return [SimTerminal(f"{prefix}-{i}", villages[i % len(villages)].code) for i in range(n)]
+
+
+async def register(client: Client, terminals: list[SimTerminal]) -> None:
+    await call(
+        client, "POST", "/api/v1/terminals", [{"id": t.id, "region": t.region} for t in terminals]
+    )
+
+
+async def drill_status(client: Client, drill_id: str, *statuses: str) -> dict[str, Any] | None:
+    drill = await call(client, "GET", f"/api/v1/drills/{drill_id}")
+    return drill if drill["status"] in statuses else None
+
+
+async def test_plan_a_county_list_export_and_edit(
+    redis_url: str, mqtt_url: str, tmp_path: Path
+) -> None:
+    year = datetime.now(UTC).year + 1
+    townships = fujian().descendants(GULOU_COUNTY, level=Level.TOWNSHIP)
+    async with engine(redis_url, mqtt_url, tmp_path, workday_start="09:00",
+                      workday_end="17:00", weekdays=[1, 2, 3, 4, 5]) as client:  # fmt: skip
+        result = await call(client, "POST", "/api/v1/drills/plan", {"year": year}, GULOU)
+        assert result["planned"] == len(townships)
+        again = await call(client, "POST", "/api/v1/drills/plan", {"year": year}, GULOU)
+        assert (again["planned"], again["already_planned"]) == (0, len(townships))
+        listed = await call(client, "GET", f"/api/v1/drills?year={year}", headers=GULOU)
+        assert {d["township"] for d in listed["drills"]} == {t.code for t in townships}
+        response = await client.get(f"/api/v1/drills?year={year}&format=csv", headers=GULOU)
+        text = await response.text()
+        assert response.content_type == "text/csv"
+        assert len(text.strip().splitlines()) == len(townships) + 1
+        drill = listed["drills"][0]
+        # Moving onto a Sunday is refused, naming why; with a reason onto a weekday it moves.
+        when = datetime.fromisoformat(drill["scheduled_at"])
+        sunday = when + timedelta(days=(6 - when.weekday()) % 7 or 7)
+        refused = await call(client, "POST", f"/api/v1/drills/{drill['id']}/move",
+                             {"at": sunday.isoformat(), "reason": "x"}, GULOU, 422)  # fmt: skip
+        assert "sunday" in refused["error"]["message"].lower()
+        await call(client, "POST", f"/api/v1/drills/{drill['id']}/move",
+                   {"at": when.isoformat()}, GULOU, 422)  # fmt: skip
+        cancelled = await call(client, "POST", f"/api/v1/drills/{drill['id']}/cancel",
+                               {"reason": "镇政府搬迁"}, GULOU)  # fmt: skip
+        assert cancelled["status"] == "cancelled"
+        shown = await call(client, "GET", f"/api/v1/drills/{drill['id']}", headers=GULOU)
+        assert [e["action"] for e in shown["history"]] == ["planned", "cancelled"]
+        assert shown["history"][1]["reason"] == "镇政府搬迁"
+        # Taijiang's office sees none of Gulou's drills.
+        other = await call(client, "GET", f"/api/v1/drills?year={year}",
+                           headers={"Authorization": "Bearer tok-taijiang"})  # fmt: skip
+        assert other["drills"] == []
+        compliance = await call(client, "GET", f"/api/v1/drills/compliance?year={year}",
+                                headers=GULOU)  # fmt: skip
+        assert compliance["totals"]["townships"] == len(townships)
+
+
+async def test_a_drill_fires_at_its_time_and_is_reported_from_the_acks(
+    redis_url: str, mqtt_url: str, tmp_path: Path
+) -> None:
+    prefix = f"dr-{uuid.uuid4().hex[:6]}"
+    prompt = township_terminals(4, prefix + "-a")
+    slow = township_terminals(2, prefix + "-b")
+    silent = township_terminals(1, prefix + "-c")
+    async with engine(redis_url, mqtt_url, tmp_path) as client:
+        await register(client, prompt + slow + silent)
+        at = datetime.now(UTC) + timedelta(seconds=2)
+        drill = await call(
+            client, "POST", "/api/v1/drills",
+            {"township": GUDONG, "at": at.isoformat(), "reason": "test"}, status=201,
+        )  # fmt: skip
+        async with (
+            Simulator(prompt, mqtt_url),
+            Simulator(slow, mqtt_url, behaviour=Behaviour(ack_delay=1.5)),
+            Simulator(
+                silent, mqtt_url, behaviour=Behaviour(silent=frozenset(t.id for t in silent))
+            ),
+        ):
+            done = await wait_for(
+                lambda: drill_status(client, drill["id"], "passed", "failed"), timeout=20
+            )
+        assert isinstance(done, dict)
+        assert done["status"] == "failed"  # 6 of 7 played: below 95 %
+        assert done["late_by"] is not None
+        assert done["late_by"] < 5
+        report = await call(client, "GET", f"/api/v1/drills/{drill['id']}/report")
+        assert report["expected"] == 7
+        assert report["played"] == 6
+        assert report["late"] == 2
+        assert report["missing"] == 1
+        assert report["passed"] is False
+        # A re-drill is planned for the township.
+        listed = await call(client, "GET", f"/api/v1/drills?region={GUDONG}")
+        redrills = [d for d in listed["drills"] if d.get("redrill_of") == drill["id"]]
+        assert len(redrills) == 1
+        assert redrills[0]["status"] == "planned"
+        # The drill's acks are kept for review and filterable by terminal.
+        acks = await call(client, "GET", f"/api/v1/drills/acks?drill={drill['id']}")
+        assert {a["terminal_id"] for a in acks["acks"]} == {t.id for t in prompt + slow}
+        one = await call(client, "GET",
+                         f"/api/v1/drills/acks?township={GUDONG}&terminal={slow[0].id}")  # fmt: skip
+        assert {a["terminal_id"] for a in one["acks"]} == {slow[0].id}
