@@ -162,6 +162,6 @@ async def test_a_drill_fires_at_its_time_and_is_reported_from_the_acks(
         # The drill's acks are kept for review and filterable by terminal.
         acks = await call(client, "GET", f"/api/v1/drills/acks?drill={drill['id']}")
         assert {a["terminal_id"] for a in acks["acks"]} == {t.id for t in prompt + slow}
-        one = await call(client, "GET",
-                         f"/api/v1/drills/acks?township={GUDONG}&terminal={slow[0].id}")  # fmt: skip
+        query = f"township={GUDONG}&terminal={slow[0].id}"
+        one = await call(client, "GET", f"/api/v1/drills/acks?{query}")
         assert {a["terminal_id"] for a in one["acks"]} == {slow[0].id}
