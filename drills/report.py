@@ -191,8 +191,8 @@ def percentile(values: Sequence[float], p: int) -> float | None:
     of the values at or below it, i.e. the ceil(p·n/100)-th smallest. None for no values.
 
     Nearest-rank always returns one of the values (no interpolation), so "p95 = 41 s" means a
-    terminal really took 41 s. The rank is computed in integers: 0.95 * 20 in floating point
-    is not exactly 19, and ceil() would then pick the 20th.
+    terminal really took 41 s. The rank is computed in integers: in floating point 0.07 * 100
+    is 7.000000000000001, and ceil() would pick the 8th of 100 instead of the 7th.
     """
     if not 0 < p <= 100:
         raise ValueError(f"percentile {p} is not in 1..100")
