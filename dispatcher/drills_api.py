@@ -10,10 +10,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from dispatcher.api import _dumps, _parse_int, invalid, office_of, read_json
 from dispatcher.auth import Office
+from dispatcher.drill_requests import AddRequest, MoveRequest, PlanRequest, ReasonRequest, _Body
 from dispatcher.errors import NotFound, ValidationFailed
 from dispatcher.keys import DRILLS, OFFICES, TREE
 from drills import compliance as compliance_mod
@@ -26,30 +27,6 @@ from drills.service import DrillService
 routes = web.RouteTableDef()
 
 _FORMATS = ("json", "csv")
-
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-
-class PlanRequest(_Body):
-    year: int = Field(ge=2000, le=2100)
-    region: str | None = None
-
-
-class AddRequest(_Body):
-    township: str
-    at: AwareDatetime
-    reason: str = Field(min_length=1, max_length=300)
-
-
-class MoveRequest(_Body):
-    at: AwareDatetime
-    reason: str = Field(min_length=1, max_length=300)
-
-
-class ReasonRequest(_Body):
-    reason: str = Field(min_length=1, max_length=300)
 
 
 def _service(request: web.Request) -> DrillService:

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from adapters.sms.recipients import RecipientIn
+from dispatcher.drill_requests import AddRequest, MoveRequest, PlanRequest, ReasonRequest
 from dispatcher.models import AlertRequest, CancelRequest, TerminalIn
 
 _ERROR = {
@@ -62,17 +63,24 @@ def _body(ref: str) -> dict[str, Any]:
 def _schemas() -> dict[str, Any]:
     """Model schemas with their nested definitions hoisted into components."""
     out: dict[str, Any] = {"Error": _ERROR}
-    for model in (AlertRequest, CancelRequest, TerminalIn, RecipientIn):
+    for model in (
+        AlertRequest, CancelRequest, TerminalIn, RecipientIn,
+        PlanRequest, AddRequest, MoveRequest, ReasonRequest,
+    ):  # fmt: skip
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         out.update(schema.pop("$defs", {}))
         out[model.__name__] = schema
     return out
 
 
+_ACK_QUERY = ("drill", "township", "terminal", "since", "until", "region", "format", "limit")
+
+
 @cache
 def spec() -> dict[str, Any]:
     obj = {"type": "object"}
     alert_id = {"name": "alert_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    drill_id = {"name": "drill_id", "in": "path", "required": True, "schema": {"type": "string"}}
     idem = {
         "name": "Idempotency-Key",
         "in": "header",
@@ -286,6 +294,86 @@ def spec() -> dict[str, Any]:
                         "200": {"description": "Taken; the body is what the gateway expects"},
                         **_errors(400, 401, 404, 503),
                     },
+                }
+            },
+            "/api/v1/drills/plan": {
+                "post": {
+                    "summary": "Plan the year: a drill for every township under the region "
+                    "(default: the office's) that has none that year",
+                    "requestBody": _body("#/components/schemas/PlanRequest"),
+                    "responses": {"200": _json(obj), **_errors(400, 401, 403, 415, 422)},
+                }
+            },
+            "/api/v1/drills": {
+                "get": {
+                    "summary": "Drills by time (format=csv to export)",
+                    "parameters": [
+                        {"name": n, "in": "query", "schema": {"type": "string"}}
+                        for n in ("year", "region", "status", "format")
+                    ],
+                    "responses": {"200": _json(obj), **_errors(401, 403, 404, 422)},
+                },
+                "post": {
+                    "summary": "Add a drill for a township (checked against the plan's rules)",
+                    "requestBody": _body("#/components/schemas/AddRequest"),
+                    "responses": {"201": _json(obj), **_errors(400, 401, 403, 415, 422)},
+                },
+            },
+            "/api/v1/drills/{drill_id}": {
+                "get": {
+                    "summary": "A drill with its history of changes",
+                    "parameters": [drill_id],
+                    "responses": {"200": _json(obj), **_errors(401, 403, 404)},
+                }
+            },
+            "/api/v1/drills/{drill_id}/move": {
+                "post": {
+                    "summary": "Move a planned drill (a reason is recorded)",
+                    "parameters": [drill_id],
+                    "requestBody": _body("#/components/schemas/MoveRequest"),
+                    "responses": {"200": _json(obj), **_errors(401, 403, 404, 409, 415, 422)},
+                }
+            },
+            "/api/v1/drills/{drill_id}/cancel": {
+                "post": {
+                    "summary": "Cancel a planned drill (a reason is recorded)",
+                    "parameters": [drill_id],
+                    "requestBody": _body("#/components/schemas/ReasonRequest"),
+                    "responses": {"200": _json(obj), **_errors(401, 403, 404, 409, 415, 422)},
+                }
+            },
+            "/api/v1/drills/{drill_id}/run": {
+                "post": {
+                    "summary": "Run a planned drill now",
+                    "parameters": [drill_id],
+                    "responses": {"202": _json(obj), **_errors(401, 403, 404, 409)},
+                }
+            },
+            "/api/v1/drills/{drill_id}/report": {
+                "get": {
+                    "summary": "A drill's report (format=csv: one row per terminal)",
+                    "parameters": [drill_id],
+                    "responses": {"200": _json(obj), **_errors(401, 403, 404, 422)},
+                }
+            },
+            "/api/v1/drills/compliance": {
+                "get": {
+                    "summary": "Townships with and without a passed drill in a year, rolled up",
+                    "parameters": [
+                        {"name": n, "in": "query", "schema": {"type": "string"}}
+                        for n in ("year", "region", "format")
+                    ],
+                    "responses": {"200": _json(obj), **_errors(401, 403, 404, 422)},
+                }
+            },
+            "/api/v1/drills/acks": {
+                "get": {
+                    "summary": "Drill acknowledgements for review",
+                    "parameters": [
+                        {"name": n, "in": "query", "schema": {"type": "string"}}
+                        for n in _ACK_QUERY
+                    ],
+                    "responses": {"200": _json(obj), **_errors(401, 403, 404, 422)},
                 }
             },
             "/healthz": {
