@@ -370,8 +370,7 @@ def spec() -> dict[str, Any]:
                 "get": {
                     "summary": "Drill acknowledgements for review",
                     "parameters": [
-                        {"name": n, "in": "query", "schema": {"type": "string"}}
-                        for n in _ACK_QUERY
+                        {"name": n, "in": "query", "schema": {"type": "string"}} for n in _ACK_QUERY
                     ],
                     "responses": {"200": _json(obj), **_errors(401, 403, 404, 422)},
                 }
