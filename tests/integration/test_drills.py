@@ -165,3 +165,95 @@ async def test_a_drill_fires_at_its_time_and_is_reported_from_the_acks(
         query = f"township={GUDONG}&terminal={slow[0].id}"
         one = await call(client, "GET", f"/api/v1/drills/acks?{query}")
         assert {a["terminal_id"] for a in one["acks"]} == {slow[0].id}
+
+
+async def test_bad_drill_requests_get_clear_errors(
+    redis_url: str, mqtt_url: str, tmp_path: Path
+) -> None:
+    soon = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    async with engine(redis_url, mqtt_url, tmp_path) as client:
+        cases: list[tuple[str, str, Any, Any, int, str]] = [
+            ("POST", "/api/v1/drills/plan", {"year": 1999}, PROVINCE, 422, "year"),
+            ("POST", "/api/v1/drills/plan", {"year": 2027, "region": "3501x"}, PROVINCE, 422,
+             "malformed"),
+            ("POST", "/api/v1/drills/plan", {"year": 2027, "region": "350103"}, GULOU, 403,
+             "350103"),
+            ("POST", "/api/v1/drills/plan", {"year": 2027, "extra": 1}, PROVINCE, 422, "extra"),
+            ("POST", "/api/v1/drills", {"township": "350102", "at": soon, "reason": "x"},
+             PROVINCE, 422, "township"),
+            ("POST", "/api/v1/drills", {"township": GUDONG, "at": "2027-03-01T10:00:00",
+             "reason": "x"}, PROVINCE, 422, "timezone"),
+            ("POST", "/api/v1/drills", {"township": GUDONG, "at": "2020-03-02T10:00:00+08:00",
+             "reason": "x"}, PROVINCE, 422, "past"),
+            ("POST", "/api/v1/drills", {"township": GUDONG, "at": soon, "reason": ""},
+             PROVINCE, 422, "reason"),
+            ("POST", "/api/v1/drills", {"township": GUDONG, "at": soon, "reason": "x"},
+             None, 401, "authorization"),
+            ("GET", "/api/v1/drills/nope", None, PROVINCE, 404, "nope"),
+            ("POST", "/api/v1/drills/nope/cancel", {"reason": "x"}, PROVINCE, 404, "nope"),
+            ("GET", "/api/v1/drills?status=done", None, PROVINCE, 422, "status"),
+            ("GET", "/api/v1/drills?format=xml", None, PROVINCE, 422, "format"),
+            ("GET", "/api/v1/drills/compliance", None, PROVINCE, 422, "year"),
+            ("GET", "/api/v1/drills/compliance?year=20x7", None, PROVINCE, 422, "year"),
+            ("GET", "/api/v1/drills/acks?since=yesterday", None, PROVINCE, 422, "since"),
+            ("GET", "/api/v1/drills/acks?since=2027-01-01T00:00:00", None, PROVINCE, 422,
+             "offset"),
+        ]  # fmt: skip
+        for method, path, body, headers, status, fragment in cases:
+            response = await client.request(method, path, json=body, headers=headers or {})
+            data = await response.json()
+            assert response.status == status, (path, body, data)
+            assert fragment.lower() in str(data["error"]).lower(), (path, body, data)
+        # Nothing was stored by any of them.
+        listed = await call(client, "GET", "/api/v1/drills")
+        assert listed["drills"] == []
+        response = await client.post(
+            "/api/v1/drills/plan",
+            data=b"{not json",
+            headers={**PROVINCE, "Content-Type": "application/json"},
+        )
+        assert response.status == 400
+
+
+async def test_run_now_and_the_cli(
+    redis_url: str, mqtt_url: str, tmp_path: Path, capsys: Any
+) -> None:
+    import asyncio
+
+    from dispatcher.cli import main
+
+    async def ebd(*argv: str) -> int:
+        return await asyncio.to_thread(main, list(argv))
+
+    terminals = township_terminals(3, f"cli-{uuid.uuid4().hex[:6]}")
+    async with engine(redis_url, mqtt_url, tmp_path, window=2.0) as client:
+        base = str(client.make_url("/"))
+        auth = ["--api", base, "--token", "tok-province"]
+        await register(client, terminals)
+        at = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+        assert await ebd("drills", "add", "--township", GUDONG, "--at", at, "--reason", "试",
+                         *auth) == 0  # fmt: skip
+        out = capsys.readouterr().out.splitlines()
+        drill_id = next(line for line in out if line.startswith("drill-")).split(":")[0]
+        async with Simulator(terminals, mqtt_url):
+            assert await ebd("drills", "run-now", drill_id, *auth) == 0
+            assert "running" in capsys.readouterr().out
+            done = await wait_for(lambda: drill_status(client, drill_id, "passed"), timeout=20)
+        assert isinstance(done, dict)
+        assert done["late_by"] is None  # run by hand, not late
+        assert await ebd("drills", "report", drill_id, *auth) == 0
+        table = capsys.readouterr().out
+        assert "鼓东街道" in table
+        assert "100" in table
+        assert await ebd("drills", "report", drill_id, "-o", "csv", *auth) == 0
+        rows = capsys.readouterr().out.strip().splitlines()
+        assert len(rows) == 1 + len(terminals)
+        assert await ebd("drills", "acks", "--drill", drill_id, "-o", "csv", *auth) == 0
+        out_csv = capsys.readouterr().out
+        assert all(t.id in out_csv for t in terminals)
+        year = str(datetime.fromisoformat(done["scheduled_at"]).year)
+        assert await ebd("drills", "compliance", "--year", year, "--region", "350102", *auth) == 0
+        assert "鼓楼区" in capsys.readouterr().out
+        # A second run of the same drill is refused.
+        assert await ebd("drills", "run-now", drill_id, *auth) == 2
+        assert "passed" in capsys.readouterr().err
