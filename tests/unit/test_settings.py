@@ -268,6 +268,23 @@ def _offices(*entries: tuple[str, str, str]) -> str:
         (_gateway() + _gateway(), "sms.gateways", "appear twice"),
         ('[sms]\ncallback_base = "ebd.example"\n', "sms.callback_base", "http(s) URL"),
         ("[sms]\nmax_segments = 0\n", "sms.max_segments", "greater than or equal to 1"),
+        ('[drills]\ntimezone = "Asia/Fuzhou"\n', "drills.timezone", "unknown timezone"),
+        ("[drills]\nweekdays = [0, 1]\n", "drills.weekdays", "ISO weekday"),
+        ("[drills]\nweekdays = []\n", "drills.weekdays", "ISO weekday"),
+        ('[drills]\nworkday_start = "16:50"\n', "drills", "shorter than a drill's window"),
+        ('[drills]\nworkday_end = "25:00"\n', "drills.workday_end", "time"),
+        (
+            '[drills]\nblackouts = [{start = 2027-02-13, end = 2027-02-05, reason = "春节"}]\n',
+            "drills.blackouts[0]",
+            "ends (2027-02-05) before it starts",
+        ),
+        (
+            "[drills]\nblackouts = [{start = 2027-02-05, end = 2027-02-13}]\n",
+            "drills.blackouts[0].reason",
+            "required",
+        ),
+        ("[drills]\npass_coverage = 1.5\n", "drills.pass_coverage", "less than or equal to 1"),
+        ('[drills]\noffice = "nobody"\n', "drills.office", "no [[offices]] entry"),
     ],
 )
 def test_a_bad_file_is_a_config_error_naming_the_file_and_the_field(
