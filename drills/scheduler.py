@@ -194,8 +194,10 @@ class DrillScheduler:
             aps.resume()
 
     def report_time(self, drill: Drill) -> datetime:
+        # The window runs from the dispatch, a moment after the firing: a second's margin
+        # lets the last acks of the window be in before the report reads them.
         fired = drill.fired_at or drill.scheduled_at
-        return fired + timedelta(seconds=self._settings.window)
+        return fired + timedelta(seconds=self._settings.window + 1)
 
     def schedule_report(self, drill: Drill) -> None:
         """Called by the runner right after it fired a drill on this (leading) instance."""
