@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from dispatcher.keys import INGESTER, LINK, SMS, SWEEPER, WORKER
+from dispatcher.keys import DRILLS, INGESTER, LINK, SMS, SWEEPER, WORKER
 
 
 class _EngineCollector(Collector):
@@ -72,6 +72,16 @@ class _EngineCollector(Collector):
             for name, status in sms.pool.status().items():
                 up.add_metric([name], int(bool(status["up"])))
             yield up
+        if DRILLS in app:
+            drills = app[DRILLS]
+            yield GaugeMetricFamily(
+                "ebd_drill_scheduler_leading",
+                "1 while this instance holds the drill-scheduler lease",
+                value=int(drills.leading()),
+            )
+            yield CounterMetricFamily(
+                "ebd_drills_fired", "Drills fired by this instance", value=drills.fired
+            )
         if WORKER in app:
             yield CounterMetricFamily(
                 "ebd_alerts_dispatched",

@@ -53,6 +53,8 @@ class DrillService:
         # Set by the scheduler: why a drill due at a time ran late, and to queue its report.
         self.why_late: Callable[[datetime], str] = lambda _when: "the scheduler ran it late"
         self.on_fired: Callable[[Drill], None] = lambda _drill: None
+        self.leading: Callable[[], bool] = lambda: False
+        self.fired = 0
 
     # Planning and editing ----------------------------------------------------------------
 
@@ -195,6 +197,7 @@ class DrillService:
             late_by=round(late_by, 1),
             late_reason=late_reason,
         )
+        self.fired += 1
         self.on_fired(fired)
         return fired
 
