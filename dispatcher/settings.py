@@ -275,7 +275,7 @@ class DrillSettings(_Section):
     late_after: float = Field(default=120.0, gt=0)
     # A drill due while no engine ran is run when one starts again, if within this many
     # seconds of its time; past that it is marked missed.
-    grace: float = Field(default=6 * 3600.0, gt=0)
+    grace: float = Field(default=6 * 3600.0, ge=1)
     # Share of the expected terminals that must play the drill for it to pass.
     pass_coverage: float = Field(default=0.95, gt=0, le=1)
     # A failed drill's re-drill is planned this many days later (the next free slot).

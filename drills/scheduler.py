@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -172,7 +173,8 @@ class DrillScheduler:
                     args=[drill.id, drill.scheduled_at.isoformat()],
                     id=drill.id,
                     replace_existing=True,
-                    misfire_grace_time=int(self._settings.grace),
+                    # APScheduler wants whole seconds; rounding up never misses a drill early.
+                    misfire_grace_time=math.ceil(self._settings.grace),
                 )
             elif drill.status is DrillStatus.RUNNING:
                 job_id = drill.id + REPORT_SUFFIX

@@ -160,11 +160,9 @@ class DrillService:
     ) -> Drill | None:
         now = utcnow()
         alert = self._alert(drill, now)
-        key = f"drill:{drill.id}:{due.isoformat()}"
+        key = self._fire_key(drill, due)
         stored, created = await self.engine_store.create_alert(
-            alert,
-            office_id=self.office.id,
-            idempotency=(key, hashlib.sha256(key.encode()).hexdigest()),
+            alert, office_id=self.office.id, idempotency=(key, _digest(key))
         )
         late_by = max(0.0, (now - due).total_seconds())
         late_reason = None
@@ -200,6 +198,10 @@ class DrillService:
         self.fired += 1
         self.on_fired(fired)
         return fired
+
+    @staticmethod
+    def _fire_key(drill: Drill, due: datetime) -> str:
+        return f"drill:{drill.id}:{due.isoformat()}"
 
     def _alert(self, drill: Drill, now: datetime) -> Alert:
         name = drill.township_name
@@ -331,6 +333,19 @@ class DrillService:
         drill = await self.store.get(drill_id)
         if drill is None or drill.status is not DrillStatus.PLANNED:
             return
+        key = self._fire_key(drill, drill.scheduled_at)
+        fired = await self.engine_store.replay(self.office.id, key, _digest(key))
+        if fired is not None:
+            # Dispatched by a scheduler that died before it could mark the drill running:
+            # it did run, and is reported like any other.
+            running = drill.model_copy(
+                update={"status": DrillStatus.RUNNING, "alert_id": fired.id, "fired_at": fired.sent}
+            )
+            edit = Edit(at=utcnow(), office=ENGINE, action="fired",
+                        reason="found dispatched after its scheduler stopped")  # fmt: skip
+            if await self.store.put(running, edit, expect=[DrillStatus.PLANNED]):
+                self.on_fired(running)
+            return
         missed = drill.model_copy(update={"status": DrillStatus.MISSED, "missed_reason": reason})
         edit = Edit(at=utcnow(), office=ENGINE, action="missed", reason=reason)
         if await self.store.put(missed, edit, expect=[DrillStatus.PLANNED]):
@@ -387,3 +402,8 @@ class DrillService:
             n += 1
             candidate = f"{drill.id}-{n}"
         return drill.model_copy(update={"id": candidate})
+
+
+def _digest(key: str) -> str:
+    """The idempotency record's body: the key itself stands for the request."""
+    return hashlib.sha256(key.encode()).hexdigest()

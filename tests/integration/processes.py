@@ -6,7 +6,7 @@ repo's Fujian regions, an API port of its own), starts the engine with it, waits
 client id, so a restarted engine resumes its outbox consumer and its broker session. The
 engine logs JSON lines to ``engine.log`` in the test's folder; failures quote its tail. With
 ``sms=`` the config gets an ``[sms]`` section, receipts posted to the engine's own API unless
-it names another ``callback_base``.
+it names another ``callback_base``; with ``drills=`` a ``[drills]`` section.
 
 ``EngineApi`` is the HTTP side: register terminals, issue an alert, read its delivery.
 """
@@ -101,9 +101,12 @@ class EngineProcess:
         claim_idle_seconds: float = 60.0,
         client_id: str | None = None,
         sms: Mapping[str, Any] | None = None,
+        drills: Mapping[str, Any] | None = None,
     ) -> None:
         """``sms``: the ``[sms]`` section (its ``gateways`` as mappings or ``GatewaySettings``);
-        ``callback_base`` defaults to this engine's own API, where gateways post receipts."""
+        ``callback_base`` defaults to this engine's own API, where gateways post receipts.
+        ``drills``: the ``[drills]`` section (``DrillSettings`` fields: str, number, bool or a
+        list of them; None values are left out)."""
         self.dir = Path(tmp_dir) / f"engine-{instance}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.instance = instance
@@ -146,6 +149,11 @@ class EngineProcess:
         ]
         if sms is not None:
             lines += _sms_section(sms, f"http://127.0.0.1:{self.port}")
+        if drills is not None:
+            lines += ["", "[drills]"]
+            lines += [
+                f"{key} = {_toml(value)}" for key, value in drills.items() if value is not None
+            ]
         for token, (office_id, name, region) in OFFICES.items():
             lines += [
                 "",

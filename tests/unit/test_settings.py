@@ -285,6 +285,7 @@ def _offices(*entries: tuple[str, str, str]) -> str:
         ),
         ("[drills]\npass_coverage = 1.5\n", "drills.pass_coverage", "less than or equal to 1"),
         ('[drills]\noffice = "nobody"\n', "drills.office", "no [[offices]] entry"),
+        ("[drills]\ngrace = 0.5\n", "drills.grace", "greater than or equal to 1"),
     ],
 )
 def test_a_bad_file_is_a_config_error_naming_the_file_and_the_field(
