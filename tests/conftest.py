@@ -9,6 +9,7 @@ and client identifier of their own.
 from __future__ import annotations
 
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
@@ -16,8 +17,24 @@ from typing import Any
 
 import pytest
 import redis
+import structlog
 
 from dispatcher.services import MosquittoServer, RedisServer
+
+
+def route_engine_logs() -> None:
+    """Engine logs go to the process's own stderr: pytest keeps them per test and shows them
+    on failure, and they never mix with what a CLI command printed (``capsys``)."""
+    structlog.reset_defaults()
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.__stderr__))
+
+
+@pytest.fixture(autouse=True)
+def _engine_logs() -> Iterator[None]:
+    route_engine_logs()
+    yield
+    # A command under test may have configured logging for its own (captured) stream.
+    route_engine_logs()
 
 
 @pytest.fixture(scope="session")

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 from aiohttp.test_utils import TestClient
 
 from dispatcher.auth import hash_token
 from dispatcher.cli import main
+from tests.conftest import route_engine_logs
 from tests.integration.engine import PROVINCE, REGIONS_FILE, running_engine
 
 Client = TestClient[Any, Any]
@@ -49,7 +49,7 @@ def _no_ebd_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if name.upper().startswith("EBD_"):
             monkeypatch.delenv(name)
     yield
-    structlog.reset_defaults()
+    route_engine_logs()
 
 
 def clean_env() -> dict[str, str]:
