@@ -188,14 +188,20 @@ class DeadlineSweeper:
                     "status": alert.status.value,
                 }
             )
+        # Notifiers first: once the terminals are marked no_ack no sweep comes back to them, so
+        # a notification that could not be queued (Redis away) would be lost for good. Failing
+        # here instead leaves the sweep to be retried; the SMS channel queues each person once
+        # per alert, so a retry texts nobody twice.
+        for notifier in self._notifiers:
+            try:
+                await notifier.notify(alert, records)
+            except StoreUnavailable:
+                raise
+            except Exception:
+                # A broken channel must not keep the escalation from being recorded.
+                log.exception("sweep.notify_failed", notifier=type(notifier).__name__)
         records = await self._store.escalate(alert.id, records, acklog_maxlen=self._acklog_maxlen)
         if not records:
             return
         self.escalated += len(records)
         log.warning("sweep.escalated", terminals=len(records), resends=resends)
-        for notifier in self._notifiers:
-            try:
-                await notifier.notify(alert, records)
-            except Exception:
-                # The record is stored; a failing channel must not undo or block it.
-                log.exception("sweep.notify_failed", notifier=type(notifier).__name__)

@@ -22,7 +22,7 @@ from adapters.sms.recipients import mask
 from adapters.sms.registry import build_gateway
 from adapters.sms.settler import SmsSettler
 from adapters.sms.store import STATES, SmsStore
-from adapters.sms.worker import SmsWorker
+from adapters.sms.worker import SmsWorker, now_ms
 from dispatcher.errors import NotFound
 from dispatcher.models import Alert
 from dispatcher.regions import RegionTree
@@ -108,7 +108,8 @@ class SmsChannel:
             by_job[job].append((key, receipt))
         outcomes: dict[str, int] = defaultdict(int)
         for job, items in by_job.items():
-            for outcome in await self.store.apply_receipts(job, items):
+            due = now_ms() + int(self.settings.receipt_wait * 1000)
+            for outcome in await self.store.apply_receipts(job, items, receipt_due_ms=due):
                 outcomes[outcome] += 1
         self.receipts_taken += len(receipts)
         log.info(

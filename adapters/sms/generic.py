@@ -242,7 +242,9 @@ def _receipt(row: object, index: int) -> Receipt:
         identifier, str
     ):
         raise ReceiptMalformed(f"receipt {index}: status must be delivered or failed")
-    part, parts = _int(row.get("part", 1), index), _int(row.get("parts", 1), index)
+    parts = _int(row.get("parts", 1), index)
+    # Without "part" the receipt is for the whole message.
+    part = _int(row.get("part", parts), index)
     if not 1 <= part <= parts:
         raise ReceiptMalformed(f"receipt {index}: part {part} of {parts}")
     return Receipt(

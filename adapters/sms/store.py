@@ -219,7 +219,8 @@ for i = 8, #ARGV, 5 do
       redis.call('EXPIRE', limit_key, 7200)
       result = 'unknown'
     end
-    info.owner = nil
+    -- Another request's mark (after a lookup put it back and it was sent again) stays.
+    if mine then info.owner = nil end
     redis.call('HSET', KEYS[2], r, cjson.encode(info))
   end
   out[#out + 1] = result
@@ -229,60 +230,67 @@ return out
 )
 
 # Delivery receipts of one job. A receipt is the gateway's word and beats anything the engine
-# guessed (a message given up on, or put back in the queue, that the gateway did deliver);
-# only an earlier receipt's final state stays. Parts fold into one state: delivered when
-# every part is, failed as soon as one part fails.
-# KEYS: state, info, counts, doubt. ARGV: job, then (r, status, part, parts, mid, err, at)*.
+# guessed (a message given up on, or put back in the queue, that the gateway did deliver).
+# A receipt for the whole message, or for its last part (part = parts), settles it; earlier
+# parts are kept, and a text waiting for more of them stays due for a lookup. A part that
+# fails fails the text, also after it was counted delivered.
+# KEYS: state, info, counts, doubt. ARGV: job, receipt due, then
+# (r, status, part, parts, mid, err, at)*.
 _RECEIPTS = (
     _MOVE
     + """
-local job = ARGV[1]
+local job, receipt_due = ARGV[1], ARGV[2]
 local out = {}
-for i = 2, #ARGV, 7 do
+for i = 3, #ARGV, 7 do
   local r, status, part, parts = ARGV[i], ARGV[i+1], tonumber(ARGV[i+2]), tonumber(ARGV[i+3])
   local mid, err, at = ARGV[i+4], ARGV[i+5], ARGV[i+6]
   local state = redis.call('HGET', KEYS[1], r)
   local raw = redis.call('HGET', KEYS[2], r)
+  local member = job .. '|' .. r
   local result = 'orphan'
   if state and raw then
     local info = cjson.decode(raw)
-    if info.final == 'receipt' then
-      result = 'duplicate'
-    else
-      if mid ~= '' and not info.message_id then info.message_id = mid end
-      info.parts = parts
-      local new = state
-      if status == 'failed' then
-        info.error = err ~= '' and err or 'failed'
-        info.final = 'receipt'
-        new = 'failed'
-      else
-        local ok = info.ok or {}
-        local seen = false
-        for _, p in ipairs(ok) do if p == part then seen = true end end
-        if not seen then ok[#ok + 1] = part end
-        info.ok = ok
-        if #ok >= parts then
-          info.final = 'receipt'
-          info.delivered_at = at
-          new = 'delivered'
-        elseif state == 'queued' or state == 'submitting' or state == 'unknown'
-            or state == 'failed' or state == 'cancelled' or state == 'expired' then
-          new = 'submitted'
-        end
-      end
-      if new ~= state then move(r, state, new) end
-      -- Settled for good; a text with parts still to come stays due for a lookup.
-      if info.final == 'receipt' then redis.call('ZREM', KEYS[4], job .. '|' .. r) end
-      redis.call('HSET', KEYS[2], r, cjson.encode(info))
-      result = new
+    if mid ~= '' and not info.message_id then info.message_id = mid end
+    info.parts = parts
+    local ok = info.ok or {}
+    if status ~= 'failed' then
+      local seen = false
+      for _, p in ipairs(ok) do if p == part then seen = true end end
+      if not seen then ok[#ok + 1] = part end
+      info.ok = ok
     end
+    local new = state
+    if status == 'failed' then
+      if state ~= 'failed' or info.final ~= 'receipt' then
+        info.error = err ~= '' and err or 'failed'
+        new = 'failed'
+      end
+      info.final = 'receipt'
+    elseif info.final == 'receipt' then
+      new = state
+    elseif part >= parts or #ok >= parts then
+      info.final = 'receipt'
+      info.delivered_at = at
+      new = 'delivered'
+    elseif state ~= 'submitted' then
+      new = 'submitted'
+      redis.call('ZADD', KEYS[4], receipt_due, member)
+    end
+    if new ~= state then
+      move(r, state, new)
+      result = new
+    else
+      result = 'duplicate'
+    end
+    if info.final == 'receipt' then redis.call('ZREM', KEYS[4], member) end
+    redis.call('HSET', KEYS[2], r, cjson.encode(info))
   end
   out[#out + 1] = result
 end
 return out
 """
 )
+
 
 # What a gateway said when asked about a message in doubt. Not found means it never took the
 # message: back to the queue (and the outbox) to be sent once. A text it took and that has
@@ -336,20 +344,22 @@ return out
 )
 
 
-# Ends what is left of a job (its alert expired, was cancelled or superseded): queued
-# recipients become `to_state`; what is in flight goes on. KEYS: state, info, counts.
+# Ends what is left of a job (its alert expired, was cancelled or superseded): those of the
+# given recipients still queued become `to_state`; what is in flight goes on. Called with a
+# chunk or a page at a time, so Redis is never held for a whole province at once.
+# KEYS: state, info, counts. ARGV: to state, reason, then r*.
 _CLOSE = (
     _MOVE
     + """
 local to_state, reason = ARGV[1], ARGV[2]
 local n = 0
-local all = redis.call('HGETALL', KEYS[1])
-for i = 1, #all, 2 do
-  if all[i + 1] == 'queued' then
-    local info = cjson.decode(redis.call('HGET', KEYS[2], all[i]))
+for i = 3, #ARGV do
+  local r = ARGV[i]
+  if redis.call('HGET', KEYS[1], r) == 'queued' then
+    local info = cjson.decode(redis.call('HGET', KEYS[2], r))
     info.error = reason
-    redis.call('HSET', KEYS[2], all[i], cjson.encode(info))
-    move(all[i], 'queued', to_state)
+    redis.call('HSET', KEYS[2], r, cjson.encode(info))
+    move(r, 'queued', to_state)
     n = n + 1
   end
 end
@@ -596,9 +606,11 @@ class SmsStore:
         out = await self._call(self._finish(keys=[*job_keys(job), DOUBT], args=args))
         return list(out or [])
 
-    async def apply_receipts(self, job: str, receipts: Sequence[tuple[str, Receipt]]) -> list[str]:
+    async def apply_receipts(
+        self, job: str, receipts: Sequence[tuple[str, Receipt]], *, receipt_due_ms: int
+    ) -> list[str]:
         """Apply receipts (recipient key, receipt) of one job; returns each one's outcome."""
-        args: list[str | int] = [job]
+        args: list[str | int] = [job, receipt_due_ms]
         for key, receipt in receipts:
             args.extend(
                 (
@@ -649,12 +661,28 @@ class SmsStore:
         out = await self._call(self._settle(keys=[*job_keys(job), DOUBT, OUTBOX], args=args))
         return list(out or [])
 
-    async def close_job(self, job: str, *, to_state: str, reason: str) -> int:
-        state_key, info_key, counts_key = job_keys(job)
+    async def close_job(
+        self, job: str, *, to_state: str, reason: str, keys: Sequence[str] | None = None
+    ) -> int:
+        """Queued recipients of a job (those of ``keys``, or all) become ``to_state``."""
+        state_key = job_keys(job)[0]
+        closed = 0
+        if keys is not None:
+            for start in range(0, len(keys), 1000):
+                closed += await self._close_some(job, to_state, reason, keys[start : start + 1000])
+            return closed
+        cursor = 0
+        while True:
+            cursor, page = await self._call(self.redis.hscan(state_key, cursor, count=1000))
+            queued = [k for k, state in page.items() if state == "queued"]
+            if queued:
+                closed += await self._close_some(job, to_state, reason, queued)
+            if cursor == 0:
+                return closed
+
+    async def _close_some(self, job: str, to_state: str, reason: str, keys: Sequence[str]) -> int:
         return int(
-            await self._call(
-                self._close(keys=[state_key, info_key, counts_key], args=[to_state, reason])
-            )
+            await self._call(self._close(keys=job_keys(job), args=[to_state, reason, *keys]))
         )
 
     # Doubt --------------------------------------------------------------------------------

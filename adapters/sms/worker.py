@@ -152,11 +152,16 @@ class SmsWorker:
         ):
             while True:
                 if meta.get("closed"):
-                    await self._store.close_job(job, to_state="cancelled", reason=meta["closed"])
+                    await self._store.close_job(
+                        job, to_state="cancelled", reason=meta["closed"], keys=keys
+                    )
                     return True
                 if now_ms() >= int(meta.get("expires_ms", 0)):
                     closed = await self._store.close_job(
-                        job, to_state="expired", reason="the alert expired before it was sent"
+                        job,
+                        to_state="expired",
+                        reason="the alert expired before it was sent",
+                        keys=keys,
                     )
                     log.warning("sms.expired_unsent", recipients=closed)
                     return True
@@ -283,5 +288,6 @@ class SmsWorker:
         ceiling = min(self._settings.backoff_max, self._settings.backoff * 2 ** (attempt - 1))
         wait = random.uniform(ceiling / 2, ceiling)  # noqa: S311  jitter, not crypto
         if result.retry_after is not None:
+            # The gateway knows when it will take more: never sooner, even past backoff_max.
             wait = max(wait, result.retry_after)
-        return min(wait, self._settings.backoff_max)
+        return wait

@@ -460,3 +460,20 @@ async def test_a_lost_receipt_is_made_up_for_by_a_lookup(
         assert set(gw.receipt_answers) == {401}
         assert len(gw.sent) == 4
         assert gw.duplicates == 0
+
+
+@pytest.mark.parametrize("server", [GenericGatewayServer, AliyunGatewayServer])
+async def test_a_whole_message_receipt_settles_a_long_text(
+    redis_url: str, mqtt_url: str, tmp_path: Path, server: type[GatewayServer]
+) -> None:
+    async with (
+        server() as gw,
+        engine_with(redis_url, mqtt_url, tmp_path, [gw]) as client,
+    ):
+        await register(client, people(2))
+        long_text = "预计未来24小时将有12级以上大风，沿海地区有大到暴雨。" * 4
+        alert_id = await issue(client, areas=[ZHONGSHAN], sms_text=long_text)
+        await until_sms(client, alert_id, delivered=2)
+        rows = await recipients_of(client, alert_id)
+        assert all(r["segments"] >= 2 for r in rows.values())
+        assert len(gw.sent) == 2
