@@ -298,6 +298,7 @@ async def _drills(app: web.Application) -> AsyncIterator[None]:
     )
     service.why_late = scheduler.why
     service.on_fired = scheduler.schedule_report
+    service.report_later = scheduler.report_at
     service.leading = lambda: scheduler.leading
     app[DRILLS] = service
     async with _background(scheduler.run, "drill-scheduler"):

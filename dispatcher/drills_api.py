@@ -17,6 +17,7 @@ from dispatcher.auth import Office
 from dispatcher.drill_requests import AddRequest, MoveRequest, PlanRequest, ReasonRequest, _Body
 from dispatcher.errors import NotFound, ValidationFailed
 from dispatcher.keys import DRILLS, OFFICES, TREE
+from dispatcher.regions import Level
 from drills import compliance as compliance_mod
 from drills import plan as plan_mod
 from drills import report as report_mod
@@ -154,6 +155,11 @@ async def compliance(request: web.Request) -> web.Response:
     office = office_of(request)
     service = _service(request)
     region = _region(request, office)
+    if request.app[TREE].level(region) is Level.VILLAGE:
+        raise ValidationFailed(
+            f"{region} is a village: compliance is counted per township and above",
+            details=[{"field": "region", "message": "a village"}],
+        )
     year = _year(request, required=True)
     assert year is not None  # noqa: S101  required above
     result = await service.compliance(year, region)

@@ -49,6 +49,9 @@ class Drill(BaseModel):
     redrill_of: str | None = None
     alert_id: str | None = None
     fired_at: AwareDatetime | None = None
+    # The idempotency key of its dispatch, claimed with the move to running and before the
+    # alert is stored: a crash between the two is finished with the same key.
+    fire_key: str | None = None
     # Seconds after its time it was dispatched, and why when that is more than a minute.
     late_by: float | None = None
     late_reason: str | None = None

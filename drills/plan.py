@@ -361,6 +361,31 @@ def check_slot(
             f"county {county} already has {len(same_day)} drills on {local.date()} "
             f"({', '.join(same_day)}); at most {cap} a day — pick another day"
         )
+    clash = _overlapping(when, county, settings, drills, ignore=ignore)
+    if clash is not None:
+        raise PlanError(
+            f"drill {clash.id} of the same county runs at "
+            f"{clash.scheduled_at.astimezone(tz):%H:%M} that day, and two drills of one county "
+            "never overlap — pick another time"
+        )
+
+
+def _overlapping(
+    when: datetime,
+    county: str,
+    settings: DrillSettings,
+    drills: Sequence[Drill],
+    *,
+    ignore: str | None = None,
+) -> Drill | None:
+    """A live drill of ``county`` whose window overlaps one starting at ``when``."""
+    window = timedelta(seconds=settings.window)
+    for drill in _live(drills):
+        if drill.id == ignore or drill.township[:6] != county:
+            continue
+        if drill.scheduled_at < when + window and when < drill.scheduled_at + window:
+            return drill
+    return None
 
 
 def next_free_slot(
@@ -385,7 +410,7 @@ def next_free_slot(
             continue
         for start in starts:
             when = datetime.combine(day, start, tzinfo=tz)
-            if when > after:
+            if when > after and _overlapping(when, county, settings, drills) is None:
                 return when
     raise PlanError(
         f"no free drill slot for county {county} within {SEARCH_DAYS} days after "

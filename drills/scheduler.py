@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import redis
 import structlog
-from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.jobstores.redis import RedisJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.base import STATE_PAUSED
@@ -39,10 +39,17 @@ from drills.store import APS_JOBS, APS_RUN_TIMES, DrillStore
 log = structlog.get_logger(__name__)
 
 REPORT_SUFFIX = ":report"
+# Seconds between reconciles when nothing changed: retries failed jobs and finishes work an
+# instance left half-done.
+RECONCILE_EVERY = 30.0
 
 
 class DrillRunner(jobs.Runner, Protocol):
     async def missed(self, drill_id: str, reason: str) -> None: ...
+
+    async def resume(self, drill_id: str) -> None: ...
+
+    async def ensure_redrill(self, drill_id: str) -> None: ...
 
 
 class DrillScheduler:
@@ -67,6 +74,8 @@ class DrillScheduler:
         self.leader_since: datetime | None = None
         self.previous_heartbeat: datetime | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._reconciled_at = datetime.min.replace(tzinfo=UTC)
+        self._job_failed = False
 
     @property
     def leading(self) -> bool:
@@ -103,9 +112,14 @@ class DrillScheduler:
             self._step_down()
         if held:
             version = await self._store.version()
-            if version != self._seen_version:
+            # Also now and then without a change: a job that failed (Redis away while it
+            # ran) is gone from the store, and only a reconcile gives it another try.
+            stale = now - self._reconciled_at > timedelta(seconds=RECONCILE_EVERY)
+            if version != self._seen_version or stale or self._job_failed:
+                self._job_failed = False
                 await self.reconcile()
                 self._seen_version = version
+                self._reconciled_at = now
 
     def _become_leader(self, now: datetime, previous: str) -> None:
         beat = previous.split(" ")[0] if previous else ""
@@ -124,6 +138,7 @@ class DrillScheduler:
             timezone=UTC,
         )
         self._aps.add_listener(self._on_missed, EVENT_JOB_MISSED)
+        self._aps.add_listener(self._on_error, EVENT_JOB_ERROR)
         jobs.activate(self._runner)
         self._seen_version = -1
         # Started paused: reconcile first, so a drill cancelled while no one led is removed
@@ -156,7 +171,13 @@ class DrillScheduler:
         wanted: set[str] = set()
         now = utcnow()
         grace = timedelta(seconds=self._settings.grace)
+        redrilled = {d.redrill_of for d in drills if d.redrill_of}
         for drill in drills:
+            if drill.status is DrillStatus.FAILED and drill.id not in redrilled:
+                await self._runner.ensure_redrill(drill.id)
+            if drill.status is DrillStatus.RUNNING and drill.alert_id is None:
+                # Claimed by an instance that died before it dispatched: finish it.
+                await self._runner.resume(drill.id)
             if drill.status is DrillStatus.PLANNED:
                 wanted.add(drill.id)
                 job = existing.get(drill.id)
@@ -214,6 +235,19 @@ class DrillScheduler:
                 misfire_grace_time=None,
             )
 
+    def report_at(self, drill_id: str, when: datetime) -> None:
+        """Report a drill later: its window, counted from its dispatch, is still open."""
+        if self._aps is not None:
+            self._aps.add_job(
+                jobs.REPORT,
+                "date",
+                run_date=when,
+                args=[drill_id],
+                id=drill_id + REPORT_SUFFIX,
+                replace_existing=True,
+                misfire_grace_time=None,
+            )
+
     def why(self, scheduled: datetime, *, missed: bool = False) -> str:
         """Why a drill due at ``scheduled`` runs late (or not at all)."""
         since = self.leader_since
@@ -229,6 +263,11 @@ class DrillScheduler:
         if missed:
             reason += f"; past the grace of {self._settings.grace:g} s, so it was not run"
         return reason
+
+    def _on_error(self, event: Any) -> None:
+        # The job is gone from the store; the next tick's reconcile adds it again.
+        self._job_failed = True
+        log.warning("drills.job_failed", job=getattr(event, "job_id", None))
 
     def _on_missed(self, event: Any) -> None:
         if not isinstance(event, JobExecutionEvent) or event.job_id.endswith(REPORT_SUFFIX):

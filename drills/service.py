@@ -53,6 +53,7 @@ class DrillService:
         # Set by the scheduler: why a drill due at a time ran late, and to queue its report.
         self.why_late: Callable[[datetime], str] = lambda _when: "the scheduler ran it late"
         self.on_fired: Callable[[Drill], None] = lambda _drill: None
+        self.report_later: Callable[[str, datetime], None] = lambda _id, _when: None
         self.leading: Callable[[], bool] = lambda: False
         self.fired = 0
 
@@ -60,7 +61,8 @@ class DrillService:
 
     async def plan(self, year: int, region: str, office: Office) -> tuple[list[Drill], int]:
         """Plan every township under ``region`` that has no drill that year; (new, kept)."""
-        existing = [d for d in await self.store.all() if d.year == year]
+        # All drills, of every year: a drill moved into another year still holds its id.
+        existing = await self.store.all()
         try:
             new = plan_year(self.tree, region, year, self.settings, existing=existing, now=utcnow())
         except PlanError as exc:
@@ -68,15 +70,23 @@ class DrillService:
                 str(exc), details=[{"field": "year", "message": str(exc)}]
             ) from exc
         now = utcnow()
+        stored: list[Drill] = []
         for drill in new:
-            await self.store.put(
-                drill,
-                Edit(at=now, office=office.id, action="planned", reason=f"plan of {year}",
-                     after=drill.scheduled_at),
-            )  # fmt: skip
-        kept = sum(1 for d in existing if self.tree.is_within(d.township, region))
-        log.info("drills.planned", year=year, region=region, new=len(new), kept=kept)
-        return new, kept
+            edit = Edit(at=now, office=office.id, action="planned", reason=f"plan of {year}",
+                        after=drill.scheduled_at)  # fmt: skip
+            if await self.store.put(drill, edit):
+                stored.append(drill)
+            else:
+                # Planned meanwhile by another request: it is there, not twice.
+                log.warning("drills.plan_conflict", drill_id=drill.id)
+        kept = sum(
+            1
+            for d in existing
+            if d.year == year and d.status is not DrillStatus.CANCELLED
+            and self.tree.is_within(d.township, region)
+        )  # fmt: skip
+        log.info("drills.planned", year=year, region=region, new=len(stored), kept=kept)
+        return stored, kept
 
     async def add(self, township: str, when: datetime, reason: str, office: Office) -> Drill:
         region = self.tree.get(township)
@@ -158,21 +168,22 @@ class DrillService:
     async def _fire(
         self, drill: Drill, due: datetime, *, manual: str | None = None
     ) -> Drill | None:
+        """Claim the drill (planned → running, with its dispatch key), then dispatch it. The
+        claim comes first so that a scheduled firing, a run-now and an edit racing each other
+        cannot each send an alert: only the one whose claim applied dispatches."""
         now = utcnow()
-        alert = self._alert(drill, now)
-        key = self._fire_key(drill, due)
-        stored, created = await self.engine_store.create_alert(
-            alert, office_id=self.office.id, idempotency=(key, _digest(key))
-        )
         late_by = max(0.0, (now - due).total_seconds())
         late_reason = None
         if manual is None and late_by > LATE_NOTE_SECONDS:
             late_reason = self.why_late(due)
-        fired = drill.model_copy(
+        reason = manual or (
+            f"due; late by {late_by:.0f} s: {late_reason}" if late_reason else "due"
+        )
+        claimed = drill.model_copy(
             update={
                 "status": DrillStatus.RUNNING,
-                "alert_id": stored.id,
                 "fired_at": now,
+                "fire_key": self._fire_key(drill, due),
                 "late_by": late_by if manual is None else None,
                 "late_reason": late_reason,
             }
@@ -181,23 +192,42 @@ class DrillService:
             at=now,
             office=manual.split(":")[0].removeprefix("run now by ") if manual else ENGINE,
             action="fired",
-            reason=manual
-            or (f"due; late by {late_by:.0f} s: {late_reason}" if late_reason else "due"),
+            reason=reason[:300],
         )
-        if not await self.store.put(fired, edit, expect=[DrillStatus.PLANNED]):
-            log.info("drill.fired_elsewhere", alert_id=stored.id)
+        if not await self.store.put(claimed, edit, expect=[DrillStatus.PLANNED]):
+            log.info("drill.fired_elsewhere")
             return None
+        self.fired += 1
+        dispatched = await self.dispatch(claimed)
+        self.on_fired(dispatched)
+        return dispatched
+
+    async def dispatch(self, drill: Drill) -> Drill:
+        """Store and queue a claimed drill's alert (again, after a crash: the same one)."""
+        assert drill.fire_key is not None  # noqa: S101  set by the claim
+        assert drill.fired_at is not None  # noqa: S101  set by the claim
+        alert = self._alert(drill, drill.fired_at)
+        stored, created = await self.engine_store.create_alert(
+            alert, office_id=self.office.id, idempotency=(drill.fire_key, _digest(drill.fire_key))
+        )
+        with_alert = drill.model_copy(update={"alert_id": stored.id})
+        await self.store.put(with_alert, None, expect=[DrillStatus.RUNNING])
         log.info(
             "drill.fired",
             alert_id=stored.id,
             township=drill.township,
             new_alert=created,
-            late_by=round(late_by, 1),
-            late_reason=late_reason,
+            late_by=None if drill.late_by is None else round(drill.late_by, 1),
+            late_reason=drill.late_reason,
         )
-        self.fired += 1
-        self.on_fired(fired)
-        return fired
+        return with_alert
+
+    async def resume(self, drill_id: str) -> None:
+        """Finish a drill claimed by an instance that died before dispatching it."""
+        drill = await self.store.get(drill_id)
+        if drill is not None and drill.status is DrillStatus.RUNNING and drill.alert_id is None:
+            log.warning("drill.dispatch_resumed", drill_id=drill_id)
+            await self.dispatch(drill)
 
     @staticmethod
     def _fire_key(drill: Drill, due: datetime) -> str:
@@ -229,6 +259,12 @@ class DrillService:
             drill = await self.store.get(drill_id)
             if drill is None or drill.status is not DrillStatus.RUNNING or drill.alert_id is None:
                 return
+            window_end = await self._window_end(drill)
+            if window_end is None or utcnow() < window_end:
+                # Not dispatched yet, or its window (from the dispatch) is still open.
+                later = (window_end or utcnow() + timedelta(seconds=5)) + timedelta(seconds=1)
+                self.report_later(drill.id, later)
+                return
             made = await self.make_report(drill)
             status = DrillStatus.PASSED if made.passed else DrillStatus.FAILED
             now = utcnow()
@@ -252,6 +288,14 @@ class DrillService:
             )
             if status is DrillStatus.FAILED:
                 await self._redrill(reported)
+
+    async def _window_end(self, drill: Drill) -> datetime | None:
+        if drill.alert_id is None:
+            return None
+        dispatched = (await self.engine_store.dispatch_state(drill.alert_id)).get("dispatched_at")
+        if dispatched is None:
+            return None
+        return datetime.fromisoformat(dispatched) + timedelta(seconds=self.settings.window)
 
     async def make_report(self, drill: Drill) -> DrillReport:
         """Build and store a drill's report from its alert's acknowledgements."""
@@ -308,6 +352,15 @@ class DrillService:
             ms, _, seq = last.partition("-")
             start = f"{ms}-{int(seq) + 1}"
 
+    async def ensure_redrill(self, drill_id: str) -> None:
+        """Plan the re-drill of a failed drill that has none (its planning was cut short)."""
+        failed = await self.store.get(drill_id)
+        if failed is None or failed.status is not DrillStatus.FAILED:
+            return
+        if any(d.redrill_of == drill_id for d in await self.store.of_township(failed.township)):
+            return
+        await self._redrill(failed)
+
     async def _redrill(self, failed: Drill) -> None:
         after = (failed.fired_at or failed.scheduled_at) + timedelta(
             days=self.settings.redrill_after_days
@@ -321,7 +374,16 @@ class DrillService:
         reason = f"re-drill of {failed.id}: coverage {failed.coverage or 0:.1%} below " \
             f"{self.settings.pass_coverage:.0%}"  # fmt: skip
         drill = self._new_drill(failed.township, when, origin=reason)
-        drill = await self._unique(drill.model_copy(update={"redrill_of": failed.id}))
+        # It settles the failed drill's year, even when it falls in the next one.
+        drill = await self._unique(
+            drill.model_copy(
+                update={
+                    "redrill_of": failed.id,
+                    "year": failed.year,
+                    "id": f"drill-{failed.year}-{failed.township}",
+                }
+            )
+        )
         await self.store.put(
             drill, Edit(at=utcnow(), office=ENGINE, action="re-drill", reason=reason, after=when)
         )
@@ -332,19 +394,6 @@ class DrillService:
     async def missed(self, drill_id: str, reason: str) -> None:
         drill = await self.store.get(drill_id)
         if drill is None or drill.status is not DrillStatus.PLANNED:
-            return
-        key = self._fire_key(drill, drill.scheduled_at)
-        fired = await self.engine_store.replay(self.office.id, key, _digest(key))
-        if fired is not None:
-            # Dispatched by a scheduler that died before it could mark the drill running:
-            # it did run, and is reported like any other.
-            running = drill.model_copy(
-                update={"status": DrillStatus.RUNNING, "alert_id": fired.id, "fired_at": fired.sent}
-            )
-            edit = Edit(at=utcnow(), office=ENGINE, action="fired",
-                        reason="found dispatched after its scheduler stopped")  # fmt: skip
-            if await self.store.put(running, edit, expect=[DrillStatus.PLANNED]):
-                self.on_fired(running)
             return
         missed = drill.model_copy(update={"status": DrillStatus.MISSED, "missed_reason": reason})
         edit = Edit(at=utcnow(), office=ENGINE, action="missed", reason=reason)

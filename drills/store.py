@@ -68,7 +68,7 @@ end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 redis.call('SADD', KEYS[3], ARGV[1])
-redis.call('RPUSH', KEYS[4], ARGV[5])
+if ARGV[5] ~= '' then redis.call('RPUSH', KEYS[4], ARGV[5]) end
 redis.call('INCR', KEYS[5])
 return 1
 """
@@ -112,9 +112,10 @@ class DrillStore:
         return await self._store._call(awaitable)
 
     async def put(
-        self, drill: Drill, edit: Edit, *, expect: Sequence[DrillStatus] | None = None
+        self, drill: Drill, edit: Edit | None, *, expect: Sequence[DrillStatus] | None = None
     ) -> bool:
-        """Write ``drill`` (new when ``expect`` is None, else only from those statuses)."""
+        """Write ``drill`` (new when ``expect`` is None, else only from those statuses),
+        recording ``edit`` in its history (None: a detail, not a change of plan)."""
         result = await self._call(
             self._put(
                 keys=[
@@ -129,7 +130,7 @@ class DrillStore:
                     "" if expect is None else ",".join(s.value for s in expect),
                     drill.model_dump_json(),
                     int(drill.scheduled_at.timestamp() * 1000),
-                    edit.model_dump_json(),
+                    edit.model_dump_json() if edit is not None else "",
                 ],
             )
         )

@@ -195,6 +195,9 @@ async def test_bad_drill_requests_get_clear_errors(
             ("GET", "/api/v1/drills?format=xml", None, PROVINCE, 422, "format"),
             ("GET", "/api/v1/drills/compliance", None, PROVINCE, 422, "year"),
             ("GET", "/api/v1/drills/compliance?year=20x7", None, PROVINCE, 422, "year"),
+            ("GET", "/api/v1/drills/compliance?year=2027&region=350102001001", None, PROVINCE,
+             422, "village"),
+            ("POST", "/api/v1/drills/nope/run", {"reason": "x"}, PROVINCE, 404, "nope"),
             ("GET", "/api/v1/drills/acks?since=yesterday", None, PROVINCE, 422, "since"),
             ("GET", "/api/v1/drills/acks?since=2027-01-01T00:00:00", None, PROVINCE, 422,
              "offset"),
@@ -257,3 +260,61 @@ async def test_run_now_and_the_cli(
         # A second run of the same drill is refused.
         assert await ebd("drills", "run-now", drill_id, *auth) == 2
         assert "passed" in capsys.readouterr().err
+
+
+async def exercise_alerts(client: Client) -> list[dict[str, Any]]:
+    listed = await call(client, "GET", "/api/v1/alerts?limit=500")
+    return [a for a in listed["alerts"] if a["status"] == "exercise"]
+
+
+async def test_two_run_nows_at_once_send_one_alert_and_a_long_reason_is_kept_short(
+    redis_url: str, mqtt_url: str, tmp_path: Path
+) -> None:
+    import asyncio
+
+    async with engine(redis_url, mqtt_url, tmp_path) as client:
+        at = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+        drill = await call(client, "POST", "/api/v1/drills",
+                           {"township": GUDONG, "at": at, "reason": "x"}, status=201)  # fmt: skip
+        path = f"/api/v1/drills/{drill['id']}/run"
+        responses = await asyncio.gather(
+            *(client.post(path, json={"reason": "因" * 290}, headers=PROVINCE) for _ in range(3))
+        )
+        assert sorted(r.status for r in responses) == [202, 409, 409]
+        assert len(await exercise_alerts(client)) == 1
+        shown = await call(client, "GET", f"/api/v1/drills/{drill['id']}")
+        fired = [e for e in shown["history"] if e["action"] == "fired"]
+        assert len(fired) == 1
+        assert len(fired[0]["reason"]) <= 300
+
+
+async def test_a_drill_claimed_but_not_dispatched_is_finished_by_the_scheduler(
+    redis_url: str, mqtt_url: str, tmp_path: Path
+) -> None:
+    from dispatcher.keys import DRILLS
+    from drills.models import Drill, DrillStatus, Edit
+
+    async with engine(redis_url, mqtt_url, tmp_path) as client:
+        at = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+        created = await call(client, "POST", "/api/v1/drills",
+                             {"township": GUDONG, "at": at, "reason": "x"}, status=201)  # fmt: skip
+        service = client.app[DRILLS]
+        drill = Drill.model_validate(created)
+        # What an instance killed between its claim and its dispatch leaves behind.
+        claimed = drill.model_copy(
+            update={
+                "status": DrillStatus.RUNNING,
+                "fired_at": datetime.now(UTC),
+                "fire_key": f"drill:{drill.id}:{drill.scheduled_at.isoformat()}",
+            }
+        )
+        edit = Edit(at=datetime.now(UTC), office="engine", action="fired", reason="due")
+        assert await service.store.put(claimed, edit, expect=[DrillStatus.PLANNED])
+
+        async def dispatched() -> dict[str, Any] | None:
+            shown = await call(client, "GET", f"/api/v1/drills/{drill.id}")
+            return shown if shown["alert_id"] else None
+
+        shown = await wait_for(dispatched, timeout=10)
+        assert isinstance(shown, dict)
+        assert len(await exercise_alerts(client)) == 1

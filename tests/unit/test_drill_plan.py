@@ -469,3 +469,18 @@ def test_json_export(plan: list[Drill]) -> None:
     assert items[0]["scheduled_at"].endswith("+08:00")
     assert items[0]["status"] == "planned"
     assert json.loads(to_json([])) == []
+
+
+def test_two_drills_of_a_county_never_overlap(settings: DrillSettings) -> None:
+    day = allowed_days(settings)[40]
+    first = drill("350102001", at(day, 9))
+    # Another township of the same county, fifteen minutes later: inside the first's window.
+    with pytest.raises(PlanError, match="never overlap"):
+        check_slot(at(day, 9, 15), "350102002", settings, [first])
+    # Another county at the same time is fine.
+    check_slot(at(day, 9), "350103001", settings, [first])
+    # The next free slot after 08:00 skips the taken 09:00 and whatever overlaps it.
+    when = next_free_slot(at(day, 8), "350102002", settings, [first])
+    window = timedelta(seconds=settings.window)
+    assert when >= first.scheduled_at + window
+    assert when.date() == day
