@@ -396,7 +396,7 @@ class DrillService:
         if drill is None or drill.status is not DrillStatus.PLANNED:
             return
         missed = drill.model_copy(update={"status": DrillStatus.MISSED, "missed_reason": reason})
-        edit = Edit(at=utcnow(), office=ENGINE, action="missed", reason=reason)
+        edit = Edit(at=utcnow(), office=ENGINE, action="missed", reason=reason[:300])
         if await self.store.put(missed, edit, expect=[DrillStatus.PLANNED]):
             log.error("drill.missed", drill_id=drill_id, township=drill.township, reason=reason)
 
