@@ -1,0 +1,624 @@
+"""Province wave: the engine against the raw broker, in the same run.
+
+    .venv/bin/python bench/wave.py                       # 1,000, 5,000, 17,498 terminals, 3 runs
+    .venv/bin/python bench/wave.py --sizes 1000 --runs 1
+
+For each size it starts its own mosquitto and redis-server (``dispatcher.services``) in a
+temporary folder and one simulated terminal per village for that many villages, spread evenly
+over Fujian (17,498 is every village), in a child process so the terminals have a core of their
+own. Then, with the same terminals:
+
+    raw      no engine: one QoS 1 publish of a red alert to the province topic; every terminal
+             acks, and a minimal subscriber (``receiver.mqtt_lite``, ``eb/v1/term/+/ack``)
+             writes each ``played`` ack to Redis, pipelined (HSET + XADD, flushed every 500
+             acks or 5 ms). Timed from the publish until N acks are written.
+    engine   ``python -m dispatcher serve`` (a fresh process per run): POST /api/v1/alerts for
+             the province, timed until GET /api/v1/alerts/{id} shows played == N (polled
+             every 50 ms). Also the engine's CPU seconds (/proc/PID/stat utime + stime, in the
+             timed window and since its start) and its peak RSS (/proc/PID/status VmHWM).
+
+The raw runs of a size come first, then its engine runs; each run is a new alert id (a terminal
+handles an id once). Prints every run, then a Markdown table of the medians and the ratio
+engine / raw, and writes everything to ``--out`` (JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import contextlib
+import json
+import logging
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import aiohttp
+import redis.asyncio as aioredis
+import structlog
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from dispatcher.auth import hash_token  # noqa: E402  after the path fix above
+from dispatcher.models import Alert, Channel, MsgType, Severity, Status, new_alert_id  # noqa: E402
+from dispatcher.regions import Level, RegionTree  # noqa: E402
+from dispatcher.services import MosquittoServer, RedisServer, free_port  # noqa: E402
+from receiver.mqtt_lite import Message, MqttConnection, open_connection, parse_mqtt_url  # noqa: E402
+
+REGIONS_FILE = ROOT / "config" / "regions" / "fujian.csv"
+TOKEN = "wave-province-token"  # noqa: S105  a throwaway token of a throwaway engine
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+PROVINCE = "35"
+REGISTER_PART = 20_000
+FLUSH_EVERY = 500
+FLUSH_AFTER = 0.005
+POLL = 0.05
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def pick_terminals(tree: RegionTree, n: int) -> list[dict[str, str]]:
+    """``n`` terminals, one per village, spread evenly over the province."""
+    villages = tree.descendants(PROVINCE, level=Level.VILLAGE)
+    if not 1 <= n <= len(villages):
+        raise SystemExit(f"sizes must be from 1 to {len(villages)} (one terminal per village)")
+    chosen = [villages[i * len(villages) // n].code for i in range(n)]
+    return [{"id": f"sim-{code}-1", "region": code} for code in chosen]
+
+
+# -- the simulator child process -------------------------------------------------------------
+
+
+async def sim_child(spec: dict[str, Any]) -> None:
+    """Run the terminals of ``spec`` until SIGTERM; write the ready file once all are up."""
+    from receiver.simulator import SimTerminal, Simulator
+
+    terminals = [SimTerminal(t["id"], t["region"]) for t in spec["terminals"]]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    sim = Simulator(terminals, spec["mqtt"])
+    started = time.monotonic()
+    await sim.start(timeout=600)
+    try:
+        print(f"{len(terminals)} connected in {time.monotonic() - started:.1f} s", flush=True)
+        Path(spec["ready"]).write_text("ready\n", encoding="utf-8")  # noqa: ASYNC240  once
+        await stop.wait()
+    finally:
+        await sim.stop()
+
+
+class SimProcess:
+    def __init__(self, folder: Path, terminals: list[dict[str, str]], mqtt_url: str) -> None:
+        self.folder = folder
+        self.ready = folder / "sim.ready"
+        self.spec = folder / "sim.json"
+        self.spec.write_text(
+            json.dumps({"terminals": terminals, "mqtt": mqtt_url, "ready": str(self.ready)}),
+            encoding="utf-8",
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    async def start(self, timeout: float = 600.0) -> float:
+        started = time.monotonic()
+        self.proc = await asyncio.to_thread(self._spawn)
+        _children.append(self.proc)
+        deadline = started + timeout
+        while not self.ready.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the simulator exited; see {self.folder / 'sim.log'}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("the simulator did not connect its terminals in time")
+            await asyncio.sleep(0.1)
+        return time.monotonic() - started
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        with (self.folder / "sim.log").open("ab") as log:
+            return subprocess.Popen(  # noqa: S603  our own interpreter and script
+                [sys.executable, str(Path(__file__).resolve()), "--sim-child", str(self.spec)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                start_new_session=True,
+            )
+
+    async def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                await asyncio.to_thread(proc.wait, 30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        with contextlib.suppress(ValueError):
+            _children.remove(proc)
+
+
+# -- the engine as a process ------------------------------------------------------------------
+
+
+class Engine:
+    """``python -m dispatcher serve`` with a config of its own."""
+
+    def __init__(self, folder: Path, redis_url: str, mqtt_url: str) -> None:
+        self.folder = folder
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = self.folder / "engine.log"
+        self.config = self.folder / "ebd.toml"
+        self.config.write_text(
+            f"""instance = "ebd-wave"
+state_dir = {json.dumps(str(folder / "state"))}
+[api]
+listen = "127.0.0.1:{self.port}"
+[mqtt]
+url = "{mqtt_url}"
+shared_subscription = false
+session_expiry = 600
+[redis]
+url = "{redis_url}"
+[regions]
+file = {json.dumps(str(REGIONS_FILE))}
+[[offices]]
+id = "fj-province"
+name = "福建省应急管理厅"
+region = "{PROVINCE}"
+token_sha256 = "{hash_token(TOKEN)}"
+""",
+            encoding="utf-8",
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    async def start(self, timeout: float = 60.0) -> None:
+        self.proc = await asyncio.to_thread(self._spawn)
+        _children.append(self.proc)
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with http.get(f"{self.base_url}/readyz") as response:
+                        if response.status == 200:
+                            return
+                await asyncio.sleep(0.1)
+        raise RuntimeError(f"engine did not come up; see {self.log_path}")
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EBD_")}
+        env["EBD_LOG__FORMAT"] = "json"
+        env["EBD_LOG__LEVEL"] = "warning"
+        with self.log_path.open("ab") as log:
+            return subprocess.Popen(  # noqa: S603  our own interpreter and config
+                [sys.executable, "-m", "dispatcher", "serve", "--config", str(self.config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env=env,
+                start_new_session=True,
+            )
+
+    def cpu_seconds(self) -> float:
+        assert self.proc is not None
+        stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+
+    def peak_rss_mb(self) -> float:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    async def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                await asyncio.to_thread(proc.wait, 20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        with contextlib.suppress(ValueError):
+            _children.remove(proc)
+
+
+# Children not yet reaped: killed at exit whatever happened (the servers have the same net in
+# dispatcher.services).
+_children: list[subprocess.Popen[bytes]] = []
+
+
+@atexit.register
+def _kill_children() -> None:
+    for proc in list(_children):
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+# -- the raw path -----------------------------------------------------------------------------
+
+
+def new_alert(sender: str) -> Alert:
+    sent = datetime.now(UTC).replace(microsecond=0)
+    return Alert(
+        id=new_alert_id(sender, sent),
+        sender=sender,
+        sender_name="福建省应急管理厅",
+        sent=sent,
+        status=Status.ACTUAL,
+        msg_type=MsgType.ALERT,
+        event="台风",
+        event_code="11B01",
+        severity=Severity.RED,
+        headline="台风红色预警（演练数据）",
+        text="预计未来24小时将有12级以上大风。",
+        expires=sent + timedelta(hours=1),
+        areas=[PROVINCE],
+        channels=[Channel.LOUDSPEAKER],
+    )
+
+
+class RawAckSink:
+    """Subscribes to every terminal's acks and writes each ``played`` ack of the alert it
+    waits for to Redis: pipelined HSET alert:{id}:tstate + XADD alert:{id}:acks."""
+
+    def __init__(self, mqtt_url: str, redis_url: str) -> None:
+        self.mqtt_url = parse_mqtt_url(mqtt_url)
+        self.rdb = aioredis.Redis.from_url(redis_url)
+        self.conn: MqttConnection | None = None
+        self.alert_id = ""
+        self.expected = 0
+        self.seen: set[str] = set()
+        self.pending: list[tuple[str, dict[str, Any]]] = []
+        self.written = 0
+        self.timer: asyncio.TimerHandle | None = None
+        self.writes: set[asyncio.Task[None]] = set()
+        self.done: asyncio.Future[float] | None = None
+
+    async def connect(self) -> None:
+        url = self.mqtt_url
+        self.conn, _ = await open_connection(
+            url.host,
+            url.port,
+            f"wave-raw-{uuid.uuid4().hex[:8]}",
+            clean_start=True,
+            on_message=self._on_message,
+            username=url.username,
+            password=url.password,
+        )
+        codes = await self.conn.subscribe(["eb/v1/term/+/ack"], qos=1)
+        if codes != [1]:
+            raise RuntimeError(f"raw subscription refused: {codes}")
+
+    def expect(self, alert_id: str, n: int) -> asyncio.Future[float]:
+        self.alert_id, self.expected = alert_id, n
+        self.seen, self.pending, self.written = set(), [], 0
+        self.done = asyncio.get_running_loop().create_future()
+        return self.done
+
+    def _on_message(self, message: Message) -> None:
+        try:
+            body = json.loads(message.payload)
+        except ValueError:
+            return
+        if (
+            not isinstance(body, dict)
+            or body.get("alert_id") != self.alert_id
+            or body.get("state") != "played"
+        ):
+            return
+        terminal = message.topic.split("/")[3]
+        if terminal in self.seen:
+            return
+        self.seen.add(terminal)
+        self.pending.append((terminal, body))
+        if len(self.pending) >= FLUSH_EVERY:
+            self._flush()
+        elif self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(FLUSH_AFTER, self._flush)
+
+    def _flush(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        batch, self.pending = self.pending, []
+        if batch:
+            task = asyncio.create_task(self._write(self.alert_id, batch))
+            self.writes.add(task)
+            task.add_done_callback(self.writes.discard)
+
+    async def _write(self, alert_id: str, batch: list[tuple[str, dict[str, Any]]]) -> None:
+        pipe = self.rdb.pipeline(transaction=False)
+        for terminal, body in batch:
+            pipe.hset(f"alert:{alert_id}:tstate", terminal, "played")
+            pipe.xadd(
+                f"alert:{alert_id}:acks",
+                {"terminal_id": terminal, "state": "played", "at": str(body.get("at", ""))},
+            )
+        await pipe.execute()
+        if alert_id != self.alert_id:
+            return
+        self.written += len(batch)
+        if self.written >= self.expected and self.done is not None and not self.done.done():
+            self.done.set_result(time.monotonic())
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            self.conn.disconnect()
+        for task in list(self.writes):
+            with contextlib.suppress(Exception):
+                await task
+        await self.rdb.aclose()
+
+
+async def raw_run(
+    sink: RawAckSink, publisher: MqttConnection, tree: RegionTree, n: int, timeout: float
+) -> dict[str, Any]:
+    alert = new_alert("wave-raw")
+    done = sink.expect(alert.id, n)
+    payload = json.dumps(alert.payload(), ensure_ascii=False).encode()
+    started = time.monotonic()
+    publisher.publish(tree.topic(PROVINCE), payload, qos=1)
+    try:
+        finished = await asyncio.wait_for(asyncio.shield(done), timeout)
+    except TimeoutError:
+        return {"alert_id": alert.id, "seconds": None, "written": sink.written}
+    # Check what Redis holds, outside the timed window.
+    stored = await sink.rdb.hlen(f"alert:{alert.id}:tstate")
+    return {"alert_id": alert.id, "seconds": finished - started, "written": stored}
+
+
+# -- the engine path --------------------------------------------------------------------------
+
+
+async def http_json(
+    http: aiohttp.ClientSession, method: str, url: str, body: Any = None
+) -> tuple[int, Any]:
+    async with http.request(method, url, json=body, headers=AUTH) as response:
+        return response.status, await response.json(content_type=None)
+
+
+async def engine_run(
+    folder: Path,
+    redis_url: str,
+    mqtt_url: str,
+    terminals: list[dict[str, str]],
+    timeout: float,
+) -> dict[str, Any]:
+    engine = Engine(folder, redis_url, mqtt_url)
+    n = len(terminals)
+    try:
+        await engine.start()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+            for start in range(0, n, REGISTER_PART):
+                part = terminals[start : start + REGISTER_PART]
+                url = f"{engine.base_url}/api/v1/terminals"
+                status, reply = await http_json(http, "POST", url, part)
+                if status != 200:
+                    raise RuntimeError(f"registration failed: {status} {reply}")
+            body = {
+                "event": "台风",
+                "event_code": "11B01",
+                "severity": "red",
+                "headline": "台风红色预警（演练数据）",
+                "text": "预计未来24小时将有12级以上大风。",
+                "areas": [PROVINCE],
+                "expires_in": 3600,
+            }
+            cpu_before = engine.cpu_seconds()
+            started = time.monotonic()
+            status, reply = await http_json(http, "POST", f"{engine.base_url}/api/v1/alerts", body)
+            if status != 201:
+                raise RuntimeError(f"issue failed: {status} {reply}")
+            alert_id = str(reply["id"])
+            played, seconds = 0, None
+            deadline = started + timeout
+            while time.monotonic() < deadline:
+                url = f"{engine.base_url}/api/v1/alerts/{alert_id}"
+                status, reply = await http_json(http, "GET", url)
+                if status == 200:
+                    delivery = reply["delivery"]
+                    played = int(delivery.get("played", 0))
+                    if played >= n:
+                        seconds = time.monotonic() - started
+                        expected = delivery.get("expected")
+                        break
+                await asyncio.sleep(POLL)
+            else:
+                expected = None
+            cpu_after = engine.cpu_seconds()
+            return {
+                "alert_id": alert_id,
+                "seconds": seconds,
+                "played": played,
+                "expected": expected,
+                "cpu_s": cpu_after - cpu_before,
+                "cpu_total_s": cpu_after,
+                "peak_rss_mb": engine.peak_rss_mb(),
+            }
+    finally:
+        await engine.stop()
+
+
+# -- one size ---------------------------------------------------------------------------------
+
+
+def _median(values: list[Any]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known and len(known) == len(values) else None
+
+
+async def one_size(
+    base: Path, tree: RegionTree, n: int, runs: int, timeout: float
+) -> dict[str, Any]:
+    folder = base / f"n{n}"
+    folder.mkdir(parents=True)
+    terminals = pick_terminals(tree, n)
+    mqtt = MosquittoServer(folder / "mosquitto")
+    rds = RedisServer(folder / "redis")
+    sim: SimProcess | None = None
+    result: dict[str, Any] = {"terminals": n, "raw": [], "engine": []}
+    try:
+        await asyncio.to_thread(mqtt.start)
+        await asyncio.to_thread(rds.start)
+        sim = SimProcess(folder, terminals, mqtt.url)
+        say(f"… {n} terminals: connecting the simulator")
+        result["sim_connect_s"] = round(await sim.start(), 1)
+        say(f"  connected in {result['sim_connect_s']} s")
+
+        sink = RawAckSink(mqtt.url, rds.url)
+        url = parse_mqtt_url(mqtt.url)
+        publisher, _ = await open_connection(
+            url.host, url.port, f"wave-pub-{uuid.uuid4().hex[:8]}", clean_start=True
+        )
+        try:
+            await sink.connect()
+            for i in range(runs):
+                row = await raw_run(sink, publisher, tree, n, timeout)
+                result["raw"].append(row)
+                shown = "TIMEOUT" if row["seconds"] is None else f"{row['seconds']:.3f} s"
+                say(f"  raw    #{i + 1}: {shown}  ({row['written']} acks in Redis)")
+                await asyncio.sleep(1.0)  # let the terminals' trailing traffic settle
+        finally:
+            publisher.disconnect()
+            await sink.close()
+
+        for i in range(runs):
+            row = await engine_run(
+                folder / f"engine-{i + 1}", rds.url, mqtt.url, terminals, timeout
+            )
+            result["engine"].append(row)
+            shown = "TIMEOUT" if row["seconds"] is None else f"{row['seconds']:.3f} s"
+            say(
+                f"  engine #{i + 1}: {shown}  (played {row['played']}/{row['expected']},"
+                f" CPU {row['cpu_s']:.2f} s in the window, {row['cpu_total_s']:.2f} s total,"
+                f" peak RSS {row['peak_rss_mb']:.0f} MB)"
+            )
+    finally:
+        if sim is not None:
+            await sim.stop()
+        await asyncio.to_thread(rds.stop)
+        await asyncio.to_thread(mqtt.stop)
+
+    raw = _median([r["seconds"] for r in result["raw"]])
+    eng = _median([r["seconds"] for r in result["engine"]])
+    result["median"] = {
+        "raw_s": raw,
+        "engine_s": eng,
+        "ratio": eng / raw if raw and eng else None,
+        "engine_cpu_s": _median([r["cpu_s"] for r in result["engine"]]),
+        "engine_cpu_total_s": _median([r["cpu_total_s"] for r in result["engine"]]),
+        "engine_peak_rss_mb": _median([r["peak_rss_mb"] for r in result["engine"]]),
+    }
+    return result
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "| terminals | raw s | engine s | engine / raw | engine CPU s (window / total)"
+        " | engine peak RSS MB | runs |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        m = r["median"]
+        lines.append(
+            f"| {r['terminals']:,} | {_fmt(m['raw_s'], 3)} | {_fmt(m['engine_s'], 3)}"
+            f" | {_fmt(m['ratio'], 1)}"
+            f" | {_fmt(m['engine_cpu_s'], 2)} / {_fmt(m['engine_cpu_total_s'], 2)}"
+            f" | {_fmt(m['engine_peak_rss_mb'], 0)} | {len(r['engine'])} |"
+        )
+    return "\n".join(lines)
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    tree = RegionTree.from_csv(REGIONS_FILE)
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    base = Path(tempfile.mkdtemp(prefix="ebd-wave-"))
+    results: list[dict[str, Any]] = []
+    failed = False
+    try:
+        for n in sizes:
+            try:
+                results.append(await one_size(base, tree, n, args.runs, args.timeout))
+            except Exception as exc:  # one broken size must not hide the others
+                say(f"! {n} terminals failed: {exc!r}; logs in {base / f'n{n}'}")
+                failed = True
+    finally:
+        report = {
+            "benchmark": "wave",
+            "when": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+            "runs": args.runs,
+            "results": results,
+        }
+        text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+        await asyncio.to_thread(Path(args.out).write_text, text, encoding="utf-8")
+        print(table(results), flush=True)
+        say(f"\nwritten to {args.out}")
+        if args.keep or failed:
+            say(f"logs and data kept in {base}")
+        else:
+            await asyncio.to_thread(shutil.rmtree, base, True)
+    complete = all(r["median"]["ratio"] is not None for r in results)
+    return 0 if results and complete and not failed else 1
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--sizes", default="1000,5000,17498", help="terminal counts, comma-separated"
+    )
+    parser.add_argument("--runs", type=int, default=3, help="repetitions of each point")
+    parser.add_argument("--out", default="bench-wave.json", help="JSON result file")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds a run may take")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
+    parser.add_argument("--sim-child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    if args.sim_child:
+        spec = json.loads(Path(args.sim_child).read_text(encoding="utf-8"))
+        asyncio.run(sim_child(spec))
+        return 0
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return asyncio.run(main_async(args))
+    except KeyboardInterrupt:
+        say("interrupted; everything started was stopped")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
