@@ -15,21 +15,18 @@ prints one row per scenario:
     seconds       from the fault until the engine counted everyone (or the timeout)
 
 Everything it starts is stopped before it exits, also on Ctrl-C or SIGTERM. The scenarios
-are the ones of tests/integration/test_chaos.py; this script does not import the tests, so
-it carries its own small engine runner.
+are the ones of tests/integration/test_chaos.py; this script does not import the tests: the
+benchmarks' engine runner is bench/harness.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import contextlib
-import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,16 +42,12 @@ from typing import Any
 import aiohttp
 import redis
 import structlog
+from harness import REGIONS_FILE, Engine, toml_table
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from dispatcher.regions import Level, RegionTree
+from dispatcher.services import MosquittoServer, RedisServer
+from receiver.simulator import Behaviour, SimTerminal, Simulator
 
-from dispatcher.auth import hash_token  # noqa: E402  after the path fix above
-from dispatcher.regions import Level, RegionTree  # noqa: E402
-from dispatcher.services import MosquittoServer, RedisServer, free_port  # noqa: E402
-from receiver.simulator import Behaviour, SimTerminal, Simulator  # noqa: E402
-
-REGIONS_FILE = ROOT / "config" / "regions" / "fujian.csv"
 TOKEN = "chaos-province-token"  # noqa: S105  a throwaway token of a throwaway engine
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PROVINCE = "35"
@@ -63,108 +56,6 @@ RESEND = {"red": 2.0, "backoff": 1.0, "backoff_max": 4.0, "max_attempts": 5}
 # A fault that takes longer than the whole resend window to make up for is a finding too: a
 # red alert should not wait on a timeout after the broker (or whatever died) is back.
 SLOW_AFTER = 20.0
-
-
-# -- the engine as a process ------------------------------------------------------------------
-
-
-class Engine:
-    """``python -m dispatcher serve`` with a config of its own; SIGKILL, stop, start again."""
-
-    def __init__(
-        self, folder: Path, redis_url: str, mqtt_url: str, *, instance: str = "ebd-1", **extra: Any
-    ) -> None:
-        self.folder = folder / f"engine-{instance}"
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.log_path = self.folder / "engine.log"
-        self.config = self.folder / "ebd.toml"
-        resend = "\n".join(f"{k} = {v}" for k, v in RESEND.items())
-        self.config.write_text(
-            f"""instance = "{instance}"
-state_dir = {json.dumps(str(self.folder / "state"))}
-[api]
-listen = "127.0.0.1:{self.port}"
-[mqtt]
-url = "{mqtt_url}"
-shared_subscription = {"true" if extra.get("shared") else "false"}
-session_expiry = 600
-[redis]
-url = "{redis_url}"
-[regions]
-file = {json.dumps(str(REGIONS_FILE))}
-[dispatch]
-claim_idle_seconds = {float(extra.get("claim_idle_seconds", 60.0))}
-[resend]
-{resend}
-sweep_interval = 0.2
-[[offices]]
-id = "fj-province"
-name = "福建省应急管理厅"
-region = "35"
-token_sha256 = "{hash_token(TOKEN)}"
-""",
-            encoding="utf-8",
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("EBD_")}
-        env["EBD_LOG__FORMAT"] = "json"
-        with self.log_path.open("ab") as log:
-            return subprocess.Popen(  # noqa: S603  our own interpreter and config
-                [sys.executable, "-m", "dispatcher", "serve", "--config", str(self.config)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-                env=env,
-                start_new_session=True,
-            )
-
-    async def start(self, timeout: float = 30.0) -> None:
-        self.proc = self._spawn()
-        _engines.add(self)
-        deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    break
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with http.get(f"{self.base_url}/readyz") as response:
-                        if response.status == 200:
-                            return
-                await asyncio.sleep(0.1)
-        self.kill()
-        raise RuntimeError(f"engine did not come up; see {self.log_path}")
-
-    def kill(self) -> None:
-        proc, self.proc = self.proc, None
-        _engines.discard(self)
-        if proc is not None:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-
-    async def stop(self) -> None:
-        proc = self.proc
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                await asyncio.to_thread(proc.wait, 15)
-        self.kill()
-
-
-# Engines not yet reaped: killed at exit whatever happened (the servers have the same net in
-# dispatcher.services).
-_engines: set[Engine] = set()
-
-
-@atexit.register
-def _kill_engines() -> None:
-    for engine in list(_engines):
-        engine.kill()
 
 
 async def http_json(
@@ -258,8 +149,19 @@ class Stage:
         self.http: aiohttp.ClientSession
         self.rdb: redis.Redis
 
-    def engine(self, **extra: Any) -> Engine:
-        engine = Engine(self.folder, self.redis_server.url, self.mqtt.url, **extra)
+    def engine(
+        self, *, instance: str, shared: bool = False, claim_idle_seconds: float = 60.0
+    ) -> Engine:
+        engine = Engine(
+            self.folder,
+            self.redis_server.url,
+            self.mqtt.url,
+            token=TOKEN,
+            instance=instance,
+            mqtt={"shared_subscription": shared},
+            tables=toml_table("dispatch", {"claim_idle_seconds": claim_idle_seconds})
+            + toml_table("resend", {**RESEND, "sweep_interval": 0.2}),
+        )
         self.engines.append(engine)
         return engine
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import contextlib
 import itertools
 import json
@@ -41,7 +40,6 @@ import os
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -55,25 +53,20 @@ from typing import Any
 import aiohttp
 import redis
 import structlog
+from harness import REGIONS_FILE, Engine, cpu_seconds, memory_kb, toml_table
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from adapters.sms.aliyun import API_VERSION, aliyun_phone, rpc_signature  # noqa: E402
-from adapters.sms.gateway import out_id  # noqa: E402
-from adapters.sms.pool import Pace  # noqa: E402
-from adapters.sms.sandbox import (  # noqa: E402
+from adapters.sms.aliyun import API_VERSION, aliyun_phone, rpc_signature
+from adapters.sms.gateway import out_id
+from adapters.sms.pool import Pace
+from adapters.sms.sandbox import (
     AliyunGatewayServer,
     GatewayServer,
     GenericGatewayServer,
     peak_in_window,
 )
-from dispatcher.auth import hash_token  # noqa: E402  after the path fix above
-from dispatcher.regions import Level, RegionTree  # noqa: E402
-from dispatcher.services import MosquittoServer, RedisServer, free_port  # noqa: E402
-from dispatcher.settings import GatewaySettings  # noqa: E402
+from dispatcher.regions import Level, RegionTree
+from dispatcher.services import MosquittoServer, RedisServer, free_port
 
-REGIONS_FILE = ROOT / "config" / "regions" / "fujian.csv"
 TOKEN = "sms-bench-province-token"  # noqa: S105  a throwaway token of a throwaway engine
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PROVINCE = "35"
@@ -89,145 +82,6 @@ def phone(n: int) -> str:
 def mb(kb: float) -> str:
     """kB (as /proc reports them) in MB."""
     return f"{kb / 1024:,.0f} MB"
-
-
-# -- the engine as a process ------------------------------------------------------------------
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a TOML basic string
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    raise TypeError(f"no TOML for {value!r}")
-
-
-class Engine:
-    """``python -m dispatcher serve`` with a config of its own, texting through ``gateway``."""
-
-    def __init__(
-        self, folder: Path, redis_url: str, mqtt_url: str, port: int, gateway: GatewaySettings
-    ) -> None:
-        self.folder = folder / "engine"
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.port = port
-        self.base_url = f"http://127.0.0.1:{port}"
-        self.log_path = self.folder / "engine.log"
-        self.config = self.folder / "ebd.toml"
-        gw = "\n".join(
-            f"{k} = {_toml(v)}" for k, v in gateway.model_dump(exclude_none=True).items()
-        )
-        self.config.write_text(
-            f"""instance = "ebd-sms-bench"
-state_dir = {json.dumps(str(self.folder / "state"))}
-[api]
-listen = "127.0.0.1:{port}"
-[mqtt]
-url = "{mqtt_url}"
-[redis]
-url = "{redis_url}"
-[regions]
-file = {json.dumps(str(REGIONS_FILE))}
-[sms]
-callback_base = "{self.base_url}"
-[[sms.gateways]]
-{gw}
-[[offices]]
-id = "fj-province"
-name = "福建省应急管理厅"
-region = "35"
-token_sha256 = "{hash_token(TOKEN)}"
-""",
-            encoding="utf-8",
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("EBD_")}
-        env["EBD_LOG__FORMAT"] = "json"
-        with self.log_path.open("ab") as log:
-            return subprocess.Popen(  # noqa: S603  our own interpreter and config
-                [sys.executable, "-m", "dispatcher", "serve", "--config", str(self.config)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-                env=env,
-                start_new_session=True,
-            )
-
-    async def start(self, timeout: float = 60.0) -> None:
-        self.proc = self._spawn()
-        _engines.add(self)
-        deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
-            while time.monotonic() < deadline and self.alive:
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with http.get(f"{self.base_url}/readyz") as response:
-                        if response.status == 200:
-                            return
-                await asyncio.sleep(0.1)
-        self.kill()
-        raise RuntimeError(f"engine did not come up; see {self.log_path}")
-
-    def kill(self) -> None:
-        proc, self.proc = self.proc, None
-        _engines.discard(self)
-        if proc is not None:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-
-    async def stop(self) -> None:
-        proc = self.proc
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                await asyncio.to_thread(proc.wait, 15)
-        self.kill()
-
-
-_engines: set[Engine] = set()
-
-
-@atexit.register
-def _kill_engines() -> None:
-    for engine in list(_engines):
-        engine.kill()
-
-
-def memory_kb(pid: int) -> tuple[int, int]:
-    """(VmRSS, VmHWM) of a process in kB; (0, 0) once it is gone."""
-    values = {"VmRSS": 0, "VmHWM": 0}
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            name, _, rest = line.partition(":")
-            if name in values:
-                values[name] = int(rest.split()[0])
-    return values["VmRSS"], values["VmHWM"]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far; 0 once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    # utime and stime are fields 14 and 15 of stat(5); fields[0] is field 3.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def redis_memory(client: redis.Redis) -> int:
@@ -715,7 +569,16 @@ async def main_async(args: argparse.Namespace, folder: Path) -> int:
                     )
 
             run.redis_empty = redis_memory(rdb)
-            engine = Engine(folder, redis_server.url, mqtt.url, port, settings)
+            engine = Engine(
+                folder,
+                redis_server.url,
+                mqtt.url,
+                token=TOKEN,
+                instance="ebd-sms-bench",
+                port=port,
+                tables=toml_table("sms", {"callback_base": f"http://127.0.0.1:{port}"})
+                + toml_table("[sms.gateways]", settings.model_dump(exclude_none=True)),
+            )
             await engine.start()
             run.rss_started_kb = memory_kb(engine.pid)[0]
             timeout = aiohttp.ClientTimeout(total=120)

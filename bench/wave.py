@@ -48,17 +48,13 @@ from typing import Any
 import aiohttp
 import redis.asyncio as aioredis
 import structlog
+from harness import REGIONS_FILE, ROOT, Engine
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from dispatcher.models import Alert, Channel, MsgType, Severity, Status, new_alert_id
+from dispatcher.regions import Level, RegionTree
+from dispatcher.services import MosquittoServer, RedisServer
+from receiver.mqtt_lite import Message, MqttConnection, open_connection, parse_mqtt_url
 
-from dispatcher.auth import hash_token  # noqa: E402  after the path fix above
-from dispatcher.models import Alert, Channel, MsgType, Severity, Status, new_alert_id  # noqa: E402
-from dispatcher.regions import Level, RegionTree  # noqa: E402
-from dispatcher.services import MosquittoServer, RedisServer, free_port  # noqa: E402
-from receiver.mqtt_lite import Message, MqttConnection, open_connection, parse_mqtt_url  # noqa: E402
-
-REGIONS_FILE = ROOT / "config" / "regions" / "fujian.csv"
 TOKEN = "wave-province-token"  # noqa: S105  a throwaway token of a throwaway engine
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PROVINCE = "35"
@@ -66,7 +62,6 @@ REGISTER_PART = 20_000
 FLUSH_EVERY = 500
 FLUSH_AFTER = 0.005
 POLL = 0.05
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def say(text: str) -> None:
@@ -155,100 +150,8 @@ class SimProcess:
             _children.remove(proc)
 
 
-# -- the engine as a process ------------------------------------------------------------------
-
-
-class Engine:
-    """``python -m dispatcher serve`` with a config of its own."""
-
-    def __init__(self, folder: Path, redis_url: str, mqtt_url: str) -> None:
-        self.folder = folder
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.log_path = self.folder / "engine.log"
-        self.config = self.folder / "ebd.toml"
-        self.config.write_text(
-            f"""instance = "ebd-wave"
-state_dir = {json.dumps(str(folder / "state"))}
-[api]
-listen = "127.0.0.1:{self.port}"
-[mqtt]
-url = "{mqtt_url}"
-shared_subscription = false
-session_expiry = 600
-[redis]
-url = "{redis_url}"
-[regions]
-file = {json.dumps(str(REGIONS_FILE))}
-[[offices]]
-id = "fj-province"
-name = "福建省应急管理厅"
-region = "{PROVINCE}"
-token_sha256 = "{hash_token(TOKEN)}"
-""",
-            encoding="utf-8",
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    async def start(self, timeout: float = 60.0) -> None:
-        self.proc = await asyncio.to_thread(self._spawn)
-        _children.append(self.proc)
-        deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
-            while time.monotonic() < deadline and self.proc.poll() is None:
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with http.get(f"{self.base_url}/readyz") as response:
-                        if response.status == 200:
-                            return
-                await asyncio.sleep(0.1)
-        raise RuntimeError(f"engine did not come up; see {self.log_path}")
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("EBD_")}
-        env["EBD_LOG__FORMAT"] = "json"
-        env["EBD_LOG__LEVEL"] = "warning"
-        with self.log_path.open("ab") as log:
-            return subprocess.Popen(  # noqa: S603  our own interpreter and config
-                [sys.executable, "-m", "dispatcher", "serve", "--config", str(self.config)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-                env=env,
-                start_new_session=True,
-            )
-
-    def cpu_seconds(self) -> float:
-        assert self.proc is not None
-        stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()
-        return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
-
-    def peak_rss_mb(self) -> float:
-        assert self.proc is not None
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
-
-    async def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                await asyncio.to_thread(proc.wait, 20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        with contextlib.suppress(ValueError):
-            _children.remove(proc)
-
-
-# Children not yet reaped: killed at exit whatever happened (the servers have the same net in
-# dispatcher.services).
+# Simulator children not yet reaped: killed at exit whatever happened (engines have the same
+# net in bench/harness.py, the servers in dispatcher.services).
 _children: list[subprocess.Popen[bytes]] = []
 
 
@@ -410,7 +313,9 @@ async def engine_run(
     terminals: list[dict[str, str]],
     timeout: float,
 ) -> dict[str, Any]:
-    engine = Engine(folder, redis_url, mqtt_url)
+    engine = Engine(
+        folder, redis_url, mqtt_url, token=TOKEN, instance="ebd-wave", log_level="warning"
+    )
     n = len(terminals)
     try:
         await engine.start()
@@ -459,7 +364,7 @@ async def engine_run(
                 "expected": expected,
                 "cpu_s": cpu_after - cpu_before,
                 "cpu_total_s": cpu_after,
-                "peak_rss_mb": engine.peak_rss_mb(),
+                "peak_rss_mb": engine.memory_kb()[1] / 1024,
             }
     finally:
         await engine.stop()
