@@ -37,33 +37,13 @@ from dispatcher.models import (
 )
 from dispatcher.regions import Level, RegionTree
 from dispatcher.store import Delivery, Store
+from dispatcher.validation import invalid, refuse_rows, validation_details
 
 MAX_TERMINALS_PER_REQUEST = 20_000
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
-
-
-def validation_details(exc: ValidationError, *, prefix: str = "") -> list[dict[str, Any]]:
-    out = []
-    for error in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in error["loc"])
-        out.append(
-            {
-                "field": f"{prefix}{loc}" if loc else prefix.rstrip(".") or "body",
-                "message": error["msg"].removeprefix("Value error, "),
-                "type": error["type"],
-            }
-        )
-    return out
-
-
-def invalid(exc: ValidationError, *, prefix: str = "") -> ValidationFailed:
-    details = validation_details(exc, prefix=prefix)
-    first = details[0]
-    more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
-    return ValidationFailed(f"{first['field']}: {first['message']}{more}", details=details)
 
 
 async def read_json(request: web.Request, *, optional: bool = False) -> Any:
@@ -527,13 +507,7 @@ def parse_terminals(
             continue
         seen[terminal.id] = row
         out.append(terminal)
-    if errors:
-        first = errors[0]
-        raise ValidationFailed(
-            f"{len(errors)} bad {row_label}(s); nothing was imported. First: "
-            f"{row_label} {first[row_label]}, {first['field']}: {first['message']}",
-            details=errors[:200],
-        )
+    refuse_rows(errors, row_label)
     return out
 
 

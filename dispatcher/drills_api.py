@@ -12,12 +12,13 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from dispatcher.api import _dumps, _parse_int, invalid, office_of, read_json
+from dispatcher.api import _dumps, _parse_int, office_of, read_json
 from dispatcher.auth import Office
 from dispatcher.drill_requests import AddRequest, MoveRequest, PlanRequest, ReasonRequest, _Body
 from dispatcher.errors import NotFound, ValidationFailed
 from dispatcher.keys import DRILLS, OFFICES, TREE
 from dispatcher.regions import Level
+from dispatcher.validation import invalid
 from drills import compliance as compliance_mod
 from drills import plan as plan_mod
 from drills import report as report_mod

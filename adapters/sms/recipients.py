@@ -30,6 +30,7 @@ from dispatcher.errors import MalformedRegionCode, RegionError, ValidationFailed
 from dispatcher.logs import mask_phones
 from dispatcher.models import _REGION_CODE, RegionCode, well_formed_region
 from dispatcher.regions import RegionTree, code_path
+from dispatcher.validation import refuse_rows, validation_details
 
 MAX_RECIPIENTS_PER_REQUEST = 100_000
 # The columns of a recipient CSV, for ``dispatcher.csv_rows.read_csv_rows``.
@@ -303,22 +304,6 @@ class Person:
         return cls(phone=phone, name=name, languages=list(languages), postings=parsed)
 
 
-def _details(exc: ValidationError) -> list[dict[str, Any]]:
-    # As dispatcher.api.validation_details; importing the API layer from here would tie an
-    # adapter to aiohttp and make a cycle once the API imports this module.
-    out = []
-    for error in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in error["loc"])
-        out.append(
-            {
-                "field": loc or "body",
-                "message": error["msg"].removeprefix("Value error, "),
-                "type": error["type"],
-            }
-        )
-    return out
-
-
 @dataclass(slots=True)
 class _Seen:
     row: int
@@ -353,7 +338,7 @@ def parse_recipients(
         try:
             recipient = RecipientIn.model_validate(item)
         except ValidationError as exc:
-            errors.extend({row_label: row, **d} for d in _details(exc))
+            errors.extend({row_label: row, **d} for d in validation_details(exc))
             continue
         try:
             tree.get(recipient.region)
@@ -392,13 +377,7 @@ def parse_recipients(
             )
             continue
         first.postings.append(posting)
-    if errors:
-        head = errors[0]
-        raise ValidationFailed(
-            f"{len(errors)} bad {row_label}(s); nothing was imported. First: "
-            f"{row_label} {head[row_label]}, {head['field']}: {head['message']}",
-            details=errors[:200],
-        )
+    refuse_rows(errors, row_label)
     return [
         Person(phone=phone, name=s.name, languages=s.languages, postings=s.postings)
         for phone, s in seen.items()
