@@ -278,6 +278,19 @@ def _parse_int(request: web.Request, name: str, default: int, low: int, high: in
     return int(raw)
 
 
+def query_choice(
+    request: web.Request, name: str, choices: Sequence[str], default: str | None = None
+) -> str | None:
+    """A query parameter that must be one of ``choices`` (``default`` when absent)."""
+    value = request.query.get(name, default)
+    if value is not None and value not in choices:
+        raise ValidationFailed(
+            f"{name} must be one of {', '.join(choices)}",
+            details=[{"field": name, "message": f"got {value!r}"}],
+        )
+    return value
+
+
 @routes.get("/api/v1/alerts")
 async def list_alerts(request: web.Request) -> web.Response:
     office = office_of(request)
@@ -299,13 +312,9 @@ async def get_alert(request: web.Request) -> web.Response:
     office = office_of(request)
     store, tree = request.app[STORE], request.app[TREE]
     alert = await _visible_alert(request, office)
-    detail = request.query.get("detail", "county")
     levels = {"city": Level.CITY, "county": Level.COUNTY, "township": Level.TOWNSHIP}
-    if detail not in levels:
-        raise ValidationFailed(
-            "detail must be city, county or township",
-            details=[{"field": "detail", "message": f"got {detail!r}"}],
-        )
+    detail = query_choice(request, "detail", list(levels), "county")
+    assert detail is not None  # noqa: S101  it has a default
     report = await store.delivery(alert.id)
     # Every expected terminal lies in the province, so its counter is the alert's total.
     total = report.by_region.get(alert.areas[0][:2], Delivery())
@@ -376,12 +385,7 @@ async def alert_terminals(request: web.Request) -> web.Response:
     office = office_of(request)
     tree, store = request.app[TREE], request.app[STORE]
     alert = await _visible_alert(request, office)
-    wanted = request.query.get("state")
-    if wanted is not None and wanted not in _TERMINAL_STATES:
-        raise ValidationFailed(
-            f"state must be one of {', '.join(_TERMINAL_STATES)}",
-            details=[{"field": "state", "message": f"got {wanted!r}"}],
-        )
+    wanted = query_choice(request, "state", _TERMINAL_STATES)
     limit = _parse_int(request, "limit", 1000, 1, 20_000)
     offset = _parse_int(request, "offset", 0, 0, 10_000_000)
     rows = [

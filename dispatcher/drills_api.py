@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from dispatcher.api import _dumps, _parse_int, office_of, read_json
+from dispatcher.api import _dumps, _parse_int, office_of, query_choice, read_json
 from dispatcher.auth import Office
 from dispatcher.drill_requests import AddRequest, MoveRequest, PlanRequest, ReasonRequest, _Body
 from dispatcher.errors import NotFound, ValidationFailed
@@ -55,12 +55,7 @@ def _region(request: web.Request, office: Office) -> str:
 
 
 def _format(request: web.Request) -> str:
-    fmt = request.query.get("format", "json")
-    if fmt not in _FORMATS:
-        raise ValidationFailed(
-            "format must be json or csv", details=[{"field": "format", "message": fmt}]
-        )
-    return fmt
+    return query_choice(request, "format", _FORMATS, "json") or "json"
 
 
 def _year(request: web.Request, *, required: bool) -> int | None:
@@ -121,12 +116,7 @@ async def list_drills(request: web.Request) -> web.Response:
     office = office_of(request)
     service = _service(request)
     region = _region(request, office)
-    status = request.query.get("status")
-    if status is not None and status not in {s.value for s in DrillStatus}:
-        raise ValidationFailed(
-            f"status must be one of {', '.join(s.value for s in DrillStatus)}",
-            details=[{"field": "status", "message": status}],
-        )
+    status = query_choice(request, "status", [s.value for s in DrillStatus])
     drills = await service.list(year=_year(request, required=False), region=region, status=status)
     if _format(request) == "csv":
         return _csv_response(plan_mod.to_csv(drills), f"drills-{region}.csv")

@@ -14,7 +14,7 @@ from adapters.sms.gateway import ReceiptMalformed, ReceiptRejected
 from adapters.sms.planner import escalation_job
 from adapters.sms.recipients import Person, normalize_phone, parse_recipients
 from adapters.sms.store import STATES, SmsStore
-from dispatcher.api import _dumps, _parse_int, _visible_alert, office_of, read_json
+from dispatcher.api import _dumps, _parse_int, _visible_alert, office_of, query_choice, read_json
 from dispatcher.auth import Office
 from dispatcher.errors import BadRequest, NotFound, Unauthorized, ValidationFailed
 from dispatcher.keys import OFFICES, SMS, STORE, TREE
@@ -117,17 +117,8 @@ async def alert_sms(request: web.Request) -> web.Response:
     office = office_of(request)
     alert = await _visible_alert(request, office)
     channel = _channel(request)
-    kind = request.query.get("job", "alert")
-    if kind not in ("alert", "escalation"):
-        raise ValidationFailed(
-            "job must be alert or escalation", details=[{"field": "job", "message": kind}]
-        )
-    wanted = request.query.get("state")
-    if wanted is not None and wanted not in STATES:
-        raise ValidationFailed(
-            f"state must be one of {', '.join(STATES)}",
-            details=[{"field": "state", "message": f"got {wanted!r}"}],
-        )
+    kind = query_choice(request, "job", ("alert", "escalation"), "alert")
+    wanted = query_choice(request, "state", STATES)
     limit = _parse_int(request, "limit", 1000, 1, 100_000)
     offset = _parse_int(request, "offset", 0, 0, 10_000_000)
     job = alert.id if kind == "alert" else escalation_job(alert.id)
