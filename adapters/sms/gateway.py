@@ -51,6 +51,11 @@ class Message:
     text: str  # what the handset shows: 【signature】body
     segments: int
 
+    @property
+    def key(self) -> str:
+        """The recipient's key, the tail of the out-id."""
+        return self.out_id.rpartition(".")[2]
+
 
 class SubmitStatus(StrEnum):
     ACCEPTED = "accepted"  # the gateway took it; a receipt follows

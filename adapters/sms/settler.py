@@ -79,18 +79,14 @@ class SmsSettler:
             if p.state not in ("submitting", "unknown", "submitted"):
                 continue
             by_gateway[str(p.info.get("gateway", ""))].append(message_of(job, meta, p.info))
-        in_doubt = {m.out_id.rpartition(".")[2] for ms in by_gateway.values() for m in ms}
+        in_doubt = {m.key for ms in by_gateway.values() for m in ms}
         # Settled meanwhile (a receipt, a late answer): nothing to ask.
         await self._store.drop_doubt([f"{job}|{k}" for k in keys if k not in in_doubt])
         settled = 0
         for name, messages in by_gateway.items():
             gateway = self._pool.get(name)
             answers = await gateway.query(messages) if gateway is not None else {}
-            known = [
-                (m.out_id.rpartition(".")[2], answers[m.out_id])
-                for m in messages
-                if m.out_id in answers
-            ]
+            known = [(m.key, answers[m.out_id]) for m in messages if m.out_id in answers]
             if known:
                 outcomes = await self._store.settle(
                     job,
@@ -112,7 +108,7 @@ class SmsSettler:
             if unanswered:
                 wait = min(600.0, self._settings.settle_after * 2)
                 await self._store.reschedule_doubt(
-                    [f"{job}|{m.out_id.rpartition('.')[2]}" for m in unanswered],
+                    [f"{job}|{m.key}" for m in unanswered],
                     now_ms() + int(wait * 1000),
                 )
                 log.warning(

@@ -249,12 +249,11 @@ class SmsWorker:
             result = by_id.get(message.out_id) or SubmitResult(
                 message.out_id, SubmitStatus.RETRY, error="the gateway's answer left it out"
             )
-            key = message.out_id.rpartition(".")[2]
             retry_at = 0
             if result.status is SubmitStatus.RETRY:
                 retry += 1
-                retry_at = now + int(self._backoff(result, attempts.get(key, 1)) * 1000)
-            rows.append((key, result, retry_at))
+                retry_at = now + int(self._backoff(result, attempts.get(message.key, 1)) * 1000)
+            rows.append((message.key, result, retry_at))
         if retry == len(messages):
             self._pool.failed(gateway)
         else:
