@@ -153,6 +153,7 @@ async def gateways(request: web.Request) -> web.Response:
                 for g in channel.pool
             ],
             "in_doubt": await channel.store.doubt_count(),
+            "receipts": await channel.store.stats(),
         }
     )
 

@@ -196,6 +196,3 @@ class DrillStore:
 
     async def release_lease(self, instance: str) -> None:
         await self._call(self._release(keys=[LEADER], args=[instance]))
-
-    async def leader(self) -> str | None:
-        return cast(str | None, await self._call(self.redis.get(LEADER)))

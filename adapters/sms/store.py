@@ -504,21 +504,6 @@ class SmsStore:
             out.extend(raw for _, raw in await self.persons(keys[start : start + 5000]))
         return out
 
-    async def count_persons(self, code: str) -> int:
-        return int(await self._call(self.redis.scard(region_recips_key(code))))
-
-    async def person(self, key: str) -> str | None:
-        return cast(str | None, await self._call(self.redis.hget(RECIPS, key)))
-
-    # Jobs ---------------------------------------------------------------------------------
-
-    async def create_job(self, job: str, meta: Mapping[str, str | int]) -> bool:
-        """Write the job's description once; False if it existed (a plan run again)."""
-        created = await self._call(self.redis.hsetnx(job_key(job), "alert_id", meta["alert_id"]))
-        if created:
-            await self._call(self.redis.hset(job_key(job), mapping=_mapping(meta)))
-        return bool(created)
-
     async def job(self, job: str) -> dict[str, str]:
         return cast(dict[str, str], await self._call(self.redis.hgetall(job_key(job))))
 
@@ -699,6 +684,11 @@ class SmsStore:
         if members:
             await self._call(self.redis.zrem(DOUBT, *members))
 
+    async def stats(self) -> dict[str, int]:
+        """Counters of the receipts taken (``receipts``, ``receipts_orphan`` …)."""
+        raw = await self._call(self.redis.hgetall(STATS))
+        return {k: int(v) for k, v in raw.items()}
+
     async def doubt_count(self) -> int:
         return int(await self._call(self.redis.zcard(DOUBT)))
 
@@ -733,10 +723,6 @@ class SmsStore:
 
     async def outbox_done(self, entry_id: str) -> None:
         await self.outbox.done(entry_id)
-
-    async def stats(self) -> dict[str, int]:
-        raw = await self._call(self.redis.hgetall(STATS))
-        return {k: int(v) for k, v in raw.items()}
 
 
 def _mapping(fields: Mapping[str, str | int]) -> Mapping[Any, Any]:

@@ -108,6 +108,9 @@ async def test_every_recipient_in_the_area_gets_one_text(
         alert_id = await issue(client, areas=[GUDONG], channels=["loudspeaker", "sms"])
         summary = await until_sms(client, alert_id, recipients=20, delivered=20)
         await gw.receipts_done()
+        gateways = await (await client.get("/api/v1/sms/gateways", headers=PROVINCE)).json()
+        assert gateways["receipts"]["receipts"] == 20
+        assert gateways["in_doubt"] == 0
         assert summary["failed"] == 0
         assert summary["queued"] == 0
         assert summary["segments"] >= 20
@@ -328,6 +331,9 @@ async def test_receipts_with_a_bad_signature_are_refused(
         assert response.status == 401
         response = await client.post("/api/v1/sms/receipts/nope", data=b"{}")
         assert response.status == 404
+        # None of the refused posts counted as a receipt.
+        gateways = await (await client.get("/api/v1/sms/gateways", headers=PROVINCE)).json()
+        assert gateways["receipts"].get("receipts", 0) == 0
 
 
 async def test_cancel_stops_queued_texts_and_tells_only_those_reached(
