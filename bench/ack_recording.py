@@ -14,7 +14,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from dispatcher.models import Ack, AckState
+from dispatcher.ack_parse import AckRecord
+from dispatcher.models import AckState
 from dispatcher.services import RedisServer
 from dispatcher.store import Store, dispatch_key, expected_key
 
@@ -29,7 +30,7 @@ async def run(terminals: int, batch: int) -> None:
             await store.redis.hset(dispatch_key("A"), mapping={"state": "dispatched"})
             now = datetime.now(UTC)
             acks = [
-                (f"t{i}", Ack(v=1, alert_id="A", state=state, at=now))
+                AckRecord(f"t{i}", "A", state.value, now.isoformat(), "")
                 for state in (AckState.RECEIVED, AckState.PLAYED)
                 for i in range(terminals)
             ]

@@ -1,23 +1,25 @@
 """Ack and terminal-state ingestion: validate, batch, and record in Redis without stopping.
 
-Messages arrive from the MQTT link's callback and are queued; one task drains the queue in
+Messages arrive from the MQTT links' callbacks and wait in a list; one task cuts them into
 batches (up to ``ack_batch_size`` or ``ack_batch_wait`` seconds) and records each batch in one
-pipelined round trip. A bad message is counted and logged, never raised: one broken terminal
-must not stop the province's acks from being counted.
+pipelined round trip, two batches at a time. A bad message is counted and logged, never
+raised: one broken terminal must not stop the province's acks from being counted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from collections.abc import Callable
 
 import structlog
 from pydantic import ValidationError
 
+from dispatcher.ack_parse import AckRecord, parse_ack
 from dispatcher.bus import Delivery
 from dispatcher.errors import StoreUnavailable
-from dispatcher.models import Ack, TerminalState
+from dispatcher.models import TerminalState
 from dispatcher.store import Store
 
 log = structlog.get_logger(__name__)
@@ -47,7 +49,14 @@ def terminal_of(topic: str) -> tuple[str, str] | None:
 
 
 class AckIngester:
-    """Queues messages from the MQTT link and records them in batches."""
+    """Takes messages from the MQTT links and records them in batches.
+
+    Messages wait in a plain list (a queue's get per message would cost a task switch each,
+    at 35,000 acks a wave). Up to ``in_flight`` batches are recorded at once, so the engine
+    decodes the next batch while Redis runs the last one; each batch is confirmed to the
+    broker only after it is stored and after every batch before it was confirmed (MQTT wants
+    PUBACKs in the order the messages came).
+    """
 
     def __init__(
         self,
@@ -55,71 +64,112 @@ class AckIngester:
         *,
         batch_size: int = 500,
         batch_wait: float = 0.02,
+        in_flight: int = 2,
         acklog_maxlen: int,
         confirm: Callable[[list[Delivery]], None] | None = None,
     ) -> None:
         self._store = store
         self._batch_size = batch_size
         self._batch_wait = batch_wait
+        self._in_flight = in_flight
         self._acklog_maxlen = acklog_maxlen
-        self._queue: asyncio.Queue[tuple[str, str, bytes, Delivery | None]] = asyncio.Queue()
-        # Set by the app once the MQTT link exists: PUBACKs go out after the batch is stored.
+        self._pending: list[Item] = []
+        self._arrived = asyncio.Event()
+        self._recording = 0  # messages in batches being recorded
+        # Set by the app once the MQTT links exist: PUBACKs go out after the batch is stored.
         self.confirm = confirm
         self.totals: Counter[str] = Counter()
         self.fed: Counter[str] = Counter()  # messages taken from the broker, by kind
         self.waiting_for_store = 0  # messages held (not confirmed to the broker): Redis is down
 
     def feed(self, topic: str, payload: bytes, delivery: Delivery | None = None) -> None:
-        """Called by the MQTT link for every message on the term topics; never blocks."""
+        """Called by the MQTT links for every message on the term topics; never blocks."""
         parsed = terminal_of(topic)
         if parsed is None:
             self.totals["messages_ignored"] += 1
             parsed = ("", "ignored")
         self.fed[parsed[1]] += 1
-        self._queue.put_nowait((parsed[0], parsed[1], payload, delivery))
+        pending = self._pending
+        pending.append((parsed[0], parsed[1], payload, delivery))
+        if len(pending) == 1 or len(pending) >= self._batch_size:
+            self._arrived.set()
 
     @property
     def backlog(self) -> int:
-        return self._queue.qsize()
+        """Messages taken from the broker and not yet recorded."""
+        return len(self._pending) + self._recording
 
     async def run(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            try:
-                async with asyncio.timeout(self._batch_wait):
-                    while len(batch) < self._batch_size:
-                        batch.append(await self._queue.get())
-            except TimeoutError:
-                pass
+        slots = asyncio.Semaphore(self._in_flight)
+        previous: asyncio.Task[None] | None = None
+        batches: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                while not self._pending:
+                    self._arrived.clear()
+                    await self._arrived.wait()
+                await slots.acquire()
+                if len(self._pending) < self._batch_size:
+                    # A batch of one at the head of a wave would cost a round trip for
+                    # one ack: wait briefly for the rest.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self._batch_wait):
+                            while len(self._pending) < self._batch_size:
+                                self._arrived.clear()
+                                await self._arrived.wait()
+                batch = self._pending[: self._batch_size]
+                del self._pending[: self._batch_size]
+                self._recording += len(batch)
+                previous = asyncio.create_task(self._handle(batch, previous, slots))
+                batches.add(previous)
+                previous.add_done_callback(batches.discard)
+        finally:
+            # Unconfirmed batches come back from the broker: nothing is lost by stopping.
+            for task in batches:
+                task.cancel()
+
+    async def _handle(
+        self, batch: list[Item], previous: asyncio.Task[None] | None, slots: asyncio.Semaphore
+    ) -> None:
+        try:
             await self._record_until_done(batch)
-            if self.confirm is not None:
-                self.confirm([item[3] for item in batch if item[3] is not None])
+        finally:
+            self._recording -= len(batch)
+            slots.release()
+        if previous is not None:
+            await asyncio.wait([previous])
+        if self.confirm is not None:
+            self.confirm([item[3] for item in batch if item[3] is not None])
 
     async def _record_until_done(self, batch: list[Item]) -> None:
         # Acks taken from the broker exist only here now: retry rather than drop them.
         backoff = 0.1
-        while True:
-            try:
-                await self._record(batch)
-                self.waiting_for_store = 0
-                return
-            except StoreUnavailable as exc:
-                self.waiting_for_store = len(batch)
-                log.warning(
-                    "acks.store_down", error=exc.message, batch=len(batch), retry_in=backoff
-                )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-            except Exception:
-                # A bug with this batch: confirming it loses it, but holding it would stop
-                # the broker from sending any more acks once its window fills.
-                log.exception("acks.batch_failed", batch=len(batch))
-                self.totals["batches_failed"] += 1
-                self.waiting_for_store = 0
-                return
+        held = 0
+        try:
+            while True:
+                try:
+                    await self._record(batch)
+                    return
+                except StoreUnavailable as exc:
+                    if not held:
+                        held = len(batch)
+                        self.waiting_for_store += held
+                    log.warning(
+                        "acks.store_down", error=exc.message, batch=len(batch), retry_in=backoff
+                    )
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                except Exception:
+                    # A bug with this batch: confirming it loses it, but holding it would stop
+                    # the broker from sending any more acks once its window fills.
+                    log.exception("acks.batch_failed", batch=len(batch))
+                    self.totals["batches_failed"] += 1
+                    return
+        finally:
+            self.waiting_for_store -= held
 
     async def _record(self, batch: list[Item]) -> None:
-        acks: list[tuple[str, Ack]] = []
+        acks: list[AckRecord] = []
         states: dict[str, str] = {}
         counts: Counter[str] = Counter()
         for terminal, kind, payload, _delivery in batch:
@@ -135,7 +185,7 @@ class AckIngester:
                 states[terminal] = state.model_dump_json(exclude_none=True)
                 continue
             try:
-                acks.append((terminal, Ack.model_validate_json(payload)))
+                acks.append(parse_ack(terminal, payload))
             except ValidationError as exc:
                 counts["acks_malformed"] += 1
                 log.warning(
@@ -149,14 +199,19 @@ class AckIngester:
         if acks:
             # Per-result stats are kept by the recording script itself, atomically with it.
             results = await self._store.record_acks(acks, acklog_maxlen=self._acklog_maxlen)
-            for (terminal, ack), rc in zip(acks, results, strict=True):
-                self.totals[_RESULTS.get(rc, "acks_other")] += 1
+            totals = self.totals
+            for ack, rc in zip(acks, results, strict=True):
+                totals[_RESULTS.get(rc, "acks_other")] += 1
                 if rc == -2:
-                    log.warning("ack.unknown_alert", terminal_id=terminal, alert_id=ack.alert_id)
+                    log.warning(
+                        "ack.unknown_alert", terminal_id=ack.terminal, alert_id=ack.alert_id
+                    )
                 elif rc == -3:
-                    log.warning("ack.unknown_terminal", terminal_id=terminal, alert_id=ack.alert_id)
+                    log.warning(
+                        "ack.unknown_terminal", terminal_id=ack.terminal, alert_id=ack.alert_id
+                    )
                 elif rc == -1:
-                    log.info("ack.not_targeted", terminal_id=terminal, alert_id=ack.alert_id)
+                    log.info("ack.not_targeted", terminal_id=ack.terminal, alert_id=ack.alert_id)
         counts["state_messages"] += len(states)
         counts = Counter({k: v for k, v in counts.items() if v})
         self.totals.update(counts)

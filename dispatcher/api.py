@@ -260,9 +260,24 @@ async def _visible_alert(
     return alert
 
 
+def _regions_shown(tree: RegionTree, areas: Sequence[str], levels: Sequence[Level]) -> set[str]:
+    """The province, the areas and what lies above them, and their regions at ``levels``:
+    every region of those levels that can have a terminal the alert expects."""
+    codes = {areas[0][:2]}
+    for area in areas:
+        if area not in tree:
+            continue
+        codes.update(region.code for region in tree.path(area))
+        for level in levels:
+            if level > tree.level(area):
+                codes.update(region.code for region in tree.descendants(area, level=level))
+    return codes
+
+
 async def _dispatch_summary(store: Store, alert: Alert) -> dict[str, Any]:
-    report = await store.delivery(alert.id)
-    root = report.by_region.get(alert.areas[0][:2], Delivery())
+    root_code = alert.areas[0][:2]
+    report = await store.delivery(alert.id, [root_code])
+    root = report.by_region.get(root_code, Delivery())
     return {"state": report.dispatch.get("state", "unknown"), **root.as_dict()}
 
 
@@ -315,7 +330,8 @@ async def get_alert(request: web.Request) -> web.Response:
     levels = {"city": Level.CITY, "county": Level.COUNTY, "township": Level.TOWNSHIP}
     detail = query_choice(request, "detail", list(levels), "county")
     assert detail is not None  # noqa: S101  it has a default
-    report = await store.delivery(alert.id)
+    shown = [level for level in levels.values() if level <= levels[detail]]
+    report = await store.delivery(alert.id, _regions_shown(tree, alert.areas, shown))
     # Every expected terminal lies in the province, so its counter is the alert's total.
     total = report.by_region.get(alert.areas[0][:2], Delivery())
     breakdown: dict[str, list[dict[str, Any]]] = {}

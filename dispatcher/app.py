@@ -20,11 +20,13 @@ from aiohttp import web
 from adapters.sms.channel import SmsChannel
 from adapters.sms.gateway import SmsGateway
 from dispatcher import api, drills_api, sms_api
+from dispatcher.ack_link import AckLink
 from dispatcher.acks import ACK_TOPIC, STATE_TOPIC, AckIngester
 from dispatcher.auth import Offices
-from dispatcher.bus import MqttLink
+from dispatcher.bus import Delivery, MqttLink
 from dispatcher.errors import ConfigError, EbdError, StoreUnavailable
 from dispatcher.keys import (
+    ACK_LINK,
     DRILLS,
     INGESTER,
     LINK,
@@ -95,7 +97,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 async def readyz(request: web.Request) -> web.Response:
     app = request.app
     redis_ok = await app[STORE].ping()
-    mqtt_ok = app[LINK].connected.is_set()
+    mqtt_ok = app[LINK].connected.is_set() and app[ACK_LINK].connected.is_set()
     status = 200 if redis_ok and mqtt_ok else 503
     return web.json_response(
         {"redis": redis_ok, "mqtt": mqtt_ok, "ready": status == 200}, status=status
@@ -199,30 +201,50 @@ async def _ingester(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _link(app: web.Application) -> AsyncIterator[None]:
+    """Two MQTT connections: ``MqttLink`` (aiomqtt) publishes, ``AckLink`` takes the acks."""
     settings = app[SETTINGS].mqtt
     plain = [ACK_TOPIC, STATE_TOPIC]
     shared = [f"$share/ebd/{topic}" for topic in plain]
     # Shared: several engines share the ack stream, each ack reaches exactly one of them.
     topics, stale = (shared, plain) if settings.shared_subscription else (plain, shared)
+    ingester = app[INGESTER]
     link = MqttLink(
         app[URLS]["mqtt"],
         client_id=app[SETTINGS].mqtt_client_id,
+        subscriptions=[],
+        # Acks came on this connection before they had one of their own: a session kept from
+        # then hands over what it queued (to the same ingester) and gives the topics up.
+        stale_subscriptions=plain + shared,
+        on_message=ingester.feed,
+        session_expiry=settings.session_expiry,
+        keepalive=settings.keepalive,
+        publish_timeout=settings.publish_timeout,
+    )
+    acks = AckLink(
+        app[URLS]["mqtt"],
+        client_id=f"{app[SETTINGS].mqtt_client_id}-acks",
         subscriptions=topics,
         stale_subscriptions=stale,
-        on_message=app[INGESTER].feed,
+        on_message=ingester.feed,
         # Shared: Mosquitto keeps handing a dead member's persistent session its share of the
         # acks. A session that ends with the connection sends them to the live instances; what
         # was in flight to the dead one comes back through resends (terminals repeat acks).
         session_expiry=0 if settings.shared_subscription else settings.session_expiry,
         keepalive=settings.keepalive,
-        publish_timeout=settings.publish_timeout,
     )
     app[LINK] = link
-    app[INGESTER].confirm = link.confirm
-    async with _background(link.run, "mqtt-link"):
+    app[ACK_LINK] = acks
+
+    def confirm(deliveries: list[Delivery]) -> None:
+        acks.confirm(deliveries)
+        link.confirm(deliveries)
+
+    ingester.confirm = confirm
+    async with _background(link.run, "mqtt-link"), _background(acks.run, "ack-link"):
         with contextlib.suppress(TimeoutError):
             await link.wait_connected(10)
-        if not link.connected.is_set():
+            await acks.wait_connected(10)
+        if not (link.connected.is_set() and acks.connected.is_set()):
             log.warning("mqtt.not_connected_yet", broker=link.url)
         yield
 

@@ -31,7 +31,7 @@ log = structlog.get_logger(__name__)
 class Delivery:
     """Identifies a received message so it can be confirmed (PUBACK) once it is handled."""
 
-    client: _Client  # the connection it came on
+    client: object  # the connection it came on: confirmed only on that one
     mid: int
     qos: int
 
@@ -142,12 +142,13 @@ class MqttLink:
                     # Every time, not only for a new session: the configured form (shared or
                     # not) must win over what an older session held. Retain handling 1:
                     # retained states only on a new subscription, not on every reconnect.
-                    await client.subscribe(
-                        [
-                            (topic, SubscribeOptions(qos=1, retainHandling=1))
-                            for topic in self._subscriptions
-                        ]
-                    )
+                    if self._subscriptions:
+                        await client.subscribe(
+                            [
+                                (topic, SubscribeOptions(qos=1, retainHandling=1))
+                                for topic in self._subscriptions
+                            ]
+                        )
                     if self._stale_subscriptions:
                         await client.unsubscribe(self._stale_subscriptions)
                     self.connected.set()
@@ -178,6 +179,8 @@ class MqttLink:
         the resumed session, and recording them twice counts them once.
         """
         client = self._client
+        if client is None:
+            return
         for delivery in deliveries:
             if delivery.qos > 0 and delivery.client is client:
                 client.confirm(delivery.mid, delivery.qos)

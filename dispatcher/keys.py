@@ -6,6 +6,7 @@ from aiohttp import web
 
 from adapters.sms.channel import SmsChannel
 from adapters.sms.gateway import SmsGateway
+from dispatcher.ack_link import AckLink
 from dispatcher.acks import AckIngester
 from dispatcher.auth import Offices
 from dispatcher.bus import MqttLink
@@ -21,6 +22,7 @@ TREE = web.AppKey("tree", RegionTree)
 OFFICES = web.AppKey("offices", Offices)
 STORE = web.AppKey("store", Store)
 LINK = web.AppKey("link", MqttLink)
+ACK_LINK = web.AppKey("ack_link", AckLink)
 INGESTER = web.AppKey("ingester", AckIngester)
 WORKER = web.AppKey("worker", DispatchWorker)
 SWEEPER = web.AppKey("sweeper", DeadlineSweeper)

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from dispatcher.keys import DRILLS, INGESTER, LINK, SMS, SWEEPER, WORKER
+from dispatcher.keys import ACK_LINK, DRILLS, INGESTER, LINK, SMS, SWEEPER, WORKER
 
 
 class _EngineCollector(Collector):
@@ -36,6 +36,17 @@ class _EngineCollector(Collector):
             )
             yield CounterMetricFamily(
                 "ebd_mqtt_connects", "MQTT connections made", value=app[LINK].connects
+            )
+        if ACK_LINK in app:
+            yield GaugeMetricFamily(
+                "ebd_mqtt_ack_link_connected",
+                "1 when the connection that takes the acks is up",
+                value=int(app[ACK_LINK].connected.is_set()),
+            )
+            yield CounterMetricFamily(
+                "ebd_mqtt_ack_link_connects",
+                "Connections made by the ack link",
+                value=app[ACK_LINK].connects,
             )
         if SWEEPER in app:
             yield CounterMetricFamily(

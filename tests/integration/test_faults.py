@@ -9,7 +9,7 @@ from pathlib import Path
 
 import aiomqtt
 
-from dispatcher.keys import INGESTER, LINK, STORE
+from dispatcher.keys import ACK_LINK, INGESTER, STORE
 from dispatcher.services import RedisServer
 from receiver.simulator import Behaviour, Simulator
 from tests.helpers import wait_for
@@ -76,7 +76,8 @@ async def test_acks_taken_while_redis_is_down_survive_an_engine_restart(
             )
     fresh_redis.restart()
     async with running_engine(fresh_redis.url, mqtt_url, tmp_path, client_id) as api:
-        assert api.server.app[LINK].session_present is True
+        # The acks' own connection resumed its session, where the broker kept the acks.
+        assert api.server.app[ACK_LINK].session_present is True
         state = await wait_for(lambda: played_all(api, alert_id, 3), timeout=20)
         assert isinstance(state, dict)
         assert (await api.server.app[STORE].stats())["acks_counted"] == 3

@@ -1,0 +1,672 @@
+"""API under load: county offices issue alerts while a province-wide wave is in flight.
+
+    .venv/bin/python bench/api_load.py                   # 17,498 terminals, 50 offices, 3 runs
+    .venv/bin/python bench/api_load.py --terminals 1000 --offices 10 --runs 1
+
+It starts its own mosquitto and redis-server (``dispatcher.services``) in a temporary folder and
+one simulated terminal per village for ``--terminals`` villages spread evenly over Fujian, in a
+child process (``wave.SimProcess``: the terminals get a core of their own). Then, per run:
+
+    engine   a fresh ``python -m dispatcher serve`` (``harness.Engine``) on a flushed Redis, with
+             the province office and ``--offices`` county offices (``[[offices]]``: each its own
+             id, token and a distinct Fujian county, spread evenly over the province). The
+             engine has no per-office rate limit or quota, so nothing needs configuring for
+             the load. The terminals are registered through the API.
+    wave     the province office POSTs a red alert for ``35`` and follows it with
+             GET /api/v1/alerts/{id} every 50 ms until played == N (as bench/wave.py).
+    load     as soon as that POST has its 201, every county office issues yellow and blue
+             alerts for its own county (expires_in 60 s, an Idempotency-Key each, as a client
+             that retries safely sends), one every ``--interval`` seconds (default 0.5: fifty
+             offices offer 100 alerts/s, far above any real typhoon night), staggered over the
+             interval, one request in flight per office. ``--interval 0`` sends back to back:
+             the engine's saturation throughput. An office stops once it has issued
+             ``--alerts-per-office`` AND the wave has ended: the load covers the whole wave
+             however long it takes, and every run has at least offices × alerts-per-office
+             samples.
+
+Each office is an aiohttp session of its own with a one-connection connector: 50 offices are
+50 independent clients, each on its own keep-alive connection (opened by a warm-up request
+before the wave, which also checks the office's token), and no request ever waits for a pool
+slot in this process, so what is timed is the engine's answer. A request is timed from the
+send until its status line and headers are read. Anything but 201 (or no answer within 30 s)
+is a failure and is reported with its body; the percentiles are over every request. With
+``--interval 0`` the offices are a closed loop (each waits for its answer before sending
+again), so the engine runs saturated and the latency includes its queue: mean latency ≈
+offices / issues per second; that mode measures throughput, the default measures latency.
+
+Each county alert also reaches the terminals of its county, which ack it (received and
+played) like the wave's alert: the county load is an ack load on the engine as well.
+
+Between runs Redis is flushed and the stopped engine's persistent broker session discarded,
+so no alert, outbox entry or queued ack of one run loads the next.
+
+Per run: issue latency p50/p90/p99/max (also of the requests sent while the wave was in
+flight), successful issues per second over the load window (first send to last answer),
+failures, the wave's seconds to played == N, the engine's CPU seconds in the window and since
+its start, its peak RSS, and the CPU seconds in the window of every process started here
+(engine, redis, mosquitto, simulator, this client) and of the whole machine: "others" is what
+processes not started here took, so a run that shared the cores with other work says so.
+Prints every run, then a Markdown table of the medians against the target (issue p99 ≤
+100 ms), and writes everything to ``--out`` (JSON). Exits 0 when every run completed (the
+wave reached N) without a failed issue, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import secrets
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+from wave import SimProcess, pick_terminals  # bench/wave.py: the script's folder is first
+
+import aiohttp
+import redis.asyncio as aioredis
+import structlog
+from harness import REGIONS_FILE, Engine, cpu_seconds, toml_table
+
+from dispatcher.auth import hash_token
+from dispatcher.regions import Level, RegionTree
+from dispatcher.services import MosquittoServer, RedisServer
+from receiver.mqtt_lite import open_connection, parse_mqtt_url
+
+TOKEN = "api-load-province-token"  # noqa: S105  a throwaway token of a throwaway engine
+PROVINCE = "35"
+INSTANCE = "ebd-api"
+REGISTER_PART = 20_000
+POLL = 0.05
+REQUEST_TIMEOUT = 30.0
+TARGET_P99_MS = 100.0
+# Failures printed per run; the JSON file has every one.
+SHOW_FAILURES = 20
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores have spent busy since boot (/proc/stat): with the CPU of our own
+    processes it tells how much of the machine something else took during a run."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds of the engine, the servers, the simulator, this process and the whole
+    machine over one window."""
+
+    def __init__(self, pids: Mapping[str, int | None]) -> None:
+        self.pids = {name: pid for name, pid in pids.items() if pid is not None}
+        self.before = self._read()
+
+    def _read(self) -> dict[str, float]:
+        values = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        values["bench"] = time.process_time()
+        values["machine"] = machine_busy_seconds()
+        return values
+
+    def stop(self) -> dict[str, float]:
+        after = self._read()
+        used = {name: after[name] - self.before[name] for name in after}
+        ours = sum(v for name, v in used.items() if name != "machine")
+        # Clock ticks make this a little noisy; what matters is whether it is near zero.
+        used["others"] = max(0.0, used["machine"] - ours)
+        return used
+
+
+# -- offices ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CountyOffice:
+    id: str
+    name: str
+    region: str
+    region_name: str
+    token: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def pick_offices(tree: RegionTree, k: int) -> list[CountyOffice]:
+    """``k`` county offices for distinct counties, spread evenly over the province, each with
+    a fresh token."""
+    counties = tree.descendants(PROVINCE, level=Level.COUNTY)
+    if not 1 <= k <= len(counties):
+        raise SystemExit(f"--offices must be from 1 to {len(counties)} (one per county)")
+    chosen = [counties[i * len(counties) // k] for i in range(k)]
+    return [
+        CountyOffice(
+            id=f"county-{c.code}",
+            name=f"{c.name}应急管理局",
+            region=c.code,
+            region_name=c.name,
+            token=secrets.token_urlsafe(32),
+        )
+        for c in chosen
+    ]
+
+
+def offices_toml(offices: list[CountyOffice]) -> str:
+    """The ``[[offices]]`` entries appended to the engine's config (it adds the province)."""
+    return "".join(
+        toml_table(
+            "[offices]",
+            {"id": o.id, "name": o.name, "region": o.region, "token_sha256": hash_token(o.token)},
+        )
+        for o in offices
+    )
+
+
+def county_alert(office: CountyOffice, i: int) -> dict[str, Any]:
+    severity, label = ("yellow", "黄色") if i % 2 == 0 else ("blue", "蓝色")
+    return {
+        "event": "暴雨",
+        "event_code": "11B03",
+        "severity": severity,
+        "headline": f"{office.region_name}暴雨{label}预警（演练数据）",
+        "text": "预计未来3小时降雨量将达50毫米以上，请远离低洼地带。",
+        "areas": [office.region],
+        # The API's minimum, so the terminals soon forget them; their delivery is not followed.
+        "expires_in": 60,
+    }
+
+
+# -- one run ----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Issue:
+    office: str
+    sent: float  # perf_counter at the send
+    latency: float  # seconds until the status line and headers were read
+    status: int | None  # None: no answer (timeout, connection error)
+    body: Any = None  # kept for failures only
+    during_wave: bool = True
+
+
+@dataclass(slots=True)
+class Load:
+    go: asyncio.Event = field(default_factory=asyncio.Event)
+    wave_done: asyncio.Event = field(default_factory=asyncio.Event)
+    issues: list[Issue] = field(default_factory=list)
+
+
+async def warm_up(http: aiohttp.ClientSession, base_url: str, office: CountyOffice) -> None:
+    """Open the office's connection and check its token before anything is timed."""
+    async with http.get(f"{base_url}/api/v1/regions/{office.region}") as response:
+        body = await response.text()
+        if response.status != 200:
+            raise RuntimeError(f"office {office.id} warm-up: {response.status} {body[:300]}")
+
+
+async def office_load(
+    http: aiohttp.ClientSession,
+    base_url: str,
+    office: CountyOffice,
+    load: Load,
+    at_least: int,
+    deadline: float,
+    interval: float,
+    phase: float,
+) -> None:
+    url = f"{base_url}/api/v1/alerts"
+    await load.go.wait()
+    # Open loop when ``interval`` > 0: the office issues on its own clock (staggered by
+    # ``phase`` so fifty offices do not fire in the same millisecond), not when the engine
+    # has answered; a late answer delays only that office's next alert.
+    next_at = time.monotonic() + phase
+    i = 0
+    while time.monotonic() < deadline and not (i >= at_least and load.wave_done.is_set()):
+        if interval > 0:
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            next_at += interval
+        body = county_alert(office, i)
+        headers = {"Idempotency-Key": f"api-load-{uuid.uuid4().hex}"}
+        during = not load.wave_done.is_set()
+        sent = time.perf_counter()
+        try:
+            async with http.post(url, json=body, headers=headers) as response:
+                latency = time.perf_counter() - sent
+                status = response.status
+                # The body is read in any case so the connection can carry the next request.
+                raw = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            load.issues.append(
+                Issue(office.id, sent, time.perf_counter() - sent, None, repr(exc), during)
+            )
+        else:
+            kept = None
+            if status != 201:
+                try:
+                    kept = json.loads(raw)
+                except ValueError:
+                    kept = raw.decode("utf-8", "replace")[:2000]
+            load.issues.append(Issue(office.id, sent, latency, status, kept, during))
+        i += 1
+
+
+async def follow_wave(
+    http: aiohttp.ClientSession,
+    base_url: str,
+    alert_id: str,
+    n: int,
+    started: float,
+    deadline: float,
+    load: Load,
+) -> dict[str, Any]:
+    """Poll the province alert until played == n (or the deadline); the load hears of the end
+    through ``load.wave_done`` whichever way it ends."""
+    played, expected, seconds = 0, None, None
+    slowest_poll = 0.0
+    try:
+        while time.monotonic() < deadline:
+            asked = time.monotonic()
+            async with http.get(f"{base_url}/api/v1/alerts/{alert_id}") as response:
+                reply = await response.json(content_type=None)
+                status = response.status
+            slowest_poll = max(slowest_poll, time.monotonic() - asked)
+            if status == 200:
+                delivery = reply["delivery"]
+                played = int(delivery.get("played", 0))
+                expected = delivery.get("expected")
+                if played >= n:
+                    seconds = time.monotonic() - started
+                    break
+            await asyncio.sleep(POLL)
+    finally:
+        load.wave_done.set()
+    return {
+        "wave_s": seconds,
+        "played": played,
+        "expected": expected,
+        "slowest_poll_ms": slowest_poll * 1000,
+    }
+
+
+def percentiles(values: list[float]) -> dict[str, float | None]:
+    """p50, p90, p99, max and mean of latencies in seconds, as milliseconds."""
+    if not values:
+        return {"p50": None, "p90": None, "p99": None, "max": None, "mean": None}
+    ms = sorted(v * 1000 for v in values)
+    # quantiles() needs two points; one request is its own every percentile.
+    q = ms * 99 if len(ms) == 1 else statistics.quantiles(ms, n=100, method="inclusive")
+    return {"p50": q[49], "p90": q[89], "p99": q[98], "max": ms[-1], "mean": statistics.fmean(ms)}
+
+
+async def register(http: aiohttp.ClientSession, base_url: str, terms: list[dict[str, str]]) -> None:
+    """Register the terminals as the province office (``http`` carries its token)."""
+    for start in range(0, len(terms), REGISTER_PART):
+        part = terms[start : start + REGISTER_PART]
+        async with http.post(f"{base_url}/api/v1/terminals", json=part) as response:
+            if response.status != 200:
+                raise RuntimeError(
+                    f"registration failed: {response.status} {await response.text()}"
+                )
+
+
+async def reset_between_runs(redis_url: str, mqtt_url: str) -> None:
+    """Nothing of a previous run may load the next: county alerts still in the outbox would be
+    dispatched by the next engine, and the stopped engine's persistent broker session (the
+    broker queues without limit) would keep collecting every ack of the next run."""
+    rdb = aioredis.Redis.from_url(redis_url)
+    try:
+        await rdb.flushall()
+    finally:
+        await rdb.aclose()
+    url = parse_mqtt_url(mqtt_url)
+    # Connecting with the engine's client id and a clean start discards its session; with a
+    # session expiry of 0 nothing is kept after this disconnect.
+    conn, _ = await open_connection(url.host, url.port, INSTANCE, clean_start=True)
+    conn.disconnect()
+
+
+async def run_once(
+    folder: Path,
+    redis_url: str,
+    mqtt_url: str,
+    terminals: list[dict[str, str]],
+    offices: list[CountyOffice],
+    at_least: int,
+    interval: float,
+    timeout: float,
+    service_pids: Mapping[str, int | None],
+) -> dict[str, Any]:
+    await reset_between_runs(redis_url, mqtt_url)
+    engine = Engine(
+        folder,
+        redis_url,
+        mqtt_url,
+        token=TOKEN,
+        instance=INSTANCE,
+        tables=offices_toml(offices),
+        log_level="warning",
+    )
+    n = len(terminals)
+    load = Load()
+    timeouts = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
+    sessions: list[aiohttp.ClientSession] = []
+    try:
+        await engine.start()
+        async with aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=120),
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ) as province:
+            await register(province, engine.base_url, terminals)
+            for office in offices:
+                sessions.append(
+                    aiohttp.ClientSession(
+                        connector=aiohttp.TCPConnector(limit=1),
+                        headers=office.auth,
+                        timeout=timeouts,
+                    )
+                )
+            await asyncio.gather(
+                *(warm_up(s, engine.base_url, o) for s, o in zip(sessions, offices, strict=True))
+            )
+            body = {
+                "event": "台风",
+                "event_code": "11B01",
+                "severity": "red",
+                "headline": "台风红色预警（演练数据）",
+                "text": "预计未来24小时将有12级以上大风。",
+                "areas": [PROVINCE],
+                "expires_in": 3600,
+            }
+            meter = CpuMeter({"engine": engine.pid, **service_pids})
+            window_started = time.perf_counter()
+            started = time.monotonic()
+            deadline = started + timeout
+            url = f"{engine.base_url}/api/v1/alerts"
+            async with province.post(url, json=body) as response:
+                reply = await response.json(content_type=None)
+                if response.status != 201:
+                    raise RuntimeError(f"province issue failed: {response.status} {reply}")
+            province_issue_s = time.monotonic() - started
+            alert_id = str(reply["id"])
+            load_started = time.perf_counter()
+            load.go.set()
+            offices_done = asyncio.gather(
+                *(
+                    office_load(
+                        s,
+                        engine.base_url,
+                        o,
+                        load,
+                        at_least,
+                        deadline,
+                        interval,
+                        interval * k / len(offices),
+                    )
+                    for k, (s, o) in enumerate(zip(sessions, offices, strict=True))
+                )
+            )
+            try:
+                wave = await follow_wave(
+                    province, engine.base_url, alert_id, n, started, deadline, load
+                )
+            finally:
+                # follow_wave has set wave_done however it ended, so the offices stop after
+                # their minimum count; none is left running when the sessions close.
+                await offices_done
+            load_ended = time.perf_counter()
+            cpu = meter.stop()
+            cpu_total = engine.cpu_seconds()
+            peak_rss_mb = engine.memory_kb()[1] / 1024
+    finally:
+        for session in sessions:
+            await session.close()
+        await engine.stop()
+
+    ok = [i for i in load.issues if i.status == 201]
+    failures = [
+        {"office": i.office, "status": i.status, "body": i.body, "latency_ms": i.latency * 1000}
+        for i in load.issues
+        if i.status != 201
+    ]
+    last_answer = max((i.sent + i.latency for i in load.issues), default=load_ended)
+    window = last_answer - load_started
+    return {
+        "alert_id": alert_id,
+        **wave,
+        "province_issue_ms": province_issue_s * 1000,
+        "issues": len(load.issues),
+        "issued_during_wave": sum(1 for i in load.issues if i.during_wave),
+        "ok": len(ok),
+        "failures": failures,
+        "latency_ms": percentiles([i.latency for i in load.issues]),
+        "latency_ms_during_wave": percentiles([i.latency for i in load.issues if i.during_wave]),
+        "load_s": window,
+        "issues_per_s": len(ok) / window if window > 0 else None,
+        "cpu_s": cpu["engine"],
+        "cpu_total_s": cpu_total,
+        "peak_rss_mb": peak_rss_mb,
+        # CPU seconds in the window (wave and load) per process; "machine" is every core's
+        # busy time, "others" what processes not started here took of it.
+        "window_s": load_ended - window_started,
+        "window_cpu_s": cpu,
+        # Every request in send order, for a closer look: (office, ms after the load began,
+        # latency ms, status).
+        "requests": [
+            [
+                i.office,
+                round((i.sent - load_started) * 1000, 1),
+                round(i.latency * 1000, 2),
+                i.status,
+            ]
+            for i in sorted(load.issues, key=lambda i: i.sent)
+        ],
+    }
+
+
+def complete(run: dict[str, Any]) -> bool:
+    return run.get("wave_s") is not None and not run.get("failures") and not run.get("error")
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def show_run(index: int, run: dict[str, Any]) -> None:
+    if "error" in run:
+        say(f"  run #{index}: FAILED {run['error']}")
+        return
+    lat, in_wave = run["latency_ms"], run["latency_ms_during_wave"]
+    wave = "TIMEOUT" if run["wave_s"] is None else f"{run['wave_s']:.3f} s"
+    say(
+        f"  run #{index}: {run['ok']}/{run['issues']} issued in {run['load_s']:.2f} s"
+        f" = {_fmt(run['issues_per_s'], 1)}/s; latency ms p50 {_fmt(lat['p50'], 1)}"
+        f" p90 {_fmt(lat['p90'], 1)} p99 {_fmt(lat['p99'], 1)} max {_fmt(lat['max'], 1)}"
+    )
+    say(
+        f"          the {run['issued_during_wave']} sent during the wave: p50"
+        f" {_fmt(in_wave['p50'], 1)} p99 {_fmt(in_wave['p99'], 1)} max {_fmt(in_wave['max'], 1)}"
+    )
+    say(
+        f"          wave {wave} (played {run['played']}/{run['expected']}, slowest poll"
+        f" {run['slowest_poll_ms']:.0f} ms); engine CPU {run['cpu_s']:.2f} s in the window,"
+        f" {run['cpu_total_s']:.2f} s total, peak RSS {run['peak_rss_mb']:.0f} MB"
+    )
+    cpu = run["window_cpu_s"]
+    shares = ", ".join(f"{name} {cpu[name]:.2f}" for name in cpu if name != "machine")
+    say(
+        f"          CPU s in the {run['window_s']:.2f} s window: {shares}"
+        f" (machine {cpu['machine']:.2f} of {os.cpu_count() or 1} cores ×"
+        f" {run['window_s']:.2f} s)"
+    )
+    for failure in run["failures"][:SHOW_FAILURES]:
+        body = json.dumps(failure["body"], ensure_ascii=False)
+        say(f"          ! {failure['office']}: {failure['status']} {body}")
+    if len(run["failures"]) > SHOW_FAILURES:
+        say(f"          ! … {len(run['failures']) - SHOW_FAILURES} more failures in the JSON file")
+
+
+def _median(values: list[Any]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known and len(known) == len(values) else None
+
+
+def medians(runs: list[dict[str, Any]]) -> dict[str, float | None]:
+    done = [r for r in runs if "error" not in r]
+    if not done:
+        return {}
+    return {
+        "p50_ms": _median([r["latency_ms"]["p50"] for r in done]),
+        "p90_ms": _median([r["latency_ms"]["p90"] for r in done]),
+        "p99_ms": _median([r["latency_ms"]["p99"] for r in done]),
+        "max_ms": _median([r["latency_ms"]["max"] for r in done]),
+        "issues_per_s": _median([r["issues_per_s"] for r in done]),
+        "failures": _median([len(r["failures"]) for r in done]),
+        "wave_s": _median([r["wave_s"] for r in done]),
+        "engine_cpu_s": _median([r["cpu_s"] for r in done]),
+        "engine_peak_rss_mb": _median([r["peak_rss_mb"] for r in done]),
+    }
+
+
+def table(args: argparse.Namespace, m: dict[str, float | None], runs: int) -> str:
+    lines = [
+        "| terminals | offices | p50 ms | p90 ms | p99 ms | max ms | issues/s | failures"
+        " | wave s | engine CPU s | engine peak RSS MB | runs |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {args.terminals:,} | {args.offices} | {_fmt(m.get('p50_ms'), 1)}"
+        f" | {_fmt(m.get('p90_ms'), 1)} | {_fmt(m.get('p99_ms'), 1)} | {_fmt(m.get('max_ms'), 1)}"
+        f" | {_fmt(m.get('issues_per_s'), 1)} | {_fmt(m.get('failures'), 0)}"
+        f" | {_fmt(m.get('wave_s'), 3)} | {_fmt(m.get('engine_cpu_s'), 2)}"
+        f" | {_fmt(m.get('engine_peak_rss_mb'), 0)} | {runs} |",
+    ]
+    p99 = m.get("p99_ms")
+    if p99 is not None:
+        verdict = "met" if p99 <= TARGET_P99_MS else "NOT met"
+        lines.append(f"\nTarget issue p99 ≤ {TARGET_P99_MS:.0f} ms: {verdict} ({p99:.1f} ms).")
+    return "\n".join(lines)
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    tree = RegionTree.from_csv(REGIONS_FILE)
+    terminals = pick_terminals(tree, args.terminals)
+    offices = pick_offices(tree, args.offices)
+    base = Path(tempfile.mkdtemp(prefix="ebd-api-load-"))
+    mqtt = MosquittoServer(base / "mosquitto")
+    rds = RedisServer(base / "redis")
+    sim: SimProcess | None = None
+    runs: list[dict[str, Any]] = []
+    report: dict[str, Any] = {
+        "benchmark": "api_load",
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "terminals": args.terminals,
+        "offices": [{"id": o.id, "region": o.region, "name": o.name} for o in offices],
+        "alerts_per_office": args.alerts_per_office,
+        "interval_s": args.interval,
+        "target_p99_ms": TARGET_P99_MS,
+        "runs": runs,
+    }
+    try:
+        await asyncio.to_thread(mqtt.start)
+        await asyncio.to_thread(rds.start)
+        sim = SimProcess(base, terminals, mqtt.url)
+        say(f"… {args.terminals} terminals: connecting the simulator")
+        report["sim_connect_s"] = round(await sim.start(), 1)
+        say(f"  connected in {report['sim_connect_s']} s")
+        say(
+            f"… {args.offices} county offices, each at least {args.alerts_per_office} alerts"
+            " and until the wave has ended"
+        )
+        for i in range(args.runs):
+            try:
+                run = await run_once(
+                    base / f"run-{i + 1}",
+                    rds.url,
+                    mqtt.url,
+                    terminals,
+                    offices,
+                    args.alerts_per_office,
+                    args.interval,
+                    args.timeout,
+                    {
+                        "redis": rds.pid,
+                        "mosquitto": mqtt.pid,
+                        "simulator": sim.proc.pid if sim.proc else None,
+                    },
+                )
+            except Exception as exc:  # one broken run must not hide the others
+                run = {"error": repr(exc)}
+            runs.append(run)
+            show_run(i + 1, run)
+    finally:
+        if sim is not None:
+            await sim.stop()
+        await asyncio.to_thread(rds.stop)
+        await asyncio.to_thread(mqtt.stop)
+        report["median"] = medians(runs)
+        text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+        await asyncio.to_thread(Path(args.out).write_text, text, encoding="utf-8")
+        print(table(args, report["median"], len(runs)), flush=True)
+        say(f"\nwritten to {args.out}")
+        ok = len(runs) == args.runs and all(complete(r) for r in runs)
+        if args.keep or not ok:
+            say(f"logs and data kept in {base}")
+        else:
+            await asyncio.to_thread(shutil.rmtree, base, True)
+    return 0 if ok else 1
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--terminals", type=int, default=17_498, help="simulated terminals, one per village"
+    )
+    parser.add_argument("--offices", type=int, default=50, help="county offices issuing alerts")
+    parser.add_argument(
+        "--alerts-per-office",
+        type=int,
+        default=10,
+        help="alerts each office issues at least (it goes on until the wave has ended)",
+    )
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=0.5,
+        help="seconds between one office's alerts (open loop); 0: back to back (saturation)",
+    )
+    parser.add_argument("--runs", type=int, default=3, help="repetitions, each a fresh engine")
+    parser.add_argument("--out", default="bench-api.json", help="JSON result file")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds a run may take")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
+    args = parser.parse_args()
+    if args.alerts_per_office < 1 or args.runs < 1:
+        parser.error("--alerts-per-office and --runs must be at least 1")
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return asyncio.run(main_async(args))
+    except KeyboardInterrupt:
+        say("interrupted; everything started was stopped")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
