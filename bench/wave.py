@@ -9,9 +9,11 @@ over Fujian (17,498 is every village), in a child process so the terminals have 
 own. Then, with the same terminals:
 
     raw      no engine: one QoS 1 publish of a red alert to the province topic; every terminal
-             acks, and a minimal subscriber (``receiver.mqtt_lite``, ``eb/v1/term/+/ack``)
-             writes each ``played`` ack to Redis, pipelined (HSET + XADD, flushed every 500
-             acks or 5 ms). Timed from the publish until N acks are written.
+             acks, and a minimal subscriber (``eb/v1/term/+/ack``: asyncio and the ``mqtt5``
+             codec, each message confirmed at once) writes each ``played`` ack to Redis,
+             pipelined (HSET + XADD in RESP built by hand on one socket, replies counted by
+             hiredis; flushed every 500 acks or 5 ms).
+             Timed from the publish until Redis has confirmed N acks written.
     engine   ``python -m dispatcher serve`` (a fresh process per run): POST /api/v1/alerts for
              the province, timed until GET /api/v1/alerts/{id} shows played == N (polled
              every 20 ms). Also the engine's CPU seconds (/proc/PID/stat utime + stime, in the
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
+import collections
 import contextlib
 import json
 import logging
@@ -40,20 +43,25 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, cast
+from urllib.parse import urlsplit
 
 import aiohttp
+import hiredis
+import mqtt5
+import orjson
 import redis.asyncio as aioredis
 import structlog
-from harness import REGIONS_FILE, ROOT, Engine
+from harness import REGIONS_FILE, ROOT, Engine, cpu_seconds
 
 from dispatcher.models import Alert, Channel, MsgType, Severity, Status, new_alert_id
 from dispatcher.regions import Level, RegionTree
 from dispatcher.services import MosquittoServer, RedisServer
-from receiver.mqtt_lite import Message, MqttConnection, open_connection, parse_mqtt_url
+from receiver.mqtt_lite import MqttConnection, open_connection, parse_mqtt_url
 
 TOKEN = "wave-province-token"  # noqa: S105  a throwaway token of a throwaway engine
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -66,7 +74,7 @@ PER_BROKER = 17_498
 TARGET_RATIO = 1.3  # the performance issue's target for the province wave
 FLUSH_EVERY = 500
 FLUSH_AFTER = 0.005
-POLL = 0.02
+POLL = 0.05
 
 
 def say(text: str) -> None:
@@ -244,37 +252,145 @@ def new_alert(sender: str) -> Alert:
     )
 
 
+def resp(*parts: bytes) -> bytes:
+    """One Redis command in RESP, built by hand (what redis-cli --pipe sends)."""
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        out.append(b"$%d\r\n%s\r\n" % (len(part), part))
+    return b"".join(out)
+
+
+class RawRedis:
+    """One socket to Redis: pipelined commands written as they come, replies counted with
+    hiredis. No client library in between: the lower bound of writing to Redis from Python."""
+
+    def __init__(self) -> None:
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.waiting: collections.deque[list[Any]] = collections.deque()  # [count, future]
+        self.task: asyncio.Task[None] | None = None
+
+    async def connect(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.reader, self.writer = await asyncio.open_connection(
+            parts.hostname or "127.0.0.1", parts.port or 6379
+        )
+        self.task = asyncio.create_task(self._replies())
+
+    def send(self, commands: bytes, count: int) -> asyncio.Future[None]:
+        """Write ``count`` commands; the future is done once Redis answered all of them."""
+        assert self.writer is not None
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiting.append([count, future])
+        self.writer.write(commands)
+        return future
+
+    async def _replies(self) -> None:
+        assert self.reader is not None
+        parser = hiredis.Reader()
+        while data := await self.reader.read(65536):
+            parser.feed(data)
+            while (reply := parser.gets()) is not False:
+                if isinstance(reply, hiredis.ReplyError):
+                    raise RuntimeError(f"Redis refused a raw write: {reply}")
+                head = self.waiting[0]
+                head[0] -= 1
+                if head[0] == 0:
+                    self.waiting.popleft()
+                    head[1].set_result(None)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.task
+
+
+class RawSubscriber(asyncio.Protocol):
+    """The leanest MQTT 5 subscriber this machine runs in Python: packets decoded by the
+    ``mqtt5`` codec straight from the socket buffer, each PUBLISH confirmed at once (a limit
+    to measure against, not a durable consumer)."""
+
+    def __init__(self, on_message: Callable[[str, bytes], None]) -> None:
+        self.on_message = on_message
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.replies: asyncio.Queue[mqtt5.Packet] = asyncio.Queue()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        used, acks = 0, []
+        view = memoryview(buffer)
+        try:
+            while used < len(buffer):
+                try:
+                    packet, size = mqtt5.read(view[used:])
+                except IndexError:
+                    break
+                used += size
+                if type(packet) is mqtt5.PublishPacket:
+                    if packet.packet_id:
+                        acks.append(mqtt5.PubAckPacket(packet.packet_id).write())
+                    self.on_message(packet.topic, packet.payload)
+                else:
+                    self.replies.put_nowait(packet)
+        finally:
+            view.release()
+            del buffer[:used]
+        if acks and self.transport is not None:
+            self.transport.write(b"".join(acks))
+
+    async def start(self, client_id: str, topic: str) -> None:
+        assert self.transport is not None
+        self.transport.write(mqtt5.ConnectPacket(client_id, clean_start=True).write())
+        connack = await asyncio.wait_for(self.replies.get(), 10)
+        if not isinstance(connack, mqtt5.ConnAckPacket) or connack.reason_code != 0:
+            raise RuntimeError(f"raw subscriber refused: {connack}")
+        qos1 = mqtt5.TopicFilter(topic, max_qos=mqtt5.QoS.AT_LEAST_ONCE)
+        self.transport.write(mqtt5.SubscribePacket(1, [qos1]).write())
+        suback = await asyncio.wait_for(self.replies.get(), 10)
+        if not isinstance(suback, mqtt5.SubAckPacket) or suback.reason_codes != [1]:
+            raise RuntimeError(f"raw subscription refused: {suback}")
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.write(mqtt5.DisconnectPacket().write())
+            self.transport.close()
+
+
 class RawAckSink:
     """Subscribes to every terminal's acks and writes each ``played`` ack of the alert it
-    waits for to Redis: pipelined HSET alert:{id}:tstate + XADD alert:{id}:acks."""
+    waits for to Redis: pipelined HSET alert:{id}:tstate + XADD alert:{id}:acks, in RESP built
+    by hand on one socket, flushed every 500 acks or 5 ms."""
 
     def __init__(self, mqtt_url: str, redis_url: str) -> None:
         self.mqtt_url = parse_mqtt_url(mqtt_url)
-        self.rdb = aioredis.Redis.from_url(redis_url)
-        self.conn: MqttConnection | None = None
+        self.redis_url = redis_url
+        self.rdb = aioredis.Redis.from_url(redis_url)  # outside the timed path: checks only
+        self.raw = RawRedis()
+        self.conn: RawSubscriber | None = None
         self.alert_id = ""
         self.expected = 0
         self.seen: set[str] = set()
-        self.pending: list[tuple[str, dict[str, Any]]] = []
+        self.pending: list[bytes] = []
         self.written = 0
         self.timer: asyncio.TimerHandle | None = None
         self.writes: set[asyncio.Task[None]] = set()
         self.done: asyncio.Future[float] | None = None
 
     async def connect(self) -> None:
+        await self.raw.connect(self.redis_url)
         url = self.mqtt_url
-        self.conn, _ = await open_connection(
-            url.host,
-            url.port,
-            f"wave-raw-{uuid.uuid4().hex[:8]}",
-            clean_start=True,
-            on_message=self._on_message,
-            username=url.username,
-            password=url.password,
+        _, self.conn = await asyncio.get_running_loop().create_connection(
+            lambda: RawSubscriber(self._on_message), url.host, url.port
         )
-        codes = await self.conn.subscribe(["eb/v1/term/+/ack"], qos=1)
-        if codes != [1]:
-            raise RuntimeError(f"raw subscription refused: {codes}")
+        await self.conn.start(f"wave-raw-{uuid.uuid4().hex[:8]}", "eb/v1/term/+/ack")
 
     def expect(self, alert_id: str, n: int) -> asyncio.Future[float]:
         self.alert_id, self.expected = alert_id, n
@@ -282,10 +398,10 @@ class RawAckSink:
         self.done = asyncio.get_running_loop().create_future()
         return self.done
 
-    def _on_message(self, message: Message) -> None:
+    def _on_message(self, topic: str, payload: bytes) -> None:
         try:
-            body = json.loads(message.payload)
-        except ValueError:
+            body = orjson.loads(payload)
+        except orjson.JSONDecodeError:
             return
         if (
             not isinstance(body, dict)
@@ -293,11 +409,19 @@ class RawAckSink:
             or body.get("state") != "played"
         ):
             return
-        terminal = message.topic.split("/")[3]
+        terminal = topic.split("/")[3]
         if terminal in self.seen:
             return
         self.seen.add(terminal)
-        self.pending.append((terminal, body))
+        alert = self.alert_id.encode()
+        term = terminal.encode()
+        self.pending.append(
+            resp(b"HSET", b"alert:%s:tstate" % alert, term, b"played")
+            + resp(
+                b"XADD", b"alert:%s:acks" % alert, b"*", b"terminal_id", term,
+                b"state", b"played", b"at", str(body.get("at", "")).encode(),
+            )
+        )  # fmt: skip
         if len(self.pending) >= FLUSH_EVERY:
             self._flush()
         elif self.timer is None:
@@ -309,49 +433,74 @@ class RawAckSink:
             self.timer = None
         batch, self.pending = self.pending, []
         if batch:
-            task = asyncio.create_task(self._write(self.alert_id, batch))
+            written = self.raw.send(b"".join(batch), 2 * len(batch))
+            task = asyncio.create_task(self._count(self.alert_id, len(batch), written))
             self.writes.add(task)
             task.add_done_callback(self.writes.discard)
 
-    async def _write(self, alert_id: str, batch: list[tuple[str, dict[str, Any]]]) -> None:
-        pipe = self.rdb.pipeline(transaction=False)
-        for terminal, body in batch:
-            pipe.hset(f"alert:{alert_id}:tstate", terminal, "played")
-            pipe.xadd(
-                f"alert:{alert_id}:acks",
-                {"terminal_id": terminal, "state": "played", "at": str(body.get("at", ""))},
-            )
-        await pipe.execute()
+    async def _count(self, alert_id: str, n: int, written: asyncio.Future[None]) -> None:
+        await written
         if alert_id != self.alert_id:
             return
-        self.written += len(batch)
+        self.written += n
         if self.written >= self.expected and self.done is not None and not self.done.done():
             self.done.set_result(time.monotonic())
 
     async def close(self) -> None:
         if self.conn is not None:
-            self.conn.disconnect()
+            self.conn.close()
         for task in list(self.writes):
             with contextlib.suppress(Exception):
                 await task
+        await self.raw.close()
         await self.rdb.aclose()
 
 
+class CpuProbe:
+    """CPU seconds of the processes that share the cores with the one measured (simulators,
+    brokers, Redis), so a run shows where the time went."""
+
+    def __init__(self, pids: dict[str, list[int]]) -> None:
+        self.pids = pids
+        self.start: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        return {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in self.pids.items()}
+
+    def begin(self) -> None:
+        self.start = self._now()
+
+    def end(self) -> dict[str, float]:
+        return {k: round(v - self.start.get(k, 0.0), 3) for k, v in self._now().items()}
+
+
 async def raw_run(
-    sink: RawAckSink, publisher: MqttConnection, tree: RegionTree, n: int, timeout: float
+    sink: RawAckSink,
+    publisher: MqttConnection,
+    tree: RegionTree,
+    n: int,
+    timeout: float,
+    probe: CpuProbe,
 ) -> dict[str, Any]:
     alert = new_alert("wave-raw")
     done = sink.expect(alert.id, n)
     payload = json.dumps(alert.payload(), ensure_ascii=False).encode()
+    probe.begin()
     started = time.monotonic()
     publisher.publish(tree.topic(PROVINCE), payload, qos=1)
     try:
         finished = await asyncio.wait_for(asyncio.shield(done), timeout)
     except TimeoutError:
         return {"alert_id": alert.id, "seconds": None, "written": sink.written}
+    others = probe.end()
     # Check what Redis holds, outside the timed window.
     stored = await sink.rdb.hlen(f"alert:{alert.id}:tstate")
-    return {"alert_id": alert.id, "seconds": finished - started, "written": stored}
+    return {
+        "alert_id": alert.id,
+        "seconds": finished - started,
+        "written": stored,
+        "cpu_others_s": others,
+    }
 
 
 # -- the engine path --------------------------------------------------------------------------
@@ -370,6 +519,7 @@ async def engine_run(
     mqtt_url: str,
     terminals: list[dict[str, str]],
     timeout: float,
+    probe: CpuProbe,
     engines: int = 1,
 ) -> dict[str, Any]:
     """One wave through ``engines`` engine processes sharing Redis; with more than one they
@@ -409,6 +559,7 @@ async def engine_run(
                 "expires_in": 3600,
             }
             cpu_before = [member.cpu_seconds() for member in fleet]
+            probe.begin()
             started = time.monotonic()
             status, reply = await http_json(http, "POST", f"{engine.base_url}/api/v1/alerts", body)
             if status != 201:
@@ -430,7 +581,9 @@ async def engine_run(
             else:
                 expected = None
             cpu_after = [member.cpu_seconds() for member in fleet]
+            others = probe.end()
             return {
+                "cpu_others_s": others,
                 "alert_id": alert_id,
                 "seconds": seconds,
                 "played": played,
@@ -488,6 +641,15 @@ async def one_size(
         await asyncio.gather(*(sim.start() for sim in sims))
         result["sim_connect_s"] = round(time.monotonic() - started, 1)
         say(f"  connected in {result['sim_connect_s']} s")
+        probe = CpuProbe(
+            {
+                "simulators": [sim.proc.pid for sim in sims if sim.proc is not None],
+                "brokers": [b.pid for b in [mqtt, *bridged] if b.pid is not None],
+                "redis": [rds.pid] if rds.pid is not None else [],
+                # The raw subscriber in raw runs; the HTTP polling in engine runs.
+                "bench": [os.getpid()],
+            }
+        )
 
         sink = RawAckSink(mqtt.url, rds.url)
         url = parse_mqtt_url(mqtt.url)
@@ -497,10 +659,13 @@ async def one_size(
         try:
             await sink.connect()
             for i in range(runs):
-                row = await raw_run(sink, publisher, tree, n, timeout)
+                row = await raw_run(sink, publisher, tree, n, timeout, probe)
                 result["raw"].append(row)
                 shown = "TIMEOUT" if row["seconds"] is None else f"{row['seconds']:.3f} s"
-                say(f"  raw    #{i + 1}: {shown}  ({row['written']} acks in Redis)")
+                say(
+                    f"  raw    #{i + 1}: {shown}  ({row['written']} acks in Redis;"
+                    f" CPU s {row.get('cpu_others_s')})"
+                )
                 await asyncio.sleep(1.0)  # let the terminals' trailing traffic settle
         finally:
             publisher.disconnect()
@@ -508,14 +673,14 @@ async def one_size(
 
         for i in range(runs):
             row = await engine_run(
-                folder / f"engine-{i + 1}", rds.url, mqtt.url, terminals, timeout, engines
+                folder / f"engine-{i + 1}", rds.url, mqtt.url, terminals, timeout, probe, engines
             )
             result["engine"].append(row)
             shown = "TIMEOUT" if row["seconds"] is None else f"{row['seconds']:.3f} s"
             say(
                 f"  engine #{i + 1}: {shown}  (played {row['played']}/{row['expected']},"
                 f" CPU {row['cpu_s']:.2f} s in the window, {row['cpu_total_s']:.2f} s total,"
-                f" peak RSS {row['peak_rss_mb']:.0f} MB)"
+                f" peak RSS {row['peak_rss_mb']:.0f} MB; others CPU s {row.get('cpu_others_s')})"
             )
     finally:
         for sim in sims:

@@ -15,11 +15,13 @@ from datetime import datetime
 from typing import NamedTuple
 
 import orjson
+from pydantic import ValidationError
 
-from dispatcher.models import ALERT_ID_PATTERN, Ack, AckState
+from dispatcher.models import ALERT_ID_PATTERN, TERMINAL_ID_PATTERN, Ack, AckState
 
 # fullmatch, not the pattern's own ^…$: Python's $ also matches before a final newline.
 _ALERT_ID = re.compile(ALERT_ID_PATTERN.removeprefix("^").removesuffix("$"))
+_TERMINAL_ID = re.compile(TERMINAL_ID_PATTERN.removeprefix("^").removesuffix("$"))
 # RFC 3339 with an offset: what terminals send, and a subset of what pydantic takes.
 _AWARE_TIME = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})"
@@ -39,7 +41,24 @@ class AckRecord(NamedTuple):
 
 
 def parse_ack(terminal: str, payload: bytes) -> AckRecord:
-    """The ack in ``payload`` from ``terminal``; pydantic's ValidationError if it is not one."""
+    """The ack in ``payload`` from ``terminal``; pydantic's ValidationError if it is not one.
+
+    ``terminal`` comes from the topic, where MQTT allows almost any character: one that no
+    registered terminal can have (a tab, a newline …) is refused here, before it reaches the
+    store, whose batches are framed by tabs and newlines.
+    """
+    if not _TERMINAL_ID.fullmatch(terminal):
+        raise ValidationError.from_exception_data(
+            "Ack",
+            [
+                {
+                    "type": "string_pattern_mismatch",
+                    "loc": ("terminal_id",),
+                    "input": terminal,
+                    "ctx": {"pattern": TERMINAL_ID_PATTERN},
+                }
+            ],
+        )
     record = _fast(terminal, payload)
     if record is not None:
         return record

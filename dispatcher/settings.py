@@ -112,9 +112,10 @@ class RegionsSettings(_Section):
 class DispatchSettings(_Section):
     ack_batch_size: int = Field(default=500, ge=1, le=10000)
     ack_batch_wait: float = Field(default=0.02, gt=0, le=5)
-    # Approximate cap so the ack log cannot eat all of Redis's memory; a province-wide alert
-    # writes ~35,000 entries, so the default keeps years of drills.
-    ack_log_maxlen: int = Field(default=10_000_000, ge=1000)
+    # Approximate cap on the ack log's entries, so it cannot eat all of Redis's memory. An
+    # entry is one recorded batch of one alert's acks (up to ack_batch_size): a province-wide
+    # alert writes about 70-150, a township drill a few, so the default keeps years of both.
+    ack_log_maxlen: int = Field(default=1_000_000, ge=1000)
     claim_idle_seconds: float = Field(default=60.0, gt=0)
 
 

@@ -19,7 +19,8 @@ Key schema (``{id}`` an alert id, ``{t}`` a terminal id, ``{code}`` a region cod
     ebd:escalations             stream  every escalation: terminal failed after its resends
     ebd:idem:{office}:{key}     string  {"alert_id", "body"} of the first request with that key
     ebd:outbox                  stream  alert ids to dispatch; consumer group "dispatch"
-    ebd:acklog                  stream  every ack of a known alert, as received (drill reviews)
+    ebd:acklog                  stream  every ack of a known alert, as received (drill reviews):
+                                        one entry a recorded batch, see acklog_rows
     ebd:terms:region            hash    {t} → region code (the terminal registry)
     ebd:terms:meta              hash    {t} → {"kind", "registered_at"}
     ebd:terms:state             hash    {t} → last state message {"state", "at", "firmware", …}
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, cast
@@ -62,6 +64,7 @@ IDEMPOTENCY_TTL = 24 * 3600
 # Per-region counters stop at townships: village detail is in the tstate hash, and a counter
 # per village would multiply the work of every ack by five.
 COUNTED_PREFIXES = (2, 4, 6, 9)
+_UNSAFE = re.compile(r"[\t\n]")
 
 
 def alert_key(alert_id: str) -> str:
@@ -141,6 +144,9 @@ local names = {[1]='acks_counted', [0]='acks_duplicate', [-1]='acks_unexpected',
                [-2]='acks_unknown_alert', [-3]='acks_unknown_terminal'}
 local tally = {}
 local counted = 0
+-- The ack log gets one entry for the batch, not one per ack: an XADD an ack was 40 % of the
+-- script's time and most of what it wrote to the AOF.
+local logged, details, has_details = {}, {}, false
 -- Region counters are summed here and written once per batch: a province's acks share their
 -- city and county counters, and one HINCRBY each instead of eight per ack halves the script.
 local deltas, order = {}, {}
@@ -149,8 +155,13 @@ local function bump(field, by)
   if was == nil then order[#order + 1] = field; was = 0 end
   deltas[field] = was + by
 end
-for i = 4, #ARGV, 4 do
-  local term, new, at, detail = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+-- ARGV[4] holds the batch, one ack a line: terminal TAB state TAB time TAB k, where k > 0
+-- names the ARGV that holds the ack's detail (free text). One argument instead of four an
+-- ack: decoding 2,000 arguments a batch cost Redis and the engine more than the script.
+local field = '([^\\t\\n]*)\\t'
+for term, new, at, k in string.gmatch(ARGV[4], field .. field .. field .. '([0-9]+)\\n') do
+  local detail = ''
+  if k ~= '0' then detail = ARGV[tonumber(k)] end
   local rc = -2
   local region = ''
   if known then
@@ -180,9 +191,9 @@ for i = 4, #ARGV, 4 do
         end
       end
     end
-    redis.call('XADD', KEYS[5], 'MAXLEN', '~', maxlen, '*',
-      'alert_id', alert_id, 'terminal_id', term, 'state', new, 'at', at,
-      'recorded_ms', now_ms, 'region', region, 'result', tostring(rc))
+    logged[#logged + 1] = term .. '\\t' .. new .. '\\t' .. at .. '\\t' .. region .. '\\t' .. rc
+    -- What the terminal said of a failure is for the review, as it said it.
+    if detail ~= '' then details[tostring(#logged)] = detail; has_details = true end
   end
   -- The sweeper's no_ack marks are not acks: counted apart.
   local name = names[rc]
@@ -197,6 +208,15 @@ for name, n in pairs(tally) do redis.call('HINCRBY', KEYS[6], name, n) end
 if counted > 0 then
   redis.call('HSET', KEYS[4], 'last_ack_ms', now_ms)
   redis.call('HINCRBY', KEYS[4], 'acks_counted', counted)
+end
+if #logged > 0 then
+  if has_details then
+    redis.call('XADD', KEYS[5], 'MAXLEN', '~', maxlen, '*', 'alert_id', alert_id,
+      'recorded_ms', now_ms, 'acks', table.concat(logged, '\\n'), 'details', cjson.encode(details))
+  else
+    redis.call('XADD', KEYS[5], 'MAXLEN', '~', maxlen, '*', 'alert_id', alert_id,
+      'recorded_ms', now_ms, 'acks', table.concat(logged, '\\n'))
+  end
 end
 return results
 """
@@ -555,9 +575,19 @@ class Store:
         *,
         acklog_maxlen: int,
     ) -> None:
-        args: list[str | int] = [int(utcnow().timestamp() * 1000), acklog_maxlen, alert_id]
-        for ack in acks:
-            args.extend(ack)
+        args: list[str | int] = [int(utcnow().timestamp() * 1000), acklog_maxlen, alert_id, ""]
+        lines = []
+        for terminal, state, at, detail in acks:
+            if _UNSAFE.search(terminal) or _UNSAFE.search(state) or _UNSAFE.search(at):
+                # Tabs and newlines frame the batch; the ingester and the sweeper never pass
+                # them here, so this is a bug, not bad input.
+                raise ValueError(f"ack field with a tab or newline: {terminal!r} {at!r}")
+            k = 0
+            if detail:
+                args.append(detail)
+                k = len(args)  # Lua counts ARGV from 1
+            lines.append(f"{terminal}\t{state}\t{at}\t{k}\n")
+        args[3] = "".join(lines)
         await self._record_acks(
             keys=[
                 expected_key(alert_id),
@@ -584,9 +614,18 @@ class Store:
         raw = await self._call(self.redis.hgetall(STATS))
         return {k: int(v) for k, v in raw.items()}
 
-    async def ack_log(self, *, count: int = 100, start: str = "-") -> list[dict[str, str]]:
+    async def ack_log(
+        self, *, count: int = 100, start: str = "-", alert_id: str | None = None
+    ) -> list[dict[str, str]]:
+        """The acks of the log's first ``count`` entries from ``start`` (a stream id), one dict
+        an ack, each with the id of the entry that holds it; only ``alert_id``'s if given."""
         entries = await self._call(self.redis.xrange(ACKLOG, min=start, count=count))
-        return [{"id": entry_id, **fields} for entry_id, fields in entries]
+        return [
+            row
+            for entry_id, fields in entries
+            if alert_id is None or fields.get("alert_id") == alert_id
+            for row in acklog_rows(entry_id, fields)
+        ]
 
     # Deadlines, resends, escalations ---------------------------------------------------------
 
@@ -878,6 +917,35 @@ class WorkStream:
 
     async def done(self, entry_id: str) -> None:
         await self._store._call(self._redis.xack(self.stream, self.group, entry_id))
+
+
+def acklog_rows(entry_id: str, fields: Mapping[str, str]) -> list[dict[str, str]]:
+    """The acks one ``ebd:acklog`` entry holds, one dict each: alert_id, terminal_id, state,
+    at, recorded_ms, region, result (and detail when the terminal gave one).
+
+    An entry is a batch (``acks``: one line per ack, tab-separated). Entries written before
+    batches were logged whole hold one ack in their own fields, and read the same.
+    """
+    if "acks" not in fields:
+        return [{"id": entry_id, **fields}]
+    details = json.loads(fields["details"]) if "details" in fields else {}
+    rows = []
+    for n, line in enumerate(fields["acks"].split("\n"), start=1):
+        terminal, state, at, region, result = line.split("\t")
+        row = {
+            "id": entry_id,
+            "alert_id": fields["alert_id"],
+            "terminal_id": terminal,
+            "state": state,
+            "at": at,
+            "recorded_ms": fields["recorded_ms"],
+            "region": region,
+            "result": result,
+        }
+        if str(n) in details:
+            row["detail"] = details[str(n)]
+        rows.append(row)
+    return rows
 
 
 def _fields(mapping: Mapping[str, Any]) -> Mapping[Any, Any]:

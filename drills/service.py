@@ -22,7 +22,7 @@ from dispatcher.errors import Conflict, NotFound, ValidationFailed
 from dispatcher.models import Alert, AlertRequest, Channel, Severity, Status, utcnow
 from dispatcher.regions import Level, RegionTree
 from dispatcher.settings import DrillSettings
-from dispatcher.store import ACKLOG, Store
+from dispatcher.store import ACKLOG, Store, acklog_rows
 from drills.compliance import Compliance, compliance
 from drills.models import Drill, DrillStatus, Edit
 from drills.plan import PlanError, check_slot, next_free_slot, plan_year
@@ -345,7 +345,7 @@ class DrillService:
             page = await self.engine_store._call(redis.xrange(ACKLOG, min=start, count=5000))
             for entry_id, fields in page:
                 if fields.get("alert_id") == alert_id:
-                    out.append({"id": entry_id, **fields})
+                    out.extend(acklog_rows(entry_id, fields))
             if len(page) < 5000:
                 return out
             last = page[-1][0]

@@ -23,6 +23,7 @@ import redis
 
 from dispatcher.regions import Level
 from dispatcher.services import MosquittoServer, RedisServer
+from dispatcher.store import acklog_rows
 from receiver.simulator import Behaviour, SimTerminal, Simulator
 from tests.helpers import wait_for
 from tests.integration.engine import fujian
@@ -98,8 +99,13 @@ def settled(rdb: redis.Redis, alert_id: str) -> bool:
     return int(groups["dispatch"]["pending"]) == 0 and int(groups["dispatch"]["lag"] or 0) == 0
 
 
+def acklog(rdb: redis.Redis) -> list[dict[str, str]]:
+    """Every ack in the ack log, one dict each."""
+    return [row for entry_id, f in rdb.xrange("ebd:acklog") for row in acklog_rows(entry_id, f)]
+
+
 def acklog_of(rdb: redis.Redis, alert_id: str) -> list[dict[str, str]]:
-    return [f for _, f in rdb.xrange("ebd:acklog") if f.get("alert_id") == alert_id]
+    return [row for row in acklog(rdb) if row["alert_id"] == alert_id]
 
 
 def assert_exact(
@@ -197,7 +203,7 @@ async def test_ingestion_stats_match_the_ack_records_across_engine_kills(
                 await engine.start()
             for alert_id in alert_ids:
                 await until_played(api, rdb, alert_id, len(terminals))
-    results = Counter(f["result"] for _, f in rdb.xrange("ebd:acklog"))
+    results = Counter(row["result"] for row in acklog(rdb))
     per_alert = sum(int(rdb.hget(f"ebd:alert:{a}:dispatch", "acks_counted")) for a in alert_ids)
     assert results["1"] == per_alert == 6 * 2 * len(terminals)
     stats = {k: int(v) for k, v in rdb.hgetall("ebd:stats").items()}

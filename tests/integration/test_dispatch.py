@@ -110,9 +110,10 @@ async def test_duplicate_backward_and_bad_acks_are_counted_and_never_stop_ingest
         await wait_for(lambda: _dispatched(api, alert_id), timeout=10, message="alert dispatched")
         t0, t1, t2 = (t.id for t in terminals)
 
-        def ack(state: str, alert: str = alert_id) -> bytes:
+        def ack(state: str, alert: str = alert_id, detail: str | None = None) -> bytes:
             return json.dumps(
                 {"v": 1, "alert_id": alert, "state": state, "at": "2026-11-27T08:00:00+08:00"}
+                | ({"detail": detail} if detail else {})
             ).encode()
 
         sequence = [
@@ -129,7 +130,12 @@ async def test_duplicate_backward_and_bad_acks_are_counted_and_never_stop_ingest
             ("stranger-9", ack("played")),  # unknown terminal
             (t1, ack("failed")),
             (t1, ack("played")),  # after failed: ignored
-            (t2, ack("playing")),
+            # Free text with the characters that frame a batch in Redis: kept as it came.
+            (t2, ack("playing", detail="功放\t过热\n已降功率")),
+            # Topic levels the broker allows but no registered terminal has: refused, batch
+            # intact (mosquitto itself drops a client whose topic holds a tab or newline).
+            ("bad id", ack("played")),
+            ("村口喇叭", ack("played")),
         ]
         async with aiomqtt.Client(
             "127.0.0.1", int(mqtt_url.rsplit(":", 1)[1]), identifier=f"{prefix}-pub"
@@ -137,9 +143,9 @@ async def test_duplicate_backward_and_bad_acks_are_counted_and_never_stop_ingest
             for terminal, payload in sequence:
                 await pub.publish(f"eb/v1/term/{terminal}/ack", payload, qos=1)
         store = api.server.app[STORE]
-        stats = await wait_for(lambda: _stats_total(store, 14), timeout=10)
+        stats = await wait_for(lambda: _stats_total(store, 16), timeout=10)
     assert isinstance(stats, dict)
-    assert stats["acks_malformed"] == 5
+    assert stats["acks_malformed"] == 7
     assert stats["acks_unknown_alert"] == 1
     assert stats["acks_unknown_terminal"] == 1
     assert stats["acks_duplicate"] == 3
@@ -147,6 +153,9 @@ async def test_duplicate_backward_and_bad_acks_are_counted_and_never_stop_ingest
     state = await delivery(api, alert_id)
     assert (state["expected"], state["received"], state["played"], state["failed"]) == (3, 2, 1, 1)
     assert state["pending"] == 0
+    assert stats.get("batches_failed", 0) == 0
+    log = [e for e in await store.ack_log(count=1000) if e["alert_id"] == alert_id]
+    assert [e["detail"] for e in log if e["terminal_id"] == t2] == ["功放\t过热\n已降功率"]
 
 
 async def _dispatched(api: Client, alert_id: str) -> bool:

@@ -88,3 +88,9 @@ def test_refused_acks_raise_the_models_error(data: bytes) -> None:
         Ack.model_validate_json(data)
     with pytest.raises(ValidationError):
         parse_ack("T1", data)
+
+
+@pytest.mark.parametrize("terminal", ["a\tb", "a\nb", "", "-x", "x" * 65, "村口喇叭"])
+def test_a_terminal_id_no_terminal_can_have_is_refused(terminal: str) -> None:
+    with pytest.raises(ValidationError, match="terminal_id"):
+        parse_ack(terminal, payload())
