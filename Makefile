@@ -18,9 +18,10 @@ check: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Every benchmark (about 30 minutes): JSON and a Markdown summary with the targets in
+# bench-results/. Each is also runnable alone: see bench/run_all.py.
 bench: system venv
-	$(BIN)/python bench/chaos.py
-	$(BIN)/python bench/sms.py --recipients 5000 --rate 1000
+	$(BIN)/python bench/run_all.py
 
 venv: $(VENV)/.installed
 
@@ -56,4 +57,4 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .ebd-state
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .ebd-state bench-results

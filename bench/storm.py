@@ -40,8 +40,8 @@ are recorded once per run and replayed. The storm is what the simulator's termin
                    terminal's acks must have come, each once.
 
 mosquitto_sub asks for the Receive Maximum the engine's ack link asks for (``-D connect
-receive-maximum 10000``; the broker caps what it has in flight to a client at its
-max_inflight_messages, 1,000). Why a broker per run: the engine's sessions (how many it opens,
+receive-maximum 65535``; the broker caps what it has in flight to a client at its
+max_inflight_messages, 10,000). Why a broker per run: the engine's sessions (how many it opens,
 and under which client ids, is its own business) would otherwise outlive the run and queue a
 copy of every later storm. The resend deadline of red alerts is raised to an hour in the
 engine's config so the deadline sweeper never resends during a run on a loaded machine: what is
@@ -100,7 +100,7 @@ STATES: dict[int, tuple[AckState, ...]] = {
 }
 # What the engine's ack link asks the broker for; mosquitto_sub asks the same so neither waits
 # on a smaller window of messages in flight than the other.
-RECEIVE_MAXIMUM = 10_000
+RECEIVE_MAXIMUM = 65535  # what the engine's ack link asks for
 SESSION_EXPIRY = 600
 POLL = 0.05
 XRANGE_PART = 10_000

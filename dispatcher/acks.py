@@ -2,7 +2,8 @@
 
 Messages arrive from the MQTT links' callbacks and wait in a list; one task cuts them into
 batches (up to ``ack_batch_size`` or ``ack_batch_wait`` seconds) and records each batch in one
-pipelined round trip, two batches at a time. A bad message is counted and logged, never
+pipelined round trip: the next batch is decoded while Redis records this one, and batches are
+recorded and confirmed in the order they came. A bad message is counted and logged, never
 raised: one broken terminal must not stop the province's acks from being counted.
 """
 
@@ -12,6 +13,7 @@ import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import structlog
 from pydantic import ValidationError
@@ -52,10 +54,10 @@ class AckIngester:
     """Takes messages from the MQTT links and records them in batches.
 
     Messages wait in a plain list (a queue's get per message would cost a task switch each,
-    at 35,000 acks a wave). Up to ``in_flight`` batches are recorded at once, so the engine
-    decodes the next batch while Redis runs the last one; each batch is confirmed to the
-    broker only after it is stored and after every batch before it was confirmed (MQTT wants
-    PUBACKs in the order the messages came).
+    at 35,000 acks a wave). Up to ``in_flight`` batches are under way at once: the engine
+    decodes the next while Redis records the last. Batches are recorded one after the other
+    in the order they came (a terminal's acks keep their order), and each is confirmed to the
+    broker only once stored (MQTT also wants PUBACKs in the order the messages came).
     """
 
     def __init__(
@@ -80,7 +82,7 @@ class AckIngester:
         self.confirm = confirm
         self.totals: Counter[str] = Counter()
         self.fed: Counter[str] = Counter()  # messages taken from the broker, by kind
-        self.waiting_for_store = 0  # messages held (not confirmed to the broker): Redis is down
+        self._states_down = False
 
     def feed(self, topic: str, payload: bytes, delivery: Delivery | None = None) -> None:
         """Called by the MQTT links for every message on the term topics; never blocks."""
@@ -103,6 +105,7 @@ class AckIngester:
         slots = asyncio.Semaphore(self._in_flight)
         previous: asyncio.Task[None] | None = None
         batches: set[asyncio.Task[None]] = set()
+        script_link = asyncio.create_task(self._store.ack_script.run())
         try:
             while True:
                 while not self._pending:
@@ -127,51 +130,78 @@ class AckIngester:
             # Unconfirmed batches come back from the broker: nothing is lost by stopping.
             for task in batches:
                 task.cancel()
+            script_link.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await script_link
 
     async def _handle(
         self, batch: list[Item], previous: asyncio.Task[None] | None, slots: asyncio.Semaphore
     ) -> None:
         try:
-            await self._record_until_done(batch)
+            prepared = self._prepare(batch)
+            # Queued before the first await: batches reach the ack script in the order they
+            # came (tasks start in the order they were made), so a terminal's received is
+            # recorded before its played even with several batches in Redis at once.
+            results = self._queue(prepared)
+            await self._record_until_done(prepared, results, len(batch))
+            if previous is not None:
+                await asyncio.wait([previous])  # PUBACKs in the order the messages came
         finally:
             self._recording -= len(batch)
             slots.release()
-        if previous is not None:
-            await asyncio.wait([previous])
         if self.confirm is not None:
             self.confirm([item[3] for item in batch if item[3] is not None])
 
-    async def _record_until_done(self, batch: list[Item]) -> None:
-        # Acks taken from the broker exist only here now: retry rather than drop them.
-        backoff = 0.1
-        held = 0
+    def _queue(self, prepared: Prepared) -> asyncio.Future[list[int]] | None:
+        if not prepared.acks:
+            return None
         try:
-            while True:
-                try:
-                    await self._record(batch)
-                    return
-                except StoreUnavailable as exc:
-                    if not held:
-                        held = len(batch)
-                        self.waiting_for_store += held
-                    log.warning(
-                        "acks.store_down", error=exc.message, batch=len(batch), retry_in=backoff
-                    )
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
-                except Exception:
-                    # A bug with this batch: confirming it loses it, but holding it would stop
-                    # the broker from sending any more acks once its window fills.
-                    log.exception("acks.batch_failed", batch=len(batch))
-                    self.totals["batches_failed"] += 1
-                    return
-        finally:
-            self.waiting_for_store -= held
+            return asyncio.ensure_future(
+                self._store.queue_acks(prepared.acks, acklog_maxlen=self._acklog_maxlen)
+            )
+        except Exception:
+            log.exception("acks.batch_failed", batch=len(prepared.acks))
+            self.totals["batches_failed"] += 1
+            prepared.acks = []
+            return None
 
-    async def _record(self, batch: list[Item]) -> None:
-        acks: list[AckRecord] = []
-        states: dict[str, str] = {}
-        counts: Counter[str] = Counter()
+    @property
+    def waiting_for_store(self) -> int:
+        """Messages held (not confirmed to the broker) because Redis is down."""
+        down = self._store.ack_script.down or self._states_down
+        return self._recording if down else 0
+
+    async def _record_until_done(
+        self, prepared: Prepared, results: asyncio.Future[list[int]] | None, size: int
+    ) -> None:
+        # Acks taken from the broker exist only here now: wait for Redis rather than drop
+        # them (the ack script's link retries by itself; states and stats are retried here).
+        if results is not None:
+            try:
+                self._tally(prepared, await results)
+            except Exception:
+                # A bug with this batch: confirming it loses it, but holding it would stop
+                # the broker from sending any more acks once its window fills.
+                log.exception("acks.batch_failed", batch=size)
+                self.totals["batches_failed"] += 1
+        backoff = 0.1
+        while True:
+            try:
+                if prepared.states:
+                    await self._store.record_terminal_states(prepared.states)
+                await self._store.bump_stats(dict(prepared.counts))
+                self._states_down = False
+                return
+            except StoreUnavailable as exc:
+                self._states_down = True
+                log.warning("acks.store_down", error=exc.message, batch=size, retry_in=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _prepare(self, batch: list[Item]) -> Prepared:
+        """Validate a batch; what is malformed is counted and logged here, once."""
+        prepared = Prepared()
+        counts = prepared.counts
         for terminal, kind, payload, _delivery in batch:
             if kind == "ignored":
                 continue
@@ -182,10 +212,10 @@ class AckIngester:
                     counts["states_malformed"] += 1
                     log.warning("state.malformed", terminal_id=terminal, error=_short(exc))
                     continue
-                states[terminal] = state.model_dump_json(exclude_none=True)
+                prepared.states[terminal] = state.model_dump_json(exclude_none=True)
                 continue
             try:
-                acks.append(parse_ack(terminal, payload))
+                prepared.acks.append(parse_ack(terminal, payload))
             except ValidationError as exc:
                 counts["acks_malformed"] += 1
                 log.warning(
@@ -194,28 +224,31 @@ class AckIngester:
                     error=_short(exc),
                     payload=payload[:200].decode("utf-8", "replace"),
                 )
-        if states:
-            await self._store.record_terminal_states(states)
-        if acks:
-            # Per-result stats are kept by the recording script itself, atomically with it.
-            results = await self._store.record_acks(acks, acklog_maxlen=self._acklog_maxlen)
-            totals = self.totals
-            for ack, rc in zip(acks, results, strict=True):
-                totals[_RESULTS.get(rc, "acks_other")] += 1
-                if rc == -2:
-                    log.warning(
-                        "ack.unknown_alert", terminal_id=ack.terminal, alert_id=ack.alert_id
-                    )
-                elif rc == -3:
-                    log.warning(
-                        "ack.unknown_terminal", terminal_id=ack.terminal, alert_id=ack.alert_id
-                    )
-                elif rc == -1:
-                    log.info("ack.not_targeted", terminal_id=ack.terminal, alert_id=ack.alert_id)
-        counts["state_messages"] += len(states)
-        counts = Counter({k: v for k, v in counts.items() if v})
-        self.totals.update(counts)
-        await self._store.bump_stats(dict(counts))
+        counts["state_messages"] += len(prepared.states)
+        prepared.counts = Counter({k: v for k, v in counts.items() if v})
+        self.totals.update(prepared.counts)
+        return prepared
+
+    def _tally(self, prepared: Prepared, results: list[int]) -> None:
+        # Per-result stats are kept by the recording script itself, atomically with it.
+        totals = self.totals
+        for ack, rc in zip(prepared.acks, results, strict=True):
+            totals[_RESULTS.get(rc, "acks_other")] += 1
+            if rc == -2:
+                log.warning("ack.unknown_alert", terminal_id=ack.terminal, alert_id=ack.alert_id)
+            elif rc == -3:
+                log.warning("ack.unknown_terminal", terminal_id=ack.terminal, alert_id=ack.alert_id)
+            elif rc == -1:
+                log.info("ack.not_targeted", terminal_id=ack.terminal, alert_id=ack.alert_id)
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A validated batch, ready for the store."""
+
+    acks: list[AckRecord] = field(default_factory=list)
+    states: dict[str, str] = field(default_factory=dict)  # terminal → state JSON
+    counts: Counter[str] = field(default_factory=Counter)  # for ebd:stats
 
 
 def _short(exc: ValidationError) -> str:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterator
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -101,7 +102,46 @@ class _EngineCollector(Collector):
             )
 
 
+class RequestTimes:
+    """Seconds the engine took over each API request (handler and middleware, not the wait
+    for a core or the network), by method and route: what an office waits for that is ours."""
+
+    BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.histogram = Histogram(
+            "ebd_api_request_seconds",
+            "Seconds the engine spent on an API request, by method and route",
+            ["method", "route"],
+            buckets=self.BUCKETS,
+            registry=self.registry,
+        )
+
+    def observe(self, method: str, route: str, seconds: float) -> None:
+        self.histogram.labels(method, route).observe(seconds)
+
+
+REQUEST_TIMES = web.AppKey("request_times", RequestTimes)
+
+
+@web.middleware
+async def timing_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    started = time.perf_counter()
+    try:
+        return await handler(request)
+    finally:
+        info = request.match_info.route.resource
+        route = info.canonical if info is not None else "unmatched"
+        request.app[REQUEST_TIMES].observe(request.method, route, time.perf_counter() - started)
+
+
 async def metrics_handler(request: web.Request) -> web.Response:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_EngineCollector(request.app))
-    return web.Response(body=generate_latest(registry), content_type="text/plain", charset="utf-8")
+    body = generate_latest(registry)
+    if REQUEST_TIMES in request.app:
+        body += generate_latest(request.app[REQUEST_TIMES].registry)
+    return web.Response(body=body, content_type="text/plain", charset="utf-8")

@@ -84,8 +84,9 @@ autosave_on_changes false
 max_queued_messages 0
 max_queued_bytes 0
 # Outgoing QoS 1 messages in flight per client. The default of 20 makes the ack stream to the
-# engine wait on a round trip every 20 messages; 1,000 lets it run at line speed.
-max_inflight_messages 1000
+# engine wait on a round trip every 20 messages. The engine confirms a batch of acks once it
+# is in Redis: at 1,000 the broker still waited on it (25,000 acks/s); 10,000 lets it run.
+max_inflight_messages 10000
 
 # Duplicate tracking costs time that grows with the square of the subscribers (fan-out to
 # 19,900 terminals: 1.5 s with it, 0.47 s without). It is safe to turn off because a terminal

@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, cast
 
@@ -47,6 +47,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from dispatcher.ack_parse import AckRecord
 from dispatcher.errors import Conflict, IdempotencyKeyReused, StoreUnavailable
 from dispatcher.models import Alert, TerminalIn, utcnow
+from dispatcher.ordered_script import OrderedScript
 from dispatcher.regions import code_path
 
 PREFIX = "ebd:"
@@ -358,6 +359,8 @@ class Store:
         self._record_acks = client.register_script(_RECORD_ACKS)
         self._claim_due = client.register_script(_CLAIM_DUE)
         self._record_expected = client.register_script(_RECORD_EXPECTED)
+        # The ingester's way to the ack script: in order, many batches in flight.
+        self.ack_script = OrderedScript(client.connection_pool, _RECORD_ACKS, name="record_acks")
         self.outbox = WorkStream(self, OUTBOX, OUTBOX_GROUP)
 
     @classmethod
@@ -546,35 +549,55 @@ class Store:
 
     async def record_acks(self, acks: Sequence[AckRecord], *, acklog_maxlen: int) -> list[int]:
         """Record a batch of acks in one round trip; returns each ack's result code."""
+        return await self.queue_acks(acks, acklog_maxlen=acklog_maxlen, pipe=None)
+
+    def queue_acks(
+        self, acks: Sequence[AckRecord], *, acklog_maxlen: int, pipe: Any = "ordered"
+    ) -> Awaitable[list[int]]:
+        """Record a batch of acks; each ack's result code once Redis has run the batch.
+
+        By default through the ordered script link (``ack_script``, its task run by the
+        ingester): the batch is queued at once, before this returns, so batches queued one
+        after the other are recorded in that order, and it is retried until Redis has run
+        it. With ``pipe=None``: one pipelined round trip on the pool, StoreUnavailable if
+        Redis does not answer.
+        """
         by_alert: dict[str, list[int]] = {}
         for index, ack in enumerate(acks):
             by_alert.setdefault(ack.alert_id, []).append(index)
-        results = [0] * len(acks)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for alert_id, indexes in by_alert.items():
-                await self._queue_acks(
-                    pipe,
-                    alert_id,
-                    [
-                        (acks[i].terminal, acks[i].state, acks[i].at, acks[i].detail)
-                        for i in indexes
-                    ],
-                    acklog_maxlen=acklog_maxlen,
-                )
-            replies = await self._call(pipe.execute())
-        for indexes, codes in zip(by_alert.values(), replies, strict=True):
-            for i, code in zip(indexes, codes, strict=True):
-                results[i] = int(code)
-        return results
+        calls = [
+            self._ack_call(
+                alert_id,
+                [(acks[i].terminal, acks[i].state, acks[i].at, acks[i].detail) for i in indexes],
+                acklog_maxlen=acklog_maxlen,
+            )
+            for alert_id, indexes in by_alert.items()
+        ]
+        if pipe is None:
+            replies: Awaitable[list[Any]] = self._pipelined_acks(calls)
+        else:
+            futures = [self.ack_script.call(keys, args) for keys, args in calls]
+            replies = asyncio.gather(*futures)
 
-    async def _queue_acks(
-        self,
-        pipe: Any,
-        alert_id: str,
-        acks: Sequence[tuple[str, str, str, str]],
-        *,
-        acklog_maxlen: int,
-    ) -> None:
+        async def results() -> list[int]:
+            out = [0] * len(acks)
+            for indexes, codes in zip(by_alert.values(), await replies, strict=True):
+                for i, code in zip(indexes, codes, strict=True):
+                    out[i] = int(code)
+            return out
+
+        return results()
+
+    async def _pipelined_acks(self, calls: list[tuple[list[str], list[str | int]]]) -> list[Any]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                await self._record_acks(keys=keys, args=args, client=pipe)
+            return list(await self._call(pipe.execute()))
+
+    def _ack_call(
+        self, alert_id: str, acks: Sequence[tuple[str, str, str, str]], *, acklog_maxlen: int
+    ) -> tuple[list[str], list[str | int]]:
+        """The ack script's keys and arguments for a batch of one alert's acks."""
         args: list[str | int] = [int(utcnow().timestamp() * 1000), acklog_maxlen, alert_id, ""]
         lines = []
         for terminal, state, at, detail in acks:
@@ -588,19 +611,27 @@ class Store:
                 k = len(args)  # Lua counts ARGV from 1
             lines.append(f"{terminal}\t{state}\t{at}\t{k}\n")
         args[3] = "".join(lines)
-        await self._record_acks(
-            keys=[
-                expected_key(alert_id),
-                tstate_key(alert_id),
-                counts_key(alert_id),
-                dispatch_key(alert_id),
-                ACKLOG,
-                STATS,
-                TERMS_REGION,
-            ],
-            args=args,
-            client=pipe,
-        )
+        keys = [
+            expected_key(alert_id),
+            tstate_key(alert_id),
+            counts_key(alert_id),
+            dispatch_key(alert_id),
+            ACKLOG,
+            STATS,
+            TERMS_REGION,
+        ]
+        return keys, args
+
+    async def _queue_acks(
+        self,
+        pipe: Any,
+        alert_id: str,
+        acks: Sequence[tuple[str, str, str, str]],
+        *,
+        acklog_maxlen: int,
+    ) -> None:
+        keys, args = self._ack_call(alert_id, acks, acklog_maxlen=acklog_maxlen)
+        await self._record_acks(keys=keys, args=args, client=pipe)
 
     async def bump_stats(self, counts: dict[str, int]) -> None:
         if not counts:

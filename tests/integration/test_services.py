@@ -364,7 +364,7 @@ def test_shipped_config_file_is_the_template_rendered_for_docker(
         "autosave_on_changes false",
         "max_queued_messages 0",
         "max_queued_bytes 0",
-        "max_inflight_messages 1000",
+        "max_inflight_messages 10000",
         "allow_duplicate_messages true",
         "persistent_client_expiration 14d",
         "set_tcp_nodelay true",

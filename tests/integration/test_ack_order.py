@@ -1,0 +1,53 @@
+"""Batches in flight at once are still recorded in the order their acks came."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+from dispatcher.acks import AckIngester
+from dispatcher.bus import Delivery
+from dispatcher.models import TerminalIn
+from dispatcher.store import Store, dispatch_key
+from tests.helpers import wait_for
+
+VILLAGE = "350102001001"
+
+
+async def test_a_terminals_received_and_played_in_two_batches_both_count(redis_url: str) -> None:
+    store = Store.from_url(redis_url)
+    terminals = [f"order-{n}" for n in range(150)]
+    await store.register_terminals([TerminalIn(id=t, region=VILLAGE) for t in terminals])
+    await store.redis.hset(dispatch_key("ORDER"), mapping={"state": "dispatched"})
+    assert await store.record_expected("ORDER", [VILLAGE]) == (150, 0)
+    confirmed: list[int] = []
+    # One ack a batch and four batches under way: received and played of one terminal are
+    # always in different batches, in Redis at nearly the same moment.
+    ingester = AckIngester(
+        store,
+        batch_size=1,
+        batch_wait=0.001,
+        in_flight=4,
+        acklog_maxlen=10_000,
+        confirm=lambda ds: confirmed.extend(d.mid for d in ds),
+    )
+    task = asyncio.create_task(ingester.run())
+    try:
+        mid = 0
+        for terminal in terminals:
+            for state in ("received", "played"):
+                mid += 1
+                body = {"v": 1, "alert_id": "ORDER", "state": state, "at": "2026-11-27T08:00:00Z"}
+                ingester.feed(
+                    f"eb/v1/term/{terminal}/ack", json.dumps(body).encode(), Delivery(None, mid, 1)
+                )
+        await wait_for(lambda: len(confirmed) == 300, timeout=20)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert confirmed == list(range(1, 301)), "PUBACKs must go out in the order acks came"
+    assert ingester.totals["acks_counted"] == 300
+    assert int(await store.redis.hget(dispatch_key("ORDER"), "acks_counted")) == 300
+    await store.close()
