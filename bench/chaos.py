@@ -46,6 +46,7 @@ from harness import REGIONS_FILE, Engine, toml_table
 
 from dispatcher.regions import Level, RegionTree
 from dispatcher.services import MosquittoServer, RedisServer
+from dispatcher.store import acklog_rows
 from receiver.simulator import Behaviour, SimTerminal, Simulator
 
 TOKEN = "chaos-province-token"  # noqa: S105  a throwaway token of a throwaway engine
@@ -216,7 +217,7 @@ class Stage:
         row.delivered = sum(1 for p in plays.values() if p >= 1)
         row.played_twice = sum(1 for p in plays.values() if p > 1)
         row.acks_lost = sum(1 for t, p in plays.items() if p >= 1 and tstate.get(t) != "played")
-        everything = [f for _, f in self.rdb.xrange("ebd:acklog")]
+        everything = [r for i, f in self.rdb.xrange("ebd:acklog") for r in acklog_rows(i, f)]
         log = [f for f in everything if f.get("alert_id") == alert_id]
         counted = Counter((f["terminal_id"], f["state"]) for f in log if f["result"] == "1")
         twice = sum(1 for k in counted.values() if k > 1)
