@@ -110,7 +110,7 @@ class RegionsSettings(_Section):
 
 
 class DispatchSettings(_Section):
-    ack_batch_size: int = Field(default=1000, ge=1, le=10000)
+    ack_batch_size: int = Field(default=500, ge=1, le=10000)
     ack_batch_wait: float = Field(default=0.02, gt=0, le=5)
     # Approximate cap on the ack log's entries, so it cannot eat all of Redis's memory. An
     # entry is one recorded batch of one alert's acks (up to ack_batch_size): a province-wide
