@@ -171,6 +171,7 @@ class AckLink:
         self.connected = asyncio.Event()
         self.session_present: bool | None = None
         self.connects = 0
+        self.connected_at = 0.0  # monotonic time of the last connection made
 
     async def run(self) -> None:
         backoff = 0.2
@@ -251,6 +252,7 @@ class AckLink:
 
     async def _serve(self, protocol: _AckProtocol) -> None:
         self.connects += 1
+        self.connected_at = time.monotonic()
         self.connected.set()
         log.info(
             "ack_link.up",
@@ -282,3 +284,7 @@ class AckLink:
     async def wait_connected(self, timeout: float) -> None:
         async with asyncio.timeout(timeout):
             await self.connected.wait()
+
+    def connected_for(self) -> float:
+        """Seconds the current connection has been up; 0 while down."""
+        return time.monotonic() - self.connected_at if self.connected.is_set() else 0.0

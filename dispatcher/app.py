@@ -146,6 +146,21 @@ def create_app(
     return app
 
 
+def _acks_settled(app: web.Application) -> bool:
+    """False while acks the broker kept for the engine may still be on their way in: the ack
+    link came up moments ago (the broker sends a resumed session's queue at once), or the
+    ingester is more than a batch behind."""
+    acks, ingester = app[ACK_LINK], app[INGESTER]
+    if acks.connected.is_set() and acks.connected_for() < ACK_SETTLE_SECONDS:
+        return False
+    return ingester.backlog <= app[SETTINGS].dispatch.ack_batch_size
+
+
+# Long enough for a resumed session's queue of a province's acks to come in (~35,000 at about
+# 40,000 a second), short beside any resend deadline.
+ACK_SETTLE_SECONDS = 2.0
+
+
 async def _freeze_startup_objects(app: web.Application) -> None:
     """Keep what start-up built (the region tree's 18,762 regions, modules, settings) out of
     the garbage collector's full passes: each pass would walk them all again, a pause of tens of
@@ -308,6 +323,7 @@ async def _sweeper(app: web.Application) -> AsyncIterator[None]:
         settings.resend,
         acklog_maxlen=settings.dispatch.ack_log_maxlen,
         notifiers=notifiers,
+        acks_settled=lambda: _acks_settled(app),
     )
     app[SWEEPER] = sweeper
     async with _background(sweeper.run, "deadline-sweeper"):

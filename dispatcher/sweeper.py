@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -62,10 +62,12 @@ class DeadlineSweeper:
         *,
         acklog_maxlen: int,
         notifiers: Sequence[EscalationNotifier] = (),
+        acks_settled: Callable[[], bool] = lambda: True,
     ) -> None:
         self._store = store
         self._notifiers = list(notifiers)
         self._link = link
+        self._acks_settled = acks_settled
         self._tree = tree
         self._settings = settings
         self._acklog_maxlen = acklog_maxlen
@@ -109,6 +111,11 @@ class DeadlineSweeper:
         if not missing:
             await self._store.finish_sweep(alert_id)
             return SweepOutcome(alert_id, "done")
+        if not self._acks_settled():
+            # Acks the broker kept for the engine are still coming in (it just reconnected,
+            # or the ingester is behind): those terminals answered, don't resend or escalate.
+            await self._store.schedule_sweep(alert_id, now_ms() + 1000)
+            return SweepOutcome(alert_id, "stopped")
         attempt = int(dispatch.get("sweep_attempt", 0)) + 1
         if attempt > self._settings.max_attempts:
             await self._escalate(alert, missing, attempt - 1)

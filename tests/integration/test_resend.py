@@ -173,3 +173,33 @@ async def test_two_sweepers_never_resend_twice(
     assert state["resends"] == 16
     store = api.server.app[STORE]
     assert len(await store.escalations(alert_id=alert_id)) == 8
+
+
+async def test_acks_kept_by_the_broker_while_the_engine_was_away_are_not_resent_for(
+    redis_url: str, mqtt_url: str, tmp_path: Path
+) -> None:
+    """The deadline passes while the engine is down and the terminals' acks wait in its
+    session: back up, it takes them in before its sweeper resends to anyone."""
+    prefix = f"away-{uuid.uuid4().hex[:6]}"
+    client_id = f"ebd-{prefix}"
+    terminals = county_terminals(COUNTY_A, 20, prefix)
+    silent = Behaviour(silent=frozenset(t.id for t in terminals))
+    async with running_engine(redis_url, mqtt_url, tmp_path, client_id, resend=FAST) as api:
+        await register(api, terminals)
+        async with Simulator(terminals, mqtt_url, behaviour=silent):
+            alert_id = await issue(api, areas=[COUNTY_A])
+            await wait_for(lambda: _is_dispatched(api, alert_id), timeout=10)
+    host, port = mqtt_url.split("//")[1].rsplit(":", 1)
+    async with aiomqtt.Client(host, int(port), identifier=f"{prefix}-pub") as pub:
+        for t in terminals:
+            await pub.publish(f"eb/v1/term/{t.id}/ack", ack_payload(alert_id), qos=1)
+    # Past the red deadline (1 s) while nobody takes the acks: only the broker has them.
+    await asyncio.sleep(FAST["red"] + 0.5)
+    async with running_engine(redis_url, mqtt_url, tmp_path, client_id, resend=FAST) as api:
+        state = await wait_for(lambda: played_all(api, alert_id, 20), timeout=20)
+        assert isinstance(state, dict)
+        assert state["resends"] == 0
+
+
+async def _is_dispatched(api: Client, alert_id: str) -> bool:
+    return (await delivery(api, alert_id))["state"] == "dispatched"
