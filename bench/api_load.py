@@ -63,7 +63,6 @@ import os
 import platform
 import secrets
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -73,14 +72,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 from wave import SimProcess, pick_terminals  # bench/wave.py: the script's folder is first
 
 import aiohttp
 import redis.asyncio as aioredis
 import structlog
-from harness import REGIONS_FILE, Engine, cpu_seconds, toml_table
+from harness import (
+    PROVINCE_ALERT,
+    REGIONS_FILE,
+    Engine,
+    cpu_seconds,
+    run_until_done,
+    say,
+    toml_table,
+)
 
 from dispatcher.auth import hash_token
 from dispatcher.regions import Level, RegionTree
@@ -96,10 +102,6 @@ REQUEST_TIMEOUT = 30.0
 TARGET_P99_MS = 100.0
 # Failures printed per run; the JSON file has every one.
 SHOW_FAILURES = 20
-
-
-def say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 def machine_busy_seconds() -> float:
@@ -404,15 +406,7 @@ async def run_once(
             await asyncio.gather(
                 *(warm_up(s, engine.base_url, o) for s, o in zip(sessions, offices, strict=True))
             )
-            body = {
-                "event": "台风",
-                "event_code": "11B01",
-                "severity": "red",
-                "headline": "台风红色预警（演练数据）",
-                "text": "预计未来24小时将有12级以上大风。",
-                "areas": [PROVINCE],
-                "expires_in": 3600,
-            }
+            body = dict(PROVINCE_ALERT)
             meter = CpuMeter({"engine": engine.pid, **service_pids})
             window_started = time.perf_counter()
             started = time.monotonic()
@@ -661,10 +655,6 @@ async def main_async(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -691,12 +681,7 @@ def main() -> int:
     if args.alerts_per_office < 1 or args.runs < 1:
         parser.error("--alerts-per-office and --runs must be at least 1")
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        return asyncio.run(main_async(args))
-    except KeyboardInterrupt:
-        say("interrupted; everything started was stopped")
-        return 130
+    return run_until_done(main_async(args))
 
 
 if __name__ == "__main__":

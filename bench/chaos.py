@@ -36,13 +36,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import aiohttp
 import redis
 import structlog
-from harness import REGIONS_FILE, Engine, toml_table
+from harness import PROVINCE_ALERT, REGIONS_FILE, Engine, run_until_done, toml_table
 
 from dispatcher.regions import Level, RegionTree
 from dispatcher.services import MosquittoServer, RedisServer
@@ -70,16 +69,7 @@ async def http_json(
 
 
 async def issue(http: aiohttp.ClientSession, base_url: str, **fields: Any) -> str:
-    body = {
-        "event": "台风",
-        "event_code": "11B01",
-        "severity": "red",
-        "headline": "台风红色预警（演练数据）",
-        "text": "预计未来24小时将有12级以上大风。",
-        "areas": [PROVINCE],
-        "expires_in": 3600,
-        **fields,
-    }
+    body = {**PROVINCE_ALERT, **fields}
     status, reply = await http_json(http, "POST", f"{base_url}/api/v1/alerts", body)
     if status != 201:
         raise RuntimeError(f"issue failed: {status} {reply}")
@@ -405,10 +395,6 @@ def print_table(rows: list[Row]) -> None:
         print("  ".join(cells) + "  " + line[-1], flush=True)
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 async def main_async(args: argparse.Namespace) -> int:
     global TREE
     TREE = RegionTree.from_csv(REGIONS_FILE)
@@ -461,12 +447,7 @@ def main() -> int:
         parser.error("--terminals must be from 1 to 19000 (one broker, 20,000 open files)")
     # Only what goes wrong: the simulator logs every dropped link at debug level.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        return asyncio.run(main_async(args))
-    except KeyboardInterrupt:
-        print("interrupted; everything started was stopped", file=sys.stderr)
-        return 130
+    return run_until_done(main_async(args))
 
 
 if __name__ == "__main__":

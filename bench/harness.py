@@ -14,11 +14,13 @@ import atexit
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import aiohttp
@@ -31,6 +33,37 @@ from dispatcher.auth import hash_token  # noqa: E402  after the path fix above
 from dispatcher.services import free_port  # noqa: E402
 
 REGIONS_FILE = ROOT / "config" / "regions" / "fujian.csv"
+
+# The alert every benchmark issues to the whole province (POST /api/v1/alerts).
+PROVINCE_ALERT: dict[str, Any] = {
+    "event": "台风",
+    "event_code": "11B01",
+    "severity": "red",
+    "headline": "台风红色预警（演练数据）",
+    "text": "预计未来24小时将有12级以上大风。",
+    "areas": ["35"],
+    "expires_in": 3600,
+}
+
+
+def say(text: str) -> None:
+    """Progress goes to stderr: stdout carries the benchmark's table."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_until_done(main: Coroutine[Any, Any, int]) -> int:
+    """Run a benchmark's main coroutine; SIGTERM and Ctrl-C stop it the same way, its
+    ``finally`` blocks and the atexit nets stopping everything it started."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return asyncio.run(main)
+    except KeyboardInterrupt:
+        say("interrupted; everything started was stopped")
+        return 130
 
 
 def toml_value(value: Any) -> str:
@@ -154,6 +187,19 @@ class Engine:
 
     def memory_kb(self) -> tuple[int, int]:
         return memory_kb(self.pid)
+
+
+# Other children not yet reaped (simulators, mosquitto_sub …): killed at exit whatever
+# happened, like the engines below.
+CHILDREN: list[subprocess.Popen[bytes]] = []
+
+
+@atexit.register
+def _kill_children() -> None:
+    for proc in list(CHILDREN):
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
 
 
 # Engines not yet reaped: killed at exit whatever happened (the servers have the same net in

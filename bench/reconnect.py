@@ -73,13 +73,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any, TextIO
-from wave import PROVINCE, REGISTER_PART, TOKEN, http_json, new_alert, pick_terminals, say
+from wave import PROVINCE, REGISTER_PART, TOKEN, http_json, new_alert, pick_terminals
 
 import aiohttp
 import structlog
-from harness import REGIONS_FILE, ROOT, Engine, cpu_seconds
+from harness import REGIONS_FILE, ROOT, Engine, cpu_seconds, run_until_done, say
 
 from dispatcher.regions import RegionTree
 from dispatcher.services import MosquittoServer, RedisServer
@@ -856,10 +855,6 @@ async def main_async(args: argparse.Namespace) -> int:
     return 0 if done and not failed else 1
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--terminals", type=int, default=17_498, help="simulated terminals")
@@ -882,12 +877,7 @@ def main() -> int:
         asyncio.run(sim_child(spec))
         return 0
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        return asyncio.run(main_async(args))
-    except KeyboardInterrupt:
-        say("interrupted; everything started was stopped")
-        return 130
+    return run_until_done(main_async(args))
 
 
 if __name__ == "__main__":

@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import contextlib
 import json
 import logging
@@ -64,7 +63,6 @@ import os
 import platform
 import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -74,16 +72,24 @@ import uuid
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any, cast
 
 # bench/wave.py: the script's folder comes first on sys.path, before the standard library's wave.
-from wave import AUTH, PROVINCE, REGISTER_PART, TOKEN, pick_terminals
+from wave import AUTH, REGISTER_PART, TOKEN, pick_terminals
 
 import aiohttp
 import redis.asyncio as aioredis
 import structlog
-from harness import REGIONS_FILE, Engine, cpu_seconds, toml_table
+from harness import (
+    CHILDREN,
+    PROVINCE_ALERT,
+    REGIONS_FILE,
+    Engine,
+    cpu_seconds,
+    run_until_done,
+    say,
+    toml_table,
+)
 
 from dispatcher.models import new_alert_id
 from dispatcher.regions import RegionTree
@@ -108,23 +114,6 @@ XRANGE_PART = 10_000
 NO_SUBSCRIBERS = 0x10
 
 Storm = list[tuple[str, bytes]]
-
-
-def say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-# mosquitto_sub children not yet reaped: killed at exit whatever happened (engines have the
-# same net in bench/harness.py, the servers in dispatcher.services).
-_children: list[subprocess.Popen[bytes]] = []
-
-
-@atexit.register
-def _kill_children() -> None:
-    for proc in list(_children):
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
 
 
 def _pid(server: MosquittoServer | RedisServer) -> int:
@@ -212,15 +201,7 @@ async def issue_alert(engine: Engine, terminals: list[dict[str, str]], timeout: 
             )
             if status != 200:
                 raise RuntimeError(f"registration failed: {status} {reply}")
-        body = {
-            "event": "台风",
-            "event_code": "11B01",
-            "severity": "red",
-            "headline": "台风红色预警（演练数据）",
-            "text": "预计未来24小时将有12级以上大风。",
-            "areas": [PROVINCE],
-            "expires_in": 3600,
-        }
+        body = dict(PROVINCE_ALERT)
         status, reply = await http_json(http, "POST", f"{engine.base_url}/api/v1/alerts", body)
         if status != 201:
             raise RuntimeError(f"issue failed: {status} {reply}")
@@ -364,14 +345,14 @@ def run_sub(argv: list[str], out: Path, timeout: float) -> tuple[int, float, flo
         proc = subprocess.Popen(  # noqa: S603  mosquitto_sub with our own arguments
             argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.PIPE
         )
-    _children.append(proc)
+    CHILDREN.append(proc)
     try:
         _, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         _, err = proc.communicate()
     finally:
-        _children.remove(proc)
+        CHILDREN.remove(proc)
     wall = time.monotonic() - started
     if proc.returncode != 0 and err:
         say(f"  mosquitto_sub: {err.decode(errors='replace').strip()}")
@@ -656,10 +637,6 @@ async def main_async(args: argparse.Namespace) -> int:
     return 0 if complete and not failed else 1
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--terminals", type=int, default=17_498, help="one per village")
@@ -675,12 +652,7 @@ def main() -> int:
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        return asyncio.run(main_async(args))
-    except KeyboardInterrupt:
-        say("interrupted; everything started was stopped")
-        return 130
+    return run_until_done(main_async(args))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import collections
 import contextlib
 import json
@@ -46,7 +45,6 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import FrameType
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -56,7 +54,16 @@ import mqtt5
 import orjson
 import redis.asyncio as aioredis
 import structlog
-from harness import REGIONS_FILE, ROOT, Engine, cpu_seconds
+from harness import (
+    CHILDREN,
+    PROVINCE_ALERT,
+    REGIONS_FILE,
+    ROOT,
+    Engine,
+    cpu_seconds,
+    run_until_done,
+    say,
+)
 
 from dispatcher.models import Alert, Channel, MsgType, Severity, Status, new_alert_id
 from dispatcher.regions import Level, RegionTree
@@ -76,10 +83,6 @@ TARGET_SIZE = 17_498
 FLUSH_EVERY = 500
 FLUSH_AFTER = 0.005
 POLL = 0.05
-
-
-def say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 def pick_terminals(tree: RegionTree, n: int) -> list[dict[str, str]]:
@@ -181,7 +184,7 @@ class SimProcess:
     async def start(self, timeout: float = 600.0) -> float:
         started = time.monotonic()
         self.proc = await asyncio.to_thread(self._spawn)
-        _children.append(self.proc)
+        CHILDREN.append(self.proc)
         deadline = started + timeout
         while not self.ready.exists():
             if self.proc.poll() is not None:
@@ -214,20 +217,7 @@ class SimProcess:
                 proc.kill()
                 proc.wait()
         with contextlib.suppress(ValueError):
-            _children.remove(proc)
-
-
-# Simulator children not yet reaped: killed at exit whatever happened (engines have the same
-# net in bench/harness.py, the servers in dispatcher.services).
-_children: list[subprocess.Popen[bytes]] = []
-
-
-@atexit.register
-def _kill_children() -> None:
-    for proc in list(_children):
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
+            CHILDREN.remove(proc)
 
 
 # -- the raw path -----------------------------------------------------------------------------
@@ -550,15 +540,7 @@ async def engine_run(
                 status, reply = await http_json(http, "POST", url, part)
                 if status != 200:
                     raise RuntimeError(f"registration failed: {status} {reply}")
-            body = {
-                "event": "台风",
-                "event_code": "11B01",
-                "severity": "red",
-                "headline": "台风红色预警（演练数据）",
-                "text": "预计未来24小时将有12级以上大风。",
-                "areas": [PROVINCE],
-                "expires_in": 3600,
-            }
+            body = dict(PROVINCE_ALERT)
             cpu_before = [member.cpu_seconds() for member in fleet]
             probe.begin()
             started = time.monotonic()
@@ -770,10 +752,6 @@ async def main_async(args: argparse.Namespace) -> int:
     return 0 if results and complete and not failed else 1
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -793,12 +771,7 @@ def main() -> int:
         spec = json.loads(Path(args.sim_child).read_text(encoding="utf-8"))
         asyncio.run(sim_child(spec))
         return 0
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        return asyncio.run(main_async(args))
-    except KeyboardInterrupt:
-        say("interrupted; everything started was stopped")
-        return 130
+    return run_until_done(main_async(args))
 
 
 if __name__ == "__main__":
