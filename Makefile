@@ -18,7 +18,7 @@ check: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# Every benchmark (about 30 minutes): JSON and a Markdown summary with the targets in
+# Every benchmark (about 15 minutes): JSON and a Markdown summary with the targets in
 # bench-results/. Each is also runnable alone: see bench/run_all.py.
 bench: system venv
 	$(BIN)/python bench/run_all.py

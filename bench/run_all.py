@@ -1,6 +1,6 @@
 """Every benchmark in one run (``make bench``), and the targets checked against its figures.
 
-    .venv/bin/python bench/run_all.py                    # all of them, about 30 minutes
+    .venv/bin/python bench/run_all.py                    # all of them, about 15 minutes
     .venv/bin/python bench/run_all.py --only wave,storm  # some of them
     .venv/bin/python bench/run_all.py --quick            # small sizes, one run each: a smoke test
 
