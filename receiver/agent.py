@@ -216,6 +216,9 @@ class ReceiverAgent:
             properties=properties,
             will=aiomqtt.Will(state_topic(self.terminal_id), offline, qos=1, retain=True),
             keepalive=self.keepalive,
+            # aiomqtt's default of 10 s also bounds the wait for paho to confirm the DISCONNECT
+            # on the way out, which it sometimes never does: a stopping terminal would hang.
+            timeout=5,
         )
 
     async def _link_loop(self, stop: asyncio.Event) -> None:
