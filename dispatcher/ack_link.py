@@ -52,6 +52,7 @@ class _AckProtocol(asyncio.Protocol):
         self._replies: dict[int, asyncio.Future[list[int]]] = {}
         self._next_id = 0
         self.last_heard = time.monotonic()
+        self.why_closed = ""  # set once the connection is gone
 
     # asyncio.Protocol ------------------------------------------------------------------------
 
@@ -82,18 +83,18 @@ class _AckProtocol(asyncio.Protocol):
         except ValueError as exc:
             # A broker that sends what MQTT 5 does not allow cannot be trusted with the rest.
             log.error("ack_link.malformed_packet", error=str(exc))
-            self.close(AckLinkError(f"malformed packet from the broker: {exc}"))
+            self.close(f"malformed packet from the broker: {exc}")
         finally:
             view.release()
             del buffer[:used]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
-        error = exc or ConnectionResetError("the broker closed the connection")
+        self.why_closed = self.why_closed or (str(exc) if exc else "the broker closed it")
         waiting: list[asyncio.Future[Any]] = [self.connack, *self._replies.values()]
         for future in waiting:
             if not future.done():
-                future.set_exception(AckLinkError(str(error)))
+                future.set_exception(AckLinkError(self.why_closed))
         self._replies.clear()
         if not self.closed.done():
             self.closed.set_result(None)
@@ -111,7 +112,7 @@ class _AckProtocol(asyncio.Protocol):
         elif isinstance(packet, mqtt5.DisconnectPacket):
             reason = f"{packet.reason_code.name} {packet.reason_str or ''}".strip()
             log.warning("ack_link.broker_disconnected", reason=reason)
-            self.close(AckLinkError(f"the broker disconnected: {reason}"))
+            self.close(f"the broker disconnected: {reason}")
         # PINGRESP only proves the link is alive (last_heard); nothing else is expected.
 
     @property
@@ -119,10 +120,12 @@ class _AckProtocol(asyncio.Protocol):
         return self._transport is not None and not self._transport.is_closing()
 
     def send(self, data: bytes) -> None:
-        if self._transport is not None and not self._transport.is_closing():
+        if self._transport is not None and self.open:
             self._transport.write(data)
 
-    def close(self, reason: Exception | None = None) -> None:
+    def close(self, why: str = "") -> None:
+        """Close the connection; ``why`` is what the link reports as the reason."""
+        self.why_closed = self.why_closed or why
         if self._transport is not None:
             self._transport.close()
 
@@ -272,7 +275,7 @@ class AckLink:
             if time.monotonic() - protocol.last_heard > self._keepalive * 1.5:
                 raise AckLinkError("no answer from the broker within 1.5 keepalives")
             protocol.send(mqtt5.PingReqPacket().write())
-        raise AckLinkError("connection lost")
+        raise AckLinkError(f"connection lost: {protocol.why_closed}")
 
     def confirm(self, deliveries: list[Delivery]) -> None:
         """PUBACK handled messages of the current connection, in the order they arrived."""

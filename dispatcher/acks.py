@@ -29,7 +29,7 @@ log = structlog.get_logger(__name__)
 TERM_PREFIX = "eb/v1/term/"
 ACK_TOPIC = TERM_PREFIX + "+/ack"
 STATE_TOPIC = TERM_PREFIX + "+/state"
-# Result codes of Store.record_acks.
+# Result codes of the ack script (Store.queue_acks).
 Item = tuple[str, str, bytes, Delivery | None]
 _RESULTS = {
     1: "acks_counted",

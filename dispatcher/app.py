@@ -142,8 +142,12 @@ def create_app(
     app.cleanup_ctx.extend([_services, _store, _ingester, _link, _sms, _worker, _sweeper, _drills])
     if sms_gateways is not None:
         app[SMS_GATEWAYS] = list(sms_gateways)
-    app.on_startup.append(_freeze_startup_objects)
     return app
+
+
+# Long enough for a resumed session's queue of a province's acks to come in (~35,000 at about
+# 40,000 a second), short beside any resend deadline.
+ACK_SETTLE_SECONDS = 2.0
 
 
 def _acks_settled(app: web.Application) -> bool:
@@ -156,15 +160,13 @@ def _acks_settled(app: web.Application) -> bool:
     return ingester.backlog <= app[SETTINGS].dispatch.ack_batch_size
 
 
-# Long enough for a resumed session's queue of a province's acks to come in (~35,000 at about
-# 40,000 a second), short beside any resend deadline.
-ACK_SETTLE_SECONDS = 2.0
-
-
-async def _freeze_startup_objects(app: web.Application) -> None:
+def freeze_startup_objects() -> None:
     """Keep what start-up built (the region tree's 18,762 regions, modules, settings) out of
     the garbage collector's full passes: each pass would walk them all again, a pause of tens of
-    milliseconds in the middle of a wave of acks and the issue requests that arrive with it."""
+    milliseconds in the middle of a wave of acks and the issue requests that arrive with it.
+
+    For the engine's own process (``ebd serve``) once it is up: frozen objects are never
+    collected, which a process that builds many apps (the tests) must not do."""
     gc.collect()
     gc.freeze()
 

@@ -41,7 +41,7 @@ async def _wait_for_signal() -> None:
 async def _serve(settings: Settings, config_file: Path | None) -> None:
     from aiohttp import web
 
-    from dispatcher.app import create_app
+    from dispatcher.app import create_app, freeze_startup_objects
 
     app = create_app(settings, config_file=config_file)
     runner = web.AppRunner(app, access_log=None)
@@ -56,6 +56,7 @@ async def _serve(settings: Settings, config_file: Path | None) -> None:
                 "choose another [api] listen (or EBD_API__LISTEN)"
             ) from exc
         log.info("api.listening", listen=settings.api.listen, offices=len(settings.offices))
+        freeze_startup_objects()
         await _wait_for_signal()
         log.info("engine.stopping")
     finally:

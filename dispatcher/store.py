@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import Awaitable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, cast
@@ -65,7 +64,6 @@ IDEMPOTENCY_TTL = 24 * 3600
 # Per-region counters stop at townships: village detail is in the tstate hash, and a counter
 # per village would multiply the work of every ack by five.
 COUNTED_PREFIXES = (2, 4, 6, 9)
-_UNSAFE = re.compile(r"[\t\n]")
 
 
 def alert_key(alert_id: str) -> str:
@@ -547,37 +545,29 @@ class Store:
 
     # Acks ---------------------------------------------------------------------------------
 
-    async def record_acks(self, acks: Sequence[AckRecord], *, acklog_maxlen: int) -> list[int]:
-        """Record a batch of acks in one round trip; returns each ack's result code."""
-        return await self.queue_acks(acks, acklog_maxlen=acklog_maxlen, pipe=None)
-
-    def queue_acks(
-        self, acks: Sequence[AckRecord], *, acklog_maxlen: int, pipe: Any = "ordered"
-    ) -> Awaitable[list[int]]:
+    def queue_acks(self, acks: Sequence[AckRecord], *, acklog_maxlen: int) -> Awaitable[list[int]]:
         """Record a batch of acks; each ack's result code once Redis has run the batch.
 
-        By default through the ordered script link (``ack_script``, its task run by the
-        ingester): the batch is queued at once, before this returns, so batches queued one
-        after the other are recorded in that order, and it is retried until Redis has run
-        it. With ``pipe=None``: one pipelined round trip on the pool, StoreUnavailable if
-        Redis does not answer.
+        Through the ordered script link (``ack_script``, whose task the ingester runs): the
+        batch is queued before this returns, so batches queued one after the other are
+        recorded in that order, and it is retried until Redis has run it.
         """
         by_alert: dict[str, list[int]] = {}
         for index, ack in enumerate(acks):
             by_alert.setdefault(ack.alert_id, []).append(index)
-        calls = [
-            self._ack_call(
-                alert_id,
-                [(acks[i].terminal, acks[i].state, acks[i].at, acks[i].detail) for i in indexes],
-                acklog_maxlen=acklog_maxlen,
+        replies = asyncio.gather(
+            *(
+                self.ack_script.call(
+                    *self._ack_call(
+                        alert_id,
+                        [(acks[i].terminal, acks[i].state, acks[i].at, acks[i].detail)
+                         for i in indexes],
+                        acklog_maxlen=acklog_maxlen,
+                    )
+                )
+                for alert_id, indexes in by_alert.items()
             )
-            for alert_id, indexes in by_alert.items()
-        ]
-        if pipe is None:
-            replies: Awaitable[list[Any]] = self._pipelined_acks(calls)
-        else:
-            futures = [self.ack_script.call(keys, args) for keys, args in calls]
-            replies = asyncio.gather(*futures)
+        )  # fmt: skip
 
         async def results() -> list[int]:
             out = [0] * len(acks)
@@ -588,12 +578,6 @@ class Store:
 
         return results()
 
-    async def _pipelined_acks(self, calls: list[tuple[list[str], list[str | int]]]) -> list[Any]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for keys, args in calls:
-                await self._record_acks(keys=keys, args=args, client=pipe)
-            return list(await self._call(pipe.execute()))
-
     def _ack_call(
         self, alert_id: str, acks: Sequence[tuple[str, str, str, str]], *, acklog_maxlen: int
     ) -> tuple[list[str], list[str | int]]:
@@ -601,15 +585,16 @@ class Store:
         args: list[str | int] = [int(utcnow().timestamp() * 1000), acklog_maxlen, alert_id, ""]
         lines = []
         for terminal, state, at, detail in acks:
-            if _UNSAFE.search(terminal) or _UNSAFE.search(state) or _UNSAFE.search(at):
-                # Tabs and newlines frame the batch; the ingester and the sweeper never pass
-                # them here, so this is a bug, not bad input.
-                raise ValueError(f"ack field with a tab or newline: {terminal!r} {at!r}")
             k = 0
             if detail:
                 args.append(detail)
                 k = len(args)  # Lua counts ARGV from 1
-            lines.append(f"{terminal}\t{state}\t{at}\t{k}\n")
+            line = f"{terminal}\t{state}\t{at}\t{k}\n"
+            if line.count("\t") != 3 or line.count("\n") != 1:
+                # Tabs and newlines frame the batch; the ingester and the sweeper never pass
+                # them here (terminal ids and times are checked first): a bug, not bad input.
+                raise ValueError(f"ack field with a tab or newline: {terminal!r} {at!r}")
+            lines.append(line)
         args[3] = "".join(lines)
         keys = [
             expected_key(alert_id),
@@ -621,17 +606,6 @@ class Store:
             TERMS_REGION,
         ]
         return keys, args
-
-    async def _queue_acks(
-        self,
-        pipe: Any,
-        alert_id: str,
-        acks: Sequence[tuple[str, str, str, str]],
-        *,
-        acklog_maxlen: int,
-    ) -> None:
-        keys, args = self._ack_call(alert_id, acks, acklog_maxlen=acklog_maxlen)
-        await self._record_acks(keys=keys, args=args, client=pipe)
 
     async def bump_stats(self, counts: dict[str, int]) -> None:
         if not counts:
@@ -701,14 +675,12 @@ class Store:
         The state change is the ack script's, so it is atomic with acks: a terminal whose
         final ack arrived meanwhile is left alone and not escalated.
         """
-        async with self.redis.pipeline(transaction=False) as pipe:
-            await self._queue_acks(
-                pipe,
-                alert_id,
-                [(r["terminal_id"], "no_ack", r["at"], "") for r in records],
-                acklog_maxlen=acklog_maxlen,
-            )
-            (codes,) = await self._call(pipe.execute())
+        keys, args = self._ack_call(
+            alert_id,
+            [(r["terminal_id"], "no_ack", r["at"], "") for r in records],
+            acklog_maxlen=acklog_maxlen,
+        )
+        codes = await self._call(self._record_acks(keys=keys, args=args))
         applied = [r for r, code in zip(records, codes, strict=True) if int(code) == 1]
         if not applied:
             return []
