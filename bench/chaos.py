@@ -41,7 +41,7 @@ from typing import Any
 import aiohttp
 import redis
 import structlog
-from harness import PROVINCE_ALERT, REGIONS_FILE, Engine, run_until_done, toml_table
+from harness import PROVINCE_ALERT, REGIONS_FILE, Engine, run_until_done, toml_table, try_json
 
 from dispatcher.regions import Level, RegionTree
 from dispatcher.services import MosquittoServer, RedisServer
@@ -61,11 +61,7 @@ SLOW_AFTER = 20.0
 async def http_json(
     http: aiohttp.ClientSession, method: str, url: str, body: Any = None
 ) -> tuple[int, Any]:
-    try:
-        async with http.request(method, url, json=body, headers=AUTH) as response:
-            return response.status, await response.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError, ValueError):
-        return 0, None
+    return await try_json(http, method, url, body, headers=AUTH)
 
 
 async def issue(http: aiohttp.ClientSession, base_url: str, **fields: Any) -> str:

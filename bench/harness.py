@@ -46,6 +46,23 @@ PROVINCE_ALERT: dict[str, Any] = {
 }
 
 
+async def try_json(
+    http: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    body: Any = None,
+    *,
+    headers: Mapping[str, str],
+) -> tuple[int, Any]:
+    """(status, JSON reply) of one API call; (0, None) when the engine does not answer (it
+    may be down on purpose: the benchmarks kill it)."""
+    try:
+        async with http.request(method, url, json=body, headers=headers) as response:
+            return response.status, await response.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return 0, None
+
+
 def say(text: str) -> None:
     """Progress goes to stderr: stdout carries the benchmark's table."""
     print(text, file=sys.stderr, flush=True)

@@ -53,7 +53,15 @@ from typing import Any
 import aiohttp
 import redis
 import structlog
-from harness import REGIONS_FILE, Engine, cpu_seconds, memory_kb, toml_table
+from harness import (
+    PROVINCE_ALERT,
+    REGIONS_FILE,
+    Engine,
+    cpu_seconds,
+    memory_kb,
+    toml_table,
+    try_json,
+)
 
 from adapters.sms.aliyun import API_VERSION, aliyun_phone, rpc_signature
 from adapters.sms.gateway import out_id
@@ -91,11 +99,7 @@ def redis_memory(client: redis.Redis) -> int:
 async def api(
     http: aiohttp.ClientSession, method: str, url: str, body: Any = None
 ) -> tuple[int, Any]:
-    try:
-        async with http.request(method, url, json=body, headers=AUTH) as response:
-            return response.status, await response.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError, ValueError):
-        return 0, None
+    return await try_json(http, method, url, body, headers=AUTH)
 
 
 # -- raw gateway capacity ---------------------------------------------------------------------
@@ -246,17 +250,7 @@ class Run:
 
 
 def alert_body() -> dict[str, Any]:
-    return {
-        "event": "台风",
-        "event_code": "11B01",
-        "severity": "red",
-        "headline": "台风红色预警（演练数据）",
-        "text": "预计未来24小时将有12级以上大风。",
-        "instruction": "请立即转移至安全场所。",
-        "areas": [PROVINCE],
-        "channels": ["sms"],
-        "expires_in": 3600,
-    }
+    return {**PROVINCE_ALERT, "instruction": "请立即转移至安全场所。", "channels": ["sms"]}
 
 
 async def register(http: aiohttp.ClientSession, engine: Engine, n: int) -> float:
