@@ -14,10 +14,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from dispatcher.ack_parse import AckRecord
-from dispatcher.models import AckState
-from dispatcher.services import RedisServer
-from dispatcher.store import Store, dispatch_key, expected_key
+from dispatcher.core.ack_parse import AckRecord
+from dispatcher.core.models import AckState
+from dispatcher.embedded.processes import RedisServer
+from dispatcher.store.engine import Store, dispatch_key, expected_key
 
 
 async def run(terminals: int, batch: int) -> None:

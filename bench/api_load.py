@@ -3,7 +3,7 @@
     .venv/bin/python bench/api_load.py                   # 17,498 terminals, 50 offices, 3 runs
     .venv/bin/python bench/api_load.py --terminals 1000 --offices 10 --runs 1
 
-It starts its own mosquitto and redis-server (``dispatcher.services``) in a temporary folder and
+It starts its own mosquitto and redis-server (``dispatcher.embedded``) in a temporary folder and
 one simulated terminal per village for ``--terminals`` villages spread evenly over Fujian, in a
 child process (``wave.SimProcess``: the terminals get a core of their own). Then, per run:
 
@@ -88,9 +88,9 @@ from harness import (
     toml_table,
 )
 
-from dispatcher.auth import hash_token
-from dispatcher.regions import Level, RegionTree
-from dispatcher.services import MosquittoServer, RedisServer
+from dispatcher.core.auth import hash_token
+from dispatcher.core.regions import Level, RegionTree
+from dispatcher.embedded.processes import MosquittoServer, RedisServer
 from receiver.mqtt_lite import open_connection, parse_mqtt_url
 
 TOKEN = "api-load-province-token"  # noqa: S105  a throwaway token of a throwaway engine

@@ -3,7 +3,7 @@
     .venv/bin/python bench/chaos.py --terminals 5000
     .venv/bin/python bench/chaos.py --terminals 2000 --scenarios engine-kill,ack-storm
 
-Each scenario gets its own mosquitto, redis-server (``dispatcher.services``) and engine
+Each scenario gets its own mosquitto, redis-server (``dispatcher.embedded``) and engine
 process (``python -m dispatcher serve``) in a temporary folder, a fleet of simulated terminals
 spread over Fujian's villages, one red alert to the whole province, and one fault. It then
 waits (bounded by ``--timeout``) until every terminal that should play the alert has, and
@@ -43,9 +43,9 @@ import redis
 import structlog
 from harness import PROVINCE_ALERT, REGIONS_FILE, Engine, run_until_done, toml_table, try_json
 
-from dispatcher.regions import Level, RegionTree
-from dispatcher.services import MosquittoServer, RedisServer
-from dispatcher.store import acklog_rows
+from dispatcher.core.regions import Level, RegionTree
+from dispatcher.embedded.processes import MosquittoServer, RedisServer
+from dispatcher.store.engine import acklog_rows
 from receiver.simulator import Behaviour, SimTerminal, Simulator
 
 TOKEN = "chaos-province-token"  # noqa: S105  a throwaway token of a throwaway engine

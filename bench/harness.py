@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from dispatcher.auth import hash_token  # noqa: E402  after the path fix above
-from dispatcher.services import free_port  # noqa: E402
+from dispatcher.core.auth import hash_token  # noqa: E402  after the path fix above
+from dispatcher.embedded.processes import free_port  # noqa: E402
 
 REGIONS_FILE = ROOT / "config" / "regions" / "fujian.csv"
 
@@ -220,7 +220,7 @@ def _kill_children() -> None:
 
 
 # Engines not yet reaped: killed at exit whatever happened (the servers have the same net in
-# dispatcher.services).
+# dispatcher.embedded.processes).
 _engines: set[Engine] = set()
 
 

@@ -5,7 +5,7 @@ connected and subscribed again, and what share of that the engine adds.
     .venv/bin/python bench/reconnect.py --terminals 1000 --runs 1
     .venv/bin/python bench/reconnect.py --terminals 1000 --runs 1 --kill   # SIGKILL the broker
 
-It starts its own mosquitto and redis-server (``dispatcher.services``) in a temporary folder
+It starts its own mosquitto and redis-server (``dispatcher.embedded``) in a temporary folder
 and one simulated terminal per village for ``--terminals`` villages spread evenly over Fujian
 (17,498 is every village), in a child process of its own so the terminals have a core. The
 child watches its ``receiver.simulator.Simulator`` (a subclass, the simulator is not changed)
@@ -80,8 +80,8 @@ import aiohttp
 import structlog
 from harness import REGIONS_FILE, ROOT, Engine, cpu_seconds, run_until_done, say
 
-from dispatcher.regions import RegionTree
-from dispatcher.services import MosquittoServer, RedisServer
+from dispatcher.core.regions import RegionTree
+from dispatcher.embedded.processes import MosquittoServer, RedisServer
 from receiver.mqtt_lite import (
     Message,
     MqttConnection,
@@ -248,7 +248,7 @@ async def sim_child(spec: dict[str, Any]) -> None:
 
 
 # Children not yet reaped: killed at exit whatever happened (engines have the same net in
-# bench/harness.py, the servers in dispatcher.services).
+# bench/harness.py, the servers in dispatcher.embedded.processes).
 _child_pids: set[int] = set()
 
 

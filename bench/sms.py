@@ -5,7 +5,7 @@
     .venv/bin/python bench/sms.py --protocol aliyun --batch 200
 
 Everything runs in a temporary folder: its own redis-server and mosquitto
-(``dispatcher.services``), a sandbox gateway (``adapters/sms/sandbox.py``) served from this
+(``dispatcher.embedded``), a sandbox gateway (``adapters/sms/sandbox.py``) served from this
 process that throttles anything over ``--rate`` in a 1-second window, and the engine as a
 process of its own (``python -m dispatcher serve``) configured with that gateway at the same
 rate and with its receipts coming back to the engine's API. Then:
@@ -66,14 +66,14 @@ from harness import (
 from adapters.sms.aliyun import API_VERSION, aliyun_phone, rpc_signature
 from adapters.sms.gateway import out_id
 from adapters.sms.pool import Pace
-from adapters.sms.sandbox import (
+from dispatcher.core.regions import Level, RegionTree
+from dispatcher.embedded.processes import MosquittoServer, RedisServer, free_port
+from tests.support.sms_sandbox import (
     AliyunGatewayServer,
     GatewayServer,
     GenericGatewayServer,
     peak_in_window,
 )
-from dispatcher.regions import Level, RegionTree
-from dispatcher.services import MosquittoServer, RedisServer, free_port
 
 TOKEN = "sms-bench-province-token"  # noqa: S105  a throwaway token of a throwaway engine
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

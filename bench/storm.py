@@ -5,7 +5,7 @@
     .venv/bin/python bench/storm.py --terminals 1000 --runs 1
     .venv/bin/python bench/storm.py --terminals 2000 --acks-per-terminal 3 --keep
 
-It starts its own redis-server, and a mosquitto per run (``dispatcher.services``, the project's
+It starts its own redis-server, and a mosquitto per run (``dispatcher.embedded``, the project's
 configs as they are), in a temporary folder. N terminals, one per village spread evenly over
 Fujian (``wave.pick_terminals``), are registered but never connected: the acks they would send
 are recorded once per run and replayed. The storm is what the simulator's terminals publish
@@ -91,10 +91,10 @@ from harness import (
     toml_table,
 )
 
-from dispatcher.models import new_alert_id
-from dispatcher.regions import RegionTree
-from dispatcher.services import MosquittoServer, RedisServer, find_binary
-from dispatcher.store import ACKLOG, acklog_rows
+from dispatcher.core.models import new_alert_id
+from dispatcher.core.regions import RegionTree
+from dispatcher.embedded.processes import MosquittoServer, RedisServer, find_binary
+from dispatcher.store.engine import ACKLOG, acklog_rows
 from receiver.brain import Ack, AckState, ack_topic
 from receiver.mqtt_lite import open_connection, parse_mqtt_url
 

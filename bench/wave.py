@@ -3,7 +3,7 @@
     .venv/bin/python bench/wave.py                       # 1,000, 5,000, 17,498 terminals, 3 runs
     .venv/bin/python bench/wave.py --sizes 1000 --runs 1
 
-For each size it starts its own mosquitto and redis-server (``dispatcher.services``) in a
+For each size it starts its own mosquitto and redis-server (``dispatcher.embedded``) in a
 temporary folder and one simulated terminal per village for that many villages, spread evenly
 over Fujian (17,498 is every village), in a child process so the terminals have a core of their
 own. Then, with the same terminals:
@@ -65,9 +65,9 @@ from harness import (
     say,
 )
 
-from dispatcher.models import Alert, Channel, MsgType, Severity, Status, new_alert_id
-from dispatcher.regions import Level, RegionTree
-from dispatcher.services import MosquittoServer, RedisServer
+from dispatcher.core.models import Alert, Channel, MsgType, Severity, Status, new_alert_id
+from dispatcher.core.regions import Level, RegionTree
+from dispatcher.embedded.processes import MosquittoServer, RedisServer
 from receiver.mqtt_lite import MqttConnection, open_connection, parse_mqtt_url
 
 TOKEN = "wave-province-token"  # noqa: S105  a throwaway token of a throwaway engine

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -18,24 +19,24 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from adapters.loudspeaker.publisher import Delivery, MqttLink
+from adapters.sms import handlers as sms_handlers
 from adapters.sms.channel import SmsChannel
 from adapters.sms.gateway import SmsGateway
-from dispatcher import api, drills_api, sms_api
-from dispatcher.ack_link import AckLink
-from dispatcher.acks import ACK_TOPIC, STATE_TOPIC, AckIngester
-from dispatcher.auth import Offices
-from dispatcher.bus import Delivery, MqttLink
-from dispatcher.errors import ConfigError, EbdError, StoreUnavailable
-from dispatcher.keys import (
+from adapters.sms.handlers import SMS_CHANNEL
+from dispatcher.core.auth import Offices
+from dispatcher.core.errors import ConfigError, StoreUnavailable
+from dispatcher.core.regions import RegionTree
+from dispatcher.embedded.processes import ManagedProcess, MosquittoServer, RedisServer
+from dispatcher.http import alerts, escalations, health, regions, terminals
+from dispatcher.http.middleware import error_middleware
+from dispatcher.http.state import (
     ACK_LINK,
-    DRILLS,
+    API,
     INGESTER,
     LINK,
-    NOTIFIERS,
     OFFICES,
-    SETTINGS,
     SMS,
-    SMS_GATEWAYS,
     STORE,
     SWEEPER,
     TREE,
@@ -44,65 +45,22 @@ from dispatcher.keys import (
 )
 from dispatcher.metrics import REQUEST_TIMES, RequestTimes, metrics_handler, timing_middleware
 from dispatcher.openapi import openapi_handler
-from dispatcher.outbox import DispatchWorker
-from dispatcher.regions import RegionTree
-from dispatcher.services import ManagedProcess, MosquittoServer, RedisServer
+from dispatcher.pipeline.ack_link import AckLink
+from dispatcher.pipeline.ingester import ACK_TOPIC, STATE_TOPIC, AckIngester
+from dispatcher.pipeline.outbox import DispatchWorker
+from dispatcher.pipeline.sweeper import DeadlineSweeper, EscalationNotifier
 from dispatcher.settings import Settings
-from dispatcher.store import Store
-from dispatcher.sweeper import DeadlineSweeper, EscalationNotifier
+from dispatcher.store.engine import Store
+from drills import handlers as drill_handlers
+from drills.handlers import DRILLS
 from drills.scheduler import DrillScheduler
 from drills.service import DrillService
+from drills.store import DrillStore
 
 log = structlog.get_logger(__name__)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "details": details}}
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except EbdError as exc:
-        if exc.status >= 500:
-            log.error("api.error", path=request.path, code=exc.code, error=exc.message)
-        return web.json_response(
-            error_body(exc.code, exc.message, exc.details),
-            status=exc.status,
-            dumps=api._dumps,
-        )
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        messages = {
-            404: "no such endpoint; see /api/v1/openapi.json",
-            405: f"method {request.method} is not allowed here",
-            413: "request body too large: send at most "
-            f"{request.app[SETTINGS].api.max_body_bytes} bytes (split terminal lists)",
-        }
-        return web.json_response(
-            error_body(exc.reason.lower().replace(" ", "_"), messages.get(exc.status, exc.reason)),
-            status=exc.status,
-        )
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("api.unexpected_error", path=request.path, method=request.method)
-        return web.json_response(
-            error_body("internal", "internal error; the engine logged the details"), status=500
-        )
-
-
-async def readyz(request: web.Request) -> web.Response:
-    app = request.app
-    redis_ok = await app[STORE].ping()
-    mqtt_ok = app[LINK].connected.is_set() and app[ACK_LINK].connected.is_set()
-    status = 200 if redis_ok and mqtt_ok else 503
-    return web.json_response(
-        {"redis": redis_ok, "mqtt": mqtt_ok, "ready": status == 200}, status=status
-    )
+SETTINGS = web.AppKey("settings", Settings)
+NOTIFIERS = web.AppKey("notifiers", list[EscalationNotifier])
+SMS_GATEWAYS = web.AppKey("sms_gateways", list[SmsGateway])
 
 
 def load_tree(settings: Settings, config_file: Path | None = None) -> RegionTree:
@@ -129,14 +87,13 @@ def create_app(
     )
     app[REQUEST_TIMES] = RequestTimes()
     app[SETTINGS] = settings
+    app[API] = settings.api
     app[TREE] = tree
     app[OFFICES] = Offices(settings.offices, tree)
     app[URLS] = {}
     app[NOTIFIERS] = list(notifiers)
-    app.add_routes(api.routes)
-    app.add_routes(sms_api.routes)
-    app.add_routes(drills_api.routes)
-    app.router.add_get("/readyz", readyz)
+    for module in (alerts, escalations, regions, terminals, health, sms_handlers, drill_handlers):
+        app.add_routes(module.routes)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/api/v1/openapi.json", openapi_handler)
     app.cleanup_ctx.extend([_services, _store, _ingester, _link, _sms, _worker, _sweeper, _drills])
@@ -285,9 +242,19 @@ async def _sms(app: web.Application) -> AsyncIterator[None]:
     if not settings.sms.gateways and not gateways:
         yield
         return
-    channel = SmsChannel(settings, app[STORE], app[TREE], gateways=gateways)
+    channel = SmsChannel(
+        settings.sms,
+        app[STORE],
+        app[TREE],
+        signatures={o.id: o.sms_signature or o.name for o in settings.offices},
+        callback_base=f"http://{settings.api.listen}",
+        consumer=settings.instance,
+        claim_idle_seconds=settings.dispatch.claim_idle_seconds,
+        gateways=gateways,
+    )
     await channel.start()
     app[SMS] = channel
+    app[SMS_CHANNEL] = channel
     app[NOTIFIERS].append(channel)
     try:
         async with (
@@ -308,7 +275,7 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
         consumer=settings.instance,
         claim_idle_seconds=settings.dispatch.claim_idle_seconds,
         ack_deadline=lambda alert: settings.resend.deadline(alert.severity.value),
-        sms=app.get(SMS),
+        sms=app.get(SMS_CHANNEL),
     )
     app[WORKER] = worker
     async with _background(worker.run, "dispatch-worker"):
@@ -340,20 +307,13 @@ async def _drills(app: web.Application) -> AsyncIterator[None]:
         log.info("drills.off", reason="no province-level office and no [drills] office")
         yield
         return
-    service = DrillService(app[STORE], app[TREE], settings.drills, office=office)
+    store = app[STORE]
     scheduler = DrillScheduler(
-        service.store,
-        service,
-        settings.drills,
-        instance=settings.instance,
-        redis_url=app[URLS]["redis"],
+        DrillStore(store), settings.drills, instance=settings.instance, redis_url=app[URLS]["redis"]
     )
-    service.why_late = scheduler.why
-    service.on_fired = scheduler.schedule_report
-    service.report_later = scheduler.report_at
-    service.leading = lambda: scheduler.leading
+    service = DrillService(store, app[TREE], settings.drills, office=office, timeline=scheduler)
     app[DRILLS] = service
-    async with _background(scheduler.run, "drill-scheduler"):
+    async with _background(functools.partial(scheduler.run, service), "drill-scheduler"):
         yield
 
 

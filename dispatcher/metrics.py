@@ -10,7 +10,9 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from dispatcher.keys import ACK_LINK, DRILLS, INGESTER, LINK, SMS, SWEEPER, WORKER
+from adapters.sms.handlers import SMS_CHANNEL
+from dispatcher.http.state import ACK_LINK, INGESTER, LINK, SWEEPER, WORKER
+from drills.handlers import DRILLS
 
 
 class _EngineCollector(Collector):
@@ -60,8 +62,8 @@ class _EngineCollector(Collector):
                 "Terminals failed and escalated after their last resend",
                 value=app[SWEEPER].escalated,
             )
-        if SMS in app:
-            sms = app[SMS]
+        if SMS_CHANNEL in app:
+            sms = app[SMS_CHANNEL]
             yield CounterMetricFamily(
                 "ebd_sms_requests", "Requests made to SMS gateways", value=sms.worker.requests
             )
@@ -89,7 +91,7 @@ class _EngineCollector(Collector):
             yield GaugeMetricFamily(
                 "ebd_drill_scheduler_leading",
                 "1 while this instance holds the drill-scheduler lease",
-                value=int(drills.leading()),
+                value=int(drills.timeline.leading),
             )
             yield CounterMetricFamily(
                 "ebd_drills_fired", "Drills fired by this instance", value=drills.fired

@@ -11,8 +11,8 @@ from typing import Any
 from aiohttp import web
 
 from adapters.sms.recipients import RecipientIn
-from dispatcher.drill_requests import AddRequest, MoveRequest, PlanRequest, ReasonRequest
-from dispatcher.models import AlertRequest, CancelRequest, TerminalIn
+from dispatcher.core.models import AlertRequest, CancelRequest, TerminalIn
+from drills.requests import AddRequest, MoveRequest, PlanRequest, ReasonRequest
 
 _ERROR = {
     "type": "object",

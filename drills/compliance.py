@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from dispatcher.regions import Level, Region, RegionTree
+from dispatcher.core.regions import Level, Region, RegionTree
 from drills.models import Drill, DrillStatus
 from drills.report import pad, percent_floor, text_width
 

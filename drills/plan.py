@@ -21,10 +21,10 @@ from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 from fractions import Fraction
 
-from dispatcher.errors import MalformedRegionCode
-from dispatcher.regions import Level, Region, RegionTree, level_of_code
-from dispatcher.settings import Blackout, DrillSettings
+from dispatcher.core.errors import MalformedRegionCode
+from dispatcher.core.regions import Level, Region, RegionTree, level_of_code
 from drills.models import CSV_COLUMNS, Drill, DrillStatus
+from drills.settings import Blackout, DrillSettings
 
 __all__ = [
     "SEARCH_DAYS",

@@ -35,7 +35,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
-from dispatcher.regions import Level, RegionTree
+from dispatcher.core.regions import Level, RegionTree
 from drills.models import Drill
 
 __all__ = [

@@ -29,11 +29,11 @@ from apscheduler.jobstores.redis import RedisJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.base import STATE_PAUSED
 
-from dispatcher.errors import StoreUnavailable
-from dispatcher.models import utcnow
-from dispatcher.settings import DrillSettings
+from dispatcher.core.errors import StoreUnavailable
+from dispatcher.core.models import utcnow
 from drills import jobs
 from drills.models import Drill, DrillStatus
+from drills.settings import DrillSettings
 from drills.store import APS_JOBS, APS_RUN_TIMES, DrillStore
 
 log = structlog.get_logger(__name__)
@@ -56,14 +56,15 @@ class DrillScheduler:
     def __init__(
         self,
         store: DrillStore,
-        runner: DrillRunner,
         settings: DrillSettings,
         *,
         instance: str,
         redis_url: str,
     ) -> None:
         self._store = store
-        self._runner = runner
+        # The service that fires and reports drills; given to ``run``, which is the only path
+        # to every use of it (the service in turn holds this scheduler as its timeline).
+        self._runner: DrillRunner
         self._settings = settings
         self._instance = instance
         self._redis_url = redis_url
@@ -81,7 +82,9 @@ class DrillScheduler:
     def leading(self) -> bool:
         return self._aps is not None
 
-    async def run(self) -> None:
+    async def run(self, runner: DrillRunner) -> None:
+        """Hold or seek the drill-scheduler lease until cancelled; ``runner`` fires the drills."""
+        self._runner = runner
         interval = self._settings.lease_seconds / 3
         try:
             while True:

@@ -11,22 +11,21 @@ fires) cannot both apply; the alert of a firing carries the idempotency key
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
-from dispatcher.auth import Office
-from dispatcher.errors import Conflict, NotFound, ValidationFailed
-from dispatcher.models import Alert, AlertRequest, Channel, Severity, Status, utcnow
-from dispatcher.regions import Level, RegionTree
-from dispatcher.settings import DrillSettings
-from dispatcher.store import ACKLOG, Store, acklog_rows
+from dispatcher.core.auth import Office
+from dispatcher.core.errors import Conflict, NotFound, ValidationFailed
+from dispatcher.core.models import Alert, AlertRequest, Channel, Severity, Status, utcnow
+from dispatcher.core.regions import Level, RegionTree
+from dispatcher.store.engine import ACKLOG, Store, acklog_rows
 from drills.compliance import Compliance, compliance
 from drills.models import Drill, DrillStatus, Edit
 from drills.plan import PlanError, check_slot, next_free_slot, plan_year
 from drills.report import AckEntry, DrillReport, build_report
+from drills.settings import DrillSettings
 from drills.store import DrillStore
 
 log = structlog.get_logger(__name__)
@@ -34,6 +33,42 @@ log = structlog.get_logger(__name__)
 # Late by more than this and the report says why.
 LATE_NOTE_SECONDS = 60.0
 ENGINE = "engine"
+
+
+class DrillTimeline(Protocol):
+    """What the service asks of the drill scheduler (``drills.scheduler.DrillScheduler``)."""
+
+    @property
+    def leading(self) -> bool:
+        """True while this instance holds the lease and runs the drills' jobs."""
+        ...
+
+    def why(self, scheduled: datetime) -> str:
+        """Why a drill due at ``scheduled`` ran late."""
+        ...
+
+    def schedule_report(self, drill: Drill) -> None:
+        """Queue the report of a drill just fired, for when its window closes."""
+        ...
+
+    def report_at(self, drill_id: str, when: datetime) -> None:
+        """Report a drill at ``when``: its window is still open."""
+        ...
+
+
+class Unscheduled:
+    """The timeline of a service with no scheduler (tools, tests): it never leads."""
+
+    leading = False
+
+    def why(self, scheduled: datetime) -> str:
+        return "the scheduler ran it late"
+
+    def schedule_report(self, drill: Drill) -> None:
+        return None
+
+    def report_at(self, drill_id: str, when: datetime) -> None:
+        return None
 
 
 class DrillService:
@@ -44,17 +79,14 @@ class DrillService:
         settings: DrillSettings,
         *,
         office: Office,
+        timeline: DrillTimeline | None = None,
     ) -> None:
         self.engine_store = store
         self.store = DrillStore(store)
         self.tree = tree
         self.settings = settings
         self.office = office
-        # Set by the scheduler: why a drill due at a time ran late, and to queue its report.
-        self.why_late: Callable[[datetime], str] = lambda _when: "the scheduler ran it late"
-        self.on_fired: Callable[[Drill], None] = lambda _drill: None
-        self.report_later: Callable[[str, datetime], None] = lambda _id, _when: None
-        self.leading: Callable[[], bool] = lambda: False
+        self.timeline: DrillTimeline = timeline or Unscheduled()
         self.fired = 0
 
     # Planning and editing ----------------------------------------------------------------
@@ -175,7 +207,7 @@ class DrillService:
         late_by = max(0.0, (now - due).total_seconds())
         late_reason = None
         if manual is None and late_by > LATE_NOTE_SECONDS:
-            late_reason = self.why_late(due)
+            late_reason = self.timeline.why(due)
         reason = manual or (
             f"due; late by {late_by:.0f} s: {late_reason}" if late_reason else "due"
         )
@@ -199,7 +231,7 @@ class DrillService:
             return None
         self.fired += 1
         dispatched = await self.dispatch(claimed)
-        self.on_fired(dispatched)
+        self.timeline.schedule_report(dispatched)
         return dispatched
 
     async def dispatch(self, drill: Drill) -> Drill:
@@ -263,7 +295,7 @@ class DrillService:
             if window_end is None or utcnow() < window_end:
                 # Not dispatched yet, or its window (from the dispatch) is still open.
                 later = (window_end or utcnow() + timedelta(seconds=5)) + timedelta(seconds=1)
-                self.report_later(drill.id, later)
+                self.timeline.report_at(drill.id, later)
                 return
             made = await self.make_report(drill)
             status = DrillStatus.PASSED if made.passed else DrillStatus.FAILED

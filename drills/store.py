@@ -21,7 +21,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, cast
 
-from dispatcher.store import Store
+from dispatcher.store.engine import Store
 from drills.models import Drill, DrillStatus, Edit
 
 PREFIX = "ebd:"

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
-from dispatcher.regions import alert_topic, code_path
+from dispatcher.core.regions import alert_topic, code_path
 
 __all__ = [
     "MAX_PAYLOAD",

@@ -29,7 +29,7 @@ from typing import Self
 
 import structlog
 
-from dispatcher.regions import Level, RegionTree
+from dispatcher.core.regions import Level, RegionTree
 from receiver.brain import (
     Ack,
     Action,

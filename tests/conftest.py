@@ -19,7 +19,7 @@ import pytest
 import redis
 import structlog
 
-from dispatcher.services import MosquittoServer, RedisServer
+from dispatcher.embedded.processes import MosquittoServer, RedisServer
 
 
 def route_engine_logs() -> None:

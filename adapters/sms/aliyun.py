@@ -46,8 +46,8 @@ from adapters.sms.http import (
     log_submit,
     results_for_all,
 )
-from dispatcher.logs import mask_phones
-from dispatcher.settings import GatewaySettings
+from adapters.sms.settings import GatewaySettings
+from dispatcher.core.masking import mask_phones
 
 log = structlog.get_logger(__name__)
 

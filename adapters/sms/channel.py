@@ -4,7 +4,7 @@ runs the worker and the settler, takes receipts and answers delivery questions."
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -20,14 +20,14 @@ from adapters.sms.planner import SmsPlanner, escalation_job
 from adapters.sms.pool import GatewayPool
 from adapters.sms.recipients import mask
 from adapters.sms.registry import build_gateway
+from adapters.sms.settings import SmsSettings
 from adapters.sms.settler import SmsSettler
 from adapters.sms.store import STATES, SmsStore
 from adapters.sms.worker import SmsWorker, now_ms
-from dispatcher.errors import NotFound
-from dispatcher.models import Alert
-from dispatcher.regions import RegionTree
-from dispatcher.settings import Settings
-from dispatcher.store import Store
+from dispatcher.core.errors import NotFound
+from dispatcher.core.models import Alert
+from dispatcher.core.regions import RegionTree
+from dispatcher.store.engine import Store
 
 log = structlog.get_logger(__name__)
 
@@ -37,30 +37,36 @@ RECEIPTS_PATH = "/api/v1/sms/receipts/{gateway}"
 class SmsChannel:
     def __init__(
         self,
-        settings: Settings,
+        settings: SmsSettings,
         store: Store,
         tree: RegionTree,
         *,
+        signatures: Mapping[str, str],
+        callback_base: str,
+        consumer: str,
+        claim_idle_seconds: float,
         gateways: Sequence[SmsGateway] | None = None,
     ) -> None:
-        self.settings = settings.sms
-        base = settings.sms.callback_base or f"http://{settings.api.listen}"
+        """``signatures``: the 【signature】 of each office's texts, by office id;
+        ``callback_base``: the engine's address as the gateways see it, for receipts."""
+        self.settings = settings
+        base = settings.callback_base or callback_base
         if gateways is None:
             gateways = [
                 build_gateway(g, base + RECEIPTS_PATH.format(gateway=g.name))
-                for g in settings.sms.gateways
+                for g in settings.gateways
             ]
         self.store = SmsStore(store)
-        self.pool = GatewayPool(gateways, settings.sms)
-        self.planner = SmsPlanner(self.store, tree, settings)
+        self.pool = GatewayPool(gateways, settings)
+        self.planner = SmsPlanner(self.store, tree, settings, signatures)
         self.worker = SmsWorker(
             self.store,
             self.pool,
-            settings.sms,
-            consumer=settings.instance,
-            claim_idle_seconds=settings.dispatch.claim_idle_seconds,
+            settings,
+            consumer=consumer,
+            claim_idle_seconds=claim_idle_seconds,
         )
-        self.settler = SmsSettler(self.store, self.pool, settings.sms)
+        self.settler = SmsSettler(self.store, self.pool, settings)
         self.receipts_taken = 0
 
     @property

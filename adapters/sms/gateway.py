@@ -20,7 +20,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
-from dispatcher.settings import GatewaySettings
+from adapters.sms.settings import GatewaySettings
 
 
 def recipient_key(phone: str) -> str:

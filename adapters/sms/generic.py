@@ -37,7 +37,7 @@ from adapters.sms.http import (
     parse_retry_after,
     results_for_all,
 )
-from dispatcher.logs import mask_phones
+from dispatcher.core.masking import mask_phones
 
 log = structlog.get_logger(__name__)
 

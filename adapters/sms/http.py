@@ -20,8 +20,8 @@ from adapters.sms.gateway import (
     SubmitResult,
     SubmitStatus,
 )
-from dispatcher.logs import mask_phones
-from dispatcher.settings import GatewaySettings
+from adapters.sms.settings import GatewaySettings
+from dispatcher.core.masking import mask_phones
 
 log = structlog.get_logger(__name__)
 

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import structlog
 
 from adapters.sms.recipients import Person, Role, persons_in
+from adapters.sms.settings import SmsSettings
 from adapters.sms.store import SmsStore
 from adapters.sms.text import SmsText, compose
-from dispatcher.errors import RegionError
-from dispatcher.models import Alert, MsgType, Severity, Status
-from dispatcher.regions import RegionTree, code_path
-from dispatcher.settings import Settings
+from dispatcher.core.errors import RegionError
+from dispatcher.core.models import Alert, MsgType, Severity, Status
+from dispatcher.core.regions import RegionTree, code_path
 
 log = structlog.get_logger(__name__)
 
@@ -36,11 +36,17 @@ def escalation_job(alert_id: str) -> str:
 
 
 class SmsPlanner:
-    def __init__(self, store: SmsStore, tree: RegionTree, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: SmsStore,
+        tree: RegionTree,
+        settings: SmsSettings,
+        signatures: Mapping[str, str],
+    ) -> None:
         self._store = store
         self._tree = tree
-        self._settings = settings.sms
-        self._signatures = {o.id: o.sms_signature or o.name for o in settings.offices}
+        self._settings = settings
+        self._signatures = dict(signatures)
 
     def signature(self, alert: Alert) -> str:
         return self._signatures.get(alert.sender, alert.sender_name)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from adapters.sms.gateway import SmsGateway
-from dispatcher.settings import GatewaySettings, SmsSettings
+from adapters.sms.settings import GatewaySettings, SmsSettings
 
 log = structlog.get_logger(__name__)
 

@@ -26,11 +26,11 @@ from phonenumbers import NumberParseException, PhoneNumberType, ValidationResult
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from adapters.sms.gateway import recipient_key
-from dispatcher.errors import MalformedRegionCode, RegionError, ValidationFailed
-from dispatcher.logs import mask_phones
-from dispatcher.models import _REGION_CODE, RegionCode, well_formed_region
-from dispatcher.regions import RegionTree, code_path
-from dispatcher.validation import refuse_rows, validation_details
+from dispatcher.core.errors import MalformedRegionCode, RegionError, ValidationFailed
+from dispatcher.core.masking import mask_phones
+from dispatcher.core.models import _REGION_CODE, RegionCode, well_formed_region
+from dispatcher.core.regions import RegionTree, code_path
+from dispatcher.core.validation import refuse_rows, validation_details
 
 MAX_RECIPIENTS_PER_REQUEST = 100_000
 # The columns of a recipient CSV, for ``dispatcher.csv_rows.read_csv_rows``.

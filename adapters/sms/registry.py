@@ -5,7 +5,7 @@ from __future__ import annotations
 from adapters.sms.aliyun import AliyunGateway
 from adapters.sms.gateway import SmsGateway
 from adapters.sms.generic import GenericGateway
-from dispatcher.settings import GatewaySettings
+from adapters.sms.settings import GatewaySettings
 
 __all__ = ["build_gateway"]
 

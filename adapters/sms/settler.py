@@ -18,10 +18,10 @@ import structlog
 
 from adapters.sms.gateway import Message
 from adapters.sms.pool import GatewayPool
+from adapters.sms.settings import SmsSettings
 from adapters.sms.store import SmsStore
 from adapters.sms.worker import message_of, now_ms
-from dispatcher.errors import StoreUnavailable
-from dispatcher.settings import SmsSettings
+from dispatcher.core.errors import StoreUnavailable
 
 log = structlog.get_logger(__name__)
 

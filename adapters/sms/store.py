@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from adapters.sms.gateway import DeliveryStatus, Receipt, SubmitResult
-from dispatcher.errors import StoreUnavailable
-from dispatcher.regions import code_path
-from dispatcher.store import Store, WorkStream
+from dispatcher.core.errors import StoreUnavailable
+from dispatcher.core.regions import code_path
+from dispatcher.store.engine import Store, WorkStream
 
 PREFIX = "ebd:"
 RECIPS = PREFIX + "recips"

@@ -22,9 +22,9 @@ import structlog
 
 from adapters.sms.gateway import Message, SmsGateway, SubmitResult, SubmitStatus, out_id
 from adapters.sms.pool import GatewayPool
+from adapters.sms.settings import SmsSettings
 from adapters.sms.store import Pending, SmsStore
-from dispatcher.errors import StoreUnavailable
-from dispatcher.settings import SmsSettings
+from dispatcher.core.errors import StoreUnavailable
 
 log = structlog.get_logger(__name__)
 

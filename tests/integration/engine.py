@@ -11,9 +11,9 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 
 from dispatcher.app import create_app
-from dispatcher.auth import hash_token
-from dispatcher.regions import RegionTree
-from dispatcher.services import free_port
+from dispatcher.core.auth import hash_token
+from dispatcher.core.regions import RegionTree
+from dispatcher.embedded.processes import free_port
 from dispatcher.settings import PROJECT_ROOT, load_settings
 
 REGIONS_FILE = PROJECT_ROOT / "config" / "regions" / "fujian.csv"

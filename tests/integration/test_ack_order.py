@@ -6,10 +6,10 @@ import asyncio
 import contextlib
 import json
 
-from dispatcher.acks import AckIngester
-from dispatcher.bus import Delivery
-from dispatcher.models import TerminalIn
-from dispatcher.store import Store, dispatch_key
+from adapters.loudspeaker.publisher import Delivery
+from dispatcher.core.models import TerminalIn
+from dispatcher.pipeline.ingester import AckIngester
+from dispatcher.store.engine import Store, dispatch_key
 from tests.helpers import wait_for
 
 VILLAGE = "350102001001"

@@ -3,7 +3,7 @@
 Every scenario ends with the same exact check (``assert_exact``): every terminal played the
 alert exactly once, the engine counts each terminal once as ``played`` and nothing as failed,
 and the ack log holds each counted state change once. The engine runs as a separate process
-(``tests.integration.processes``); thousands of simulated terminals run in this one. Resends
+(``tests.support.engine_process``); thousands of simulated terminals run in this one. Resends
 are fast (first after 2 s) so that whatever a crash lost comes back within the test.
 """
 
@@ -21,13 +21,13 @@ from typing import Any
 import pytest
 import redis
 
-from dispatcher.regions import Level
-from dispatcher.services import MosquittoServer, RedisServer
-from dispatcher.store import acklog_rows
+from dispatcher.core.regions import Level
+from dispatcher.embedded.processes import MosquittoServer, RedisServer
+from dispatcher.store.engine import acklog_rows
 from receiver.simulator import Behaviour, SimTerminal, Simulator
 from tests.helpers import wait_for
 from tests.integration.engine import fujian
-from tests.integration.processes import EngineApi, EngineProcess
+from tests.support.engine_process import EngineApi, EngineProcess
 
 # Resends at 2, 3, 5, 9 and 13 s after dispatch; escalation (no_ack) after 17 s.
 RESEND = {

@@ -13,9 +13,9 @@ import aiomqtt
 import pytest
 from aiohttp.test_utils import TestClient
 
-from dispatcher.keys import LINK, STORE
-from dispatcher.regions import Level
-from dispatcher.services import MosquittoServer
+from dispatcher.core.regions import Level
+from dispatcher.embedded.processes import MosquittoServer
+from dispatcher.http.state import LINK, STORE
 from receiver.simulator import Behaviour, SimTerminal, Simulator
 from tests.helpers import wait_for
 from tests.integration.engine import GULOU, PROVINCE, alert_body, fujian, running_engine

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from dispatcher.regions import Level
+from dispatcher.core.regions import Level
 from receiver.simulator import Behaviour, SimTerminal, Simulator
 from tests.helpers import wait_for
 from tests.integration.engine import GULOU, PROVINCE, fujian, running_engine
@@ -223,7 +223,7 @@ async def test_run_now_and_the_cli(
 ) -> None:
     import asyncio
 
-    from dispatcher.cli import main
+    from dispatcher.cli.commands import main
 
     async def ebd(*argv: str) -> int:
         return await asyncio.to_thread(main, list(argv))
@@ -291,7 +291,7 @@ async def test_two_run_nows_at_once_send_one_alert_and_a_long_reason_is_kept_sho
 async def test_a_drill_claimed_but_not_dispatched_is_finished_by_the_scheduler(
     redis_url: str, mqtt_url: str, tmp_path: Path
 ) -> None:
-    from dispatcher.keys import DRILLS
+    from drills.handlers import DRILLS
     from drills.models import Drill, DrillStatus, Edit
 
     async with engine(redis_url, mqtt_url, tmp_path) as client:

@@ -28,12 +28,12 @@ from typing import Any, cast
 import pytest
 import redis
 
-from dispatcher.regions import Level
+from dispatcher.core.regions import Level
 from receiver.simulator import SimTerminal, Simulator
 from tests.helpers import wait_for
 from tests.integration.engine import fujian
-from tests.integration.processes import EngineApi, EngineProcess
 from tests.integration.test_drills import drill_settings
+from tests.support.engine_process import EngineApi, EngineProcess
 
 LEADER, ALERTS = "ebd:drills:leader", "ebd:alerts"
 APS_JOBS, APS_RUN_TIMES = "ebd:drills:aps:jobs", "ebd:drills:aps:run_times"

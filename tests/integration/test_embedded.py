@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 
 from dispatcher.app import create_app
-from dispatcher.keys import URLS
+from dispatcher.http.state import URLS
 from dispatcher.settings import Settings
 from tests.integration.engine import engine_settings, fujian
 

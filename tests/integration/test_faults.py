@@ -9,8 +9,8 @@ from pathlib import Path
 
 import aiomqtt
 
-from dispatcher.keys import ACK_LINK, INGESTER, STORE
-from dispatcher.services import RedisServer
+from dispatcher.embedded.processes import RedisServer
+from dispatcher.http.state import ACK_LINK, INGESTER, STORE
 from receiver.simulator import Behaviour, Simulator
 from tests.helpers import wait_for
 from tests.integration.engine import PROVINCE, alert_body, running_engine

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from dispatcher.ordered_script import OrderedScript
-from dispatcher.services import RedisServer
+from dispatcher.embedded.processes import RedisServer
+from dispatcher.store.ordered_script import OrderedScript
 
 APPEND = "return redis.call('RPUSH', KEYS[1], ARGV[1])"
 FAIL_ON_BAD = "if ARGV[1] == 'bad' then return redis.error_reply('bad input') end return 1"

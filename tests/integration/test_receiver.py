@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from dispatcher.services import MosquittoServer
+from dispatcher.embedded.processes import MosquittoServer
 from receiver.agent import PlayerError, ReceiverAgent, run_agent
 from receiver.brain import Play
 from receiver.mqtt_lite import Message, MqttConnection, open_connection, parse_mqtt_url

@@ -14,8 +14,8 @@ import aiomqtt
 import pytest
 from aiohttp.test_utils import TestClient
 
-from dispatcher.cli import main
-from dispatcher.keys import STORE
+from dispatcher.cli.commands import main
+from dispatcher.http.state import STORE
 from receiver.simulator import Behaviour, Simulator
 from tests.helpers import wait_for
 from tests.integration.engine import GULOU, PROVINCE, TAIJIANG, running_engine

@@ -18,8 +18,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from dispatcher import services
-from dispatcher.errors import ServiceError
-from dispatcher.services import (
+from dispatcher.core.errors import ServiceError
+from dispatcher.embedded.processes import (
     EmbeddedServices,
     ManagedProcess,
     MosquittoServer,
@@ -346,7 +346,7 @@ def test_shipped_config_file_is_the_template_rendered_for_docker(
     assert shipped == expected, (
         f"{relative_path} differs from its template in dispatcher/services.py; edit the template "
         'and regenerate with: .venv/bin/python -c "from pathlib import Path; '
-        "from dispatcher.services import render_docker_configs; "
+        "from dispatcher.embedded.processes import render_docker_configs; "
         '[Path(p).write_text(t) for p, t in render_docker_configs().items()]"'
     )
 

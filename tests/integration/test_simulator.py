@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.regions import Level, RegionTree, alert_topic
+from dispatcher.core.regions import Level, RegionTree, alert_topic
 from receiver.simulator import (
     Behaviour,
     SimTerminal,

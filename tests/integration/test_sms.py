@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from adapters.sms.sandbox import AliyunGatewayServer, GatewayServer, GenericGatewayServer
 from tests.helpers import wait_for
 from tests.integration.engine import GULOU, PROVINCE, alert_body, running_engine
+from tests.support.sms_sandbox import AliyunGatewayServer, GatewayServer, GenericGatewayServer
 
 # Real villages (社区) of 鼓东街道, 鼓楼区, 福州市, and one in 台江区.
 ZHONGSHAN = "350102001001"

@@ -9,10 +9,10 @@ import time
 import pytest
 
 from adapters.sms.pool import Pace
-from adapters.sms.sandbox import peak_in_window
+from adapters.sms.settings import GatewaySettings
 from adapters.sms.store import SmsStore
-from dispatcher.settings import GatewaySettings
-from dispatcher.store import Store
+from dispatcher.store.engine import Store
+from tests.support.sms_sandbox import peak_in_window
 
 
 def pace(rate: float, batch: int) -> Pace:

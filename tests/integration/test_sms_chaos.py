@@ -29,12 +29,12 @@ import redis
 from aiohttp import web
 
 from adapters.sms.gateway import split_out_id
-from adapters.sms.sandbox import GenericGatewayServer, SentMessage
-from dispatcher.regions import Level
-from dispatcher.services import RedisServer
+from dispatcher.core.regions import Level
+from dispatcher.embedded.processes import RedisServer
 from tests.helpers import wait_for
 from tests.integration.engine import fujian
-from tests.integration.processes import EngineApi, EngineProcess
+from tests.support.engine_process import EngineApi, EngineProcess
+from tests.support.sms_sandbox import GenericGatewayServer, SentMessage
 
 # Real villages (社区) of 鼓楼区, 福州市.
 VILLAGES = [v.code for v in fujian().descendants("350102", level=Level.VILLAGE)]

@@ -38,14 +38,14 @@ from adapters.sms.gateway import (
 from adapters.sms.generic import GenericGateway, receipt_signature
 from adapters.sms.http import parse_retry_after
 from adapters.sms.registry import build_gateway
-from adapters.sms.sandbox import (
+from tests.helpers import wait_for
+from tests.support.sms_sandbox import (
     Accepted,
     AliyunGatewayServer,
     GenericGatewayServer,
     peak_in_window,
     unused_port,
 )
-from tests.helpers import wait_for
 
 P1, P2, P3, P4 = "+8613800138000", "+8613800138001", "+8613800138002", "+8613800138003"
 ABROAD = "+4915112345678"

@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from dispatcher.models import TerminalIn
-from dispatcher.store import Store, counts_key, dispatch_key, expected_key, offline_key
+from dispatcher.core.models import TerminalIn
+from dispatcher.store.engine import Store, counts_key, dispatch_key, expected_key, offline_key
 
 TOWNSHIP_A = "350102001"  # 福州市鼓楼区 …
 TOWNSHIP_B = "350102002"

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from dispatcher.ack_parse import AckRecord, _fast, parse_ack
-from dispatcher.models import Ack
+from dispatcher.core.ack_parse import AckRecord, _fast, parse_ack
+from dispatcher.core.models import Ack
 
 ALERT = "fj-province-20261127T051500Z-3f9a1c2b"
 GOOD: dict[str, Any] = {

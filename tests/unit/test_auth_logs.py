@@ -15,11 +15,13 @@ from typing import Literal
 import pytest
 import structlog
 
-from dispatcher.auth import Office, Offices, hash_token, new_token
-from dispatcher.errors import Forbidden, MalformedRegionCode, Unauthorized, UnknownRegion
-from dispatcher.logs import configure_logging, mask_phones
-from dispatcher.regions import RegionTree
-from dispatcher.settings import PROJECT_ROOT, OfficeConfig
+from dispatcher.core.auth import Office, Offices, hash_token, new_token
+from dispatcher.core.config import OfficeConfig
+from dispatcher.core.errors import Forbidden, MalformedRegionCode, Unauthorized, UnknownRegion
+from dispatcher.core.masking import mask_phones
+from dispatcher.core.regions import RegionTree
+from dispatcher.logs import configure_logging
+from dispatcher.settings import PROJECT_ROOT
 
 REGIONS_FILE = PROJECT_ROOT / "config" / "regions" / "fujian.csv"
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from dispatcher.regions import Level, Region, RegionTree
+from dispatcher.core.regions import Level, Region, RegionTree
 from receiver.brain import (
     _ALERT_ID,
     MAX_PAYLOAD,
@@ -538,7 +538,7 @@ def test_a_terminal_subscribes_to_its_path_and_its_cmd_topic_only() -> None:
 
 
 def test_the_receiver_agrees_with_the_engine_models() -> None:
-    from dispatcher.models import ALERT_ID_PATTERN, Severity
+    from dispatcher.core.models import ALERT_ID_PATTERN, Severity
 
     assert _ALERT_ID.pattern == ALERT_ID_PATTERN.strip("^$")
     assert {s.value: s.label_zh for s in Severity} == SEVERITY_ZH

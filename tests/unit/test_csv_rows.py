@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.csv_rows import read_csv_rows
-from dispatcher.errors import ImportFailed
+from dispatcher.core.csv_rows import read_csv_rows
+from dispatcher.core.errors import ImportFailed
 
 REQUIRED = ("phone", "name", "region", "role")
 OPTIONAL = ("languages",)

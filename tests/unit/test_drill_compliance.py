@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.errors import UnknownRegion
-from dispatcher.regions import RegionTree
+from dispatcher.core.errors import UnknownRegion
+from dispatcher.core.regions import RegionTree
 from drills.compliance import (
     CSV_COLUMNS,
     STATUS_ORDER,

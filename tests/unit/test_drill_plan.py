@@ -13,9 +13,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from dispatcher.errors import RegionError
-from dispatcher.regions import Level, RegionTree
-from dispatcher.settings import Blackout, DrillSettings
+from dispatcher.core.errors import RegionError
+from dispatcher.core.regions import Level, RegionTree
 from drills.models import CSV_COLUMNS, Drill, DrillStatus
 from drills.plan import (
     SLOT_MINUTES,
@@ -28,6 +27,7 @@ from drills.plan import (
     to_csv,
     to_json,
 )
+from drills.settings import Blackout, DrillSettings
 
 FUJIAN_FILE = Path(__file__).resolve().parents[2] / "config" / "regions" / "fujian.csv"
 TZ = ZoneInfo("Asia/Shanghai")

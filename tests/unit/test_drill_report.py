@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from dispatcher.regions import Level, RegionTree
+from dispatcher.core.regions import Level, RegionTree
 from drills.models import Drill, DrillStatus
 from drills.report import (
     CSV_COLUMNS,

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from dispatcher.models import (
+from dispatcher.core.config import OfficeConfig
+from dispatcher.core.models import (
     ALERT_ID_PATTERN,
     Ack,
     AckState,
@@ -23,7 +24,6 @@ from dispatcher.models import (
     TerminalIn,
     TerminalKind,
 )
-from dispatcher.settings import OfficeConfig
 
 CST = timezone(timedelta(hours=8))
 

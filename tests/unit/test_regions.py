@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.errors import MalformedRegionCode, RegionFileError, UnknownRegion
-from dispatcher.regions import (
+from dispatcher.core.errors import MalformedRegionCode, RegionFileError, UnknownRegion
+from dispatcher.core.regions import (
     ALERT_TOPIC_PREFIX,
     CODE_LENGTHS,
     Level,

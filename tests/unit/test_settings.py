@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from dispatcher.auth import Offices, hash_token
-from dispatcher.errors import ConfigError
-from dispatcher.regions import RegionTree
+from dispatcher.core.auth import Offices, hash_token
+from dispatcher.core.errors import ConfigError
+from dispatcher.core.regions import RegionTree
 from dispatcher.settings import PROJECT_ROOT, Settings, load_settings
 
 REGIONS_FILE = PROJECT_ROOT / "config" / "regions" / "fujian.csv"

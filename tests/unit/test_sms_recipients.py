@@ -23,9 +23,9 @@ from adapters.sms.recipients import (
     parse_recipients,
     persons_in,
 )
-from dispatcher.csv_rows import read_csv_rows
-from dispatcher.errors import UnknownRegion, ValidationFailed
-from dispatcher.regions import RegionTree
+from dispatcher.core.csv_rows import read_csv_rows
+from dispatcher.core.errors import UnknownRegion, ValidationFailed
+from dispatcher.core.regions import RegionTree
 
 FUJIAN_FILE = Path(__file__).resolve().parents[2] / "config" / "regions" / "fujian.csv"
 

@@ -61,7 +61,7 @@ from adapters.sms.aliyun import (
 )
 from adapters.sms.gateway import out_id, split_out_id
 from adapters.sms.generic import MAX_STATUS_IDS, receipt_signature
-from dispatcher.settings import GatewaySettings
+from adapters.sms.settings import GatewaySettings
 
 __all__ = [
     "DEFAULT_SECRET",
@@ -88,9 +88,9 @@ and close the connection without an answer.
 ReceiptMode = Literal["after", "before", "none"]
 Key = str | tuple[str, str]
 
-DEFAULT_SECRET = "test-callback-secret-0123456789abcdef"  # noqa: S105  a sandbox default
+DEFAULT_SECRET = "test-callback-secret-0123456789abcdef"
 DEFAULT_ACCESS_KEY_ID = "LTAItestkeyid"
-DEFAULT_ACCESS_KEY_SECRET = "test-access-key-secret"  # noqa: S105  a sandbox default
+DEFAULT_ACCESS_KEY_SECRET = "test-access-key-secret"
 DEFAULT_TEMPLATE = "SMS_000000001"
 _WINDOW = 1.0
 _TIMESTAMP_SKEW = timedelta(minutes=15)

@@ -22,7 +22,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from dispatcher.errors import PublishFailed
+from dispatcher.core.errors import PublishFailed
 
 log = structlog.get_logger(__name__)
 

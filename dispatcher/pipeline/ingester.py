@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 import structlog
 from pydantic import ValidationError
 
-from dispatcher.ack_parse import AckRecord, parse_ack
-from dispatcher.bus import Delivery
-from dispatcher.errors import StoreUnavailable
-from dispatcher.models import TerminalState
-from dispatcher.store import Store
+from adapters.loudspeaker.publisher import Delivery
+from dispatcher.core.ack_parse import AckRecord, parse_ack
+from dispatcher.core.errors import StoreUnavailable
+from dispatcher.core.models import TerminalState
+from dispatcher.store.engine import Store
 
 log = structlog.get_logger(__name__)
 

@@ -17,11 +17,11 @@ from typing import Protocol
 
 import structlog
 
-from dispatcher.bus import MqttLink
-from dispatcher.errors import PublishFailed, StoreUnavailable
-from dispatcher.models import Alert, Channel, MsgType, utcnow
-from dispatcher.regions import RegionTree
-from dispatcher.store import Store
+from adapters.loudspeaker.publisher import MqttLink
+from dispatcher.core.errors import PublishFailed, StoreUnavailable
+from dispatcher.core.models import Alert, Channel, MsgType, utcnow
+from dispatcher.core.regions import RegionTree
+from dispatcher.store.engine import Store
 
 log = structlog.get_logger(__name__)
 

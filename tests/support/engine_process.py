@@ -30,8 +30,8 @@ from typing import Any, Self
 
 import aiohttp
 
-from dispatcher.auth import hash_token
-from dispatcher.services import free_port
+from dispatcher.core.auth import hash_token
+from dispatcher.embedded.processes import free_port
 from dispatcher.settings import PROJECT_ROOT
 from receiver.simulator import SimTerminal
 from tests.integration.engine import OFFICES, REGIONS_FILE, alert_body

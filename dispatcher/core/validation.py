@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from dispatcher.errors import ValidationFailed
+from dispatcher.core.errors import ValidationFailed
 
 # A list with thousands of bad rows is reported by its first ones: enough to see the pattern.
 MAX_ROW_DETAILS = 200

@@ -25,8 +25,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dispatcher.errors import ConfigError, MalformedRegionCode, RegionFileError
-from dispatcher.regions import (
+from dispatcher.core.errors import ConfigError, MalformedRegionCode, RegionFileError
+from dispatcher.core.regions import (
     REGION_FILE_HEADER,
     Level,
     Region,

@@ -8,9 +8,9 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from dispatcher.errors import ConfigError, Forbidden, RegionError, Unauthorized
-from dispatcher.regions import RegionTree
-from dispatcher.settings import OfficeConfig
+from dispatcher.core.config import OfficeConfig
+from dispatcher.core.errors import ConfigError, Forbidden, RegionError, Unauthorized
+from dispatcher.core.regions import RegionTree
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,11 +43,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from dispatcher.ack_parse import AckRecord
-from dispatcher.errors import Conflict, IdempotencyKeyReused, StoreUnavailable
-from dispatcher.models import Alert, TerminalIn, utcnow
-from dispatcher.ordered_script import OrderedScript
-from dispatcher.regions import code_path
+from dispatcher.core.ack_parse import AckRecord
+from dispatcher.core.errors import Conflict, IdempotencyKeyReused, StoreUnavailable
+from dispatcher.core.models import Alert, TerminalIn, utcnow
+from dispatcher.core.regions import code_path
+from dispatcher.store.ordered_script import OrderedScript
 
 PREFIX = "ebd:"
 ALERTS = PREFIX + "alerts"

@@ -12,21 +12,28 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from dispatcher.api import _dumps, _parse_int, office_of, query_choice, read_json
-from dispatcher.auth import Office
-from dispatcher.drill_requests import AddRequest, MoveRequest, PlanRequest, ReasonRequest, _Body
-from dispatcher.errors import NotFound, ValidationFailed
-from dispatcher.keys import DRILLS, OFFICES, TREE
-from dispatcher.regions import Level
-from dispatcher.validation import invalid
+from dispatcher.core.auth import Office
+from dispatcher.core.errors import NotFound, ValidationFailed
+from dispatcher.core.regions import Level
+from dispatcher.core.validation import invalid
+from dispatcher.http.requests import (
+    dumps,
+    office_of,
+    parse_int,
+    query_choice,
+    read_json,
+)
+from dispatcher.http.state import OFFICES, TREE
 from drills import compliance as compliance_mod
 from drills import plan as plan_mod
 from drills import report as report_mod
 from drills.models import Drill, DrillStatus
 from drills.report import DrillReport
+from drills.requests import AddRequest, MoveRequest, PlanRequest, ReasonRequest, _Body
 from drills.service import DrillService
 
 routes = web.RouteTableDef()
+DRILLS = web.AppKey("drills", DrillService)
 
 _FORMATS = ("json", "csv")
 
@@ -66,7 +73,7 @@ def _year(request: web.Request, *, required: bool) -> int | None:
                 "give the year, e.g. ?year=2027", details=[{"field": "year", "message": "missing"}]
             )
         return None
-    return _parse_int(request, "year", 0, 2000, 2100)
+    return parse_int(request, "year", 0, 2000, 2100)
 
 
 def _csv_response(text: str, name: str) -> web.Response:
@@ -107,7 +114,7 @@ async def plan(request: web.Request) -> web.Response:
             "first": min(d.scheduled_at for d in new).isoformat() if new else None,
             "last": max(d.scheduled_at for d in new).isoformat() if new else None,
         },
-        dumps=_dumps,
+        dumps=dumps,
     )
 
 
@@ -126,7 +133,7 @@ async def list_drills(request: web.Request) -> web.Response:
             "total": len(drills),
             "drills": [d.model_dump(mode="json") for d in drills],
         },
-        dumps=_dumps,
+        dumps=dumps,
     )
 
 
@@ -138,7 +145,7 @@ async def add_drill(request: web.Request) -> web.Response:
     request.app[TREE].get(body.township)
     request.app[OFFICES].require_within(office, [body.township])
     drill = await service.add(body.township, body.at, body.reason, office)
-    return web.json_response(drill.model_dump(mode="json"), status=201, dumps=_dumps)
+    return web.json_response(drill.model_dump(mode="json"), status=201, dumps=dumps)
 
 
 @routes.get("/api/v1/drills/compliance")
@@ -156,7 +163,7 @@ async def compliance(request: web.Request) -> web.Response:
     result = await service.compliance(year, region)
     if _format(request) == "csv":
         return _csv_response(compliance_mod.to_csv(result), f"compliance-{region}-{year}.csv")
-    return web.json_response(result.model_dump(mode="json"), dumps=_dumps)
+    return web.json_response(result.model_dump(mode="json"), dumps=dumps)
 
 
 @routes.get("/api/v1/drills/acks")
@@ -169,7 +176,7 @@ async def acks(request: web.Request) -> web.Response:
     terminal = request.query.get("terminal")
     since = _when(request, "since")
     until = _when(request, "until")
-    limit = _parse_int(request, "limit", 10_000, 1, 1_000_000)
+    limit = parse_int(request, "limit", 10_000, 1, 1_000_000)
     if drill_id:
         drills = [d for d in [await service.store.get(drill_id)] if d is not None]
         if not drills:
@@ -220,7 +227,7 @@ async def acks(request: web.Request) -> web.Response:
         writer.writeheader()
         writer.writerows(rows)
         return _csv_response(out.getvalue(), "drill-acks.csv")
-    return web.json_response({"total": len(rows), "acks": rows}, dumps=_dumps)
+    return web.json_response({"total": len(rows), "acks": rows}, dumps=dumps)
 
 
 def _when(request: web.Request, name: str) -> int | None:
@@ -250,7 +257,7 @@ async def get_drill(request: web.Request) -> web.Response:
     body = drill.model_dump(mode="json")
     body["history"] = [e.model_dump(mode="json") for e in await service.store.history(drill.id)]
     body["report"] = f"/api/v1/drills/{drill.id}/report" if drill.reported_at else None
-    return web.json_response(body, dumps=_dumps)
+    return web.json_response(body, dumps=dumps)
 
 
 @routes.post("/api/v1/drills/{drill_id}/move")
@@ -260,7 +267,7 @@ async def move(request: web.Request) -> web.Response:
     drill = await _visible(request, office)
     body = await _body(request, MoveRequest)
     moved = await service.move(drill.id, body.at, body.reason, office)
-    return web.json_response(moved.model_dump(mode="json"), dumps=_dumps)
+    return web.json_response(moved.model_dump(mode="json"), dumps=dumps)
 
 
 @routes.post("/api/v1/drills/{drill_id}/cancel")
@@ -270,7 +277,7 @@ async def cancel(request: web.Request) -> web.Response:
     drill = await _visible(request, office)
     body = await _body(request, ReasonRequest)
     cancelled = await service.cancel(drill.id, body.reason, office)
-    return web.json_response(cancelled.model_dump(mode="json"), dumps=_dumps)
+    return web.json_response(cancelled.model_dump(mode="json"), dumps=dumps)
 
 
 @routes.post("/api/v1/drills/{drill_id}/run")
@@ -281,7 +288,7 @@ async def run_now(request: web.Request) -> web.Response:
     body = await read_json(request, optional=True)
     reason = (body or {}).get("reason", "run now") if isinstance(body, dict) else "run now"
     fired = await service.run_now(drill.id, str(reason)[:300] or "run now", office)
-    return web.json_response(fired.model_dump(mode="json"), status=202, dumps=_dumps)
+    return web.json_response(fired.model_dump(mode="json"), status=202, dumps=dumps)
 
 
 @routes.get("/api/v1/drills/{drill_id}/report")
@@ -297,4 +304,4 @@ async def get_report(request: web.Request) -> web.Response:
     made = DrillReport.model_validate_json(raw)
     if _format(request) == "csv":
         return _csv_response(report_mod.to_csv(made), f"{drill.id}.csv")
-    return web.json_response(json.loads(raw), dumps=_dumps)
+    return web.json_response(json.loads(raw), dumps=dumps)

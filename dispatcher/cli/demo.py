@@ -22,17 +22,17 @@ from aiohttp import web
 from tqdm import tqdm
 
 from dispatcher.app import create_app
-from dispatcher.auth import new_token
-from dispatcher.keys import URLS
-from dispatcher.regions import RegionTree
-from dispatcher.services import free_port
-from dispatcher.settings import (
+from dispatcher.core.auth import new_token
+from dispatcher.core.config import (
     ApiSettings,
     LogSettings,
     OfficeConfig,
     RegionsSettings,
-    Settings,
 )
+from dispatcher.core.regions import RegionTree
+from dispatcher.embedded.processes import free_port
+from dispatcher.http.state import URLS
+from dispatcher.settings import Settings
 from receiver.simulator import village_terminals
 
 CHUNK = 5000

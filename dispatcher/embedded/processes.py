@@ -28,7 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Self
 
-from dispatcher.errors import ServiceError
+from dispatcher.core.errors import ServiceError
 
 __all__ = [
     "MOSQUITTO_CONF",

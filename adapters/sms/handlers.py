@@ -14,19 +14,27 @@ from adapters.sms.gateway import ReceiptMalformed, ReceiptRejected
 from adapters.sms.planner import escalation_job
 from adapters.sms.recipients import Person, normalize_phone, parse_recipients
 from adapters.sms.store import STATES, SmsStore
-from dispatcher.api import _dumps, _parse_int, _visible_alert, office_of, query_choice, read_json
-from dispatcher.auth import Office
-from dispatcher.errors import BadRequest, NotFound, Unauthorized, ValidationFailed
-from dispatcher.keys import OFFICES, SMS, STORE, TREE
+from dispatcher.core.auth import Office
+from dispatcher.core.errors import BadRequest, NotFound, Unauthorized, ValidationFailed
+from dispatcher.http.requests import (
+    dumps,
+    office_of,
+    parse_int,
+    query_choice,
+    read_json,
+    visible_alert,
+)
+from dispatcher.http.state import OFFICES, STORE, TREE
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
+SMS_CHANNEL = web.AppKey("sms_channel", SmsChannel)
 
 MAX_RECIPIENTS_PER_REQUEST = 100_000
 
 
 def _channel(request: web.Request) -> SmsChannel:
-    channel = request.app.get(SMS)
+    channel = request.app.get(SMS_CHANNEL)
     if channel is None:
         raise NotFound("the SMS channel is not configured on this engine ([sms] gateways)")
     return channel
@@ -34,7 +42,7 @@ def _channel(request: web.Request) -> SmsChannel:
 
 def _registry(request: web.Request) -> SmsStore:
     # The registry works without gateways: offices may load their contacts first.
-    channel = request.app.get(SMS)
+    channel = request.app.get(SMS_CHANNEL)
     return channel.store if channel is not None else SmsStore(request.app[STORE])
 
 
@@ -69,8 +77,8 @@ async def list_recipients(request: web.Request) -> web.Response:
     tree.get(code)
     offices.require_within(office, [code])
     role = request.query.get("role")
-    limit = _parse_int(request, "limit", 100, 1, 5000)
-    offset = _parse_int(request, "offset", 0, 0, 10_000_000)
+    limit = parse_int(request, "limit", 100, 1, 5000)
+    offset = parse_int(request, "offset", 0, 0, 10_000_000)
     persons = [Person.from_json(raw) for raw in await _registry(request).persons_below([code])]
     rows = []
     for person in sorted(persons, key=lambda p: p.phone):
@@ -92,7 +100,7 @@ async def list_recipients(request: web.Request) -> web.Response:
             )
     return web.json_response(
         {"region": code, "total": len(rows), "recipients": rows[offset : offset + limit]},
-        dumps=_dumps,
+        dumps=dumps,
     )
 
 
@@ -115,12 +123,12 @@ async def remove_recipient(request: web.Request) -> web.Response:
 async def alert_sms(request: web.Request) -> web.Response:
     """Every text of an alert: to whom, in which state, after how many attempts."""
     office = office_of(request)
-    alert = await _visible_alert(request, office)
+    alert = await visible_alert(request, office)
     channel = _channel(request)
     kind = query_choice(request, "job", ("alert", "escalation"), "alert")
     wanted = query_choice(request, "state", STATES)
-    limit = _parse_int(request, "limit", 1000, 1, 100_000)
-    offset = _parse_int(request, "offset", 0, 0, 10_000_000)
+    limit = parse_int(request, "limit", 1000, 1, 100_000)
+    offset = parse_int(request, "offset", 0, 0, 10_000_000)
     job = alert.id if kind == "alert" else escalation_job(alert.id)
     rows = [r for r in await channel.recipients(job) if wanted is None or r["state"] == wanted]
     return web.json_response(
@@ -131,7 +139,7 @@ async def alert_sms(request: web.Request) -> web.Response:
             "total": len(rows),
             "recipients": rows[offset : offset + limit],
         },
-        dumps=_dumps,
+        dumps=dumps,
     )
 
 

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from dispatcher.errors import ImportFailed
+from dispatcher.core.errors import ImportFailed
 
 
 def read_csv_rows(

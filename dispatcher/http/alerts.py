@@ -1,5 +1,7 @@
-"""HTTP handlers of the v1 API. Handlers stay free of error plumbing: the middleware in
-``app.py`` turns ``EbdError`` into the JSON error body with its status."""
+"""``/api/v1/alerts``: issue, cancel, list and follow alerts, and each expected terminal's state.
+
+Handlers stay free of error plumbing: the middleware turns ``EbdError`` into the JSON error
+body with its status."""
 
 from __future__ import annotations
 
@@ -14,61 +16,26 @@ import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
-from dispatcher.auth import Office, Offices
-from dispatcher.errors import (
-    BadRequest,
-    Conflict,
-    Forbidden,
-    NotFound,
-    RegionError,
-    UnknownRegion,
-    UnsupportedMediaType,
-    ValidationFailed,
+from dispatcher.core.auth import Office, Offices
+from dispatcher.core.errors import Conflict, ValidationFailed
+from dispatcher.core.models import Alert, AlertRequest, CancelRequest, Channel, MsgType, utcnow
+from dispatcher.core.regions import Level, RegionTree
+from dispatcher.core.validation import invalid
+from dispatcher.http.requests import (
+    dumps,
+    office_of,
+    parse_int,
+    query_choice,
+    read_json,
+    visible_alert,
 )
-from dispatcher.keys import OFFICES, SMS, STORE, TREE
-from dispatcher.models import (
-    Alert,
-    AlertRequest,
-    CancelRequest,
-    Channel,
-    MsgType,
-    TerminalIn,
-    utcnow,
-)
-from dispatcher.regions import Level, RegionTree
-from dispatcher.store import Delivery, Store
-from dispatcher.validation import invalid, refuse_rows, validation_details
+from dispatcher.http.state import OFFICES, SMS, STORE, TREE
+from dispatcher.store.engine import Delivery, Store
 
-MAX_TERMINALS_PER_REQUEST = 20_000
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
-
-
-async def read_json(request: web.Request, *, optional: bool = False) -> Any:
-    if optional and not request.can_read_body:
-        return None
-    if request.content_type != "application/json":
-        raise UnsupportedMediaType(
-            f"send a JSON body with 'Content-Type: application/json' "
-            f"(got {request.content_type or 'none'!r})"
-        )
-    raw = await request.read()
-    if optional and not raw.strip():
-        return None
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        # ValueError covers bad JSON, bad UTF-8 and integers too long to convert.
-        raise BadRequest(f"the body is not valid JSON: {exc}") from exc
-
-
-def office_of(request: web.Request) -> Office:
-    office = request.app[OFFICES].authenticate(request.headers.get("Authorization"))
-    # Each request runs in its own task, so this binding ends with the request.
-    structlog.contextvars.bind_contextvars(office=office.id)
-    return office
 
 
 def _check_areas(tree: RegionTree, offices: Offices, office: Office, areas: list[str]) -> list[str]:
@@ -126,7 +93,7 @@ async def _replay(request: web.Request, office: Office, body: Any) -> web.Respon
         payload,
         status=201,
         headers={"Location": f"/api/v1/alerts/{stored.id}", "Idempotent-Replayed": "true"},
-        dumps=_dumps,
+        dumps=dumps,
     )
 
 
@@ -150,11 +117,7 @@ async def _store_alert(
     headers = {"Location": f"/api/v1/alerts/{stored.id}"}
     if not created:
         headers["Idempotent-Replayed"] = "true"
-    return web.json_response(payload, status=201, headers=headers, dumps=_dumps)
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
+    return web.json_response(payload, status=201, headers=headers, dumps=dumps)
 
 
 @routes.post("/api/v1/alerts")
@@ -206,7 +169,7 @@ async def issue_alert(request: web.Request) -> web.Response:
 async def cancel_alert(request: web.Request) -> web.Response:
     office = office_of(request)
     offices = request.app[OFFICES]
-    original = await _visible_alert(request, office)
+    original = await visible_alert(request, office)
     body = await read_json(request, optional=True)
     replay_body = {"cancel": original.id, **(body if isinstance(body, dict) else {})}
     if (replayed := await _replay(request, office, replay_body)) is not None:
@@ -245,21 +208,6 @@ async def cancel_alert(request: web.Request) -> web.Response:
     return await _store_alert(request, alert, office, replay_body, cancels=original.id)
 
 
-async def _visible_alert(
-    request: web.Request, office: Office, alert_id: str | None = None
-) -> Alert:
-    alert_id = alert_id or request.match_info["alert_id"]
-    alert = await request.app[STORE].get_alert(alert_id) if len(alert_id) <= 80 else None
-    if alert is None:
-        raise NotFound(f"no alert {alert_id!r}")
-    if not request.app[OFFICES].can_see(office, alert.areas):
-        # Not a 404: the id is not secret, but this office has no business with it.
-        raise Forbidden(
-            f"alert {alert_id} does not concern region {office.region}", region_codes=alert.areas
-        )
-    return alert
-
-
 def _regions_shown(tree: RegionTree, areas: Sequence[str], levels: Sequence[Level]) -> set[str]:
     """The province, the areas and what lies above them, and their regions at ``levels``:
     every region of those levels that can have a terminal the alert expects."""
@@ -281,36 +229,11 @@ async def _dispatch_summary(store: Store, alert: Alert) -> dict[str, Any]:
     return {"state": report.dispatch.get("state", "unknown"), **root.as_dict()}
 
 
-def _parse_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
-        raise ValidationFailed(
-            f"query parameter {name} must be an integer from {low} to {high}",
-            details=[{"field": name, "message": f"got {raw!r}"}],
-        )
-    return int(raw)
-
-
-def query_choice(
-    request: web.Request, name: str, choices: Sequence[str], default: str | None = None
-) -> str | None:
-    """A query parameter that must be one of ``choices`` (``default`` when absent)."""
-    value = request.query.get(name, default)
-    if value is not None and value not in choices:
-        raise ValidationFailed(
-            f"{name} must be one of {', '.join(choices)}",
-            details=[{"field": name, "message": f"got {value!r}"}],
-        )
-    return value
-
-
 @routes.get("/api/v1/alerts")
 async def list_alerts(request: web.Request) -> web.Response:
     office = office_of(request)
     store, tree, offices = request.app[STORE], request.app[TREE], request.app[OFFICES]
-    limit = _parse_int(request, "limit", 50, 1, 500)
+    limit = parse_int(request, "limit", 50, 1, 500)
     alerts = [
         a for a in await store.list_alerts(limit=limit * 4) if offices.can_see(office, a.areas)
     ]
@@ -319,14 +242,14 @@ async def list_alerts(request: web.Request) -> web.Response:
         item = alert_json(alert, tree)
         item["dispatch"] = await _dispatch_summary(store, alert)
         items.append(item)
-    return web.json_response({"alerts": items, "count": len(items)}, dumps=_dumps)
+    return web.json_response({"alerts": items, "count": len(items)}, dumps=dumps)
 
 
 @routes.get("/api/v1/alerts/{alert_id}")
 async def get_alert(request: web.Request) -> web.Response:
     office = office_of(request)
     store, tree = request.app[STORE], request.app[TREE]
-    alert = await _visible_alert(request, office)
+    alert = await visible_alert(request, office)
     levels = {"city": Level.CITY, "county": Level.COUNTY, "township": Level.TOWNSHIP}
     detail = query_choice(request, "detail", list(levels), "county")
     assert detail is not None  # noqa: S101  it has a default
@@ -363,7 +286,7 @@ async def get_alert(request: web.Request) -> web.Response:
         sms = await request.app[SMS].summary(alert.id)
         if sms is not None or Channel.SMS in alert.channels:
             body["delivery"]["sms"] = sms
-    return web.json_response(body, dumps=_dumps)
+    return web.json_response(body, dumps=dumps)
 
 
 def _delivery_state(alert: Alert, dispatch: dict[str, str]) -> str:
@@ -400,10 +323,10 @@ async def alert_terminals(request: web.Request) -> web.Response:
     """Each expected terminal of an alert: who got it, who did not, who was offline."""
     office = office_of(request)
     tree, store = request.app[TREE], request.app[STORE]
-    alert = await _visible_alert(request, office)
+    alert = await visible_alert(request, office)
     wanted = query_choice(request, "state", _TERMINAL_STATES)
-    limit = _parse_int(request, "limit", 1000, 1, 20_000)
-    offset = _parse_int(request, "offset", 0, 0, 10_000_000)
+    limit = parse_int(request, "limit", 1000, 1, 20_000)
+    offset = parse_int(request, "offset", 0, 0, 10_000_000)
     rows = [
         row
         for row in await store.alert_terminals(alert.id)
@@ -419,134 +342,5 @@ async def alert_terminals(request: web.Request) -> web.Response:
         row["region_name"] = tree.name(row["region"]) if row["region"] in tree else None
     return web.json_response(
         {"alert_id": alert.id, "total": len(rows), "terminals": rows[offset : offset + limit]},
-        dumps=_dumps,
+        dumps=dumps,
     )
-
-
-@routes.get("/api/v1/escalations")
-async def list_escalations(request: web.Request) -> web.Response:
-    """Terminals failed after their last resend, newest first, inside the office's region."""
-    office = office_of(request)
-    store, tree = request.app[STORE], request.app[TREE]
-    limit = _parse_int(request, "limit", 100, 1, 1000)
-    alert_id = request.query.get("alert_id")
-    if alert_id is not None:
-        await _visible_alert(request, office, alert_id)
-    records = await store.escalations(alert_id=alert_id, limit=limit * 4 if not alert_id else limit)
-    mine = [
-        r for r in records if r.get("region") in tree and tree.is_within(r["region"], office.region)
-    ]
-    return web.json_response(
-        {"escalations": mine[:limit], "count": len(mine[:limit])}, dumps=_dumps
-    )
-
-
-@routes.get("/api/v1/regions/{code}")
-async def get_region(request: web.Request) -> web.Response:
-    office_of(request)
-    tree, store = request.app[TREE], request.app[STORE]
-    code = request.match_info["code"]
-    try:
-        region = tree.get(code)
-    except UnknownRegion as exc:
-        raise NotFound(exc.message, details=exc.details) from exc
-    children = tree.children(code)
-    return web.json_response(
-        {
-            "code": region.code,
-            "name": region.name,
-            "level": region.level.name.lower(),
-            "level_label": region.level.label_zh,
-            "parent": region.parent,
-            "path": [{"code": r.code, "name": r.name} for r in tree.path(code)],
-            "topic": tree.topic(code),
-            "children": [{"code": c.code, "name": c.name} for c in children],
-            "terminals": await store.count_terminals(code),
-        },
-        dumps=_dumps,
-    )
-
-
-@routes.get("/api/v1/terminals")
-async def list_terminals(request: web.Request) -> web.Response:
-    office = office_of(request)
-    tree, offices, store = request.app[TREE], request.app[OFFICES], request.app[STORE]
-    code = request.query.get("region", office.region)
-    tree.get(code)
-    offices.require_within(office, [code])
-    limit = _parse_int(request, "limit", 100, 1, 5000)
-    offset = _parse_int(request, "offset", 0, 0, 10_000_000)
-    total, items = await store.list_terminals(code, limit=limit, offset=offset)
-    return web.json_response(
-        {"region": code, "total": total, "offset": offset, "terminals": items}, dumps=_dumps
-    )
-
-
-def parse_terminals(
-    items: Any,
-    tree: RegionTree,
-    *,
-    row_label: str = "item",
-    row_numbers: Sequence[int] | None = None,
-) -> list[TerminalIn]:
-    """Validate a whole list; every bad row is reported, and nothing is returned if one is bad."""
-    if not isinstance(items, list):
-        raise ValidationFailed('send a JSON list of terminals: [{"id", "region", "kind"}]')
-    if not items:
-        raise ValidationFailed("the terminal list is empty")
-    if len(items) > MAX_TERMINALS_PER_REQUEST:
-        raise ValidationFailed(
-            f"at most {MAX_TERMINALS_PER_REQUEST} terminals per request; send them in parts"
-        )
-    errors: list[dict[str, Any]] = []
-    out: list[TerminalIn] = []
-    seen: dict[str, int] = {}
-    for index, item in enumerate(items):
-        row = row_numbers[index] if row_numbers is not None else index
-        try:
-            terminal = TerminalIn.model_validate(item)
-        except ValidationError as exc:
-            errors.extend({row_label: row, **d} for d in validation_details(exc))
-            continue
-        try:
-            tree.get(terminal.region)
-        except RegionError as exc:
-            errors.append(
-                {row_label: row, "field": "region", "message": exc.message, "type": exc.code}
-            )
-            continue
-        if terminal.id in seen:
-            errors.append(
-                {
-                    row_label: row,
-                    "field": "id",
-                    "message": f"terminal {terminal.id!r} also at {row_label} {seen[terminal.id]}",
-                    "type": "duplicate",
-                }
-            )
-            continue
-        seen[terminal.id] = row
-        out.append(terminal)
-    refuse_rows(errors, row_label)
-    return out
-
-
-@routes.post("/api/v1/terminals")
-async def register_terminals(request: web.Request) -> web.Response:
-    office = office_of(request)
-    tree, offices, store = request.app[TREE], request.app[OFFICES], request.app[STORE]
-    body = await read_json(request)
-    if isinstance(body, dict) and "terminals" in body:
-        body = body["terminals"]
-    terminals = parse_terminals(body, tree)
-    offices.require_within(office, sorted({t.region for t in terminals}))
-    result = await store.register_terminals(terminals)
-    return web.json_response(
-        {"created": result.created, "updated": result.updated, "unchanged": result.unchanged},
-        status=200,
-    )
-
-
-@routes.get("/healthz")
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})

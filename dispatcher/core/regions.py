@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
-from dispatcher.errors import MalformedRegionCode, RegionFileError, UnknownRegion
+from dispatcher.core.errors import MalformedRegionCode, RegionFileError, UnknownRegion
 
 __all__ = [
     "ALERT_TOPIC_PREFIX",

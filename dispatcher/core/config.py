@@ -1,0 +1,153 @@
+"""The sections of the engine's settings that its own parts are given: pure pydantic models.
+
+The root settings (``dispatcher.settings``) put these together with the features' own sections
+(``adapters.sms.settings``, ``drills.settings``) and load them from TOML and ``EBD_`` variables;
+each part is handed only its section.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+DEFAULT_REGIONS_FILE = Path("config/regions/fujian.csv")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+# An alert id is the office id plus 26 characters and must fit in 80.
+_OFFICE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ApiSettings(Section):
+    listen: str = "127.0.0.1:8080"
+    # A province's terminal list (17,498 rows) fits easily; anything far larger is a mistake.
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("listen must be HOST:PORT, e.g. 127.0.0.1:8080")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+def _check_url(value: str | None, schemes: tuple[str, ...]) -> str | None:
+    if value is None or value == "":
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ValueError(f"must be a URL like {schemes[0]}://HOST:PORT, got {value!r}")
+    try:
+        _ = parts.port
+    except ValueError as exc:
+        raise ValueError(f"bad port in {value!r}") from exc
+    return value
+
+
+class MqttSettings(Section):
+    url: str | None = None
+    # Defaults to the instance name: two instances must never share a client id (the broker
+    # would disconnect one whenever the other connects).
+    client_id: str | None = None
+    # Days, so acks queued while the engine restarts wait for it in the broker.
+    session_expiry: int = Field(default=7 * 86400, ge=60)
+    keepalive: int = Field(default=30, ge=5, le=3600)
+    publish_timeout: float = Field(default=30.0, gt=0)
+    shared_subscription: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return _check_url(value, ("mqtt", "tcp"))
+
+
+class RedisSettings(Section):
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return _check_url(value, ("redis", "rediss", "unix"))
+
+
+class RegionsSettings(Section):
+    file: Path = DEFAULT_REGIONS_FILE
+
+
+class DispatchSettings(Section):
+    ack_batch_size: int = Field(default=500, ge=1, le=10000)
+    ack_batch_wait: float = Field(default=0.02, gt=0, le=5)
+    # Approximate cap on the ack log's entries, so it cannot eat all of Redis's memory. An
+    # entry is one recorded batch of one alert's acks (up to ack_batch_size): a province-wide
+    # alert writes about 70-150, a township drill a few, so the default keeps years of both.
+    ack_log_maxlen: int = Field(default=1_000_000, ge=1000)
+    claim_idle_seconds: float = Field(default=60.0, gt=0)
+
+
+class ResendSettings(Section):
+    """When a terminal that should have acknowledged has not, and what happens then."""
+
+    # Seconds from dispatch until a terminal with no ack gets its first resend, per severity.
+    red: float = Field(default=60, gt=0)
+    orange: float = Field(default=120, gt=0)
+    yellow: float = Field(default=300, gt=0)
+    blue: float = Field(default=600, gt=0)
+    # Resends on the terminal's own cmd topic before it is failed and escalated.
+    max_attempts: int = Field(default=3, ge=0, le=20)
+    # Wait after resend k is backoff * 2**(k-1), at most backoff_max.
+    backoff: float = Field(default=30, gt=0)
+    backoff_max: float = Field(default=300, gt=0)
+    # How often an instance looks for alerts whose deadline has come.
+    sweep_interval: float = Field(default=1.0, gt=0, le=60)
+
+    def deadline(self, severity: str) -> float:
+        return float(getattr(self, severity))
+
+    def wait_after(self, attempt: int) -> float:
+        return float(min(self.backoff * 2 ** max(0, attempt - 1), self.backoff_max))
+
+
+class OfficeConfig(Section):
+    id: str
+    name: str = Field(min_length=1, max_length=64)
+    region: str
+    token_sha256: str
+    # The 【signature】 of its texts; defaults to the office name.
+    sms_signature: str | None = Field(default=None, min_length=2, max_length=20)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not _OFFICE_ID.match(value):
+            raise ValueError("office id must be 1 to 48 lowercase letters, digits, '-' or '_'")
+        return value
+
+    @field_validator("token_sha256")
+    @classmethod
+    def _hash(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not _HEX64.match(value):
+            raise ValueError(
+                "token_sha256 must be 64 hex digits; run `ebd offices token` to make one"
+            )
+        return value
+
+
+class LogSettings(Section):
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"

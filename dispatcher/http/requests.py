@@ -1,0 +1,89 @@
+"""What every handler needs from a request: the office behind its token, its JSON body, its
+query parameters, and the alert it names if this office may see it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from dispatcher.core.auth import Office
+from dispatcher.core.errors import (
+    BadRequest,
+    Forbidden,
+    NotFound,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from dispatcher.core.models import Alert
+from dispatcher.http.state import OFFICES, STORE
+
+
+async def read_json(request: web.Request, *, optional: bool = False) -> Any:
+    if optional and not request.can_read_body:
+        return None
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType(
+            f"send a JSON body with 'Content-Type: application/json' "
+            f"(got {request.content_type or 'none'!r})"
+        )
+    raw = await request.read()
+    if optional and not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers bad JSON, bad UTF-8 and integers too long to convert.
+        raise BadRequest(f"the body is not valid JSON: {exc}") from exc
+
+
+def office_of(request: web.Request) -> Office:
+    office = request.app[OFFICES].authenticate(request.headers.get("Authorization"))
+    # Each request runs in its own task, so this binding ends with the request.
+    structlog.contextvars.bind_contextvars(office=office.id)
+    return office
+
+
+async def visible_alert(request: web.Request, office: Office, alert_id: str | None = None) -> Alert:
+    alert_id = alert_id or request.match_info["alert_id"]
+    alert = await request.app[STORE].get_alert(alert_id) if len(alert_id) <= 80 else None
+    if alert is None:
+        raise NotFound(f"no alert {alert_id!r}")
+    if not request.app[OFFICES].can_see(office, alert.areas):
+        # Not a 404: the id is not secret, but this office has no business with it.
+        raise Forbidden(
+            f"alert {alert_id} does not concern region {office.region}", region_codes=alert.areas
+        )
+    return alert
+
+
+def parse_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+        raise ValidationFailed(
+            f"query parameter {name} must be an integer from {low} to {high}",
+            details=[{"field": name, "message": f"got {raw!r}"}],
+        )
+    return int(raw)
+
+
+def query_choice(
+    request: web.Request, name: str, choices: Sequence[str], default: str | None = None
+) -> str | None:
+    """A query parameter that must be one of ``choices`` (``default`` when absent)."""
+    value = request.query.get(name, default)
+    if value is not None and value not in choices:
+        raise ValidationFailed(
+            f"{name} must be one of {', '.join(choices)}",
+            details=[{"field": name, "message": f"got {value!r}"}],
+        )
+    return value
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
