@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from dispatcher.core.ack_parse import AckRecord
-from dispatcher.core.models import AckState
+from dispatcher.core.wire import AckState
 from dispatcher.embedded.processes import RedisServer
 from dispatcher.store.engine import Store, dispatch_key, expected_key
 

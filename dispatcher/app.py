@@ -27,6 +27,7 @@ from adapters.sms.handlers import SMS_CHANNEL
 from dispatcher.core.auth import Offices
 from dispatcher.core.errors import ConfigError, StoreUnavailable
 from dispatcher.core.regions import RegionTree
+from dispatcher.core.wire import ACK_TOPIC_FILTER, SHARED_GROUP, STATE_TOPIC_FILTER
 from dispatcher.embedded.processes import ManagedProcess, MosquittoServer, RedisServer
 from dispatcher.http import alerts, escalations, health, regions, terminals
 from dispatcher.http.middleware import error_middleware
@@ -46,7 +47,7 @@ from dispatcher.http.state import (
 from dispatcher.metrics import REQUEST_TIMES, RequestTimes, metrics_handler, timing_middleware
 from dispatcher.openapi import openapi_handler
 from dispatcher.pipeline.ack_link import AckLink
-from dispatcher.pipeline.ingester import ACK_TOPIC, STATE_TOPIC, AckIngester
+from dispatcher.pipeline.ingester import AckIngester
 from dispatcher.pipeline.outbox import DispatchWorker
 from dispatcher.pipeline.sweeper import DeadlineSweeper, EscalationNotifier
 from dispatcher.settings import Settings
@@ -189,8 +190,8 @@ async def _ingester(app: web.Application) -> AsyncIterator[None]:
 async def _link(app: web.Application) -> AsyncIterator[None]:
     """Two MQTT connections: ``MqttLink`` (aiomqtt) publishes, ``AckLink`` takes the acks."""
     settings = app[SETTINGS].mqtt
-    plain = [ACK_TOPIC, STATE_TOPIC]
-    shared = [f"$share/ebd/{topic}" for topic in plain]
+    plain = [ACK_TOPIC_FILTER, STATE_TOPIC_FILTER]
+    shared = [SHARED_GROUP + topic for topic in plain]
     # Shared: several engines share the ack stream, each ack reaches exactly one of them.
     topics, stale = (shared, plain) if settings.shared_subscription else (plain, shared)
     ingester = app[INGESTER]

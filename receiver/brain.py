@@ -37,7 +37,21 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
-from dispatcher.core.regions import alert_topic, code_path
+from dispatcher.core.wire import (
+    ALERT_ID,
+    DETAIL_CANCELLED,
+    DETAIL_EXPIRED,
+    DETAIL_SUPERSEDED,
+    DETAIL_TEST,
+    MAX_PAYLOAD,
+    MSG_TYPES,
+    REGION_CODE,
+    STATUSES,
+    ack_topic,
+    cmd_topic,
+    state_topic,
+    terminal_topics,
+)
 
 __all__ = [
     "MAX_PAYLOAD",
@@ -66,16 +80,7 @@ MsgType = Literal["alert", "update", "cancel"]
 Status = Literal["actual", "exercise", "test"]
 Severity = Literal["red", "orange", "yellow", "blue"]
 
-# An alert is at most a few kB (headline 120, text 1000, instruction 500 characters); anything
-# far larger is not ours and is not worth parsing.
-MAX_PAYLOAD: Final = 64 * 1024
-# The same pattern as dispatcher.models.ALERT_ID_PATTERN (a unit test keeps them equal); the
-# receiver does not import the engine's models so that terminal makers can read it on its own.
-_ALERT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,79}")
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
-_REGION_CODE = re.compile(r"\d{2}(?:\d{2}(?:\d{2}(?:\d{3}(?:\d{3})?)?)?)?")
-_MSG_TYPES: Final = frozenset({"alert", "update", "cancel"})
-_STATUSES: Final = frozenset({"actual", "exercise", "test"})
 MAX_REPEAT: Final = 10
 
 SEVERITY_ZH: Final[dict[str, str]] = {
@@ -85,30 +90,6 @@ SEVERITY_ZH: Final[dict[str, str]] = {
     "blue": "蓝色预警",
 }
 EXERCISE_PREFIX: Final = "演练"
-
-DETAIL_EXPIRED: Final = "expired"
-DETAIL_CANCELLED: Final = "cancelled"
-DETAIL_SUPERSEDED: Final = "superseded"
-DETAIL_TEST: Final = "test"
-
-
-def cmd_topic(terminal_id: str) -> str:
-    return f"eb/v1/term/{terminal_id}/cmd"
-
-
-def ack_topic(terminal_id: str) -> str:
-    return f"eb/v1/term/{terminal_id}/ack"
-
-
-def state_topic(terminal_id: str) -> str:
-    return f"eb/v1/term/{terminal_id}/state"
-
-
-def terminal_topics(terminal_id: str, region: str) -> list[str]:
-    """The exact topics a terminal subscribes to: the alert topic of every region from the
-    province down to its own (what ``RegionTree.subscription_topics`` gives), then its cmd topic.
-    Never a wildcard: a terminal must not hear its neighbours' alerts."""
-    return [*(alert_topic(code) for code in code_path(region)), cmd_topic(terminal_id)]
 
 
 def state_payload(
@@ -177,7 +158,7 @@ def parse_alert(payload: bytes | str) -> Alert:
     if not isinstance(body, dict):
         raise MalformedAlert("not a JSON object")
     alert_id = body.get("id")
-    if not isinstance(alert_id, str) or not _ALERT_ID.fullmatch(alert_id):
+    if not isinstance(alert_id, str) or not ALERT_ID.fullmatch(alert_id):
         raise MalformedAlert(f"id {alert_id!r} is not an alert id")
     try:
         return _parse_fields(body, alert_id)
@@ -194,8 +175,8 @@ def _parse_fields(body: dict[str, Any], alert_id: str) -> Alert:
     version = body.get("v")
     if type(version) is not int or version != 1:
         raise MalformedAlert(f"unsupported version v={version!r}")
-    msg_type = _one_of(body, "msg_type", _MSG_TYPES)
-    status = _one_of(body, "status", _STATUSES)
+    msg_type = _one_of(body, "msg_type", MSG_TYPES)
+    status = _one_of(body, "status", STATUSES)
     severity = body.get("severity")
     if severity is not None and (not isinstance(severity, str) or severity not in SEVERITY_ZH):
         raise MalformedAlert(f"severity {severity!r} is not one of red, orange, yellow, blue")
@@ -208,8 +189,8 @@ def _parse_fields(body: dict[str, Any], alert_id: str) -> Alert:
     expires = _time(body, "expires")
     if expires <= sent:
         raise MalformedAlert("expires is not after sent")
-    areas = _strings(body, "areas", _REGION_CODE)
-    references = _strings(body, "references", _ALERT_ID)
+    areas = _strings(body, "areas", REGION_CODE)
+    references = _strings(body, "references", ALERT_ID)
     if msg_type != "alert" and not references:
         raise MalformedAlert(f"a {msg_type} must reference the alert it replaces")
     if msg_type == "alert":

@@ -29,7 +29,6 @@ from typing import Self
 
 import structlog
 
-from dispatcher.core.regions import Level, RegionTree
 from receiver.brain import (
     Ack,
     Action,
@@ -117,13 +116,9 @@ class Behaviour:
     lose_first_acks: frozenset[str] = frozenset()
 
 
-def village_terminals(tree: RegionTree, region: str, per_village: int = 1) -> list[SimTerminal]:
-    """``per_village`` terminals in every village at or below ``region``, ids
-    ``sim-{village code}-{n}`` (n from 1)."""
-    if tree.level(region) is Level.VILLAGE:
-        villages = [region]
-    else:
-        villages = [village.code for village in tree.descendants(region, level=Level.VILLAGE)]
+def village_terminals(villages: Iterable[str], per_village: int = 1) -> list[SimTerminal]:
+    """``per_village`` terminals in each of ``villages`` (12-digit codes, e.g. what
+    ``RegionTree.villages`` gives), ids ``sim-{village code}-{n}`` (n from 1)."""
     return [
         SimTerminal(f"sim-{code}-{n}", code) for code in villages for n in range(1, per_village + 1)
     ]
@@ -639,10 +634,9 @@ def _raise_open_files_limit(connections: int) -> None:
 
 
 async def run_simulator_cli(
-    region: str,
-    per_village: int,
+    terminals: list[SimTerminal],
+    label: str,
     mqtt_url: str,
-    regions_file: Path,
     *,
     ready_file: Path | None = None,
     behaviour: Behaviour | None = None,
@@ -651,9 +645,7 @@ async def run_simulator_cli(
 ) -> None:
     """``ebd sim``: start the terminals, write ``ready_file`` once all are up, then print a
     status line every ``interval`` seconds until cancelled (Ctrl-C)."""
-    tree = RegionTree.from_csv(regions_file)
-    terminals = village_terminals(tree, region, per_village)
-    print(f"connecting {len(terminals)} terminals of {tree.name(region)} to {mqtt_url}", flush=True)
+    print(f"connecting {len(terminals)} terminals of {label} to {mqtt_url}", flush=True)
     started = time.monotonic()
     sim = Simulator(terminals, mqtt_url, behaviour=behaviour)
     await sim.start(timeout=connect_timeout)

@@ -457,15 +457,16 @@ async def _call_api(method: str, base: str, path: str, body: Any, token: str) ->
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
-    from receiver.simulator import run_simulator_cli
+    from dispatcher.core.regions import RegionTree
+    from receiver.simulator import run_simulator_cli, village_terminals
 
     configure_logging("console" if sys.stderr.isatty() else "json", "warning")
+    tree = RegionTree.from_csv(_regions_file(args.regions_file))
     asyncio.run(
         run_simulator_cli(
-            region=args.region,
-            per_village=args.per_village,
-            mqtt_url=args.mqtt,
-            regions_file=_regions_file(args.regions_file),
+            village_terminals(tree.villages(args.region), args.per_village),
+            tree.name(args.region),
+            args.mqtt,
             ready_file=Path(args.ready_file) if args.ready_file else None,
         )
     )

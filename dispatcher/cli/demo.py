@@ -107,7 +107,7 @@ async def run_demo(
         await web.TCPSite(runner, settings.api.host, settings.api.port).start()
         urls = app[URLS]
         print(f"  API {base}  MQTT {urls['mqtt']}  Redis {urls['redis']}  state {state}")
-        terminals = village_terminals(tree, region, per_village)
+        terminals = village_terminals(tree.villages(region), per_village)
         async with aiohttp.ClientSession(headers=headers) as session:
             say(
                 f"登记 {len(terminals)} 个村级终端",

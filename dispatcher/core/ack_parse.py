@@ -17,7 +17,8 @@ from typing import NamedTuple
 import orjson
 from pydantic import ValidationError
 
-from dispatcher.core.models import ALERT_ID_PATTERN, TERMINAL_ID_PATTERN, Ack, AckState
+from dispatcher.core.models import Ack
+from dispatcher.core.wire import ALERT_ID_PATTERN, TERMINAL_ID_PATTERN, AckState
 
 # fullmatch, not the pattern's own ^…$: Python's $ also matches before a final newline.
 _ALERT_ID = re.compile(ALERT_ID_PATTERN.removeprefix("^").removesuffix("$"))

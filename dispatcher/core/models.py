@@ -22,12 +22,12 @@ from pydantic import (
     model_validator,
 )
 
+from dispatcher.core.wire import ALERT_ID_PATTERN, TERMINAL_ID_PATTERN, AckState
+
 MAX_AREAS = 500
 MAX_REFERENCES = 20
 MAX_EXPIRES_IN = 7 * 86400
 MIN_EXPIRES_IN = 60
-ALERT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,79}$"
-TERMINAL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _EVENT_CODE = re.compile(r"^[0-9]{2}[A-Z][0-9]{2}$")
 # ASCII digits only: \d would also take full-width ３５.
 _REGION_CODE = re.compile(r"^[0-9]{2}([0-9]{2}([0-9]{2}([0-9]{3}([0-9]{3})?)?)?)?$")
@@ -104,15 +104,6 @@ class Channel(StrEnum):
 
 
 SmsRole = Literal["village_head", "grid_worker", "duty_officer", "resident", "official"]
-
-
-class AckState(StrEnum):
-    """A terminal's play state; the national platform's codes are 1 waiting … 5 cancelled."""
-
-    RECEIVED = "received"
-    PLAYING = "playing"
-    PLAYED = "played"
-    FAILED = "failed"
 
 
 class _Strict(BaseModel):

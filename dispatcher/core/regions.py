@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
+from dispatcher.core import wire
 from dispatcher.core.errors import MalformedRegionCode, RegionFileError, UnknownRegion
+from dispatcher.core.wire import ALERT_TOPIC_PREFIX
 
 __all__ = [
     "ALERT_TOPIC_PREFIX",
@@ -75,10 +77,7 @@ CODE_LENGTHS: dict[int, Level] = {
     12: Level.VILLAGE,
 }
 _LENGTHS = {level: length for length, level in CODE_LENGTHS.items()}
-# Ascending, so slicing a code by these gives its path from the province down.
-_PREFIX_LENGTHS = tuple(sorted(CODE_LENGTHS))
 
-ALERT_TOPIC_PREFIX = "eb/v1/alert/"
 REGION_FILE_HEADER = ("code", "name", "level", "parent")
 _LEVEL_BY_TEXT = {str(int(level)): level for level in Level}
 _LEVEL_ABOVE = {level: Level(level - 1) for level in Level if level > Level.PROVINCE}
@@ -95,13 +94,14 @@ def level_of_code(code: str) -> Level:
 
 def code_path(code: str) -> list[str]:
     """The codes from the province down to ``code`` itself, by prefix alone (no tree needed)."""
-    length = level_of_code(code).code_length
-    return [code[:n] for n in _PREFIX_LENGTHS if n <= length]
+    level_of_code(code)
+    return wire.code_path(code)
 
 
 def alert_topic(code: str) -> str:
     """The MQTT alert topic of a region: its code path under ``eb/v1/alert/``."""
-    return ALERT_TOPIC_PREFIX + "/".join(code_path(code))
+    level_of_code(code)
+    return wire.alert_topic(code)
 
 
 def code_from_alert_topic(topic: str) -> str:
@@ -242,6 +242,12 @@ class RegionTree:
             if level is None or region.level < level:
                 stack.extend(reversed(self._children[region.code]))
         return found
+
+    def villages(self, code: str) -> list[str]:
+        """The village codes at or below ``code``, depth first in file order."""
+        if self.level(code) is Level.VILLAGE:
+            return [code]
+        return [village.code for village in self.descendants(code, level=Level.VILLAGE)]
 
     def is_within(self, inner: str, outer: str) -> bool:
         """True if ``inner`` is ``outer`` or below it; both must be in the tree."""

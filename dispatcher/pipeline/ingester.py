@@ -22,13 +22,11 @@ from adapters.loudspeaker.publisher import Delivery
 from dispatcher.core.ack_parse import AckRecord, parse_ack
 from dispatcher.core.errors import StoreUnavailable
 from dispatcher.core.models import TerminalState
+from dispatcher.core.wire import terminal_of
 from dispatcher.store.engine import Store
 
 log = structlog.get_logger(__name__)
 
-TERM_PREFIX = "eb/v1/term/"
-ACK_TOPIC = TERM_PREFIX + "+/ack"
-STATE_TOPIC = TERM_PREFIX + "+/state"
 # Result codes of the ack script (Store.queue_acks).
 Item = tuple[str, str, bytes, Delivery | None]
 _RESULTS = {
@@ -38,16 +36,6 @@ _RESULTS = {
     -2: "acks_unknown_alert",
     -3: "acks_unknown_terminal",
 }
-
-
-def terminal_of(topic: str) -> tuple[str, str] | None:
-    """``eb/v1/term/T1/ack`` → ("T1", "ack"); anything else → None."""
-    if not topic.startswith(TERM_PREFIX):
-        return None
-    terminal, _, kind = topic[len(TERM_PREFIX) :].partition("/")
-    if not terminal or kind not in ("ack", "state"):
-        return None
-    return terminal, kind
 
 
 class AckIngester:

@@ -21,11 +21,11 @@ from dispatcher.core.config import ResendSettings
 from dispatcher.core.errors import PublishFailed, StoreUnavailable
 from dispatcher.core.models import Alert, MsgType, utcnow
 from dispatcher.core.regions import RegionTree
+from dispatcher.core.wire import cmd_topic
 from dispatcher.store.engine import Store
 
 log = structlog.get_logger(__name__)
 
-CMD_TOPIC = "eb/v1/term/{}/cmd"
 # While one instance sweeps an alert, no other takes it. A sweep is short (a province's
 # resends take seconds, and a dead link ends it at the first failed publish); a long lease
 # would only delay the sweep of an alert whose sweeper was killed.
@@ -162,7 +162,7 @@ class DeadlineSweeper:
                     return False
                 try:
                     await self._link.publish(
-                        CMD_TOPIC.format(terminal), payload, expiry=expiry, timeout=10
+                        cmd_topic(terminal), payload, expiry=expiry, timeout=10
                     )
                     return True
                 except PublishFailed:

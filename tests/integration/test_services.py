@@ -17,8 +17,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from dispatcher import services
 from dispatcher.core.errors import ServiceError
+from dispatcher.embedded import processes as services
 from dispatcher.embedded.processes import (
     EmbeddedServices,
     ManagedProcess,
@@ -344,7 +344,8 @@ def test_shipped_config_file_is_the_template_rendered_for_docker(
 ) -> None:
     shipped = (PROJECT_ROOT / relative_path).read_text(encoding="utf-8")
     assert shipped == expected, (
-        f"{relative_path} differs from its template in dispatcher/services.py; edit the template "
+        f"{relative_path} differs from its template in dispatcher/embedded/processes.py; "
+        "edit the template "
         'and regenerate with: .venv/bin/python -c "from pathlib import Path; '
         "from dispatcher.embedded.processes import render_docker_configs; "
         '[Path(p).write_text(t) for p, t in render_docker_configs().items()]"'

@@ -61,13 +61,13 @@ def acks_by_terminal(watch: Watch, prefix: str, alert_id: str) -> dict[str, list
 
 
 def test_village_terminals_cover_every_village_below_a_region(tree: RegionTree) -> None:
-    province = village_terminals(tree, "35")
+    province = village_terminals(tree.villages("35"))
     assert len(province) == 17_498
     assert (province[0].id, province[0].region) == ("sim-350102001001-1", "350102001001")
-    two = village_terminals(tree, "350102001", per_village=2)
+    two = village_terminals(tree.villages("350102001"), per_village=2)
     assert [t.id for t in two[:2]] == ["sim-350102001001-1", "sim-350102001001-2"]
     assert len(two) == 2 * len(tree.descendants("350102001", level=Level.VILLAGE))
-    village = village_terminals(tree, "350102001001")
+    village = village_terminals(tree.villages("350102001001"))
     assert [(t.id, t.region) for t in village] == [("sim-350102001001-1", "350102001001")]
 
 
@@ -193,7 +193,13 @@ async def test_ebd_sim_reports_ready_and_stops_cleanly(
 ) -> None:
     ready = tmp_path / "ready"
     task = asyncio.create_task(
-        run_simulator_cli("350102001", 1, mqtt_url, FUJIAN, ready_file=ready, interval=0.05)
+        run_simulator_cli(
+            village_terminals(RegionTree.from_csv(FUJIAN).villages("350102001")),
+            "鼓东街道",
+            mqtt_url,
+            ready_file=ready,
+            interval=0.05,
+        )
     )
     await wait_for(ready.exists)
     await wait_for(lambda: "connected 5/5" in capsys.readouterr().out)

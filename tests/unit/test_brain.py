@@ -11,7 +11,6 @@ import pytest
 
 from dispatcher.core.regions import Level, Region, RegionTree
 from receiver.brain import (
-    _ALERT_ID,
     MAX_PAYLOAD,
     SEVERITY_ZH,
     Ack,
@@ -538,10 +537,36 @@ def test_a_terminal_subscribes_to_its_path_and_its_cmd_topic_only() -> None:
 
 
 def test_the_receiver_agrees_with_the_engine_models() -> None:
-    from dispatcher.core.models import ALERT_ID_PATTERN, Severity
+    from typing import get_args
 
-    assert _ALERT_ID.pattern == ALERT_ID_PATTERN.strip("^$")
+    from dispatcher.core import wire
+    from dispatcher.core.models import MsgType, Severity, Status
+    from receiver import brain
+
     assert {s.value: s.label_zh for s in Severity} == SEVERITY_ZH
+    assert tuple(s.value for s in Severity) == wire.SEVERITIES == get_args(brain.Severity)
+    assert {m.value for m in MsgType} == wire.MSG_TYPES == set(get_args(brain.MsgType))
+    assert {s.value for s in Status} == wire.STATUSES == set(get_args(brain.Status))
+    assert {a.value for a in wire.AckState} == set(get_args(brain.AckState))
+
+
+def test_the_receiver_imports_nothing_of_the_engine_but_the_wire_contract() -> None:
+    """A terminal maker reads receiver/ and dispatcher/core/wire.py, nothing else."""
+    import ast
+    from pathlib import Path
+
+    import receiver
+
+    for path in Path(receiver.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            engine = [n for n in names if n.split(".")[0] in ("dispatcher", "adapters", "drills")]
+            assert all(n == "dispatcher.core.wire" for n in engine), (path.name, engine)
 
 
 def test_now_must_be_timezone_aware() -> None:
