@@ -80,6 +80,7 @@ import aiohttp
 import structlog
 from harness import REGIONS_FILE, ROOT, Engine, cpu_seconds, run_until_done, say
 
+from adapters.loudspeaker.payload import encode_alert
 from dispatcher.core.regions import RegionTree
 from dispatcher.embedded.processes import MosquittoServer, RedisServer
 from receiver.mqtt_lite import (
@@ -521,7 +522,7 @@ async def verify(mqtt_url: str, tree: RegionTree, n: int, timeout: float) -> dic
         codes = await conn.subscribe(["eb/v1/term/+/ack"], qos=1)
         if codes != [1]:
             raise RuntimeError(f"check subscription refused: {codes}")
-        payload = json.dumps(alert.payload(), ensure_ascii=False).encode()
+        payload = encode_alert(alert)
         started = time.monotonic()
         await conn.publish_acked(tree.topic(PROVINCE), payload)
         finished: float | None = None

@@ -65,6 +65,7 @@ from harness import (
     say,
 )
 
+from adapters.loudspeaker.payload import encode_alert
 from dispatcher.core.models import Alert, Channel, MsgType, Severity, Status, new_alert_id
 from dispatcher.core.regions import Level, RegionTree
 from dispatcher.embedded.processes import MosquittoServer, RedisServer
@@ -475,7 +476,7 @@ async def raw_run(
 ) -> dict[str, Any]:
     alert = new_alert("wave-raw")
     done = sink.expect(alert.id, n)
-    payload = json.dumps(alert.payload(), ensure_ascii=False).encode()
+    payload = encode_alert(alert)
     probe.begin()
     started = time.monotonic()
     publisher.publish(tree.topic(PROVINCE), payload, qos=1)

@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from adapters.loudspeaker.publisher import Delivery, MqttLink
+from adapters.loudspeaker.publisher import MqttLink, PubackHandle
 from adapters.sms import handlers as sms_handlers
 from adapters.sms.channel import SmsChannel
 from adapters.sms.gateway import SmsGateway
@@ -222,7 +222,7 @@ async def _link(app: web.Application) -> AsyncIterator[None]:
     app[LINK] = link
     app[ACK_LINK] = acks
 
-    def confirm(deliveries: list[Delivery]) -> None:
+    def confirm(deliveries: list[PubackHandle]) -> None:
         acks.confirm(deliveries)
         link.confirm(deliveries)
 

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 from fractions import Fraction
 
-from dispatcher.core.errors import MalformedRegionCode
+from dispatcher.core.errors import MalformedRegionCode, PlanError
 from dispatcher.core.regions import Level, Region, RegionTree, level_of_code
 from drills.models import CSV_COLUMNS, Drill, DrillStatus
 from drills.settings import Blackout, DrillSettings
@@ -47,11 +47,6 @@ SEARCH_DAYS = 366
 
 _WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _FIX = "raise drills.max_per_county_per_day, allow more drills.weekdays or shorten drills.blackouts"
-
-
-class PlanError(ValueError):
-    """A plan, a slot or a request that breaks the drill rules; the message says which rule and,
-    where it helps, what to change."""
 
 
 # --- rules shared by plan_year, check_slot and next_free_slot ------------------------------

@@ -28,7 +28,7 @@ log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class Delivery:
+class PubackHandle:
     """Identifies a received message so it can be confirmed (PUBACK) once it is handled."""
 
     client: object  # the connection it came on: confirmed only on that one
@@ -42,7 +42,7 @@ class _Client(aiomqtt.Client):
     direct message callback."""
 
     session_present: bool = False
-    handler: Callable[[str, bytes, Delivery], None] | None = None
+    handler: Callable[[str, bytes, PubackHandle], None] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -60,7 +60,7 @@ class _Client(aiomqtt.Client):
             super()._on_message(client, userdata, message)
             return
         self.handler(
-            message.topic, bytes(message.payload), Delivery(self, message.mid, message.qos)
+            message.topic, bytes(message.payload), PubackHandle(self, message.mid, message.qos)
         )
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, *args: Any, **kw: Any) -> None:
@@ -68,7 +68,7 @@ class _Client(aiomqtt.Client):
         super()._on_connect(client, userdata, flags, *args, **kw)
 
 
-MessageHandler = Callable[[str, bytes, Delivery], None]
+MessageHandler = Callable[[str, bytes, PubackHandle], None]
 
 
 def split_mqtt_url(url: str) -> tuple[str, int]:
@@ -172,7 +172,7 @@ class MqttLink:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
 
-    def confirm(self, deliveries: list[Delivery]) -> None:
+    def confirm(self, deliveries: list[PubackHandle]) -> None:
         """PUBACK handled messages, in the order they arrived (MQTT requires that order).
 
         Messages of an earlier connection are not confirmed: the broker sends them again on

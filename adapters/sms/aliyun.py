@@ -30,8 +30,6 @@ from adapters.sms.gateway import (
     DeliveryStatus,
     Message,
     Receipt,
-    ReceiptMalformed,
-    ReceiptRejected,
     SubmitResult,
     SubmitStatus,
     out_id,
@@ -47,6 +45,7 @@ from adapters.sms.http import (
     results_for_all,
 )
 from adapters.sms.settings import GatewaySettings
+from dispatcher.core.errors import ReceiptMalformed, ReceiptRejected
 from dispatcher.core.masking import mask_phones
 
 log = structlog.get_logger(__name__)

@@ -11,8 +11,6 @@ import structlog
 
 from adapters.sms.gateway import (
     Receipt,
-    ReceiptMalformed,
-    ReceiptRejected,
     SmsGateway,
     split_out_id,
 )
@@ -24,7 +22,7 @@ from adapters.sms.settings import SmsSettings
 from adapters.sms.settler import SmsSettler
 from adapters.sms.store import STATES, SmsStore
 from adapters.sms.worker import SmsWorker, now_ms
-from dispatcher.core.errors import NotFound
+from dispatcher.core.errors import NotFound, ReceiptMalformed, ReceiptRejected
 from dispatcher.core.models import Alert
 from dispatcher.core.regions import RegionTree
 from dispatcher.store.engine import Store

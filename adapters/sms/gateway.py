@@ -92,14 +92,6 @@ class Receipt:
     at: datetime | None = None
 
 
-class ReceiptRejected(Exception):
-    """The callback is not from the gateway (bad or missing signature, stale timestamp)."""
-
-
-class ReceiptMalformed(Exception):
-    """The callback is authentic but cannot be read."""
-
-
 class SmsGateway(Protocol):
     name: str
     settings: GatewaySettings

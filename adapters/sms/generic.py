@@ -20,8 +20,6 @@ from adapters.sms.gateway import (
     DeliveryStatus,
     Message,
     Receipt,
-    ReceiptMalformed,
-    ReceiptRejected,
     SubmitResult,
     SubmitStatus,
     split_out_id,
@@ -37,6 +35,7 @@ from adapters.sms.http import (
     parse_retry_after,
     results_for_all,
 )
+from dispatcher.core.errors import ReceiptMalformed, ReceiptRejected
 from dispatcher.core.masking import mask_phones
 
 log = structlog.get_logger(__name__)

@@ -10,12 +10,11 @@ import structlog
 from aiohttp import web
 
 from adapters.sms.channel import SmsChannel
-from adapters.sms.gateway import ReceiptMalformed, ReceiptRejected
 from adapters.sms.planner import escalation_job
 from adapters.sms.recipients import Person, normalize_phone, parse_recipients
 from adapters.sms.store import STATES, SmsStore
 from dispatcher.core.auth import Office
-from dispatcher.core.errors import BadRequest, NotFound, Unauthorized, ValidationFailed
+from dispatcher.core.errors import NotFound, ValidationFailed
 from dispatcher.http.requests import (
     dumps,
     office_of,
@@ -171,12 +170,7 @@ async def receipts(request: web.Request) -> web.Response:
     """A gateway's delivery receipts; authenticated by the gateway's signature, not a token."""
     channel = _channel(request)
     body = await request.read()
-    try:
-        status, content_type, answer = await channel.take_receipts(
-            request.match_info["gateway"], url=str(request.url), headers=request.headers, body=body
-        )
-    except ReceiptRejected as exc:
-        raise Unauthorized(f"receipt rejected: {exc}") from exc
-    except ReceiptMalformed as exc:
-        raise BadRequest(f"receipt not readable: {exc}") from exc
+    status, content_type, answer = await channel.take_receipts(
+        request.match_info["gateway"], url=str(request.url), headers=request.headers, body=body
+    )
     return web.Response(status=status, body=answer, content_type=content_type)

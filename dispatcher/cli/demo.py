@@ -29,6 +29,7 @@ from dispatcher.core.config import (
     OfficeConfig,
     RegionsSettings,
 )
+from dispatcher.core.errors import DemoFailed
 from dispatcher.core.regions import RegionTree
 from dispatcher.embedded.processes import free_port
 from dispatcher.http.state import URLS
@@ -40,10 +41,6 @@ CHUNK = 5000
 
 def say(zh: str, en: str) -> None:
     print(f"▶ {zh}  ({en})", flush=True)
-
-
-class DemoFailed(Exception):
-    pass
 
 
 async def _call(session: aiohttp.ClientSession, method: str, url: str, **kw: Any) -> dict[str, Any]:

@@ -7,10 +7,13 @@
     │   ├── MalformedRegionCode   not 2/4/6/9/12 digits
     │   └── UnknownRegion         well-formed but not in the loaded tree
     ├── BadRequest                the request is not readable (e.g. not JSON)
+    │   └── ReceiptMalformed      an authentic SMS receipt callback that cannot be read
     ├── ValidationFailed          input failed validation (``details``: list of problems)
     │   ├── IdempotencyKeyReused  the key was used before with another body
-    │   └── ImportFailed          a CSV/JSON import had bad rows; nothing was imported
+    │   ├── ImportFailed          a CSV/JSON import had bad rows; nothing was imported
+    │   └── PlanError             a drill plan, slot or edit breaks the drill rules
     ├── Unauthorized              missing or unknown bearer token
+    │   └── ReceiptRejected       an SMS receipt callback not signed by its gateway
     ├── Forbidden                 outside the office's jurisdiction (``region_codes``)
     ├── NotFound                  no such alert, terminal or region
     ├── Conflict                  the request contradicts stored state (idempotency, cancel)
@@ -18,7 +21,12 @@
     ├── UnsupportedMediaType      request body is not JSON
     ├── ServiceError              an embedded mosquitto/redis-server could not be started
     ├── StoreUnavailable          Redis did not answer; the request may be retried
-    └── PublishFailed             the broker did not take a publish in time (``topic``)
+    ├── PublishFailed             the broker did not take a publish in time (``topic``)
+    ├── AckLinkError              the broker refused the ack link or broke the protocol
+    └── DemoFailed                ``ebd demo`` saw a terminal fail or the simulator exit
+
+The reference receiver (``receiver/``) keeps errors of its own: it runs on terminals without
+the engine, and imports nothing of it but the wire contract.
 
 Errors carry data as attributes, and ``details`` is what the API puts in its error body.
 """
@@ -174,3 +182,36 @@ class PublishFailed(EbdError):
     def __init__(self, message: str, *, topic: str) -> None:
         super().__init__(message, details={"topic": topic})
         self.topic = topic
+
+
+class ReceiptMalformed(BadRequest):
+    """An SMS receipt callback whose signature holds but whose body cannot be read."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"receipt not readable: {message}")
+
+
+class ReceiptRejected(Unauthorized):
+    """An SMS receipt callback not from its gateway (bad or missing signature, stale time)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"receipt rejected: {message}")
+
+
+class PlanError(ValidationFailed):
+    """A plan, a slot or a request that breaks the drill rules; the message says which rule and,
+    where it helps, what to change."""
+
+
+class AckLinkError(EbdError):
+    """The broker refused the ack link's connection or a subscription, or broke the protocol;
+    the link reconnects with backoff."""
+
+    code = "ack_link"
+    status = 503
+
+
+class DemoFailed(EbdError):
+    """``ebd demo`` could not finish: a request failed, the simulator exited, a terminal failed."""
+
+    code = "demo_failed"

@@ -10,7 +10,7 @@ import re
 import secrets
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import (
     AwareDatetime,
@@ -251,27 +251,6 @@ class Alert(BaseModel):
 
     def expired(self, now: datetime | None = None) -> bool:
         return self.expires <= (now or utcnow())
-
-    def payload(self) -> dict[str, Any]:
-        """The MQTT alert payload of the v1 contract (docs/protocol.md)."""
-        return {
-            "v": 1,
-            "id": self.id,
-            "msg_type": self.msg_type.value,
-            "status": self.status.value,
-            "severity": self.severity.value,
-            "event": self.event,
-            "event_code": self.event_code,
-            "headline": self.headline,
-            "text": self.text,
-            "instruction": self.instruction,
-            "sent": self.sent.isoformat(),
-            "expires": self.expires.isoformat(),
-            "areas": self.areas,
-            "references": self.references,
-            "repeat": self.repeat,
-            "audio": None,
-        }
 
 
 def new_alert_id(office_id: str, sent: datetime) -> str:

@@ -30,7 +30,7 @@ from dispatcher.http.requests import (
     visible_alert,
 )
 from dispatcher.http.state import OFFICES, SMS, STORE, TREE
-from dispatcher.store.engine import Delivery, Store
+from dispatcher.store.engine import DeliveryCounts, Store
 
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
 
@@ -225,7 +225,7 @@ def _regions_shown(tree: RegionTree, areas: Sequence[str], levels: Sequence[Leve
 async def _dispatch_summary(store: Store, alert: Alert) -> dict[str, Any]:
     root_code = alert.areas[0][:2]
     report = await store.delivery(alert.id, [root_code])
-    root = report.by_region.get(root_code, Delivery())
+    root = report.by_region.get(root_code, DeliveryCounts())
     return {"state": report.dispatch.get("state", "unknown"), **root.as_dict()}
 
 
@@ -256,7 +256,7 @@ async def get_alert(request: web.Request) -> web.Response:
     shown = [level for level in levels.values() if level <= levels[detail]]
     report = await store.delivery(alert.id, _regions_shown(tree, alert.areas, shown))
     # Every expected terminal lies in the province, so its counter is the alert's total.
-    total = report.by_region.get(alert.areas[0][:2], Delivery())
+    total = report.by_region.get(alert.areas[0][:2], DeliveryCounts())
     breakdown: dict[str, list[dict[str, Any]]] = {}
     for name, level in levels.items():
         if level > levels[detail]:

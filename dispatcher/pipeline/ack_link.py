@@ -28,15 +28,12 @@ from typing import Any, cast
 import mqtt5
 import structlog
 
-from adapters.loudspeaker.publisher import Delivery, split_mqtt_url
+from adapters.loudspeaker.publisher import PubackHandle, split_mqtt_url
+from dispatcher.core.errors import AckLinkError
 
 log = structlog.get_logger(__name__)
 
-MessageHandler = Callable[[str, bytes, Delivery], None]
-
-
-class AckLinkError(Exception):
-    """The broker refused the connection or a subscription, or broke the protocol."""
+MessageHandler = Callable[[str, bytes, PubackHandle], None]
 
 
 class _AckProtocol(asyncio.Protocol):
@@ -76,7 +73,7 @@ class _AckProtocol(asyncio.Protocol):
                     self._on_message(
                         packet.topic,
                         packet.payload,
-                        Delivery(self, packet.packet_id or 0, int(packet.qos)),
+                        PubackHandle(self, packet.packet_id or 0, int(packet.qos)),
                     )
                 else:
                     self._on_control(packet)
@@ -277,7 +274,7 @@ class AckLink:
             protocol.send(mqtt5.PingReqPacket().write())
         raise AckLinkError(f"connection lost: {protocol.why_closed}")
 
-    def confirm(self, deliveries: list[Delivery]) -> None:
+    def confirm(self, deliveries: list[PubackHandle]) -> None:
         """PUBACK handled messages of the current connection, in the order they arrived."""
         protocol = self._protocol
         if protocol is None or not protocol.open:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import structlog
 from pydantic import ValidationError
 
-from adapters.loudspeaker.publisher import Delivery
+from adapters.loudspeaker.publisher import PubackHandle
 from dispatcher.core.ack_parse import AckRecord, parse_ack
 from dispatcher.core.errors import StoreUnavailable
 from dispatcher.core.models import TerminalState
@@ -28,7 +28,7 @@ from dispatcher.store.engine import Store
 log = structlog.get_logger(__name__)
 
 # Result codes of the ack script (Store.queue_acks).
-Item = tuple[str, str, bytes, Delivery | None]
+Item = tuple[str, str, bytes, PubackHandle | None]
 _RESULTS = {
     1: "acks_counted",
     0: "acks_duplicate",
@@ -56,7 +56,7 @@ class AckIngester:
         batch_wait: float = 0.02,
         in_flight: int = 2,
         acklog_maxlen: int,
-        confirm: Callable[[list[Delivery]], None] | None = None,
+        confirm: Callable[[list[PubackHandle]], None] | None = None,
     ) -> None:
         self._store = store
         self._batch_size = batch_size
@@ -72,7 +72,7 @@ class AckIngester:
         self.fed: Counter[str] = Counter()  # messages taken from the broker, by kind
         self._states_down = False
 
-    def feed(self, topic: str, payload: bytes, delivery: Delivery | None = None) -> None:
+    def feed(self, topic: str, payload: bytes, delivery: PubackHandle | None = None) -> None:
         """Called by the MQTT links for every message on the term topics; never blocks."""
         parsed = terminal_of(topic)
         if parsed is None:

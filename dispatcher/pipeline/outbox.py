@@ -17,6 +17,7 @@ from typing import Protocol
 
 import structlog
 
+from adapters.loudspeaker.payload import encode_alert, message_expiry
 from adapters.loudspeaker.publisher import MqttLink
 from dispatcher.core.errors import PublishFailed, StoreUnavailable
 from dispatcher.core.models import Alert, Channel, MsgType, utcnow
@@ -143,8 +144,8 @@ class DispatchWorker:
         recorded = time.monotonic()
         failed: list[str] = []
         if loudspeaker:
-            payload = json.dumps(alert.payload(), ensure_ascii=False).encode()
-            expiry = int((alert.expires - utcnow()).total_seconds())
+            payload = encode_alert(alert)
+            expiry = message_expiry(alert)
             results = await asyncio.gather(
                 *(
                     self._link.publish(self._tree.topic(code), payload, expiry=expiry)

@@ -9,13 +9,13 @@ sweep together; each due alert is claimed by one of them (``Store.claim_due_swee
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
 
+from adapters.loudspeaker.payload import encode_alert, message_expiry
 from adapters.loudspeaker.publisher import MqttLink
 from dispatcher.core.config import ResendSettings
 from dispatcher.core.errors import PublishFailed, StoreUnavailable
@@ -150,8 +150,8 @@ class DeadlineSweeper:
         return None
 
     async def _resend(self, alert: Alert, terminals: list[str]) -> list[str]:
-        payload = json.dumps(alert.payload(), ensure_ascii=False).encode()
-        expiry = int((alert.expires - utcnow()).total_seconds())
+        payload = encode_alert(alert)
+        expiry = message_expiry(alert)
         gate = asyncio.Semaphore(PUBLISH_CONCURRENCY)
 
         gave_up = asyncio.Event()

@@ -299,7 +299,7 @@ return due
 
 
 @dataclass(slots=True)
-class Delivery:
+class DeliveryCounts:
     """Terminal counts of one alert, for a region (the province when ``code`` is the root)."""
 
     expected: int = 0
@@ -332,13 +332,13 @@ class Delivery:
         }
 
 
-DELIVERY_STATES = tuple(f.name for f in fields(Delivery))
+DELIVERY_STATES = tuple(f.name for f in fields(DeliveryCounts))
 
 
 @dataclass(slots=True)
 class DeliveryReport:
     dispatch: dict[str, str]
-    by_region: dict[str, Delivery] = field(default_factory=dict)
+    by_region: dict[str, DeliveryCounts] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -518,7 +518,7 @@ class Store:
         report = DeliveryReport(dispatch=dispatch)
         for name, value in counts.items():
             code, _, state = name.partition("|")
-            setattr(report.by_region.setdefault(code, Delivery()), state, int(value))
+            setattr(report.by_region.setdefault(code, DeliveryCounts()), state, int(value))
         return report
 
     # Expected set -------------------------------------------------------------------------

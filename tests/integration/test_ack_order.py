@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 
-from adapters.loudspeaker.publisher import Delivery
+from adapters.loudspeaker.publisher import PubackHandle
 from dispatcher.core.models import TerminalIn
 from dispatcher.pipeline.ingester import AckIngester
 from dispatcher.store.engine import Store, dispatch_key
@@ -40,7 +40,9 @@ async def test_a_terminals_received_and_played_in_two_batches_both_count(redis_u
                 mid += 1
                 body = {"v": 1, "alert_id": "ORDER", "state": state, "at": "2026-11-27T08:00:00Z"}
                 ingester.feed(
-                    f"eb/v1/term/{terminal}/ack", json.dumps(body).encode(), Delivery(None, mid, 1)
+                    f"eb/v1/term/{terminal}/ack",
+                    json.dumps(body).encode(),
+                    PubackHandle(None, mid, 1),
                 )
         await wait_for(lambda: len(confirmed) == 300, timeout=20)
     finally:

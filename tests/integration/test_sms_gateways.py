@@ -29,8 +29,6 @@ from adapters.sms.gateway import (
     DeliveryStatus,
     Message,
     Receipt,
-    ReceiptMalformed,
-    ReceiptRejected,
     SmsGateway,
     SubmitStatus,
     out_id,
@@ -38,6 +36,7 @@ from adapters.sms.gateway import (
 from adapters.sms.generic import GenericGateway, receipt_signature
 from adapters.sms.http import parse_retry_after
 from adapters.sms.registry import build_gateway
+from dispatcher.core.errors import ReceiptMalformed, ReceiptRejected
 from tests.helpers import wait_for
 from tests.support.sms_sandbox import (
     Accepted,

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from adapters.loudspeaker.payload import alert_payload
 from dispatcher.core.config import OfficeConfig
 from dispatcher.core.models import (
     ALERT_ID_PATTERN,
@@ -260,13 +261,13 @@ PAYLOAD_KEYS = {
 
 
 def test_the_alert_payload_has_exactly_the_contract_keys() -> None:
-    assert set(issue().payload()) == PAYLOAD_KEYS
+    assert set(alert_payload(issue())) == PAYLOAD_KEYS
 
 
 def test_the_alert_payload_values_follow_the_contract() -> None:
     sent = datetime(2026, 11, 27, 13, 15, 0, 500000, tzinfo=CST)
     alert = issue(sent, severity="yellow", status="exercise", repeat=2, instruction=None)
-    payload = json.loads(json.dumps(alert.payload(), ensure_ascii=False))
+    payload = json.loads(json.dumps(alert_payload(alert), ensure_ascii=False))
     assert payload == {
         "v": 1,
         "id": alert.id,
@@ -294,7 +295,7 @@ def test_the_alert_payload_values_follow_the_contract() -> None:
 @pytest.mark.parametrize("msg_type", ["update", "cancel"])
 def test_an_update_or_cancel_payload_names_what_it_replaces(msg_type: str) -> None:
     replaced = "fj-province-20261127T051500Z-3f9a1c2b"
-    payload = issue(msg_type=msg_type, references=[replaced]).payload()
+    payload = alert_payload(issue(msg_type=msg_type, references=[replaced]))
     assert (payload["msg_type"], payload["references"]) == (msg_type, [replaced])
 
 

@@ -1,0 +1,47 @@
+"""An alert as the loudspeaker terminals get it: the v1 payload of docs/protocol.md, as bytes.
+
+The outbox worker publishes these bytes on the cover's alert topics and the sweeper resends the
+same bytes on a terminal's cmd topic, so one function decides what a terminal sees.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from dispatcher.core.models import Alert, utcnow
+from dispatcher.core.wire import PAYLOAD_VERSION
+
+
+def alert_payload(alert: Alert) -> dict[str, Any]:
+    """The v1 alert payload as a JSON object."""
+    return {
+        "v": PAYLOAD_VERSION,
+        "id": alert.id,
+        "msg_type": alert.msg_type.value,
+        "status": alert.status.value,
+        "severity": alert.severity.value,
+        "event": alert.event,
+        "event_code": alert.event_code,
+        "headline": alert.headline,
+        "text": alert.text,
+        "instruction": alert.instruction,
+        "sent": alert.sent.isoformat(),
+        "expires": alert.expires.isoformat(),
+        "areas": alert.areas,
+        "references": alert.references,
+        "repeat": alert.repeat,
+        "audio": None,
+    }
+
+
+def encode_alert(alert: Alert) -> bytes:
+    """The bytes published for ``alert`` (UTF-8 JSON, Chinese kept as it is)."""
+    return json.dumps(alert_payload(alert), ensure_ascii=False).encode()
+
+
+def message_expiry(alert: Alert, now: datetime | None = None) -> int:
+    """The MQTT 5 message expiry (seconds): the broker drops what a terminal could only get
+    after the alert expired."""
+    return int((alert.expires - (now or utcnow())).total_seconds())
