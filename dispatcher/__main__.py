@@ -2,7 +2,7 @@
 
 import sys
 
-from dispatcher.cli.commands import main
+from dispatcher.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -19,7 +19,9 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from adapters.loudspeaker.publisher import MqttLink, PubackHandle
+from adapters.loudspeaker.ack_link import AckLink
+from adapters.loudspeaker.payload import encode_alert
+from adapters.loudspeaker.publisher import MqttLink
 from adapters.sms import handlers as sms_handlers
 from adapters.sms.channel import SmsChannel
 from adapters.sms.gateway import SmsGateway
@@ -31,25 +33,22 @@ from dispatcher.core.wire import ACK_TOPIC_FILTER, SHARED_GROUP, STATE_TOPIC_FIL
 from dispatcher.embedded.processes import ManagedProcess, MosquittoServer, RedisServer
 from dispatcher.http import alerts, escalations, health, regions, terminals
 from dispatcher.http.middleware import error_middleware
-from dispatcher.http.state import (
-    ACK_LINK,
-    API,
-    INGESTER,
-    LINK,
-    OFFICES,
-    SMS,
-    STORE,
-    SWEEPER,
-    TREE,
-    URLS,
-    WORKER,
-)
+from dispatcher.http.state import API, MQTT_LINKS, OFFICES, SMS, STORE, TREE, URLS, Connection
 from dispatcher.metrics import REQUEST_TIMES, RequestTimes, metrics_handler, timing_middleware
 from dispatcher.openapi import openapi_handler
-from dispatcher.pipeline.ack_link import AckLink
+from dispatcher.parts import (
+    ACK_LINK,
+    INGESTER,
+    LINK,
+    NOTIFIERS,
+    SETTINGS,
+    SWEEPER,
+    WORKER,
+)
 from dispatcher.pipeline.ingester import AckIngester
 from dispatcher.pipeline.outbox import DispatchWorker
-from dispatcher.pipeline.sweeper import DeadlineSweeper, EscalationNotifier
+from dispatcher.pipeline.ports import EscalationNotifier, PubackHandle
+from dispatcher.pipeline.sweeper import DeadlineSweeper
 from dispatcher.settings import Settings
 from dispatcher.store.engine import Store
 from drills import handlers as drill_handlers
@@ -59,8 +58,6 @@ from drills.service import DrillService
 from drills.store import DrillStore
 
 log = structlog.get_logger(__name__)
-SETTINGS = web.AppKey("settings", Settings)
-NOTIFIERS = web.AppKey("notifiers", list[EscalationNotifier])
 SMS_GATEWAYS = web.AppKey("sms_gateways", list[SmsGateway])
 
 
@@ -221,6 +218,8 @@ async def _link(app: web.Application) -> AsyncIterator[None]:
     )
     app[LINK] = link
     app[ACK_LINK] = acks
+    links: list[Connection] = [link, acks]
+    app[MQTT_LINKS] = links
 
     def confirm(deliveries: list[PubackHandle]) -> None:
         acks.confirm(deliveries)
@@ -273,6 +272,7 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
         app[STORE],
         app[LINK],
         app[TREE],
+        encode=encode_alert,
         consumer=settings.instance,
         claim_idle_seconds=settings.dispatch.claim_idle_seconds,
         ack_deadline=lambda alert: settings.resend.deadline(alert.severity.value),
@@ -291,6 +291,7 @@ async def _sweeper(app: web.Application) -> AsyncIterator[None]:
         app[LINK],
         app[TREE],
         settings.resend,
+        encode=encode_alert,
         acklog_maxlen=settings.dispatch.ack_log_maxlen,
         notifiers=notifiers,
         acks_settled=lambda: _acks_settled(app),

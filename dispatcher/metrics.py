@@ -11,7 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from adapters.sms.handlers import SMS_CHANNEL
-from dispatcher.http.state import ACK_LINK, INGESTER, LINK, SWEEPER, WORKER
+from dispatcher.parts import ACK_LINK, INGESTER, LINK, SWEEPER, WORKER
 from drills.handlers import DRILLS
 
 

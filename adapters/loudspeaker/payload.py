@@ -7,10 +7,9 @@ same bytes on a terminal's cmd topic, so one function decides what a terminal se
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 
-from dispatcher.core.models import Alert, utcnow
+from dispatcher.core.models import Alert
 from dispatcher.core.wire import PAYLOAD_VERSION
 
 
@@ -39,9 +38,3 @@ def alert_payload(alert: Alert) -> dict[str, Any]:
 def encode_alert(alert: Alert) -> bytes:
     """The bytes published for ``alert`` (UTF-8 JSON, Chinese kept as it is)."""
     return json.dumps(alert_payload(alert), ensure_ascii=False).encode()
-
-
-def message_expiry(alert: Alert, now: datetime | None = None) -> int:
-    """The MQTT 5 message expiry (seconds): the broker drops what a terminal could only get
-    after the alert expired."""
-    return int((alert.expires - (now or utcnow())).total_seconds())

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,17 +22,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from dispatcher.core.errors import PublishFailed
+from dispatcher.pipeline.ports import MessageHandler, PubackHandle
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class PubackHandle:
-    """Identifies a received message so it can be confirmed (PUBACK) once it is handled."""
-
-    client: object  # the connection it came on: confirmed only on that one
-    mid: int
-    qos: int
 
 
 class _Client(aiomqtt.Client):
@@ -66,9 +57,6 @@ class _Client(aiomqtt.Client):
     def _on_connect(self, client: Any, userdata: Any, flags: Any, *args: Any, **kw: Any) -> None:
         self.session_present = bool(getattr(flags, "session_present", False))
         super()._on_connect(client, userdata, flags, *args, **kw)
-
-
-MessageHandler = Callable[[str, bytes, PubackHandle], None]
 
 
 def split_mqtt_url(url: str) -> tuple[str, int]:

@@ -252,6 +252,11 @@ class Alert(BaseModel):
     def expired(self, now: datetime | None = None) -> bool:
         return self.expires <= (now or utcnow())
 
+    def seconds_left(self, now: datetime | None = None) -> int:
+        """Whole seconds until it expires: the MQTT 5 message expiry of what is sent, so the
+        broker drops what a terminal could only get after the alert expired."""
+        return int((self.expires - (now or utcnow())).total_seconds())
+
 
 def new_alert_id(office_id: str, sent: datetime) -> str:
     """Unique, sortable by time, and readable: ``fj-province-20261127T051500Z-3f9a1c2b``."""

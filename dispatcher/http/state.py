@@ -1,24 +1,30 @@
 """Typed keys of the aiohttp application's state that the engine's handlers read.
 
-The composition root (``dispatcher.app``) fills them; feature packages keep keys of their own
-beside their handlers (``drills.handlers.DRILLS``, ``adapters.sms.handlers.SMS_CHANNEL``).
+The composition root (``dispatcher.app``) fills them and keeps the keys of the engine's parts
+(``dispatcher.app.LINK`` and the like); feature packages keep keys of their own beside their
+handlers (``drills.handlers.DRILLS``, ``adapters.sms.handlers.SMS_CHANNEL``).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Protocol
 
 from aiohttp import web
 
-from adapters.loudspeaker.publisher import MqttLink
 from dispatcher.core.auth import Offices
 from dispatcher.core.config import ApiSettings
 from dispatcher.core.regions import RegionTree
-from dispatcher.pipeline.ack_link import AckLink
-from dispatcher.pipeline.ingester import AckIngester
-from dispatcher.pipeline.outbox import DispatchWorker
-from dispatcher.pipeline.sweeper import DeadlineSweeper
 from dispatcher.store.engine import Store
+
+
+class Connection(Protocol):
+    """A link to the broker, as readiness sees it."""
+
+    @property
+    def connected(self) -> asyncio.Event:
+        """Set while the link is up."""
+        ...
 
 
 class SmsStatus(Protocol):
@@ -32,9 +38,6 @@ TREE = web.AppKey("tree", RegionTree)
 OFFICES = web.AppKey("offices", Offices)
 STORE = web.AppKey("store", Store)
 URLS = web.AppKey("urls", dict[str, str])
-LINK = web.AppKey("link", MqttLink)
-ACK_LINK = web.AppKey("ack_link", AckLink)
-INGESTER = web.AppKey("ingester", AckIngester)
-WORKER = web.AppKey("worker", DispatchWorker)
-SWEEPER = web.AppKey("sweeper", DeadlineSweeper)
+# The broker links the engine needs up to be ready: the publishing link and the ack link.
+MQTT_LINKS = web.AppKey("mqtt_links", list[Connection])
 SMS = web.AppKey("sms", SmsStatus)

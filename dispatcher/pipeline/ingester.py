@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 import structlog
 from pydantic import ValidationError
 
-from adapters.loudspeaker.publisher import PubackHandle
 from dispatcher.core.ack_parse import AckRecord, parse_ack
 from dispatcher.core.errors import StoreUnavailable
 from dispatcher.core.models import TerminalState
 from dispatcher.core.wire import terminal_of
+from dispatcher.pipeline.ports import PubackHandle
 from dispatcher.store.engine import Store
 
 log = structlog.get_logger(__name__)

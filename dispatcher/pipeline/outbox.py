@@ -13,24 +13,16 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import structlog
 
-from adapters.loudspeaker.payload import encode_alert, message_expiry
-from adapters.loudspeaker.publisher import MqttLink
 from dispatcher.core.errors import PublishFailed, StoreUnavailable
 from dispatcher.core.models import Alert, Channel, MsgType, utcnow
 from dispatcher.core.regions import RegionTree
+from dispatcher.pipeline.ports import AlertEncoder, Publisher, SmsPlanning
 from dispatcher.store.engine import Store
 
 log = structlog.get_logger(__name__)
-
-
-class SmsPlanning(Protocol):
-    """The SMS channel's side of dispatch: queue the alert's texts (idempotently)."""
-
-    async def plan_alert(self, alert: Alert) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +42,10 @@ class DispatchWorker:
     def __init__(
         self,
         store: Store,
-        link: MqttLink,
+        link: Publisher,
         tree: RegionTree,
         *,
+        encode: AlertEncoder,
         consumer: str,
         claim_idle_seconds: float = 60.0,
         ack_deadline: Callable[[Alert], float] | None = None,
@@ -60,6 +53,7 @@ class DispatchWorker:
     ) -> None:
         self._store = store
         self._link = link
+        self._encode = encode
         self._tree = tree
         self._consumer = consumer
         self._claim_idle_ms = int(claim_idle_seconds * 1000)
@@ -144,8 +138,8 @@ class DispatchWorker:
         recorded = time.monotonic()
         failed: list[str] = []
         if loudspeaker:
-            payload = encode_alert(alert)
-            expiry = message_expiry(alert)
+            payload = self._encode(alert)
+            expiry = alert.seconds_left()
             results = await asyncio.gather(
                 *(
                     self._link.publish(self._tree.topic(code), payload, expiry=expiry)

@@ -11,17 +11,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import structlog
 
-from adapters.loudspeaker.payload import encode_alert, message_expiry
-from adapters.loudspeaker.publisher import MqttLink
 from dispatcher.core.config import ResendSettings
 from dispatcher.core.errors import PublishFailed, StoreUnavailable
 from dispatcher.core.models import Alert, MsgType, utcnow
 from dispatcher.core.regions import RegionTree
 from dispatcher.core.wire import cmd_topic
+from dispatcher.pipeline.ports import AlertEncoder, EscalationNotifier, Publisher
 from dispatcher.store.engine import Store
 
 log = structlog.get_logger(__name__)
@@ -31,14 +29,6 @@ log = structlog.get_logger(__name__)
 # would only delay the sweep of an alert whose sweeper was killed.
 LEASE_MS = 30_000
 PUBLISH_CONCURRENCY = 200
-
-
-class EscalationNotifier(Protocol):
-    """Told about terminals failed after their last resend; the SMS channel plugs in here to
-    text that village's contacts. Exercise alerts are passed too: a notifier decides whether
-    a drill reaches anyone but the duty officer."""
-
-    async def notify(self, alert: Alert, records: Sequence[dict[str, str]]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +46,11 @@ class DeadlineSweeper:
     def __init__(
         self,
         store: Store,
-        link: MqttLink,
+        link: Publisher,
         tree: RegionTree,
         settings: ResendSettings,
         *,
+        encode: AlertEncoder,
         acklog_maxlen: int,
         notifiers: Sequence[EscalationNotifier] = (),
         acks_settled: Callable[[], bool] = lambda: True,
@@ -67,6 +58,7 @@ class DeadlineSweeper:
         self._store = store
         self._notifiers = list(notifiers)
         self._link = link
+        self._encode = encode
         self._acks_settled = acks_settled
         self._tree = tree
         self._settings = settings
@@ -150,8 +142,8 @@ class DeadlineSweeper:
         return None
 
     async def _resend(self, alert: Alert, terminals: list[str]) -> list[str]:
-        payload = encode_alert(alert)
-        expiry = message_expiry(alert)
+        payload = self._encode(alert)
+        expiry = alert.seconds_left()
         gate = asyncio.Semaphore(PUBLISH_CONCURRENCY)
 
         gave_up = asyncio.Event()

@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 import json
 
-from adapters.loudspeaker.publisher import PubackHandle
 from dispatcher.core.models import TerminalIn
 from dispatcher.pipeline.ingester import AckIngester
+from dispatcher.pipeline.ports import PubackHandle
 from dispatcher.store.engine import Store, dispatch_key
 from tests.helpers import wait_for
 

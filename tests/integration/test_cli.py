@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from dispatcher.cli.commands import main
+from dispatcher.cli.main import main
 from dispatcher.core.auth import hash_token
 from tests.conftest import route_engine_logs
 from tests.integration.engine import PROVINCE, REGIONS_FILE, running_engine

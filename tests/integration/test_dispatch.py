@@ -15,7 +15,8 @@ from aiohttp.test_utils import TestClient
 
 from dispatcher.core.regions import Level
 from dispatcher.embedded.processes import MosquittoServer
-from dispatcher.http.state import LINK, STORE
+from dispatcher.http.state import STORE
+from dispatcher.parts import LINK
 from receiver.simulator import Behaviour, SimTerminal, Simulator
 from tests.helpers import wait_for
 from tests.integration.engine import GULOU, PROVINCE, alert_body, fujian, running_engine

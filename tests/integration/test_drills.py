@@ -223,7 +223,7 @@ async def test_run_now_and_the_cli(
 ) -> None:
     import asyncio
 
-    from dispatcher.cli.commands import main
+    from dispatcher.cli.main import main
 
     async def ebd(*argv: str) -> int:
         return await asyncio.to_thread(main, list(argv))

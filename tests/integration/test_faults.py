@@ -10,7 +10,8 @@ from pathlib import Path
 import aiomqtt
 
 from dispatcher.embedded.processes import RedisServer
-from dispatcher.http.state import ACK_LINK, INGESTER, STORE
+from dispatcher.http.state import STORE
+from dispatcher.parts import ACK_LINK, INGESTER
 from receiver.simulator import Behaviour, Simulator
 from tests.helpers import wait_for
 from tests.integration.engine import PROVINCE, alert_body, running_engine

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from dispatcher.cli.commands import main
+from dispatcher.cli.main import main
 from tests.integration.engine import GULOU, PROVINCE, TAIJIANG, running_engine
 
 Client = TestClient[Any, Any]

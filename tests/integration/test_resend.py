@@ -14,7 +14,7 @@ import aiomqtt
 import pytest
 from aiohttp.test_utils import TestClient
 
-from dispatcher.cli.commands import main
+from dispatcher.cli.main import main
 from dispatcher.http.state import STORE
 from receiver.simulator import Behaviour, Simulator
 from tests.helpers import wait_for

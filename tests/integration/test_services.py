@@ -19,15 +19,17 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from dispatcher.core.errors import ServiceError
 from dispatcher.embedded import processes as services
+from dispatcher.embedded.configs import (
+    render_docker_configs,
+    render_mosquitto_conf,
+    render_redis_conf,
+)
 from dispatcher.embedded.processes import (
     EmbeddedServices,
     ManagedProcess,
     MosquittoServer,
     RedisServer,
     find_binary,
-    render_docker_configs,
-    render_mosquitto_conf,
-    render_redis_conf,
 )
 from tests.helpers import wait_for
 
@@ -344,10 +346,10 @@ def test_shipped_config_file_is_the_template_rendered_for_docker(
 ) -> None:
     shipped = (PROJECT_ROOT / relative_path).read_text(encoding="utf-8")
     assert shipped == expected, (
-        f"{relative_path} differs from its template in dispatcher/embedded/processes.py; "
+        f"{relative_path} differs from its template in dispatcher/embedded/configs.py; "
         "edit the template "
         'and regenerate with: .venv/bin/python -c "from pathlib import Path; '
-        "from dispatcher.embedded.processes import render_docker_configs; "
+        "from dispatcher.embedded.configs import render_docker_configs; "
         '[Path(p).write_text(t) for p, t in render_docker_configs().items()]"'
     )
 

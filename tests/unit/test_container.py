@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from dispatcher.embedded.processes import render_docker_configs
+from dispatcher.embedded.configs import render_docker_configs
 from dispatcher.settings import Settings, load_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

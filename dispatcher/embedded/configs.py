@@ -1,0 +1,202 @@
+"""The configs of the embedded ``mosquitto`` and ``redis-server``, tuned for this workload.
+
+Both are ``str.format()`` templates. ``config/mosquitto/mosquitto.conf`` and
+``config/redis/redis.conf`` are the same templates rendered for docker-compose
+(:func:`render_docker_configs`), and a test keeps the shipped files equal to that rendering, so
+the embedded default and a compose deployment run with the same settings.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from dispatcher.core.errors import ServiceError
+
+# Both templates are str.format() templates: {host}, {port}, {data_dir} and the like are
+# substituted; neither server's config syntax uses braces.
+MOSQUITTO_CONF = """\
+# Mosquitto broker for the emergency-broadcast dispatch engine.
+# Template: MOSQUITTO_CONF in dispatcher/services.py, which renders it for the embedded broker
+# (loopback, a free port, a private data folder). config/mosquitto/mosquitto.conf is the same
+# template rendered for docker-compose; a test keeps the two equal, so edit the template.
+
+# One plain listener. The engine and terminals speak MQTT 5 to it.
+listener {port} {host}
+# Thousands of terminals hold a connection each; the only ceiling should be the open-files
+# limit of the process (20,000 on our machines), not a broker setting.
+max_connections -1
+
+# Mosquitto 2.x refuses anonymous clients unless told otherwise. Who may speak for which
+# terminal is decided by an ACL (pattern write eb/v1/term/%u/ack) where the deployment needs it.
+allow_anonymous true
+
+# Started as root, mosquitto switches to this user. The embedded broker stays the user that
+# started the engine so it can write its own state folder; the docker image has `mosquitto`.
+user {user}
+
+# Terminals use persistent sessions: what an offline terminal missed, and the QoS 1 messages
+# queued for it, must survive a broker restart.
+persistence true
+persistence_location {data_dir}
+persistence_file mosquitto.db
+# The default saves every 30 minutes, so a crash would lose up to half an hour of queued
+# alerts and acks. Every 5 s bounds that loss; what is lost anyway is resent by the engine's
+# deadline sweeper. Timed rather than on changes: one province fan-out makes ~20,000 changes,
+# and every save writes the whole database.
+autosave_interval 5
+autosave_on_changes false
+
+# Never drop a queued message. The default queue of 1,000 per client silently lost 18,880 of
+# 19,900 acks on the way to the engine's ack subscription. What bounds a queue instead is how
+# long its session may live (the terminal's session expiry, persistent_client_expiration).
+max_queued_messages 0
+max_queued_bytes 0
+# Outgoing QoS 1 messages in flight per client. The default of 20 makes the ack stream to the
+# engine wait on a round trip every 20 messages. The engine confirms a batch of acks once it
+# is in Redis: at 1,000 the broker still waited on it (25,000 acks/s); 10,000 lets it run.
+max_inflight_messages 10000
+
+# Duplicate tracking costs time that grows with the square of the subscribers (fan-out to
+# 19,900 terminals: 1.5 s with it, 0.47 s without). It is safe to turn off because a terminal
+# subscribes to exact topics that never overlap. (Deprecated in 2.x; the log says so.)
+allow_duplicate_messages true
+
+# A client that has not come back within two weeks is taken as gone: its session, and what was
+# queued for it, is dropped instead of being kept forever.
+persistent_client_expiration 14d
+
+# Alerts are small and urgent: send them now, not when Nagle's algorithm has enough to fill a
+# packet.
+set_tcp_nodelay true
+# No heap cap: a cap makes the broker drop messages and disconnect clients when it is reached.
+memory_limit 0
+# MQTT 5 clients asking for a longer keepalive are told to use this one, so a dead rural link
+# is noticed (and the terminal's Last Will published) within about three minutes.
+max_keepalive 120
+
+# Log to stdout: the embedded default sends it to a log file in the state folder, docker to
+# `docker logs`. ISO timestamps line up with the engine's own logs.
+log_dest stdout
+log_timestamp_format %Y-%m-%dT%H:%M:%S
+"""
+
+REDIS_CONF = """\
+# Redis for the emergency-broadcast dispatch engine: alerts, the outbox, delivery state, acks.
+# Template: REDIS_CONF in dispatcher/services.py, which renders it for the embedded server
+# (loopback, a free port, a private data folder). config/redis/redis.conf is the same template
+# rendered for docker-compose; a test keeps the two equal, so edit the template.
+
+bind {host}
+port {port}
+# With no password, protected mode refuses every client that is not on loopback. The embedded
+# server only listens on loopback and keeps it on; the docker rendering listens inside the
+# compose network for an engine in another container and has to turn it off (publish that port
+# to nothing but the engine).
+protected-mode {protected_mode}
+
+# Run in the foreground as a child of the engine or as the container's main process, logging
+# to stdout: the embedded default sends it to a log file in the state folder, docker to
+# `docker logs`.
+daemonize no
+supervised no
+logfile ""
+
+dir {data_dir}
+
+# An alert answered with 201 must survive kill -9 of Redis and a power cut: append every write
+# and fsync it before the reply. `everysec` can lose the last second.
+appendonly yes
+appendfsync always
+appenddirname "appendonlydir"
+appendfilename "appendonly.aof"
+# `yes` would skip the fsync while the AOF is being rewritten, giving up the guarantee above.
+no-appendfsync-on-rewrite no
+# An RDB preamble in the rewritten AOF makes a restart load fast.
+aof-use-rdb-preamble yes
+
+# Snapshots as well, as a compact second copy for backups; the AOF is what durability rests on.
+save 3600 1 300 100 60 10000
+dbfilename "dump.rdb"
+
+# Delivery state must never be evicted: with no memory cap and noeviction, a full Redis refuses
+# writes (which the engine reports) instead of silently dropping keys.
+maxmemory 0
+maxmemory-policy noeviction
+
+# Engine instances, the CLI and the console each hold a small pool; 10,000 leaves room and stays
+# under the 20,000 open files a process may have here.
+maxclients 10000
+"""
+
+
+def render_mosquitto_conf(
+    *, host: str, port: int, data_dir: Path | str, user: str, extra_config: str = ""
+) -> str:
+    """The broker config for one listener on ``host:port`` with its database in ``data_dir``."""
+    text = MOSQUITTO_CONF.format(
+        host=_one_line(host),
+        port=port,
+        # The rest of the line is the path, spaces included; mosquitto adds the separator.
+        data_dir=_one_line(str(data_dir)),
+        user=_one_line(user),
+    )
+    return _append(text, extra_config)
+
+
+def render_redis_conf(*, host: str, port: int, data_dir: Path | str, extra_config: str = "") -> str:
+    """The Redis config for ``host:port`` with its AOF and snapshots in ``data_dir``."""
+    text = REDIS_CONF.format(
+        host=_one_line(host),
+        port=port,
+        protected_mode="yes" if is_loopback(host) else "no",
+        data_dir=_redis_quote(str(data_dir)),
+    )
+    return _append(text, extra_config)
+
+
+def render_docker_configs() -> dict[str, str]:
+    """The shipped config files (paths relative to the project root) and their contents.
+
+    Rendered for docker-compose: each server listens on every interface of its container (for
+    the engine in another container) on its standard port, with data where the official images
+    keep it.
+    """
+    every_interface = "0.0.0.0"  # noqa: S104  inside a container, for the compose network
+    return {
+        "config/mosquitto/mosquitto.conf": render_mosquitto_conf(
+            host=every_interface, port=1883, data_dir="/mosquitto/data", user="mosquitto"
+        ),
+        "config/redis/redis.conf": render_redis_conf(
+            host=every_interface, port=6379, data_dir="/data"
+        ),
+    }
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _one_line(value: str) -> str:
+    if "\n" in value or "\r" in value:
+        raise ServiceError(f"config value {value!r} must not contain a line break")
+    return value
+
+
+def _redis_quote(value: str) -> str:
+    # Redis reads a double-quoted value with backslash escapes, so any path survives.
+    escaped = _one_line(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def _append(text: str, extra_config: str) -> str:
+    if not extra_config.strip():
+        return text
+    return (
+        f"{text}\n# Extra settings given by the caller; later lines win.\n{extra_config.rstrip()}\n"
+    )
