@@ -187,15 +187,17 @@ class PublishFailed(EbdError):
 class ReceiptMalformed(BadRequest):
     """An SMS receipt callback whose signature holds but whose body cannot be read."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(f"receipt not readable: {message}")
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"receipt not readable: {reason}")
+        self.reason = reason
 
 
 class ReceiptRejected(Unauthorized):
     """An SMS receipt callback not from its gateway (bad or missing signature, stale time)."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(f"receipt rejected: {message}")
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"receipt rejected: {reason}")
+        self.reason = reason
 
 
 class PlanError(ValidationFailed):

@@ -116,10 +116,10 @@ class ReceiptSink(TinyServer):
                 url=str(request.url), headers=request.headers, body=await request.read()
             )
         except ReceiptRejected as exc:
-            self.refused.append(f"rejected: {exc}")
+            self.refused.append(f"rejected: {exc.reason}")
             return web.Response(status=401)
         except ReceiptMalformed as exc:
-            self.refused.append(f"malformed: {exc}")
+            self.refused.append(f"malformed: {exc.reason}")
             return web.Response(status=400)
         self.receipts.extend(receipts)
         status, content_type, body = self.adapter.receipt_answer()
