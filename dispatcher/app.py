@@ -22,6 +22,7 @@ from aiohttp import web
 from adapters.loudspeaker.ack_link import AckLink
 from adapters.loudspeaker.payload import encode_alert
 from adapters.loudspeaker.publisher import MqttLink
+from adapters.loudspeaker.session import BrokerSession
 from adapters.sms import handlers as sms_handlers
 from adapters.sms.channel import SmsChannel
 from adapters.sms.gateway import SmsGateway
@@ -132,21 +133,19 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     state_dir = settings.state_dir.resolve()
     started: list[ManagedProcess] = []
     urls = app[URLS]
+    wanted: list[tuple[str, str | None, type[MosquittoServer | RedisServer], str]] = [
+        ("mqtt", settings.mqtt.url, MosquittoServer, "mosquitto"),
+        ("redis", settings.redis.url, RedisServer, "redis"),
+    ]
     try:
-        if settings.mqtt.url:
-            urls["mqtt"] = settings.mqtt.url
-        else:
-            broker = MosquittoServer(state_dir / "mosquitto")
-            await asyncio.to_thread(broker.start)
-            started.append(broker)
-            urls["mqtt"] = broker.url
-        if settings.redis.url:
-            urls["redis"] = settings.redis.url
-        else:
-            redis_server = RedisServer(state_dir / "redis")
-            await asyncio.to_thread(redis_server.start)
-            started.append(redis_server)
-            urls["redis"] = redis_server.url
+        for name, configured, server, folder in wanted:
+            if configured:
+                urls[name] = configured
+                continue
+            embedded = server(state_dir / folder)
+            await asyncio.to_thread(embedded.start)
+            started.append(embedded)
+            urls[name] = embedded.url
     except BaseException:
         for process in reversed(started):
             await asyncio.to_thread(process.stop)
@@ -193,28 +192,32 @@ async def _link(app: web.Application) -> AsyncIterator[None]:
     topics, stale = (shared, plain) if settings.shared_subscription else (plain, shared)
     ingester = app[INGESTER]
     link = MqttLink(
-        app[URLS]["mqtt"],
-        client_id=app[SETTINGS].mqtt_client_id,
-        subscriptions=[],
-        # Acks came on this connection before they had one of their own: a session kept from
-        # then hands over what it queued (to the same ingester) and gives the topics up.
-        stale_subscriptions=plain + shared,
-        on_message=ingester.feed,
-        session_expiry=settings.session_expiry,
-        keepalive=settings.keepalive,
+        BrokerSession(
+            app[URLS]["mqtt"],
+            app[SETTINGS].mqtt_client_id,
+            ingester.feed,
+            # Acks came on this connection before they had one of their own: a session kept
+            # from then hands over what it queued (to the same ingester) and gives them up.
+            stale_subscriptions=plain + shared,
+            session_expiry=settings.session_expiry,
+            keepalive=settings.keepalive,
+        ),
         publish_timeout=settings.publish_timeout,
     )
     acks = AckLink(
-        app[URLS]["mqtt"],
-        client_id=f"{app[SETTINGS].mqtt_client_id}-acks",
-        subscriptions=topics,
-        stale_subscriptions=stale,
-        on_message=ingester.feed,
-        # Shared: Mosquitto keeps handing a dead member's persistent session its share of the
-        # acks. A session that ends with the connection sends them to the live instances; what
-        # was in flight to the dead one comes back through resends (terminals repeat acks).
-        session_expiry=0 if settings.shared_subscription else settings.session_expiry,
-        keepalive=settings.keepalive,
+        BrokerSession(
+            app[URLS]["mqtt"],
+            f"{app[SETTINGS].mqtt_client_id}-acks",
+            ingester.feed,
+            subscriptions=topics,
+            stale_subscriptions=stale,
+            # Shared: Mosquitto keeps handing a dead member's persistent session its share of
+            # the acks. A session that ends with the connection sends them to the live
+            # instances; what was in flight to the dead one comes back through resends
+            # (terminals repeat acks).
+            session_expiry=0 if settings.shared_subscription else settings.session_expiry,
+            keepalive=settings.keepalive,
+        )
     )
     app[LINK] = link
     app[ACK_LINK] = acks

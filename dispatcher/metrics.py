@@ -10,6 +10,8 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from adapters.loudspeaker.ack_link import AckLink
+from adapters.loudspeaker.publisher import MqttLink
 from adapters.sms.handlers import SMS_CHANNEL
 from dispatcher.parts import ACK_LINK, INGESTER, LINK, SWEEPER, WORKER
 from drills.handlers import DRILLS
@@ -31,26 +33,20 @@ class _EngineCollector(Collector):
                 "ebd_ack_backlog", "Acks received but not yet recorded", value=app[INGESTER].backlog
             )
         yield messages
-        if LINK in app:
-            yield GaugeMetricFamily(
-                "ebd_mqtt_connected",
-                "1 when the MQTT link is up",
-                value=int(app[LINK].connected.is_set()),
-            )
-            yield CounterMetricFamily(
-                "ebd_mqtt_connects", "MQTT connections made", value=app[LINK].connects
-            )
-        if ACK_LINK in app:
-            yield GaugeMetricFamily(
-                "ebd_mqtt_ack_link_connected",
-                "1 when the connection that takes the acks is up",
-                value=int(app[ACK_LINK].connected.is_set()),
-            )
-            yield CounterMetricFamily(
-                "ebd_mqtt_ack_link_connects",
-                "Connections made by the ack link",
-                value=app[ACK_LINK].connects,
-            )
+        links: list[tuple[str, str, MqttLink | AckLink | None]] = [
+            ("ebd_mqtt", "the MQTT link", app.get(LINK)),
+            ("ebd_mqtt_ack_link", "the connection that takes the acks", app.get(ACK_LINK)),
+        ]
+        for prefix, what, link in links:
+            if link is not None:
+                yield GaugeMetricFamily(
+                    f"{prefix}_connected",
+                    f"1 when {what} is up",
+                    value=int(link.connected.is_set()),
+                )
+                yield CounterMetricFamily(
+                    f"{prefix}_connects", f"Connections made by {what}", value=link.connects
+                )
         if SWEEPER in app:
             yield CounterMetricFamily(
                 "ebd_resends",

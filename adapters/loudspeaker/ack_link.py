@@ -27,7 +27,7 @@ from typing import Any, cast
 import mqtt5
 import structlog
 
-from adapters.loudspeaker.publisher import split_mqtt_url
+from adapters.loudspeaker.session import BrokerSession
 from dispatcher.core.errors import AckLinkError
 from dispatcher.pipeline.ports import MessageHandler, PubackHandle
 
@@ -144,26 +144,9 @@ class _AckProtocol(asyncio.Protocol):
 class AckLink:
     """Keeps the ack connection up until cancelled; messages go to ``on_message``."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        client_id: str,
-        subscriptions: list[str],
-        on_message: MessageHandler,
-        stale_subscriptions: list[str] | None = None,
-        session_expiry: int = 7 * 86400,
-        keepalive: int = 30,
-        connect_timeout: float = 10.0,
-    ) -> None:
-        self.url = url
-        self.client_id = client_id
-        self._host, self._port = split_mqtt_url(url)
-        self._subscriptions = subscriptions
-        self._stale_subscriptions = stale_subscriptions or []
-        self._on_message = on_message
-        self._session_expiry = session_expiry
-        self._keepalive = keepalive
+    def __init__(self, session: BrokerSession, *, connect_timeout: float = 10.0) -> None:
+        self.session = session
+        self.url = session.url
         self._connect_timeout = connect_timeout
         self._protocol: _AckProtocol | None = None
         self.connected = asyncio.Event()
@@ -199,15 +182,15 @@ class AckLink:
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(self._connect_timeout):
             _, protocol = await loop.create_connection(
-                lambda: _AckProtocol(self._on_message), self._host, self._port
+                lambda: _AckProtocol(self.session.on_message), self.session.host, self.session.port
             )
             try:
                 protocol.send(
                     mqtt5.ConnectPacket(
-                        self.client_id,
+                        self.session.client_id,
                         clean_start=False,
-                        keep_alive=self._keepalive,
-                        session_expiry_interval=self._session_expiry,
+                        keep_alive=self.session.keepalive,
+                        session_expiry_interval=self.session.session_expiry,
                         # The ingester confirms a batch at a time: let the broker run ahead.
                         receive_max=65535,
                     ).write()
@@ -234,18 +217,18 @@ class AckLink:
                 max_qos=mqtt5.QoS.AT_LEAST_ONCE,
                 retain_handling=mqtt5.RetainHandling.SEND_IF_SUBSCRIPTION_NOT_EXISTS,
             )
-            for topic in self._subscriptions
+            for topic in self.session.subscriptions
         ]
         pid = protocol.new_packet_id()
         codes = await protocol.request(
             pid, mqtt5.SubscribePacket(pid, filters).write(), self._connect_timeout
         )
-        refused = [t for t, c in zip(self._subscriptions, codes, strict=False) if c >= 0x80]
+        refused = [t for t, c in zip(self.session.subscriptions, codes, strict=False) if c >= 0x80]
         if refused or len(codes) != len(filters):
             raise AckLinkError(f"the broker refused the subscriptions {refused}: codes {codes}")
-        if self._stale_subscriptions:
+        if self.session.stale_subscriptions:
             pid = protocol.new_packet_id()
-            packet = mqtt5.UnsubscribePacket(pid, self._stale_subscriptions)
+            packet = mqtt5.UnsubscribePacket(pid, self.session.stale_subscriptions)
             await protocol.request(pid, packet.write(), self._connect_timeout)
 
     async def _serve(self, protocol: _AckProtocol) -> None:
@@ -255,19 +238,19 @@ class AckLink:
         log.info(
             "ack_link.up",
             broker=self.url,
-            client_id=self.client_id,
+            client_id=self.session.client_id,
             session_present=self.session_present,
         )
         # Ping at half the keepalive; a link silent for 1.5 keepalives is dead (a half-open
         # TCP connection would otherwise hold the acks until the kernel gives up).
-        interval = max(1.0, self._keepalive / 2)
+        interval = max(1.0, self.session.keepalive / 2)
         while not protocol.closed.done():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval):
                     await asyncio.shield(protocol.closed)
             if protocol.closed.done():
                 break
-            if time.monotonic() - protocol.last_heard > self._keepalive * 1.5:
+            if time.monotonic() - protocol.last_heard > self.session.keepalive * 1.5:
                 raise AckLinkError("no answer from the broker within 1.5 keepalives")
             protocol.send(mqtt5.PingReqPacket().write())
         raise AckLinkError(f"connection lost: {protocol.why_closed}")

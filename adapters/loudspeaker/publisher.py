@@ -13,7 +13,6 @@ import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiomqtt
 import structlog
@@ -21,8 +20,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from adapters.loudspeaker.session import BrokerSession
 from dispatcher.core.errors import PublishFailed
-from dispatcher.pipeline.ports import MessageHandler, PubackHandle
+from dispatcher.pipeline.ports import PubackHandle
 
 log = structlog.get_logger(__name__)
 
@@ -59,34 +59,12 @@ class _Client(aiomqtt.Client):
         super()._on_connect(client, userdata, flags, *args, **kw)
 
 
-def split_mqtt_url(url: str) -> tuple[str, int]:
-    parts = urlsplit(url)
-    return parts.hostname or "127.0.0.1", parts.port or 1883
-
-
 class MqttLink:
     """Owns the connection; ``run()`` keeps it up until cancelled."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        client_id: str,
-        subscriptions: list[str],
-        on_message: MessageHandler,
-        stale_subscriptions: list[str] | None = None,
-        session_expiry: int = 7 * 86400,
-        keepalive: int = 30,
-        publish_timeout: float = 30.0,
-    ) -> None:
-        self.url = url
-        self.client_id = client_id
-        self._host, self._port = split_mqtt_url(url)
-        self._subscriptions = subscriptions
-        self._stale_subscriptions = stale_subscriptions or []
-        self._on_message = on_message
-        self._session_expiry = session_expiry
-        self._keepalive = keepalive
+    def __init__(self, session: BrokerSession, *, publish_timeout: float = 30.0) -> None:
+        self.session = session
+        self.url = session.url
         self.publish_timeout = publish_timeout
         self._client: _Client | None = None
         self._link_down = asyncio.Event()
@@ -96,22 +74,22 @@ class MqttLink:
 
     def _new_client(self) -> _Client:
         client = self._build_client()
-        client.handler = self._on_message
+        client.handler = self.session.on_message
         return client
 
     def _build_client(self) -> _Client:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho has no hints
-        props.SessionExpiryInterval = self._session_expiry
+        props.SessionExpiryInterval = self.session.session_expiry
         # The broker may hold thousands of acks for us after an outage: take them quickly.
         props.ReceiveMaximum = 10000
         return _Client(
-            self._host,
-            self._port,
-            identifier=self.client_id,
+            self.session.host,
+            self.session.port,
+            identifier=self.session.client_id,
             protocol=aiomqtt.ProtocolVersion.V5,
             clean_start=False,
             properties=props,
-            keepalive=self._keepalive,
+            keepalive=self.session.keepalive,
             # Also bounds the DISCONNECT wait on shutdown, which paho sometimes never confirms.
             timeout=3,
             max_inflight_messages=1000,
@@ -130,20 +108,20 @@ class MqttLink:
                     # Every time, not only for a new session: the configured form (shared or
                     # not) must win over what an older session held. Retain handling 1:
                     # retained states only on a new subscription, not on every reconnect.
-                    if self._subscriptions:
+                    if self.session.subscriptions:
                         await client.subscribe(
                             [
                                 (topic, SubscribeOptions(qos=1, retainHandling=1))
-                                for topic in self._subscriptions
+                                for topic in self.session.subscriptions
                             ]
                         )
-                    if self._stale_subscriptions:
-                        await client.unsubscribe(self._stale_subscriptions)
+                    if self.session.stale_subscriptions:
+                        await client.unsubscribe(self.session.stale_subscriptions)
                     self.connected.set()
                     log.info(
                         "mqtt.link_up",
                         broker=self.url,
-                        client_id=self.client_id,
+                        client_id=self.session.client_id,
                         session_present=client.session_present,
                     )
                     backoff = 0.2
