@@ -17,7 +17,8 @@ from pathlib import Path
 from dispatcher.core.ack_parse import AckRecord
 from dispatcher.core.wire import AckState
 from dispatcher.embedded.processes import RedisServer
-from dispatcher.store.engine import Store, dispatch_key, expected_key
+from dispatcher.store.keys import dispatch_key, expected_key
+from dispatcher.store.store import Store
 
 
 async def run(terminals: int, batch: int) -> None:

@@ -45,7 +45,7 @@ from harness import PROVINCE_ALERT, REGIONS_FILE, Engine, run_until_done, toml_t
 
 from dispatcher.core.regions import Level, RegionTree
 from dispatcher.embedded.processes import MosquittoServer, RedisServer
-from dispatcher.store.engine import acklog_rows
+from dispatcher.store.acklog import acklog_rows
 from receiver.simulator import Behaviour, SimTerminal, Simulator
 
 TOKEN = "chaos-province-token"  # noqa: S105  a throwaway token of a throwaway engine

@@ -94,7 +94,8 @@ from harness import (
 from dispatcher.core.models import new_alert_id
 from dispatcher.core.regions import RegionTree
 from dispatcher.embedded.processes import MosquittoServer, RedisServer, find_binary
-from dispatcher.store.engine import ACKLOG, acklog_rows
+from dispatcher.store.acklog import acklog_rows
+from dispatcher.store.keys import ACKLOG
 from receiver.brain import Ack, AckState, ack_topic
 from receiver.mqtt_lite import open_connection, parse_mqtt_url
 

@@ -51,7 +51,7 @@ from dispatcher.pipeline.outbox import DispatchWorker
 from dispatcher.pipeline.ports import EscalationNotifier, PubackHandle
 from dispatcher.pipeline.sweeper import DeadlineSweeper
 from dispatcher.settings import Settings
-from dispatcher.store.engine import Store
+from dispatcher.store.store import Store
 from drills import handlers as drill_handlers
 from drills.handlers import DRILLS
 from drills.scheduler import DrillScheduler

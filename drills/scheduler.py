@@ -31,10 +31,11 @@ from apscheduler.schedulers.base import STATE_PAUSED
 
 from dispatcher.core.errors import StoreUnavailable
 from dispatcher.core.models import utcnow
+from dispatcher.store.keys import APS_JOBS, APS_RUN_TIMES
 from drills import jobs
 from drills.models import Drill, DrillStatus
 from drills.settings import DrillSettings
-from drills.store import APS_JOBS, APS_RUN_TIMES, DrillStore
+from drills.store import DrillStore
 
 log = structlog.get_logger(__name__)
 

@@ -20,7 +20,8 @@ from dispatcher.core.auth import Office
 from dispatcher.core.errors import Conflict, NotFound, ValidationFailed
 from dispatcher.core.models import Alert, AlertRequest, Channel, Severity, Status, utcnow
 from dispatcher.core.regions import Level, RegionTree
-from dispatcher.store.engine import ACKLOG, Store, acklog_rows
+from dispatcher.store.acklog import acklog_rows
+from dispatcher.store.store import Store
 from drills.compliance import Compliance, compliance
 from drills.models import Drill, DrillStatus, Edit
 from drills.plan import PlanError, check_slot, next_free_slot, plan_year
@@ -372,9 +373,8 @@ class DrillService:
         """The ack log entries of one alert since a time (the stream's ids are times)."""
         out: list[dict[str, Any]] = []
         start = f"{since_ms}-0"
-        redis = self.engine_store.redis
         while True:
-            page = await self.engine_store._call(redis.xrange(ACKLOG, min=start, count=5000))
+            page = await self.engine_store.ack_log_page(start=start, count=5000)
             for entry_id, fields in page:
                 if fields.get("alert_id") == alert_id:
                     out.extend(acklog_rows(entry_id, fields))

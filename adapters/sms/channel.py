@@ -25,7 +25,7 @@ from adapters.sms.worker import SmsWorker, now_ms
 from dispatcher.core.errors import NotFound, ReceiptMalformed, ReceiptRejected
 from dispatcher.core.models import Alert
 from dispatcher.core.regions import RegionTree
-from dispatcher.store.engine import Store
+from dispatcher.store.store import Store
 
 log = structlog.get_logger(__name__)
 

@@ -30,7 +30,8 @@ from dispatcher.http.requests import (
     visible_alert,
 )
 from dispatcher.http.state import OFFICES, SMS, STORE, TREE
-from dispatcher.store.engine import DeliveryCounts, Store
+from dispatcher.store.delivery import DeliveryCounts
+from dispatcher.store.store import Store
 
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
 

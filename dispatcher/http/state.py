@@ -15,7 +15,7 @@ from aiohttp import web
 from dispatcher.core.auth import Offices
 from dispatcher.core.config import ApiSettings
 from dispatcher.core.regions import RegionTree
-from dispatcher.store.engine import Store
+from dispatcher.store.store import Store
 
 
 class Connection(Protocol):

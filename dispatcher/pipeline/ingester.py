@@ -23,7 +23,7 @@ from dispatcher.core.errors import StoreUnavailable
 from dispatcher.core.models import TerminalState
 from dispatcher.core.wire import terminal_of
 from dispatcher.pipeline.ports import PubackHandle
-from dispatcher.store.engine import Store
+from dispatcher.store.store import Store
 
 log = structlog.get_logger(__name__)
 

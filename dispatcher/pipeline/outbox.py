@@ -20,7 +20,7 @@ from dispatcher.core.errors import PublishFailed, StoreUnavailable
 from dispatcher.core.models import Alert, Channel, MsgType, utcnow
 from dispatcher.core.regions import RegionTree
 from dispatcher.pipeline.ports import AlertEncoder, Publisher, SmsPlanning
-from dispatcher.store.engine import Store
+from dispatcher.store.store import Store
 
 log = structlog.get_logger(__name__)
 

@@ -20,7 +20,7 @@ from dispatcher.core.models import Alert, MsgType, utcnow
 from dispatcher.core.regions import RegionTree
 from dispatcher.core.wire import cmd_topic
 from dispatcher.pipeline.ports import AlertEncoder, EscalationNotifier, Publisher
-from dispatcher.store.engine import Store
+from dispatcher.store.store import Store
 
 log = structlog.get_logger(__name__)
 

@@ -9,7 +9,8 @@ import json
 from dispatcher.core.models import TerminalIn
 from dispatcher.pipeline.ingester import AckIngester
 from dispatcher.pipeline.ports import PubackHandle
-from dispatcher.store.engine import Store, dispatch_key
+from dispatcher.store.keys import dispatch_key
+from dispatcher.store.store import Store
 from tests.helpers import wait_for
 
 VILLAGE = "350102001001"

@@ -23,7 +23,7 @@ import redis
 
 from dispatcher.core.regions import Level
 from dispatcher.embedded.processes import MosquittoServer, RedisServer
-from dispatcher.store.engine import acklog_rows
+from dispatcher.store.acklog import acklog_rows
 from receiver.simulator import Behaviour, SimTerminal, Simulator
 from tests.helpers import wait_for
 from tests.integration.engine import fujian

@@ -11,7 +11,7 @@ import pytest
 from adapters.sms.pool import Pace
 from adapters.sms.settings import GatewaySettings
 from adapters.sms.store import SmsStore
-from dispatcher.store.engine import Store
+from dispatcher.store.store import Store
 from tests.support.sms_sandbox import peak_in_window
 
 

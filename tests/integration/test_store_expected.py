@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from dispatcher.core.models import TerminalIn
-from dispatcher.store.engine import Store, counts_key, dispatch_key, expected_key, offline_key
+from dispatcher.store.keys import counts_key, dispatch_key, expected_key, offline_key
+from dispatcher.store.store import Store
 
 TOWNSHIP_A = "350102001"  # 福州市鼓楼区 …
 TOWNSHIP_B = "350102002"

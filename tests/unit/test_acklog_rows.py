@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from dispatcher.store.engine import acklog_rows
+from dispatcher.store.acklog import acklog_rows
 
 
 def test_a_batch_entry_holds_one_row_an_ack_with_its_details() -> None:

@@ -1,0 +1,147 @@
+"""Alerts: storing one with its outbox entry and idempotency record in one step, reading
+them back, and their dispatch record."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import cast
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from dispatcher.core.errors import Conflict, IdempotencyKeyReused, StoreUnavailable
+from dispatcher.core.models import Alert, utcnow
+from dispatcher.store.base import StoreBase, hash_fields
+from dispatcher.store.keys import (
+    ALERTS,
+    IDEMPOTENCY_TTL,
+    OUTBOX,
+    PREFIX,
+    SWEEPS,
+    alert_key,
+    dispatch_key,
+    idempotency_key,
+)
+from dispatcher.store.lua import read_script
+
+# Stores the alert, its dispatch record, its outbox entry and the idempotency record in one
+# atomic step, so a 201 means all of them exist (and, with appendfsync always, are on disk).
+CREATE_ALERT = read_script("dispatcher.store", "create_alert")
+
+
+class AlertStore(StoreBase):
+    def __init__(self, client: aioredis.Redis) -> None:
+        super().__init__(client)
+        self._create_alert = client.register_script(CREATE_ALERT)
+
+    async def create_alert(
+        self,
+        alert: Alert,
+        *,
+        office_id: str,
+        idempotency: tuple[str, str] | None = None,
+        cancels: str | None = None,
+    ) -> tuple[Alert, bool]:
+        """Store ``alert`` and queue it; returns the stored alert and whether it is new.
+
+        ``idempotency`` is (key, canonical body): a replay with the same body returns the first
+        alert, with another body it is a ``Conflict``. ``cancels`` names the alert a cancel
+        replaces; a second cancel of it is a ``Conflict``.
+        """
+        idem_key = idempotency_key(office_id, idempotency[0]) if idempotency else f"{PREFIX}-"
+        idem_value = (
+            json.dumps({"alert_id": alert.id, "body": idempotency[1]}) if idempotency else ""
+        )
+        try:
+            result = await self._create_alert(
+                keys=[
+                    alert_key(alert.id),
+                    ALERTS,
+                    dispatch_key(alert.id),
+                    OUTBOX,
+                    idem_key,
+                    dispatch_key(cancels) if cancels else f"{PREFIX}-",
+                ],
+                args=[
+                    alert.model_dump_json(),
+                    int(alert.sent.timestamp() * 1000),
+                    alert.id,
+                    idem_value,
+                    IDEMPOTENCY_TTL,
+                    "1" if idempotency else "0",
+                    utcnow().isoformat(),
+                    "1" if cancels else "0",
+                ],
+            )
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"could not store the alert: {exc}") from exc
+        outcome, value = cast(list[str], result)
+        if outcome == "created":
+            return alert, True
+        if outcome == "cancelled":
+            raise Conflict(
+                f"alert {cancels} is already cancelled by {value}", details={"cancelled_by": value}
+            )
+        first = json.loads(value)
+        if idempotency is None or first["body"] != idempotency[1]:
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was already used with a different request body; "
+                "use a new key for a new alert",
+                details={"alert_id": first["alert_id"]},
+            )
+        stored = await self.get_alert(first["alert_id"])
+        if stored is None:  # pragma: no cover - the key and the alert are written together
+            raise Conflict("the alert of this Idempotency-Key is gone")
+        return stored, False
+
+    async def replay(self, office_id: str, key: str, body: str) -> Alert | None:
+        """The alert first stored under this Idempotency-Key, or None if the key is new."""
+        raw = await self.call(self.redis.get(idempotency_key(office_id, key)))
+        if raw is None:
+            return None
+        first = json.loads(raw)
+        if first["body"] != body:
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was already used with a different request body; "
+                "use a new key for a new alert",
+                details={"alert_id": first["alert_id"]},
+            )
+        return await self.get_alert(first["alert_id"])
+
+    async def get_alert(self, alert_id: str) -> Alert | None:
+        raw = await self.call(self.redis.get(alert_key(alert_id)))
+        return Alert.model_validate_json(raw) if raw else None
+
+    async def list_alerts(self, *, limit: int, before_ms: int | None = None) -> list[Alert]:
+        high: int | str = f"({before_ms}" if before_ms is not None else "+inf"
+        ids = await self.call(self.redis.zrevrangebyscore(ALERTS, high, "-inf", start=0, num=limit))
+        if not ids:
+            return []
+        raws = await self.call(self.redis.mget([alert_key(i) for i in ids]))
+        return [Alert.model_validate_json(raw) for raw in raws if raw]
+
+    async def dispatch_state(self, alert_id: str) -> dict[str, str]:
+        return cast(dict[str, str], await self.call(self.redis.hgetall(dispatch_key(alert_id))))
+
+    async def set_dispatch(self, alert_id: str, **fields: str | int) -> None:
+        await self.call(self.redis.hset(dispatch_key(alert_id), mapping=hash_fields(fields)))
+
+    async def finish_dispatch(
+        self,
+        alert_id: str,
+        *,
+        dispatched_at: str,
+        sweep_due_ms: int | None,
+        references: Mapping[str, Mapping[str, str]],
+    ) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                dispatch_key(alert_id),
+                mapping={"state": "dispatched", "dispatched_at": dispatched_at},
+            )
+            if sweep_due_ms is not None:
+                pipe.zadd(SWEEPS, {alert_id: sweep_due_ms})
+            for ref, fields in references.items():
+                pipe.hset(dispatch_key(ref), mapping=hash_fields(fields))
+            await self.call(pipe.execute())

@@ -1,0 +1,179 @@
+"""Every Redis key of every feature: the key schema on one screen, the prefix written once.
+
+The engine (``{id}`` an alert id, ``{t}`` a terminal id, ``{code}`` a region code):
+
+    ebd:alert:{id}              string  the alert's JSON (models.Alert)
+    ebd:alerts                  zset    alert ids scored by sent time (ms)
+    ebd:alert:{id}:dispatch     hash    dispatch state: state, queued_at, dispatched_at, expected,
+                                        topics, cancelled_by, last_ack_ms, acks …
+    ebd:alert:{id}:expected     hash    {t} → region code of every terminal expected to ack
+    ebd:alert:{id}:tstate       hash    {t} → received | playing | played | failed | cancelled
+                                        | no_ack (cancelled: stopped by a cancel or update;
+                                        no_ack: silent after the last resend, escalated)
+    ebd:alert:{id}:counts       hash    "{code}|{state}" → n for the province, cities, counties,
+                                        townships above each expected terminal; "{code}|expected"
+    ebd:alert:{id}:offline      set     expected terminals whose last state was offline at dispatch
+    ebd:alert:{id}:resends      hash    {t} → resends sent to that terminal
+    ebd:alert:{id}:escalations  list    escalation records (JSON) of this alert
+    ebd:sweeps                  zset    alert ids scored by when their acks are next checked (ms)
+    ebd:escalations             stream  every escalation: terminal failed after its resends
+    ebd:idem:{office}:{key}     string  {"alert_id", "body"} of the first request with that key
+    ebd:outbox                  stream  alert ids to dispatch; consumer group "dispatch"
+    ebd:acklog                  stream  every ack of a known alert, as received (drill reviews):
+                                        one entry a recorded batch, see acklog_rows
+    ebd:terms:region            hash    {t} → region code (the terminal registry)
+    ebd:terms:meta              hash    {t} → {"kind", "registered_at"}
+    ebd:terms:state             hash    {t} → last state message {"state", "at", "firmware", …}
+    ebd:rterms:{code}           set     terminals at or below {code}, for each level of their path
+    ebd:stats                   hash    ingestion counters (acks_malformed, acks_unknown_alert …)
+
+SMS (``adapters/sms/store.py``; ``{job}`` an alert id, or ``{alert id}.esc`` for the texts
+an escalation sends; ``{r}`` a recipient key, see ``adapters.sms.gateway.recipient_key``):
+
+    ebd:recips                  hash    {r} → person JSON (phone, name, languages, postings)
+    ebd:rrecips:{code}          set     {r} of persons with a posting at or below {code}
+    ebd:smsjob:{job}            hash    the job: alert_id, kind, expires_ms, exempt, signature,
+                                        and per text variant {v}: {v}.body, {v}.text,
+                                        {v}.segments, {v}.encoding
+    ebd:smsjob:{job}:state      hash    {r} → queued | submitting | unknown | submitted
+                                        | delivered | failed | cancelled | expired
+    ebd:smsjob:{job}:info       hash    {r} → JSON: phone, lang, gateway, attempts, owner,
+                                        retry_at, message_id, error, parts, ok (parts delivered)
+    ebd:smsjob:{job}:counts     hash    state → n, "recipients", "segments"
+    ebd:sms:outbox              stream  chunks of a job's recipients to send; group "sms"
+    ebd:sms:doubt               zset    "{job}|{r}" in flight, unanswered, or taken with no
+                                        receipt yet → when to ask the gateway about it (ms)
+    ebd:sms:bucket:{gateway}    hash    the gateway's token bucket: tokens, ts (ms, Redis clock)
+    ebd:sms:rl:{r}:{hour}       string  texts that person was sent in that UTC hour
+    ebd:sms:receipts            stream  every receipt as it arrived, for review
+    ebd:sms:stats               hash    counters: receipts, receipts_orphan, …
+
+Drills (``drills/store.py``):
+
+    ebd:drills                  hash    drill id → Drill JSON (drills.models.Drill)
+    ebd:drills:by_time          zset    drill ids scored by their scheduled time (ms)
+    ebd:drills:township:{code}  set     drill ids of that township, every year
+    ebd:drill:{id}:history      list    Edit JSON: planned, added, moved, cancelled, fired, …
+    ebd:drill:{id}:report       string  DrillReport JSON, written once the window closed
+    ebd:drill:{id}:acks         list    the drill alert's ack log entries (JSON), copied at the
+                                        report so a review months later does not depend on the
+                                        engine-wide ack log's trimming
+    ebd:drills:version          string  bumped on every change: the scheduler re-reads the plan
+    ebd:drills:leader           string  the instance holding the drill-scheduler lease (PX)
+    ebd:drills:heartbeat        string  ms when the lease was last renewed, by whom
+    ebd:drills:aps:jobs         hash    APScheduler's RedisJobStore: the scheduled jobs
+    ebd:drills:aps:run_times    zset    APScheduler's RedisJobStore: their next run times
+"""
+
+from __future__ import annotations
+
+PREFIX = "ebd:"
+ALERTS = PREFIX + "alerts"
+OUTBOX = PREFIX + "outbox"
+OUTBOX_GROUP = "dispatch"
+ACKLOG = PREFIX + "acklog"
+TERMS_REGION = PREFIX + "terms:region"
+TERMS_META = PREFIX + "terms:meta"
+TERMS_STATE = PREFIX + "terms:state"
+STATS = PREFIX + "stats"
+SWEEPS = PREFIX + "sweeps"
+ESCALATIONS = PREFIX + "escalations"
+IDEMPOTENCY_TTL = 24 * 3600
+# Per-region counters stop at townships: village detail is in the tstate hash, and a counter
+# per village would multiply the work of every ack by five.
+COUNTED_PREFIXES = (2, 4, 6, 9)
+
+
+def alert_key(alert_id: str) -> str:
+    return f"{PREFIX}alert:{alert_id}"
+
+
+def dispatch_key(alert_id: str) -> str:
+    return f"{PREFIX}alert:{alert_id}:dispatch"
+
+
+def expected_key(alert_id: str) -> str:
+    return f"{PREFIX}alert:{alert_id}:expected"
+
+
+def tstate_key(alert_id: str) -> str:
+    return f"{PREFIX}alert:{alert_id}:tstate"
+
+
+def counts_key(alert_id: str) -> str:
+    return f"{PREFIX}alert:{alert_id}:counts"
+
+
+def offline_key(alert_id: str) -> str:
+    return f"{PREFIX}alert:{alert_id}:offline"
+
+
+def resends_key(alert_id: str) -> str:
+    return f"{PREFIX}alert:{alert_id}:resends"
+
+
+def alert_escalations_key(alert_id: str) -> str:
+    return f"{PREFIX}alert:{alert_id}:escalations"
+
+
+def idempotency_key(office_id: str, key: str) -> str:
+    return f"{PREFIX}idem:{office_id}:{key}"
+
+
+def region_terms_key(code: str) -> str:
+    return f"{PREFIX}rterms:{code}"
+
+
+# SMS (adapters/sms/store.py) -------------------------------------------------------------------
+
+SMS_RECIPS = PREFIX + "recips"
+SMS_OUTBOX = PREFIX + "sms:outbox"
+SMS_OUTBOX_GROUP = "sms"
+SMS_DOUBT = PREFIX + "sms:doubt"
+SMS_RECEIPTS = PREFIX + "sms:receipts"
+SMS_STATS = PREFIX + "sms:stats"
+SMS_LIMIT_PREFIX = PREFIX + "sms:rl:"
+
+
+def sms_region_recips_key(code: str) -> str:
+    return f"{PREFIX}rrecips:{code}"
+
+
+def sms_job_key(job: str) -> str:
+    return f"{PREFIX}smsjob:{job}"
+
+
+def sms_job_keys(job: str) -> list[str]:
+    """state, info, counts of a job, in the order the scripts take them."""
+    return [f"{sms_job_key(job)}:state", f"{sms_job_key(job)}:info", f"{sms_job_key(job)}:counts"]
+
+
+def sms_bucket_key(gateway: str) -> str:
+    return f"{PREFIX}sms:bucket:{gateway}"
+
+
+# Drills (drills/store.py); APScheduler's job store takes the two aps keys --------------------
+
+DRILLS = PREFIX + "drills"
+DRILLS_BY_TIME = PREFIX + "drills:by_time"
+DRILLS_VERSION = PREFIX + "drills:version"
+DRILLS_LEADER = PREFIX + "drills:leader"
+DRILLS_HEARTBEAT = PREFIX + "drills:heartbeat"
+APS_JOBS = PREFIX + "drills:aps:jobs"
+APS_RUN_TIMES = PREFIX + "drills:aps:run_times"
+
+
+def drill_township_key(code: str) -> str:
+    return f"{PREFIX}drills:township:{code}"
+
+
+def drill_history_key(drill_id: str) -> str:
+    return f"{PREFIX}drill:{drill_id}:history"
+
+
+def drill_report_key(drill_id: str) -> str:
+    return f"{PREFIX}drill:{drill_id}:report"
+
+
+def drill_acks_key(drill_id: str) -> str:
+    return f"{PREFIX}drill:{drill_id}:acks"

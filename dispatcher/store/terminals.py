@@ -1,0 +1,108 @@
+"""The terminal registry: each terminal's region, kind and last state, and the set of
+terminals at or below every region of their path."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import WatchError
+
+from dispatcher.core.errors import StoreUnavailable
+from dispatcher.core.models import TerminalIn, utcnow
+from dispatcher.core.regions import code_path
+from dispatcher.store.base import StoreBase, hash_fields
+from dispatcher.store.keys import TERMS_META, TERMS_REGION, TERMS_STATE, region_terms_key
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationResult:
+    created: int
+    updated: int
+    unchanged: int
+
+
+class TerminalStore(StoreBase):
+    async def register_terminals(self, terminals: Sequence[TerminalIn]) -> RegistrationResult:
+        """Register or move terminals, all in one transaction: none or all are written.
+
+        The registry is WATCHed between reading the old regions and writing: two concurrent
+        moves of one terminal must not leave it in two regions' sets.
+        """
+        ids = [t.id for t in terminals]
+        now = utcnow().isoformat()
+        for _attempt in range(10):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    await self.call(pipe.watch(TERMS_REGION))
+                    old = await self.call(pipe.hmget(TERMS_REGION, ids))
+                    pipe.multi()  # type: ignore[no-untyped-call]  # redis-py lacks the hint
+                    result = self._queue_registration(pipe, terminals, old, now)
+                    await self.call(pipe.execute())
+                    return result
+                except StoreUnavailable as exc:
+                    if not isinstance(exc.__cause__, WatchError):
+                        raise
+        raise StoreUnavailable("the terminal registry kept changing; try again")
+
+    @staticmethod
+    def _queue_registration(
+        pipe: Any, terminals: Sequence[TerminalIn], old: Sequence[str | None], now: str
+    ) -> RegistrationResult:
+        created = updated = unchanged = 0
+        for terminal, previous in zip(terminals, old, strict=True):
+            if previous == terminal.region:
+                unchanged += 1
+            elif previous is None:
+                created += 1
+            else:
+                updated += 1
+                for code in code_path(previous):
+                    pipe.srem(region_terms_key(code), terminal.id)
+            for code in code_path(terminal.region):
+                pipe.sadd(region_terms_key(code), terminal.id)
+            pipe.hset(TERMS_REGION, terminal.id, terminal.region)
+            pipe.hset(
+                TERMS_META,
+                terminal.id,
+                json.dumps({"kind": terminal.kind.value, "registered_at": now}),
+            )
+        return RegistrationResult(created=created, updated=updated, unchanged=unchanged)
+
+    async def count_terminals(self, code: str) -> int:
+        return int(await self.call(self.redis.scard(region_terms_key(code))))
+
+    async def list_terminals(
+        self, code: str, *, limit: int, offset: int
+    ) -> tuple[int, list[dict[str, Any]]]:
+        members = sorted(await self.call(self.redis.smembers(region_terms_key(code))))
+        page = members[offset : offset + limit]
+        if not page:
+            return len(members), []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(TERMS_REGION, page)
+            pipe.hmget(TERMS_META, page)
+            pipe.hmget(TERMS_STATE, page)
+            regions, metas, states = await self.call(pipe.execute())
+        out = []
+        for terminal, region, meta, state in zip(page, regions, metas, states, strict=True):
+            info = json.loads(meta) if meta else {}
+            out.append(
+                {
+                    "id": terminal,
+                    "region": region,
+                    "kind": info.get("kind"),
+                    "registered_at": info.get("registered_at"),
+                    "state": json.loads(state) if state else None,
+                }
+            )
+        return len(members), out
+
+    async def record_terminal_states(self, states: dict[str, str]) -> None:
+        """Store the latest state message (JSON) of each terminal."""
+        if states:
+            await self.call(self.redis.hset(TERMS_STATE, mapping=hash_fields(states)))
+
+    # Outbox -------------------------------------------------------------------------------
