@@ -8,6 +8,7 @@ and client identifier of their own.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -19,7 +20,9 @@ import pytest
 import redis
 import structlog
 
+from dispatcher.core.regions import RegionTree
 from dispatcher.embedded.processes import MosquittoServer, RedisServer
+from tests.helpers import FUJIAN_FILE
 
 
 def route_engine_logs() -> None:
@@ -30,11 +33,26 @@ def route_engine_logs() -> None:
 
 
 @pytest.fixture(autouse=True)
+def _no_ebd_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """EBD_ variables of the developer's shell (EBD_TOKEN, EBD_OFFICES …) must not change
+    what a test sees; a test that wants one sets it itself."""
+    for name in list(os.environ):
+        if name.upper().startswith("EBD_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True)
 def _engine_logs() -> Iterator[None]:
     route_engine_logs()
     yield
     # A command under test may have configured logging for its own (captured) stream.
     route_engine_logs()
+
+
+@pytest.fixture(scope="session")
+def tree() -> RegionTree:
+    """The Fujian region tree the project ships, loaded once (tests only read it)."""
+    return RegionTree.from_csv(FUJIAN_FILE)
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,15 @@
-"""Shared test helpers: waiting for a condition with a deadline instead of sleeping."""
+"""Shared test helpers: the project's paths, and waiting for a condition with a deadline
+instead of sleeping."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FUJIAN_FILE = ROOT / "config" / "regions" / "fujian.csv"
 
 
 async def wait_for(

@@ -14,9 +14,10 @@ from dispatcher.app import create_app
 from dispatcher.core.auth import hash_token
 from dispatcher.core.regions import RegionTree
 from dispatcher.embedded.processes import free_port
-from dispatcher.settings import PROJECT_ROOT, load_settings
+from dispatcher.settings import load_settings
+from tests.helpers import FUJIAN_FILE
 
-REGIONS_FILE = PROJECT_ROOT / "config" / "regions" / "fujian.csv"
+REGIONS_FILE = FUJIAN_FILE
 _TREE: RegionTree | None = None
 
 # token → (office id, name, region)

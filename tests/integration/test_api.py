@@ -5,24 +5,16 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.helpers import wait_for
-from tests.integration.engine import GULOU, PROVINCE, TAIJIANG, alert_body, running_engine
+from tests.integration.engine import GULOU, PROVINCE, TAIJIANG, alert_body
 
 Client = TestClient[Any, Any]
-
-
-@pytest.fixture
-async def api(redis_url: str, mqtt_url: str, tmp_path: Path) -> AsyncIterator[Client]:
-    async with running_engine(redis_url, mqtt_url, tmp_path) as client:
-        yield client
 
 
 async def error_of(response: Any, status: int) -> dict[str, Any]:

@@ -13,12 +13,10 @@ import os
 import signal
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 
 from dispatcher.core.regions import Level
@@ -53,12 +51,6 @@ def province_terminals(n: int, prefix: str) -> list[SimTerminal]:
     return [
         SimTerminal(f"{prefix}-{i}", villages[(i * step) % len(villages)].code) for i in range(n)
     ]
-
-
-@pytest.fixture
-def rdb(redis_url: str) -> Iterator[redis.Redis]:
-    with redis.Redis.from_url(redis_url, decode_responses=True) as client:
-        yield client
 
 
 async def until_played(

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import tomllib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +23,11 @@ from aiohttp.test_utils import TestClient
 
 from dispatcher.cli.main import main
 from dispatcher.core.auth import hash_token
-from tests.conftest import route_engine_logs
-from tests.integration.engine import PROVINCE, REGIONS_FILE, running_engine
+from tests.helpers import ROOT
+from tests.integration.engine import PROVINCE, REGIONS_FILE
 
 Client = TestClient[Any, Any]
 
-ROOT = Path(__file__).resolve().parents[2]
 # The real Fujian tables sit in ../shared/data/regions/ beside the project.
 SHARED_REGIONS = Path(__file__).resolve().parents[3] / "shared" / "data" / "regions"
 ZHONGSHAN_PATH = (
@@ -39,17 +38,6 @@ needs_shared_regions = pytest.mark.skipif(
     not (SHARED_REGIONS / "fujian-provinces.csv").is_file(),
     reason=f"the shared Fujian tables are not at {SHARED_REGIONS}",
 )
-
-
-@pytest.fixture(autouse=True)
-def _no_ebd_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """EBD_TOKEN or EBD_OFFICES in the developer's shell must not change what these test;
-    and logging set up by a command (bound to a captured stderr) must not outlive it."""
-    for name in list(os.environ):
-        if name.upper().startswith("EBD_"):
-            monkeypatch.delenv(name)
-    yield
-    route_engine_logs()
 
 
 def clean_env() -> dict[str, str]:
@@ -372,12 +360,6 @@ def test_regions_import_of_a_folder_without_tables_exits_2(
 
 
 # --- terminals import ------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def api(redis_url: str, mqtt_url: str, tmp_path: Path) -> AsyncIterator[Client]:
-    async with running_engine(redis_url, mqtt_url, tmp_path / "state") as client:
-        yield client
 
 
 async def ebd(*argv: str) -> int:

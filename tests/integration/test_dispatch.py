@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
-import pytest
 from aiohttp.test_utils import TestClient
 
 from dispatcher.core.regions import Level
@@ -55,12 +53,6 @@ async def delivery(api: Client, alert_id: str, detail: str = "county") -> dict[s
 async def played_all(api: Client, alert_id: str, n: int) -> dict[str, Any] | None:
     state = await delivery(api, alert_id)
     return state if state["played"] == n and state["expected"] == n else None
-
-
-@pytest.fixture
-async def api(redis_url: str, mqtt_url: str, tmp_path: Path) -> AsyncIterator[Client]:
-    async with running_engine(redis_url, mqtt_url, tmp_path) as client:
-        yield client
 
 
 async def test_county_alert_reaches_only_that_county_and_counts_each_terminal_once(

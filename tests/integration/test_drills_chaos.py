@@ -20,12 +20,11 @@ import math
 import re
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-import pytest
 import redis
 
 from dispatcher.core.regions import Level
@@ -45,12 +44,6 @@ GAP = re.compile(
     r"^no engine instance was scheduling drills from (?P<before>\S+) until (?P<since>\S+) "
     r"\(the drill was due at (?P<due>\S+)\)"
 )
-
-
-@pytest.fixture
-def rdb(redis_url: str) -> Iterator[redis.Redis]:
-    with redis.Redis.from_url(redis_url, decode_responses=True) as client:
-        yield client
 
 
 def townships(n: int) -> list[str]:

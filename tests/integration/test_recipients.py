@@ -4,8 +4,6 @@ errors, jurisdiction, merging a person's postings across offices, removal."""
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,25 +11,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from dispatcher.cli.main import main
-from tests.integration.engine import GULOU, PROVINCE, TAIJIANG, running_engine
+from tests.integration.engine import GULOU, PROVINCE, TAIJIANG
 
 Client = TestClient[Any, Any]
 ZHONGSHAN = "350102001001"
 TAIJIANG_VILLAGE = "350103001002"
-
-
-@pytest.fixture(autouse=True)
-def _no_ebd_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.upper().startswith("EBD_"):
-            monkeypatch.delenv(name)
-    return
-
-
-@pytest.fixture
-async def api(redis_url: str, mqtt_url: str, tmp_path: Path) -> AsyncIterator[Client]:
-    async with running_engine(redis_url, mqtt_url, tmp_path / "state") as client:
-        yield client
 
 
 async def listed(api: Client, region: str = "35", headers: Any = PROVINCE) -> list[dict[str, Any]]:

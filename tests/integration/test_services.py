@@ -31,9 +31,8 @@ from dispatcher.embedded.processes import (
     RedisServer,
     find_binary,
 )
-from tests.helpers import wait_for
+from tests.helpers import ROOT, wait_for
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SERVER_CLASSES = [MosquittoServer, RedisServer]
 
 
@@ -344,7 +343,7 @@ def test_an_explicit_port_is_never_replaced(tmp_path: Path) -> None:
 def test_shipped_config_file_is_the_template_rendered_for_docker(
     relative_path: str, expected: str
 ) -> None:
-    shipped = (PROJECT_ROOT / relative_path).read_text(encoding="utf-8")
+    shipped = (ROOT / relative_path).read_text(encoding="utf-8")
     assert shipped == expected, (
         f"{relative_path} differs from its template in dispatcher/embedded/configs.py; "
         "edit the template "

@@ -7,7 +7,6 @@ import asyncio
 import json
 import socket
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,17 +20,11 @@ from receiver.simulator import (
     run_simulator_cli,
     village_terminals,
 )
-from tests.helpers import wait_for
-from tests.integration.test_receiver import Watch, alert_body, unique
+from tests.helpers import FUJIAN_FILE, wait_for
+from tests.support.broker import Watch, alert_body, unique
 
-FUJIAN = Path(__file__).resolve().parents[2] / "config" / "regions" / "fujian.csv"
 COUNTY_A = "350181"  # 福清市, 522 villages
 COUNTY_B = "350582"  # 晋江市, 405 villages
-
-
-@pytest.fixture(scope="module")
-def tree() -> RegionTree:
-    return RegionTree.from_csv(FUJIAN)
 
 
 def terminals(tree: RegionTree, county: str, n: int, prefix: str) -> list[SimTerminal]:
@@ -39,14 +32,6 @@ def terminals(tree: RegionTree, county: str, n: int, prefix: str) -> list[SimTer
     keeps every persistent session it has seen)."""
     villages = tree.descendants(county, level=Level.VILLAGE)[:n]
     return [SimTerminal(f"{prefix}-{village.code}", village.code) for village in villages]
-
-
-@pytest.fixture
-async def watch(mqtt_url: str) -> AsyncIterator[Watch]:
-    w = Watch()
-    await w.open(mqtt_url, ["eb/v1/term/+/ack", "eb/v1/term/+/state"])
-    yield w
-    await w.close()
 
 
 def acks_by_terminal(watch: Watch, prefix: str, alert_id: str) -> dict[str, list[str]]:
@@ -194,7 +179,7 @@ async def test_ebd_sim_reports_ready_and_stops_cleanly(
     ready = tmp_path / "ready"
     task = asyncio.create_task(
         run_simulator_cli(
-            village_terminals(RegionTree.from_csv(FUJIAN).villages("350102001")),
+            village_terminals(RegionTree.from_csv(FUJIAN_FILE).villages("350102001")),
             "鼓东街道",
             mqtt_url,
             ready_file=ready,

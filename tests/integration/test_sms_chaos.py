@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -206,12 +206,6 @@ def settled_events(engine: EngineProcess) -> Counter[str]:
         total["answers"] += int(event.get("answers", 0))
         total["requeued"] += int(event.get("requeued", 0))
     return total
-
-
-@pytest.fixture
-def rdb(redis_url: str) -> Iterator[redis.Redis]:
-    with redis.Redis.from_url(redis_url, decode_responses=True) as client:
-        yield client
 
 
 async def test_engine_killed_mid_send_restarts_and_texts_everyone_once(

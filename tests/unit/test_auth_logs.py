@@ -21,9 +21,6 @@ from dispatcher.core.errors import Forbidden, MalformedRegionCode, Unauthorized,
 from dispatcher.core.masking import mask_phones
 from dispatcher.core.regions import RegionTree
 from dispatcher.logs import configure_logging
-from dispatcher.settings import PROJECT_ROOT
-
-REGIONS_FILE = PROJECT_ROOT / "config" / "regions" / "fujian.csv"
 
 # token → (office id, name, region)
 OFFICES = {
@@ -32,11 +29,6 @@ OFFICES = {
     "tok-gulou": ("fz-gulou", "鼓楼区应急管理局", "350102"),
     "tok-taijiang": ("fz-taijiang", "台江区应急管理局", "350103"),
 }
-
-
-@pytest.fixture(scope="module")
-def tree() -> RegionTree:
-    return RegionTree.from_csv(REGIONS_FILE)
 
 
 @pytest.fixture(scope="module")

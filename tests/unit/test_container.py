@@ -16,7 +16,7 @@ import re
 import shlex
 import tomllib
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,12 +24,12 @@ import pytest
 
 from dispatcher.embedded.configs import render_docker_configs
 from dispatcher.settings import Settings, load_settings
+from tests.helpers import ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DOCKERFILE = PROJECT_ROOT / "Dockerfile"
-COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
-MAKEFILE = PROJECT_ROOT / "Makefile"
-PYPROJECT = PROJECT_ROOT / "pyproject.toml"
+DOCKERFILE = ROOT / "Dockerfile"
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+MAKEFILE = ROOT / "Makefile"
+PYPROJECT = ROOT / "pyproject.toml"
 MOSQUITTO_CONF = "config/mosquitto/mosquitto.conf"
 REDIS_CONF = "config/redis/redis.conf"
 
@@ -271,7 +271,7 @@ def test_image_ships_the_config_folder_where_relative_paths_resolve(
     assert regions_file.parts[0] == "config", (
         f"the default regions.file {regions_file} is not under config/, which the image copies"
     )
-    assert (PROJECT_ROOT / regions_file).is_file(), f"{regions_file} is not in the repository"
+    assert (ROOT / regions_file).is_file(), f"{regions_file} is not in the repository"
 
 
 def test_image_runs_ebd_serve_as_a_non_root_user(dockerfile: list[Instruction]) -> None:
@@ -456,7 +456,7 @@ def test_compose_mounts_every_shipped_config_file_that_exists(services: dict[str
         if source.startswith(".")
     }
     for source in sorted(bind_sources):
-        assert (PROJECT_ROOT / source).is_file(), (
+        assert (ROOT / source).is_file(), (
             f"docker-compose.yml mounts {source}, which is not in the repository"
         )
     for shipped in render_docker_configs():
@@ -542,7 +542,7 @@ def test_compose_engine_is_built_here_and_reads_the_mounted_config(
         f"ebd serve --config {config_path}, but nothing is mounted there (mounts {volumes}); "
         f"`ebd serve` stops when the config file is missing"
     )
-    assert (PROJECT_ROOT / volumes[config_path]).is_file(), f"{volumes[config_path]} is missing"
+    assert (ROOT / volumes[config_path]).is_file(), f"{volumes[config_path]} is missing"
     published = [str(port).rsplit(":", 1)[-1] for port in ebd.get("ports") or []]
     exposed = {w for i in dockerfile if i.keyword == "EXPOSE" for w in i.args.split()}
     assert published, "ebd publishes no port: the API is unreachable from the host"
@@ -593,7 +593,7 @@ def test_compose_engine_environment_is_valid_settings(
     # The mounted file under the same environment: the variables win over the file, so the
     # engine listens on every interface although the example file says 127.0.0.1.
     config_path = ebd["command"][ebd["command"].index("--config") + 1]
-    mounted = PROJECT_ROOT / mounts(ebd)[config_path]
+    mounted = ROOT / mounts(ebd)[config_path]
     with_file = load_settings(mounted)
     assert with_file.mqtt.url == settings.mqtt.url, (
         f"with {mounted.name} mounted, mqtt.url is {with_file.mqtt.url}, not EBD_MQTT__URL"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
@@ -29,17 +28,11 @@ from drills.compliance import (
 from drills.models import Drill, DrillStatus
 from drills.report import text_width
 
-FUJIAN_FILE = Path(__file__).resolve().parents[2] / "config" / "regions" / "fujian.csv"
 CST = timezone(timedelta(hours=8))
 YEAR = 2027
 # Townships in the real file (a change to the file changes these, and the test says so).
 FUZHOU_TOWNSHIPS = 186
 FUJIAN_TOWNSHIPS = 1170
-
-
-@pytest.fixture(scope="module")
-def tree() -> RegionTree:
-    return RegionTree.from_csv(FUJIAN_FILE)
 
 
 def make_drill(

@@ -8,7 +8,6 @@ import io
 import json
 from collections import Counter
 from datetime import UTC, date, datetime, time, timedelta
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -29,7 +28,6 @@ from drills.plan import (
 )
 from drills.settings import Blackout, DrillSettings
 
-FUJIAN_FILE = Path(__file__).resolve().parents[2] / "config" / "regions" / "fujian.csv"
 TZ = ZoneInfo("Asia/Shanghai")
 YEAR = 2027
 SPRING = Blackout(start=date(2027, 2, 5), end=date(2027, 2, 11), reason="春节")
@@ -38,11 +36,6 @@ NANAN = "350583"  # 南安市: 27 townships, the most of any county
 GULOU = "350102"  # 鼓楼区, Fuzhou
 GUDONG = "350102001"  # 鼓东街道 in 鼓楼区
 GUXI = "350102002"  # 鼓西街道 in 鼓楼区
-
-
-@pytest.fixture(scope="module")
-def tree() -> RegionTree:
-    return RegionTree.from_csv(FUJIAN_FILE)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -31,7 +30,6 @@ from drills.report import (
     to_table,
 )
 
-FUJIAN_FILE = Path(__file__).resolve().parents[2] / "config" / "regions" / "fujian.csv"
 TOWNSHIP = "350102001"  # 鼓东街道
 V1 = "350102001001"  # 中山社区
 V2 = "350102001002"  # 庆城社区
@@ -98,11 +96,6 @@ ACKS = [
     ack("T14", "played", 710),
     ack("T99", "played", 3, result=-1),  # registered but not expected for this alert
 ]
-
-
-@pytest.fixture(scope="module")
-def tree() -> RegionTree:
-    return RegionTree.from_csv(FUJIAN_FILE)
 
 
 @pytest.fixture

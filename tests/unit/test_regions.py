@@ -20,8 +20,7 @@ from dispatcher.core.regions import (
     code_path,
     level_of_code,
 )
-
-FUJIAN_FILE = Path(__file__).resolve().parents[2] / "config" / "regions" / "fujian.csv"
+from tests.helpers import FUJIAN_FILE
 
 # Real codes and names from the Fujian file, plus a second province so roots and cover
 # have something to tell apart.

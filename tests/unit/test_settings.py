@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,8 @@ from dispatcher.core.auth import Offices, hash_token
 from dispatcher.core.errors import ConfigError
 from dispatcher.core.regions import RegionTree
 from dispatcher.settings import PROJECT_ROOT, Settings, load_settings
+from tests.helpers import FUJIAN_FILE
 
-REGIONS_FILE = PROJECT_ROOT / "config" / "regions" / "fujian.csv"
 PROVINCE_HASH = hash_token("tok-province")
 GULOU_HASH = hash_token("tok-gulou")
 
@@ -43,25 +42,12 @@ GOOD = (
     'url = "redis://127.0.0.1:6379/0"\n'
     "\n"
     "[regions]\n"
-    f'file = "{REGIONS_FILE}"\n'
+    f'file = "{FUJIAN_FILE}"\n'
     "\n"
     + office_toml("fj-province", "35", PROVINCE_HASH, "福建省应急管理厅")
     + "\n"
     + office_toml("fz-gulou", "350102", GULOU_HASH, "鼓楼区应急管理局")
 )
-
-
-@pytest.fixture(autouse=True)
-def _no_ebd_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Whatever EBD_ variables the developer's shell has must not leak into these tables."""
-    for name in list(os.environ):
-        if name.upper().startswith("EBD_"):
-            monkeypatch.delenv(name)
-
-
-@pytest.fixture(scope="module")
-def tree() -> RegionTree:
-    return RegionTree.from_csv(REGIONS_FILE)
 
 
 def write_config(folder: Path, text: str) -> Path:
@@ -82,7 +68,7 @@ def test_a_good_config_file_loads_every_section(tmp_path: Path) -> None:
     assert settings.mqtt.url == "mqtt://127.0.0.1:1883"
     assert settings.mqtt.client_id == "ebd-test"
     assert settings.redis.url == "redis://127.0.0.1:6379/0"
-    assert settings.regions.file == REGIONS_FILE
+    assert settings.regions.file == FUJIAN_FILE
     assert [(o.id, o.name, o.region, o.token_sha256) for o in settings.offices] == [
         ("fj-province", "福建省应急管理厅", "35", PROVINCE_HASH),
         ("fz-gulou", "鼓楼区应急管理局", "350102", GULOU_HASH),

@@ -27,8 +27,6 @@ from dispatcher.core.csv_rows import read_csv_rows
 from dispatcher.core.errors import UnknownRegion, ValidationFailed
 from dispatcher.core.regions import RegionTree
 
-FUJIAN_FILE = Path(__file__).resolve().parents[2] / "config" / "regions" / "fujian.csv"
-
 # Real codes of the Fujian file: 鼓楼区 > 鼓东街道 > 中山社区 / 庆城社区, and 台江区.
 GULOU = "350102"
 GUDONG = "350102001"
@@ -41,11 +39,6 @@ NOT_IN_TREE = "350102001003"
 
 PHONE = "+8613800138000"
 OTHER_PHONE = "+8613900139000"
-
-
-@pytest.fixture(scope="module")
-def tree() -> RegionTree:
-    return RegionTree.from_csv(FUJIAN_FILE)
 
 
 def row(**fields: Any) -> dict[str, Any]:
