@@ -14,7 +14,7 @@ from dispatcher.app import create_app
 from dispatcher.core.auth import hash_token
 from dispatcher.core.regions import RegionTree
 from dispatcher.embedded.processes import free_port
-from dispatcher.settings import load_settings
+from dispatcher.settings import Settings, load_settings
 from tests.helpers import FUJIAN_FILE
 
 REGIONS_FILE = FUJIAN_FILE
@@ -40,8 +40,13 @@ def fujian() -> RegionTree:
 
 
 def engine_settings(
-    redis_url: str, mqtt_url: str, state_dir: Path, client_id: str | None = None, **overrides: Any
-) -> Any:
+    redis_url: str,
+    mqtt_url: str,
+    state_dir: Path,
+    *,
+    client_id: str | None = None,
+    **overrides: Any,
+) -> Settings:
     return load_settings(
         None,
         redis={"url": redis_url},
@@ -62,14 +67,19 @@ def engine_settings(
 
 @asynccontextmanager
 async def running_engine(
-    redis_url: str, mqtt_url: str, state_dir: Path, client_id: str | None = None, **overrides: Any
+    redis_url: str,
+    mqtt_url: str,
+    state_dir: Path,
+    *,
+    client_id: str | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[TestClient[Any, Any]]:
     notifiers = overrides.pop("notifiers", ())
     # A port known beforehand, so SMS gateways can be told where to post receipts.
     port = free_port()
     if "sms" in overrides:
         overrides["sms"] = {"callback_base": f"http://127.0.0.1:{port}", **overrides["sms"]}
-    settings = engine_settings(redis_url, mqtt_url, state_dir, client_id, **overrides)
+    settings = engine_settings(redis_url, mqtt_url, state_dir, client_id=client_id, **overrides)
     app = create_app(settings, tree=fujian(), notifiers=notifiers)
     async with TestClient(TestServer(app, port=port)) as client:
         yield client

@@ -15,7 +15,7 @@ import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -93,7 +93,8 @@ def settled(rdb: redis.Redis, alert_id: str) -> bool:
 
 def acklog(rdb: redis.Redis) -> list[dict[str, str]]:
     """Every ack in the ack log, one dict each."""
-    return [row for entry_id, f in rdb.xrange("ebd:acklog") for row in acklog_rows(entry_id, f)]
+    entries = cast(list[tuple[str, dict[str, str]]], rdb.xrange("ebd:acklog"))
+    return [row for entry_id, f in entries for row in acklog_rows(entry_id, f)]
 
 
 def acklog_of(rdb: redis.Redis, alert_id: str) -> list[dict[str, str]]:
@@ -124,7 +125,7 @@ def assert_exact(
     assert {k: state.get(k, 0) for k in nothing} == dict.fromkeys(nothing, 0), state
     tstate = rdb.hgetall(f"ebd:alert:{alert_id}:tstate")
     assert Counter(tstate.values()) == {"played": n}
-    counts = rdb.hgetall(f"ebd:alert:{alert_id}:counts")
+    counts = cast(dict[str, str], rdb.hgetall(f"ebd:alert:{alert_id}:counts"))
     province = {k.split("|")[1]: int(v) for k, v in counts.items() if k.startswith("35|")}
     assert province["expected"] == n
     assert province["played"] == n
@@ -196,7 +197,9 @@ async def test_ingestion_stats_match_the_ack_records_across_engine_kills(
             for alert_id in alert_ids:
                 await until_played(api, rdb, alert_id, len(terminals))
     results = Counter(row["result"] for row in acklog(rdb))
-    per_alert = sum(int(rdb.hget(f"ebd:alert:{a}:dispatch", "acks_counted")) for a in alert_ids)
+    per_alert = sum(
+        int(cast(str, rdb.hget(f"ebd:alert:{a}:dispatch", "acks_counted"))) for a in alert_ids
+    )
     assert results["1"] == per_alert == 6 * 2 * len(terminals)
     stats = {k: int(v) for k, v in rdb.hgetall("ebd:stats").items()}
     assert (stats.get("acks_counted", 0), stats.get("acks_duplicate", 0)) == (

@@ -79,7 +79,7 @@ async def test_county_alert_reaches_only_that_county_and_counts_each_terminal_on
         {"code": "3501", "name": "福州市", "expected": 150, "received": 150, "played": 150,
          "failed": 0, "no_ack": 0, "cancelled": 0, "pending": 0}
     ]  # fmt: skip
-    store = api.server.app[STORE]
+    store = api.app[STORE]
     log = await store.ack_log(count=1000)
     mine = [e for e in log if e["alert_id"] == alert_id]
     # received, playing, played from each terminal, each appended to the log once.
@@ -135,7 +135,7 @@ async def test_duplicate_backward_and_bad_acks_are_counted_and_never_stop_ingest
         ) as pub:
             for terminal, payload in sequence:
                 await pub.publish(f"eb/v1/term/{terminal}/ack", payload, qos=1)
-        store = api.server.app[STORE]
+        store = api.app[STORE]
         stats = await wait_for(lambda: _stats_total(store, 16), timeout=10)
     assert isinstance(stats, dict)
     assert stats["acks_malformed"] == 7
@@ -152,7 +152,7 @@ async def test_duplicate_backward_and_bad_acks_are_counted_and_never_stop_ingest
 
 
 async def _dispatched(api: Client, alert_id: str) -> bool:
-    return (await delivery(api, alert_id))["state"] == "dispatched"
+    return bool((await delivery(api, alert_id))["state"] == "dispatched")
 
 
 async def _stats_total(store: Any, n: int) -> dict[str, int] | None:
@@ -225,7 +225,7 @@ async def test_cancel_during_playback_counts_terminals_as_cancelled_not_failed(
 
 
 async def _all_received(api: Client, alert_id: str, n: int) -> bool:
-    return (await delivery(api, alert_id))["received"] == n
+    return bool((await delivery(api, alert_id))["received"] == n)
 
 
 async def _all_cancelled(api: Client, alert_id: str, n: int) -> dict[str, Any] | None:
@@ -239,7 +239,7 @@ async def test_broker_restart_during_dispatch_keeps_the_engine_session(
     prefix = f"br-{uuid.uuid4().hex[:6]}"
     terminals = county_terminals(COUNTY_A, 60, prefix)
     async with running_engine(redis_url, fresh_mosquitto.url, tmp_path) as api:
-        link = api.server.app[LINK]
+        link = api.app[LINK]
         await register(api, terminals)
         async with Simulator(terminals, fresh_mosquitto.url) as sim:
             fresh_mosquitto.stop()

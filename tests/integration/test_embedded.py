@@ -34,7 +34,7 @@ async def test_no_urls_start_and_stop_private_servers(tmp_path: Path, mqtt_url: 
     settings = without(engine_settings("redis://x:1/0", mqtt_url, tmp_path), "mqtt", "redis")
     app = create_app(settings, tree=fujian())
     async with TestClient(TestServer(app)) as client:
-        urls = dict(app[URLS])
+        urls: dict[str, str] = app[URLS]
         assert urls["mqtt"] != mqtt_url
         ready = await client.get("/readyz")
         assert ready.status == 200, await ready.text()

@@ -61,7 +61,7 @@ async def test_acks_taken_while_redis_is_down_survive_an_engine_restart(
     client_id = f"ebd-{prefix}"
     terminals = county_terminals(COUNTY_A, 3, prefix)
     silent = Behaviour(silent=frozenset(t.id for t in terminals))
-    async with running_engine(fresh_redis.url, mqtt_url, tmp_path, client_id) as api:
+    async with running_engine(fresh_redis.url, mqtt_url, tmp_path, client_id=client_id) as api:
         await register(api, terminals)
         async with Simulator(terminals, mqtt_url, behaviour=silent):
             alert_id = await issue(api, areas=[COUNTY_A])
@@ -71,17 +71,17 @@ async def test_acks_taken_while_redis_is_down_survive_an_engine_restart(
             async with aiomqtt.Client(host, int(port), identifier=f"{prefix}-pub") as pub:
                 for t in terminals:
                     await pub.publish(f"eb/v1/term/{t.id}/ack", ack_payload(alert_id), qos=1)
-            ingester = api.server.app[INGESTER]
+            ingester = api.app[INGESTER]
             await wait_for(
                 lambda: ingester.fed["ack"] == 3 and ingester.waiting_for_store > 0, timeout=10
             )
     fresh_redis.restart()
-    async with running_engine(fresh_redis.url, mqtt_url, tmp_path, client_id) as api:
+    async with running_engine(fresh_redis.url, mqtt_url, tmp_path, client_id=client_id) as api:
         # The acks' own connection resumed its session, where the broker kept the acks.
-        assert api.server.app[ACK_LINK].session_present is True
+        assert api.app[ACK_LINK].session_present is True
         state = await wait_for(lambda: played_all(api, alert_id, 3), timeout=20)
         assert isinstance(state, dict)
-        assert (await api.server.app[STORE].stats())["acks_counted"] == 3
+        assert (await api.app[STORE].stats())["acks_counted"] == 3
 
 
 def ack_payload(alert_id: str, state: str = "played") -> bytes:
@@ -97,7 +97,7 @@ async def test_a_lost_outbox_group_is_made_again(
     prefix = f"ng-{uuid.uuid4().hex[:6]}"
     terminals = county_terminals(COUNTY_A, 5, prefix)
     async with running_engine(redis_url, mqtt_url, tmp_path) as api:
-        await api.server.app[STORE].redis.flushall()
+        await api.app[STORE].redis.flushall()
         await register(api, terminals)
         async with Simulator(terminals, mqtt_url):
             alert_id = await issue(api, areas=[COUNTY_A])

@@ -125,9 +125,9 @@ async def test_cli_import_of_a_good_csv(
     assert people["+85261234567"]["languages"] == ["en", "zh"]
     argv = ["recipients", "list", "--api", base, "--token", "tok-gulou", "--region", "350102"]
     assert await ebd(*argv) == 0
-    out = capsys.readouterr().out
-    assert "137****5678" in out
-    assert "13712345678" not in out
+    listing = capsys.readouterr().out
+    assert "137****5678" in listing
+    assert "13712345678" not in listing
 
 
 @pytest.mark.parametrize(

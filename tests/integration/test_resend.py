@@ -171,7 +171,7 @@ async def test_two_sweepers_never_resend_twice(
     assert isinstance(state, dict)
     # Exactly max_attempts resends per terminal, however many sweepers ran.
     assert state["resends"] == 16
-    store = api.server.app[STORE]
+    store = api.app[STORE]
     assert len(await store.escalations(alert_id=alert_id)) == 8
 
 
@@ -184,7 +184,9 @@ async def test_acks_kept_by_the_broker_while_the_engine_was_away_are_not_resent_
     client_id = f"ebd-{prefix}"
     terminals = county_terminals(COUNTY_A, 20, prefix)
     silent = Behaviour(silent=frozenset(t.id for t in terminals))
-    async with running_engine(redis_url, mqtt_url, tmp_path, client_id, resend=FAST) as api:
+    async with running_engine(
+        redis_url, mqtt_url, tmp_path, client_id=client_id, resend=FAST
+    ) as api:
         await register(api, terminals)
         async with Simulator(terminals, mqtt_url, behaviour=silent):
             alert_id = await issue(api, areas=[COUNTY_A])
@@ -195,11 +197,13 @@ async def test_acks_kept_by_the_broker_while_the_engine_was_away_are_not_resent_
             await pub.publish(f"eb/v1/term/{t.id}/ack", ack_payload(alert_id), qos=1)
     # Past the red deadline (1 s) while nobody takes the acks: only the broker has them.
     await asyncio.sleep(FAST["red"] + 0.5)
-    async with running_engine(redis_url, mqtt_url, tmp_path, client_id, resend=FAST) as api:
+    async with running_engine(
+        redis_url, mqtt_url, tmp_path, client_id=client_id, resend=FAST
+    ) as api:
         state = await wait_for(lambda: played_all(api, alert_id, 20), timeout=20)
         assert isinstance(state, dict)
         assert state["resends"] == 0
 
 
 async def _is_dispatched(api: Client, alert_id: str) -> bool:
-    return (await delivery(api, alert_id))["state"] == "dispatched"
+    return bool((await delivery(api, alert_id))["state"] == "dispatched")

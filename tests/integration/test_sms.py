@@ -50,7 +50,7 @@ async def engine_with(
         "backoff_max": 0.5,
         **sms,
     }
-    extra = {"resend": resend} if resend else {}
+    extra: dict[str, Any] = {"resend": resend} if resend else {}
     async with running_engine(redis_url, mqtt_url, tmp_path, sms=config, **extra) as client:
         for s, gw in zip(settings, gateways, strict=True):
             # An Aliyun-style gateway posts receipts to where its console was told to.

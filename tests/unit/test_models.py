@@ -13,9 +13,7 @@ from pydantic import ValidationError
 from adapters.loudspeaker.payload import alert_payload
 from dispatcher.core.config import OfficeConfig
 from dispatcher.core.models import (
-    ALERT_ID_PATTERN,
     Ack,
-    AckState,
     Alert,
     AlertRequest,
     Channel,
@@ -25,6 +23,7 @@ from dispatcher.core.models import (
     TerminalIn,
     TerminalKind,
 )
+from dispatcher.core.wire import ALERT_ID_PATTERN, AckState
 
 CST = timezone(timedelta(hours=8))
 

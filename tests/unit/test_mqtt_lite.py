@@ -387,6 +387,7 @@ async def test_outgoing_qos1_respects_the_servers_receive_maximum() -> None:
     conn.data_received(connack(properties="03 21 0002"))
     transport.writes.clear()
     ids = [conn.publish("t", bytes([n])) for n in range(3)]
+    assert ids[0] is not None
     assert [kind for kind, _, _ in transport.packets()] == [3, 3]
     waiter = conn.wait_puback(ids[0])
     conn.data_received(encode_puback(ids[0]))  # a 2-byte PUBACK: success
