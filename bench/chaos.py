@@ -36,7 +36,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import redis
@@ -197,13 +197,14 @@ class Stage:
             row.notes.append("!engine not done by the timeout")
         elif row.seconds > SLOW_AFTER:
             row.notes.append(f"!slow: more than {SLOW_AFTER:g} s")
-        tstate = self.rdb.hgetall(f"ebd:alert:{alert_id}:tstate")
+        tstate = cast(dict[str, str], self.rdb.hgetall(f"ebd:alert:{alert_id}:tstate"))
         plays = {t: self.sim.plays_of(t).get(alert_id, 0) for t in ids}
         row.should_play = len(ids)
         row.delivered = sum(1 for p in plays.values() if p >= 1)
         row.played_twice = sum(1 for p in plays.values() if p > 1)
         row.acks_lost = sum(1 for t, p in plays.items() if p >= 1 and tstate.get(t) != "played")
-        everything = [r for i, f in self.rdb.xrange("ebd:acklog") for r in acklog_rows(i, f)]
+        entries = cast(list[tuple[str, dict[str, str]]], self.rdb.xrange("ebd:acklog"))
+        everything = [r for i, f in entries for r in acklog_rows(i, f)]
         log = [f for f in everything if f.get("alert_id") == alert_id]
         counted = Counter((f["terminal_id"], f["state"]) for f in log if f["result"] == "1")
         twice = sum(1 for k in counted.values() if k > 1)
@@ -214,7 +215,7 @@ class Stage:
         logged = sum(1 for f in everything if f["result"] == "1" and f["state"] != "no_ack")
         if stats != logged:
             row.notes.append(f"!ebd:stats acks_counted {stats}, ack log {logged}")
-        dispatch = self.rdb.hgetall(f"ebd:alert:{alert_id}:dispatch")
+        dispatch = cast(dict[str, str], self.rdb.hgetall(f"ebd:alert:{alert_id}:dispatch"))
         for key in ("resends", "escalated"):
             if int(dispatch.get(key, 0)):
                 row.notes.append(f"{key} {dispatch[key]}")
