@@ -5,13 +5,13 @@
 
 It starts its own mosquitto and redis-server (``dispatcher.embedded``) in a temporary folder and
 one simulated terminal per village for ``--terminals`` villages spread evenly over Fujian, in a
-child process (``wave.SimProcess``: the terminals get a core of their own). Then, per run:
+child process (``harness.SimChild``: the terminals get a core of their own). Then, per run:
 
-    engine   a fresh ``python -m dispatcher serve`` (``harness.Engine``) on a flushed Redis, with
-             the province office and ``--offices`` county offices (``[[offices]]``: each its own
-             id, token and a distinct Fujian county, spread evenly over the province). The
-             engine has no per-office rate limit or quota, so nothing needs configuring for
-             the load. The terminals are registered through the API.
+    engine   a fresh ``python -m dispatcher serve`` (``harness.province_engine``) on a flushed
+             Redis, with the province office and ``--offices`` county offices (``[[offices]]``:
+             each its own id, token and a distinct Fujian county, spread evenly over the
+             province). The engine has no per-office rate limit or quota, so nothing needs
+             configuring for the load. The terminals are registered through the API.
     wave     the province office POSTs a red alert for ``35`` and follows it with
              GET /api/v1/alerts/{id} every 50 ms until played == N (as bench/wave.py).
     load     as soon as that POST has its 201, every county office issues yellow and blue
@@ -58,47 +58,42 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
-import platform
 import secrets
-import shutil
-import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from wave import SimProcess, pick_terminals  # bench/wave.py: the script's folder is first
 
 import aiohttp
 import redis.asyncio as aioredis
-import structlog
+from figures import fmt, median, percentiles
 from harness import (
-    PROVINCE_ALERT,
-    REGIONS_FILE,
-    Engine,
-    cpu_seconds,
-    run_until_done,
-    say,
-    toml_table,
+    PROVINCE,
+    PROVINCE_OFFICE,
+    REGISTER_PART,
+    TOKEN,
+    SimChild,
+    forget_sessions,
+    fujian,
+    issue,
+    pick_terminals,
+    province_api,
+    province_engine,
 )
+from skeleton import Benchmark, main, say
 
-from dispatcher.core.auth import hash_token
-from dispatcher.core.regions import Level, RegionTree
+from dispatcher.core.regions import Level
 from dispatcher.embedded.processes import MosquittoServer, RedisServer
-from receiver.mqtt_lite import open_connection, parse_mqtt_url
+from tests.support.engine_process import EngineApi, cpu_seconds
 
-TOKEN = "api-load-province-token"  # noqa: S105  a throwaway token of a throwaway engine
-PROVINCE = "35"
 INSTANCE = "ebd-api"
-REGISTER_PART = 20_000
 POLL = 0.05
 REQUEST_TIMEOUT = 30.0
+SIM_TIMEOUT = 600.0
 TARGET_P99_MS = 100.0
 # Failures printed per run; the JSON file has every one.
 SHOW_FAILURES = 20
@@ -151,10 +146,10 @@ class CountyOffice:
         return {"Authorization": f"Bearer {self.token}"}
 
 
-def pick_offices(tree: RegionTree, k: int) -> list[CountyOffice]:
+def pick_offices(k: int) -> list[CountyOffice]:
     """``k`` county offices for distinct counties, spread evenly over the province, each with
     a fresh token."""
-    counties = tree.descendants(PROVINCE, level=Level.COUNTY)
+    counties = fujian().descendants(PROVINCE, level=Level.COUNTY)
     if not 1 <= k <= len(counties):
         raise SystemExit(f"--offices must be from 1 to {len(counties)} (one per county)")
     chosen = [counties[i * len(counties) // k] for i in range(k)]
@@ -170,15 +165,9 @@ def pick_offices(tree: RegionTree, k: int) -> list[CountyOffice]:
     ]
 
 
-def offices_toml(offices: list[CountyOffice]) -> str:
-    """The ``[[offices]]`` entries appended to the engine's config (it adds the province)."""
-    return "".join(
-        toml_table(
-            "[offices]",
-            {"id": o.id, "name": o.name, "region": o.region, "token_sha256": hash_token(o.token)},
-        )
-        for o in offices
-    )
+def offices_config(offices: list[CountyOffice]) -> dict[str, tuple[str, str, str]]:
+    """The engine's offices: the province's and the counties' (token → id, name, region)."""
+    return {TOKEN: PROVINCE_OFFICE, **{o.token: (o.id, o.name, o.region) for o in offices}}
 
 
 def county_alert(office: CountyOffice, i: int) -> dict[str, Any]:
@@ -270,8 +259,7 @@ async def office_load(
 
 
 async def follow_wave(
-    http: aiohttp.ClientSession,
-    base_url: str,
+    api: EngineApi,
     alert_id: str,
     n: int,
     started: float,
@@ -285,12 +273,9 @@ async def follow_wave(
     try:
         while time.monotonic() < deadline:
             asked = time.monotonic()
-            async with http.get(f"{base_url}/api/v1/alerts/{alert_id}") as response:
-                reply = await response.json(content_type=None)
-                status = response.status
+            delivery = await api.try_delivery(alert_id, timeout=120)
             slowest_poll = max(slowest_poll, time.monotonic() - asked)
-            if status == 200:
-                delivery = reply["delivery"]
+            if delivery is not None:
                 played = int(delivery.get("played", 0))
                 expected = delivery.get("expected")
                 if played >= n:
@@ -326,27 +311,6 @@ def server_side_ms(metrics: str, method: str, route: str) -> dict[str, float | N
     return out
 
 
-def percentiles(values: list[float]) -> dict[str, float | None]:
-    """p50, p90, p99, max and mean of latencies in seconds, as milliseconds."""
-    if not values:
-        return {"p50": None, "p90": None, "p99": None, "max": None, "mean": None}
-    ms = sorted(v * 1000 for v in values)
-    # quantiles() needs two points; one request is its own every percentile.
-    q = ms * 99 if len(ms) == 1 else statistics.quantiles(ms, n=100, method="inclusive")
-    return {"p50": q[49], "p90": q[89], "p99": q[98], "max": ms[-1], "mean": statistics.fmean(ms)}
-
-
-async def register(http: aiohttp.ClientSession, base_url: str, terms: list[dict[str, str]]) -> None:
-    """Register the terminals as the province office (``http`` carries its token)."""
-    for start in range(0, len(terms), REGISTER_PART):
-        part = terms[start : start + REGISTER_PART]
-        async with http.post(f"{base_url}/api/v1/terminals", json=part) as response:
-            if response.status != 200:
-                raise RuntimeError(
-                    f"registration failed: {response.status} {await response.text()}"
-                )
-
-
 async def reset_between_runs(redis_url: str, mqtt_url: str) -> None:
     """Nothing of a previous run may load the next: county alerts still in the outbox would be
     dispatched by the next engine, and the stopped engine's persistent broker session (the
@@ -356,11 +320,7 @@ async def reset_between_runs(redis_url: str, mqtt_url: str) -> None:
         await rdb.flushall()
     finally:
         await rdb.aclose()
-    url = parse_mqtt_url(mqtt_url)
-    # Connecting with the engine's client id and a clean start discards its session; with a
-    # session expiry of 0 nothing is kept after this disconnect.
-    conn, _ = await open_connection(url.host, url.port, INSTANCE, clean_start=True)
-    conn.disconnect()
+    await forget_sessions(mqtt_url, [INSTANCE])
 
 
 async def run_once(
@@ -375,13 +335,12 @@ async def run_once(
     service_pids: Mapping[str, int | None],
 ) -> dict[str, Any]:
     await reset_between_runs(redis_url, mqtt_url)
-    engine = Engine(
+    engine = province_engine(
         folder,
-        redis_url,
-        mqtt_url,
-        token=TOKEN,
+        redis_url=redis_url,
+        mqtt_url=mqtt_url,
         instance=INSTANCE,
-        tables=offices_toml(offices),
+        offices=offices_config(offices),
         log_level="warning",
     )
     n = len(terminals)
@@ -390,11 +349,8 @@ async def run_once(
     sessions: list[aiohttp.ClientSession] = []
     try:
         await engine.start()
-        async with aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=120),
-            headers={"Authorization": f"Bearer {TOKEN}"},
-        ) as province:
-            await register(province, engine.base_url, terminals)
+        async with province_api(engine, timeout=120) as api:
+            await api.register(terminals, part=REGISTER_PART)
             for office in offices:
                 sessions.append(
                     aiohttp.ClientSession(
@@ -406,18 +362,12 @@ async def run_once(
             await asyncio.gather(
                 *(warm_up(s, engine.base_url, o) for s, o in zip(sessions, offices, strict=True))
             )
-            body = dict(PROVINCE_ALERT)
             meter = CpuMeter({"engine": engine.pid, **service_pids})
             window_started = time.perf_counter()
             started = time.monotonic()
             deadline = started + timeout
-            url = f"{engine.base_url}/api/v1/alerts"
-            async with province.post(url, json=body) as response:
-                reply = await response.json(content_type=None)
-                if response.status != 201:
-                    raise RuntimeError(f"province issue failed: {response.status} {reply}")
+            alert_id = await issue(api)
             province_issue_s = time.monotonic() - started
-            alert_id = str(reply["id"])
             load_started = time.perf_counter()
             load.go.set()
             offices_done = asyncio.gather(
@@ -436,9 +386,7 @@ async def run_once(
                 )
             )
             try:
-                wave = await follow_wave(
-                    province, engine.base_url, alert_id, n, started, deadline, load
-                )
+                wave = await follow_wave(api, alert_id, n, started, deadline, load)
             finally:
                 # follow_wave has set wave_done however it ended, so the offices stop after
                 # their minimum count; none is left running when the sessions close.
@@ -447,7 +395,7 @@ async def run_once(
             cpu = meter.stop()
             cpu_total = engine.cpu_seconds()
             peak_rss_mb = engine.memory_kb()[1] / 1024
-            async with province.get(f"{engine.base_url}/metrics") as response:
+            async with api.http.get(f"{engine.base_url}/metrics") as response:
                 engine_side = server_side_ms(await response.text(), "POST", "/api/v1/alerts")
     finally:
         for session in sessions:
@@ -502,10 +450,6 @@ def complete(run: dict[str, Any]) -> bool:
     return run.get("wave_s") is not None and not run.get("failures") and not run.get("error")
 
 
-def _fmt(value: float | None, digits: int) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
 def show_run(index: int, run: dict[str, Any]) -> None:
     if "error" in run:
         say(f"  run #{index}: FAILED {run['error']}")
@@ -514,17 +458,17 @@ def show_run(index: int, run: dict[str, Any]) -> None:
     wave = "TIMEOUT" if run["wave_s"] is None else f"{run['wave_s']:.3f} s"
     say(
         f"  run #{index}: {run['ok']}/{run['issues']} issued in {run['load_s']:.2f} s"
-        f" = {_fmt(run['issues_per_s'], 1)}/s; latency ms p50 {_fmt(lat['p50'], 1)}"
-        f" p90 {_fmt(lat['p90'], 1)} p99 {_fmt(lat['p99'], 1)} max {_fmt(lat['max'], 1)}"
+        f" = {fmt(run['issues_per_s'], 1)}/s; latency ms p50 {fmt(lat['p50'], 1)}"
+        f" p90 {fmt(lat['p90'], 1)} p99 {fmt(lat['p99'], 1)} max {fmt(lat['max'], 1)}"
     )
     say(
         f"          the {run['issued_during_wave']} sent during the wave: p50"
-        f" {_fmt(in_wave['p50'], 1)} p99 {_fmt(in_wave['p99'], 1)} max {_fmt(in_wave['max'], 1)}"
+        f" {fmt(in_wave['p50'], 1)} p99 {fmt(in_wave['p99'], 1)} max {fmt(in_wave['max'], 1)}"
     )
     side = run.get("engine_side_ms") or {}
     say(
         f"          the engine's own time over an issue (histogram buckets): p50 ≤"
-        f" {_fmt(side.get('p50'), 0)} ms, p99 ≤ {_fmt(side.get('p99'), 0)} ms"
+        f" {fmt(side.get('p50'), 0)} ms, p99 ≤ {fmt(side.get('p99'), 0)} ms"
     )
     say(
         f"          wave {wave} (played {run['played']}/{run['expected']}, slowest poll"
@@ -545,25 +489,20 @@ def show_run(index: int, run: dict[str, Any]) -> None:
         say(f"          ! … {len(run['failures']) - SHOW_FAILURES} more failures in the JSON file")
 
 
-def _median(values: list[Any]) -> float | None:
-    known = [v for v in values if v is not None]
-    return statistics.median(known) if known and len(known) == len(values) else None
-
-
 def medians(runs: list[dict[str, Any]]) -> dict[str, float | None]:
     done = [r for r in runs if "error" not in r]
     if not done:
         return {}
     return {
-        "p50_ms": _median([r["latency_ms"]["p50"] for r in done]),
-        "p90_ms": _median([r["latency_ms"]["p90"] for r in done]),
-        "p99_ms": _median([r["latency_ms"]["p99"] for r in done]),
-        "max_ms": _median([r["latency_ms"]["max"] for r in done]),
-        "issues_per_s": _median([r["issues_per_s"] for r in done]),
-        "failures": _median([len(r["failures"]) for r in done]),
-        "wave_s": _median([r["wave_s"] for r in done]),
-        "engine_cpu_s": _median([r["cpu_s"] for r in done]),
-        "engine_peak_rss_mb": _median([r["peak_rss_mb"] for r in done]),
+        "p50_ms": median([r["latency_ms"]["p50"] for r in done]),
+        "p90_ms": median([r["latency_ms"]["p90"] for r in done]),
+        "p99_ms": median([r["latency_ms"]["p99"] for r in done]),
+        "max_ms": median([r["latency_ms"]["max"] for r in done]),
+        "issues_per_s": median([r["issues_per_s"] for r in done]),
+        "failures": median([len(r["failures"]) for r in done]),
+        "wave_s": median([r["wave_s"] for r in done]),
+        "engine_cpu_s": median([r["cpu_s"] for r in done]),
+        "engine_peak_rss_mb": median([r["peak_rss_mb"] for r in done]),
     }
 
 
@@ -572,11 +511,11 @@ def table(args: argparse.Namespace, m: dict[str, float | None], runs: int) -> st
         "| terminals | offices | p50 ms | p90 ms | p99 ms | max ms | issues/s | failures"
         " | wave s | engine CPU s | engine peak RSS MB | runs |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        f"| {args.terminals:,} | {args.offices} | {_fmt(m.get('p50_ms'), 1)}"
-        f" | {_fmt(m.get('p90_ms'), 1)} | {_fmt(m.get('p99_ms'), 1)} | {_fmt(m.get('max_ms'), 1)}"
-        f" | {_fmt(m.get('issues_per_s'), 1)} | {_fmt(m.get('failures'), 0)}"
-        f" | {_fmt(m.get('wave_s'), 3)} | {_fmt(m.get('engine_cpu_s'), 2)}"
-        f" | {_fmt(m.get('engine_peak_rss_mb'), 0)} | {runs} |",
+        f"| {args.terminals:,} | {args.offices} | {fmt(m.get('p50_ms'), 1)}"
+        f" | {fmt(m.get('p90_ms'), 1)} | {fmt(m.get('p99_ms'), 1)} | {fmt(m.get('max_ms'), 1)}"
+        f" | {fmt(m.get('issues_per_s'), 1)} | {fmt(m.get('failures'), 0)}"
+        f" | {fmt(m.get('wave_s'), 3)} | {fmt(m.get('engine_cpu_s'), 2)}"
+        f" | {fmt(m.get('engine_peak_rss_mb'), 0)} | {runs} |",
     ]
     p99 = m.get("p99_ms")
     if p99 is not None:
@@ -585,104 +524,105 @@ def table(args: argparse.Namespace, m: dict[str, float | None], runs: int) -> st
     return "\n".join(lines)
 
 
-async def main_async(args: argparse.Namespace) -> int:
-    tree = RegionTree.from_csv(REGIONS_FILE)
-    terminals = pick_terminals(tree, args.terminals)
-    offices = pick_offices(tree, args.offices)
-    base = Path(tempfile.mkdtemp(prefix="ebd-api-load-"))
-    mqtt = MosquittoServer(base / "mosquitto")
-    rds = RedisServer(base / "redis")
-    sim: SimProcess | None = None
-    runs: list[dict[str, Any]] = []
-    report: dict[str, Any] = {
-        "benchmark": "api_load",
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "terminals": args.terminals,
-        "offices": [{"id": o.id, "region": o.region, "name": o.name} for o in offices],
-        "alerts_per_office": args.alerts_per_office,
-        "interval_s": args.interval,
-        "target_p99_ms": TARGET_P99_MS,
-        "runs": runs,
-    }
-    try:
-        await asyncio.to_thread(mqtt.start)
-        await asyncio.to_thread(rds.start)
-        sim = SimProcess(base, terminals, mqtt.url)
-        say(f"… {args.terminals} terminals: connecting the simulator")
-        report["sim_connect_s"] = round(await sim.start(), 1)
-        say(f"  connected in {report['sim_connect_s']} s")
-        say(
-            f"… {args.offices} county offices, each at least {args.alerts_per_office} alerts"
-            " and until the wave has ended"
+class ApiLoad(Benchmark):
+    name = "api_load"
+    out = "bench-api.json"
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__(args)
+        self.terminals = pick_terminals(args.terminals)
+        self.offices = pick_offices(args.offices)
+        self.runs: list[dict[str, Any]] = []
+        self.sim_connect_s: float | None = None
+
+    @classmethod
+    def arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--terminals", type=int, default=17_498, help="simulated terminals, one per village"
         )
-        for i in range(args.runs):
-            try:
-                run = await run_once(
-                    base / f"run-{i + 1}",
-                    rds.url,
-                    mqtt.url,
-                    terminals,
-                    offices,
-                    args.alerts_per_office,
-                    args.interval,
-                    args.timeout,
-                    {
-                        "redis": rds.pid,
-                        "mosquitto": mqtt.pid,
-                        "simulator": sim.proc.pid if sim.proc else None,
-                    },
-                )
-            except Exception as exc:  # one broken run must not hide the others
-                run = {"error": repr(exc)}
-            runs.append(run)
-            show_run(i + 1, run)
-    finally:
-        if sim is not None:
-            await sim.stop()
-        await asyncio.to_thread(rds.stop)
-        await asyncio.to_thread(mqtt.stop)
-        report["median"] = medians(runs)
-        text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
-        await asyncio.to_thread(Path(args.out).write_text, text, encoding="utf-8")
-        print(table(args, report["median"], len(runs)), flush=True)
-        say(f"\nwritten to {args.out}")
-        ok = len(runs) == args.runs and all(complete(r) for r in runs)
-        if args.keep or not ok:
-            say(f"logs and data kept in {base}")
-        else:
-            await asyncio.to_thread(shutil.rmtree, base, True)
-    return 0 if ok else 1
+        parser.add_argument("--offices", type=int, default=50, help="county offices issuing alerts")
+        parser.add_argument(
+            "--alerts-per-office",
+            type=int,
+            default=3,
+            help="alerts each office issues at least (it goes on until the wave has ended)",
+        )
+        parser.add_argument(
+            "--interval",
+            type=float,
+            default=5.0,
+            help="seconds between one office's alerts (open loop); 0: back to back (saturation)",
+        )
+        parser.add_argument("--runs", type=int, default=3, help="repetitions, each a fresh engine")
+        parser.add_argument("--timeout", type=float, default=300.0, help="seconds a run may take")
 
+    @classmethod
+    def misuse(cls, args: argparse.Namespace) -> str | None:
+        if args.alerts_per_office < 1 or args.runs < 1:
+            return "--alerts-per-office and --runs must be at least 1"
+        return None
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--terminals", type=int, default=17_498, help="simulated terminals, one per village"
-    )
-    parser.add_argument("--offices", type=int, default=50, help="county offices issuing alerts")
-    parser.add_argument(
-        "--alerts-per-office",
-        type=int,
-        default=3,
-        help="alerts each office issues at least (it goes on until the wave has ended)",
-    )
-    parser.add_argument(
-        "--interval",
-        type=float,
-        default=5.0,
-        help="seconds between one office's alerts (open loop); 0: back to back (saturation)",
-    )
-    parser.add_argument("--runs", type=int, default=3, help="repetitions, each a fresh engine")
-    parser.add_argument("--out", default="bench-api.json", help="JSON result file")
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds a run may take")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
-    args = parser.parse_args()
-    if args.alerts_per_office < 1 or args.runs < 1:
-        parser.error("--alerts-per-office and --runs must be at least 1")
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    return run_until_done(main_async(args))
+    async def measure(self, folder: Path) -> None:
+        args = self.args
+        mqtt = MosquittoServer(folder / "mosquitto")
+        rds = RedisServer(folder / "redis")
+        sim: SimChild | None = None
+        try:
+            await asyncio.to_thread(mqtt.start)
+            await asyncio.to_thread(rds.start)
+            sim = SimChild(folder, self.terminals, mqtt.url, SIM_TIMEOUT, self.script)
+            say(f"… {args.terminals} terminals: connecting the simulator")
+            started = time.monotonic()
+            await sim.start(SIM_TIMEOUT)
+            self.sim_connect_s = round(time.monotonic() - started, 1)
+            say(f"  connected in {self.sim_connect_s} s")
+            say(
+                f"… {args.offices} county offices, each at least {args.alerts_per_office} alerts"
+                " and until the wave has ended"
+            )
+            for i in range(args.runs):
+                try:
+                    run = await run_once(
+                        folder / f"run-{i + 1}",
+                        rds.url,
+                        mqtt.url,
+                        self.terminals,
+                        self.offices,
+                        args.alerts_per_office,
+                        args.interval,
+                        args.timeout,
+                        {"redis": rds.pid, "mosquitto": mqtt.pid, "simulator": sim.pid},
+                    )
+                except Exception as exc:  # one broken run must not hide the others
+                    run = {"error": repr(exc)}
+                self.runs.append(run)
+                show_run(i + 1, run)
+        finally:
+            if sim is not None:
+                await sim.stop()
+            await asyncio.to_thread(rds.stop)
+            await asyncio.to_thread(mqtt.stop)
+
+    def results(self) -> dict[str, Any]:
+        args = self.args
+        report: dict[str, Any] = {
+            "terminals": args.terminals,
+            "offices": [{"id": o.id, "region": o.region, "name": o.name} for o in self.offices],
+            "alerts_per_office": args.alerts_per_office,
+            "interval_s": args.interval,
+            "target_p99_ms": TARGET_P99_MS,
+            "runs": self.runs,
+        }
+        if self.sim_connect_s is not None:
+            report["sim_connect_s"] = self.sim_connect_s
+        return {**report, "median": medians(self.runs)}
+
+    def table(self) -> str:
+        return table(self.args, medians(self.runs), len(self.runs))
+
+    def complete(self) -> bool:
+        return len(self.runs) == self.args.runs and all(complete(r) for r in self.runs)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(ApiLoad))

@@ -15,8 +15,8 @@ prints one row per scenario:
     seconds       from the fault until the engine counted everyone (or the timeout)
 
 Everything it starts is stopped before it exits, also on Ctrl-C or SIGTERM. The scenarios
-are the ones of tests/integration/test_chaos.py; this script does not import the tests: the
-benchmarks' engine runner is bench/harness.py.
+are the ones of tests/integration/test_chaos.py, at a province's scale, with the same engine
+runner (tests/support/engine_process.py, through bench/harness.py).
 """
 
 from __future__ import annotations
@@ -24,11 +24,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import os
 import signal
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -38,43 +36,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-import aiohttp
 import redis
-import structlog
-from harness import PROVINCE_ALERT, REGIONS_FILE, Engine, run_until_done, toml_table, try_json
+from harness import PROVINCE, REGISTER_PART, fujian, issue, province_api, province_engine
+from skeleton import Benchmark, main, say
 
-from dispatcher.core.regions import Level, RegionTree
+from dispatcher.core.regions import Level
 from dispatcher.embedded.processes import MosquittoServer, RedisServer
 from dispatcher.store.acklog import acklog_rows
 from receiver.simulator import Behaviour, SimTerminal, Simulator
+from tests.support.engine_process import EngineApi, EngineProcess
 
-TOKEN = "chaos-province-token"  # noqa: S105  a throwaway token of a throwaway engine
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-PROVINCE = "35"
 # Resends 2, 3, 5, 9 and 13 s after dispatch; escalation after 17 s.
 RESEND = {"red": 2.0, "backoff": 1.0, "backoff_max": 4.0, "max_attempts": 5}
 # A fault that takes longer than the whole resend window to make up for is a finding too: a
 # red alert should not wait on a timeout after the broker (or whatever died) is back.
 SLOW_AFTER = 20.0
-
-
-async def http_json(
-    http: aiohttp.ClientSession, method: str, url: str, body: Any = None
-) -> tuple[int, Any]:
-    return await try_json(http, method, url, body, headers=AUTH)
-
-
-async def issue(http: aiohttp.ClientSession, base_url: str, **fields: Any) -> str:
-    body = {**PROVINCE_ALERT, **fields}
-    status, reply = await http_json(http, "POST", f"{base_url}/api/v1/alerts", body)
-    if status != 201:
-        raise RuntimeError(f"issue failed: {status} {reply}")
-    return str(reply["id"])
-
-
-async def delivery(http: aiohttp.ClientSession, base_url: str, alert_id: str) -> dict[str, Any]:
-    status, reply = await http_json(http, "GET", f"{base_url}/api/v1/alerts/{alert_id}")
-    return dict(reply["delivery"]) if status == 200 else {}
 
 
 async def until(predicate: Callable[[], Awaitable[bool] | bool], timeout: float) -> bool:
@@ -124,30 +100,29 @@ class Stage:
         self.mqtt = MosquittoServer(folder / "mosquitto")
         self.redis_server = RedisServer(folder / "redis")
         prefix = uuid.uuid4().hex[:6]
-        villages = TREE.descendants(PROVINCE, level=Level.VILLAGE)
+        villages = fujian().descendants(PROVINCE, level=Level.VILLAGE)
         step = max(1, len(villages) // n)
         self.terminals = [
             SimTerminal(f"{prefix}-{i}", villages[(i * step) % len(villages)].code)
             for i in range(n)
         ]
         self.behaviour = behaviour
-        self.engines: list[Engine] = []
+        self.engines: list[EngineProcess] = []
         self.sim: Simulator
-        self.http: aiohttp.ClientSession
+        self.api: EngineApi
         self.rdb: redis.Redis
 
     def engine(
         self, *, instance: str, shared: bool = False, claim_idle_seconds: float = 60.0
-    ) -> Engine:
-        engine = Engine(
+    ) -> EngineProcess:
+        engine = province_engine(
             self.folder,
-            self.redis_server.url,
-            self.mqtt.url,
-            token=TOKEN,
+            redis_url=self.redis_server.url,
+            mqtt_url=self.mqtt.url,
             instance=instance,
-            mqtt={"shared_subscription": shared},
-            tables=toml_table("dispatch", {"claim_idle_seconds": claim_idle_seconds})
-            + toml_table("resend", {**RESEND, "sweep_interval": 0.2}),
+            shared_subscription=shared,
+            claim_idle_seconds=claim_idle_seconds,
+            resend={**RESEND, "sweep_interval": 0.2},
         )
         self.engines.append(engine)
         return engine
@@ -161,13 +136,9 @@ class Stage:
             self.rdb = redis.Redis.from_url(self.redis_server.url, decode_responses=True)
             for name in names:
                 await self.engine(instance=name, **extra).start()
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
-                self.http = http
-                body = [{"id": t.id, "region": t.region} for t in self.terminals]
-                url = f"{self.engines[0].base_url}/api/v1/terminals"
-                status, reply = await http_json(http, "POST", url, body)
-                if status != 200:
-                    raise RuntimeError(f"registration failed: {status} {reply}")
+            async with province_api(self.engines[0], timeout=30) as api:
+                self.api = api
+                await api.register(self.terminals, part=REGISTER_PART)
                 async with Simulator(
                     self.terminals, self.mqtt.url, behaviour=self.behaviour
                 ) as sim:
@@ -181,9 +152,13 @@ class Stage:
             await asyncio.to_thread(self.redis_server.stop)
             await asyncio.to_thread(self.mqtt.stop)
 
+    async def delivery(self, alert_id: str, base_url: str | None = None) -> dict[str, Any]:
+        """The alert's delivery; empty while the engine cannot answer (it may be down)."""
+        return await self.api.try_delivery(alert_id, base_url, timeout=30) or {}
+
     async def counted(self, alert_id: str, n: int, base_url: str | None = None) -> bool:
         """The engine counts ``n`` terminals as played and will resend nothing more."""
-        state = await delivery(self.http, base_url or self.engines[0].base_url, alert_id)
+        state = await self.delivery(alert_id, base_url)
         if state.get("played") != n:
             return False
         try:
@@ -229,7 +204,7 @@ async def engine_kill(folder: Path, n: int, timeout: float) -> Row:
     row = Row("engine-kill", n)
     async with Stage(folder, n, Behaviour(play_time=1.0)).run() as s:
         engine = s.engines[0]
-        alert_id = await issue(s.http, engine.base_url)
+        alert_id = await issue(s.api, engine.base_url)
         started = time.monotonic()
         engine.kill()  # right after the 201
         await engine.start()
@@ -243,7 +218,7 @@ async def engine_kill(folder: Path, n: int, timeout: float) -> Row:
 async def broker_kill(folder: Path, n: int, timeout: float) -> Row:
     row = Row("broker-kill (acks)", n)
     async with Stage(folder, n, Behaviour(play_time=1.0)).run() as s:
-        alert_id = await issue(s.http, s.engines[0].base_url)
+        alert_id = await issue(s.api, s.engines[0].base_url)
         await until(lambda: s.sim.played(alert_id) >= n // 10, timeout)
         started = time.monotonic()
         await asyncio.to_thread(s.mqtt.kill)
@@ -259,10 +234,10 @@ async def broker_kill_in_flight(folder: Path, n: int, timeout: float) -> Row:
         assert s.mqtt.pid is not None
         os.kill(s.mqtt.pid, signal.SIGSTOP)  # frozen: the alert's PUBACK never comes
         try:
-            alert_id = await issue(s.http, base_url)
+            alert_id = await issue(s.api, base_url)
 
             async def dispatching() -> bool:
-                state = await delivery(s.http, base_url, alert_id)
+                state = await s.delivery(alert_id)
                 return state.get("state") == "dispatching"
 
             await until(dispatching, timeout)
@@ -277,7 +252,7 @@ async def broker_kill_in_flight(folder: Path, n: int, timeout: float) -> Row:
 async def redis_kill(folder: Path, n: int, timeout: float) -> Row:
     row = Row("redis-kill", n)
     async with Stage(folder, n, Behaviour()).run() as s:
-        alert_id = await issue(s.http, s.engines[0].base_url)
+        alert_id = await issue(s.api, s.engines[0].base_url)
         started = time.monotonic()
         await asyncio.to_thread(s.redis_server.kill)
         await asyncio.to_thread(s.redis_server.start)
@@ -292,7 +267,7 @@ async def offline(folder: Path, n: int, timeout: float) -> Row:
     async with Stage(folder, n, Behaviour()).run() as s:
         away = [t.id for t in s.terminals[: max(1, n // 100)]]
         await s.sim.drop(away)
-        alert_id = await issue(s.http, s.engines[0].base_url)
+        alert_id = await issue(s.api, s.engines[0].base_url)
         await until(lambda: s.sim.played(alert_id) >= n - len(away), timeout)
         started = time.monotonic()
         await s.sim.reconnect(away)
@@ -307,7 +282,7 @@ async def expired_offline(folder: Path, n: int, timeout: float) -> Row:
         away = s.terminals[: max(1, n // 100)]
         await s.sim.drop([t.id for t in away])
         expires = datetime.now(UTC) + timedelta(seconds=6)
-        alert_id = await issue(s.http, base_url, expires=expires.isoformat(), expires_in=None)
+        alert_id = await issue(s.api, base_url, expires=expires)
         present = [t.id for t in s.terminals[len(away) :]]
         await until(lambda: s.sim.played(alert_id) >= len(present), timeout)
         await until(lambda: datetime.now(UTC) > expires + timedelta(seconds=1), 15)
@@ -315,7 +290,7 @@ async def expired_offline(folder: Path, n: int, timeout: float) -> Row:
         await s.sim.reconnect([t.id for t in away])
         # A marker alert to the absent terminals' villages: once each played it, the broker
         # had handed over everything its session held, the expired alert included.
-        marker = await issue(s.http, base_url, areas=sorted({t.region for t in away}))
+        marker = await issue(s.api, base_url, areas=sorted({t.region for t in away}))
         row.complete = await until(
             lambda: all(s.sim.plays_of(t.id).get(marker) for t in away), timeout
         )
@@ -332,7 +307,7 @@ async def two_instances(folder: Path, n: int, timeout: float) -> Row:
         engines=2, shared=True, claim_idle_seconds=2.0
     ) as s:
         a, b = s.engines
-        alert_id = await issue(s.http, a.base_url)
+        alert_id = await issue(s.api, a.base_url)
         await until(lambda: s.sim.received(alert_id) >= n // 4, timeout)
         started = time.monotonic()
         a.kill()  # and it stays dead
@@ -344,10 +319,10 @@ async def ack_storm(folder: Path, n: int, timeout: float) -> Row:
     row = Row("ack storm, engine down", n)
     async with Stage(folder, n, Behaviour(ack_delay=1.5)).run() as s:
         engine = s.engines[0]
-        alert_id = await issue(s.http, engine.base_url)
+        alert_id = await issue(s.api, engine.base_url)
 
         async def dispatched() -> bool:
-            return (await delivery(s.http, engine.base_url, alert_id)).get("state") == "dispatched"
+            return (await s.delivery(alert_id)).get("state") == "dispatched"
 
         await until(dispatched, timeout)
         engine.kill()
@@ -368,10 +343,9 @@ SCENARIOS: dict[str, Callable[[Path, int, float], Awaitable[Row]]] = {
     "two-instances": two_instances,
     "ack-storm": ack_storm,
 }
-TREE: RegionTree
 
 
-def print_table(rows: list[Row]) -> None:
+def table(rows: list[Row]) -> str:
     head = ("scenario", "terminals", "delivered", "played-twice", "acks lost", "seconds", "")
     lines = [
         (
@@ -386,66 +360,61 @@ def print_table(rows: list[Row]) -> None:
         for r in rows
     ]
     widths = [max(len(x[i]) for x in [head, *lines]) for i in range(len(head) - 1)]
+    out = [""]
     for line in [head, *lines]:
         padded = zip(line[:-1], widths, strict=True)
         cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(padded)]
-        print("  ".join(cells) + "  " + line[-1], flush=True)
+        out.append("  ".join(cells) + "  " + line[-1])
+    return "\n".join(out)
 
 
-async def main_async(args: argparse.Namespace) -> int:
-    global TREE
-    TREE = RegionTree.from_csv(REGIONS_FILE)
-    names = args.scenarios.split(",") if args.scenarios else list(SCENARIOS)
-    unknown = [n for n in names if n not in SCENARIOS]
-    if unknown:
-        raise SystemExit(f"unknown scenarios {unknown}; choose from {', '.join(SCENARIOS)}")
-    base = Path(tempfile.mkdtemp(prefix="ebd-chaos-"))
-    rows: list[Row] = []
-    try:
-        for name in names:
-            folder = base / name
-            print(f"… {name}: {args.terminals} terminals", file=sys.stderr, flush=True)
+class Chaos(Benchmark):
+    name = "chaos"
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__(args)
+        self.names = args.scenarios.split(",") if args.scenarios else list(SCENARIOS)
+        self.rows: list[Row] = []
+
+    @classmethod
+    def arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--terminals", type=int, default=5000, help="simulated terminals")
+        parser.add_argument(
+            "--scenarios", default="", help=f"comma-separated, of: {', '.join(SCENARIOS)}"
+        )
+        parser.add_argument(
+            "--timeout", type=float, default=60.0, help="seconds each wait of a scenario may take"
+        )
+
+    @classmethod
+    def misuse(cls, args: argparse.Namespace) -> str | None:
+        if not 1 <= args.terminals <= 19_000:
+            return "--terminals must be from 1 to 19000 (one broker, 20,000 open files)"
+        unknown = [n for n in args.scenarios.split(",") if args.scenarios and n not in SCENARIOS]
+        if unknown:
+            return f"unknown scenarios {unknown}; choose from {', '.join(SCENARIOS)}"
+        return None
+
+    async def measure(self, folder: Path) -> None:
+        n, timeout = self.args.terminals, self.args.timeout
+        for name in self.names:
+            stage = folder / name
+            say(f"… {name}: {n} terminals")
             try:
                 # The scenario bounds each of its waits; this bounds the scenario as a whole.
-                async with asyncio.timeout(args.timeout * 4 + 120):
-                    row = await SCENARIOS[name](folder, args.terminals, args.timeout)
+                async with asyncio.timeout(timeout * 4 + 120):
+                    row = await SCENARIOS[name](stage, n, timeout)
             except Exception as exc:  # one broken scenario must not hide the others
-                row = Row(name, args.terminals, should_play=args.terminals)
-                row.notes.append(f"!crashed: {exc!r}; logs in {folder}")
-            rows.append(row)
-    finally:
-        print()
-        print_table(rows)
-        if args.keep or not all(r.ok for r in rows):
-            print(f"\nlogs and data kept in {base}")
-        else:
-            await asyncio.to_thread(_remove, base)
-    return 0 if rows and all(r.ok for r in rows) else 1
+                row = Row(name, n, should_play=n)
+                row.notes.append(f"!crashed: {exc!r}; logs in {stage}")
+            self.rows.append(row)
 
+    def table(self) -> str:
+        return table(self.rows)
 
-def _remove(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--terminals", type=int, default=5000, help="simulated terminals")
-    parser.add_argument(
-        "--scenarios", default="", help=f"comma-separated, of: {', '.join(SCENARIOS)}"
-    )
-    parser.add_argument(
-        "--timeout", type=float, default=60.0, help="seconds each wait of a scenario may take"
-    )
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
-    args = parser.parse_args()
-    if not 1 <= args.terminals <= 19_000:
-        parser.error("--terminals must be from 1 to 19000 (one broker, 20,000 open files)")
-    # Only what goes wrong: the simulator logs every dropped link at debug level.
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    return run_until_done(main_async(args))
+    def complete(self) -> bool:
+        return bool(self.rows) and all(r.ok for r in self.rows)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(Chaos))

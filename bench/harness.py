@@ -1,10 +1,9 @@
-"""What the benchmarks share: the engine as a process of its own, and readings of a process's
-CPU and memory from /proc.
+"""What the benchmarks drive: the engine (the tests' runner, ``tests.support.engine_process``,
+with the province office of a throwaway token), the province's terminals and their
+registration, the alert issued to them, and those terminals simulated in a child process.
 
-The benchmarks do not import the tests (those have their runner in
-``tests/integration/processes.py``), so this is the benchmarks' one copy. A benchmark run as
-``python bench/x.py`` finds this module next to it; importing it also puts the project root on
-``sys.path`` for the engine's packages.
+A benchmark run as ``python bench/x.py`` finds this module next to it; importing it also puts
+the project root on ``sys.path`` for the engine's packages and the runner.
 """
 
 from __future__ import annotations
@@ -12,27 +11,54 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import functools
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
-from collections.abc import Coroutine, Mapping
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import FrameType
-from typing import Any
-
-import aiohttp
+from typing import Any, TextIO
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from dispatcher.core.auth import hash_token  # noqa: E402  after the path fix above
-from dispatcher.embedded.processes import free_port  # noqa: E402
+# After the path fix above.
+from dispatcher.core.models import (  # noqa: E402
+    Alert,
+    Channel,
+    MsgType,
+    Severity,
+    Status,
+    new_alert_id,
+)
+from dispatcher.core.regions import Level, RegionTree  # noqa: E402
+from dispatcher.http.terminals import MAX_TERMINALS_PER_REQUEST  # noqa: E402
+from receiver.mqtt_lite import (  # noqa: E402
+    MessageHandler,
+    MqttConnection,
+    open_connection,
+    parse_mqtt_url,
+)
+from receiver.simulator import Simulator  # noqa: E402
+from tests.support.engine_process import EngineApi, EngineProcess  # noqa: E402
 
 REGIONS_FILE = ROOT / "config" / "regions" / "fujian.csv"
+PROVINCE = "35"
+TOKEN = "bench-province-token"  # noqa: S105  a throwaway token of a throwaway engine
+PROVINCE_OFFICE = ("fj-province", "福建省应急管理厅", PROVINCE)
+# Terminals per POST /api/v1/terminals: as many as the API takes in one request.
+REGISTER_PART = MAX_TERMINALS_PER_REQUEST
+# Every village has a terminal at 17,498; the scaling runs go to two per village.
+MAX_PER_VILLAGE = 2
+# A loaded machine (two cores, a province of terminals) starts an engine slower than a test's.
+ENGINE_START_TIMEOUT = 60.0
+# The child's progress reports come at most this often; its storm events go out at once.
+PROGRESS_EVERY = 0.25
 
 # The alert every benchmark issues to the whole province (POST /api/v1/alerts).
 PROVINCE_ALERT: dict[str, Any] = {
@@ -41,211 +67,259 @@ PROVINCE_ALERT: dict[str, Any] = {
     "severity": "red",
     "headline": "台风红色预警（演练数据）",
     "text": "预计未来24小时将有12级以上大风。",
-    "areas": ["35"],
+    "areas": [PROVINCE],
     "expires_in": 3600,
 }
 
-
-async def try_json(
-    http: aiohttp.ClientSession,
-    method: str,
-    url: str,
-    body: Any = None,
-    *,
-    headers: Mapping[str, str],
-) -> tuple[int, Any]:
-    """(status, JSON reply) of one API call; (0, None) when the engine does not answer (it
-    may be down on purpose: the benchmarks kill it)."""
-    try:
-        async with http.request(method, url, json=body, headers=headers) as response:
-            return response.status, await response.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError, ValueError):
-        return 0, None
+# An engine whose only office is the province's, under TOKEN (``offices`` adds others: pass
+# the province's too). Keyword arguments are the runner's.
+province_engine = functools.partial(
+    EngineProcess, offices={TOKEN: PROVINCE_OFFICE}, start_timeout=ENGINE_START_TIMEOUT
+)
 
 
-def say(text: str) -> None:
-    """Progress goes to stderr: stdout carries the benchmark's table."""
-    print(text, file=sys.stderr, flush=True)
+def province_api(engine: EngineProcess, timeout: float = 60.0) -> EngineApi:
+    """The province office's client of ``engine``; ``timeout`` bounds each request."""
+    return EngineApi(engine.base_url, TOKEN, timeout=timeout)
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+async def issue(api: EngineApi, base_url: str | None = None, **fields: Any) -> str:
+    """Issue ``PROVINCE_ALERT`` (``fields`` change or add to it); its id."""
+    # The runner's defaults have an instruction the benchmarks' alert never had.
+    return await api.issue(base_url, **{**PROVINCE_ALERT, "instruction": None, **fields})
 
 
-def run_until_done(main: Coroutine[Any, Any, int]) -> int:
-    """Run a benchmark's main coroutine; SIGTERM and Ctrl-C stop it the same way, its
-    ``finally`` blocks and the atexit nets stopping everything it started."""
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        return asyncio.run(main)
-    except KeyboardInterrupt:
-        say("interrupted; everything started was stopped")
-        return 130
+@functools.cache
+def fujian() -> RegionTree:
+    return RegionTree.from_csv(REGIONS_FILE)
 
 
-def toml_value(value: Any) -> str:
-    """A TOML value for a bool, number, string or list of them."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str | Path):
-        return json.dumps(str(value))  # a JSON string is a TOML basic string
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    raise TypeError(f"no TOML for {value!r}")
+def pick_terminals(n: int) -> list[dict[str, str]]:
+    """``n`` terminals spread evenly over the province's villages: one per village up to
+    17,498, then a second round (``sim-{village}-2``) and so on."""
+    villages = fujian().descendants(PROVINCE, level=Level.VILLAGE)
+    if not 1 <= n <= MAX_PER_VILLAGE * len(villages):
+        raise SystemExit(f"sizes must be from 1 to {MAX_PER_VILLAGE * len(villages)}")
+    chosen: list[dict[str, str]] = []
+    for copy in range(1, MAX_PER_VILLAGE + 1):
+        m = min(len(villages), n - len(chosen))
+        for i in range(m):
+            code = villages[i * len(villages) // m].code
+            chosen.append({"id": f"sim-{code}-{copy}", "region": code})
+    return chosen
 
 
-def toml_table(name: str, values: Mapping[str, Any]) -> str:
-    lines = [f"[{name}]", *(f"{k} = {toml_value(v)}" for k, v in values.items() if v is not None)]
-    return "\n".join(lines) + "\n"
+def new_alert(sender: str) -> Alert:
+    """The province alert as the engine would publish it, for publishing without one."""
+    sent = datetime.now(UTC).replace(microsecond=0)
+    return Alert(
+        id=new_alert_id(sender, sent),
+        sender=sender,
+        sender_name="福建省应急管理厅",
+        sent=sent,
+        status=Status.ACTUAL,
+        msg_type=MsgType.ALERT,
+        event="台风",
+        event_code="11B01",
+        severity=Severity.RED,
+        headline="台风红色预警（演练数据）",
+        text="预计未来24小时将有12级以上大风。",
+        expires=sent + timedelta(hours=1),
+        areas=[PROVINCE],
+        channels=[Channel.LOUDSPEAKER],
+    )
 
 
-class Engine:
-    """``python -m dispatcher serve`` with a config of its own (one province office whose
-    token is ``token``); SIGKILL, stop, start again on the same port and instance name.
+async def throwaway_client(
+    mqtt_url: str, name: str, *, on_message: MessageHandler | None = None
+) -> MqttConnection:
+    """A clean-start MQTT connection under a client id of its own: ``name`` and a random
+    tail, so a run never takes over another's session."""
+    url = parse_mqtt_url(mqtt_url)
+    conn, _ = await open_connection(
+        url.host,
+        url.port,
+        f"{name}-{uuid.uuid4().hex[:8]}",
+        clean_start=True,
+        on_message=on_message,
+        username=url.username,
+        password=url.password,
+    )
+    return conn
 
-    ``mqtt`` adds keys to the ``[mqtt]`` table; ``tables`` is further TOML (``[resend]``,
-    ``[sms]`` …) appended as given."""
 
-    def __init__(
-        self,
-        folder: Path,
-        redis_url: str,
-        mqtt_url: str,
-        *,
-        token: str,
-        instance: str = "ebd-1",
-        port: int | None = None,
-        mqtt: Mapping[str, Any] | None = None,
-        tables: str = "",
-        log_level: str | None = None,
-    ) -> None:
-        self.folder = folder / f"engine-{instance}"
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.port = port or free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.log_path = self.folder / "engine.log"
-        self.config = self.folder / "ebd.toml"
-        self.log_level = log_level
-        mqtt_table = {"url": mqtt_url, "session_expiry": 600, **(mqtt or {})}
-        office = {"id": "fj-province", "name": "福建省应急管理厅", "region": "35",
-                  "token_sha256": hash_token(token)}  # fmt: skip
-        self.config.write_text(
-            f"instance = {toml_value(instance)}\n"
-            f"state_dir = {toml_value(self.folder / 'state')}\n"
-            + toml_table("api", {"listen": f"127.0.0.1:{self.port}"})
-            + toml_table("mqtt", mqtt_table)
-            + toml_table("redis", {"url": redis_url})
-            + toml_table("regions", {"file": REGIONS_FILE})
-            + tables
-            + toml_table("[offices]", office),
-            encoding="utf-8",
+async def forget_sessions(mqtt_url: str, client_ids: Iterable[str]) -> None:
+    """End clients' persistent sessions: connect as each with Clean Start and no expiry (for
+    an id without a session this does nothing)."""
+    url = parse_mqtt_url(mqtt_url)
+    for client_id in client_ids:
+        conn, _ = await open_connection(
+            url.host, url.port, client_id, clean_start=True, session_expiry=0
         )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("EBD_")}
-        env["EBD_LOG__FORMAT"] = "json"
-        if self.log_level:
-            env["EBD_LOG__LEVEL"] = self.log_level
-        with self.log_path.open("ab") as log:
-            return subprocess.Popen(  # noqa: S603  our own interpreter and config
-                [sys.executable, "-m", "dispatcher", "serve", "--config", str(self.config)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-                env=env,
-                start_new_session=True,
-            )
-
-    async def start(self, timeout: float = 60.0) -> None:
-        self.proc = await asyncio.to_thread(self._spawn)
-        _engines.add(self)
-        deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
-            while time.monotonic() < deadline and self.alive:
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with http.get(f"{self.base_url}/readyz") as response:
-                        if response.status == 200:
-                            return
-                await asyncio.sleep(0.1)
-        self.kill()
-        raise RuntimeError(f"engine did not come up; see {self.log_path}")
-
-    def kill(self) -> None:
-        proc, self.proc = self.proc, None
-        _engines.discard(self)
-        if proc is not None:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-
-    async def stop(self) -> None:
-        proc = self.proc
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                await asyncio.to_thread(proc.wait, 15)
-        self.kill()
-
-    def cpu_seconds(self) -> float:
-        return cpu_seconds(self.pid)
-
-    def memory_kb(self) -> tuple[int, int]:
-        return memory_kb(self.pid)
+        conn.disconnect()
+        await conn.closed
 
 
-# Other children not yet reaped (simulators, mosquitto_sub …): killed at exit whatever
-# happened, like the engines below.
-CHILDREN: list[subprocess.Popen[bytes]] = []
+# -- children -----------------------------------------------------------------------------------
+
+# Children not yet reaped (simulators, mosquitto_sub …): killed at exit whatever happened, as
+# the runner does for engines and dispatcher.embedded.processes for the servers.
+CHILDREN: set[int] = set()
 
 
 @atexit.register
 def _kill_children() -> None:
-    for proc in list(CHILDREN):
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
+    for pid in list(CHILDREN):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
-# Engines not yet reaped: killed at exit whatever happened (the servers have the same net in
-# dispatcher.embedded.processes).
-_engines: set[Engine] = set()
+def emit(out: TextIO, event: str, **fields: Any) -> None:
+    """One event of the simulator child to its parent: a JSON line stamped with
+    ``time.monotonic()``, the same clock (CLOCK_MONOTONIC) as the parent's."""
+    out.write(json.dumps({"event": event, "t": time.monotonic(), **fields}) + "\n")
+    out.flush()
 
 
-@atexit.register
-def _kill_engines() -> None:
-    for engine in list(_engines):
-        engine.kill()
-
-
-def memory_kb(pid: int) -> tuple[int, int]:
-    """(VmRSS, VmHWM) of a process in kB; (0, 0) once it is gone."""
-    values = {"VmRSS": 0, "VmHWM": 0}
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            name, _, rest = line.partition(":")
-            if name in values:
-                values[name] = int(rest.split()[0])
-    return values["VmRSS"], values["VmHWM"]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far; 0 once it is gone."""
+async def serve_terminals(
+    sim: Simulator, timeout: float, out: TextIO, up: Callable[[], int] | None = None
+) -> None:
+    """The simulator child's life: connect every terminal, say ``ready`` on ``out``, then run
+    them until SIGTERM, reporting ``progress`` whenever ``up()`` (terminals up) changed."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    started = time.monotonic()
+    await sim.start(timeout=timeout)
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    # utime and stime are fields 14 and 15 of stat(5); fields[0] is field 3.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        shown = len(sim.terminals) if up is None else up()
+        emit(out, "ready", up=shown, seconds=time.monotonic() - started)
+        if up is None:
+            await stop.wait()
+            return
+        while not stop.is_set():
+            # Bounded: progress is a record for the JSON, not what anything waits on.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(PROGRESS_EVERY):
+                    await stop.wait()
+            if up() != shown:
+                shown = up()
+                emit(out, "progress", up=shown)
+    finally:
+        await sim.stop()
+
+
+class SimChild:
+    """The terminals in a child process, so they have a core of their own: ``script
+    --sim-child SPEC`` (``skeleton.main`` answers it with ``serve_terminals``); its events
+    arrive as JSON lines on its stdout, its logs go to ``sim.log``."""
+
+    def __init__(
+        self,
+        folder: Path,
+        terminals: list[dict[str, str]],
+        mqtt_url: str,
+        timeout: float,
+        script: Path,
+    ) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.script = script
+        self.n = len(terminals)
+        self.log_path = folder / "sim.log"
+        self.spec = folder / "sim.json"
+        self.spec.write_text(
+            json.dumps({"terminals": terminals, "mqtt": mqtt_url, "timeout": timeout}),
+            encoding="utf-8",
+        )
+        self.proc: asyncio.subprocess.Process | None = None
+        self.events: list[dict[str, Any]] = []
+        self.up = 0
+        self.exited = False
+        self._changed = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
+    async def start(self, timeout: float) -> float:
+        """Spawn the child and wait until all its terminals are up; the seconds that took in
+        the child (its interpreter's start not counted)."""
+        with self.log_path.open("ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                str(self.script),
+                "--sim-child",
+                str(self.spec),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=log,
+                cwd=ROOT,
+                start_new_session=True,
+            )
+        CHILDREN.add(self.proc.pid)
+        self._reader = asyncio.create_task(self._read(self.proc))
+        ready = await self.wait_event(lambda e: e["event"] == "ready", 0, timeout)
+        return float(ready["seconds"])
+
+    async def _read(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        try:
+            async for raw in proc.stdout:
+                try:
+                    event = json.loads(raw)
+                except ValueError:
+                    continue  # not an event
+                if not isinstance(event, dict) or "event" not in event:
+                    continue
+                self.events.append(event)
+                self.up = int(event.get("up", self.up))
+                self._wake()
+        finally:
+            self.exited = True
+            self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_event(
+        self, match: Callable[[dict[str, Any]], bool], start: int, timeout: float
+    ) -> dict[str, Any]:
+        """The first event from index ``start`` on that ``match`` accepts."""
+        index = start
+        async with asyncio.timeout(timeout):
+            while True:
+                for event in self.events[index:]:
+                    if match(event):
+                        return event
+                index = len(self.events)
+                if self.exited:
+                    raise RuntimeError(f"the simulator exited; see {self.log_path}")
+                await self._changed.wait()
+
+    async def wait_all_up(self, timeout: float) -> None:
+        async with asyncio.timeout(timeout):
+            while self.up < self.n:
+                if self.exited:
+                    raise RuntimeError(f"the simulator exited; see {self.log_path}")
+                await self._changed.wait()
+
+    async def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                async with asyncio.timeout(30):
+                    await proc.wait()
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        if self._reader is not None:
+            # wait(), not await: at an interrupt asyncio has cancelled the reader already.
+            await asyncio.wait([self._reader])
+        CHILDREN.discard(proc.pid)

@@ -55,30 +55,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import contextlib
 import json
-import logging
-import math
-import os
-import platform
-import shutil
-import signal
-import statistics
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
-from wave import PROVINCE, REGISTER_PART, TOKEN, http_json, new_alert, pick_terminals
 
 import aiohttp
-import structlog
-from harness import REGIONS_FILE, ROOT, Engine, cpu_seconds, run_until_done, say
+from figures import fmt, median, nearest_rank
+from harness import (
+    PROVINCE,
+    REGISTER_PART,
+    SimChild,
+    emit,
+    forget_sessions,
+    fujian,
+    new_alert,
+    pick_terminals,
+    province_api,
+    province_engine,
+    throwaway_client,
+)
+from skeleton import Benchmark, main, say
 
 from adapters.loudspeaker.payload import encode_alert
 from dispatcher.core.regions import RegionTree
@@ -87,19 +88,15 @@ from receiver.mqtt_lite import (
     Message,
     MqttConnection,
     MqttLiteError,
-    open_connection,
-    parse_mqtt_url,
 )
 from receiver.simulator import SimTerminal, Simulator, _Virtual
+from tests.support.engine_process import EngineProcess, cpu_seconds
 
-SCRIPT = Path(__file__).resolve()
 VARIANTS = ("without", "with")
 ENGINE_INSTANCE = "ebd-reconnect"
 # The engine's MQTT client ids: its instance name (the publishing link) and, since it takes
 # acks on a connection of its own, that one's.
 ENGINE_CLIENT_IDS = [ENGINE_INSTANCE, f"{ENGINE_INSTANCE}-acks"]
-# The child reports progress at most this often; the storm's events go out at once.
-PROGRESS_EVERY = 0.25
 # How often the engine's /metrics is read during a storm: often enough to place its link-up,
 # rarely enough to cost it next to nothing.
 METRICS_EVERY = 0.2
@@ -109,11 +106,6 @@ ENGINE_IDLE_WAIT = 120.0
 
 
 # -- the simulator child process -------------------------------------------------------------
-
-
-def _emit(out: TextIO, event: str, **fields: Any) -> None:
-    out.write(json.dumps({"event": event, "t": time.monotonic(), **fields}) + "\n")
-    out.flush()
 
 
 @dataclass
@@ -128,10 +120,6 @@ class _Storm:
     failed_attempts: int = 0
     flaps: int = 0
     all_down: float | None = None
-
-
-def _quantile(ordered: list[float], q: float) -> float:
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 class WatchedSimulator(Simulator):
@@ -153,6 +141,11 @@ class WatchedSimulator(Simulator):
     @property
     def up(self) -> int:
         return len(self._up)
+
+    async def start(self, timeout: float = 120.0) -> None:
+        await super().start(timeout)
+        # Storms are what happens after every terminal was up once.
+        self.watching = True
 
     async def _connect_once(self, virtual: _Virtual) -> None:
         try:
@@ -185,7 +178,7 @@ class WatchedSimulator(Simulator):
             return
         ups = sorted(storm.last_up.values())
         self._storm = None
-        _emit(
+        emit(
             self._out,
             "all_up",
             up=self._n,
@@ -193,9 +186,9 @@ class WatchedSimulator(Simulator):
             all_down=storm.all_down,
             min_up=storm.min_up,
             first=ups[0],
-            p50=_quantile(ups, 0.5),
-            p90=_quantile(ups, 0.9),
-            p99=_quantile(ups, 0.99),
+            p50=nearest_rank(ups, 0.5),
+            p90=nearest_rank(ups, 0.9),
+            p99=nearest_rank(ups, 0.99),
             last=ups[-1],
             returned=len(ups),
             session_present=storm.session_present,
@@ -212,153 +205,13 @@ class WatchedSimulator(Simulator):
         storm = self._storm
         if storm is None:
             storm = self._storm = _Storm(began=now, min_up=len(self._up))
-            _emit(self._out, "storm", up=len(self._up))
+            emit(self._out, "storm", up=len(self._up))
         if term.id in storm.last_up:
             storm.flaps += 1
         storm.min_up = min(storm.min_up, len(self._up))
         if not self._up and storm.all_down is None:
             storm.all_down = now
-            _emit(self._out, "all_down", up=0)
-
-
-async def sim_child(spec: dict[str, Any]) -> None:
-    """Run the terminals of ``spec`` until SIGTERM, reporting on stdout (JSON lines)."""
-    terminals = [SimTerminal(t["id"], t["region"]) for t in spec["terminals"]]
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    out = sys.stdout
-    sim = WatchedSimulator(terminals, spec["mqtt"], out)
-    started = time.monotonic()
-    await sim.start(timeout=spec["timeout"])
-    try:
-        sim.watching = True
-        _emit(out, "ready", up=sim.up, seconds=time.monotonic() - started)
-        shown = sim.up
-        while not stop.is_set():
-            # Bounded: progress is a record for the JSON, not what anything waits on.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(PROGRESS_EVERY):
-                    await stop.wait()
-            if sim.up != shown:
-                shown = sim.up
-                _emit(out, "progress", up=shown)
-    finally:
-        await sim.stop()
-
-
-# Children not yet reaped: killed at exit whatever happened (engines have the same net in
-# bench/harness.py, the servers in dispatcher.embedded.processes).
-_child_pids: set[int] = set()
-
-
-@atexit.register
-def _kill_children() -> None:
-    for pid in list(_child_pids):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
-class SimChild:
-    """The terminals in a child process; its events arrive as lines on its stdout."""
-
-    def __init__(
-        self, folder: Path, terminals: list[dict[str, str]], mqtt_url: str, timeout: float
-    ) -> None:
-        self.folder = folder
-        self.n = len(terminals)
-        self.log_path = folder / "sim.log"
-        self.spec = folder / "sim.json"
-        self.spec.write_text(
-            json.dumps({"terminals": terminals, "mqtt": mqtt_url, "timeout": timeout}),
-            encoding="utf-8",
-        )
-        self.proc: asyncio.subprocess.Process | None = None
-        self.events: list[dict[str, Any]] = []
-        self.up = 0
-        self.exited = False
-        self._changed = asyncio.Event()
-        self._reader: asyncio.Task[None] | None = None
-
-    async def start(self, timeout: float) -> float:
-        """Spawn the child and wait until all its terminals are up; the seconds that took."""
-        with self.log_path.open("ab") as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                str(SCRIPT),
-                "--sim-child",
-                str(self.spec),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=log,
-                cwd=ROOT,
-                start_new_session=True,
-            )
-        _child_pids.add(self.proc.pid)
-        self._reader = asyncio.create_task(self._read(self.proc))
-        ready = await self.wait_event(lambda e: e["event"] == "ready", 0, timeout)
-        return float(ready["seconds"])
-
-    async def _read(self, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stdout is not None
-        try:
-            async for raw in proc.stdout:
-                try:
-                    event = json.loads(raw)
-                except ValueError:
-                    continue  # not ours; the simulator logs to stderr
-                if not isinstance(event, dict) or "event" not in event:
-                    continue
-                self.events.append(event)
-                self.up = int(event.get("up", self.up))
-                self._wake()
-        finally:
-            self.exited = True
-            self._wake()
-
-    def _wake(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    async def wait_event(
-        self, match: Callable[[dict[str, Any]], bool], start: int, timeout: float
-    ) -> dict[str, Any]:
-        """The first event from index ``start`` on that ``match`` accepts."""
-        index = start
-        async with asyncio.timeout(timeout):
-            while True:
-                for event in self.events[index:]:
-                    if match(event):
-                        return event
-                index = len(self.events)
-                if self.exited:
-                    raise RuntimeError(f"the simulator exited; see {self.log_path}")
-                await self._changed.wait()
-
-    async def wait_all_up(self, timeout: float) -> None:
-        async with asyncio.timeout(timeout):
-            while self.up < self.n:
-                if self.exited:
-                    raise RuntimeError(f"the simulator exited; see {self.log_path}")
-                await self._changed.wait()
-
-    async def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                async with asyncio.timeout(30):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        if self._reader is not None:
-            # wait(), not await: at an interrupt asyncio has cancelled the reader already.
-            await asyncio.wait([self._reader])
-        _child_pids.discard(proc.pid)
+            emit(self._out, "all_down", up=0)
 
 
 # -- the engine -------------------------------------------------------------------------------
@@ -409,7 +262,9 @@ def acks_seen(metrics: dict[str, float]) -> float:
     return sum(v for k, v in metrics.items() if k.startswith(prefix))
 
 
-async def read_metrics(http: aiohttp.ClientSession, engine: Engine) -> dict[str, float] | None:
+async def read_metrics(
+    http: aiohttp.ClientSession, engine: EngineProcess
+) -> dict[str, float] | None:
     with contextlib.suppress(aiohttp.ClientError, TimeoutError):
         async with http.get(f"{engine.base_url}/metrics") as response:
             if response.status == 200:
@@ -419,7 +274,7 @@ async def read_metrics(http: aiohttp.ClientSession, engine: Engine) -> dict[str,
 
 async def wait_metrics(
     http: aiohttp.ClientSession,
-    engine: Engine,
+    engine: EngineProcess,
     ok: Callable[[dict[str, float]], bool],
     timeout: float,
 ) -> tuple[float | None, dict[str, float]]:
@@ -432,7 +287,7 @@ async def wait_metrics(
             last = metrics
             if ok(metrics):
                 return time.monotonic(), last
-        if time.monotonic() >= deadline or not engine.alive:
+        if time.monotonic() >= deadline or not engine.running:
             return None, last
         await asyncio.sleep(METRICS_EVERY)
 
@@ -446,33 +301,20 @@ def reset_peak_rss(pid: int) -> bool:
     return True
 
 
-async def forget_sessions(mqtt_url: str, client_ids: list[str]) -> None:
-    """End clients' persistent sessions: connect as each with Clean Start and no expiry (for
-    an id without a session this does nothing)."""
-    url = parse_mqtt_url(mqtt_url)
-    for client_id in client_ids:
-        conn, _ = await open_connection(
-            url.host, url.port, client_id, clean_start=True, session_expiry=0
-        )
-        conn.disconnect()
-        await conn.closed
-
-
 async def start_engine(
     folder: Path, redis_url: str, mqtt_url: str, terminals: list[dict[str, str]]
-) -> Engine:
-    engine = Engine(
-        folder, redis_url, mqtt_url, token=TOKEN, instance=ENGINE_INSTANCE, log_level="warning"
+) -> EngineProcess:
+    engine = province_engine(
+        folder,
+        redis_url=redis_url,
+        mqtt_url=mqtt_url,
+        instance=ENGINE_INSTANCE,
+        log_level="warning",
     )
     await engine.start()
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
-            for start in range(0, len(terminals), REGISTER_PART):
-                part = terminals[start : start + REGISTER_PART]
-                url = f"{engine.base_url}/api/v1/terminals"
-                status, reply = await http_json(http, "POST", url, part)
-                if status != 200:
-                    raise RuntimeError(f"registration failed: {status} {reply}")
+        async with province_api(engine) as api:
+            await api.register(terminals, part=REGISTER_PART)
     except BaseException:
         await engine.stop()
         raise
@@ -510,14 +352,7 @@ async def verify(mqtt_url: str, tree: RegionTree, n: int, timeout: float) -> dic
     """One QoS 1 test alert to the province topic; how many terminals played it."""
     alert = new_alert("reconnect-check")
     counter = AckCounter(alert.id, n)
-    url = parse_mqtt_url(mqtt_url)
-    conn, _ = await open_connection(
-        url.host,
-        url.port,
-        f"reconnect-check-{uuid.uuid4().hex[:8]}",
-        clean_start=True,
-        on_message=counter.on_message,
-    )
+    conn = await throwaway_client(mqtt_url, "reconnect-check", on_message=counter.on_message)
     try:
         codes = await conn.subscribe(["eb/v1/term/+/ack"], qos=1)
         if codes != [1]:
@@ -542,7 +377,9 @@ async def verify(mqtt_url: str, tree: RegionTree, n: int, timeout: float) -> dic
 
 
 @dataclass
-class Bench:
+class Stage:
+    """What every run shares: the servers and the terminals, connected in their child."""
+
     folder: Path
     tree: RegionTree
     terminals: list[dict[str, str]]
@@ -570,14 +407,14 @@ async def wait_saved(mqtt: MosquittoServer, since: float, timeout: float) -> flo
     return None
 
 
-async def one_run(bench: Bench, variant: str, index: int) -> dict[str, Any]:
+async def one_run(bench: Stage, variant: str, index: int) -> dict[str, Any]:
     n = bench.n
     row: dict[str, Any] = {
         "variant": variant,
         "run": index,
         "mode": "kill" if bench.kill else "stop",
     }
-    engine: Engine | None = None
+    engine: EngineProcess | None = None
     watch: asyncio.Task[tuple[float | None, dict[str, float]]] | None = None
     base_states = 0.0
     base_connects: dict[str, float] = {}
@@ -609,7 +446,7 @@ async def one_run(bench: Bench, variant: str, index: int) -> dict[str, Any]:
 
         mark = len(bench.sim.events)
         engine_cpu = engine.cpu_seconds() if engine is not None else 0.0
-        peak_reset = reset_peak_rss(engine.pid) if engine is not None else False
+        peak_reset = engine is not None and engine.pid is not None and reset_peak_rss(engine.pid)
         rss_before = engine.memory_kb()[0] if engine is not None else 0
         t_stop = time.monotonic()
         await asyncio.to_thread(bench.mqtt.kill if bench.kill else bench.mqtt.stop)
@@ -715,10 +552,6 @@ def complete(row: dict[str, Any], n: int) -> bool:
     return row.get("seconds") is not None and check.get("played") == n and engine_ok
 
 
-def _fmt(value: float | None, digits: int = 2, suffix: str = "") -> str:
-    return "—" if value is None else f"{value:.{digits}f}{suffix}"
-
-
 def describe(row: dict[str, Any], n: int) -> str:
     if row.get("seconds") is None:
         return f"TIMEOUT ({row.get('up')}/{n} up)"
@@ -728,33 +561,28 @@ def describe(row: dict[str, Any], n: int) -> str:
         f" (first {row['first_s']:.2f}, p50 {row['p50_s']:.2f}, p90 {row['p90_s']:.2f},"
         f" p99 {row['p99_s']:.2f}; broker down {row['stop_s']:.2f} s, up in {row['start_s']:.2f} s;"
         f" {row['session_present']} sessions kept, {row['resubscribed']} resubscribed,"
-        f" {row['failed_attempts']} refused attempts; broker CPU {_fmt(row['broker_cpu_s'])} s)"
+        f" {row['failed_attempts']} refused attempts; broker CPU {fmt(row['broker_cpu_s'])} s)"
         f"; check: {check.get('played')}/{n} played"
     )
     eng = row.get("engine")
     if eng is not None:
         text += (
             f", engine saw {check.get('engine_acks')} acks"
-            f"\n      engine: link up {_fmt(eng['link_up_s'], suffix=' s')},"
-            f" states ingested {_fmt(eng['settled_s'], suffix=' s')},"
-            f" CPU {_fmt(eng['cpu_storm_s'])} s in the storm"
-            f" ({_fmt(eng['cpu_to_settled_s'])} s until settled),"
-            f" peak RSS {_fmt(eng['peak_rss_mb'], 0)} MB"
+            f"\n      engine: link up {fmt(eng['link_up_s'], suffix=' s')},"
+            f" states ingested {fmt(eng['settled_s'], suffix=' s')},"
+            f" CPU {fmt(eng['cpu_storm_s'])} s in the storm"
+            f" ({fmt(eng['cpu_to_settled_s'])} s until settled),"
+            f" peak RSS {fmt(eng['peak_rss_mb'], 0)} MB"
         )
     return text
 
 
-def _median(values: list[Any]) -> float | None:
-    known = [v for v in values if v is not None]
-    return statistics.median(known) if known and len(known) == len(values) else None
-
-
 def medians(rows: list[dict[str, Any]]) -> dict[str, Any]:
     def of(key: str) -> float | None:
-        return _median([r.get(key) for r in rows]) if rows else None
+        return median([r.get(key) for r in rows]) if rows else None
 
     def of_engine(key: str) -> float | None:
-        return _median([(r.get("engine") or {}).get(key) for r in rows]) if rows else None
+        return median([(r.get("engine") or {}).get(key) for r in rows]) if rows else None
 
     result: dict[str, Any] = {
         key: of(key)
@@ -779,107 +607,103 @@ def table(results: dict[str, list[dict[str, Any]]], summary: dict[str, Any]) -> 
     for variant in VARIANTS:
         m = summary["median"][variant]
         lines.append(
-            f"| {variant} engine | {len(results[variant])} | {_fmt(m['seconds'], 3)}"
-            f" | {_fmt(m['p50_s'])} | {_fmt(m['p90_s'])} | {_fmt(m['p99_s'])}"
-            f" | {_fmt(m['broker_cpu_s'])} | {_fmt(m.get('engine_cpu_storm_s'))}"
-            f" | {_fmt(m.get('engine_peak_rss_mb'), 0)} | {_fmt(m.get('engine_link_up_s'))}"
-            f" | {_fmt(m.get('engine_settled_s'))} |"
+            f"| {variant} engine | {len(results[variant])} | {fmt(m['seconds'], 3)}"
+            f" | {fmt(m['p50_s'])} | {fmt(m['p90_s'])} | {fmt(m['p99_s'])}"
+            f" | {fmt(m['broker_cpu_s'])} | {fmt(m.get('engine_cpu_storm_s'))}"
+            f" | {fmt(m.get('engine_peak_rss_mb'), 0)} | {fmt(m.get('engine_link_up_s'))}"
+            f" | {fmt(m.get('engine_settled_s'))} |"
         )
     share, pct = summary["engine_share_s"], summary["engine_share_pct"]
     lines.append("")
     lines.append(
-        f"Engine's share: {_fmt(share, 3, ' s')} ({_fmt(pct, 1, ' %')} of the time without it)"
+        f"Engine's share: {fmt(share, 3, ' s')} ({fmt(pct, 1, ' %')} of the time without it)"
     )
     return "\n".join(lines)
 
 
-async def main_async(args: argparse.Namespace) -> int:
-    tree = RegionTree.from_csv(REGIONS_FILE)
-    terminals = pick_terminals(tree, args.terminals)
-    n = len(terminals)
-    base = Path(tempfile.mkdtemp(prefix="ebd-reconnect-"))
-    mqtt = MosquittoServer(base / "mosquitto")
-    rds = RedisServer(base / "redis")
-    sim = SimChild(base, terminals, mqtt.url, args.timeout)
-    results: dict[str, list[dict[str, Any]]] = {variant: [] for variant in VARIANTS}
-    report: dict[str, Any] = {
-        "benchmark": "reconnect",
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "terminals": n,
-        "runs": args.runs,
-        "mode": "kill" if args.kill else "stop",
-        "results": results,
-    }
-    failed = False
-    try:
-        await asyncio.to_thread(mqtt.start)
-        await asyncio.to_thread(rds.start)
-        say(f"… {n} terminals: connecting the simulator")
-        report["sim_connect_s"] = round(await sim.start(args.timeout), 1)
-        say(f"  connected in {report['sim_connect_s']} s")
-        bench = Bench(base, tree, terminals, mqtt, rds, sim, args.timeout, args.kill)
-        for i in range(1, args.runs + 1):
-            # ABBA: whichever variant comes right after the other's run has the same share of
-            # first places, so an order effect does not pass for the engine's share.
-            for variant in VARIANTS if i % 2 else VARIANTS[::-1]:
-                row = await one_run(bench, variant, i)
-                results[variant].append(row)
-                label = f"{variant} engine"
-                say(f"  {label:<14} #{i}: {describe(row, n)}")
-    except Exception as exc:  # the runs done so far are still written
-        say(f"! failed: {exc!r}; logs in {base}")
-        failed = True
-    finally:
-        await sim.stop()
-        await asyncio.to_thread(rds.stop)
-        await asyncio.to_thread(mqtt.stop)
-        median = {variant: medians(results[variant]) for variant in VARIANTS}
+class Reconnect(Benchmark):
+    name = "reconnect"
+    out = "bench-reconnect.json"
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__(args)
+        self.terminals = pick_terminals(args.terminals)
+        self.results_: dict[str, list[dict[str, Any]]] = {variant: [] for variant in VARIANTS}
+        self.sim_connect_s: float | None = None
+
+    @classmethod
+    def arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--terminals", type=int, default=17_498, help="simulated terminals")
+        parser.add_argument("--runs", type=int, default=3, help="runs of each variant")
+        parser.add_argument("--timeout", type=float, default=300.0, help="seconds a step may take")
+        parser.add_argument(
+            "--kill", action="store_true", help="SIGKILL the broker instead of stopping it"
+        )
+
+    @staticmethod
+    def simulator(
+        terminals: list[SimTerminal], mqtt_url: str, out: TextIO
+    ) -> tuple[Simulator, Callable[[], int] | None]:
+        sim = WatchedSimulator(terminals, mqtt_url, out)
+        return sim, lambda: sim.up
+
+    async def measure(self, folder: Path) -> None:
+        args, n = self.args, len(self.terminals)
+        mqtt = MosquittoServer(folder / "mosquitto")
+        rds = RedisServer(folder / "redis")
+        sim = SimChild(folder, self.terminals, mqtt.url, args.timeout, self.script)
+        try:
+            await asyncio.to_thread(mqtt.start)
+            await asyncio.to_thread(rds.start)
+            say(f"… {n} terminals: connecting the simulator")
+            self.sim_connect_s = round(await sim.start(args.timeout), 1)
+            say(f"  connected in {self.sim_connect_s} s")
+            stage = Stage(folder, fujian(), self.terminals, mqtt, rds, sim, args.timeout, args.kill)
+            for i in range(1, args.runs + 1):
+                # ABBA: whichever variant comes right after the other's run has the same share
+                # of first places, so an order effect does not pass for the engine's share.
+                for variant in VARIANTS if i % 2 else VARIANTS[::-1]:
+                    row = await one_run(stage, variant, i)
+                    self.results_[variant].append(row)
+                    label = f"{variant} engine"
+                    say(f"  {label:<14} #{i}: {describe(row, n)}")
+        finally:
+            await sim.stop()
+            await asyncio.to_thread(rds.stop)
+            await asyncio.to_thread(mqtt.stop)
+
+    def summary(self) -> dict[str, Any]:
+        """The medians of each variant and the engine's share of the time."""
+        median = {variant: medians(self.results_[variant]) for variant in VARIANTS}
         without, with_engine = median["without"]["seconds"], median["with"]["seconds"]
         share = with_engine - without if without is not None and with_engine is not None else None
-        report["median"] = median
-        report["engine_share_s"] = share
-        report["engine_share_pct"] = (
-            100 * share / without if share is not None and without else None
-        )
-        text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
-        await asyncio.to_thread(Path(args.out).write_text, text, encoding="utf-8")
-        print(table(results, report), flush=True)
-        say(f"\nwritten to {args.out}")
-        if args.keep or failed:
-            say(f"logs and data kept in {base}")
-        else:
-            await asyncio.to_thread(shutil.rmtree, base, True)
-    done = all(
-        len(results[v]) == args.runs and all(complete(r, n) for r in results[v]) for v in VARIANTS
-    )
-    return 0 if done and not failed else 1
+        return {
+            "median": median,
+            "engine_share_s": share,
+            "engine_share_pct": 100 * share / without if share is not None and without else None,
+        }
 
+    def results(self) -> dict[str, Any]:
+        report: dict[str, Any] = {
+            "terminals": len(self.terminals),
+            "runs": self.args.runs,
+            "mode": "kill" if self.args.kill else "stop",
+            "results": self.results_,
+        }
+        if self.sim_connect_s is not None:
+            report["sim_connect_s"] = self.sim_connect_s
+        return {**report, **self.summary()}
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--terminals", type=int, default=17_498, help="simulated terminals")
-    parser.add_argument("--runs", type=int, default=3, help="runs of each variant")
-    parser.add_argument("--out", default="bench-reconnect.json", help="JSON result file")
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds a step may take")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
-    parser.add_argument(
-        "--kill", action="store_true", help="SIGKILL the broker instead of stopping it"
-    )
-    parser.add_argument("--sim-child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.sim_child:
-        # stdout carries the events to the parent; the simulator's own logs go to stderr.
-        structlog.configure(
-            wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-            logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    def table(self) -> str:
+        return table(self.results_, self.summary())
+
+    def complete(self) -> bool:
+        n, runs = len(self.terminals), self.args.runs
+        return all(
+            len(rows) == runs and all(complete(r, n) for r in rows)
+            for rows in self.results_.values()
         )
-        spec = json.loads(Path(args.sim_child).read_text(encoding="utf-8"))
-        asyncio.run(sim_child(spec))
-        return 0
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    return run_until_done(main_async(args))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(Reconnect))

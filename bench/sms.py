@@ -5,10 +5,10 @@
     .venv/bin/python bench/sms.py --protocol aliyun --batch 200
 
 Everything runs in a temporary folder: its own redis-server and mosquitto
-(``dispatcher.embedded``), a sandbox gateway (``adapters/sms/sandbox.py``) served from this
-process that throttles anything over ``--rate`` in a 1-second window, and the engine as a
-process of its own (``python -m dispatcher serve``) configured with that gateway at the same
-rate and with its receipts coming back to the engine's API. Then:
+(``dispatcher.embedded``), a sandbox gateway (the tests' ``tests/support/sms_sandbox.py``)
+served from this process that throttles anything over ``--rate`` in a 1-second window, and the
+engine as a process of its own (``python -m dispatcher serve``) configured with that gateway at
+the same rate and with its receipts coming back to the engine's API. Then:
 
 1. raw capacity: a plain aiohttp client posts batches of the engine's size straight to a
    second sandbox gateway with the same limit, paced naively at exactly the limit (a throttled
@@ -25,7 +25,7 @@ rate and with its receipts coming back to the engine's API. Then:
    logged about its requests.
 
 Exit status 1 when the peak went over the limit, the gateway throttled the engine, a phone was
-texted twice, or not everyone was delivered. This script does not import the tests.
+texted twice, or not everyone was delivered.
 """
 
 from __future__ import annotations
@@ -35,13 +35,9 @@ import asyncio
 import contextlib
 import itertools
 import json
-import logging
 import os
-import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import time
 from collections import Counter, deque
 from collections.abc import Sequence
@@ -52,22 +48,15 @@ from typing import Any
 
 import aiohttp
 import redis
-import structlog
-from harness import (
-    PROVINCE_ALERT,
-    REGIONS_FILE,
-    Engine,
-    cpu_seconds,
-    memory_kb,
-    toml_table,
-    try_json,
-)
+from harness import PROVINCE, fujian, issue, province_api, province_engine
+from skeleton import Benchmark, main
 
 from adapters.sms.aliyun import API_VERSION, aliyun_phone, rpc_signature
 from adapters.sms.gateway import out_id
 from adapters.sms.pool import Pace
-from dispatcher.core.regions import Level, RegionTree
+from dispatcher.core.regions import Level
 from dispatcher.embedded.processes import MosquittoServer, RedisServer, free_port
+from tests.support.engine_process import EngineApi, EngineProcess, cpu_seconds
 from tests.support.sms_sandbox import (
     AliyunGatewayServer,
     GatewayServer,
@@ -75,9 +64,6 @@ from tests.support.sms_sandbox import (
     peak_in_window,
 )
 
-TOKEN = "sms-bench-province-token"  # noqa: S105  a throwaway token of a throwaway engine
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-PROVINCE = "35"
 GATEWAY = "bench"
 REGISTER_PART = 5000  # rows per POST /api/v1/recipients: ~0.5 MB, well under the 4 MB limit
 RAW_TEXT = "【福建省应急管理厅】台风红色预警（演练数据）：预计未来24小时将有12级以上大风。"
@@ -94,12 +80,6 @@ def mb(kb: float) -> str:
 
 def redis_memory(client: redis.Redis) -> int:
     return int(client.info("memory")["used_memory"])
-
-
-async def api(
-    http: aiohttp.ClientSession, method: str, url: str, body: Any = None
-) -> tuple[int, Any]:
-    return await try_json(http, method, url, body, headers=AUTH)
 
 
 # -- raw gateway capacity ---------------------------------------------------------------------
@@ -249,13 +229,8 @@ class Run:
         return out
 
 
-def alert_body() -> dict[str, Any]:
-    return {**PROVINCE_ALERT, "instruction": "请立即转移至安全场所。", "channels": ["sms"]}
-
-
-async def register(http: aiohttp.ClientSession, engine: Engine, n: int) -> float:
-    tree = RegionTree.from_csv(REGIONS_FILE)
-    villages = tree.descendants(PROVINCE, level=Level.VILLAGE)
+async def register(api: EngineApi, n: int) -> float:
+    villages = fujian().descendants(PROVINCE, level=Level.VILLAGE)
     rows = [
         {
             "phone": phone(i),
@@ -269,9 +244,10 @@ async def register(http: aiohttp.ClientSession, engine: Engine, n: int) -> float
     created = 0
     for start in range(0, n, REGISTER_PART):
         part = rows[start : start + REGISTER_PART]
-        status, reply = await api(http, "POST", f"{engine.base_url}/api/v1/recipients", part)
-        if status != 200:
-            raise RuntimeError(f"registration failed: {status} {reply}")
+        async with api.http.post(f"{api.base_url}/api/v1/recipients", json=part) as response:
+            reply = await response.json(content_type=None)
+            if response.status != 200:
+                raise RuntimeError(f"registration failed: {response.status} {reply}")
         created += int(reply["created"])
     seconds = time.monotonic() - started
     if created != n:
@@ -285,16 +261,12 @@ async def register(http: aiohttp.ClientSession, engine: Engine, n: int) -> float
 
 
 async def send_alert(
-    http: aiohttp.ClientSession, engine: Engine, gw: GatewayServer, run: Run, timeout: float
+    api: EngineApi, engine: EngineProcess, gw: GatewayServer, run: Run, timeout: float
 ) -> tuple[str, float, float]:
     """Issue the alert and watch it to the end; (alert id, POST monotonic, POST wall time)."""
-    url = f"{engine.base_url}/api/v1/alerts"
     posted, posted_wall = time.monotonic(), time.time()
-    status, reply = await api(http, "POST", url, alert_body())
+    alert_id = await issue(api, instruction="请立即转移至安全场所。", channels=["sms"])
     run.post_to_201 = time.monotonic() - posted
-    if status != 201:
-        raise RuntimeError(f"issue failed: {status} {reply}")
-    alert_id = str(reply["id"])
     print(f"alert {alert_id}: 201 after {run.post_to_201 * 1000:.0f} ms", flush=True)
     print(
         f"{'t':>5}  {'gw accepted':>11}  {'/s':>5}  {'submitted':>9}  {'delivered':>9}  {'/s':>5}"
@@ -307,19 +279,19 @@ async def send_alert(
     while True:
         await asyncio.sleep(0.1)
         asked = time.monotonic()
-        status, reply = await api(http, "GET", f"{url}/{alert_id}")
+        delivery = await api.try_delivery(alert_id, timeout=120)
         now = time.monotonic()
         run.slowest_answer = max(run.slowest_answer, now - asked)
-        if status == 200:
-            sms = dict(reply["delivery"].get("sms") or {})
-        rss, _ = memory_kb(engine.pid)
+        if delivery is not None:
+            sms = dict(delivery.get("sms") or {})
+        rss, _ = engine.memory_kb()
         run.rss_peak_kb = max(run.rss_peak_kb, rss)
         delivered = int(sms.get("delivered", 0))
         ended = sum(int(sms.get(k, 0)) for k in ("delivered", "failed", "cancelled", "expired"))
         finished = sms.get("recipients") == run.recipients and ended >= run.recipients
         if finished and delivered == run.recipients:
             run.to_all_delivered = now - posted
-        if finished or now > deadline or not engine.alive or now - last_print >= 1.0:
+        if finished or now > deadline or not engine.running or now - last_print >= 1.0:
             accepted = len(gw.accepted)
             span = now - last_print
             in_flight = int(sms.get("submitting", 0)) + int(sms.get("unknown", 0))
@@ -331,10 +303,10 @@ async def send_alert(
                 flush=True,
             )
             last_print, last_accepted, last_delivered = now, accepted, delivered
-        if finished or now > deadline or not engine.alive:
+        if finished or now > deadline or not engine.running:
             break
     run.final = sms
-    if not engine.alive:
+    if not engine.running:
         print(f"!! the engine died; see {engine.log_path}", flush=True)
     elif not finished:
         print(f"!! not finished after {timeout:.0f} s", flush=True)
@@ -413,17 +385,17 @@ def read_engine_log(path: Path, posted_wall: float) -> dict[str, Any]:
     return out
 
 
-def row(label: str, value: str) -> None:
-    print(f"{label:<36}{value}")
-
-
-def report(run: Run, raw: Raw | None, args: argparse.Namespace, pace: Pace) -> None:
+def report(run: Run, raw: Raw | None, args: argparse.Namespace, pace: Pace) -> str:
     limit = run.rate
-    print()
-    print(
+    lines = [
+        "",
         f"== {run.recipients:,} recipients, limit {limit:g}/s, {args.protocol} gateway, engine "
-        f"batches of {pace.batch}, bucket refilled at {pace.refill:,.1f}/s"
-    )
+        f"batches of {pace.batch}, bucket refilled at {pace.refill:,.1f}/s",
+    ]
+
+    def row(label: str, value: str) -> None:
+        lines.append(f"{label:<36}{value}")
+
     row("registration", f"{run.register_seconds:.1f} s")
     if run.log.get("planned_after") is not None:
         row("POST → planned (engine log)", f"{run.log['planned_after']:.2f} s")
@@ -517,7 +489,8 @@ def report(run: Run, raw: Raw | None, args: argparse.Namespace, pace: Pace) -> N
         if raw.rate:
             row("engine / raw", f"{run.achieved / raw.rate:.1%}")
     problems = run.problems
-    print("RESULT: " + ("ok" if not problems else "FAIL: " + "; ".join(problems)))
+    lines.append("RESULT: " + ("ok" if not problems else "FAIL: " + "; ".join(problems)))
+    return "\n".join(lines)
 
 
 def new_gateway(protocol: str, rate: float) -> GatewayServer:
@@ -526,144 +499,143 @@ def new_gateway(protocol: str, rate: float) -> GatewayServer:
     return GenericGatewayServer(rate_limit=rate)
 
 
-async def main_async(args: argparse.Namespace, folder: Path) -> int:
-    mqtt = MosquittoServer(folder / "mosquitto")
-    redis_server = RedisServer(folder / "redis")
-    engine: Engine | None = None
-    run = Run(args.recipients, args.rate)
-    raw: Raw | None = None
-    rdb: redis.Redis | None = None
-    try:
-        await asyncio.to_thread(mqtt.start)
-        await asyncio.to_thread(redis_server.start)
-        rdb = redis.Redis.from_url(redis_server.url, decode_responses=True)
-        async with new_gateway(args.protocol, args.rate) as gw:
-            port = free_port()
-            overrides: dict[str, Any] = {"rate": args.rate, "concurrency": args.concurrency}
-            if args.batch:
-                overrides["batch_size"] = args.batch
-            settings = gw.settings(GATEWAY, **overrides)
-            pace = Pace.of(settings)
-            # Aliyun posts receipts where its console says; the generic protocol names the URL
-            # in every request (the engine's callback_base).
-            gw.callback_url = f"http://127.0.0.1:{port}/api/v1/sms/receipts/{GATEWAY}"
+class Sms(Benchmark):
+    name = "sms"
 
-            if args.raw_messages:
-                async with new_gateway(args.protocol, args.rate) as raw_gw:
-                    print(
-                        f"raw client: {args.raw_messages:,} messages in batches of {pace.batch} "
-                        f"at {args.rate:g}/s …",
-                        flush=True,
-                    )
-                    raw = await raw_capacity(raw_gw, args.raw_messages, pace.batch, args.rate)
-                    print(
-                        f"raw client: {raw.rate:,.0f}/s ({raw.rate / args.rate:.1%}), peak "
-                        f"{raw.peak:,}/s, {raw.throttled} throttled",
-                        flush=True,
-                    )
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__(args)
+        # Default: 10 s at the limit, at most everyone.
+        if args.raw_messages < 0:
+            args.raw_messages = int(min(args.recipients, 10 * args.rate))
+        self.run = Run(args.recipients, args.rate)
+        self.raw: Raw | None = None
+        self.pace: Pace | None = None
+        self.scored = False
 
-            run.redis_empty = redis_memory(rdb)
-            engine = Engine(
-                folder,
-                redis_server.url,
-                mqtt.url,
-                token=TOKEN,
-                instance="ebd-sms-bench",
-                port=port,
-                tables=toml_table("sms", {"callback_base": f"http://127.0.0.1:{port}"})
-                + toml_table("[sms.gateways]", settings.model_dump(exclude_none=True)),
-            )
-            await engine.start()
-            run.rss_started_kb = memory_kb(engine.pid)[0]
-            timeout = aiohttp.ClientTimeout(total=120)
-            async with aiohttp.ClientSession(timeout=timeout) as http:
-                run.register_seconds = await register(http, engine, args.recipients)
-                run.redis_registered = redis_memory(rdb)
-                run.rss_before_kb = memory_kb(engine.pid)[0]
-                wait = args.timeout or 2 * args.recipients / args.rate + 120
-                pids = {"engine": engine.pid, "redis-server": redis_server.pid or 0}
-                cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-                cpu_before["this process (gateway, client)"] = time.process_time()
-                window = time.monotonic()
-                _, posted, posted_wall = await send_alert(http, engine, gw, run, wait)
-                run.cpu_window = time.monotonic() - window
-                run.cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
-                run.cpu["this process (gateway, client)"] = (
-                    time.process_time() - cpu_before["this process (gateway, client)"]
+    @classmethod
+    def arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--recipients", type=int, default=100_000, help="people to text")
+        parser.add_argument("--rate", type=float, default=2000.0, help="the gateway's limit, msg/s")
+        parser.add_argument("--protocol", choices=("generic", "aliyun"), default="generic")
+        parser.add_argument(
+            "--batch", type=int, default=0, help="the gateway's batch_size (default: the engine's)"
+        )
+        parser.add_argument(
+            "--concurrency",
+            type=int,
+            default=4,
+            help="the gateway's concurrency (requests at once)",
+        )
+        parser.add_argument(
+            "--raw-messages",
+            type=int,
+            default=-1,
+            help="messages of the raw-client measurement (default: 10 s at the limit, at most N; "
+            "0 skips it)",
+        )
+        parser.add_argument(
+            "--timeout",
+            type=float,
+            default=0.0,
+            help="seconds to wait (default 2 × N / rate + 120)",
+        )
+
+    @classmethod
+    def misuse(cls, args: argparse.Namespace) -> str | None:
+        if not 1 <= args.recipients <= 1_000_000:
+            return "--recipients must be from 1 to 1,000,000"
+        return None
+
+    async def measure(self, folder: Path) -> None:
+        args, run = self.args, self.run
+        mqtt = MosquittoServer(folder / "mosquitto")
+        redis_server = RedisServer(folder / "redis")
+        engine: EngineProcess | None = None
+        rdb: redis.Redis | None = None
+        try:
+            await asyncio.to_thread(mqtt.start)
+            await asyncio.to_thread(redis_server.start)
+            rdb = redis.Redis.from_url(redis_server.url, decode_responses=True)
+            async with new_gateway(args.protocol, args.rate) as gw:
+                port = free_port()
+                overrides: dict[str, Any] = {"rate": args.rate, "concurrency": args.concurrency}
+                if args.batch:
+                    overrides["batch_size"] = args.batch
+                settings = gw.settings(GATEWAY, **overrides)
+                pace = self.pace = Pace.of(settings)
+                # Aliyun posts receipts where its console says; the generic protocol names the
+                # URL in every request (the engine's callback_base, its own API by default).
+                gw.callback_url = f"http://127.0.0.1:{port}/api/v1/sms/receipts/{GATEWAY}"
+
+                if args.raw_messages:
+                    async with new_gateway(args.protocol, args.rate) as raw_gw:
+                        print(
+                            f"raw client: {args.raw_messages:,} messages in batches of"
+                            f" {pace.batch} at {args.rate:g}/s …",
+                            flush=True,
+                        )
+                        raw = self.raw = await raw_capacity(
+                            raw_gw, args.raw_messages, pace.batch, args.rate
+                        )
+                        print(
+                            f"raw client: {raw.rate:,.0f}/s ({raw.rate / args.rate:.1%}), peak "
+                            f"{raw.peak:,}/s, {raw.throttled} throttled",
+                            flush=True,
+                        )
+
+                run.redis_empty = redis_memory(rdb)
+                engine = province_engine(
+                    folder,
+                    redis_url=redis_server.url,
+                    mqtt_url=mqtt.url,
+                    instance="ebd-sms-bench",
+                    port=port,
+                    sms={"gateways": [settings]},
                 )
-            with contextlib.suppress(TimeoutError):
-                await gw.receipts_done(timeout=10)
-            if engine.alive:
-                run.hwm_kb = memory_kb(engine.pid)[1]
-            run.redis_after = redis_memory(rdb)
-            await engine.stop()
-            run.log = read_engine_log(engine.log_path, posted_wall)
-            score_gateway(gw, run, posted, run.log["planned_after"])
-        report(run, raw, args, pace)
-    finally:
-        if rdb is not None:
-            rdb.close()
-        if engine is not None:
-            await engine.stop()
-        await asyncio.to_thread(redis_server.stop)
-        await asyncio.to_thread(mqtt.stop)
-    return 0 if not run.problems else 1
+                await engine.start()
+                run.rss_started_kb = engine.memory_kb()[0]
+                async with province_api(engine, timeout=120) as api:
+                    run.register_seconds = await register(api, args.recipients)
+                    run.redis_registered = redis_memory(rdb)
+                    run.rss_before_kb = engine.memory_kb()[0]
+                    wait = args.timeout or 2 * args.recipients / args.rate + 120
+                    pids = {"engine": engine.pid or 0, "redis-server": redis_server.pid or 0}
+                    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                    cpu_before["this process (gateway, client)"] = time.process_time()
+                    window = time.monotonic()
+                    _, posted, posted_wall = await send_alert(api, engine, gw, run, wait)
+                    run.cpu_window = time.monotonic() - window
+                    run.cpu = {
+                        name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()
+                    }
+                    run.cpu["this process (gateway, client)"] = (
+                        time.process_time() - cpu_before["this process (gateway, client)"]
+                    )
+                with contextlib.suppress(TimeoutError):
+                    await gw.receipts_done(timeout=10)
+                if engine.running:
+                    run.hwm_kb = engine.memory_kb()[1]
+                run.redis_after = redis_memory(rdb)
+                await engine.stop()
+                run.log = read_engine_log(engine.log_path, posted_wall)
+                score_gateway(gw, run, posted, run.log["planned_after"])
+                self.scored = True
+        finally:
+            if rdb is not None:
+                rdb.close()
+            if engine is not None:
+                await engine.stop()
+            await asyncio.to_thread(redis_server.stop)
+            await asyncio.to_thread(mqtt.stop)
 
+    def table(self) -> str:
+        if not self.scored or self.pace is None:
+            return ""
+        return report(self.run, self.raw, self.args, self.pace)
 
-async def until_signal(args: argparse.Namespace, folder: Path) -> int:
-    """``main_async``, cancelled (so everything it started is stopped) by SIGTERM."""
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    try:
-        return await main_async(args, folder)
-    except asyncio.CancelledError:
-        print("terminated; everything started was stopped", file=sys.stderr)
-        return 143
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--recipients", type=int, default=100_000, help="people to text")
-    parser.add_argument("--rate", type=float, default=2000.0, help="the gateway's limit, msg/s")
-    parser.add_argument("--protocol", choices=("generic", "aliyun"), default="generic")
-    parser.add_argument(
-        "--batch", type=int, default=0, help="the gateway's batch_size (default: the engine's)"
-    )
-    parser.add_argument(
-        "--concurrency", type=int, default=4, help="the gateway's concurrency (requests at once)"
-    )
-    parser.add_argument(
-        "--raw-messages",
-        type=int,
-        default=-1,
-        help="messages of the raw-client measurement (default: 10 s at the limit, at most N; "
-        "0 skips it)",
-    )
-    parser.add_argument(
-        "--timeout", type=float, default=0.0, help="seconds to wait (default 2 × N / rate + 120)"
-    )
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
-    args = parser.parse_args()
-    if not 1 <= args.recipients <= 1_000_000:
-        parser.error("--recipients must be from 1 to 1,000,000")
-    if args.raw_messages < 0:
-        args.raw_messages = int(min(args.recipients, 10 * args.rate))
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    folder = Path(tempfile.mkdtemp(prefix="ebd-sms-bench-"))
-    code = 1
-    try:
-        code = asyncio.run(until_signal(args, folder))
-    except KeyboardInterrupt:
-        print("interrupted; everything started was stopped", file=sys.stderr)
-        code = 130
-    finally:
-        if args.keep or code != 0:
-            print(f"\nlogs and data kept in {folder}")
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
-    return code
+    def complete(self) -> bool:
+        return self.scored and not self.run.problems
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(Sms))

@@ -7,7 +7,7 @@
 
 It starts its own redis-server, and a mosquitto per run (``dispatcher.embedded``, the project's
 configs as they are), in a temporary folder. N terminals, one per village spread evenly over
-Fujian (``wave.pick_terminals``), are registered but never connected: the acks they would send
+Fujian (``harness.pick_terminals``), are registered but never connected: the acks they would send
 are recorded once per run and replayed. The storm is what the simulator's terminals publish
 (``receiver.brain.Ack.payload()`` on ``eb/v1/term/{id}/ack``): per terminal ``received`` then
 ``played`` (``--acks-per-terminal 1``: ``played`` only; ``3``: ``received``, ``playing``,
@@ -57,47 +57,35 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
-import logging
-import os
-import platform
+import functools
 import resource
-import shutil
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-# bench/wave.py: the script's folder comes first on sys.path, before the standard library's wave.
-from wave import AUTH, REGISTER_PART, TOKEN, pick_terminals
-
-import aiohttp
 import redis.asyncio as aioredis
-import structlog
+from figures import fmt, median, per_second
 from harness import (
     CHILDREN,
-    PROVINCE_ALERT,
-    REGIONS_FILE,
-    Engine,
-    cpu_seconds,
-    run_until_done,
-    say,
-    toml_table,
+    REGISTER_PART,
+    issue,
+    pick_terminals,
+    province_api,
+    province_engine,
+    throwaway_client,
 )
+from skeleton import Benchmark, main, say
 
 from dispatcher.core.models import new_alert_id
-from dispatcher.core.regions import RegionTree
 from dispatcher.embedded.processes import MosquittoServer, RedisServer, find_binary
 from dispatcher.store.acklog import acklog_rows
 from dispatcher.store.keys import ACKLOG
 from receiver.brain import Ack, AckState, ack_topic
-from receiver.mqtt_lite import open_connection, parse_mqtt_url
+from tests.support.engine_process import EngineProcess, cpu_seconds
 
 ACK_FILTER = "eb/v1/term/+/ack"
 STATES: dict[int, tuple[AckState, ...]] = {
@@ -115,6 +103,8 @@ XRANGE_PART = 10_000
 NO_SUBSCRIBERS = 0x10
 
 Storm = list[tuple[str, bytes]]
+# Rates run to hundreds of thousands a second: the figures are grouped by thousands.
+_fmt = functools.partial(fmt, grouped=True)
 
 
 def _pid(server: MosquittoServer | RedisServer) -> int:
@@ -122,13 +112,6 @@ def _pid(server: MosquittoServer | RedisServer) -> int:
     if pid is None:
         raise RuntimeError(f"{server!r} is not running")
     return pid
-
-
-def per_second(events: int, window_s: float | None) -> float | None:
-    """Events per second over the window from the first to the last: n − 1 intervals."""
-    if window_s is None or window_s <= 0 or events < 2:
-        return None
-    return (events - 1) / window_s
 
 
 # -- the storm --------------------------------------------------------------------------------
@@ -149,15 +132,7 @@ def build_storm(terminals: list[dict[str, str]], alert_id: str, per_terminal: in
 async def publish_storm(mqtt_url: str, storm: Storm, timeout: float) -> float:
     """Publish every message at QoS 1 from one lean connection; return once the broker has
     confirmed them all (seconds taken). Fails if any was refused or reached no session."""
-    url = parse_mqtt_url(mqtt_url)
-    conn, _ = await open_connection(
-        url.host,
-        url.port,
-        f"storm-pub-{uuid.uuid4().hex[:8]}",
-        clean_start=True,
-        username=url.username,
-        password=url.password,
-    )
+    conn = await throwaway_client(mqtt_url, "storm-pub")
     started = time.monotonic()
     try:
         # The waiter is taken right after each publish, before its packet id can be reused.
@@ -183,42 +158,23 @@ async def publish_storm(mqtt_url: str, storm: Storm, timeout: float) -> float:
 # -- the engine ---------------------------------------------------------------------------------
 
 
-async def http_json(
-    http: aiohttp.ClientSession, method: str, url: str, body: Any = None
-) -> tuple[int, Any]:
-    async with http.request(method, url, json=body, headers=AUTH) as response:
-        return response.status, await response.json(content_type=None)
-
-
-async def issue_alert(engine: Engine, terminals: list[dict[str, str]], timeout: float) -> str:
+async def issue_alert(
+    engine: EngineProcess, terminals: list[dict[str, str]], timeout: float
+) -> str:
     """Register the terminals, issue a province red alert and wait until it is dispatched to
     all of them; its id."""
     n = len(terminals)
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
-        for start in range(0, n, REGISTER_PART):
-            part = terminals[start : start + REGISTER_PART]
-            status, reply = await http_json(
-                http, "POST", f"{engine.base_url}/api/v1/terminals", part
-            )
-            if status != 200:
-                raise RuntimeError(f"registration failed: {status} {reply}")
-        body = dict(PROVINCE_ALERT)
-        status, reply = await http_json(http, "POST", f"{engine.base_url}/api/v1/alerts", body)
-        if status != 201:
-            raise RuntimeError(f"issue failed: {status} {reply}")
-        alert_id = str(reply["id"])
+    async with province_api(engine) as api:
+        await api.register(terminals, part=REGISTER_PART)
+        alert_id = await issue(api)
         deadline = time.monotonic() + timeout
         delivery: dict[str, Any] = {}
         while time.monotonic() < deadline:
-            status, reply = await http_json(
-                http, "GET", f"{engine.base_url}/api/v1/alerts/{alert_id}"
-            )
-            if status == 200:
-                delivery = reply["delivery"]
-                if delivery.get("state") == "dispatched":
-                    if delivery.get("expected") != n:
-                        raise RuntimeError(f"the alert expects {delivery.get('expected')}, not {n}")
-                    return alert_id
+            delivery = await api.try_delivery(alert_id, timeout=60) or delivery
+            if delivery.get("state") == "dispatched":
+                if delivery.get("expected") != n:
+                    raise RuntimeError(f"the alert expects {delivery.get('expected')}, not {n}")
+                return alert_id
             await asyncio.sleep(POLL)
     raise RuntimeError(f"alert {alert_id} not dispatched in time: {delivery.get('state')}")
 
@@ -263,7 +219,7 @@ async def acklog_window(rdb: aioredis.Redis, alert_id: str, after: str) -> dict[
 
 
 async def engine_drain(
-    engine: Engine,
+    engine: EngineProcess,
     mqtt: MosquittoServer,
     rds: RedisServer,
     rdb: aioredis.Redis,
@@ -281,13 +237,12 @@ async def engine_drain(
     row["ready_s"] = time.monotonic() - started
     row["cpu_at_ready_s"] = engine.cpu_seconds()
     played, seconds = 0, None
-    url = f"{engine.base_url}/api/v1/alerts/{alert_id}"
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+    async with province_api(engine) as api:
         # Asked at least once: a slow start-up may already have used up the timeout.
         while True:
-            status, reply = await http_json(http, "GET", url)
-            if status == 200:
-                played = int(reply["delivery"].get("played", 0))
+            delivery = await api.try_delivery(alert_id, timeout=60)
+            if delivery is not None:
+                played = int(delivery.get("played", 0))
                 if played >= n:
                     seconds = time.monotonic() - started
                     break
@@ -346,14 +301,14 @@ def run_sub(argv: list[str], out: Path, timeout: float) -> tuple[int, float, flo
         proc = subprocess.Popen(  # noqa: S603  mosquitto_sub with our own arguments
             argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.PIPE
         )
-    CHILDREN.append(proc)
+    CHILDREN.add(proc.pid)
     try:
         _, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         _, err = proc.communicate()
     finally:
-        CHILDREN.remove(proc)
+        CHILDREN.discard(proc.pid)
     wall = time.monotonic() - started
     if proc.returncode != 0 and err:
         say(f"  mosquitto_sub: {err.decode(errors='replace').strip()}")
@@ -476,20 +431,19 @@ async def one_run(
     }
     e, s = run["engine"], run["mosquitto_sub"]
     mqtt = MosquittoServer(folder / "mosquitto")
-    engine: Engine | None = None
+    engine: EngineProcess | None = None
     try:
         await asyncio.to_thread(mqtt.start)
         s["client_id"] = f"storm-sub-{index}"
         await make_sub_session(mqtt, s["client_id"], folder)
         e["instance"] = f"ebd-storm-{index}"
-        engine = Engine(
+        engine = province_engine(
             folder,
-            rds.url,
-            mqtt.url,
-            token=TOKEN,
+            redis_url=rds.url,
+            mqtt_url=mqtt.url,
             instance=e["instance"],
             log_level="warning",
-            tables=toml_table("resend", {"red": 3600}),
+            resend={"red": 3600},
         )
         alert_id: str | None = None
         try:
@@ -545,30 +499,21 @@ async def one_run(
 # -- the report ---------------------------------------------------------------------------------
 
 
-def _median(values: list[Any]) -> float | None:
-    known = [v for v in values if v is not None]
-    return statistics.median(known) if known and len(known) == len(values) else None
-
-
 def medians(runs: list[dict[str, Any]]) -> dict[str, float | None]:
     def of(half: str, key: str) -> float | None:
-        return _median([r[half].get(key) for r in runs])
+        return median([r[half].get(key) for r in runs])
 
     return {
-        "acks": _median([r.get("acks") for r in runs]),
+        "acks": median([r.get("acks") for r in runs]),
         "engine_acks_per_s": of("engine", "acks_per_s"),
         "mosquitto_sub_msgs_per_s": of("mosquitto_sub", "msgs_per_s"),
-        "share": _median([r["share"] for r in runs]),
+        "share": median([r["share"] for r in runs]),
         "engine_wall_s": of("engine", "wall_s"),
         "mosquitto_sub_wall_s": of("mosquitto_sub", "wall_s"),
         "engine_cpu_s": of("engine", "cpu_s"),
         "engine_peak_rss_mb": of("engine", "peak_rss_mb"),
         "mosquitto_sub_cpu_s": of("mosquitto_sub", "cpu_s"),
     }
-
-
-def _fmt(value: float | None, digits: int) -> str:
-    return "—" if value is None else f"{value:,.{digits}f}"
 
 
 def table(terminals: int, runs: int, m: dict[str, float | None]) -> str:
@@ -585,76 +530,70 @@ def table(terminals: int, runs: int, m: dict[str, float | None]) -> str:
     )
 
 
-async def main_async(args: argparse.Namespace) -> int:
-    tree = RegionTree.from_csv(REGIONS_FILE)
-    terminals = pick_terminals(tree, args.terminals)
-    base = Path(tempfile.mkdtemp(prefix="ebd-storm-"))
-    rds = RedisServer(base / "redis")
-    runs: list[dict[str, Any]] = []
-    failed = False
-    try:
-        await asyncio.to_thread(rds.start)
-        rdb = aioredis.Redis.from_url(rds.url, decode_responses=True)
+class StormBenchmark(Benchmark):
+    name = "storm"
+    out = "bench-storm.json"
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__(args)
+        self.terminals = pick_terminals(args.terminals)
+        self.runs: list[dict[str, Any]] = []
+
+    @classmethod
+    def arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--terminals", type=int, default=17_498, help="one per village")
+        parser.add_argument(
+            "--acks-per-terminal", type=int, choices=sorted(STATES), default=2,
+            help="1: played; 2: received, played; 3: received, playing, played",
+        )  # fmt: skip
+        parser.add_argument("--runs", type=int, default=3, help="engine + mosquitto_sub pairs")
+        parser.add_argument("--timeout", type=float, default=300.0, help="seconds a phase may take")
+
+    @classmethod
+    def misuse(cls, args: argparse.Namespace) -> str | None:
+        return "--runs must be at least 1" if args.runs < 1 else None
+
+    async def measure(self, folder: Path) -> None:
+        args = self.args
+        rds = RedisServer(folder / "redis")
         try:
-            say(
-                f"… {len(terminals)} terminals × {args.acks_per_terminal} acks,"
-                f" {args.runs} runs (files in {base})"
-            )
-            for index in range(1, args.runs + 1):
-                runs.append(
-                    await one_run(
-                        base, rds, rdb, terminals, args.acks_per_terminal, index, args.timeout
-                    )
+            await asyncio.to_thread(rds.start)
+            rdb = aioredis.Redis.from_url(rds.url, decode_responses=True)
+            try:
+                say(
+                    f"… {len(self.terminals)} terminals × {args.acks_per_terminal} acks,"
+                    f" {args.runs} runs (files in {folder})"
                 )
+                for index in range(1, args.runs + 1):
+                    self.runs.append(
+                        await one_run(
+                            folder, rds, rdb, self.terminals, args.acks_per_terminal, index,
+                            args.timeout,
+                        )
+                    )  # fmt: skip
+            finally:
+                await rdb.aclose()
         finally:
-            await rdb.aclose()
-    except Exception as exc:
-        say(f"! the benchmark failed: {exc!r}; logs in {base}")
-        failed = True
-    finally:
-        await asyncio.to_thread(rds.stop)
-        m = medians(runs) if runs else {}
-        report = {
-            "benchmark": "storm",
-            "when": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-            "terminals": len(terminals),
-            "acks_per_terminal": args.acks_per_terminal,
+            await asyncio.to_thread(rds.stop)
+
+    def results(self) -> dict[str, Any]:
+        return {
+            "terminals": len(self.terminals),
+            "acks_per_terminal": self.args.acks_per_terminal,
             "receive_maximum": RECEIVE_MAXIMUM,
             "target_share": 0.70,
-            "runs": runs,
-            "median": m,
+            "runs": self.runs,
+            "median": medians(self.runs) if self.runs else {},
         }
-        text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
-        await asyncio.to_thread(Path(args.out).write_text, text, encoding="utf-8")
-        if m:
-            print(table(len(terminals), len(runs), m), flush=True)
-        say(f"\nwritten to {args.out}")
-        complete = len(runs) == args.runs and all(r["complete"] for r in runs)
-        if args.keep or failed or not complete:
-            say(f"logs and data kept in {base}")
-        else:
-            await asyncio.to_thread(shutil.rmtree, base, True)
-    return 0 if complete and not failed else 1
 
+    def table(self) -> str:
+        if not self.runs:
+            return ""
+        return table(len(self.terminals), len(self.runs), medians(self.runs))
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--terminals", type=int, default=17_498, help="one per village")
-    parser.add_argument(
-        "--acks-per-terminal", type=int, choices=sorted(STATES), default=2,
-        help="1: played; 2: received, played; 3: received, playing, played",
-    )  # fmt: skip
-    parser.add_argument("--runs", type=int, default=3, help="engine + mosquitto_sub pairs")
-    parser.add_argument("--out", default="bench-storm.json", help="JSON result file")
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds a phase may take")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
-    args = parser.parse_args()
-    if args.runs < 1:
-        parser.error("--runs must be at least 1")
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    return run_until_done(main_async(args))
+    def complete(self) -> bool:
+        return len(self.runs) == self.args.runs and all(r["complete"] for r in self.runs)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(StormBenchmark))

@@ -30,52 +30,40 @@ import argparse
 import asyncio
 import collections
 import contextlib
-import json
-import logging
 import os
-import platform
-import shutil
-import signal
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-import aiohttp
 import hiredis
 import mqtt5
 import orjson
 import redis.asyncio as aioredis
-import structlog
+from figures import fmt, median
 from harness import (
-    CHILDREN,
-    PROVINCE_ALERT,
-    REGIONS_FILE,
-    ROOT,
-    Engine,
-    cpu_seconds,
-    run_until_done,
-    say,
+    PROVINCE,
+    REGISTER_PART,
+    SimChild,
+    fujian,
+    issue,
+    new_alert,
+    pick_terminals,
+    province_api,
+    province_engine,
+    throwaway_client,
 )
+from skeleton import Benchmark, main, say
 
 from adapters.loudspeaker.payload import encode_alert
-from dispatcher.core.models import Alert, Channel, MsgType, Severity, Status, new_alert_id
-from dispatcher.core.regions import Level, RegionTree
+from dispatcher.core.regions import RegionTree
 from dispatcher.embedded.processes import MosquittoServer, RedisServer
-from receiver.mqtt_lite import MqttConnection, open_connection, parse_mqtt_url
+from receiver.mqtt_lite import MqttConnection, parse_mqtt_url
+from tests.support.engine_process import cpu_seconds
 
-TOKEN = "wave-province-token"  # noqa: S105  a throwaway token of a throwaway engine
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-PROVINCE = "35"
-REGISTER_PART = 20_000
-MAX_PER_VILLAGE = 2
 # One process may hold at most 20,000 open files here: past this many terminals a broker of
 # its own (bridged to the first) and a simulator process of its own take the rest.
 PER_BROKER = 17_498
@@ -84,21 +72,7 @@ TARGET_SIZE = 17_498
 FLUSH_EVERY = 500
 FLUSH_AFTER = 0.005
 POLL = 0.05
-
-
-def pick_terminals(tree: RegionTree, n: int) -> list[dict[str, str]]:
-    """``n`` terminals spread evenly over the province's villages: one per village up to
-    17,498, then a second round (``sim-{village}-2``) and so on."""
-    villages = tree.descendants(PROVINCE, level=Level.VILLAGE)
-    if not 1 <= n <= MAX_PER_VILLAGE * len(villages):
-        raise SystemExit(f"sizes must be from 1 to {MAX_PER_VILLAGE * len(villages)}")
-    chosen: list[dict[str, str]] = []
-    for copy in range(1, MAX_PER_VILLAGE + 1):
-        m = min(len(villages), n - len(chosen))
-        for i in range(m):
-            code = villages[i * len(villages) // m].code
-            chosen.append({"id": f"sim-{code}-{copy}", "region": code})
-    return chosen
+SIM_TIMEOUT = 600.0
 
 
 def bridge_config(name: str, main_port: int) -> str:
@@ -125,16 +99,12 @@ def bridge_config(name: str, main_port: int) -> str:
 
 async def wait_bridged(main_url: str, other_url: str, timeout: float = 60.0) -> None:
     """Publish probes on the main broker until one arrives through the bridge."""
-    main, other = parse_mqtt_url(main_url), parse_mqtt_url(other_url)
     arrived = asyncio.Event()
     probe = "eb/v1/alert/wave-bridge-probe"  # no terminal subscribes to it
-    listener, _ = await open_connection(
-        other.host, other.port, f"wave-probe-{uuid.uuid4().hex[:8]}", clean_start=True,
-        on_message=lambda message: arrived.set(),
-    )  # fmt: skip
-    sender, _ = await open_connection(
-        main.host, main.port, f"wave-probe-{uuid.uuid4().hex[:8]}", clean_start=True
+    listener = await throwaway_client(
+        other_url, "wave-probe", on_message=lambda message: arrived.set()
     )
+    sender = await throwaway_client(main_url, "wave-probe")
     try:
         await listener.subscribe([probe], qos=0)
         async with asyncio.timeout(timeout):
@@ -148,100 +118,7 @@ async def wait_bridged(main_url: str, other_url: str, timeout: float = 60.0) -> 
         sender.disconnect()
 
 
-# -- the simulator child process -------------------------------------------------------------
-
-
-async def sim_child(spec: dict[str, Any]) -> None:
-    """Run the terminals of ``spec`` until SIGTERM; write the ready file once all are up."""
-    from receiver.simulator import SimTerminal, Simulator
-
-    terminals = [SimTerminal(t["id"], t["region"]) for t in spec["terminals"]]
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    sim = Simulator(terminals, spec["mqtt"])
-    started = time.monotonic()
-    await sim.start(timeout=600)
-    try:
-        print(f"{len(terminals)} connected in {time.monotonic() - started:.1f} s", flush=True)
-        Path(spec["ready"]).write_text("ready\n", encoding="utf-8")  # noqa: ASYNC240  once
-        await stop.wait()
-    finally:
-        await sim.stop()
-
-
-class SimProcess:
-    def __init__(self, folder: Path, terminals: list[dict[str, str]], mqtt_url: str) -> None:
-        self.folder = folder
-        self.ready = folder / "sim.ready"
-        self.spec = folder / "sim.json"
-        self.spec.write_text(
-            json.dumps({"terminals": terminals, "mqtt": mqtt_url, "ready": str(self.ready)}),
-            encoding="utf-8",
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    async def start(self, timeout: float = 600.0) -> float:
-        started = time.monotonic()
-        self.proc = await asyncio.to_thread(self._spawn)
-        CHILDREN.append(self.proc)
-        deadline = started + timeout
-        while not self.ready.exists():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the simulator exited; see {self.folder / 'sim.log'}")
-            if time.monotonic() > deadline:
-                raise RuntimeError("the simulator did not connect its terminals in time")
-            await asyncio.sleep(0.1)
-        return time.monotonic() - started
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        with (self.folder / "sim.log").open("ab") as log:
-            return subprocess.Popen(  # noqa: S603  our own interpreter and script
-                [sys.executable, str(Path(__file__).resolve()), "--sim-child", str(self.spec)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-                start_new_session=True,
-            )
-
-    async def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                await asyncio.to_thread(proc.wait, 30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        with contextlib.suppress(ValueError):
-            CHILDREN.remove(proc)
-
-
 # -- the raw path -----------------------------------------------------------------------------
-
-
-def new_alert(sender: str) -> Alert:
-    sent = datetime.now(UTC).replace(microsecond=0)
-    return Alert(
-        id=new_alert_id(sender, sent),
-        sender=sender,
-        sender_name="福建省应急管理厅",
-        sent=sent,
-        status=Status.ACTUAL,
-        msg_type=MsgType.ALERT,
-        event="台风",
-        event_code="11B01",
-        severity=Severity.RED,
-        headline="台风红色预警（演练数据）",
-        text="预计未来24小时将有12级以上大风。",
-        expires=sent + timedelta(hours=1),
-        areas=[PROVINCE],
-        channels=[Channel.LOUDSPEAKER],
-    )
 
 
 def resp(*parts: bytes) -> bytes:
@@ -498,13 +375,6 @@ async def raw_run(
 # -- the engine path --------------------------------------------------------------------------
 
 
-async def http_json(
-    http: aiohttp.ClientSession, method: str, url: str, body: Any = None
-) -> tuple[int, Any]:
-    async with http.request(method, url, json=body, headers=AUTH) as response:
-        return response.status, await response.json(content_type=None)
-
-
 async def engine_run(
     folder: Path,
     redis_url: str,
@@ -518,14 +388,13 @@ async def engine_run(
     share the acks through an MQTT 5 shared subscription and their outbox through its
     consumer group, and the office talks to the first."""
     fleet = [
-        Engine(
+        province_engine(
             folder,
-            redis_url,
-            mqtt_url,
-            token=TOKEN,
+            redis_url=redis_url,
+            mqtt_url=mqtt_url,
             instance=f"ebd-wave-{k + 1}" if engines > 1 else "ebd-wave",
             log_level="warning",
-            mqtt={"shared_subscription": True} if engines > 1 else None,
+            shared_subscription=engines > 1,
         )
         for k in range(engines)
     ]
@@ -534,36 +403,23 @@ async def engine_run(
     try:
         for member in fleet:
             await member.start()
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
-            for start in range(0, n, REGISTER_PART):
-                part = terminals[start : start + REGISTER_PART]
-                url = f"{engine.base_url}/api/v1/terminals"
-                status, reply = await http_json(http, "POST", url, part)
-                if status != 200:
-                    raise RuntimeError(f"registration failed: {status} {reply}")
-            body = dict(PROVINCE_ALERT)
+        async with province_api(engine) as api:
+            await api.register(terminals, part=REGISTER_PART)
             cpu_before = [member.cpu_seconds() for member in fleet]
             probe.begin()
             started = time.monotonic()
-            status, reply = await http_json(http, "POST", f"{engine.base_url}/api/v1/alerts", body)
-            if status != 201:
-                raise RuntimeError(f"issue failed: {status} {reply}")
-            alert_id = str(reply["id"])
-            played, seconds = 0, None
+            alert_id = await issue(api)
+            played, seconds, expected = 0, None, None
             deadline = started + timeout
             while time.monotonic() < deadline:
-                url = f"{engine.base_url}/api/v1/alerts/{alert_id}"
-                status, reply = await http_json(http, "GET", url)
-                if status == 200:
-                    delivery = reply["delivery"]
+                delivery = await api.try_delivery(alert_id, timeout=60)
+                if delivery is not None:
                     played = int(delivery.get("played", 0))
                     if played >= n:
                         seconds = time.monotonic() - started
                         expected = delivery.get("expected")
                         break
                 await asyncio.sleep(POLL)
-            else:
-                expected = None
             cpu_after = [member.cpu_seconds() for member in fleet]
             others = probe.end()
             return {
@@ -586,17 +442,12 @@ async def engine_run(
 # -- one size ---------------------------------------------------------------------------------
 
 
-def _median(values: list[Any]) -> float | None:
-    known = [v for v in values if v is not None]
-    return statistics.median(known) if known and len(known) == len(values) else None
-
-
 async def one_size(
-    base: Path, tree: RegionTree, n: int, runs: int, timeout: float, engines: int = 1
+    base: Path, script: Path, tree: RegionTree, n: int, runs: int, timeout: float, engines: int
 ) -> dict[str, Any]:
     folder = base / f"n{n}"
     folder.mkdir(parents=True)
-    terminals = pick_terminals(tree, n)
+    terminals = pick_terminals(n)
     brokers = -(-n // PER_BROKER)
     mqtt = MosquittoServer(folder / "mosquitto")
     main_port = parse_mqtt_url(mqtt.url).port
@@ -607,7 +458,7 @@ async def one_size(
         for k in range(1, brokers)
     ]
     rds = RedisServer(folder / "redis")
-    sims: list[SimProcess] = []
+    sims: list[SimChild] = []
     result: dict[str, Any] = {"terminals": n, "brokers": brokers, "raw": [], "engine": []}
     try:
         await asyncio.to_thread(mqtt.start)
@@ -619,15 +470,14 @@ async def one_size(
         say(f"… {n} terminals on {brokers} broker(s): connecting the simulator")
         started = time.monotonic()
         for k, broker in enumerate([mqtt, *bridged]):
-            part = folder / f"sim-{k}"
-            part.mkdir()
-            sims.append(SimProcess(part, terminals[k * share : (k + 1) * share], broker.url))
-        await asyncio.gather(*(sim.start() for sim in sims))
+            part = terminals[k * share : (k + 1) * share]
+            sims.append(SimChild(folder / f"sim-{k}", part, broker.url, SIM_TIMEOUT, script))
+        await asyncio.gather(*(sim.start(SIM_TIMEOUT) for sim in sims))
         result["sim_connect_s"] = round(time.monotonic() - started, 1)
         say(f"  connected in {result['sim_connect_s']} s")
         probe = CpuProbe(
             {
-                "simulators": [sim.proc.pid for sim in sims if sim.proc is not None],
+                "simulators": [sim.pid for sim in sims if sim.pid is not None],
                 "brokers": [b.pid for b in [mqtt, *bridged] if b.pid is not None],
                 "redis": [rds.pid] if rds.pid is not None else [],
                 # The raw subscriber in raw runs; the HTTP polling in engine runs.
@@ -636,10 +486,7 @@ async def one_size(
         )
 
         sink = RawAckSink(mqtt.url, rds.url)
-        url = parse_mqtt_url(mqtt.url)
-        publisher, _ = await open_connection(
-            url.host, url.port, f"wave-pub-{uuid.uuid4().hex[:8]}", clean_start=True
-        )
+        publisher = await throwaway_client(mqtt.url, "wave-pub")
         try:
             await sink.connect()
             for i in range(runs):
@@ -673,21 +520,17 @@ async def one_size(
         for broker in [*bridged, mqtt]:
             await asyncio.to_thread(broker.stop)
 
-    raw = _median([r["seconds"] for r in result["raw"]])
-    eng = _median([r["seconds"] for r in result["engine"]])
+    raw = median([r["seconds"] for r in result["raw"]])
+    eng = median([r["seconds"] for r in result["engine"]])
     result["median"] = {
         "raw_s": raw,
         "engine_s": eng,
         "ratio": eng / raw if raw and eng else None,
-        "engine_cpu_s": _median([r["cpu_s"] for r in result["engine"]]),
-        "engine_cpu_total_s": _median([r["cpu_total_s"] for r in result["engine"]]),
-        "engine_peak_rss_mb": _median([r["peak_rss_mb"] for r in result["engine"]]),
+        "engine_cpu_s": median([r["cpu_s"] for r in result["engine"]]),
+        "engine_cpu_total_s": median([r["cpu_total_s"] for r in result["engine"]]),
+        "engine_peak_rss_mb": median([r["peak_rss_mb"] for r in result["engine"]]),
     }
     return result
-
-
-def _fmt(value: float | None, digits: int) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -703,10 +546,10 @@ def table(results: list[dict[str, Any]]) -> str:
         engines = r["engine"][0].get("engines", 1) if r["engine"] else 1
         lines.append(
             f"| {r['terminals']:,} | {r.get('brokers', 1)} | {engines}"
-            f" | {_fmt(m['raw_s'], 3)} | {_fmt(m['engine_s'], 3)}"
-            f" | {_fmt(m['ratio'], 2)} | {_fmt(per_1000, 0)}"
-            f" | {_fmt(m['engine_cpu_s'], 2)} / {_fmt(m['engine_cpu_total_s'], 2)}"
-            f" | {_fmt(m['engine_peak_rss_mb'], 0)} | {len(r['engine'])} |"
+            f" | {fmt(m['raw_s'], 3)} | {fmt(m['engine_s'], 3)}"
+            f" | {fmt(m['ratio'], 2)} | {fmt(per_1000, 0)}"
+            f" | {fmt(m['engine_cpu_s'], 2)} / {fmt(m['engine_cpu_total_s'], 2)}"
+            f" | {fmt(m['engine_peak_rss_mb'], 0)} | {len(r['engine'])} |"
         )
     for r in results:
         ratio = r["median"]["ratio"]
@@ -720,60 +563,53 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-async def main_async(args: argparse.Namespace) -> int:
-    tree = RegionTree.from_csv(REGIONS_FILE)
-    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    base = Path(tempfile.mkdtemp(prefix="ebd-wave-"))
-    results: list[dict[str, Any]] = []
-    failed = False
-    try:
-        for n in sizes:
+class Wave(Benchmark):
+    name = "wave"
+    out = "bench-wave.json"
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__(args)
+        self.sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+        self.results_: list[dict[str, Any]] = []
+        self.failed = False
+
+    @classmethod
+    def arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--sizes", default="1000,5000,17498,34996", help="terminal counts, comma-separated"
+        )
+        parser.add_argument("--runs", type=int, default=3, help="repetitions of each point")
+        parser.add_argument(
+            "--engines",
+            type=int,
+            default=1,
+            help="engine processes sharing the acks (MQTT 5 $share)",
+        )
+        parser.add_argument("--timeout", type=float, default=300.0, help="seconds a run may take")
+
+    async def measure(self, folder: Path) -> None:
+        tree, args = fujian(), self.args
+        for n in self.sizes:
             try:
-                results.append(await one_size(base, tree, n, args.runs, args.timeout, args.engines))
+                self.results_.append(
+                    await one_size(
+                        folder, self.script, tree, n, args.runs, args.timeout, args.engines
+                    )
+                )
             except Exception as exc:  # one broken size must not hide the others
-                say(f"! {n} terminals failed: {exc!r}; logs in {base / f'n{n}'}")
-                failed = True
-    finally:
-        report = {
-            "benchmark": "wave",
-            "when": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-            "runs": args.runs,
-            "results": results,
-        }
-        text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
-        await asyncio.to_thread(Path(args.out).write_text, text, encoding="utf-8")
-        print(table(results), flush=True)
-        say(f"\nwritten to {args.out}")
-        if args.keep or failed:
-            say(f"logs and data kept in {base}")
-        else:
-            await asyncio.to_thread(shutil.rmtree, base, True)
-    complete = all(r["median"]["ratio"] is not None for r in results)
-    return 0 if results and complete and not failed else 1
+                say(f"! {n} terminals failed: {exc!r}; logs in {folder / f'n{n}'}")
+                self.failed = True
 
+    def results(self) -> dict[str, Any]:
+        return {"runs": self.args.runs, "results": self.results_}
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--sizes", default="1000,5000,17498,34996", help="terminal counts, comma-separated"
-    )
-    parser.add_argument("--runs", type=int, default=3, help="repetitions of each point")
-    parser.add_argument(
-        "--engines", type=int, default=1, help="engine processes sharing the acks (MQTT 5 $share)"
-    )
-    parser.add_argument("--out", default="bench-wave.json", help="JSON result file")
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds a run may take")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
-    parser.add_argument("--sim-child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    if args.sim_child:
-        spec = json.loads(Path(args.sim_child).read_text(encoding="utf-8"))
-        asyncio.run(sim_child(spec))
-        return 0
-    return run_until_done(main_async(args))
+    def table(self) -> str:
+        return table(self.results_)
+
+    def complete(self) -> bool:
+        finished = all(r["median"]["ratio"] is not None for r in self.results_)
+        return bool(self.results_) and finished and not self.failed
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(Wave))

@@ -43,21 +43,36 @@ def _errors(*statuses: int) -> dict[str, Any]:
         422: "Validation failed; details lists each problem",
         503: "Redis or the broker is unavailable; retry",
     }
-    return {
-        str(s): {
-            "description": text[s],
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-        }
-        for s in statuses
-    }
+    return {str(s): _json(_ref("Error"), text[s]) for s in statuses}
 
 
 def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _body(ref: str) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": {"$ref": ref}}}}
+def _ref(schema_name: str) -> dict[str, Any]:
+    """A reference to one of the component schemas (``_schemas``)."""
+    return {"$ref": f"#/components/schemas/{schema_name}"}
+
+
+def _body(schema_name: str, *, many: bool = False, required: bool = True) -> dict[str, Any]:
+    """A JSON request body of the named component schema, or of a list of them (``many``)."""
+    schema = {"type": "array", "items": _ref(schema_name)} if many else _ref(schema_name)
+    return {"required": required, "content": {"application/json": {"schema": schema}}}
+
+
+def _path(name: str) -> dict[str, Any]:
+    """A string parameter in the path (``{name}``)."""
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _query(name: str, **schema: Any) -> dict[str, Any]:
+    """An optional query parameter; a string unless ``schema`` says otherwise."""
+    return {"name": name, "in": "query", "schema": schema or {"type": "string"}}
+
+
+# ``limit`` and ``offset``, as every paged list takes them.
+_PAGE = (_query("limit", type="integer"), _query("offset", type="integer"))
 
 
 def _schemas() -> dict[str, Any]:
@@ -79,8 +94,8 @@ _ACK_QUERY = ("drill", "township", "terminal", "since", "until", "region", "form
 @cache
 def spec() -> dict[str, Any]:
     obj = {"type": "object"}
-    alert_id = {"name": "alert_id", "in": "path", "required": True, "schema": {"type": "string"}}
-    drill_id = {"name": "drill_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    alert_id = _path("alert_id")
+    drill_id = _path("drill_id")
     idem = {
         "name": "Idempotency-Key",
         "in": "header",
@@ -101,7 +116,7 @@ def spec() -> dict[str, Any]:
                 "post": {
                     "summary": "Issue an alert (or an update that references one)",
                     "parameters": [idem],
-                    "requestBody": _body("#/components/schemas/AlertRequest"),
+                    "requestBody": _body("AlertRequest"),
                     "responses": {
                         "201": _json(obj, "Stored and queued for dispatch"),
                         **_errors(400, 401, 403, 413, 415, 422, 503),
@@ -109,13 +124,7 @@ def spec() -> dict[str, Any]:
                 },
                 "get": {
                     "summary": "Recent alerts that concern the office's region",
-                    "parameters": [
-                        {
-                            "name": "limit",
-                            "in": "query",
-                            "schema": {"type": "integer", "maximum": 500},
-                        }
-                    ],
+                    "parameters": [_query("limit", type="integer", maximum=500)],
                     "responses": {"200": _json(obj), **_errors(401, 422)},
                 },
             },
@@ -123,14 +132,7 @@ def spec() -> dict[str, Any]:
                 "get": {
                     "summary": "An alert with its delivery state (expected, received, played, "
                     "failed, pending; per city, county and optionally township)",
-                    "parameters": [
-                        alert_id,
-                        {
-                            "name": "detail",
-                            "in": "query",
-                            "schema": {"enum": ["city", "county", "township"]},
-                        },
-                    ],
+                    "parameters": [alert_id, _query("detail", enum=["city", "county", "township"])],
                     "responses": {"200": _json(obj), **_errors(401, 403, 404, 422)},
                 }
             },
@@ -138,14 +140,7 @@ def spec() -> dict[str, Any]:
                 "post": {
                     "summary": "Cancel an alert: publishes a cancel that references it",
                     "parameters": [alert_id, idem],
-                    "requestBody": {
-                        "required": False,
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/CancelRequest"}
-                            }
-                        },
-                    },
+                    "requestBody": _body("CancelRequest", required=False),
                     "responses": {
                         "201": _json(obj, "The cancel alert"),
                         **_errors(401, 403, 404, 409, 415, 422),
@@ -155,52 +150,26 @@ def spec() -> dict[str, Any]:
             "/api/v1/regions/{code}": {
                 "get": {
                     "summary": "A region: name, level, path, children, alert topic, terminals",
-                    "parameters": [
-                        {
-                            "name": "code",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        }
-                    ],
+                    "parameters": [_path("code")],
                     "responses": {"200": _json(obj), **_errors(401, 404, 422)},
                 }
             },
             "/api/v1/terminals": {
                 "get": {
                     "summary": "Registered terminals at or below a region",
-                    "parameters": [
-                        {"name": "region", "in": "query", "schema": {"type": "string"}},
-                        {"name": "limit", "in": "query", "schema": {"type": "integer"}},
-                        {"name": "offset", "in": "query", "schema": {"type": "integer"}},
-                    ],
+                    "parameters": [_query("region"), *_PAGE],
                     "responses": {"200": _json(obj), **_errors(401, 403, 422)},
                 },
                 "post": {
                     "summary": "Register terminals (all or nothing)",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "array",
-                                    "items": {"$ref": "#/components/schemas/TerminalIn"},
-                                }
-                            }
-                        },
-                    },
+                    "requestBody": _body("TerminalIn", many=True),
                     "responses": {"200": _json(obj), **_errors(400, 401, 403, 413, 415, 422)},
                 },
             },
             "/api/v1/alerts/{alert_id}/terminals": {
                 "get": {
                     "summary": "Each expected terminal of an alert with its state and resends",
-                    "parameters": [
-                        alert_id,
-                        {"name": "state", "in": "query", "schema": {"type": "string"}},
-                        {"name": "limit", "in": "query", "schema": {"type": "integer"}},
-                        {"name": "offset", "in": "query", "schema": {"type": "integer"}},
-                    ],
+                    "parameters": [alert_id, _query("state"), *_PAGE],
                     "responses": {"200": _json(obj), **_errors(401, 403, 404, 422)},
                 }
             },
@@ -210,10 +179,9 @@ def spec() -> dict[str, Any]:
                     "(job=escalation): recipient, state, segments, gateway, attempts",
                     "parameters": [
                         alert_id,
-                        {"name": "job", "in": "query", "schema": {"enum": ["alert", "escalation"]}},
-                        {"name": "state", "in": "query", "schema": {"type": "string"}},
-                        {"name": "limit", "in": "query", "schema": {"type": "integer"}},
-                        {"name": "offset", "in": "query", "schema": {"type": "integer"}},
+                        _query("job", enum=["alert", "escalation"]),
+                        _query("state"),
+                        *_PAGE,
                     ],
                     "responses": {"200": _json(obj), **_errors(401, 403, 404, 422)},
                 }
@@ -221,53 +189,28 @@ def spec() -> dict[str, Any]:
             "/api/v1/escalations": {
                 "get": {
                     "summary": "Terminals failed after their last resend, newest first",
-                    "parameters": [
-                        {"name": "alert_id", "in": "query", "schema": {"type": "string"}},
-                        {"name": "limit", "in": "query", "schema": {"type": "integer"}},
-                    ],
+                    "parameters": [_query("alert_id"), _query("limit", type="integer")],
                     "responses": {"200": _json(obj), **_errors(401, 403, 404, 422)},
                 }
             },
             "/api/v1/recipients": {
                 "get": {
                     "summary": "People to text at or below a region, with their postings there",
-                    "parameters": [
-                        {"name": "region", "in": "query", "schema": {"type": "string"}},
-                        {"name": "role", "in": "query", "schema": {"type": "string"}},
-                        {"name": "limit", "in": "query", "schema": {"type": "integer"}},
-                        {"name": "offset", "in": "query", "schema": {"type": "integer"}},
-                    ],
+                    "parameters": [_query("region"), _query("role"), *_PAGE],
                     "responses": {"200": _json(obj), **_errors(401, 403, 422)},
                 },
                 "post": {
                     "summary": "Add or update people to text (all or nothing); a person listed "
                     "twice is one person with two postings; postings outside the office's "
                     "region are kept",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "array",
-                                    "items": {"$ref": "#/components/schemas/RecipientIn"},
-                                }
-                            }
-                        },
-                    },
+                    "requestBody": _body("RecipientIn", many=True),
                     "responses": {"200": _json(obj), **_errors(400, 401, 403, 413, 415, 422)},
                 },
             },
             "/api/v1/recipients/{phone}": {
                 "delete": {
                     "summary": "Remove a person's postings inside the office's region",
-                    "parameters": [
-                        {
-                            "name": "phone",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        }
-                    ],
+                    "parameters": [_path("phone")],
                     "responses": {"200": _json(obj), **_errors(401, 404, 422)},
                 }
             },
@@ -282,14 +225,7 @@ def spec() -> dict[str, Any]:
                     "summary": "A gateway's delivery receipts (docs/sms-gateways.md); "
                     "authenticated by the gateway's signature, not a bearer token",
                     "security": [],
-                    "parameters": [
-                        {
-                            "name": "gateway",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        }
-                    ],
+                    "parameters": [_path("gateway")],
                     "responses": {
                         "200": {"description": "Taken; the body is what the gateway expects"},
                         **_errors(400, 401, 404, 503),
@@ -300,22 +236,19 @@ def spec() -> dict[str, Any]:
                 "post": {
                     "summary": "Plan the year: a drill for every township under the region "
                     "(default: the office's) that has none that year",
-                    "requestBody": _body("#/components/schemas/PlanRequest"),
+                    "requestBody": _body("PlanRequest"),
                     "responses": {"200": _json(obj), **_errors(400, 401, 403, 415, 422)},
                 }
             },
             "/api/v1/drills": {
                 "get": {
                     "summary": "Drills by time (format=csv to export)",
-                    "parameters": [
-                        {"name": n, "in": "query", "schema": {"type": "string"}}
-                        for n in ("year", "region", "status", "format")
-                    ],
+                    "parameters": [_query(n) for n in ("year", "region", "status", "format")],
                     "responses": {"200": _json(obj), **_errors(401, 403, 404, 422)},
                 },
                 "post": {
                     "summary": "Add a drill for a township (checked against the plan's rules)",
-                    "requestBody": _body("#/components/schemas/AddRequest"),
+                    "requestBody": _body("AddRequest"),
                     "responses": {"201": _json(obj), **_errors(400, 401, 403, 415, 422)},
                 },
             },
@@ -330,7 +263,7 @@ def spec() -> dict[str, Any]:
                 "post": {
                     "summary": "Move a planned drill (a reason is recorded)",
                     "parameters": [drill_id],
-                    "requestBody": _body("#/components/schemas/MoveRequest"),
+                    "requestBody": _body("MoveRequest"),
                     "responses": {"200": _json(obj), **_errors(401, 403, 404, 409, 415, 422)},
                 }
             },
@@ -338,7 +271,7 @@ def spec() -> dict[str, Any]:
                 "post": {
                     "summary": "Cancel a planned drill (a reason is recorded)",
                     "parameters": [drill_id],
-                    "requestBody": _body("#/components/schemas/ReasonRequest"),
+                    "requestBody": _body("ReasonRequest"),
                     "responses": {"200": _json(obj), **_errors(401, 403, 404, 409, 415, 422)},
                 }
             },
@@ -359,19 +292,14 @@ def spec() -> dict[str, Any]:
             "/api/v1/drills/compliance": {
                 "get": {
                     "summary": "Townships with and without a passed drill in a year, rolled up",
-                    "parameters": [
-                        {"name": n, "in": "query", "schema": {"type": "string"}}
-                        for n in ("year", "region", "format")
-                    ],
+                    "parameters": [_query(n) for n in ("year", "region", "format")],
                     "responses": {"200": _json(obj), **_errors(401, 403, 404, 422)},
                 }
             },
             "/api/v1/drills/acks": {
                 "get": {
                     "summary": "Drill acknowledgements for review",
-                    "parameters": [
-                        {"name": n, "in": "query", "schema": {"type": "string"}} for n in _ACK_QUERY
-                    ],
+                    "parameters": [_query(n) for n in _ACK_QUERY],
                     "responses": {"200": _json(obj), **_errors(401, 403, 404, 422)},
                 }
             },

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from dispatcher.core.auth import Office
 from dispatcher.core.errors import NotFound, ValidationFailed
@@ -85,14 +85,22 @@ def _csv_response(text: str, name: str) -> web.Response:
     )
 
 
-async def _visible(request: web.Request, office: Office) -> Drill:
+async def _addressed(request: web.Request) -> tuple[Office, DrillService, Drill]:
+    """The office asking, the drills and the drill the path names, which must lie in the
+    office's region: what every ``/api/v1/drills/{drill_id}`` handler starts from."""
+    office = office_of(request)
     service = _service(request)
     drill_id = request.match_info["drill_id"]
     drill = await service.store.get(drill_id) if len(drill_id) <= 80 else None
     if drill is None:
         raise NotFound(f"no drill {drill_id!r}")
     request.app[OFFICES].require_within(office, [drill.township])
-    return drill
+    return office, service, drill
+
+
+def _model_response(model: BaseModel, status: int = 200) -> web.Response:
+    """A drill, a compliance count or another model as the JSON answer."""
+    return web.json_response(model.model_dump(mode="json"), status=status, dumps=dumps)
 
 
 @routes.post("/api/v1/drills/plan")
@@ -145,7 +153,7 @@ async def add_drill(request: web.Request) -> web.Response:
     request.app[TREE].get(body.township)
     request.app[OFFICES].require_within(office, [body.township])
     drill = await service.add(body.township, body.at, body.reason, office)
-    return web.json_response(drill.model_dump(mode="json"), status=201, dumps=dumps)
+    return _model_response(drill, status=201)
 
 
 @routes.get("/api/v1/drills/compliance")
@@ -163,7 +171,7 @@ async def compliance(request: web.Request) -> web.Response:
     result = await service.compliance(year, region)
     if _format(request) == "csv":
         return _csv_response(compliance_mod.to_csv(result), f"compliance-{region}-{year}.csv")
-    return web.json_response(result.model_dump(mode="json"), dumps=dumps)
+    return _model_response(result)
 
 
 @routes.get("/api/v1/drills/acks")
@@ -251,9 +259,7 @@ def _when(request: web.Request, name: str) -> int | None:
 
 @routes.get("/api/v1/drills/{drill_id}")
 async def get_drill(request: web.Request) -> web.Response:
-    office = office_of(request)
-    service = _service(request)
-    drill = await _visible(request, office)
+    _, service, drill = await _addressed(request)
     body = drill.model_dump(mode="json")
     body["history"] = [e.model_dump(mode="json") for e in await service.store.history(drill.id)]
     body["report"] = f"/api/v1/drills/{drill.id}/report" if drill.reported_at else None
@@ -262,40 +268,32 @@ async def get_drill(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/drills/{drill_id}/move")
 async def move(request: web.Request) -> web.Response:
-    office = office_of(request)
-    service = _service(request)
-    drill = await _visible(request, office)
+    office, service, drill = await _addressed(request)
     body = await _body(request, MoveRequest)
     moved = await service.move(drill.id, body.at, body.reason, office)
-    return web.json_response(moved.model_dump(mode="json"), dumps=dumps)
+    return _model_response(moved)
 
 
 @routes.post("/api/v1/drills/{drill_id}/cancel")
 async def cancel(request: web.Request) -> web.Response:
-    office = office_of(request)
-    service = _service(request)
-    drill = await _visible(request, office)
+    office, service, drill = await _addressed(request)
     body = await _body(request, ReasonRequest)
     cancelled = await service.cancel(drill.id, body.reason, office)
-    return web.json_response(cancelled.model_dump(mode="json"), dumps=dumps)
+    return _model_response(cancelled)
 
 
 @routes.post("/api/v1/drills/{drill_id}/run")
 async def run_now(request: web.Request) -> web.Response:
-    office = office_of(request)
-    service = _service(request)
-    drill = await _visible(request, office)
+    office, service, drill = await _addressed(request)
     body = await read_json(request, optional=True)
     reason = (body or {}).get("reason", "run now") if isinstance(body, dict) else "run now"
     fired = await service.run_now(drill.id, str(reason)[:300] or "run now", office)
-    return web.json_response(fired.model_dump(mode="json"), status=202, dumps=dumps)
+    return _model_response(fired, status=202)
 
 
 @routes.get("/api/v1/drills/{drill_id}/report")
 async def get_report(request: web.Request) -> web.Response:
-    office = office_of(request)
-    service = _service(request)
-    drill = await _visible(request, office)
+    _, service, drill = await _addressed(request)
     raw = await service.store.report(drill.id)
     if raw is None:
         raise NotFound(

@@ -20,7 +20,6 @@ from dispatcher.core.auth import Office
 from dispatcher.core.errors import Conflict, NotFound, ValidationFailed
 from dispatcher.core.models import Alert, AlertRequest, Channel, Severity, Status, utcnow
 from dispatcher.core.regions import Level, RegionTree
-from dispatcher.store.acklog import acklog_rows
 from dispatcher.store.store import Store
 from drills.compliance import Compliance, compliance
 from drills.models import Drill, DrillStatus, Edit
@@ -340,7 +339,7 @@ class DrillService:
         dispatched_ms = int(dispatched_at.timestamp() * 1000)
         window_end_ms = dispatched_ms + int(self.settings.window * 1000)
         expected, offline = await self.engine_store.expected_of(drill.alert_id)
-        entries = await self._acks_of(drill.alert_id, dispatched_ms - 60_000)
+        entries = await self.engine_store.acks_since(drill.alert_id, dispatched_ms - 60_000)
         made = build_report(
             drill=drill,
             expected=expected,
@@ -367,22 +366,8 @@ class DrillService:
         """The acks of a drill still collecting them, from the engine's ack log."""
         if drill.alert_id is None or drill.fired_at is None:
             return []
-        return await self._acks_of(drill.alert_id, int(drill.fired_at.timestamp() * 1000) - 60_000)
-
-    async def _acks_of(self, alert_id: str, since_ms: int) -> list[dict[str, Any]]:
-        """The ack log entries of one alert since a time (the stream's ids are times)."""
-        out: list[dict[str, Any]] = []
-        start = f"{since_ms}-0"
-        while True:
-            page = await self.engine_store.ack_log_page(start=start, count=5000)
-            for entry_id, fields in page:
-                if fields.get("alert_id") == alert_id:
-                    out.extend(acklog_rows(entry_id, fields))
-            if len(page) < 5000:
-                return out
-            last = page[-1][0]
-            ms, _, seq = last.partition("-")
-            start = f"{ms}-{int(seq) + 1}"
+        since_ms = int(drill.fired_at.timestamp() * 1000) - 60_000
+        return await self.engine_store.acks_since(drill.alert_id, since_ms)
 
     async def ensure_redrill(self, drill_id: str) -> None:
         """Plan the re-drill of a failed drill that has none (its planning was cut short)."""

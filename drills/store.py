@@ -23,9 +23,7 @@ from dispatcher.store.store import Store
 from drills.models import Drill, DrillStatus, Edit
 
 _PUT = read_script("drills", "put")
-
 _LEASE = read_script("drills", "lease")
-
 _RELEASE = read_script("drills", "release")
 
 

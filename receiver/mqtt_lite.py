@@ -36,13 +36,14 @@ import socket
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypedDict, Unpack
 from urllib.parse import unquote, urlsplit
 
 __all__ = [
     "IP_BIND_ADDRESS_NO_PORT",
     "MAX_PACKET_SIZE",
     "Connack",
+    "ConnectOptions",
     "ConnectRefused",
     "ConnectionLost",
     "Message",
@@ -94,6 +95,8 @@ IP_BIND_ADDRESS_NO_PORT: Final = 24
 
 # What we tell the broker we accept; an alert is a few kB.
 MAX_PACKET_SIZE: Final = 256 * 1024
+# Seconds between PINGREQs, unless the caller or the broker's Server Keep Alive says otherwise.
+DEFAULT_KEEPALIVE: Final = 60
 _MAX_VARINT: Final = 268_435_455
 
 _PINGREQ: Final = b"\xc0\x00"
@@ -163,6 +166,18 @@ class Connack:
     properties: dict[int, object] = field(default_factory=dict)
 
 
+class ConnectOptions(TypedDict, total=False):
+    """What a CONNECT carries besides the client id, as ``encode_connect`` takes it (and with
+    its defaults there): ``MqttConnection`` and ``open_connection`` pass it on unchanged."""
+
+    keepalive: int
+    clean_start: bool
+    session_expiry: int
+    will: Will | None
+    username: str | None
+    password: str | None
+
+
 # ---------------------------------------------------------------------------------------------
 # Encoding and decoding (pure)
 
@@ -213,7 +228,7 @@ def _packet(first_byte: int, body: bytes) -> bytes:
 def encode_connect(
     client_id: str,
     *,
-    keepalive: int = 60,
+    keepalive: int = DEFAULT_KEEPALIVE,
     clean_start: bool = False,
     session_expiry: int = 0,
     will: Will | None = None,
@@ -444,7 +459,8 @@ LostHandler = Callable[["MqttConnection", BaseException | None], None]
 class MqttConnection(asyncio.Protocol):
     """One MQTT 5 link. Create it through ``open_connection`` (or hand it to
     ``loop.create_connection``, then await ``connack``). ``on_message`` runs inside
-    ``data_received`` and must not block; a QoS 1 message is acknowledged after it returns."""
+    ``data_received`` and must not block; a QoS 1 message is acknowledged after it returns.
+    ``connect`` is what the CONNECT carries (``ConnectOptions``)."""
 
     def __init__(
         self,
@@ -452,27 +468,14 @@ class MqttConnection(asyncio.Protocol):
         *,
         on_message: MessageHandler | None = None,
         on_lost: LostHandler | None = None,
-        keepalive: int = 60,
-        clean_start: bool = False,
-        session_expiry: int = 0,
-        will: Will | None = None,
-        username: str | None = None,
-        password: str | None = None,
+        **connect: Unpack[ConnectOptions],
     ) -> None:
         self.client_id = client_id
         self._loop = asyncio.get_running_loop()
         self._on_message = on_message
         self._on_lost = on_lost
-        self._keepalive = keepalive
-        self._connect_packet = encode_connect(
-            client_id,
-            keepalive=keepalive,
-            clean_start=clean_start,
-            session_expiry=session_expiry,
-            will=will,
-            username=username,
-            password=password,
-        )
+        self._keepalive = connect.get("keepalive", DEFAULT_KEEPALIVE)
+        self._connect_packet = encode_connect(client_id, **connect)
         self.connack: asyncio.Future[Connack] = self._loop.create_future()
         self.closed: asyncio.Future[None] = self._loop.create_future()
         # Why the link ended: None after our own DISCONNECT or a clean EOF.
@@ -723,14 +726,10 @@ async def open_connection(
     timeout: float = 10.0,
     on_message: MessageHandler | None = None,
     on_lost: LostHandler | None = None,
-    keepalive: int = 60,
-    clean_start: bool = False,
-    session_expiry: int = 0,
-    will: Will | None = None,
-    username: str | None = None,
-    password: str | None = None,
+    **connect: Unpack[ConnectOptions],
 ) -> tuple[MqttConnection, Connack]:
-    """Connect to ``host`` (an IP address) and wait for a successful CONNACK.
+    """Connect to ``host`` (an IP address) and wait for a successful CONNACK; ``connect`` is
+    what the CONNECT carries (``ConnectOptions``).
 
     ``source_address`` binds the socket to that local address with ``IP_BIND_ADDRESS_NO_PORT``
     (Linux): thousands of connections from one address make the kernel scan the ephemeral port
@@ -750,15 +749,7 @@ async def open_connection(
             await loop.sock_connect(sock, (host, port))
             transport, protocol = await loop.create_connection(
                 lambda: MqttConnection(
-                    client_id,
-                    on_message=on_message,
-                    on_lost=on_lost,
-                    keepalive=keepalive,
-                    clean_start=clean_start,
-                    session_expiry=session_expiry,
-                    will=will,
-                    username=username,
-                    password=password,
+                    client_id, on_message=on_message, on_lost=on_lost, **connect
                 ),
                 sock=sock,
             )

@@ -22,7 +22,7 @@ import structlog
 
 from dispatcher.core.regions import RegionTree
 from dispatcher.embedded.processes import MosquittoServer, RedisServer
-from tests.helpers import FUJIAN_FILE
+from tests.helpers import fujian
 
 
 def route_engine_logs() -> None:
@@ -52,7 +52,7 @@ def _engine_logs() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def tree() -> RegionTree:
     """The Fujian region tree the project ships, loaded once (tests only read it)."""
-    return RegionTree.from_csv(FUJIAN_FILE)
+    return fujian()
 
 
 @pytest.fixture(scope="session")

@@ -23,14 +23,14 @@ from typing import Any, Literal, get_args
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType, ValidationResult
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from adapters.sms.gateway import recipient_key
-from dispatcher.core.errors import MalformedRegionCode, RegionError, ValidationFailed
+from dispatcher.core.errors import MalformedRegionCode
 from dispatcher.core.masking import mask_phones
 from dispatcher.core.models import _REGION_CODE, RegionCode, well_formed_region
 from dispatcher.core.regions import RegionTree, code_path
-from dispatcher.core.validation import refuse_rows, validation_details
+from dispatcher.core.validation import parse_rows, region_problem
 
 MAX_RECIPIENTS_PER_REQUEST = 100_000
 # The columns of a recipient CSV, for ``dispatcher.csv_rows.read_csv_rows``.
@@ -323,61 +323,47 @@ def parse_recipients(
     """Validate a whole list into persons; every bad row is reported, and nothing is returned
     if one is bad. Rows with one phone number merge into one person with all their postings;
     they must agree on the name and the languages."""
-    if not isinstance(items, list):
-        raise ValidationFailed(
-            'send a JSON list of recipients: [{"phone", "name", "region", "role", "languages"}]'
-        )
-    if not items:
-        raise ValidationFailed("the recipient list is empty")
-    if len(items) > max_items:
-        raise ValidationFailed(f"at most {max_items} recipients per request; send them in parts")
-    errors: list[dict[str, Any]] = []
     seen: dict[str, _Seen] = {}
-    for index, item in enumerate(items):
-        row = row_numbers[index] if row_numbers is not None else index
-        try:
-            recipient = RecipientIn.model_validate(item)
-        except ValidationError as exc:
-            errors.extend({row_label: row, **d} for d in validation_details(exc))
-            continue
-        try:
-            tree.get(recipient.region)
-        except RegionError as exc:
-            errors.append(
-                {row_label: row, "field": "region", "message": exc.message, "type": exc.code}
-            )
-            continue
+
+    def accept(recipient: RecipientIn, row: int) -> dict[str, Any] | None:
+        problem = region_problem(tree, recipient.region)
+        if problem is not None:
+            return problem
         posting = Posting(recipient.region, recipient.role)
         first = seen.get(recipient.phone)
         if first is None:
             seen[recipient.phone] = _Seen(row, recipient.name, recipient.languages, [posting])
-            continue
+            return None
         who = f"{mask(recipient.phone)} is also at {row_label} {first.row}"
         if recipient.name != first.name:
-            errors.append(
-                {
-                    row_label: row,
-                    "field": "name",
-                    "message": f"{who} as {first.name!r}, here as {recipient.name!r}; "
-                    "one number is one person: correct the name or the number",
-                    "type": "conflict",
-                }
-            )
-            continue
+            return {
+                "field": "name",
+                "message": f"{who} as {first.name!r}, here as {recipient.name!r}; "
+                "one number is one person: correct the name or the number",
+                "type": "conflict",
+            }
         if recipient.languages != first.languages:
-            errors.append(
-                {
-                    row_label: row,
-                    "field": "languages",
-                    "message": f"{who} with languages {';'.join(first.languages)}, here "
-                    f"{';'.join(recipient.languages)}; give one person the same languages "
-                    "on every row",
-                    "type": "conflict",
-                }
-            )
-            continue
+            return {
+                "field": "languages",
+                "message": f"{who} with languages {';'.join(first.languages)}, here "
+                f"{';'.join(recipient.languages)}; give one person the same languages "
+                "on every row",
+                "type": "conflict",
+            }
         first.postings.append(posting)
-    refuse_rows(errors, row_label)
+        return None
+
+    # The persons are what ``accept`` merged into ``seen``, not the rows it accepted.
+    parse_rows(
+        items,
+        RecipientIn,
+        accept,
+        noun="recipient",
+        shape='[{"phone", "name", "region", "role", "languages"}]',
+        max_items=max_items,
+        row_label=row_label,
+        row_numbers=row_numbers,
+    )
     return [
         Person(phone=phone, name=s.name, languages=s.languages, postings=s.postings)
         for phone, s in seen.items()

@@ -10,6 +10,16 @@ from pydantic import Field, field_validator, model_validator
 from dispatcher.core.config import Section
 
 
+def _http_url(value: str | None) -> str | None:
+    """``value`` if it is an http(s) URL with a host (or None); a ValueError otherwise."""
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http(s) URL, got {value!r}")
+    return value
+
+
 class GatewaySettings(Section):
     """One SMS gateway account. Secrets may come from EBD_SMS__GATEWAYS (JSON) instead."""
 
@@ -40,12 +50,7 @@ class GatewaySettings(Section):
     @field_validator("url", "status_url")
     @classmethod
     def _http(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"must be an http(s) URL, got {value!r}")
-        return value
+        return _http_url(value)
 
     @model_validator(mode="after")
     def _protocol_fields(self) -> Self:
@@ -101,9 +106,5 @@ class SmsSettings(Section):
     @field_validator("callback_base")
     @classmethod
     def _base(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"must be an http(s) URL, got {value!r}")
-        return value.rstrip("/")
+        url = _http_url(value)
+        return None if url is None else url.rstrip("/")

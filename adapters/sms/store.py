@@ -47,22 +47,14 @@ STATES = (
 RECEIPTS_MAXLEN = 1_000_000
 
 
+# Each script says in its file what it does and which keys and arguments it takes.
 _PLAN = read_script("adapters.sms", "plan")
-
 _BEGIN = read_script("adapters.sms", "begin", prelude="move")
-
 _FINISH = read_script("adapters.sms", "finish", prelude="move")
-
 _RECEIPTS = read_script("adapters.sms", "receipts", prelude="move")
-
-
 _SETTLE = read_script("adapters.sms", "settle", prelude="move")
-
-
 _CLOSE = read_script("adapters.sms", "close", prelude="move")
-
 _TAKE = read_script("adapters.sms", "take")
-
 _CLAIM = read_script("adapters.sms", "claim")
 
 

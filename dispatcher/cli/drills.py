@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,39 +38,55 @@ def cmd_drills_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _drill_query(args: argparse.Namespace, extra: dict[str, Any]) -> str:
+def _drill_query(extra: dict[str, Any]) -> str:
     from urllib.parse import urlencode
 
     query = {k: v for k, v in extra.items() if v not in (None, "")}
     return ("?" + urlencode(query)) if query else ""
 
 
+def _show(
+    args: argparse.Namespace,
+    path: str,
+    query: dict[str, Any],
+    table: Callable[[Any], str] | None = None,
+) -> int:
+    """GET ``path`` with ``query`` and print it as ``args.output`` asks: the API's own CSV, the
+    JSON indented, or the JSON through ``table`` (JSON too without one)."""
+    if args.output == "csv":
+        print(ApiClient.of(args).text(path + _drill_query({**query, "format": "csv"})), end="")
+        return 0
+    body = ApiClient.of(args).call("GET", path + _drill_query(query))
+    if args.output == "json" or table is None:
+        print(json.dumps(body, ensure_ascii=False, indent=2))
+    else:
+        print(table(body))
+    return 0
+
+
+def _drills_table(body: Any) -> str:
+    """The ``GET /api/v1/drills`` answer as a table: the count, then a line a drill."""
+    lines = [f"{body['total']} drills / 演练 {body['total']} 次"]
+    lines.extend(
+        f"{d['id']:<28}{d['scheduled_at'][:16]:<18}{d['status']:<11}"
+        f"{d['county_name']}{d['township_name']}"
+        for d in body["drills"]
+    )
+    return "\n".join(lines)
+
+
 def cmd_drills_list(args: argparse.Namespace) -> int:
     query = {"year": args.year, "region": args.region, "status": args.status}
-    if args.output == "csv":
-        path = "/api/v1/drills" + _drill_query(args, {**query, "format": "csv"})
-        print(ApiClient.of(args).text(path), end="")
-        return 0
-    body = ApiClient.of(args).call("GET", "/api/v1/drills" + _drill_query(args, query))
-    if args.output == "json":
-        print(json.dumps(body, ensure_ascii=False, indent=2))
-        return 0
-    print(f"{body['total']} drills / 演练 {body['total']} 次")
-    for d in body["drills"]:
-        print(
-            f"{d['id']:<28}{d['scheduled_at'][:16]:<18}{d['status']:<11}"
-            f"{d['county_name']}{d['township_name']}"
-        )
-    return 0
+    return _show(args, "/api/v1/drills", query, _drills_table)
 
 
 def cmd_drills_export(args: argparse.Namespace) -> int:
     query = {"year": args.year, "region": args.region, "format": "csv"}
     if args.output == "csv":
-        print(ApiClient.of(args).text("/api/v1/drills" + _drill_query(args, query)), end="")
+        print(ApiClient.of(args).text("/api/v1/drills" + _drill_query(query)), end="")
         return 0
     del query["format"]
-    body = ApiClient.of(args).call("GET", "/api/v1/drills" + _drill_query(args, query))
+    body = ApiClient.of(args).call("GET", "/api/v1/drills" + _drill_query(query))
     print(json.dumps(body["drills"], ensure_ascii=False, indent=2))
     return 0
 
@@ -106,32 +123,24 @@ def cmd_drills_run_now(args: argparse.Namespace) -> int:
 def cmd_drills_report(args: argparse.Namespace) -> int:
     from drills.report import DrillReport, to_table
 
-    path = f"/api/v1/drills/{args.id}/report"
-    if args.output == "csv":
-        print(ApiClient.of(args).text(path + "?format=csv"), end="")
-        return 0
-    body = ApiClient.of(args).call("GET", path)
-    if args.output == "json":
-        print(json.dumps(body, ensure_ascii=False, indent=2))
-        return 0
-    print(to_table(DrillReport.model_validate(body)))
-    return 0
+    return _show(
+        args,
+        f"/api/v1/drills/{args.id}/report",
+        {},
+        lambda body: to_table(DrillReport.model_validate(body)),
+    )
 
 
 def cmd_drills_compliance(args: argparse.Namespace) -> int:
     from drills.compliance import Compliance, to_table
 
     query = {"year": args.year, "region": args.region}
-    if args.output == "csv":
-        path = "/api/v1/drills/compliance" + _drill_query(args, {**query, "format": "csv"})
-        print(ApiClient.of(args).text(path), end="")
-        return 0
-    body = ApiClient.of(args).call("GET", "/api/v1/drills/compliance" + _drill_query(args, query))
-    if args.output == "json":
-        print(json.dumps(body, ensure_ascii=False, indent=2))
-        return 0
-    print(to_table(Compliance.model_validate(body)))
-    return 0
+    return _show(
+        args,
+        "/api/v1/drills/compliance",
+        query,
+        lambda body: to_table(Compliance.model_validate(body)),
+    )
 
 
 def cmd_drills_acks(args: argparse.Namespace) -> int:
@@ -143,10 +152,4 @@ def cmd_drills_acks(args: argparse.Namespace) -> int:
         "until": args.until,
         "region": args.region,
     }
-    if args.output == "csv":
-        path = "/api/v1/drills/acks" + _drill_query(args, {**query, "format": "csv"})
-        print(ApiClient.of(args).text(path), end="")
-        return 0
-    body = ApiClient.of(args).call("GET", "/api/v1/drills/acks" + _drill_query(args, query))
-    print(json.dumps(body, ensure_ascii=False, indent=2))
-    return 0
+    return _show(args, "/api/v1/drills/acks", query)

@@ -5,12 +5,41 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 from dispatcher.cli import data, drills, serve
 from dispatcher.core.errors import EbdError
 from dispatcher.settings import DEFAULT_REGIONS_FILE
+
+# What a subcommand runs: its exit code from the parsed arguments.
+Command = Callable[[argparse.Namespace], int]
+
+
+def _api_command(
+    subcommands: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    help_text: str,
+    func: Command,
+    output: tuple[str, ...] = (),
+) -> argparse.ArgumentParser:
+    """A subcommand that talks to a running engine through its API: ``--api`` and ``--token``,
+    and ``-o/--output`` with the formats in ``output`` (the first by default) if there are any."""
+    command = subcommands.add_parser(name, help=help_text)
+    command.add_argument("--api", default="http://127.0.0.1:8080")
+    command.add_argument("--token", help="office token (or EBD_TOKEN)")
+    if output:
+        command.add_argument("-o", "--output", choices=output, default=output[0])
+    command.set_defaults(func=func)
+    return command
+
+
+def _import_command(
+    subcommands: argparse._SubParsersAction[argparse.ArgumentParser], help_text: str, func: Command
+) -> None:
+    """``import FILE``: a CSV checked against the region file here, then sent to the API."""
+    command = _api_command(subcommands, "import", help_text, func)
+    command.add_argument("file")
+    command.add_argument("--regions-file")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,43 +104,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("terminals", help="terminal registry")
     terminals_sub = p.add_subparsers(dest="action", required=True)
-    t = terminals_sub.add_parser("import", help="register terminals from a CSV (id,region,kind)")
-    t.add_argument("file")
-    t.add_argument("--api", default="http://127.0.0.1:8080")
-    t.add_argument("--token", help="office token (or EBD_TOKEN)")
-    t.add_argument("--regions-file")
-    t.set_defaults(func=data.cmd_terminals_import)
+    _import_command(
+        terminals_sub, "register terminals from a CSV (id,region,kind)", data.cmd_terminals_import
+    )
 
     p = sub.add_parser("recipients", help="people to text (SMS)")
     recipients_sub = p.add_subparsers(dest="action", required=True)
-    t = recipients_sub.add_parser(
-        "import", help="add or update people from a CSV (phone,name,region,role[,languages])"
+    _import_command(
+        recipients_sub,
+        "add or update people from a CSV (phone,name,region,role[,languages])",
+        data.cmd_recipients_import,
     )
-    t.add_argument("file")
-    t.add_argument("--api", default="http://127.0.0.1:8080")
-    t.add_argument("--token", help="office token (or EBD_TOKEN)")
-    t.add_argument("--regions-file")
-    t.set_defaults(func=data.cmd_recipients_import)
-    t = recipients_sub.add_parser("list", help="people under a region (phones masked)")
+    t = _api_command(
+        recipients_sub, "list", "people under a region (phones masked)", data.cmd_recipients_list,
+        ("table", "json"),
+    )  # fmt: skip
     t.add_argument("--region")
     t.add_argument("--role")
     t.add_argument("--limit", type=int, default=100)
-    t.add_argument("--api", default="http://127.0.0.1:8080")
-    t.add_argument("--token", help="office token (or EBD_TOKEN)")
-    t.add_argument("-o", "--output", choices=["table", "json"], default="table")
-    t.set_defaults(func=data.cmd_recipients_list)
 
     p = sub.add_parser("drills", help="annual drills: plan, edit, run, report, compliance")
     drills_sub = p.add_subparsers(dest="action", required=True)
 
-    def drill_command(name: str, help_text: str, func: Any, output: tuple[str, ...] = ()) -> Any:
-        d = drills_sub.add_parser(name, help=help_text)
-        d.add_argument("--api", default="http://127.0.0.1:8080")
-        d.add_argument("--token", help="office token (or EBD_TOKEN)")
-        if output:
-            d.add_argument("-o", "--output", choices=output, default=output[0])
-        d.set_defaults(func=func)
-        return d
+    def drill_command(
+        name: str, help_text: str, func: Command, output: tuple[str, ...] = ()
+    ) -> argparse.ArgumentParser:
+        return _api_command(drills_sub, name, help_text, func, output)
 
     d = drill_command(
         "plan", "plan the year: a drill for every township", drills.cmd_drills_plan, ("json", "csv")
@@ -167,13 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("escalations", help="terminals failed after their last resend")
     escalations_sub = p.add_subparsers(dest="action", required=True)
-    e = escalations_sub.add_parser("list", help="newest first, inside the office's region")
+    e = _api_command(
+        escalations_sub, "list", "newest first, inside the office's region",
+        data.cmd_escalations_list, ("table", "json"),
+    )  # fmt: skip
     e.add_argument("--alert", help="only this alert's")
     e.add_argument("--limit", type=int, default=100)
-    e.add_argument("--api", default="http://127.0.0.1:8080")
-    e.add_argument("--token", help="office token (or EBD_TOKEN)")
-    e.add_argument("-o", "--output", choices=["table", "json"], default="table")
-    e.set_defaults(func=data.cmd_escalations_list)
     return parser
 
 

@@ -1,13 +1,18 @@
 """Turning pydantic's validation errors into the API's error details, for a body and for a
-list of rows (API items or CSV lines). Pure: the API, the CLI and the adapters share it."""
+list of rows (API items or CSV lines), and validating such a list whole (``parse_rows``).
+Pure: the API, the CLI and the adapters share it."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from dispatcher.core.errors import ValidationFailed
+from dispatcher.core.errors import RegionError, ValidationFailed
+from dispatcher.core.regions import RegionTree
+
+Row = TypeVar("Row", bound=BaseModel)
 
 # A list with thousands of bad rows is reported by its first ones: enough to see the pattern.
 MAX_ROW_DETAILS = 200
@@ -44,3 +49,56 @@ def refuse_rows(errors: list[dict[str, Any]], row_label: str) -> None:
         f"{row_label} {first[row_label]}, {first['field']}: {first['message']}",
         details=errors[:MAX_ROW_DETAILS],
     )
+
+
+def parse_rows(
+    items: Any,
+    model: type[Row],
+    accept: Callable[[Row, int], dict[str, Any] | None],
+    *,
+    noun: str,
+    shape: str,
+    max_items: int,
+    row_label: str = "item",
+    row_numbers: Sequence[int] | None = None,
+) -> list[Row]:
+    """Validate a whole list of ``noun`` rows (API items or CSV lines) into ``model``s: every
+    bad row is reported, and nothing is returned if one is bad (``refuse_rows``).
+
+    ``accept`` sees each row that validated, with its number (``row_numbers[index]``, else its
+    index), and returns the problem that rules it out (``field``, ``message``, ``type``) or
+    None; it is where a row is checked against the tree and the rows before it. The rows it
+    accepted come back in order. ``shape`` shows a row, for a body that is not a list.
+    """
+    if not isinstance(items, list):
+        raise ValidationFailed(f"send a JSON list of {noun}s: {shape}")
+    if not items:
+        raise ValidationFailed(f"the {noun} list is empty")
+    if len(items) > max_items:
+        raise ValidationFailed(f"at most {max_items} {noun}s per request; send them in parts")
+    errors: list[dict[str, Any]] = []
+    accepted: list[Row] = []
+    for index, item in enumerate(items):
+        row = row_numbers[index] if row_numbers is not None else index
+        try:
+            parsed = model.model_validate(item)
+        except ValidationError as exc:
+            errors.extend({row_label: row, **d} for d in validation_details(exc))
+            continue
+        problem = accept(parsed, row)
+        if problem is None:
+            accepted.append(parsed)
+        else:
+            errors.append({row_label: row, **problem})
+    refuse_rows(errors, row_label)
+    return accepted
+
+
+def region_problem(tree: RegionTree, code: str) -> dict[str, Any] | None:
+    """The row problem (as ``parse_rows`` takes it) of a region code the tree refuses, or None
+    if the tree has it."""
+    try:
+        tree.get(code)
+    except RegionError as exc:
+        return {"field": "region", "message": exc.message, "type": exc.code}
+    return None

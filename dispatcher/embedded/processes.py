@@ -77,7 +77,29 @@ def find_binary(name: str) -> str:
     )
 
 
-class ManagedProcess:
+class _Service:
+    """Something that is started and stopped: ``with`` starts it, and stops it on the way out."""
+
+    def start(self, timeout: float = 10.0) -> None:
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 10.0) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class ManagedProcess(_Service):
     """One server child process on a fixed host and port, with its state in ``state_dir``.
 
     The port is chosen when the object is made (so its URL is known before it starts) and kept
@@ -88,6 +110,8 @@ class ManagedProcess:
 
     #: Executable name, also the stem of the config and log files in the state folder.
     binary: ClassVar[str]
+    #: The URL clients connect to, with ``{netloc}`` standing for the host and port.
+    url_template: ClassVar[str]
 
     def __init__(
         self,
@@ -119,6 +143,10 @@ class ManagedProcess:
         return True
 
     # -- public API ---------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return self.url_template.format(netloc=self._netloc())
 
     @property
     def host(self) -> str:
@@ -216,18 +244,6 @@ class ManagedProcess:
             self.stop(timeout)
             self.start(timeout)
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def __repr__(self) -> str:
         state = f"pid {self.pid}" if self.running else "stopped"
         return f"<{type(self).__name__} {self._netloc()} {state}>"
@@ -311,10 +327,7 @@ class MosquittoServer(ManagedProcess):
     """A private mosquitto broker configured as the project ships it."""
 
     binary = "mosquitto"
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://{self._netloc()}"
+    url_template = "mqtt://{netloc}"
 
     def _render_config(self) -> str:
         return render_mosquitto_conf(
@@ -344,10 +357,7 @@ class RedisServer(ManagedProcess):
     """A private redis-server configured as the project ships it."""
 
     binary = "redis-server"
-
-    @property
-    def url(self) -> str:
-        return f"redis://{self._netloc()}/0"
+    url_template = "redis://{netloc}/0"
 
     def _render_config(self) -> str:
         return render_redis_conf(
@@ -368,7 +378,7 @@ class RedisServer(ManagedProcess):
         return bool(reply) and not reply.startswith(b"-LOADING")
 
 
-class EmbeddedServices:
+class EmbeddedServices(_Service):
     """The engine's own broker and Redis, in ``state_dir/mosquitto`` and ``state_dir/redis``."""
 
     def __init__(self, state_dir: Path) -> None:
@@ -389,18 +399,6 @@ class EmbeddedServices:
             self.redis.stop(timeout)
         finally:
             self.mqtt.stop(timeout)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 # Servers that were started and not yet stopped. A server is never daemonized and the engine

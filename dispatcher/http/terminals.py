@@ -6,12 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
-from pydantic import ValidationError
 
-from dispatcher.core.errors import RegionError, ValidationFailed
 from dispatcher.core.models import TerminalIn
 from dispatcher.core.regions import RegionTree
-from dispatcher.core.validation import refuse_rows, validation_details
+from dispatcher.core.validation import parse_rows, region_problem
 from dispatcher.http.requests import dumps, office_of, parse_int, read_json
 from dispatcher.http.state import OFFICES, STORE, TREE
 
@@ -43,45 +41,31 @@ def parse_terminals(
     row_numbers: Sequence[int] | None = None,
 ) -> list[TerminalIn]:
     """Validate a whole list; every bad row is reported, and nothing is returned if one is bad."""
-    if not isinstance(items, list):
-        raise ValidationFailed('send a JSON list of terminals: [{"id", "region", "kind"}]')
-    if not items:
-        raise ValidationFailed("the terminal list is empty")
-    if len(items) > MAX_TERMINALS_PER_REQUEST:
-        raise ValidationFailed(
-            f"at most {MAX_TERMINALS_PER_REQUEST} terminals per request; send them in parts"
-        )
-    errors: list[dict[str, Any]] = []
-    out: list[TerminalIn] = []
-    seen: dict[str, int] = {}
-    for index, item in enumerate(items):
-        row = row_numbers[index] if row_numbers is not None else index
-        try:
-            terminal = TerminalIn.model_validate(item)
-        except ValidationError as exc:
-            errors.extend({row_label: row, **d} for d in validation_details(exc))
-            continue
-        try:
-            tree.get(terminal.region)
-        except RegionError as exc:
-            errors.append(
-                {row_label: row, "field": "region", "message": exc.message, "type": exc.code}
-            )
-            continue
+    seen: dict[str, int] = {}  # terminal id: the row that has it
+
+    def accept(terminal: TerminalIn, row: int) -> dict[str, Any] | None:
+        problem = region_problem(tree, terminal.region)
+        if problem is not None:
+            return problem
         if terminal.id in seen:
-            errors.append(
-                {
-                    row_label: row,
-                    "field": "id",
-                    "message": f"terminal {terminal.id!r} also at {row_label} {seen[terminal.id]}",
-                    "type": "duplicate",
-                }
-            )
-            continue
+            return {
+                "field": "id",
+                "message": f"terminal {terminal.id!r} also at {row_label} {seen[terminal.id]}",
+                "type": "duplicate",
+            }
         seen[terminal.id] = row
-        out.append(terminal)
-    refuse_rows(errors, row_label)
-    return out
+        return None
+
+    return parse_rows(
+        items,
+        TerminalIn,
+        accept,
+        noun="terminal",
+        shape='[{"id", "region", "kind"}]',
+        max_items=MAX_TERMINALS_PER_REQUEST,
+        row_label=row_label,
+        row_numbers=row_numbers,
+    )
 
 
 @routes.post("/api/v1/terminals")

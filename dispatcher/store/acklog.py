@@ -23,11 +23,20 @@ class AckLogStore(StoreBase):
             for row in acklog_rows(entry_id, fields)
         ]
 
-    async def ack_log_page(
-        self, *, start: str = "-", count: int = 5000
-    ) -> list[tuple[str, dict[str, str]]]:
-        """Raw entries (id, fields) of the log from ``start`` (a stream id), at most ``count``."""
-        return list(await self.call(self.redis.xrange(ACKLOG, min=start, count=count)))
+    async def acks_since(self, alert_id: str, since_ms: int) -> list[dict[str, str]]:
+        """Every ack of one alert logged since ``since_ms``, however long the log is since."""
+        out: list[dict[str, str]] = []
+        start = f"{since_ms}-0"
+        while True:
+            page = await self.call(self.redis.xrange(ACKLOG, min=start, count=5000))
+            for entry_id, fields in page:
+                if fields.get("alert_id") == alert_id:
+                    out.extend(acklog_rows(entry_id, fields))
+            if len(page) < 5000:
+                return out
+            # Stream ids are "ms-seq": the next page starts just after the last entry read.
+            ms, _, seq = page[-1][0].partition("-")
+            start = f"{ms}-{int(seq) + 1}"
 
 
 def acklog_rows(entry_id: str, fields: Mapping[str, str]) -> list[dict[str, str]]:

@@ -1,5 +1,4 @@
-"""Alerts: storing one with its outbox entry and idempotency record in one step, reading
-them back, and their dispatch record."""
+"""Alerts, their idempotency and dispatch records; storing one queues it in the same step."""
 
 from __future__ import annotations
 

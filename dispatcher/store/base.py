@@ -1,49 +1,25 @@
-"""The connection to Redis every store shares, and the one place Redis errors become ours."""
+"""The Redis client every store part shares, and the one place Redis errors become ours."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any, Self
+from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from dispatcher.core.errors import StoreUnavailable
 
 
 class StoreBase:
-    """A Redis client and ``call``, which every Redis command of the engine goes through."""
+    """A Redis client and ``call``, which every Redis command of the engine goes through.
+
+    The engine's ``Store`` owns the client; the features' stores (SMS, drills) borrow it.
+    """
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.redis = client
-
-    @classmethod
-    def from_url(cls, url: str) -> Self:
-        # After a Redis restart the pool holds dead connections; retrying on a fresh one is
-        # safe for every command here (the Lua scripts only move state forward).
-        return cls(
-            aioredis.Redis.from_url(
-                url,
-                decode_responses=True,
-                health_check_interval=10,
-                retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
-                retry_on_error=[RedisConnectionError, RedisTimeoutError],
-            )
-        )
-
-    async def close(self) -> None:
-        await self.redis.aclose()
-
-    async def ping(self) -> bool:
-        try:
-            return bool(await self.redis.ping())
-        except (RedisError, OSError):
-            return False
 
     @staticmethod
     async def call(awaitable: Any) -> Any:

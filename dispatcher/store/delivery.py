@@ -1,5 +1,4 @@
-"""Delivery: the terminals an alert expects, the acks that come back (one ordered script
-keeps counts, states and the ack log in step), and the counts an office reads."""
+"""Delivery: the terminals an alert expects, the acks that come back, the counts offices read."""
 
 from __future__ import annotations
 
@@ -243,5 +242,3 @@ class DeliveryStore(StoreBase):
             }
             for terminal, region in sorted(expected.items())
         ]
-
-    # Terminals ----------------------------------------------------------------------------

@@ -132,6 +132,7 @@ SMS_OUTBOX_GROUP = "sms"
 SMS_DOUBT = PREFIX + "sms:doubt"
 SMS_RECEIPTS = PREFIX + "sms:receipts"
 SMS_STATS = PREFIX + "sms:stats"
+# Not read in Python: adapters/sms/scripts/begin.lua and finish.lua still spell this prefix out.
 SMS_LIMIT_PREFIX = PREFIX + "sms:rl:"
 
 

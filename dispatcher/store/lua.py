@@ -1,5 +1,4 @@
-"""The Lua scripts of every feature, kept as ``.lua`` files in a ``scripts/`` folder beside the
-module that runs them, read once when that module is imported."""
+"""Reads a feature's Lua scripts from its ``scripts/`` folder (once, at import)."""
 
 from __future__ import annotations
 

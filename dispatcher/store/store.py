@@ -1,4 +1,4 @@
-"""The engine's view of Redis: one ``Store`` made of a part per concern, on one client.
+"""The engine's view of Redis: one ``Store`` made of a part per concern, owning the client.
 
     alerts.py     alerts, idempotency, dispatch records           keys.py   every key
     delivery.py   expected terminals, acks, counts                lua.py    scripts as files
@@ -13,6 +13,15 @@ speaks to Redis.
 
 from __future__ import annotations
 
+from typing import Self
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from dispatcher.store.acklog import AckLogStore
 from dispatcher.store.alerts import AlertStore
 from dispatcher.store.streams import OutboxStore
@@ -21,4 +30,27 @@ from dispatcher.store.terminals import TerminalStore
 
 
 class Store(AlertStore, SweepStore, AckLogStore, TerminalStore, OutboxStore):
-    """Every part on one Redis client; ``Store.from_url`` makes one."""
+    """Every part on one Redis client; ``Store.from_url`` makes one, ``close`` ends it."""
+
+    @classmethod
+    def from_url(cls, url: str) -> Self:
+        # After a Redis restart the pool holds dead connections; retrying on a fresh one is
+        # safe for every command here (the Lua scripts only move state forward).
+        return cls(
+            aioredis.Redis.from_url(
+                url,
+                decode_responses=True,
+                health_check_interval=10,
+                retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+                retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            )
+        )
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except (RedisError, OSError):
+            return False

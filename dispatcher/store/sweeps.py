@@ -1,5 +1,4 @@
-"""Deadlines, resends and escalations: which alerts' acks are due a look, and what became
-of the terminals that never answered."""
+"""Sweeps: which alerts' acks are due a look, the resends, and escalations of the silent."""
 
 from __future__ import annotations
 

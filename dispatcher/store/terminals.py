@@ -1,5 +1,4 @@
-"""The terminal registry: each terminal's region, kind and last state, and the set of
-terminals at or below every region of their path."""
+"""The terminal registry: each terminal's region, kind, last state, and the regions' sets."""
 
 from __future__ import annotations
 
@@ -104,5 +103,3 @@ class TerminalStore(StoreBase):
         """Store the latest state message (JSON) of each terminal."""
         if states:
             await self.call(self.redis.hset(TERMS_STATE, mapping=hash_fields(states)))
-
-    # Outbox -------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Fixtures of the integration tests: an engine app on the session's servers, a plain Redis
-client, and a watcher of what terminals send."""
+"""Fixtures of the integration tests: an engine app on the session's servers (configured per
+module through ``engine_overrides``), the engine's store, a plain Redis client, and a watcher of
+what terminals send."""
 
 from __future__ import annotations
 
@@ -9,17 +10,36 @@ from typing import Any
 
 import pytest
 import redis
-from aiohttp.test_utils import TestClient
 
-from tests.integration.engine import running_engine
+from dispatcher.store.store import Store
+from tests.integration.engine import Client, running_engine
 from tests.support.broker import Watch
 
 
 @pytest.fixture
-async def api(redis_url: str, mqtt_url: str, tmp_path: Path) -> AsyncIterator[TestClient[Any, Any]]:
+def engine_overrides() -> dict[str, Any]:
+    """Settings overrides (and ``notifiers``) of the ``api`` engine, as ``running_engine``
+    takes them: none. A module whose tests want another engine overrides this fixture."""
+    return {}
+
+
+@pytest.fixture
+async def api(
+    redis_url: str, mqtt_url: str, tmp_path: Path, engine_overrides: dict[str, Any]
+) -> AsyncIterator[Client]:
     """The engine as an aiohttp test client, on the session's Redis and broker."""
-    async with running_engine(redis_url, mqtt_url, tmp_path / "state") as client:
+    async with running_engine(
+        redis_url, mqtt_url, tmp_path / "state", **engine_overrides
+    ) as client:
         yield client
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[Store]:
+    """The engine's store on the session's Redis, without an engine."""
+    store = Store.from_url(redis_url)
+    yield store
+    await store.close()
 
 
 @pytest.fixture

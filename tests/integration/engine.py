@@ -1,42 +1,43 @@
-"""Builds a real engine app for tests: real Redis and broker, test offices, a unique client id."""
+"""Builds a real engine app for tests (real Redis and broker, the test offices, a unique client
+id), and the calls the integration tests make of it: register terminals, issue an alert, read
+its delivery, run the ``ebd`` command against it."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import aiomqtt
 from aiohttp.test_utils import TestClient, TestServer
 
 from dispatcher.app import create_app
+from dispatcher.cli.main import main
 from dispatcher.core.auth import hash_token
-from dispatcher.core.regions import RegionTree
+from dispatcher.core.regions import Level
 from dispatcher.embedded.processes import free_port
 from dispatcher.settings import Settings, load_settings
-from tests.helpers import FUJIAN_FILE
+from receiver.simulator import Behaviour, SimTerminal, Simulator
+from tests.helpers import FUJIAN_FILE, ZHONGSHAN, fujian, unique
 
+# Imported from here by tests.support.engine_process: the offices and the request body it uses.
+from tests.helpers import OFFICES as OFFICES
+from tests.helpers import alert_body as alert_body
+
+if TYPE_CHECKING:
+    # Only a type here: tests.support.engine_process imports this module.
+    from tests.support.engine_process import EngineApi
+
+Client = TestClient[Any, Any]
 REGIONS_FILE = FUJIAN_FILE
-_TREE: RegionTree | None = None
 
-# token → (office id, name, region)
-OFFICES = {
-    "tok-province": ("fj-province", "福建省应急管理厅", "35"),
-    "tok-fuzhou": ("fz-city", "福州市应急管理局", "3501"),
-    "tok-gulou": ("fz-gulou", "鼓楼区应急管理局", "350102"),
-    "tok-taijiang": ("fz-taijiang", "台江区应急管理局", "350103"),
-}
 PROVINCE = {"Authorization": "Bearer tok-province"}
 GULOU = {"Authorization": "Bearer tok-gulou"}
 TAIJIANG = {"Authorization": "Bearer tok-taijiang"}
-
-
-def fujian() -> RegionTree:
-    global _TREE
-    if _TREE is None:
-        _TREE = RegionTree.from_csv(REGIONS_FILE)
-    return _TREE
 
 
 def engine_settings(
@@ -52,7 +53,7 @@ def engine_settings(
         redis={"url": redis_url},
         mqtt={
             "url": mqtt_url,
-            "client_id": client_id or f"ebd-test-{uuid.uuid4().hex[:8]}",
+            "client_id": client_id or unique("ebd-test"),
             "session_expiry": 120,
         },
         regions={"file": str(REGIONS_FILE)},
@@ -73,7 +74,9 @@ async def running_engine(
     *,
     client_id: str | None = None,
     **overrides: Any,
-) -> AsyncIterator[TestClient[Any, Any]]:
+) -> AsyncIterator[Client]:
+    """The engine app with ``overrides`` of its settings (and ``notifiers``), served on a free
+    port for the block; stopped afterwards."""
     notifiers = overrides.pop("notifiers", ())
     # A port known beforehand, so SMS gateways can be told where to post receipts.
     port = free_port()
@@ -85,16 +88,125 @@ async def running_engine(
         yield client
 
 
-def alert_body(**fields: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "event": "台风",
-        "event_code": "11B01",
-        "severity": "red",
-        "headline": "台风红色预警",
-        "text": "预计未来24小时将有12级以上大风。",
-        "instruction": "请立即转移至安全场所。",
-        "areas": ["350102"],
-        "expires_in": 3600,
+def midday_zone() -> str:
+    """A fixed-offset zone where it is now between 06:00 and 18:00, so a drill a few seconds
+    ahead falls in working hours whenever the suite runs."""
+    hour = datetime.now(UTC).hour
+    offset = (12 - hour + 12) % 24 - 12  # local hour 12 at UTC hour `hour`
+    # Etc/GMT signs are inverted: Etc/GMT-8 is UTC+8.
+    return "Etc/GMT" + (f"-{offset}" if offset > 0 else f"+{-offset}" if offset < 0 else "")
+
+
+def drill_settings(**overrides: Any) -> dict[str, Any]:
+    """``[drills]`` settings for tests: any day and hour, a 3 s window, a short lease."""
+    return {
+        "timezone": midday_zone(),
+        "weekdays": [1, 2, 3, 4, 5, 6, 7],
+        "workday_start": "00:00",
+        "workday_end": "23:59",
+        "window": 3.0,
+        "late_after": 1.0,
+        "lease_seconds": 1.5,
+        "grace": 60.0,
+        **overrides,
     }
-    body.update(fields)
-    return {k: v for k, v in body.items() if v is not None}
+
+
+def terminals_in(region: str, n: int, prefix: str) -> list[SimTerminal]:
+    """``n`` simulated terminals in the villages below ``region`` (round robin), with ids of
+    this test's own (``prefix``)."""
+    villages = fujian().descendants(region, level=Level.VILLAGE)
+    return [SimTerminal(f"{prefix}-{i}", villages[i % len(villages)].code) for i in range(n)]
+
+
+async def register(api: Client, terminals: list[SimTerminal]) -> None:
+    """Registers ``terminals`` (as the province office)."""
+    response = await api.post(
+        "/api/v1/terminals",
+        headers=PROVINCE,
+        json=[{"id": t.id, "region": t.region} for t in terminals],
+    )
+    assert response.status == 200, await response.text()
+
+
+@asynccontextmanager
+async def online(
+    api: Client | EngineApi,
+    terminals: list[SimTerminal],
+    mqtt_url: str,
+    behaviour: Behaviour | None = None,
+) -> AsyncIterator[Simulator]:
+    """``terminals`` registered with the engine behind ``api`` (in-process or a process) and
+    simulated on the broker at ``mqtt_url`` for the block: the simulator."""
+    if isinstance(api, TestClient):
+        await register(api, terminals)
+    else:
+        await api.register(terminals)
+    async with Simulator(terminals, mqtt_url, behaviour=behaviour) as sim:
+        yield sim
+
+
+async def issue(api: Client, headers: dict[str, str] = PROVINCE, **fields: Any) -> str:
+    """Issues ``alert_body(**fields)``; its id."""
+    response = await api.post("/api/v1/alerts", headers=headers, json=alert_body(**fields))
+    assert response.status == 201, await response.text()
+    return str((await response.json())["id"])
+
+
+async def delivery(api: Client, alert_id: str, detail: str = "county") -> dict[str, Any]:
+    """The alert's delivery state, broken down to ``detail``."""
+    response = await api.get(f"/api/v1/alerts/{alert_id}?detail={detail}", headers=PROVINCE)
+    assert response.status == 200, await response.text()
+    return dict((await response.json())["delivery"])
+
+
+async def played_all(api: Client, alert_id: str, n: int) -> dict[str, Any] | None:
+    """The delivery once ``n`` terminals are expected and all played it, else None."""
+    state = await delivery(api, alert_id)
+    return state if state["played"] == n and state["expected"] == n else None
+
+
+async def dispatched(api: Client, alert_id: str) -> bool:
+    return bool((await delivery(api, alert_id))["state"] == "dispatched")
+
+
+def ack_payload(alert_id: str, state: str = "played", *, detail: str | None = None) -> bytes:
+    """A terminal's ack as it publishes it on ``eb/v1/term/<id>/ack``."""
+    return json.dumps(
+        {"v": 1, "alert_id": alert_id, "state": state, "at": "2026-11-27T08:00:00+08:00"}
+        | ({"detail": detail} if detail else {})
+    ).encode()
+
+
+async def publish_acks(mqtt_url: str, identifier: str, acks: Iterable[tuple[str, bytes]]) -> None:
+    """Publishes each (terminal id, payload) on the terminal's ack topic, as that terminal
+    would (QoS 1), from one client of the broker at ``mqtt_url``."""
+    host, port = mqtt_url.split("//")[1].rsplit(":", 1)
+    async with aiomqtt.Client(host, int(port), identifier=identifier) as pub:
+        for terminal_id, payload in acks:
+            await pub.publish(f"eb/v1/term/{terminal_id}/ack", payload, qos=1)
+
+
+def base_url(api: Client) -> str:
+    """The engine's URL, for ``ebd --api``."""
+    return str(api.make_url("/"))
+
+
+async def ebd(*argv: str) -> int:
+    """The ``ebd`` command in a thread: it calls asyncio.run, and this loop serves the engine."""
+    return await asyncio.to_thread(main, list(argv))
+
+
+def phone(n: int) -> str:
+    """The ``n``-th test mobile number, in E.164."""
+    return f"+86139{n:08d}"
+
+
+def people(
+    n: int, region: str = ZHONGSHAN, *, role: str = "village_head", start: int = 0
+) -> list[dict[str, Any]]:
+    """Recipient rows of ``n`` people posted in ``region``, phones ``phone(start)`` on."""
+    return [
+        {"phone": phone(i), "name": f"张{i}", "region": region, "role": role}
+        for i in range(start, start + n)
+    ]

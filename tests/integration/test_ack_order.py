@@ -11,17 +11,14 @@ from dispatcher.pipeline.ingester import AckIngester
 from dispatcher.pipeline.ports import PubackHandle
 from dispatcher.store.keys import dispatch_key
 from dispatcher.store.store import Store
-from tests.helpers import wait_for
-
-VILLAGE = "350102001001"
+from tests.helpers import ZHONGSHAN, wait_for
 
 
-async def test_a_terminals_received_and_played_in_two_batches_both_count(redis_url: str) -> None:
-    store = Store.from_url(redis_url)
+async def test_a_terminals_received_and_played_in_two_batches_both_count(store: Store) -> None:
     terminals = [f"order-{n}" for n in range(150)]
-    await store.register_terminals([TerminalIn(id=t, region=VILLAGE) for t in terminals])
+    await store.register_terminals([TerminalIn(id=t, region=ZHONGSHAN) for t in terminals])
     await store.redis.hset(dispatch_key("ORDER"), mapping={"state": "dispatched"})
-    assert await store.record_expected("ORDER", [VILLAGE]) == (150, 0)
+    assert await store.record_expected("ORDER", [ZHONGSHAN]) == (150, 0)
     confirmed: list[int] = []
     # One ack a batch and four batches under way: received and played of one terminal are
     # always in different batches, in Redis at nearly the same moment.
@@ -53,4 +50,3 @@ async def test_a_terminals_received_and_played_in_two_batches_both_count(redis_u
     assert confirmed == list(range(1, 301)), "PUBACKs must go out in the order acks came"
     assert ingester.totals["acks_counted"] == 300
     assert await store.redis.hget(dispatch_key("ORDER"), "acks_counted") == "300"
-    await store.close()

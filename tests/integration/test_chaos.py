@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,8 +22,9 @@ from dispatcher.core.regions import Level
 from dispatcher.embedded.processes import MosquittoServer, RedisServer
 from dispatcher.store.acklog import acklog_rows
 from receiver.simulator import Behaviour, SimTerminal, Simulator
-from tests.helpers import wait_for
-from tests.integration.engine import fujian
+from tests.helpers import fujian, unique, wait_for
+from tests.integration.engine import online
+from tests.integration.processes import two_instances
 from tests.support.engine_process import EngineApi, EngineProcess
 
 # Resends at 2, 3, 5, 9 and 13 s after dispatch; escalation (no_ack) after 17 s.
@@ -40,8 +40,9 @@ PROVINCE = "35"
 SETTLE = 40.0
 
 
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+def engine_for(tmp_path: Path, redis_url: str, mqtt_url: str, **options: Any) -> EngineProcess:
+    """An engine process with the fast resends; ``options`` as ``EngineProcess`` takes them."""
+    return EngineProcess(tmp_path, redis_url=redis_url, mqtt_url=mqtt_url, resend=RESEND, **options)
 
 
 def province_terminals(n: int, prefix: str) -> list[SimTerminal]:
@@ -153,24 +154,23 @@ async def test_engine_killed_mid_dispatch_recovers_every_ack_exactly_once(
     """SIGKILL right after the 201 (the outbox entry may be read, half sent or not at all),
     again while the acks stream in, then a restart: 2,000 terminals, each once."""
     terminals = province_terminals(2000, unique("ek"))
-    engine = EngineProcess(
-        tmp_path, redis_url=redis_url, mqtt_url=fresh_mosquitto.url, resend=RESEND
-    )
-    async with engine, EngineApi(engine.base_url) as api:
-        await api.register(terminals)
-        behaviour = Behaviour(play_time=1.0)
-        async with Simulator(terminals, fresh_mosquitto.url, behaviour=behaviour) as sim:
-            alert_id = await api.issue(areas=[PROVINCE])
-            engine.kill()
-            assert sim.played(alert_id) == 0
-            await engine.start()
-            await wait_for(lambda: sim.received(alert_id) >= 500, timeout=20)
-            engine.kill()
-            killed_at_played = sim.played(alert_id)
-            assert killed_at_played < len(terminals)
-            await engine.start()
-            state = await until_played(api, rdb, alert_id, len(terminals))
-            assert_exact(rdb, sim, terminals, alert_id, state)
+    engine = engine_for(tmp_path, redis_url, fresh_mosquitto.url)
+    async with (
+        engine,
+        EngineApi(engine.base_url) as api,
+        online(api, terminals, fresh_mosquitto.url, Behaviour(play_time=1.0)) as sim,
+    ):
+        alert_id = await api.issue(areas=[PROVINCE])
+        engine.kill()
+        assert sim.played(alert_id) == 0
+        await engine.start()
+        await wait_for(lambda: sim.received(alert_id) >= 500, timeout=20)
+        engine.kill()
+        killed_at_played = sim.played(alert_id)
+        assert killed_at_played < len(terminals)
+        await engine.start()
+        state = await until_played(api, rdb, alert_id, len(terminals))
+        assert_exact(rdb, sim, terminals, alert_id, state)
 
 
 async def test_ingestion_stats_match_the_ack_records_across_engine_kills(
@@ -180,22 +180,21 @@ async def test_ingestion_stats_match_the_ack_records_across_engine_kills(
     (acks_counted, acks_duplicate) must agree with the ack log, which records every ack with
     its result, however the kills fell."""
     terminals = province_terminals(1000, unique("st"))
-    engine = EngineProcess(
-        tmp_path, redis_url=redis_url, mqtt_url=fresh_mosquitto.url, resend=RESEND
-    )
+    engine = engine_for(tmp_path, redis_url, fresh_mosquitto.url)
     alert_ids = []
-    async with engine, EngineApi(engine.base_url) as api:
-        await api.register(terminals)
-        behaviour = Behaviour(play_time=0.5)
-        async with Simulator(terminals, fresh_mosquitto.url, behaviour=behaviour) as sim:
-            for _ in range(6):
-                alert_id = await api.issue(areas=[PROVINCE])
-                alert_ids.append(alert_id)
-                await sim.wait_received(alert_id, 300, timeout=20)
-                engine.kill()
-                await engine.start()
-            for alert_id in alert_ids:
-                await until_played(api, rdb, alert_id, len(terminals))
+    async with (
+        engine,
+        EngineApi(engine.base_url) as api,
+        online(api, terminals, fresh_mosquitto.url, Behaviour(play_time=0.5)) as sim,
+    ):
+        for _ in range(6):
+            alert_id = await api.issue(areas=[PROVINCE])
+            alert_ids.append(alert_id)
+            await sim.wait_received(alert_id, 300, timeout=20)
+            engine.kill()
+            await engine.start()
+        for alert_id in alert_ids:
+            await until_played(api, rdb, alert_id, len(terminals))
     results = Counter(row["result"] for row in acklog(rdb))
     per_alert = sum(
         int(cast(str, rdb.hget(f"ebd:alert:{a}:dispatch", "acks_counted"))) for a in alert_ids
@@ -216,20 +215,19 @@ async def test_broker_killed_while_acks_stream_back_every_terminal_plays_once(
     (it saves every 5 s: here the terminals' sessions and the acks in flight) is made up for by
     the terminals' unconfirmed acks going out again and by the engine's resends."""
     terminals = province_terminals(2000, unique("bk"))
-    engine = EngineProcess(
-        tmp_path, redis_url=redis_url, mqtt_url=fresh_mosquitto.url, resend=RESEND
-    )
-    async with engine, EngineApi(engine.base_url) as api:
-        await api.register(terminals)
-        behaviour = Behaviour(play_time=1.0)
-        async with Simulator(terminals, fresh_mosquitto.url, behaviour=behaviour) as sim:
-            alert_id = await api.issue(areas=[PROVINCE])
-            await wait_for(lambda: sim.played(alert_id) >= 200, timeout=20)
-            fresh_mosquitto.kill()
-            fresh_mosquitto.start()
-            state = await until_played(api, rdb, alert_id, len(terminals))
-            assert_exact(rdb, sim, terminals, alert_id, state, every_ack_arrives=False)
-            assert engine.running
+    engine = engine_for(tmp_path, redis_url, fresh_mosquitto.url)
+    async with (
+        engine,
+        EngineApi(engine.base_url) as api,
+        online(api, terminals, fresh_mosquitto.url, Behaviour(play_time=1.0)) as sim,
+    ):
+        alert_id = await api.issue(areas=[PROVINCE])
+        await wait_for(lambda: sim.played(alert_id) >= 200, timeout=20)
+        fresh_mosquitto.kill()
+        fresh_mosquitto.start()
+        state = await until_played(api, rdb, alert_id, len(terminals))
+        assert_exact(rdb, sim, terminals, alert_id, state, every_ack_arrives=False)
+        assert engine.running
 
 
 async def test_broker_killed_with_the_alert_in_flight_it_goes_out_within_seconds(
@@ -239,24 +237,24 @@ async def test_broker_killed_with_the_alert_in_flight_it_goes_out_within_seconds
     frozen first, so the kill lands exactly then). The broker is back at once; a red alert
     must not wait for the publish timeout (30 s) before it goes out again."""
     terminals = province_terminals(2000, unique("bf"))
-    engine = EngineProcess(
-        tmp_path, redis_url=redis_url, mqtt_url=fresh_mosquitto.url, resend=RESEND
-    )
-    async with engine, EngineApi(engine.base_url) as api:
-        await api.register(terminals)
-        async with Simulator(terminals, fresh_mosquitto.url) as sim:
-            assert fresh_mosquitto.pid is not None
-            os.kill(fresh_mosquitto.pid, signal.SIGSTOP)
-            try:
-                alert_id = await api.issue(areas=[PROVINCE])
-                # The engine answers from the loop that runs the dispatch: once it says
-                # "dispatching", the publish has been handed to the (frozen) broker.
-                await wait_for(lambda: _state_is(api, alert_id, "dispatching"), timeout=10)
-            finally:
-                fresh_mosquitto.kill()
-            fresh_mosquitto.start()
-            state = await until_played(api, rdb, alert_id, len(terminals), timeout=15)
-            assert_exact(rdb, sim, terminals, alert_id, state)
+    engine = engine_for(tmp_path, redis_url, fresh_mosquitto.url)
+    async with (
+        engine,
+        EngineApi(engine.base_url) as api,
+        online(api, terminals, fresh_mosquitto.url) as sim,
+    ):
+        assert fresh_mosquitto.pid is not None
+        os.kill(fresh_mosquitto.pid, signal.SIGSTOP)
+        try:
+            alert_id = await api.issue(areas=[PROVINCE])
+            # The engine answers from the loop that runs the dispatch: once it says
+            # "dispatching", the publish has been handed to the (frozen) broker.
+            await wait_for(lambda: _state_is(api, alert_id, "dispatching"), timeout=10)
+        finally:
+            fresh_mosquitto.kill()
+        fresh_mosquitto.start()
+        state = await until_played(api, rdb, alert_id, len(terminals), timeout=15)
+        assert_exact(rdb, sim, terminals, alert_id, state)
 
 
 async def _state_is(api: EngineApi, alert_id: str, wanted: str) -> bool:
@@ -268,20 +266,20 @@ async def test_redis_killed_right_after_the_201_the_alert_survives_and_goes_out(
     fresh_mosquitto: MosquittoServer, fresh_redis: RedisServer, tmp_path: Path
 ) -> None:
     terminals = province_terminals(1000, unique("rk"))
-    engine = EngineProcess(
-        tmp_path, redis_url=fresh_redis.url, mqtt_url=fresh_mosquitto.url, resend=RESEND
-    )
-    async with engine, EngineApi(engine.base_url) as api:
-        await api.register(terminals)
-        async with Simulator(terminals, fresh_mosquitto.url) as sim:
-            alert_id = await api.issue(areas=[PROVINCE])
-            fresh_redis.kill()
-            fresh_redis.start()
-            with redis.Redis.from_url(fresh_redis.url, decode_responses=True) as rdb:
-                assert rdb.exists(f"ebd:alert:{alert_id}")
-                state = await until_played(api, rdb, alert_id, len(terminals))
-                assert_exact(rdb, sim, terminals, alert_id, state)
-            assert engine.running
+    engine = engine_for(tmp_path, fresh_redis.url, fresh_mosquitto.url)
+    async with (
+        engine,
+        EngineApi(engine.base_url) as api,
+        online(api, terminals, fresh_mosquitto.url) as sim,
+    ):
+        alert_id = await api.issue(areas=[PROVINCE])
+        fresh_redis.kill()
+        fresh_redis.start()
+        with redis.Redis.from_url(fresh_redis.url, decode_responses=True) as rdb:
+            assert rdb.exists(f"ebd:alert:{alert_id}")
+            state = await until_played(api, rdb, alert_id, len(terminals))
+            assert_exact(rdb, sim, terminals, alert_id, state)
+        assert engine.running
 
 
 async def test_a_terminal_offline_during_dispatch_gets_the_alert_once_when_back(
@@ -289,25 +287,21 @@ async def test_a_terminal_offline_during_dispatch_gets_the_alert_once_when_back(
 ) -> None:
     terminals = province_terminals(200, unique("off"))
     offline = [t.id for t in terminals[:20]]
-    engine = EngineProcess(
-        tmp_path, redis_url=redis_url, mqtt_url=mqtt_url, resend=RESEND, client_id=unique("ebd")
-    )
-    async with engine, EngineApi(engine.base_url) as api:
-        await api.register(terminals)
-        async with Simulator(terminals, mqtt_url) as sim:
-            await sim.drop(offline)
-            await wait_for(lambda: _offline_recorded(rdb, offline), timeout=10)
-            alert_id = await api.issue(areas=[PROVINCE])
-            await wait_for(lambda: sim.played(alert_id) == 180, timeout=20)
-            state = await wait_for(lambda: _played(api, alert_id, 180), timeout=20)
-            assert isinstance(state, dict)
-            assert (state["expected"], state["pending"]) == (200, 20)
-            assert state["offline_at_dispatch"] == 20
-            await sim.reconnect(offline)
-            state = await until_played(api, rdb, alert_id, 200)
-            assert_exact(rdb, sim, terminals, alert_id, state)
-            # They resumed the persistent sessions that had kept the alert for them.
-            assert all(t.session_present for t in terminals[:20])
+    engine = engine_for(tmp_path, redis_url, mqtt_url, client_id=unique("ebd"))
+    async with engine, EngineApi(engine.base_url) as api, online(api, terminals, mqtt_url) as sim:
+        await sim.drop(offline)
+        await wait_for(lambda: _offline_recorded(rdb, offline), timeout=10)
+        alert_id = await api.issue(areas=[PROVINCE])
+        await wait_for(lambda: sim.played(alert_id) == 180, timeout=20)
+        state = await wait_for(lambda: _played(api, alert_id, 180), timeout=20)
+        assert isinstance(state, dict)
+        assert (state["expected"], state["pending"]) == (200, 20)
+        assert state["offline_at_dispatch"] == 20
+        await sim.reconnect(offline)
+        state = await until_played(api, rdb, alert_id, 200)
+        assert_exact(rdb, sim, terminals, alert_id, state)
+        # They resumed the persistent sessions that had kept the alert for them.
+        assert all(t.session_present for t in terminals[:20])
 
 
 async def _played(api: EngineApi, alert_id: str, n: int) -> dict[str, Any] | None:
@@ -325,50 +319,30 @@ async def test_an_alert_that_expires_while_a_terminal_is_offline_is_never_played
 ) -> None:
     terminals = province_terminals(50, unique("exp"))
     away = terminals[0]
-    engine = EngineProcess(
-        tmp_path, redis_url=redis_url, mqtt_url=mqtt_url, resend=RESEND, client_id=unique("ebd")
-    )
-    async with engine, EngineApi(engine.base_url) as api:
-        await api.register(terminals)
-        async with Simulator(terminals, mqtt_url) as sim:
-            await sim.drop([away.id])
-            expires = datetime.now(UTC) + timedelta(seconds=6)
-            alert_id = await api.issue(areas=[PROVINCE], expires=expires)
-            await wait_for(lambda: sim.played(alert_id) == 49, timeout=10)
-            # The deadline sweeper resends to the absent terminal meanwhile (queued for it).
-            await wait_for(lambda: _resent(api, alert_id), timeout=10)
-            await wait_for(lambda: datetime.now(UTC) > expires + timedelta(seconds=1), timeout=10)
-            await sim.reconnect([away.id])
-            assert away.session_present
-            # A marker alert for its village only: the broker hands over what the session
-            # queued before it, so once the marker played, the expired alert had its chance.
-            marker = await api.issue(areas=[away.region])
-            await wait_for(lambda: sim.plays_of(away.id).get(marker) == 1, timeout=20)
-            assert sim.plays_of(away.id) == {marker: 1}
-            assert rdb.hget(f"ebd:alert:{alert_id}:tstate", away.id) in (None, "failed")
-            state = await api.delivery(alert_id)
-            assert (state["played"], state["expected"]) == (49, 50)
+    engine = engine_for(tmp_path, redis_url, mqtt_url, client_id=unique("ebd"))
+    async with engine, EngineApi(engine.base_url) as api, online(api, terminals, mqtt_url) as sim:
+        await sim.drop([away.id])
+        expires = datetime.now(UTC) + timedelta(seconds=6)
+        alert_id = await api.issue(areas=[PROVINCE], expires=expires)
+        await wait_for(lambda: sim.played(alert_id) == 49, timeout=10)
+        # The deadline sweeper resends to the absent terminal meanwhile (queued for it).
+        await wait_for(lambda: _resent(api, alert_id), timeout=10)
+        await wait_for(lambda: datetime.now(UTC) > expires + timedelta(seconds=1), timeout=10)
+        await sim.reconnect([away.id])
+        assert away.session_present
+        # A marker alert for its village only: the broker hands over what the session
+        # queued before it, so once the marker played, the expired alert had its chance.
+        marker = await api.issue(areas=[away.region])
+        await wait_for(lambda: sim.plays_of(away.id).get(marker) == 1, timeout=20)
+        assert sim.plays_of(away.id) == {marker: 1}
+        assert rdb.hget(f"ebd:alert:{alert_id}:tstate", away.id) in (None, "failed")
+        state = await api.delivery(alert_id)
+        assert (state["played"], state["expected"]) == (49, 50)
 
 
 async def _resent(api: EngineApi, alert_id: str) -> bool:
     state = await api.try_delivery(alert_id)
     return bool(state and state["resends"] >= 1)
-
-
-def two_instances(tmp_path: Path, redis_url: str, mqtt_url: str) -> list[EngineProcess]:
-    """Engines ebd-a and ebd-b on one Redis and broker, sharing the acks."""
-    return [
-        EngineProcess(
-            tmp_path,
-            redis_url=redis_url,
-            mqtt_url=mqtt_url,
-            instance=name,
-            shared_subscription=True,
-            resend=RESEND,
-            claim_idle_seconds=2.0,
-        )
-        for name in ("ebd-a", "ebd-b")
-    ]
 
 
 async def test_two_instances_one_killed_mid_dispatch_the_other_finishes_exactly(
@@ -378,19 +352,23 @@ async def test_two_instances_one_killed_mid_dispatch_the_other_finishes_exactly(
     SIGKILL while acks stream in and stays dead. The survivor carries on alone: every
     terminal still plays once and counts once, within the resend window (17 s)."""
     terminals = province_terminals(2000, unique("duo"))
-    a, b = two_instances(tmp_path, redis_url, fresh_mosquitto.url)
-    async with a, b, EngineApi(a.base_url) as api:
-        await api.register(terminals)
-        behaviour = Behaviour(play_time=1.0)
-        async with Simulator(terminals, fresh_mosquitto.url, behaviour=behaviour) as sim:
-            alert_id = await api.issue(areas=[PROVINCE])
-            await wait_for(lambda: sim.received(alert_id) >= 500, timeout=20)
-            a.kill()
-            state = await until_played(api, rdb, alert_id, len(terminals), b.base_url, timeout=25)
-            # Acks in flight to the dead one come back through resends: a terminal may skip
-            # from no ack to played, but never counts twice.
-            assert_exact(rdb, sim, terminals, alert_id, state, every_ack_arrives=False)
-            assert b.running
+    a, b = two_instances(
+        tmp_path, redis_url, fresh_mosquitto.url, resend=RESEND, claim_idle_seconds=2.0
+    )
+    async with (
+        a,
+        b,
+        EngineApi(a.base_url) as api,
+        online(api, terminals, fresh_mosquitto.url, Behaviour(play_time=1.0)) as sim,
+    ):
+        alert_id = await api.issue(areas=[PROVINCE])
+        await wait_for(lambda: sim.received(alert_id) >= 500, timeout=20)
+        a.kill()
+        state = await until_played(api, rdb, alert_id, len(terminals), b.base_url, timeout=25)
+        # Acks in flight to the dead one come back through resends: a terminal may skip
+        # from no ack to played, but never counts twice.
+        assert_exact(rdb, sim, terminals, alert_id, state, every_ack_arrives=False)
+        assert b.running
 
 
 async def test_two_instances_one_killed_and_restarted_count_every_ack_once(
@@ -401,18 +379,22 @@ async def test_two_instances_one_killed_and_restarted_count_every_ack_once(
     (see docs/operations.md), so acks in flight to it when it died are recovered by resends:
     a terminal may skip from no ack to played, never count twice."""
     terminals = province_terminals(2000, unique("duo2"))
-    a, b = two_instances(tmp_path, redis_url, fresh_mosquitto.url)
-    async with a, b, EngineApi(a.base_url) as api:
-        await api.register(terminals)
-        behaviour = Behaviour(play_time=1.0)
-        async with Simulator(terminals, fresh_mosquitto.url, behaviour=behaviour) as sim:
-            alert_id = await api.issue(areas=[PROVINCE])
-            await wait_for(lambda: sim.received(alert_id) >= 500, timeout=20)
-            a.kill()
-            await a.start()
-            state = await until_played(api, rdb, alert_id, len(terminals))
-            assert_exact(rdb, sim, terminals, alert_id, state, every_ack_arrives=False)
-            assert b.running
+    a, b = two_instances(
+        tmp_path, redis_url, fresh_mosquitto.url, resend=RESEND, claim_idle_seconds=2.0
+    )
+    async with (
+        a,
+        b,
+        EngineApi(a.base_url) as api,
+        online(api, terminals, fresh_mosquitto.url, Behaviour(play_time=1.0)) as sim,
+    ):
+        alert_id = await api.issue(areas=[PROVINCE])
+        await wait_for(lambda: sim.received(alert_id) >= 500, timeout=20)
+        a.kill()
+        await a.start()
+        state = await until_played(api, rdb, alert_id, len(terminals))
+        assert_exact(rdb, sim, terminals, alert_id, state, every_ack_arrives=False)
+        assert b.running
 
 
 async def test_an_ack_storm_while_the_engine_is_down_loses_no_ack(
@@ -421,14 +403,11 @@ async def test_an_ack_storm_while_the_engine_is_down_loses_no_ack(
     """3,000 terminals ack (6,000 acks, far above mosquitto's default queue of 1,000) while
     the engine is dead; its persistent session keeps them all for the restart."""
     terminals = province_terminals(3000, unique("storm"))
-    engine = EngineProcess(
-        tmp_path, redis_url=redis_url, mqtt_url=fresh_mosquitto.url, resend=RESEND
-    )
+    engine = engine_for(tmp_path, redis_url, fresh_mosquitto.url)
     async with engine, EngineApi(engine.base_url) as api:
-        await api.register(terminals)
         # Acks leave a terminal 1.5 s after the alert: the engine is dead by then.
         behaviour = Behaviour(ack_delay=1.5)
-        async with Simulator(terminals, fresh_mosquitto.url, behaviour=behaviour) as sim:
+        async with online(api, terminals, fresh_mosquitto.url, behaviour) as sim:
             alert_id = await api.issue(areas=[PROVINCE])
             await wait_for(
                 lambda: _state_is(api, alert_id, "dispatched"), timeout=10, interval=0.01

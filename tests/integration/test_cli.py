@@ -7,8 +7,6 @@ run an engine call it in a thread.
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
 import socket
 import subprocess
@@ -19,38 +17,32 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 
 from dispatcher.cli.main import main
 from dispatcher.core.auth import hash_token
-from tests.helpers import ROOT
-from tests.integration.engine import PROVINCE, REGIONS_FILE
+from tests.helpers import (
+    ROOT,
+    SHARED_REGIONS,
+    needs_shared_regions,
+    office_toml,
+    write_tables,
+    write_text,
+)
+from tests.integration.engine import PROVINCE, REGIONS_FILE, Client, base_url, ebd
 
-Client = TestClient[Any, Any]
-
-# The real Fujian tables sit in ../shared/data/regions/ beside the project.
-SHARED_REGIONS = Path(__file__).resolve().parents[3] / "shared" / "data" / "regions"
 ZHONGSHAN_PATH = (
     "福建省(35) > 福州市(3501) > 鼓楼区(350102) > 鼓东街道(350102001) > 中山社区(350102001001)"
 )
 
-needs_shared_regions = pytest.mark.skipif(
-    not (SHARED_REGIONS / "fujian-provinces.csv").is_file(),
-    reason=f"the shared Fujian tables are not at {SHARED_REGIONS}",
-)
-
-
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.upper().startswith("EBD_")}
-
 
 def run_module(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m dispatcher`` in ``cwd``, in this environment (no EBD_ variables: the suite's
+    autouse fixture removed them)."""
     return subprocess.run(
         [sys.executable, "-m", "dispatcher", *args],
         capture_output=True,
         text=True,
         cwd=cwd,
-        env=clean_env(),
         timeout=120,
         check=False,
     )
@@ -91,31 +83,18 @@ def test_python_m_dispatcher_without_a_command_is_a_usage_error(tmp_path: Path) 
 # --- config check ----------------------------------------------------------------------------
 
 
-def office_toml(office_id: str, region: str, token: str) -> str:
-    return (
-        f'[[offices]]\nid = "{office_id}"\nname = "应急管理局"\nregion = "{region}"\n'
-        f'token_sha256 = "{hash_token(token)}"\n'
-    )
-
-
 GOOD_CONFIG = (
     '[api]\nlisten = "127.0.0.1:9090"\n\n'
     f'[regions]\nfile = "{REGIONS_FILE}"\n\n'
-    + office_toml("fj-province", "35", "tok-province")
-    + office_toml("fz-gulou", "350102", "tok-gulou")
+    + office_toml("fj-province", "35", hash_token("tok-province"))
+    + office_toml("fz-gulou", "350102", hash_token("tok-gulou"))
 )
-
-
-def write(folder: Path, name: str, text: str) -> Path:
-    path = folder / name
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 def test_config_check_of_a_good_file_is_ok(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = write(tmp_path, "ebd.toml", GOOD_CONFIG)
+    path = write_text(tmp_path, "ebd.toml", GOOD_CONFIG)
     assert main(["config", "check", "--config", str(path)]) == 0
     captured = capsys.readouterr()
     assert captured.out == f"{path}: OK (2 offices, 18762 regions, SMS off)\n"
@@ -137,17 +116,17 @@ def test_config_check_of_the_shipped_example_runs_from_any_folder(tmp_path: Path
         pytest.param('[mqtt]\nurl = "http://x"\n', "field 'mqtt.url'", id="bad-mqtt-url"),
         pytest.param('[api]\nlisten = "127.0.0.1:8080\n', "line 2", id="toml-syntax"),
         pytest.param(
-            office_toml("fj", "35", "a") + office_toml("fj", "3501", "b"),
+            office_toml("fj", "35", hash_token("a")) + office_toml("fj", "3501", hash_token("b")),
             "field 'offices[1].id'",
             id="duplicate-office",
         ),
         pytest.param(
-            office_toml("fj", "35", "a").replace(hash_token("a"), "abc"),
+            office_toml("fj", "35", "abc"),
             "field 'offices[0].token_sha256'",
             id="bad-hash",
         ),
         pytest.param(
-            f'[regions]\nfile = "{REGIONS_FILE}"\n' + office_toml("fj", "3599", "a"),
+            f'[regions]\nfile = "{REGIONS_FILE}"\n' + office_toml("fj", "3599", hash_token("a")),
             "field 'offices[0].region'",
             id="office-region-not-in-tree",
         ),
@@ -161,7 +140,7 @@ def test_config_check_of_the_shipped_example_runs_from_any_folder(tmp_path: Path
 def test_config_check_of_a_bad_file_exits_2_naming_the_file_and_the_field(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, where: str
 ) -> None:
-    path = write(tmp_path, "ebd.toml", text)
+    path = write_text(tmp_path, "ebd.toml", text)
     assert main(["config", "check", "--config", str(path)]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -179,7 +158,7 @@ def test_config_check_of_a_missing_file_exits_2_naming_it(
 
 
 def test_config_check_error_from_python_m_is_one_line_not_a_traceback(tmp_path: Path) -> None:
-    path = write(tmp_path, "ebd.toml", '[api]\nlisten = "8080"\n')
+    path = write_text(tmp_path, "ebd.toml", '[api]\nlisten = "8080"\n')
     result = run_module("config", "check", "--config", str(path), cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.startswith(f"ebd: error: {path}, field 'api.listen': ")
@@ -215,7 +194,9 @@ def test_regions_show_through_python_m_from_another_folder(tmp_path: Path) -> No
 def test_regions_show_reads_the_given_regions_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    regions = write(tmp_path, "r.csv", "code,name,level,parent\n36,江西省,1,\n3601,南昌市,2,36\n")
+    regions = write_text(
+        tmp_path, "r.csv", "code,name,level,parent\n36,江西省,1,\n3601,南昌市,2,36\n"
+    )
     assert main(["regions", "show", "3601", "--regions-file", str(regions)]) == 0
     assert capsys.readouterr().out.startswith("江西省(36) > 南昌市(3601)\nlevel: 市 / city\n")
 
@@ -269,17 +250,10 @@ TABLES = {
 }
 
 
-def write_tables(folder: Path, **replace: str) -> Path:
-    folder.mkdir()
-    for name, text in TABLES.items():
-        write(folder, name, replace.get(name.removesuffix(".csv"), text))
-    return folder
-
-
 def test_regions_import_of_a_small_folder_writes_a_loadable_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    source = write_tables(tmp_path / "src")
+    source = write_tables(tmp_path / "src", TABLES)
     out = tmp_path / "out" / "regions.csv"
     out.parent.mkdir()
     assert main(["regions", "import", str(source), "--out", str(out)]) == 0
@@ -320,7 +294,7 @@ def test_regions_import_of_a_small_folder_writes_a_loadable_file(
 def test_regions_import_of_a_bad_row_exits_2_naming_file_and_line_and_writes_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], replace: dict[str, str], where: str
 ) -> None:
-    source = write_tables(tmp_path / "src", **replace)
+    source = write_tables(tmp_path / "src", TABLES, **replace)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     out = out_dir / "regions.csv"
@@ -334,8 +308,8 @@ def test_regions_import_of_a_bad_row_exits_2_naming_file_and_line_and_writes_not
 def test_regions_import_keeps_the_old_file_when_the_new_one_is_bad(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    source = write_tables(tmp_path / "src", villages=TABLES["villages.csv"] + "oops\n")
-    out = write(tmp_path, "regions.csv", "the old file\n")
+    source = write_tables(tmp_path / "src", TABLES, villages=TABLES["villages.csv"] + "oops\n")
+    out = write_text(tmp_path, "regions.csv", "the old file\n")
     assert main(["regions", "import", str(source), "--out", str(out)]) == 2
     assert "villages.csv, line 4" in capsys.readouterr().err
     assert out.read_text(encoding="utf-8") == "the old file\n"
@@ -345,7 +319,7 @@ def test_regions_import_keeps_the_old_file_when_the_new_one_is_bad(
 def test_regions_import_of_a_bad_province_exits_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], province: str
 ) -> None:
-    source = write_tables(tmp_path / "src")
+    source = write_tables(tmp_path / "src", TABLES)
     out = tmp_path / "regions.csv"
     assert main(["regions", "import", str(source), "--province", province, "--out", str(out)]) == 2
     assert f"got {province!r}" in capsys.readouterr().err
@@ -362,21 +336,12 @@ def test_regions_import_of_a_folder_without_tables_exits_2(
 # --- terminals import ------------------------------------------------------------------------
 
 
-async def ebd(*argv: str) -> int:
-    """`main` in a thread: it calls asyncio.run, and this loop is serving the engine."""
-    return await asyncio.to_thread(main, list(argv))
-
-
 async def registered(api: Client, region: str = "35") -> list[dict[str, Any]]:
     response = await api.get(f"/api/v1/terminals?region={region}&limit=5000", headers=PROVINCE)
     assert response.status == 200, await response.text()
     listing = await response.json()
     assert listing["total"] == len(listing["terminals"])
     return list(listing["terminals"])
-
-
-def base_url(api: Client) -> str:
-    return str(api.make_url("/"))
 
 
 HEADER = b"id,region,kind\n"
@@ -480,7 +445,7 @@ GOOD_CSV = (
 async def test_terminals_import_of_a_good_csv_registers_every_row(
     api: Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    csv_file = write(tmp_path, "terminals.csv", GOOD_CSV)
+    csv_file = write_text(tmp_path, "terminals.csv", GOOD_CSV)
     argv = ["terminals", "import", str(csv_file), "--api", base_url(api), "--token", "tok-gulou"]
     assert await ebd(*argv) == 0
     assert capsys.readouterr().out == f"{csv_file}: 3 terminals: 3 new, 0 moved, 0 unchanged\n"
@@ -513,7 +478,7 @@ async def test_terminals_import_takes_the_token_from_ebd_token_and_a_bom(
 async def test_terminals_import_outside_the_office_jurisdiction_exits_2_naming_the_region(
     api: Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    csv_file = write(tmp_path, "terminals.csv", GOOD_CSV)
+    csv_file = write_text(tmp_path, "terminals.csv", GOOD_CSV)
     argv = ["terminals", "import", str(csv_file), "--api", base_url(api), "--token", "tok-taijiang"]
     assert await ebd(*argv) == 2
     captured = capsys.readouterr()
@@ -527,7 +492,7 @@ async def test_terminals_import_outside_the_office_jurisdiction_exits_2_naming_t
 async def test_terminals_import_with_an_unknown_token_exits_2(
     api: Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    csv_file = write(tmp_path, "terminals.csv", GOOD_CSV)
+    csv_file = write_text(tmp_path, "terminals.csv", GOOD_CSV)
     argv = ["terminals", "import", str(csv_file), "--api", base_url(api), "--token", "nope"]
     assert await ebd(*argv) == 2
     assert "refused it (401)" in capsys.readouterr().err
@@ -537,7 +502,7 @@ async def test_terminals_import_with_an_unknown_token_exits_2(
 async def test_terminals_import_without_a_token_exits_2_saying_how_to_give_one(
     api: Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    csv_file = write(tmp_path, "terminals.csv", GOOD_CSV)
+    csv_file = write_text(tmp_path, "terminals.csv", GOOD_CSV)
     assert await ebd("terminals", "import", str(csv_file), "--api", base_url(api)) == 2
     err = capsys.readouterr().err
     assert "--token" in err
@@ -556,7 +521,7 @@ def closed_port() -> Iterator[int]:
 def test_terminals_import_with_no_engine_listening_exits_2_naming_the_url(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], closed_port: int
 ) -> None:
-    csv_file = write(tmp_path, "terminals.csv", GOOD_CSV)
+    csv_file = write_text(tmp_path, "terminals.csv", GOOD_CSV)
     url = f"http://127.0.0.1:{closed_port}"
     argv = ["terminals", "import", str(csv_file), "--api", url, "--token", "tok-gulou"]
     assert main(argv) == 2

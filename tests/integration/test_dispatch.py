@@ -2,67 +2,42 @@
 
 from __future__ import annotations
 
-import json
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
-from aiohttp.test_utils import TestClient
-
-from dispatcher.core.regions import Level
 from dispatcher.embedded.processes import MosquittoServer
 from dispatcher.http.state import STORE
 from dispatcher.parts import LINK
-from receiver.simulator import Behaviour, SimTerminal, Simulator
-from tests.helpers import wait_for
-from tests.integration.engine import GULOU, PROVINCE, alert_body, fujian, running_engine
+from receiver.simulator import Behaviour, Simulator
+from tests.helpers import unique, wait_for
+from tests.integration.engine import (
+    GULOU,
+    Client,
+    ack_payload,
+    alert_body,
+    delivery,
+    dispatched,
+    issue,
+    online,
+    played_all,
+    publish_acks,
+    register,
+    running_engine,
+    terminals_in,
+)
 
-Client = TestClient[Any, Any]
 COUNTY_A = "350102"  # 鼓楼区
 COUNTY_B = "350103"  # 台江区
-
-
-def county_terminals(county: str, n: int, prefix: str) -> list[SimTerminal]:
-    villages = fujian().descendants(county, level=Level.VILLAGE)
-    return [SimTerminal(f"{prefix}-{i}", villages[i % len(villages)].code) for i in range(n)]
-
-
-async def register(api: Client, terminals: list[SimTerminal]) -> None:
-    response = await api.post(
-        "/api/v1/terminals",
-        headers=PROVINCE,
-        json=[{"id": t.id, "region": t.region} for t in terminals],
-    )
-    assert response.status == 200, await response.text()
-
-
-async def issue(api: Client, headers: dict[str, str] = PROVINCE, **fields: Any) -> str:
-    response = await api.post("/api/v1/alerts", headers=headers, json=alert_body(**fields))
-    assert response.status == 201, await response.text()
-    return str((await response.json())["id"])
-
-
-async def delivery(api: Client, alert_id: str, detail: str = "county") -> dict[str, Any]:
-    response = await api.get(f"/api/v1/alerts/{alert_id}?detail={detail}", headers=PROVINCE)
-    assert response.status == 200, await response.text()
-    return dict((await response.json())["delivery"])
-
-
-async def played_all(api: Client, alert_id: str, n: int) -> dict[str, Any] | None:
-    state = await delivery(api, alert_id)
-    return state if state["played"] == n and state["expected"] == n else None
 
 
 async def test_county_alert_reaches_only_that_county_and_counts_each_terminal_once(
     api: Client, mqtt_url: str
 ) -> None:
-    prefix = f"e2e-{uuid.uuid4().hex[:6]}"
-    a = county_terminals(COUNTY_A, 150, prefix + "a")
-    b = county_terminals(COUNTY_B, 150, prefix + "b")
-    await register(api, a + b)
-    async with Simulator(a + b, mqtt_url, behaviour=Behaviour(send_playing=True)) as sim:
+    prefix = unique("e2e")
+    a = terminals_in(COUNTY_A, 150, prefix + "a")
+    b = terminals_in(COUNTY_B, 150, prefix + "b")
+    async with online(api, a + b, mqtt_url, Behaviour(send_playing=True)) as sim:
         alert_id = await issue(api, areas=[COUNTY_A])
         state = await wait_for(lambda: played_all(api, alert_id, 150), timeout=30)
         assert isinstance(state, dict)
@@ -91,23 +66,18 @@ async def test_county_alert_reaches_only_that_county_and_counts_each_terminal_on
 async def test_duplicate_backward_and_bad_acks_are_counted_and_never_stop_ingestion(
     api: Client, mqtt_url: str
 ) -> None:
-    prefix = f"ack-{uuid.uuid4().hex[:6]}"
-    terminals = county_terminals(COUNTY_A, 3, prefix)
-    await register(api, terminals)
+    prefix = unique("ack")
+    terminals = terminals_in(COUNTY_A, 3, prefix)
     # Silent terminals: the acks in this test are written by hand.
-    async with Simulator(
-        terminals, mqtt_url, behaviour=Behaviour(silent=frozenset(t.id for t in terminals))
-    ):
+    silent = Behaviour(silent=frozenset(t.id for t in terminals))
+    async with online(api, terminals, mqtt_url, silent):
         alert_id = await issue(api, areas=[COUNTY_A])
         await wait_for(lambda: delivery(api, alert_id), timeout=10)
-        await wait_for(lambda: _dispatched(api, alert_id), timeout=10, message="alert dispatched")
+        await wait_for(lambda: dispatched(api, alert_id), timeout=10, message="alert dispatched")
         t0, t1, t2 = (t.id for t in terminals)
 
         def ack(state: str, alert: str = alert_id, detail: str | None = None) -> bytes:
-            return json.dumps(
-                {"v": 1, "alert_id": alert, "state": state, "at": "2026-11-27T08:00:00+08:00"}
-                | ({"detail": detail} if detail else {})
-            ).encode()
+            return ack_payload(alert, state, detail=detail)
 
         sequence = [
             (t0, ack("received")),
@@ -130,11 +100,7 @@ async def test_duplicate_backward_and_bad_acks_are_counted_and_never_stop_ingest
             ("bad id", ack("played")),
             ("村口喇叭", ack("played")),
         ]
-        async with aiomqtt.Client(
-            "127.0.0.1", int(mqtt_url.rsplit(":", 1)[1]), identifier=f"{prefix}-pub"
-        ) as pub:
-            for terminal, payload in sequence:
-                await pub.publish(f"eb/v1/term/{terminal}/ack", payload, qos=1)
+        await publish_acks(mqtt_url, f"{prefix}-pub", sequence)
         store = api.app[STORE]
         stats = await wait_for(lambda: _stats_total(store, 16), timeout=10)
     assert isinstance(stats, dict)
@@ -151,10 +117,6 @@ async def test_duplicate_backward_and_bad_acks_are_counted_and_never_stop_ingest
     assert [e["detail"] for e in log if e["terminal_id"] == t2] == ["功放\t过热\n已降功率"]
 
 
-async def _dispatched(api: Client, alert_id: str) -> bool:
-    return bool((await delivery(api, alert_id))["state"] == "dispatched")
-
-
 async def _stats_total(store: Any, n: int) -> dict[str, int] | None:
     stats: dict[str, int] = await store.stats()
     keys = ("acks_malformed", "acks_unknown_alert", "acks_unknown_terminal", "acks_duplicate",
@@ -163,12 +125,11 @@ async def _stats_total(store: Any, n: int) -> dict[str, int] | None:
 
 
 async def test_village_alert_and_terminals_outside_targets(api: Client, mqtt_url: str) -> None:
-    prefix = f"vil-{uuid.uuid4().hex[:6]}"
-    terminals = county_terminals(COUNTY_A, 20, prefix)
+    prefix = unique("vil")
+    terminals = terminals_in(COUNTY_A, 20, prefix)
     target = terminals[0].region
-    await register(api, terminals)
     expected = [t for t in terminals if t.region == target]
-    async with Simulator(terminals, mqtt_url) as sim:
+    async with online(api, terminals, mqtt_url) as sim:
         alert_id = await issue(api, headers=GULOU, areas=[target])
         await wait_for(lambda: played_all(api, alert_id, len(expected)), timeout=20)
         assert sim.played(alert_id) == len(expected)
@@ -179,10 +140,9 @@ async def test_village_alert_and_terminals_outside_targets(api: Client, mqtt_url
 async def test_cancel_stops_the_alert_and_is_itself_acknowledged(
     api: Client, mqtt_url: str
 ) -> None:
-    prefix = f"cx-{uuid.uuid4().hex[:6]}"
-    terminals = county_terminals(COUNTY_A, 40, prefix)
-    await register(api, terminals)
-    async with Simulator(terminals, mqtt_url) as sim:
+    prefix = unique("cx")
+    terminals = terminals_in(COUNTY_A, 40, prefix)
+    async with online(api, terminals, mqtt_url) as sim:
         alert_id = await issue(api, headers=GULOU, areas=[COUNTY_A])
         await wait_for(lambda: played_all(api, alert_id, 40), timeout=20)
         response = await api.post(
@@ -210,10 +170,9 @@ async def test_cancel_stops_the_alert_and_is_itself_acknowledged(
 async def test_cancel_during_playback_counts_terminals_as_cancelled_not_failed(
     api: Client, mqtt_url: str
 ) -> None:
-    prefix = f"cp-{uuid.uuid4().hex[:6]}"
-    terminals = county_terminals(COUNTY_A, 30, prefix)
-    await register(api, terminals)
-    async with Simulator(terminals, mqtt_url, behaviour=Behaviour(play_time=120)):
+    prefix = unique("cp")
+    terminals = terminals_in(COUNTY_A, 30, prefix)
+    async with online(api, terminals, mqtt_url, Behaviour(play_time=120)):
         alert_id = await issue(api, headers=GULOU, areas=[COUNTY_A])
         await wait_for(lambda: _all_received(api, alert_id, 30), timeout=20, message="all playing")
         response = await api.post(f"/api/v1/alerts/{alert_id}/cancel", headers=GULOU)
@@ -236,12 +195,11 @@ async def _all_cancelled(api: Client, alert_id: str, n: int) -> dict[str, Any] |
 async def test_broker_restart_during_dispatch_keeps_the_engine_session(
     redis_url: str, fresh_mosquitto: MosquittoServer, tmp_path: Path
 ) -> None:
-    prefix = f"br-{uuid.uuid4().hex[:6]}"
-    terminals = county_terminals(COUNTY_A, 60, prefix)
+    prefix = unique("br")
+    terminals = terminals_in(COUNTY_A, 60, prefix)
     async with running_engine(redis_url, fresh_mosquitto.url, tmp_path) as api:
         link = api.app[LINK]
-        await register(api, terminals)
-        async with Simulator(terminals, fresh_mosquitto.url) as sim:
+        async with online(api, terminals, fresh_mosquitto.url) as sim:
             fresh_mosquitto.stop()
             await wait_for(lambda: not link.connected.is_set(), timeout=10)
             # Accepted while the broker is down: stored, queued, sent when it is back.
@@ -256,10 +214,9 @@ async def test_broker_restart_during_dispatch_keeps_the_engine_session(
 
 
 async def test_an_update_supersedes_the_alert_it_references(api: Client, mqtt_url: str) -> None:
-    prefix = f"up-{uuid.uuid4().hex[:6]}"
-    terminals = county_terminals(COUNTY_A, 25, prefix)
-    await register(api, terminals)
-    async with Simulator(terminals, mqtt_url, behaviour=Behaviour(play_time=120)) as sim:
+    prefix = unique("up")
+    terminals = terminals_in(COUNTY_A, 25, prefix)
+    async with online(api, terminals, mqtt_url, Behaviour(play_time=120)) as sim:
         first = await issue(api, headers=GULOU, areas=[COUNTY_A], severity="orange")
         await wait_for(lambda: _all_received(api, first, 25), timeout=20)
         second = await issue(
@@ -297,14 +254,14 @@ async def test_an_update_supersedes_the_alert_it_references(api: Client, mqtt_ur
 
 
 async def test_expired_alert_state_and_no_dispatch_after_expiry(api: Client, mqtt_url: str) -> None:
-    prefix = f"ex-{uuid.uuid4().hex[:6]}"
-    terminals = county_terminals(COUNTY_A, 5, prefix)
+    prefix = unique("ex")
+    terminals = terminals_in(COUNTY_A, 5, prefix)
     await register(api, terminals)
     soon = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
     async with Simulator(terminals, mqtt_url) as sim:
         await sim.drop([t.id for t in terminals])
         alert_id = await issue(api, areas=[COUNTY_A], expires_in=None, expires=soon)
-        await wait_for(lambda: _dispatched(api, alert_id), timeout=10)
+        await wait_for(lambda: dispatched(api, alert_id), timeout=10)
         expired = await wait_for(lambda: _state_is(api, alert_id, "expired"), timeout=10)
         await sim.reconnect([t.id for t in terminals])
         # A live alert after it: once that has played, anything queued before it was seen.

@@ -3,46 +3,26 @@ from what simulated terminals did, compliance. Real Redis and broker; short wind
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from aiohttp.test_utils import TestClient
-
 from dispatcher.core.regions import Level
-from receiver.simulator import Behaviour, SimTerminal, Simulator
-from tests.helpers import wait_for
-from tests.integration.engine import GULOU, PROVINCE, fujian, running_engine
-
-Client = TestClient[Any, Any]
-GUDONG = "350102001"  # 鼓东街道, 鼓楼区
-GULOU_COUNTY = "350102"
-
-
-def midday_zone() -> str:
-    """A fixed-offset zone where it is now between 06:00 and 18:00, so a drill a few seconds
-    ahead falls in working hours whenever the suite runs."""
-    hour = datetime.now(UTC).hour
-    offset = (12 - hour + 12) % 24 - 12  # local hour 12 at UTC hour `hour`
-    # Etc/GMT signs are inverted: Etc/GMT-8 is UTC+8.
-    return "Etc/GMT" + (f"-{offset}" if offset > 0 else f"+{-offset}" if offset < 0 else "")
-
-
-def drill_settings(**overrides: Any) -> dict[str, Any]:
-    return {
-        "timezone": midday_zone(),
-        "weekdays": [1, 2, 3, 4, 5, 6, 7],
-        "workday_start": "00:00",
-        "workday_end": "23:59",
-        "window": 3.0,
-        "late_after": 1.0,
-        "lease_seconds": 1.5,
-        "grace": 60.0,
-        **overrides,
-    }
+from receiver.simulator import Behaviour, Simulator
+from tests.helpers import GUDONG, GULOU_COUNTY, fujian, unique, wait_for
+from tests.integration.engine import (
+    GULOU,
+    PROVINCE,
+    Client,
+    base_url,
+    drill_settings,
+    ebd,
+    register,
+    running_engine,
+    terminals_in,
+)
 
 
 @asynccontextmanager
@@ -61,17 +41,6 @@ async def call(client: Client, method: str, path: str, body: Any = None, headers
     data = await response.json() if response.content_type == "application/json" else None
     assert response.status == status, data
     return data
-
-
-def township_terminals(n: int, prefix: str) -> list[SimTerminal]:
-    villages = fujian().descendants(GUDONG, level=Level.VILLAGE)
-    return [SimTerminal(f"{prefix}-{i}", villages[i % len(villages)].code) for i in range(n)]
-
-
-async def register(client: Client, terminals: list[SimTerminal]) -> None:
-    await call(
-        client, "POST", "/api/v1/terminals", [{"id": t.id, "region": t.region} for t in terminals]
-    )
 
 
 async def drill_status(client: Client, drill_id: str, *statuses: str) -> dict[str, Any] | None:
@@ -123,10 +92,10 @@ async def test_plan_a_county_list_export_and_edit(
 async def test_a_drill_fires_at_its_time_and_is_reported_from_the_acks(
     redis_url: str, mqtt_url: str, tmp_path: Path
 ) -> None:
-    prefix = f"dr-{uuid.uuid4().hex[:6]}"
-    prompt = township_terminals(4, prefix + "-a")
-    slow = township_terminals(2, prefix + "-b")
-    silent = township_terminals(1, prefix + "-c")
+    prefix = unique("dr")
+    prompt = terminals_in(GUDONG, 4, prefix + "-a")
+    slow = terminals_in(GUDONG, 2, prefix + "-b")
+    silent = terminals_in(GUDONG, 1, prefix + "-c")
     async with engine(redis_url, mqtt_url, tmp_path) as client:
         await register(client, prompt + slow + silent)
         at = datetime.now(UTC) + timedelta(seconds=2)
@@ -221,17 +190,9 @@ async def test_bad_drill_requests_get_clear_errors(
 async def test_run_now_and_the_cli(
     redis_url: str, mqtt_url: str, tmp_path: Path, capsys: Any
 ) -> None:
-    import asyncio
-
-    from dispatcher.cli.main import main
-
-    async def ebd(*argv: str) -> int:
-        return await asyncio.to_thread(main, list(argv))
-
-    terminals = township_terminals(3, f"cli-{uuid.uuid4().hex[:6]}")
+    terminals = terminals_in(GUDONG, 3, unique("cli"))
     async with engine(redis_url, mqtt_url, tmp_path, window=2.0) as client:
-        base = str(client.make_url("/"))
-        auth = ["--api", base, "--token", "tok-province"]
+        auth = ["--api", base_url(client), "--token", "tok-province"]
         await register(client, terminals)
         at = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
         assert await ebd("drills", "add", "--township", GUDONG, "--at", at, "--reason", "试",

@@ -19,7 +19,6 @@ import json
 import math
 import re
 import time
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,9 +28,9 @@ import redis
 
 from dispatcher.core.regions import Level
 from receiver.simulator import SimTerminal, Simulator
-from tests.helpers import wait_for
-from tests.integration.engine import fujian
-from tests.integration.test_drills import drill_settings
+from tests.helpers import fujian, unique, wait_for
+from tests.integration.engine import drill_settings, online, terminals_in
+from tests.integration.processes import two_instances
 from tests.support.engine_process import EngineApi, EngineProcess
 
 LEADER, ALERTS = "ebd:drills:leader", "ebd:alerts"
@@ -61,38 +60,16 @@ def townships(n: int) -> list[str]:
     raise AssertionError(f"fewer than {n} counties with townships and villages")
 
 
-def terminals_in(township: str, n: int, prefix: str) -> list[SimTerminal]:
-    villages = fujian().descendants(township, level=Level.VILLAGE)
-    return [SimTerminal(f"{prefix}-{i}", villages[i % len(villages)].code) for i in range(n)]
-
-
-def engine_for(
-    tmp_path: Path,
-    redis_url: str,
-    mqtt_url: str,
-    *,
-    instance: str = "ebd-1",
-    shared: bool = False,
-    **drills: Any,
-) -> EngineProcess:
+def engine_for(tmp_path: Path, redis_url: str, mqtt_url: str, **drills: Any) -> EngineProcess:
+    """One engine (instance ebd-1) with the test drill settings, ``drills`` over them."""
     return EngineProcess(
         tmp_path,
         redis_url=redis_url,
         mqtt_url=mqtt_url,
-        instance=instance,
-        shared_subscription=shared,
         # A client id of its own: the session broker is shared with other tests.
-        client_id=f"drill-chaos-{instance}-{uuid.uuid4().hex[:6]}",
+        client_id=unique("drill-chaos"),
         drills=drill_settings(**drills),
     )
-
-
-def two_instances(tmp_path: Path, redis_url: str, mqtt_url: str) -> list[EngineProcess]:
-    """ebd-a and ebd-b on one Redis and broker, sharing the acks; both run a DrillScheduler."""
-    return [
-        engine_for(tmp_path, redis_url, mqtt_url, instance=name, shared=True)
-        for name in ("ebd-a", "ebd-b")
-    ]
 
 
 async def call(
@@ -234,14 +211,13 @@ async def test_two_instances_fire_each_drill_exactly_once(
     holder schedules and fires: one alert, one ``fired`` edit and one play per terminal each,
     every drill passed and reported."""
     codes = townships(4)
-    prefix = f"once-{uuid.uuid4().hex[:6]}"
+    prefix = unique("once")
     terminals = {code: terminals_in(code, 3, f"{prefix}-{i}") for i, code in enumerate(codes)}
     everyone = [t for group in terminals.values() for t in group]
-    a, b = two_instances(tmp_path, redis_url, mqtt_url)
+    a, b = two_instances(tmp_path, redis_url, mqtt_url, drills=drill_settings())
     async with a, b, EngineApi(a.base_url) as api:
         await wait_for(lambda: rdb.get(LEADER), timeout=10, message="a drill-scheduler lease")
-        await api.register(everyone)
-        async with Simulator(everyone, mqtt_url) as sim:
+        async with online(api, everyone, mqtt_url) as sim:
             at = soon(3)
             times = [at, at, at + timedelta(milliseconds=400), at + timedelta(seconds=1)]
             drills = [
@@ -270,23 +246,21 @@ async def test_leader_killed_just_before_a_drill_the_other_takes_over_and_fires_
     valid. The other instance takes the lease once it lapses (1.5 s) and fires the drill from
     the job store the dead one left: fired once, by the survivor, seconds late; passed."""
     code = townships(1)[0]
-    terminals = terminals_in(code, 3, f"take-{uuid.uuid4().hex[:6]}")
-    a, b = two_instances(tmp_path, redis_url, mqtt_url)
+    terminals = terminals_in(code, 3, unique("take"))
+    a, b = two_instances(tmp_path, redis_url, mqtt_url, drills=drill_settings())
     async with a, b:
         holder = await wait_for(lambda: rdb.get(LEADER), timeout=10, message="a lease holder")
         leader, survivor = (a, b) if holder == a.instance else (b, a)
-        async with EngineApi(survivor.base_url) as api:
-            await api.register(terminals)
-            async with Simulator(terminals, mqtt_url) as sim:
-                at = soon(3)
-                drill = await add_drill(api, code, at)
-                await wait_for(lambda: jobs_stored(rdb, [drill["id"]]), timeout=5)
-                await until_clock(at - timedelta(seconds=1))
-                leader.kill()
-                killed = datetime.now(UTC)
-                assert rdb.get(LEADER) == leader.instance, "the lease lapsed before the kill"
-                done = await until_status(api, drill["id"], "passed", "failed")
-                await assert_fired_once_and_passed(api, rdb, sim, done, terminals)
+        async with EngineApi(survivor.base_url) as api, online(api, terminals, mqtt_url) as sim:
+            at = soon(3)
+            drill = await add_drill(api, code, at)
+            await wait_for(lambda: jobs_stored(rdb, [drill["id"]]), timeout=5)
+            await until_clock(at - timedelta(seconds=1))
+            leader.kill()
+            killed = datetime.now(UTC)
+            assert rdb.get(LEADER) == leader.instance, "the lease lapsed before the kill"
+            done = await until_status(api, drill["id"], "passed", "failed")
+            await assert_fired_once_and_passed(api, rdb, sim, done, terminals)
         assert rdb.get(LEADER) == survivor.instance
         no_lease_changes(survivor)
     assert fired_by(survivor) == [drill["id"]]
@@ -308,23 +282,21 @@ async def test_restart_across_a_drill_time_within_the_grace_fires_it_late(
     """The only engine dies by SIGKILL 1.5 s before a drill is due and starts again 3 s after
     it: the drill fires at the restart, late by the downtime, once; passed and reported."""
     code = townships(1)[0]
-    terminals = terminals_in(code, 3, f"late-{uuid.uuid4().hex[:6]}")
+    terminals = terminals_in(code, 3, unique("late"))
     engine = engine_for(tmp_path, redis_url, mqtt_url)
-    async with engine, EngineApi(engine.base_url) as api:
-        await api.register(terminals)
-        async with Simulator(terminals, mqtt_url) as sim:
-            at = soon(3)
-            drill = await add_drill(api, code, at)
-            await wait_for(lambda: jobs_stored(rdb, [drill["id"]]), timeout=5)
-            await until_clock(at - timedelta(seconds=1.5))
-            engine.kill()
-            killed = datetime.now(UTC)
-            await until_clock(at + timedelta(seconds=3))
-            started = datetime.now(UTC)
-            await engine.start()
-            ready = datetime.now(UTC)
-            done = await until_status(api, drill["id"], "passed", "failed")
-            await assert_fired_once_and_passed(api, rdb, sim, done, terminals)
+    async with engine, EngineApi(engine.base_url) as api, online(api, terminals, mqtt_url) as sim:
+        at = soon(3)
+        drill = await add_drill(api, code, at)
+        await wait_for(lambda: jobs_stored(rdb, [drill["id"]]), timeout=5)
+        await until_clock(at - timedelta(seconds=1.5))
+        engine.kill()
+        killed = datetime.now(UTC)
+        await until_clock(at + timedelta(seconds=3))
+        started = datetime.now(UTC)
+        await engine.start()
+        ready = datetime.now(UTC)
+        done = await until_status(api, drill["id"], "passed", "failed")
+        await assert_fired_once_and_passed(api, rdb, sim, done, terminals)
     late_by = done["late_by"]
     assert (started - at).total_seconds() <= late_by < (ready - at).total_seconds() + 2
     # Under LATE_NOTE_SECONDS (a minute) late the engine names no reason: by design.
@@ -347,27 +319,25 @@ async def test_restart_after_a_long_outage_within_the_grace_says_why_the_drill_i
     outage. (The job store still holds the old run time; reconciling moves the job.)"""
     outage = timedelta(seconds=70)
     code = townships(1)[0]
-    terminals = terminals_in(code, 3, f"long-{uuid.uuid4().hex[:6]}")
+    terminals = terminals_in(code, 3, unique("long"))
     engine = engine_for(tmp_path, redis_url, mqtt_url, grace=300.0)
-    async with engine, EngineApi(engine.base_url) as api:
-        await api.register(terminals)
-        async with Simulator(terminals, mqtt_url) as sim:
-            drill = await add_drill(api, code, soon(3))
-            await wait_for(lambda: jobs_stored(rdb, [drill["id"]]), timeout=5)
-            engine.kill()
-            stored = json.loads(rdb.hget("ebd:drills", drill["id"]) or "{}")
-            due = parse(stored["scheduled_at"]) - outage
-            stored["scheduled_at"] = due.isoformat()
-            rdb.hset("ebd:drills", drill["id"], json.dumps(stored))
-            rdb.zadd("ebd:drills:by_time", {drill["id"]: int(due.timestamp() * 1000)})
-            beat_ms, holder = str(rdb.get(HEARTBEAT)).split(" ")
-            last_beat = datetime.fromtimestamp((int(beat_ms) - 70_000) / 1000, UTC)
-            rdb.set(HEARTBEAT, f"{int(beat_ms) - 70_000} {holder}")
-            started = datetime.now(UTC)
-            await engine.start()
-            ready = datetime.now(UTC)
-            done = await until_status(api, drill["id"], "passed", "failed")
-            await assert_fired_once_and_passed(api, rdb, sim, done, terminals)
+    async with engine, EngineApi(engine.base_url) as api, online(api, terminals, mqtt_url) as sim:
+        drill = await add_drill(api, code, soon(3))
+        await wait_for(lambda: jobs_stored(rdb, [drill["id"]]), timeout=5)
+        engine.kill()
+        stored = json.loads(rdb.hget("ebd:drills", drill["id"]) or "{}")
+        due = parse(stored["scheduled_at"]) - outage
+        stored["scheduled_at"] = due.isoformat()
+        rdb.hset("ebd:drills", drill["id"], json.dumps(stored))
+        rdb.zadd("ebd:drills:by_time", {drill["id"]: int(due.timestamp() * 1000)})
+        beat_ms, holder = str(rdb.get(HEARTBEAT)).split(" ")
+        last_beat = datetime.fromtimestamp((int(beat_ms) - 70_000) / 1000, UTC)
+        rdb.set(HEARTBEAT, f"{int(beat_ms) - 70_000} {holder}")
+        started = datetime.now(UTC)
+        await engine.start()
+        ready = datetime.now(UTC)
+        done = await until_status(api, drill["id"], "passed", "failed")
+        await assert_fired_once_and_passed(api, rdb, sim, done, terminals)
     late_by = done["late_by"]
     assert (started - due).total_seconds() <= late_by < (ready - due).total_seconds() + 2
     reason = done["late_reason"]
@@ -389,26 +359,24 @@ async def test_down_past_the_grace_the_drill_is_missed_with_the_reason(
     the drill is not run but marked missed, the reason naming the gap and the grace. No alert
     was stored or played."""
     code = townships(1)[0]
-    terminals = terminals_in(code, 3, f"miss-{uuid.uuid4().hex[:6]}")
+    terminals = terminals_in(code, 3, unique("miss"))
     engine = engine_for(tmp_path, redis_url, mqtt_url, grace=2.0)
-    async with engine, EngineApi(engine.base_url) as api:
-        await api.register(terminals)
-        async with Simulator(terminals, mqtt_url) as sim:
-            at = soon(3)
-            drill = await add_drill(api, code, at)
-            await wait_for(lambda: jobs_stored(rdb, [drill["id"]]), timeout=5)
-            await until_clock(at - timedelta(seconds=1.5))
-            engine.kill()
-            killed = datetime.now(UTC)
-            await until_clock(at + timedelta(seconds=3))
-            started = datetime.now(UTC)
-            await engine.start()
-            done = await until_status(api, drill["id"], "missed", "running", "passed", "failed")
-            assert done["status"] == "missed", {k: v for k, v in done.items() if k != "history"}
-            await call(api, "GET", f"/api/v1/drills/{drill['id']}/report", status=404)
-            assert exercise_alerts(rdb) == {}
-            assert all(sim.plays_of(t.id) == {} for t in terminals)
-            assert not jobs_stored(rdb, [drill["id"]])
+    async with engine, EngineApi(engine.base_url) as api, online(api, terminals, mqtt_url) as sim:
+        at = soon(3)
+        drill = await add_drill(api, code, at)
+        await wait_for(lambda: jobs_stored(rdb, [drill["id"]]), timeout=5)
+        await until_clock(at - timedelta(seconds=1.5))
+        engine.kill()
+        killed = datetime.now(UTC)
+        await until_clock(at + timedelta(seconds=3))
+        started = datetime.now(UTC)
+        await engine.start()
+        done = await until_status(api, drill["id"], "missed", "running", "passed", "failed")
+        assert done["status"] == "missed", {k: v for k, v in done.items() if k != "history"}
+        await call(api, "GET", f"/api/v1/drills/{drill['id']}/report", status=404)
+        assert exercise_alerts(rdb) == {}
+        assert all(sim.plays_of(t.id) == {} for t in terminals)
+        assert not jobs_stored(rdb, [drill["id"]])
     reason = done["missed_reason"]
     gap = GAP.match(reason or "")
     assert gap is not None, reason
@@ -432,51 +400,50 @@ async def test_moved_and_cancelled_drills_while_the_leader_runs(
     time. Nothing fires at the old time; the moved drill fires at its new time, once; the
     cancelled one never (no alert, no play)."""
     moved_code, cancelled_code = townships(2)
-    prefix = f"edit-{uuid.uuid4().hex[:6]}"
+    prefix = unique("edit")
     to_play = terminals_in(moved_code, 3, f"{prefix}-m")
     not_to_play = terminals_in(cancelled_code, 3, f"{prefix}-c")
-    a, b = two_instances(tmp_path, redis_url, mqtt_url)
+    a, b = two_instances(tmp_path, redis_url, mqtt_url, drills=drill_settings())
     async with a, b:
         holder = await wait_for(lambda: rdb.get(LEADER), timeout=10, message="a lease holder")
         leader, other = (a, b) if holder == a.instance else (b, a)
-        async with EngineApi(other.base_url) as api:
-            await api.register(to_play + not_to_play)
-            async with Simulator(to_play + not_to_play, mqtt_url) as sim:
-                old = soon(4)
-                new = old + timedelta(seconds=4)
-                moved = await add_drill(api, moved_code, old)
-                cancelled = await add_drill(api, cancelled_code, old)
-                ids = [moved["id"], cancelled["id"]]
-                await wait_for(lambda: jobs_stored(rdb, ids), timeout=5)
-                await call(
-                    api,
-                    "POST",
-                    f"/api/v1/drills/{moved['id']}/move",
-                    {"at": new.isoformat(), "reason": "镇长出差"},
-                )
-                await call(
-                    api, "POST", f"/api/v1/drills/{cancelled['id']}/cancel", {"reason": "撤并"}
+        async with (
+            EngineApi(other.base_url) as api,
+            online(api, to_play + not_to_play, mqtt_url) as sim,
+        ):
+            old = soon(4)
+            new = old + timedelta(seconds=4)
+            moved = await add_drill(api, moved_code, old)
+            cancelled = await add_drill(api, cancelled_code, old)
+            ids = [moved["id"], cancelled["id"]]
+            await wait_for(lambda: jobs_stored(rdb, ids), timeout=5)
+            await call(
+                api,
+                "POST",
+                f"/api/v1/drills/{moved['id']}/move",
+                {"at": new.isoformat(), "reason": "镇长出差"},
+            )
+            await call(api, "POST", f"/api/v1/drills/{cancelled['id']}/cancel", {"reason": "撤并"})
+
+            def rescheduled() -> bool:
+                return rdb.zscore(APS_RUN_TIMES, moved["id"]) == new.timestamp() and not (
+                    rdb.hexists(APS_JOBS, cancelled["id"])
                 )
 
-                def rescheduled() -> bool:
-                    return rdb.zscore(APS_RUN_TIMES, moved["id"]) == new.timestamp() and not (
-                        rdb.hexists(APS_JOBS, cancelled["id"])
-                    )
-
-                await wait_for(rescheduled, timeout=3, message="the holder's job store")
-                assert datetime.now(UTC) < old, "reconciled only after the old time"
-                await until_clock(old + timedelta(seconds=1))
-                assert (await drill_of(api, moved["id"]))["status"] == "planned"
-                assert exercise_alerts(rdb) == {}
-                done = await until_status(api, moved["id"], "passed", "failed")
-                history = ("added", "moved", "fired", "reported")
-                await assert_fired_once_and_passed(api, rdb, sim, done, to_play, history=history)
-                gone = await drill_of(api, cancelled["id"])
-                assert gone["status"] == "cancelled"
-                assert actions(gone) == ["added", "cancelled"]
-                assert gone["alert_id"] is None
-                assert list(exercise_alerts(rdb)) == [moved_code]
-                assert all(sim.plays_of(t.id) == {} for t in not_to_play)
+            await wait_for(rescheduled, timeout=3, message="the holder's job store")
+            assert datetime.now(UTC) < old, "reconciled only after the old time"
+            await until_clock(old + timedelta(seconds=1))
+            assert (await drill_of(api, moved["id"]))["status"] == "planned"
+            assert exercise_alerts(rdb) == {}
+            done = await until_status(api, moved["id"], "passed", "failed")
+            history = ("added", "moved", "fired", "reported")
+            await assert_fired_once_and_passed(api, rdb, sim, done, to_play, history=history)
+            gone = await drill_of(api, cancelled["id"])
+            assert gone["status"] == "cancelled"
+            assert actions(gone) == ["added", "cancelled"]
+            assert gone["alert_id"] is None
+            assert list(exercise_alerts(rdb)) == [moved_code]
+            assert all(sim.plays_of(t.id) == {} for t in not_to_play)
         no_lease_changes(a, b)
     assert parse(done["fired_at"]) >= new
     assert 0 <= done["late_by"] < 2, done["late_by"]

@@ -11,7 +11,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from dispatcher.app import create_app
 from dispatcher.http.state import URLS
 from dispatcher.settings import Settings
-from tests.integration.engine import engine_settings, fujian
+from tests.helpers import fujian
+from tests.integration.engine import engine_settings
 
 
 def accepts(url: str) -> bool:

@@ -17,13 +17,16 @@ import pytest
 from dispatcher.embedded.processes import MosquittoServer
 from receiver.agent import PlayerError, ReceiverAgent, run_agent
 from receiver.brain import Play
-from tests.helpers import wait_for
-from tests.support.broker import Watch, alert_body, unique
+from tests.helpers import (
+    COUNTY_TOPIC,
+    PROVINCE_TOPIC,
+    VILLAGE_TOPIC,
+    ZHONGSHAN,
+    unique,
+    wait_for,
+)
+from tests.support.broker import Watch, alert_body
 
-VILLAGE = "350102001001"
-COUNTY_TOPIC = "eb/v1/alert/35/3501/350102"
-PROVINCE_TOPIC = "eb/v1/alert/35"
-VILLAGE_TOPIC = "eb/v1/alert/35/3501/350102/350102001/350102001001"
 ACK_KEYS = {"v", "alert_id", "state", "at", "detail"}
 
 
@@ -64,7 +67,7 @@ async def test_an_alert_on_two_topics_twice_plays_once_and_acks_received_then_pl
 ) -> None:
     terminal_id, alert_id = unique("rx"), unique("al")
     player = RecordingPlayer()
-    agent = ReceiverAgent(terminal_id, VILLAGE, mqtt_url, player=player)
+    agent = ReceiverAgent(terminal_id, ZHONGSHAN, mqtt_url, player=player)
     async with running(agent):
         body = alert_body(alert_id)
         await watch.publish(COUNTY_TOPIC, body)
@@ -89,7 +92,7 @@ async def test_an_expired_alert_is_not_played_and_acked_failed_expired(
 ) -> None:
     terminal_id, alert_id = unique("rx"), unique("al")
     player = RecordingPlayer()
-    agent = ReceiverAgent(terminal_id, VILLAGE, mqtt_url, player=player)
+    agent = ReceiverAgent(terminal_id, ZHONGSHAN, mqtt_url, player=player)
     async with running(agent):
         sent = datetime.now(UTC) - timedelta(hours=2)
         await watch.publish(VILLAGE_TOPIC, alert_body(alert_id, sent=sent))
@@ -104,7 +107,7 @@ async def test_a_resend_on_cmd_repeats_the_latest_ack_without_playing_again(
 ) -> None:
     terminal_id, alert_id = unique("rx"), unique("al")
     player = RecordingPlayer()
-    agent = ReceiverAgent(terminal_id, VILLAGE, mqtt_url, player=player)
+    agent = ReceiverAgent(terminal_id, ZHONGSHAN, mqtt_url, player=player)
     async with running(agent):
         body = alert_body(alert_id)
         await watch.publish(COUNTY_TOPIC, body)
@@ -121,7 +124,7 @@ async def test_a_cancel_cuts_the_drill_being_played_and_is_acked(
 ) -> None:
     terminal_id, drill_id, cancel_id = unique("rx"), unique("drill"), unique("cancel")
     player = RecordingPlayer(play_time=60)
-    agent = ReceiverAgent(terminal_id, VILLAGE, mqtt_url, player=player)
+    agent = ReceiverAgent(terminal_id, ZHONGSHAN, mqtt_url, player=player)
     async with running(agent):
         await watch.publish(COUNTY_TOPIC, alert_body(drill_id, status="exercise"))
         await wait_for(player.started.is_set)
@@ -139,13 +142,13 @@ async def test_the_session_keeps_what_was_published_while_the_terminal_was_away(
     mqtt_url: str, watch: Watch
 ) -> None:
     terminal_id, alert_id = unique("rx"), unique("al")
-    first = ReceiverAgent(terminal_id, VILLAGE, mqtt_url, player=RecordingPlayer())
+    first = ReceiverAgent(terminal_id, ZHONGSHAN, mqtt_url, player=RecordingPlayer())
     async with running(first):
         assert first.session_present is False
     await wait_for(lambda: watch.states(terminal_id)[-1:] == ["offline"])
     await watch.publish(VILLAGE_TOPIC, alert_body(alert_id))  # nobody is connected now
     player = RecordingPlayer()
-    second = ReceiverAgent(terminal_id, VILLAGE, mqtt_url, player=player)
+    second = ReceiverAgent(terminal_id, ZHONGSHAN, mqtt_url, player=player)
     async with running(second):
         assert second.session_present is True
         await wait_for(lambda: "played" in states_of(watch.acks(terminal_id, alert_id)))
@@ -158,7 +161,7 @@ async def test_a_reconnect_after_a_broker_restart_finds_its_session(
 ) -> None:
     terminal_id, alert_id = unique("rx"), unique("al")
     player = RecordingPlayer()
-    agent = ReceiverAgent(terminal_id, VILLAGE, fresh_mosquitto.url, player=player)
+    agent = ReceiverAgent(terminal_id, ZHONGSHAN, fresh_mosquitto.url, player=player)
     async with running(agent):
         assert agent.connects == 1
         await asyncio.to_thread(fresh_mosquitto.restart)
@@ -182,7 +185,7 @@ def killable_agent(mqtt_url: str) -> tuple[str, list[str]]:
         "from receiver.agent import run_agent\n"
         "asyncio.run(run_agent(sys.argv[1], sys.argv[2], sys.argv[3]))\n"
     )
-    return terminal_id, [sys.executable, "-c", code, terminal_id, VILLAGE, mqtt_url]
+    return terminal_id, [sys.executable, "-c", code, terminal_id, ZHONGSHAN, mqtt_url]
 
 
 async def test_the_last_will_says_offline_when_the_terminal_dies(
@@ -199,13 +202,13 @@ async def test_the_last_will_says_offline_when_the_terminal_dies(
         await process.wait()
     await wait_for(lambda: watch.states(terminal_id) == ["online", "offline"])
     (offline,) = [s for s in watch.on(f"eb/v1/term/{terminal_id}/state") if s["state"] != "online"]
-    assert offline["region"] == VILLAGE
+    assert offline["region"] == ZHONGSHAN
 
 
 async def test_run_agent_stops_when_told(mqtt_url: str, watch: Watch) -> None:
     terminal_id = unique("rx")
     stop = asyncio.Event()
-    task = asyncio.create_task(run_agent(terminal_id, VILLAGE, mqtt_url, stop=stop))
+    task = asyncio.create_task(run_agent(terminal_id, ZHONGSHAN, mqtt_url, stop=stop))
     await wait_for(lambda: watch.states(terminal_id) == ["online"])
     stop.set()
     async with asyncio.timeout(10):
@@ -222,7 +225,7 @@ async def test_a_player_failure_is_acked_failed_with_its_message(
     mqtt_url: str, watch: Watch
 ) -> None:
     terminal_id, alert_id = unique("rx"), unique("al")
-    agent = ReceiverAgent(terminal_id, VILLAGE, mqtt_url, player=BrokenPlayer())
+    agent = ReceiverAgent(terminal_id, ZHONGSHAN, mqtt_url, player=BrokenPlayer())
     async with running(agent):
         await watch.publish(COUNTY_TOPIC, alert_body(alert_id))
         await wait_for(lambda: "failed" in states_of(watch.acks(terminal_id, alert_id)))
@@ -239,7 +242,7 @@ async def test_a_restarted_agent_answers_a_resend_from_its_state_file_without_pl
     body = alert_body(alert_id)
     first = RecordingPlayer()
     async with running(
-        ReceiverAgent(terminal_id, VILLAGE, mqtt_url, player=first, state_file=state_file)
+        ReceiverAgent(terminal_id, ZHONGSHAN, mqtt_url, player=first, state_file=state_file)
     ):
         await watch.publish(COUNTY_TOPIC, body)
         await wait_for(lambda: "played" in states_of(watch.acks(terminal_id, alert_id)))
@@ -247,7 +250,7 @@ async def test_a_restarted_agent_answers_a_resend_from_its_state_file_without_pl
     assert saved[alert_id]["ack"]["state"] == "played"
     again = RecordingPlayer()
     async with running(
-        ReceiverAgent(terminal_id, VILLAGE, mqtt_url, player=again, state_file=state_file)
+        ReceiverAgent(terminal_id, ZHONGSHAN, mqtt_url, player=again, state_file=state_file)
     ):
         await watch.publish(f"eb/v1/term/{terminal_id}/cmd", body)
         await wait_for(lambda: states_of(watch.acks(terminal_id, alert_id)).count("played") == 2)
@@ -255,5 +258,5 @@ async def test_a_restarted_agent_answers_a_resend_from_its_state_file_without_pl
     # A damaged state file is no reason not to start: it is read as empty.
     state_file.write_text("{not json", encoding="utf-8")
     assert (
-        ReceiverAgent(terminal_id, VILLAGE, mqtt_url, state_file=state_file).brain.handled() == []
+        ReceiverAgent(terminal_id, ZHONGSHAN, mqtt_url, state_file=state_file).brain.handled() == []
     )

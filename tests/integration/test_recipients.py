@@ -3,19 +3,13 @@ errors, jurisdiction, merging a person's postings across offices, removal."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 
-from dispatcher.cli.main import main
-from tests.integration.engine import GULOU, PROVINCE, TAIJIANG
-
-Client = TestClient[Any, Any]
-ZHONGSHAN = "350102001001"
-TAIJIANG_VILLAGE = "350103001002"
+from tests.helpers import TAIJIANG_VILLAGE, ZHONGSHAN
+from tests.integration.engine import GULOU, PROVINCE, TAIJIANG, Client, base_url, ebd
 
 
 async def listed(api: Client, region: str = "35", headers: Any = PROVINCE) -> list[dict[str, Any]]:
@@ -99,10 +93,6 @@ async def test_an_office_import_keeps_the_postings_other_offices_made(api: Clien
     assert response.status == 422
 
 
-async def ebd(*argv: str) -> int:
-    return await asyncio.to_thread(main, list(argv))
-
-
 GOOD_CSV = (
     "phone,name,region,role,languages\n"
     "13712345678,张三,350102001001,village_head,zh\n"
@@ -116,7 +106,7 @@ async def test_cli_import_of_a_good_csv(
 ) -> None:
     path = tmp_path / "people.csv"
     path.write_text(GOOD_CSV, encoding="utf-8")
-    base = str(api.make_url("/"))
+    base = base_url(api)
     assert await ebd("recipients", "import", str(path), "--api", base, "--token", "tok-gulou") == 0
     out = capsys.readouterr().out.splitlines()
     assert f"{path}: 3 rows, 2 people: 2 new, 0 changed, 0 unchanged" in out
@@ -153,7 +143,7 @@ async def test_cli_import_of_a_bad_csv_names_the_line_and_imports_nothing(
 ) -> None:
     path = tmp_path / "people.csv"
     path.write_bytes(content)
-    base = str(api.make_url("/"))
+    base = base_url(api)
     argv = ["recipients", "import", str(path), "--api", base, "--token", "tok-province"]
     assert await ebd(*argv) == 2
     err = capsys.readouterr().err

@@ -5,31 +5,33 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import pytest
-from aiohttp.test_utils import TestClient
 
-from dispatcher.cli.main import main
 from dispatcher.http.state import STORE
 from receiver.simulator import Behaviour, Simulator
-from tests.helpers import wait_for
-from tests.integration.engine import GULOU, PROVINCE, TAIJIANG, running_engine
-from tests.integration.test_dispatch import (
-    COUNTY_A,
-    county_terminals,
+from tests.helpers import GULOU_COUNTY, unique, wait_for
+from tests.integration.engine import (
+    GULOU,
+    PROVINCE,
+    TAIJIANG,
+    Client,
+    ack_payload,
+    base_url,
     delivery,
+    dispatched,
+    ebd,
     issue,
+    online,
     played_all,
+    publish_acks,
     register,
+    running_engine,
+    terminals_in,
 )
-from tests.integration.test_faults import ack_payload
 
-Client = TestClient[Any, Any]
 FAST = {"red": 1.0, "orange": 1.0, "backoff": 0.5, "max_attempts": 2, "sweep_interval": 0.1}
 
 
@@ -54,25 +56,20 @@ def recorder() -> Recorder:
 
 
 @pytest.fixture
-async def api(
-    redis_url: str, mqtt_url: str, tmp_path: Path, recorder: Recorder
-) -> AsyncIterator[Client]:
-    notifiers = [Broken(), recorder]
-    async with running_engine(
-        redis_url, mqtt_url, tmp_path, resend=FAST, notifiers=notifiers
-    ) as client:
-        yield client
+def engine_overrides(recorder: Recorder) -> dict[str, Any]:
+    """The ``api`` engine of this module: fast resends, and two escalation notifiers, one
+    broken and the recorder."""
+    return {"resend": FAST, "notifiers": [Broken(), recorder]}
 
 
 async def test_lost_acks_are_recovered_by_a_resend_without_a_second_play(
     api: Client, mqtt_url: str
 ) -> None:
-    prefix = f"lost-{uuid.uuid4().hex[:6]}"
-    terminals = county_terminals(COUNTY_A, 20, prefix)
+    prefix = unique("lost")
+    terminals = terminals_in(GULOU_COUNTY, 20, prefix)
     lossy = frozenset(t.id for t in terminals[:5])
-    await register(api, terminals)
-    async with Simulator(terminals, mqtt_url, behaviour=Behaviour(lose_first_acks=lossy)) as sim:
-        alert_id = await issue(api, areas=[COUNTY_A])
+    async with online(api, terminals, mqtt_url, Behaviour(lose_first_acks=lossy)) as sim:
+        alert_id = await issue(api, areas=[GULOU_COUNTY])
         state = await wait_for(lambda: played_all(api, alert_id, 20), timeout=20)
         assert all(sum(sim.plays_of(t.id).values()) == 1 for t in terminals)
         assert sim.duplicates >= 5
@@ -94,12 +91,11 @@ async def test_silent_terminals_are_failed_and_escalated_after_the_last_resend(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("EBD_TOKEN", raising=False)
-    prefix = f"mute-{uuid.uuid4().hex[:6]}"
-    terminals = county_terminals(COUNTY_A, 10, prefix)
+    prefix = unique("mute")
+    terminals = terminals_in(GULOU_COUNTY, 10, prefix)
     silent = frozenset(t.id for t in terminals[:3])
-    await register(api, terminals)
-    async with Simulator(terminals, mqtt_url, behaviour=Behaviour(silent=silent)) as sim:
-        alert_id = await issue(api, headers=GULOU, areas=[COUNTY_A])
+    async with online(api, terminals, mqtt_url, Behaviour(silent=silent)) as sim:
+        alert_id = await issue(api, headers=GULOU, areas=[GULOU_COUNTY])
         state = await wait_for(lambda: _escalated(api, alert_id, 3), timeout=20)
         # Two resends reached each silent terminal; it played once all the same.
         assert all(sum(sim.plays_of(t).values()) == 1 for t in silent)
@@ -126,21 +122,19 @@ async def test_silent_terminals_are_failed_and_escalated_after_the_last_resend(
     assert bad.status == 422
     # A late final ack still counts: the terminal did play, only its acks were lost.
     late = sorted(silent)[0]
-    host, port = mqtt_url.split("//")[1].rsplit(":", 1)
-    async with aiomqtt.Client(host, int(port), identifier=f"{prefix}-late") as pub:
-        await pub.publish(f"eb/v1/term/{late}/ack", ack_payload(alert_id), qos=1)
+    await publish_acks(mqtt_url, f"{prefix}-late", [(late, ack_payload(alert_id))])
     after = await wait_for(lambda: _played(api, alert_id, 8), timeout=10)
     assert isinstance(after, dict)
     assert (after["failed"], after["no_ack"], after["escalated"]) == (2, 2, 3)
-    base = str(api.make_url("/")).rstrip("/")
+    base = base_url(api).rstrip("/")
     argv = ["escalations", "list", "--api", base, "--token", "tok-gulou", "--alert", alert_id]
-    assert await asyncio.to_thread(main, argv) == 0
+    assert await ebd(*argv) == 0
     table = capsys.readouterr().out
     assert all(t in table for t in silent)
     assert "鼓楼区" in table
-    assert await asyncio.to_thread(main, [*argv[:-2], "-o", "json"]) == 0
+    assert await ebd(*argv[:-2], "-o", "json") == 0
     assert len(json.loads(capsys.readouterr().out)["escalations"]) >= 3
-    assert await asyncio.to_thread(main, ["escalations", "list", "--api", base]) == 2
+    assert await ebd("escalations", "list", "--api", base) == 2
     assert "EBD_TOKEN" in capsys.readouterr().err
 
 
@@ -158,15 +152,15 @@ async def test_two_sweepers_never_resend_twice(
     api: Client, redis_url: str, mqtt_url: str, tmp_path: Path
 ) -> None:
     """A second engine on the same Redis and broker sweeps too; each due alert goes to one."""
-    prefix = f"two-{uuid.uuid4().hex[:6]}"
-    terminals = county_terminals(COUNTY_A, 8, prefix)
+    prefix = unique("two")
+    terminals = terminals_in(GULOU_COUNTY, 8, prefix)
     silent = frozenset(t.id for t in terminals)
     await register(api, terminals)
     async with (
         running_engine(redis_url, mqtt_url, tmp_path / "b", resend=FAST, instance="ebd-2"),
         Simulator(terminals, mqtt_url, behaviour=Behaviour(silent=silent)),
     ):
-        alert_id = await issue(api, areas=[COUNTY_A])
+        alert_id = await issue(api, areas=[GULOU_COUNTY])
         state = await wait_for(lambda: _escalated(api, alert_id, 8), timeout=20)
     assert isinstance(state, dict)
     # Exactly max_attempts resends per terminal, however many sweepers ran.
@@ -180,21 +174,19 @@ async def test_acks_kept_by_the_broker_while_the_engine_was_away_are_not_resent_
 ) -> None:
     """The deadline passes while the engine is down and the terminals' acks wait in its
     session: back up, it takes them in before its sweeper resends to anyone."""
-    prefix = f"away-{uuid.uuid4().hex[:6]}"
+    prefix = unique("away")
     client_id = f"ebd-{prefix}"
-    terminals = county_terminals(COUNTY_A, 20, prefix)
+    terminals = terminals_in(GULOU_COUNTY, 20, prefix)
     silent = Behaviour(silent=frozenset(t.id for t in terminals))
-    async with running_engine(
-        redis_url, mqtt_url, tmp_path, client_id=client_id, resend=FAST
-    ) as api:
-        await register(api, terminals)
-        async with Simulator(terminals, mqtt_url, behaviour=silent):
-            alert_id = await issue(api, areas=[COUNTY_A])
-            await wait_for(lambda: _is_dispatched(api, alert_id), timeout=10)
-    host, port = mqtt_url.split("//")[1].rsplit(":", 1)
-    async with aiomqtt.Client(host, int(port), identifier=f"{prefix}-pub") as pub:
-        for t in terminals:
-            await pub.publish(f"eb/v1/term/{t.id}/ack", ack_payload(alert_id), qos=1)
+    async with (
+        running_engine(redis_url, mqtt_url, tmp_path, client_id=client_id, resend=FAST) as api,
+        online(api, terminals, mqtt_url, silent),
+    ):
+        alert_id = await issue(api, areas=[GULOU_COUNTY])
+        await wait_for(lambda: dispatched(api, alert_id), timeout=10)
+    await publish_acks(
+        mqtt_url, f"{prefix}-pub", [(t.id, ack_payload(alert_id)) for t in terminals]
+    )
     # Past the red deadline (1 s) while nobody takes the acks: only the broker has them.
     await asyncio.sleep(FAST["red"] + 0.5)
     async with running_engine(
@@ -203,7 +195,3 @@ async def test_acks_kept_by_the_broker_while_the_engine_was_away_are_not_resent_
         state = await wait_for(lambda: played_all(api, alert_id, 20), timeout=20)
         assert isinstance(state, dict)
         assert state["resends"] == 0
-
-
-async def _is_dispatched(api: Client, alert_id: str) -> bool:
-    return bool((await delivery(api, alert_id))["state"] == "dispatched")

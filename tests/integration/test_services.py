@@ -31,7 +31,7 @@ from dispatcher.embedded.processes import (
     RedisServer,
     find_binary,
 )
-from tests.helpers import ROOT, wait_for
+from tests.helpers import ROOT, unique, wait_for
 
 SERVER_CLASSES = [MosquittoServer, RedisServer]
 
@@ -71,7 +71,7 @@ def engine(server: MosquittoServer) -> aiomqtt.Client:
     return aiomqtt.Client(
         server.host,
         server.port,
-        identifier=f"engine-{uuid.uuid4().hex[:8]}",
+        identifier=unique("engine"),
         protocol=aiomqtt.ProtocolVersion.V5,
     )
 
@@ -191,7 +191,7 @@ async def test_broker_restart_keeps_a_persistent_session_and_its_queued_message(
     stop() sends SIGTERM, on which mosquitto writes its database; see the SIGKILL test for
     what an autosave keeps.
     """
-    identifier = f"term-{uuid.uuid4().hex[:8]}"
+    identifier = unique("term")
     topic = f"eb/v1/term/{identifier}/cmd"
     await queue_one_message(fresh_mosquitto, identifier, topic)
 
@@ -212,7 +212,7 @@ async def test_broker_autosave_keeps_a_queued_message_through_sigkill(
     back with the last autosave. So a message queued before an autosave survives, and one that
     arrived after it would be lost (the engine's deadline sweeper resends those).
     """
-    identifier = f"term-{uuid.uuid4().hex[:8]}"
+    identifier = unique("term")
     topic = f"eb/v1/term/{identifier}/cmd"
     database = fresh_mosquitto.data_dir / "mosquitto.db"
     await queue_one_message(fresh_mosquitto, identifier, topic)

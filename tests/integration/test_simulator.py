@@ -20,8 +20,8 @@ from receiver.simulator import (
     run_simulator_cli,
     village_terminals,
 )
-from tests.helpers import FUJIAN_FILE, wait_for
-from tests.support.broker import Watch, alert_body, unique
+from tests.helpers import fujian, unique, wait_for
+from tests.support.broker import Watch, alert_body
 
 COUNTY_A = "350181"  # 福清市, 522 villages
 COUNTY_B = "350582"  # 晋江市, 405 villages
@@ -179,7 +179,7 @@ async def test_ebd_sim_reports_ready_and_stops_cleanly(
     ready = tmp_path / "ready"
     task = asyncio.create_task(
         run_simulator_cli(
-            village_terminals(RegionTree.from_csv(FUJIAN_FILE).villages("350102001")),
+            village_terminals(fujian().villages("350102001")),
             "鼓东街道",
             mqtt_url,
             ready_file=ready,

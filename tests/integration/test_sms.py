@@ -9,25 +9,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 
-from tests.helpers import wait_for
-from tests.integration.engine import GULOU, PROVINCE, alert_body, running_engine
+from tests.helpers import GUDONG, QINGCHENG, TAIJIANG_VILLAGE, ZHONGSHAN, wait_for
+from tests.integration.engine import (
+    GULOU,
+    PROVINCE,
+    Client,
+    alert_body,
+    people,
+    phone,
+    running_engine,
+)
+from tests.integration.engine import (
+    issue as issue_alert,
+)
 from tests.support.sms_sandbox import AliyunGatewayServer, GatewayServer, GenericGatewayServer
-
-# Real villages (社区) of 鼓东街道, 鼓楼区, 福州市, and one in 台江区.
-ZHONGSHAN = "350102001001"
-QINGCHENG = "350102001002"
-GUDONG = "350102001"
-TAIJIANG_VILLAGE = "350103001002"
-
-
-def phone(n: int) -> str:
-    return f"+86139{n:08d}"
-
-
-def people(n: int, region: str = ZHONGSHAN, role: str = "village_head") -> list[dict[str, Any]]:
-    return [{"phone": phone(i), "name": f"张{i}", "region": region, "role": role} for i in range(n)]
 
 
 @asynccontextmanager
@@ -38,7 +34,7 @@ async def engine_with(
     gateways: list[GatewayServer],
     resend: dict[str, Any] | None = None,
     **sms: Any,
-) -> AsyncIterator[TestClient[Any, Any]]:
+) -> AsyncIterator[Client]:
     settings = [
         gw.settings(f"gw{i + 1}", priority=i + 1, **sms.pop(f"gw{i + 1}", {}))
         for i, gw in enumerate(gateways)
@@ -58,29 +54,26 @@ async def engine_with(
         yield client
 
 
-async def register(client: TestClient[Any, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+async def register(client: Client, rows: list[dict[str, Any]]) -> dict[str, Any]:
     response = await client.post("/api/v1/recipients", json=rows, headers=PROVINCE)
     body: dict[str, Any] = await response.json()
     assert response.status == 200, body
     return body
 
 
-async def issue(client: TestClient[Any, Any], **fields: Any) -> str:
-    fields.setdefault("channels", ["sms"])
-    response = await client.post("/api/v1/alerts", json=alert_body(**fields), headers=PROVINCE)
-    body = await response.json()
-    assert response.status == 201, body
-    return str(body["id"])
+async def issue(client: Client, **fields: Any) -> str:
+    """Issues an alert on the SMS channel alone unless ``fields`` name the channels."""
+    return await issue_alert(client, **{"channels": ["sms"], **fields})
 
 
-async def sms_of(client: TestClient[Any, Any], alert_id: str) -> dict[str, Any]:
+async def sms_of(client: Client, alert_id: str) -> dict[str, Any]:
     response = await client.get(f"/api/v1/alerts/{alert_id}", headers=PROVINCE)
     body = await response.json()
     return dict(body["delivery"].get("sms") or {})
 
 
 async def until_sms(
-    client: TestClient[Any, Any], alert_id: str, timeout: float = 20.0, **wanted: int
+    client: Client, alert_id: str, timeout: float = 20.0, **wanted: int
 ) -> dict[str, Any]:
     async def check() -> dict[str, Any] | None:
         summary = await sms_of(client, alert_id)
@@ -149,7 +142,7 @@ async def test_sms_channel_unconfigured_is_refused(
 
 
 async def recipients_of(
-    client: TestClient[Any, Any], alert_id: str, job: str = "alert"
+    client: Client, alert_id: str, job: str = "alert"
 ) -> dict[str, dict[str, Any]]:
     response = await client.get(f"/api/v1/alerts/{alert_id}/sms?job={job}", headers=PROVINCE)
     body = await response.json()
@@ -400,7 +393,7 @@ async def test_roles_filter_who_is_texted(redis_url: str, mqtt_url: str, tmp_pat
 FAST_RESEND = {"red": 0.5, "backoff": 0.2, "max_attempts": 1, "sweep_interval": 0.1}
 
 
-async def register_silent_terminals(client: TestClient[Any, Any], region: str) -> None:
+async def register_silent_terminals(client: Client, region: str) -> None:
     # Registered and never connected: they cannot acknowledge.
     response = await client.post(
         "/api/v1/terminals",

@@ -30,10 +30,9 @@ def pace(rate: float, batch: int) -> Pace:
 
 @pytest.mark.parametrize(("rate", "batch", "takers"), [(200, 10, 4), (50, 100, 3), (5, 10, 2)])
 async def test_takers_sharing_a_bucket_never_exceed_the_rate(
-    redis_url: str, rate: float, batch: int, takers: int
+    store: Store, rate: float, batch: int, takers: int
 ) -> None:
     p = pace(rate, batch)
-    store = Store.from_url(redis_url)
     sms = SmsStore(store)
     stamps: list[float] = []
     deadline = time.monotonic() + 2.5
@@ -46,10 +45,7 @@ async def test_takers_sharing_a_bucket_never_exceed_the_rate(
             else:
                 stamps.extend([time.monotonic()] * p.batch)
 
-    try:
-        await asyncio.gather(*(taker() for _ in range(takers)))
-    finally:
-        await store.close()
+    await asyncio.gather(*(taker() for _ in range(takers)))
     assert peak_in_window(stamps) <= rate
     # Over 2.5 s the takers got at least the first second's worth (nothing starves).
     assert len(stamps) >= min(rate, p.capacity + p.refill)

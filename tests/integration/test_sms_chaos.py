@@ -31,8 +31,8 @@ from aiohttp import web
 from adapters.sms.gateway import split_out_id
 from dispatcher.core.regions import Level
 from dispatcher.embedded.processes import RedisServer
-from tests.helpers import wait_for
-from tests.integration.engine import fujian
+from tests.helpers import fujian, wait_for
+from tests.integration.engine import people
 from tests.support.engine_process import EngineApi, EngineProcess
 from tests.support.sms_sandbox import GenericGatewayServer, SentMessage
 
@@ -89,17 +89,6 @@ class RetryingGateway(GenericGatewayServer):
     async def _status(self, request: web.Request) -> web.Response:
         self.lookups += len(request.query.getall("id", []))
         return await super()._status(request)
-
-
-def phone(n: int) -> str:
-    return f"+86139{n:08d}"
-
-
-def people(start: int, n: int, village: str) -> list[dict[str, Any]]:
-    return [
-        {"phone": phone(i), "name": f"张{i}", "region": village, "role": "resident"}
-        for i in range(start, start + n)
-    ]
 
 
 def engine_for(
@@ -219,7 +208,7 @@ async def test_engine_killed_mid_send_restarts_and_texts_everyone_once(
     async with RetryingGateway(rate_limit=limit, latency=0.1) as gw:
         engine = engine_for(tmp_path, redis_url, mqtt_url, gw, rate=limit)
         async with engine, EngineApi(engine.base_url) as api:
-            rows = people(0, n, VILLAGES[0])
+            rows = people(n, VILLAGES[0], role="resident")
             await register(api, rows)
             alert_id = await issue(api, VILLAGES[0])
             await wait_for(lambda: len(gw.accepted) >= n // 3, timeout=20, interval=0.005)
@@ -252,7 +241,7 @@ async def test_engine_killed_while_a_request_hangs_the_lookup_finds_it(
         # One request at a time: the hung one is the only one in flight when the engine dies.
         engine = engine_for(tmp_path, redis_url, mqtt_url, gw, concurrency=1, timeout=3.0)
         async with engine, EngineApi(engine.base_url) as api:
-            rows = people(0, n, VILLAGES[0])
+            rows = people(n, VILLAGES[0], role="resident")
             await register(api, rows)
             gw.hold_receipts()
             gw.fail_next(1, "accept_then_hang")
@@ -311,7 +300,7 @@ async def test_another_instance_takes_over_a_dead_ones_chunks(
             callback_base=b.base_url,
         )
         async with a, EngineApi(a.base_url) as api:
-            rows = people(0, n, VILLAGES[0])
+            rows = people(n, VILLAGES[0], role="resident")
             await register(api, rows)
             alert_id = await issue(api, VILLAGES[0])
             await wait_for(lambda: len(gw.accepted) >= n // 3, timeout=20, interval=0.005)
@@ -344,7 +333,10 @@ async def test_two_instances_at_once_share_the_rate_limit(
         )
         async with a, b, EngineApi(a.base_url) as api:
             jobs: dict[str, list[str]] = {}
-            rows = [people(i * per_alert, per_alert, VILLAGES[i]) for i in range(4)]
+            rows = [
+                people(per_alert, VILLAGES[i], role="resident", start=i * per_alert)
+                for i in range(4)
+            ]
             await register(api, [row for part in rows for row in part])
             for i, part in enumerate(rows):
                 # Issued at either engine; a chunk goes to whichever one reads it first.
@@ -395,7 +387,7 @@ async def test_redis_killed_mid_send_everyone_texted_once(
     async with RetryingGateway(rate_limit=limit, latency=0.1) as gw:
         engine = engine_for(tmp_path, fresh_redis.url, mqtt_url, gw, rate=limit)
         async with engine, EngineApi(engine.base_url) as api:
-            rows = people(0, n, VILLAGES[0])
+            rows = people(n, VILLAGES[0], role="resident")
             await register(api, rows)
             alert_id = await issue(api, VILLAGES[0])
             await wait_for(lambda: len(gw.accepted) >= n // 3, timeout=20, interval=0.005)

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
-
 from dispatcher.core.models import TerminalIn
 from dispatcher.store.keys import counts_key, dispatch_key, expected_key, offline_key
 from dispatcher.store.store import Store
@@ -13,13 +9,6 @@ from dispatcher.store.store import Store
 TOWNSHIP_A = "350102001"  # 福州市鼓楼区 …
 TOWNSHIP_B = "350102002"
 OTHER_COUNTY_TOWNSHIP = "350103001"
-
-
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[Store]:
-    store = Store.from_url(redis_url)
-    yield store
-    await store.close()
 
 
 async def test_terminals_below_the_cover_are_expected_with_counts_at_every_level(

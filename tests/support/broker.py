@@ -4,15 +4,11 @@ terminals send, and v1 alert payloads as terminals receive them."""
 from __future__ import annotations
 
 import json
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from receiver.mqtt_lite import Message, MqttConnection, open_connection, parse_mqtt_url
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+from tests.helpers import unique
 
 
 def alert_body(

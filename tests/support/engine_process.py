@@ -1,12 +1,14 @@
-"""The real engine as a separate process, for tests that kill it: ``python -m dispatcher serve``.
+"""The real engine as a separate process, ``python -m dispatcher serve``: the one runner of the
+tests that kill it and of the benchmarks (``bench/harness.py``).
 
-``EngineProcess`` writes a TOML config (the test offices of ``tests.integration.engine``, the
-repo's Fujian regions, an API port of its own), starts the engine with it, waits for
-``/readyz`` and can SIGKILL, stop and restart it on the same port, instance name and MQTT
-client id, so a restarted engine resumes its outbox consumer and its broker session. The
-engine logs JSON lines to ``engine.log`` in the test's folder; failures quote its tail. With
-``sms=`` the config gets an ``[sms]`` section, receipts posted to the engine's own API unless
-it names another ``callback_base``; with ``drills=`` a ``[drills]`` section.
+``EngineProcess`` writes a TOML config (the test offices of ``tests.integration.engine`` unless
+``offices`` names others, the repo's Fujian regions, an API port of its own), starts the engine
+with it, waits for ``/readyz`` and can SIGKILL, stop and restart it on the same port, instance
+name and MQTT client id, so a restarted engine resumes its outbox consumer and its broker
+session. The engine logs JSON lines to ``engine.log`` in the test's folder; failures quote its
+tail. With ``sms=`` the config gets an ``[sms]`` section, receipts posted to the engine's own API
+unless it names another ``callback_base``; with ``drills=`` a ``[drills]`` section. Its CPU time
+and memory are read from /proc (``cpu_seconds``, ``memory_kb``).
 
 ``EngineApi`` is the HTTP side: register terminals, issue an alert, read its delivery.
 """
@@ -25,7 +27,6 @@ import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import aiohttp
@@ -63,23 +64,47 @@ def _toml(value: Any) -> str:
     return json.dumps(str(value), ensure_ascii=False)
 
 
+def _table(header: str, values: Mapping[str, Any]) -> list[str]:
+    """A TOML table; None values are left out (TOML has no null), so the engine's defaults
+    apply."""
+    return ["", header, *(f"{key} = {_toml(v)}" for key, v in values.items() if v is not None)]
+
+
 def _sms_section(sms: Mapping[str, Any], callback_base: str) -> list[str]:
     """``[sms]`` and its ``[[sms.gateways]]``; ``callback_base`` unless ``sms`` names another.
 
-    A gateway is a mapping or a pydantic model (``GatewayServer.settings()``); None values
-    (TOML has no null) are left out, so the engine's defaults apply.
+    A gateway is a mapping or a pydantic model (``GatewayServer.settings()``).
     """
     fields = dict(sms)
     if fields.get("callback_base") is None:
         fields["callback_base"] = callback_base
     gateways = fields.pop("gateways", [])
-    lines = ["", "[sms]"]
-    lines += [f"{key} = {_toml(value)}" for key, value in fields.items() if value is not None]
+    lines = _table("[sms]", fields)
     for gateway in gateways:
         values = gateway.model_dump() if hasattr(gateway, "model_dump") else dict(gateway)
-        lines += ["", "[[sms.gateways]]"]
-        lines += [f"{key} = {_toml(value)}" for key, value in values.items() if value is not None]
+        lines += _table("[[sms.gateways]]", values)
     return lines
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    # utime and stime are fields 14 and 15 of stat(5); fields[0] is field 3.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def memory_kb(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of a process in kB; (0, 0) once it is gone."""
+    values = {"VmRSS": 0, "VmHWM": 0}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            name, _, rest = line.partition(":")
+            if name in values:
+                values[name] = int(rest.split()[0])
+    return values["VmRSS"], values["VmHWM"]
 
 
 class EngineError(AssertionError):
@@ -102,67 +127,53 @@ class EngineProcess:
         client_id: str | None = None,
         sms: Mapping[str, Any] | None = None,
         drills: Mapping[str, Any] | None = None,
+        offices: Mapping[str, tuple[str, str, str]] | None = None,
+        port: int | None = None,
+        log_level: str | None = None,
+        start_timeout: float = 30.0,
     ) -> None:
         """``sms``: the ``[sms]`` section (its ``gateways`` as mappings or ``GatewaySettings``);
         ``callback_base`` defaults to this engine's own API, where gateways post receipts.
         ``drills``: the ``[drills]`` section (``DrillSettings`` fields: str, number, bool or a
-        list of them; None values are left out)."""
+        list of them; None values are left out). ``offices``: token → (office id, name,
+        region). ``port``: the API's, when the caller had to know it first. ``start_timeout``:
+        what ``start`` waits for ``/readyz`` unless told otherwise."""
         self.dir = Path(tmp_dir) / f"engine-{instance}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.instance = instance
-        self.port = free_port()
+        self.port = port or free_port()
         self.config_path = self.dir / "ebd.toml"
         self.log_path = self.dir / "engine.log"
+        self.start_timeout = start_timeout
         self._proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         lines = [
             f"instance = {_toml(instance)}",
             f"state_dir = {_toml(self.dir / 'state')}",
-            "",
-            "[api]",
-            f'listen = "127.0.0.1:{self.port}"',
-            "",
-            "[mqtt]",
-            f"url = {_toml(mqtt_url)}",
-            f"shared_subscription = {_toml(shared_subscription)}",
-            # Short, so a forgotten session does not sit in a long-lived broker for days.
-            "session_expiry = 600",
-        ]
-        if client_id is not None:
-            lines.append(f"client_id = {_toml(client_id)}")
-        lines += [
-            "",
-            "[redis]",
-            f"url = {_toml(redis_url)}",
-            "",
-            "[regions]",
-            f"file = {_toml(REGIONS_FILE)}",
-            "",
-            "[dispatch]",
-            f"claim_idle_seconds = {_toml(float(claim_idle_seconds))}",
-            "",
-            "[resend]",
-            *(f"{key} = {_toml(value)}" for key, value in (resend or {}).items()),
-            "",
-            "[log]",
-            'format = "json"',
+            *_table("[api]", {"listen": f"127.0.0.1:{self.port}"}),
+            *_table(
+                "[mqtt]",
+                {
+                    "url": mqtt_url,
+                    "shared_subscription": shared_subscription,
+                    # Short, so a forgotten session does not sit in a long-lived broker for days.
+                    "session_expiry": 600,
+                    "client_id": client_id,
+                },
+            ),
+            *_table("[redis]", {"url": redis_url}),
+            *_table("[regions]", {"file": REGIONS_FILE}),
+            *_table("[dispatch]", {"claim_idle_seconds": float(claim_idle_seconds)}),
+            *_table("[resend]", resend or {}),
+            *_table("[log]", {"format": "json", "level": log_level}),
         ]
         if sms is not None:
             lines += _sms_section(sms, f"http://127.0.0.1:{self.port}")
         if drills is not None:
-            lines += ["", "[drills]"]
-            lines += [
-                f"{key} = {_toml(value)}" for key, value in drills.items() if value is not None
-            ]
-        for token, (office_id, name, region) in OFFICES.items():
-            lines += [
-                "",
-                "[[offices]]",
-                f"id = {_toml(office_id)}",
-                f"name = {_toml(name)}",
-                f"region = {_toml(region)}",
-                f"token_sha256 = {_toml(hash_token(token))}",
-            ]
+            lines += _table("[drills]", drills)
+        for token, (office_id, name, region) in (OFFICES if offices is None else offices).items():
+            office = {"id": office_id, "name": name, "region": region}
+            lines += _table("[[offices]]", {**office, "token_sha256": hash_token(token)})
         self.config_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     @property
@@ -177,9 +188,17 @@ class EngineProcess:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    def cpu_seconds(self) -> float:
+        """The process's CPU time so far (since its latest start); 0 when there is none."""
+        return 0.0 if self.pid is None else cpu_seconds(self.pid)
+
+    def memory_kb(self) -> tuple[int, int]:
+        """(VmRSS, VmHWM) in kB; (0, 0) when there is no process."""
+        return (0, 0) if self.pid is None else memory_kb(self.pid)
+
     # -- lifecycle ----------------------------------------------------------------------------
 
-    async def start(self, timeout: float = 30.0) -> None:
+    async def start(self, timeout: float | None = None) -> None:
         """Start the engine and wait until ``/readyz`` answers 200 (Redis and broker up)."""
         if self.running:
             raise EngineError(f"engine {self.instance} is already running (pid {self.pid})")
@@ -210,9 +229,10 @@ class EngineProcess:
                 start_new_session=True,
             )
 
-    async def wait_ready(self, timeout: float = 30.0) -> None:
+    async def wait_ready(self, timeout: float | None = None) -> None:
         """Until ``/readyz`` is 200; EngineError with the log tail if the process exits or
         the deadline passes first."""
+        timeout = self.start_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         last = "no answer"
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
@@ -258,7 +278,7 @@ class EngineProcess:
         self.kill()
         return code
 
-    async def restart(self, timeout: float = 30.0) -> None:
+    async def restart(self, timeout: float | None = None) -> None:
         """Stop (SIGTERM) if running, then start again: same port, instance and client id."""
         await self.stop()
         await self.start(timeout)
@@ -267,12 +287,7 @@ class EngineProcess:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
     # -- its log ------------------------------------------------------------------------------
@@ -310,26 +325,31 @@ class EngineProcess:
         return f"<EngineProcess {self.instance} {self.base_url} {state}>"
 
 
-class EngineApi:
-    """A small HTTP client of one or more engines (``base_url`` per call or the default)."""
+def _terminal_row(terminal: SimTerminal | Mapping[str, str]) -> dict[str, str]:
+    if isinstance(terminal, SimTerminal):
+        return {"id": terminal.id, "region": terminal.region}
+    return {"id": terminal["id"], "region": terminal["region"]}
 
-    def __init__(self, base_url: str, token: str = PROVINCE_TOKEN) -> None:
+
+class EngineApi:
+    """A small HTTP client of one or more engines (``base_url`` per call or the default); its
+    session carries the office's token, and ``timeout`` bounds each request."""
+
+    def __init__(
+        self, base_url: str, token: str = PROVINCE_TOKEN, *, timeout: float = 30.0
+    ) -> None:
         self.base_url = base_url
         self._headers = {"Authorization": f"Bearer {token}"}
+        self._timeout = timeout
         self._http: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Self:
         self._http = aiohttp.ClientSession(
-            headers=self._headers, timeout=aiohttp.ClientTimeout(total=30)
+            headers=self._headers, timeout=aiohttp.ClientTimeout(total=self._timeout)
         )
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         if self._http is not None:
             await self._http.close()
             self._http = None
@@ -340,11 +360,21 @@ class EngineApi:
             raise RuntimeError("use `async with EngineApi(...)`")
         return self._http
 
-    async def register(self, terminals: Iterable[SimTerminal], base_url: str | None = None) -> None:
-        body = [{"id": t.id, "region": t.region} for t in terminals]
+    async def register(
+        self,
+        terminals: Iterable[SimTerminal | Mapping[str, str]],
+        base_url: str | None = None,
+        *,
+        part: int | None = None,
+    ) -> None:
+        """Register terminals (``SimTerminal`` or ``{"id": …, "region": …}``), ``part`` of them
+        per request (all in one by default): the API caps a request's size."""
+        body = [_terminal_row(t) for t in terminals]
         url = f"{base_url or self.base_url}/api/v1/terminals"
-        async with self.http.post(url, json=body) as response:
-            assert response.status == 200, await response.text()
+        step = part or max(1, len(body))
+        for start in range(0, max(1, len(body)), step):
+            async with self.http.post(url, json=body[start : start + step]) as response:
+                assert response.status == 200, await response.text()
 
     async def issue(
         self,
@@ -354,7 +384,7 @@ class EngineApi:
         **fields: Any,
     ) -> str:
         """Issue an alert (``alert_body`` defaults, red, ``expires_in`` 3600 unless
-        ``expires`` is given); its id once the engine answered 201."""
+        ``expires`` is given; a None field is left out); its id once the engine answered 201."""
         if expires is not None:
             fields.update(expires=expires.isoformat(), expires_in=None)
         url = f"{base_url or self.base_url}/api/v1/alerts"
@@ -371,12 +401,13 @@ class EngineApi:
             return dict((await response.json())["delivery"])
 
     async def try_delivery(
-        self, alert_id: str, base_url: str | None = None
+        self, alert_id: str, base_url: str | None = None, *, timeout: float = 5.0
     ) -> dict[str, Any] | None:
-        """The delivery, or None while the engine (or its Redis) cannot answer."""
+        """The delivery, or None while the engine (or its Redis) cannot answer within
+        ``timeout`` seconds."""
         url = f"{base_url or self.base_url}/api/v1/alerts/{alert_id}"
         try:
-            async with self.http.get(url, timeout=aiohttp.ClientTimeout(total=5)) as response:
+            async with self.http.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
                 if response.status != 200:
                     return None
                 return dict((await response.json())["delivery"])

@@ -21,14 +21,7 @@ from dispatcher.core.errors import Forbidden, MalformedRegionCode, Unauthorized,
 from dispatcher.core.masking import mask_phones
 from dispatcher.core.regions import RegionTree
 from dispatcher.logs import configure_logging
-
-# token → (office id, name, region)
-OFFICES = {
-    "tok-province": ("fj-province", "福建省应急管理厅", "35"),
-    "tok-fuzhou": ("fz-city", "福州市应急管理局", "3501"),
-    "tok-gulou": ("fz-gulou", "鼓楼区应急管理局", "350102"),
-    "tok-taijiang": ("fz-taijiang", "台江区应急管理局", "350103"),
-}
+from tests.helpers import OFFICES
 
 
 @pytest.fixture(scope="module")

@@ -25,13 +25,10 @@ from receiver.brain import (
     state_payload,
     terminal_topics,
 )
+from tests.helpers import COUNTY_TOPIC, PROVINCE_TOPIC, VILLAGE_TOPIC, ZHONGSHAN
 
 CST = timezone(timedelta(hours=8))
 T0 = datetime(2026, 7, 1, 8, 0, tzinfo=CST)
-VILLAGE = "350102001001"
-PROVINCE_TOPIC = "eb/v1/alert/35"
-COUNTY_TOPIC = "eb/v1/alert/35/3501/350102"
-VILLAGE_TOPIC = "eb/v1/alert/35/3501/350102/350102001/350102001001"
 CMD_TOPIC = "eb/v1/term/T1/cmd"
 
 
@@ -71,7 +68,7 @@ def encode(body: dict[str, Any]) -> bytes:
 
 
 def brain(**kwargs: Any) -> TerminalBrain:
-    return TerminalBrain("T1", VILLAGE, **kwargs)
+    return TerminalBrain("T1", ZHONGSHAN, **kwargs)
 
 
 def summary(actions: list[Action]) -> list[str]:
@@ -440,7 +437,7 @@ def test_a_message_not_for_this_terminal_is_dropped(
 
 
 @pytest.mark.parametrize(
-    "areas", [[], ["35"], ["350102001"], [VILLAGE], ["350103", "3501"]], ids=str
+    "areas", [[], ["35"], ["350102001"], [ZHONGSHAN], ["350103", "3501"]], ids=str
 )
 def test_areas_at_or_above_the_village_reach_it(areas: list[str]) -> None:
     assert deliver(brain(), alert(areas=areas)) == ["ack a1 received", "play a1"]
@@ -507,15 +504,15 @@ def test_an_ack_payload_is_the_v1_contract() -> None:
 
 
 def test_state_payloads() -> None:
-    online = json.loads(state_payload("online", VILLAGE, "fw/1", T0))
+    online = json.loads(state_payload("online", ZHONGSHAN, "fw/1", T0))
     assert online == {
         "v": 1,
         "state": "online",
-        "region": VILLAGE,
+        "region": ZHONGSHAN,
         "firmware": "fw/1",
         "at": "2026-07-01T08:00:00.000+08:00",
     }
-    assert "at" not in json.loads(state_payload("offline", VILLAGE, "fw/1", None))
+    assert "at" not in json.loads(state_payload("offline", ZHONGSHAN, "fw/1", None))
 
 
 def test_a_terminal_subscribes_to_its_path_and_its_cmd_topic_only() -> None:
@@ -525,11 +522,11 @@ def test_a_terminal_subscribes_to_its_path_and_its_cmd_topic_only() -> None:
             Region("3501", "福州市", Level.CITY, "35"),
             Region("350102", "鼓楼区", Level.COUNTY, "3501"),
             Region("350102001", "鼓东街道", Level.TOWNSHIP, "350102"),
-            Region(VILLAGE, "中山社区", Level.VILLAGE, "350102001"),
+            Region(ZHONGSHAN, "中山社区", Level.VILLAGE, "350102001"),
         ]
     )
-    topics = terminal_topics("T1", VILLAGE)
-    assert topics == [*tree.subscription_topics(VILLAGE), CMD_TOPIC]
+    topics = terminal_topics("T1", ZHONGSHAN)
+    assert topics == [*tree.subscription_topics(ZHONGSHAN), CMD_TOPIC]
     assert topics[0] == PROVINCE_TOPIC
     assert topics[-2] == VILLAGE_TOPIC
     assert not any("#" in t or "+" in t for t in topics)

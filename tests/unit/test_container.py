@@ -11,7 +11,6 @@ tests/integration/test_services.py.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import tomllib
@@ -305,11 +304,12 @@ def test_image_exposes_the_port_the_engine_listens_on(dockerfile: list[Instructi
 
 
 def test_image_env_is_valid_settings(
-    dockerfile: list[Instruction], clean_env: pytest.MonkeyPatch
+    dockerfile: list[Instruction], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # No EBD_ variable of the machine running the tests is set (tests/conftest.py).
     env = {k: v for k, v in env_of(dockerfile).items() if k.startswith("EBD_")}
     for key, value in env.items():
-        clean_env.setenv(key, value)
+        monkeypatch.setenv(key, value)
     settings = load_settings(None)
     assert settings.api.port == 8080, f"the image's EBD_ variables give {settings.api.listen}"
     assert str(settings.state_dir) == env["EBD_STATE_DIR"], (
@@ -417,15 +417,6 @@ def services() -> dict[str, Any]:
     missing = {"mosquitto", "redis", "ebd"} - set(found)
     assert not missing, f"docker-compose.yml has no service {sorted(missing)}"
     return found
-
-
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    """No EBD_ variable of the machine running the tests leaks into the settings."""
-    for key in list(os.environ):
-        if key.upper().startswith("EBD_"):
-            monkeypatch.delenv(key)
-    return monkeypatch
 
 
 def mounts(service: dict[str, Any]) -> dict[str, str]:
@@ -552,8 +543,9 @@ def test_compose_engine_is_built_here_and_reads_the_mounted_config(
 
 
 def test_compose_engine_environment_is_valid_settings(
-    services: dict[str, Any], dockerfile: list[Instruction], clean_env: pytest.MonkeyPatch
+    services: dict[str, Any], dockerfile: list[Instruction], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # No EBD_ variable of the machine running the tests is set (tests/conftest.py).
     ebd = services["ebd"]
     environment = ebd.get("environment") or {}
     if isinstance(environment, list):  # the `- KEY=value` form
@@ -566,7 +558,7 @@ def test_compose_engine_environment_is_valid_settings(
     # What the container sees: the image's ENV, then compose's environment over it.
     image_env = {k: v for k, v in env_of(dockerfile).items() if k.startswith("EBD_")}
     for key, value in {**image_env, **environment}.items():
-        clean_env.setenv(key, str(value))
+        monkeypatch.setenv(key, str(value))
 
     settings = load_settings(None)
     assert settings.mqtt.url == environment["EBD_MQTT__URL"], (

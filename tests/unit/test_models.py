@@ -24,24 +24,9 @@ from dispatcher.core.models import (
     TerminalKind,
 )
 from dispatcher.core.wire import ALERT_ID_PATTERN, AckState
+from tests.helpers import alert_body
 
 CST = timezone(timedelta(hours=8))
-
-
-def request_body(**fields: Any) -> dict[str, Any]:
-    """A valid AlertRequest body; a field given as None is left out."""
-    body: dict[str, Any] = {
-        "event": "台风",
-        "event_code": "11B01",
-        "severity": "red",
-        "headline": "台风红色预警",
-        "text": "预计未来24小时将有12级以上大风。",
-        "instruction": "请立即转移至安全场所。",
-        "areas": ["350102"],
-        "expires_in": 3600,
-    }
-    body.update(fields)
-    return {k: v for k, v in body.items() if v is not None}
 
 
 def in_hours(hours: float) -> str:
@@ -92,7 +77,7 @@ def error_locs(exc: ValidationError) -> list[tuple[int | str, ...]]:
     ],
 )
 def test_a_good_alert_request_is_accepted(fields: dict[str, Any], check: Any) -> None:
-    assert check(AlertRequest.model_validate(request_body(**fields)))
+    assert check(AlertRequest.model_validate(alert_body(**fields)))
 
 
 @pytest.mark.parametrize(
@@ -144,7 +129,7 @@ def test_a_bad_alert_request_names_the_field(
     fields: dict[str, Any], loc: tuple[int | str, ...], fragment: str
 ) -> None:
     with pytest.raises(ValidationError) as caught:
-        AlertRequest.model_validate(request_body(**fields))
+        AlertRequest.model_validate(alert_body(**fields))
     errors = caught.value.errors()
     assert [tuple(e["loc"]) for e in errors] == [loc]
     assert fragment in errors[0]["msg"]
@@ -154,7 +139,7 @@ def test_a_bad_alert_request_names_the_field(
 
 
 def issue(sent: datetime | None = None, office_id: str = "fj-province", **fields: Any) -> Alert:
-    request = AlertRequest.model_validate(request_body(**fields))
+    request = AlertRequest.model_validate(alert_body(**fields))
     return Alert.issue(
         request, office_id=office_id, office_name="福建省应急管理厅", areas=["350102"], sent=sent
     )

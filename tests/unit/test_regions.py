@@ -20,7 +20,7 @@ from dispatcher.core.regions import (
     code_path,
     level_of_code,
 )
-from tests.helpers import FUJIAN_FILE
+from tests.helpers import write_text
 
 # Real codes and names from the Fujian file, plus a second province so roots and cover
 # have something to tell apart.
@@ -40,7 +40,8 @@ TREE_ROWS = [
 
 
 @pytest.fixture
-def tree() -> RegionTree:
+def small_tree() -> RegionTree:
+    """TREE_ROWS as a tree (the session's ``tree`` is the project's Fujian file)."""
     return RegionTree.from_regions(Region(*row) for row in TREE_ROWS)
 
 
@@ -191,25 +192,25 @@ def test_code_from_alert_topic_rejects_anything_alert_topic_would_not_give(topic
 # --- lookups -------------------------------------------------------------------------------
 
 
-def test_tree_size_membership_and_file_order(tree: RegionTree) -> None:
-    assert len(tree) == len(TREE_ROWS)
-    assert names(list(tree)) == [row[0] for row in TREE_ROWS]
-    assert "350102001001" in tree
-    assert "350102001003" not in tree
-    assert "nonsense" not in tree
-    assert 35 not in tree
+def test_tree_size_membership_and_file_order(small_tree: RegionTree) -> None:
+    assert len(small_tree) == len(TREE_ROWS)
+    assert names(list(small_tree)) == [row[0] for row in TREE_ROWS]
+    assert "350102001001" in small_tree
+    assert "350102001003" not in small_tree
+    assert "nonsense" not in small_tree
+    assert 35 not in small_tree
 
 
-def test_get_name_level_parent(tree: RegionTree) -> None:
-    assert tree.get("350102001001") == Region(
+def test_get_name_level_parent(small_tree: RegionTree) -> None:
+    assert small_tree.get("350102001001") == Region(
         "350102001001", "中山社区", Level.VILLAGE, "350102001"
     )
-    assert tree.name("350102") == "鼓楼区"
-    assert tree.level("350102001") is Level.TOWNSHIP
-    parent = tree.parent("350102001001")
+    assert small_tree.name("350102") == "鼓楼区"
+    assert small_tree.level("350102001") is Level.TOWNSHIP
+    parent = small_tree.parent("350102001001")
     assert parent is not None
     assert parent.code == "350102001"
-    assert tree.parent("35") is None
+    assert small_tree.parent("35") is None
 
 
 @pytest.mark.parametrize(
@@ -222,10 +223,10 @@ def test_get_name_level_parent(tree: RegionTree) -> None:
     ],
 )
 def test_ancestors_and_path_run_from_the_province_down(
-    tree: RegionTree, code: str, ancestors: list[str]
+    small_tree: RegionTree, code: str, ancestors: list[str]
 ) -> None:
-    assert names(tree.ancestors(code)) == ancestors
-    assert names(tree.path(code)) == [*ancestors, code]
+    assert names(small_tree.ancestors(code)) == ancestors
+    assert names(small_tree.path(code)) == [*ancestors, code]
 
 
 @pytest.mark.parametrize(
@@ -240,13 +241,13 @@ def test_ancestors_and_path_run_from_the_province_down(
         ("36", []),
     ],
 )
-def test_children_in_file_order(tree: RegionTree, code: str, children: list[str]) -> None:
-    assert names(tree.children(code)) == children
+def test_children_in_file_order(small_tree: RegionTree, code: str, children: list[str]) -> None:
+    assert names(small_tree.children(code)) == children
 
 
-def test_children_returns_a_copy(tree: RegionTree) -> None:
-    tree.children("35").clear()
-    assert names(tree.children("35")) == ["3501", "3502"]
+def test_children_returns_a_copy(small_tree: RegionTree) -> None:
+    small_tree.children("35").clear()
+    assert names(small_tree.children("35")) == ["3501", "3502"]
 
 
 @pytest.mark.parametrize(
@@ -275,14 +276,14 @@ def test_children_returns_a_copy(tree: RegionTree) -> None:
     ],
 )
 def test_descendants_depth_first_optionally_one_level(
-    tree: RegionTree, code: str, level: Level | None, descendants: list[str]
+    small_tree: RegionTree, code: str, level: Level | None, descendants: list[str]
 ) -> None:
-    assert names(tree.descendants(code, level)) == descendants
+    assert names(small_tree.descendants(code, level)) == descendants
 
 
-def test_roots_and_counts(tree: RegionTree) -> None:
-    assert names(tree.roots()) == ["35", "36"]
-    assert tree.counts() == {
+def test_roots_and_counts(small_tree: RegionTree) -> None:
+    assert names(small_tree.roots()) == ["35", "36"]
+    assert small_tree.counts() == {
         Level.PROVINCE: 2,
         Level.CITY: 2,
         Level.COUNTY: 2,
@@ -311,8 +312,8 @@ def test_counts_list_every_level_even_when_empty() -> None:
         ("3502", "3501", False),
     ],
 )
-def test_is_within(tree: RegionTree, inner: str, outer: str, within: bool) -> None:
-    assert tree.is_within(inner, outer) is within
+def test_is_within(small_tree: RegionTree, inner: str, outer: str, within: bool) -> None:
+    assert small_tree.is_within(inner, outer) is within
 
 
 @pytest.mark.parametrize(
@@ -332,9 +333,9 @@ def test_is_within(tree: RegionTree, inner: str, outer: str, within: bool) -> No
         (["350103", "350102001001", "3502"], ["350102001001", "350103", "3502"]),
     ],
 )
-def test_cover(tree: RegionTree, codes: list[str], cover: list[str]) -> None:
-    assert tree.cover(codes) == cover
-    assert tree.cover(iter(codes)) == cover
+def test_cover(small_tree: RegionTree, codes: list[str], cover: list[str]) -> None:
+    assert small_tree.cover(codes) == cover
+    assert small_tree.cover(iter(codes)) == cover
 
 
 @pytest.mark.parametrize(
@@ -347,27 +348,27 @@ def test_cover(tree: RegionTree, codes: list[str], cover: list[str]) -> None:
     ],
 )
 def test_cover_raises_for_the_first_bad_code(
-    tree: RegionTree, codes: list[str], error: type[Exception], bad: str
+    small_tree: RegionTree, codes: list[str], error: type[Exception], bad: str
 ) -> None:
     with pytest.raises(error, match=code_in_message(bad)):
-        tree.cover(codes)
+        small_tree.cover(codes)
 
 
-def test_cover_refuses_a_bare_string(tree: RegionTree) -> None:
+def test_cover_refuses_a_bare_string(small_tree: RegionTree) -> None:
     with pytest.raises(TypeError):
-        tree.cover("3501")
+        small_tree.cover("3501")
 
 
-def test_topic_and_subscription_topics(tree: RegionTree) -> None:
-    assert tree.topic("350102") == "eb/v1/alert/35/3501/350102"
-    assert tree.subscription_topics("350102001001") == [
+def test_topic_and_subscription_topics(small_tree: RegionTree) -> None:
+    assert small_tree.topic("350102") == "eb/v1/alert/35/3501/350102"
+    assert small_tree.subscription_topics("350102001001") == [
         "eb/v1/alert/35",
         "eb/v1/alert/35/3501",
         "eb/v1/alert/35/3501/350102",
         "eb/v1/alert/35/3501/350102/350102001",
         "eb/v1/alert/35/3501/350102/350102001/350102001001",
     ]
-    assert tree.subscription_topics("35") == ["eb/v1/alert/35"]
+    assert small_tree.subscription_topics("35") == ["eb/v1/alert/35"]
 
 
 LOOKUPS = [
@@ -398,10 +399,13 @@ LOOKUPS = [
     ],
 )
 def test_every_lookup_names_a_bad_code(
-    tree: RegionTree, lookup: Callable[[RegionTree, str], object], code: str, error: type[Exception]
+    small_tree: RegionTree,
+    lookup: Callable[[RegionTree, str], object],
+    code: str,
+    error: type[Exception],
 ) -> None:
     with pytest.raises(error, match=code_in_message(code)) as info:
-        lookup(tree, code)
+        lookup(small_tree, code)
     assert getattr(info.value, "region_code", None) == code
 
 
@@ -429,12 +433,6 @@ def test_from_regions_checks_like_the_file_loader(region: Region, field: str, me
         RegionTree.from_regions([*regions, region])
     assert info.value.field == field
     assert repr(region.code) in str(info.value)
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "regions.csv"
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 GOOD_HEAD = "code,name,level,parent\n35,福建省,1,\n3501,福州市,2,35\n"
@@ -477,7 +475,7 @@ GOOD_HEAD = "code,name,level,parent\n35,福建省,1,\n3501,福州市,2,35\n"
 def test_from_csv_names_file_line_and_field(
     tmp_path: Path, text: str, line: int, field: str | None, message: str
 ) -> None:
-    path = write(tmp_path, text)
+    path = write_text(tmp_path, "regions.csv", text)
     with pytest.raises(RegionFileError, match=message) as info:
         RegionTree.from_csv(path)
     error = info.value
@@ -515,37 +513,32 @@ def test_from_csv_accepts_any_row_order_bom_crlf_and_blank_lines(tmp_path: Path)
 
 
 def test_from_csv_reads_quoted_names(tmp_path: Path) -> None:
-    path = write(tmp_path, 'code,name,level,parent\n35,"福建省, 闽",1,\n')
+    path = write_text(tmp_path, "regions.csv", 'code,name,level,parent\n35,"福建省, 闽",1,\n')
     assert RegionTree.from_csv(path).name("35") == "福建省, 闽"
 
 
 # --- the project's region file ---------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def fujian() -> RegionTree:
-    return RegionTree.from_csv(FUJIAN_FILE)
-
-
-def test_the_fujian_file_loads_with_the_known_counts(fujian: RegionTree) -> None:
-    assert fujian.counts() == {
+def test_the_fujian_file_loads_with_the_known_counts(tree: RegionTree) -> None:
+    assert tree.counts() == {
         Level.PROVINCE: 1,
         Level.CITY: 9,
         Level.COUNTY: 84,
         Level.TOWNSHIP: 1170,
         Level.VILLAGE: 17498,
     }
-    assert len(fujian) == 18762
-    assert names(fujian.roots()) == ["35"]
+    assert len(tree) == 18762
+    assert names(tree.roots()) == ["35"]
 
 
-def test_the_fujian_file_knows_a_village_by_its_path(fujian: RegionTree) -> None:
-    assert [r.name for r in fujian.path("350102001001")] == [
+def test_the_fujian_file_knows_a_village_by_its_path(tree: RegionTree) -> None:
+    assert [r.name for r in tree.path("350102001001")] == [
         "福建省",
         "福州市",
         "鼓楼区",
         "鼓东街道",
         "中山社区",
     ]
-    assert len(fujian.descendants("35", Level.VILLAGE)) == 17498
-    assert names(fujian.children("35"))[0] == "3501"
+    assert len(tree.descendants("35", Level.VILLAGE)) == 17498
+    assert names(tree.children("35"))[0] == "3501"

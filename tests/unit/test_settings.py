@@ -13,20 +13,10 @@ from dispatcher.core.auth import Offices, hash_token
 from dispatcher.core.errors import ConfigError
 from dispatcher.core.regions import RegionTree
 from dispatcher.settings import PROJECT_ROOT, Settings, load_settings
-from tests.helpers import FUJIAN_FILE
+from tests.helpers import FUJIAN_FILE, office_toml, write_text
 
 PROVINCE_HASH = hash_token("tok-province")
 GULOU_HASH = hash_token("tok-gulou")
-
-
-def office_toml(office_id: str, region: str, token_sha256: str, name: str = "应急管理局") -> str:
-    return (
-        "[[offices]]\n"
-        f'id = "{office_id}"\n'
-        f'name = "{name}"\n'
-        f'region = "{region}"\n'
-        f'token_sha256 = "{token_sha256}"\n'
-    )
 
 
 GOOD = (
@@ -50,17 +40,11 @@ GOOD = (
 )
 
 
-def write_config(folder: Path, text: str) -> Path:
-    path = folder / "ebd.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
 # --- good files ------------------------------------------------------------------------------
 
 
 def test_a_good_config_file_loads_every_section(tmp_path: Path) -> None:
-    settings = load_settings(write_config(tmp_path, GOOD))
+    settings = load_settings(write_text(tmp_path, "ebd.toml", GOOD))
 
     assert settings.api.listen == "127.0.0.1:9090"
     assert (settings.api.host, settings.api.port) == ("127.0.0.1", 9090)
@@ -91,12 +75,12 @@ def test_no_file_gives_the_defaults() -> None:
 
 def test_token_hashes_are_normalised_to_lowercase(tmp_path: Path) -> None:
     text = office_toml("fj-province", "35", f"  {PROVINCE_HASH.upper()} ")
-    settings = load_settings(write_config(tmp_path, text))
+    settings = load_settings(write_text(tmp_path, "ebd.toml", text))
     assert settings.offices[0].token_sha256 == PROVINCE_HASH
 
 
 def test_an_empty_mqtt_url_means_the_embedded_broker(tmp_path: Path) -> None:
-    settings = load_settings(write_config(tmp_path, '[mqtt]\nurl = ""\n'))
+    settings = load_settings(write_text(tmp_path, "ebd.toml", '[mqtt]\nurl = ""\n'))
     assert settings.mqtt.url is None
 
 
@@ -139,7 +123,7 @@ def test_an_ebd_variable_wins_over_the_file(
     read: Callable[[Settings], Any],
     expected: Any,
 ) -> None:
-    path = write_config(tmp_path, GOOD)
+    path = write_text(tmp_path, "ebd.toml", GOOD)
     assert read(load_settings(path)) != expected
     monkeypatch.setenv(variable, value)
     assert read(load_settings(path)) == expected
@@ -150,7 +134,7 @@ def test_one_nested_variable_keeps_the_rest_of_its_section_from_the_file(
 ) -> None:
     monkeypatch.setenv("EBD_API__LISTEN", "0.0.0.0:8081")
     monkeypatch.setenv("EBD_MQTT__URL", "mqtt://broker:1884")
-    settings = load_settings(write_config(tmp_path, GOOD))
+    settings = load_settings(write_text(tmp_path, "ebd.toml", GOOD))
     assert settings.api.listen == "0.0.0.0:8081"
     assert settings.api.max_body_bytes == 2048
     assert settings.mqtt.url == "mqtt://broker:1884"
@@ -164,7 +148,7 @@ def test_a_bad_variable_is_a_config_error_naming_the_variable_not_the_file(
     """The file's listen is fine; blaming the file would send the operator to the wrong place."""
     monkeypatch.setenv("EBD_API__LISTEN", "8080")
     with pytest.raises(ConfigError) as caught:
-        load_settings(write_config(tmp_path, GOOD))
+        load_settings(write_text(tmp_path, "ebd.toml", GOOD))
     assert caught.value.field == "api.listen"
     assert "EBD_API__LISTEN" in str(caught.value)
 
@@ -175,7 +159,7 @@ def test_offices_variable_that_is_not_json_is_a_config_error(
     """Anything but ConfigError escapes `ebd`'s error handling as a traceback."""
     monkeypatch.setenv("EBD_OFFICES", "[{id: fj-province}]")
     with pytest.raises(ConfigError) as caught:
-        load_settings(write_config(tmp_path, GOOD))
+        load_settings(write_text(tmp_path, "ebd.toml", GOOD))
     assert "offices" in str(caught.value).lower()
 
 
@@ -277,7 +261,7 @@ def _offices(*entries: tuple[str, str, str]) -> str:
 def test_a_bad_file_is_a_config_error_naming_the_file_and_the_field(
     tmp_path: Path, text: str, field: str, fragment: str
 ) -> None:
-    path = write_config(tmp_path, text)
+    path = write_text(tmp_path, "ebd.toml", text)
     with pytest.raises(ConfigError) as caught:
         load_settings(path)
     error = caught.value
@@ -289,7 +273,9 @@ def test_a_bad_file_is_a_config_error_naming_the_file_and_the_field(
 
 
 def test_a_toml_syntax_error_names_the_file_and_the_line(tmp_path: Path) -> None:
-    path = write_config(tmp_path, '[api]\nlisten = "127.0.0.1:8080"\nmax_body_bytes = = 5\n')
+    path = write_text(
+        tmp_path, "ebd.toml", '[api]\nlisten = "127.0.0.1:8080"\nmax_body_bytes = = 5\n'
+    )
     with pytest.raises(ConfigError) as caught:
         load_settings(path)
     message = str(caught.value)
@@ -306,7 +292,7 @@ def test_a_missing_file_is_a_config_error_naming_it(tmp_path: Path) -> None:
 
 
 def test_several_problems_report_the_first_and_count_the_rest(tmp_path: Path) -> None:
-    path = write_config(tmp_path, '[api]\nlisten = "8080"\n[mqtt]\nurl = "http://x"\n')
+    path = write_text(tmp_path, "ebd.toml", '[api]\nlisten = "8080"\n[mqtt]\nurl = "http://x"\n')
     with pytest.raises(ConfigError) as caught:
         load_settings(path)
     assert caught.value.field == "api.listen"
@@ -329,7 +315,7 @@ def test_an_office_outside_the_region_tree_is_a_config_error_naming_its_region_f
     tmp_path: Path, tree: RegionTree, region: str, fragment: str
 ) -> None:
     text = _offices(("fj-province", "35", PROVINCE_HASH), ("fz-nowhere", region, GULOU_HASH))
-    settings = load_settings(write_config(tmp_path, text))
+    settings = load_settings(write_text(tmp_path, "ebd.toml", text))
     with pytest.raises(ConfigError) as caught:
         Offices(settings.offices, tree)
     assert caught.value.field == "offices[1].region"

@@ -26,14 +26,15 @@ from adapters.sms.recipients import (
 from dispatcher.core.csv_rows import read_csv_rows
 from dispatcher.core.errors import UnknownRegion, ValidationFailed
 from dispatcher.core.regions import RegionTree
+from tests.helpers import (
+    GUDONG,
+    GULOU_COUNTY,
+    QINGCHENG,
+    TAIJIANG_COUNTY,
+    TAIJIANG_VILLAGE,
+    ZHONGSHAN,
+)
 
-# Real codes of the Fujian file: 鼓楼区 > 鼓东街道 > 中山社区 / 庆城社区, and 台江区.
-GULOU = "350102"
-GUDONG = "350102001"
-ZHONGSHAN = "350102001001"
-QINGCHENG = "350102001002"
-TAIJIANG = "350103"
-TAIJIANG_VILLAGE = "350103001002"
 # Well-formed, under 鼓东街道, but not in the file (001, 002, 004: no 003).
 NOT_IN_TREE = "350102001003"
 
@@ -265,12 +266,12 @@ def test_the_first_language_is_preferred() -> None:
 
 def test_a_person_round_trips_through_compact_json() -> None:
     p = person(
-        PHONE, (ZHONGSHAN, Role.VILLAGE_HEAD), (GULOU, Role.OFFICIAL), languages=["zh", "en"]
+        PHONE, (ZHONGSHAN, Role.VILLAGE_HEAD), (GULOU_COUNTY, Role.OFFICIAL), languages=["zh", "en"]
     )
     text = p.to_json()
     assert " " not in text
     assert "张三" in text  # not \\u5f20: half the bytes in Redis
-    assert json.loads(text)["postings"] == [[GULOU, "official"], [ZHONGSHAN, "village_head"]]
+    assert json.loads(text)["postings"] == [[GULOU_COUNTY, "official"], [ZHONGSHAN, "village_head"]]
     assert Person.from_json(text) == p
     assert Person.from_json(text.encode()) == p
 
@@ -311,11 +312,12 @@ def test_a_damaged_stored_person_is_refused_without_showing_the_number(stored: s
 
 def test_valid_rows_become_persons(tree: RegionTree) -> None:
     persons = parse_recipients(
-        [row(), row(phone="139 0013 9000", name="李四", region=TAIJIANG, role="official")], tree
+        [row(), row(phone="139 0013 9000", name="李四", region=TAIJIANG_COUNTY, role="official")],
+        tree,
     )
     assert persons == [
         person(PHONE, (ZHONGSHAN, Role.VILLAGE_HEAD)),
-        Person(OTHER_PHONE, "李四", ["zh"], [Posting(TAIJIANG, Role.OFFICIAL)]),
+        Person(OTHER_PHONE, "李四", ["zh"], [Posting(TAIJIANG_COUNTY, Role.OFFICIAL)]),
     ]
 
 
@@ -447,21 +449,23 @@ def test_a_csv_file_is_checked_by_its_line_numbers(tree: RegionTree, tmp_path: P
 def test_persons_in_an_area_are_those_posted_in_or_below_it(tree: RegionTree) -> None:
     head = person(PHONE, (ZHONGSHAN, Role.VILLAGE_HEAD))
     official = person(OTHER_PHONE, (TAIJIANG_VILLAGE, Role.OFFICIAL))
-    county = person("+8613700137000", (GULOU, Role.DUTY_OFFICER))
+    county = person("+8613700137000", (GULOU_COUNTY, Role.DUTY_OFFICER))
     everyone = [head, official, county]
-    assert persons_in(everyone, [GULOU], tree) == [head, county]
+    assert persons_in(everyone, [GULOU_COUNTY], tree) == [head, county]
     assert persons_in(everyone, [GUDONG], tree) == [head]  # the county officer is above it
     assert persons_in(everyone, [QINGCHENG], tree) == []
-    assert persons_in(everyone, [GUDONG, TAIJIANG], tree) == [head, official]
+    assert persons_in(everyone, [GUDONG, TAIJIANG_COUNTY], tree) == [head, official]
     assert persons_in(everyone, ["35"], tree) == everyone
 
 
 def test_persons_in_filters_by_role_on_the_same_posting(tree: RegionTree) -> None:
     # A village head in 中山 who lives as a resident in 台江.
     both = person(PHONE, (ZHONGSHAN, Role.VILLAGE_HEAD), (TAIJIANG_VILLAGE, Role.RESIDENT))
-    assert persons_in([both], [TAIJIANG], tree, roles={Role.RESIDENT}) == [both]
-    assert persons_in([both], [TAIJIANG], tree, roles={Role.VILLAGE_HEAD}) == []
-    assert persons_in([both], [GULOU], tree, roles={Role.VILLAGE_HEAD, Role.GRID_WORKER}) == [both]
+    assert persons_in([both], [TAIJIANG_COUNTY], tree, roles={Role.RESIDENT}) == [both]
+    assert persons_in([both], [TAIJIANG_COUNTY], tree, roles={Role.VILLAGE_HEAD}) == []
+    assert persons_in(
+        [both], [GULOU_COUNTY], tree, roles={Role.VILLAGE_HEAD, Role.GRID_WORKER}
+    ) == [both]
     assert persons_in([both], ["35"], tree, roles=set()) == []
 
 
@@ -474,7 +478,7 @@ def test_persons_in_reaches_a_posting_whose_village_left_the_tree(tree: RegionTr
     assert NOT_IN_TREE not in tree
     stale = person(PHONE, (NOT_IN_TREE, Role.RESIDENT))
     assert persons_in([stale], [GUDONG], tree) == [stale]
-    assert persons_in([stale], [TAIJIANG], tree) == []
+    assert persons_in([stale], [TAIJIANG_COUNTY], tree) == []
 
 
 def test_persons_in_refuses_unknown_areas_and_bare_strings(tree: RegionTree) -> None:
@@ -482,6 +486,6 @@ def test_persons_in_refuses_unknown_areas_and_bare_strings(tree: RegionTree) -> 
     with pytest.raises(UnknownRegion):
         persons_in([p], ["359999"], tree)
     with pytest.raises(TypeError, match="not one string"):
-        persons_in([p], GULOU, tree)
+        persons_in([p], GULOU_COUNTY, tree)
     with pytest.raises(TypeError, match="not one string"):
-        persons_in([p], [GULOU], tree, roles=Role.VILLAGE_HEAD)  # type: ignore[arg-type]
+        persons_in([p], [GULOU_COUNTY], tree, roles=Role.VILLAGE_HEAD)  # type: ignore[arg-type]
