@@ -23,9 +23,7 @@ from dispatcher.store.keys import dispatch_key, expected_key
 from dispatcher.store.store import Store
 
 
-class AckRecording(Benchmark):
-    name = "ack_recording"
-
+class AckRecording(Benchmark, name="ack_recording"):
     def __init__(self, args: argparse.Namespace) -> None:
         super().__init__(args)
         self.acks = 0

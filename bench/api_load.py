@@ -524,10 +524,7 @@ def table(args: argparse.Namespace, m: dict[str, float | None], runs: int) -> st
     return "\n".join(lines)
 
 
-class ApiLoad(Benchmark):
-    name = "api_load"
-    out = "bench-api.json"
-
+class ApiLoad(Benchmark, name="api_load", out="bench-api.json"):
     def __init__(self, args: argparse.Namespace) -> None:
         super().__init__(args)
         self.terminals = pick_terminals(args.terminals)

@@ -166,6 +166,12 @@ class Stage:
         except redis.RedisError:
             return False
 
+    async def finish(self, row: Row, alert_id: str, started: float, timeout: float) -> Row:
+        """Wait until every terminal of the stage counts as played, then score the run."""
+        n = len(self.terminals)
+        row.complete = await until(lambda: self.counted(alert_id, n), timeout)
+        return self.score(row, alert_id, [t.id for t in self.terminals], started)
+
     def score(self, row: Row, alert_id: str, ids: list[str], started: float) -> Row:
         row.seconds = round(time.monotonic() - started, 1)
         if not row.complete:
@@ -211,8 +217,7 @@ async def engine_kill(folder: Path, n: int, timeout: float) -> Row:
         await until(lambda: s.sim.received(alert_id) >= n // 4, timeout)
         engine.kill()  # again, while the acks stream in
         await engine.start()
-        row.complete = await until(lambda: s.counted(alert_id, n), timeout)
-        return s.score(row, alert_id, [t.id for t in s.terminals], started)
+        return await s.finish(row, alert_id, started, timeout)
 
 
 async def broker_kill(folder: Path, n: int, timeout: float) -> Row:
@@ -223,8 +228,7 @@ async def broker_kill(folder: Path, n: int, timeout: float) -> Row:
         started = time.monotonic()
         await asyncio.to_thread(s.mqtt.kill)
         await asyncio.to_thread(s.mqtt.start)
-        row.complete = await until(lambda: s.counted(alert_id, n), timeout)
-        return s.score(row, alert_id, [t.id for t in s.terminals], started)
+        return await s.finish(row, alert_id, started, timeout)
 
 
 async def broker_kill_in_flight(folder: Path, n: int, timeout: float) -> Row:
@@ -245,8 +249,7 @@ async def broker_kill_in_flight(folder: Path, n: int, timeout: float) -> Row:
             await asyncio.to_thread(s.mqtt.kill)
         started = time.monotonic()
         await asyncio.to_thread(s.mqtt.start)
-        row.complete = await until(lambda: s.counted(alert_id, n), timeout)
-        return s.score(row, alert_id, [t.id for t in s.terminals], started)
+        return await s.finish(row, alert_id, started, timeout)
 
 
 async def redis_kill(folder: Path, n: int, timeout: float) -> Row:
@@ -258,8 +261,7 @@ async def redis_kill(folder: Path, n: int, timeout: float) -> Row:
         await asyncio.to_thread(s.redis_server.start)
         if not s.rdb.exists(f"ebd:alert:{alert_id}"):
             row.notes.append("!alert lost with Redis")
-        row.complete = await until(lambda: s.counted(alert_id, n), timeout)
-        return s.score(row, alert_id, [t.id for t in s.terminals], started)
+        return await s.finish(row, alert_id, started, timeout)
 
 
 async def offline(folder: Path, n: int, timeout: float) -> Row:
@@ -271,8 +273,7 @@ async def offline(folder: Path, n: int, timeout: float) -> Row:
         await until(lambda: s.sim.played(alert_id) >= n - len(away), timeout)
         started = time.monotonic()
         await s.sim.reconnect(away)
-        row.complete = await until(lambda: s.counted(alert_id, n), timeout)
-        return s.score(row, alert_id, [t.id for t in s.terminals], started)
+        return await s.finish(row, alert_id, started, timeout)
 
 
 async def expired_offline(folder: Path, n: int, timeout: float) -> Row:
@@ -329,8 +330,7 @@ async def ack_storm(folder: Path, n: int, timeout: float) -> Row:
         started = time.monotonic()
         await until(lambda: sum(t.acks_sent for t in s.terminals) >= 2 * n, timeout)
         await engine.start()
-        row.complete = await until(lambda: s.counted(alert_id, n), timeout)
-        return s.score(row, alert_id, [t.id for t in s.terminals], started)
+        return await s.finish(row, alert_id, started, timeout)
 
 
 SCENARIOS: dict[str, Callable[[Path, int, float], Awaitable[Row]]] = {
@@ -368,9 +368,7 @@ def table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
-class Chaos(Benchmark):
-    name = "chaos"
-
+class Chaos(Benchmark, name="chaos"):
     def __init__(self, args: argparse.Namespace) -> None:
         super().__init__(args)
         self.names = args.scenarios.split(",") if args.scenarios else list(SCENARIOS)

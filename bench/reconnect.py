@@ -621,10 +621,7 @@ def table(results: dict[str, list[dict[str, Any]]], summary: dict[str, Any]) -> 
     return "\n".join(lines)
 
 
-class Reconnect(Benchmark):
-    name = "reconnect"
-    out = "bench-reconnect.json"
-
+class Reconnect(Benchmark, name="reconnect", out="bench-reconnect.json"):
     def __init__(self, args: argparse.Namespace) -> None:
         super().__init__(args)
         self.terminals = pick_terminals(args.terminals)

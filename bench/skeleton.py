@@ -64,6 +64,13 @@ class Benchmark(abc.ABC):
     # The default of --out; None: the benchmark writes no JSON, its table is its report.
     out: ClassVar[str | None] = None
 
+    def __init_subclass__(cls, *, name: str, out: str | None = None, **kwargs: Any) -> None:
+        # Given in the class line (``class Wave(Benchmark, name="wave", out=...)``): a benchmark
+        # is named where it is declared.
+        super().__init_subclass__(**kwargs)
+        cls.name = name
+        cls.out = out
+
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
 

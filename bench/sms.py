@@ -499,9 +499,7 @@ def new_gateway(protocol: str, rate: float) -> GatewayServer:
     return GenericGatewayServer(rate_limit=rate)
 
 
-class Sms(Benchmark):
-    name = "sms"
-
+class Sms(Benchmark, name="sms"):
     def __init__(self, args: argparse.Namespace) -> None:
         super().__init__(args)
         # Default: 10 s at the limit, at most everyone.

@@ -530,10 +530,7 @@ def table(terminals: int, runs: int, m: dict[str, float | None]) -> str:
     )
 
 
-class StormBenchmark(Benchmark):
-    name = "storm"
-    out = "bench-storm.json"
-
+class StormBenchmark(Benchmark, name="storm", out="bench-storm.json"):
     def __init__(self, args: argparse.Namespace) -> None:
         super().__init__(args)
         self.terminals = pick_terminals(args.terminals)

@@ -563,10 +563,7 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-class Wave(Benchmark):
-    name = "wave"
-    out = "bench-wave.json"
-
+class Wave(Benchmark, name="wave", out="bench-wave.json"):
     def __init__(self, args: argparse.Namespace) -> None:
         super().__init__(args)
         self.sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
@@ -579,12 +576,7 @@ class Wave(Benchmark):
             "--sizes", default="1000,5000,17498,34996", help="terminal counts, comma-separated"
         )
         parser.add_argument("--runs", type=int, default=3, help="repetitions of each point")
-        parser.add_argument(
-            "--engines",
-            type=int,
-            default=1,
-            help="engine processes sharing the acks (MQTT 5 $share)",
-        )
+        parser.add_argument("--engines", type=int, default=1, help="engines sharing acks ($share)")
         parser.add_argument("--timeout", type=float, default=300.0, help="seconds a run may take")
 
     async def measure(self, folder: Path) -> None:

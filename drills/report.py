@@ -42,6 +42,7 @@ __all__ = [
     "CSV_COLUMNS",
     "NO_TERMINALS",
     "AckEntry",
+    "Counts",
     "DrillReport",
     "LatencyStats",
     "Outcome",
@@ -120,11 +121,10 @@ class TerminalOutcome(_Model):
     after_window: bool
 
 
-class VillageRow(_Model):
-    """The counts of one village (or of any other region a terminal is registered at)."""
+class Counts(_Model):
+    """How the expected terminals answered: the counts a report gives for the whole township
+    and for each village."""
 
-    code: str
-    name: str
     expected: int
     acknowledged: int
     played: int
@@ -132,10 +132,17 @@ class VillageRow(_Model):
     failed: int
     missing: int
     late: int
+
+
+class VillageRow(Counts):
+    """The counts of one village (or of any other region a terminal is registered at)."""
+
+    code: str
+    name: str
     offline: int
 
 
-class DrillReport(_Model):
+class DrillReport(Counts):
     """What a drill achieved; ``model_dump(mode="json")`` gives its JSON."""
 
     drill_id: str
@@ -152,13 +159,6 @@ class DrillReport(_Model):
     # The thresholds it was judged by, so a report read later explains itself.
     late_after: float
     pass_coverage: float
-    expected: int
-    acknowledged: int
-    played: int
-    received_only: int
-    failed: int
-    missing: int
-    late: int
     after_window: int
     no_ack: int
     offline_at_dispatch: int

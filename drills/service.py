@@ -137,39 +137,41 @@ class DrillService:
         return drill
 
     async def move(self, drill_id: str, when: datetime, reason: str, office: Office) -> Drill:
-        drill = await self._get(drill_id)
-        if drill.status is not DrillStatus.PLANNED:
-            raise Conflict(f"drill {drill_id} is {drill.status.value}; only a planned one moves")
+        drill = await self._planned(drill_id, "moves")
         await self._check(when, drill.township, ignore=drill.id)
         moved = drill.model_copy(update={"scheduled_at": when, "year": self._year(when)})
         edit = Edit(
             at=utcnow(), office=office.id, action="moved", reason=reason,
             before=drill.scheduled_at, after=when,
         )  # fmt: skip
-        if not await self.store.put(moved, edit, expect=[DrillStatus.PLANNED]):
-            raise Conflict(f"drill {drill_id} changed meanwhile; look at it again")
-        return moved
+        return await self._put_planned(moved, edit)
 
     async def cancel(self, drill_id: str, reason: str, office: Office) -> Drill:
-        drill = await self._get(drill_id)
-        if drill.status is not DrillStatus.PLANNED:
-            raise Conflict(f"drill {drill_id} is {drill.status.value}; only a planned one cancels")
+        drill = await self._planned(drill_id, "cancels")
         cancelled = drill.model_copy(update={"status": DrillStatus.CANCELLED})
         edit = Edit(at=utcnow(), office=office.id, action="cancelled", reason=reason)
-        if not await self.store.put(cancelled, edit, expect=[DrillStatus.PLANNED]):
-            raise Conflict(f"drill {drill_id} changed meanwhile; look at it again")
-        return cancelled
+        return await self._put_planned(cancelled, edit)
 
     async def run_now(self, drill_id: str, reason: str, office: Office) -> Drill:
         """Fire a planned drill now, on this instance (a coordinator's decision)."""
-        drill = await self._get(drill_id)
-        if drill.status is not DrillStatus.PLANNED:
-            raise Conflict(f"drill {drill_id} is {drill.status.value}; only a planned one runs")
+        drill = await self._planned(drill_id, "runs")
         now = utcnow()
         fired = await self._fire(drill, now, manual=f"run now by {office.id}: {reason}")
         if fired is None:
             raise Conflict(f"drill {drill_id} was fired or changed meanwhile")
         return fired
+
+    async def _planned(self, drill_id: str, verb: str) -> Drill:
+        drill = await self._get(drill_id)
+        if drill.status is not DrillStatus.PLANNED:
+            raise Conflict(f"drill {drill_id} is {drill.status.value}; only a planned one {verb}")
+        return drill
+
+    async def _put_planned(self, drill: Drill, edit: Edit) -> Drill:
+        """Store an edit of a drill that was planned when read, unless it changed since."""
+        if not await self.store.put(drill, edit, expect=[DrillStatus.PLANNED]):
+            raise Conflict(f"drill {drill.id} changed meanwhile; look at it again")
+        return drill
 
     async def _check(self, when: datetime, township: str, ignore: str | None = None) -> None:
         county = [d for d in await self.store.all() if d.county == township[:6]]

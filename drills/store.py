@@ -18,13 +18,8 @@ from dispatcher.store.keys import (
     drill_report_key,
     drill_township_key,
 )
-from dispatcher.store.lua import read_script
 from dispatcher.store.store import Store
 from drills.models import Drill, DrillStatus, Edit
-
-_PUT = read_script("drills", "put")
-_LEASE = read_script("drills", "lease")
-_RELEASE = read_script("drills", "release")
 
 
 class DrillStore(StoreBase):
@@ -32,9 +27,9 @@ class DrillStore(StoreBase):
 
     def __init__(self, store: Store) -> None:
         super().__init__(store.redis)
-        self._put = self.redis.register_script(_PUT)
-        self._lease = self.redis.register_script(_LEASE)
-        self._release = self.redis.register_script(_RELEASE)
+        self._put = self.script("drills", "put")
+        self._lease = self.script("drills", "lease")
+        self._release = self.script("drills", "release")
 
     async def put(
         self, drill: Drill, edit: Edit | None, *, expect: Sequence[DrillStatus] | None = None

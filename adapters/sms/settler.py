@@ -85,6 +85,7 @@ class SmsSettler:
         settled = 0
         for name, messages in by_gateway.items():
             gateway = self._pool.get(name)
+            glog = log.bind(job=job, gateway=name)
             answers = await gateway.query(messages) if gateway is not None else {}
             known = [(m.key, answers[m.out_id]) for m in messages if m.out_id in answers]
             if known:
@@ -97,13 +98,7 @@ class SmsSettler:
                 settled += len(known)
                 requeued = sum(1 for o in outcomes if o == "not_found")
                 self.requeued += requeued
-                log.info(
-                    "sms.settled",
-                    job=job,
-                    gateway=name,
-                    answers=len(known),
-                    requeued=requeued,
-                )
+                glog.info("sms.settled", answers=len(known), requeued=requeued)
             unanswered = [m for m in messages if m.out_id not in answers]
             if unanswered:
                 wait = min(600.0, self._settings.settle_after * 2)
@@ -111,12 +106,6 @@ class SmsSettler:
                     [f"{job}|{m.key}" for m in unanswered],
                     now_ms() + int(wait * 1000),
                 )
-                log.warning(
-                    "sms.settle_unanswered",
-                    job=job,
-                    gateway=name,
-                    messages=len(unanswered),
-                    ask_again_in=wait,
-                )
+                glog.warning("sms.settle_unanswered", messages=len(unanswered), ask_again_in=wait)
         self.settled += settled
         return settled

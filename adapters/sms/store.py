@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from adapters.sms.gateway import DeliveryStatus, Receipt, SubmitResult
-from dispatcher.core.errors import StoreUnavailable
 from dispatcher.core.regions import code_path
 from dispatcher.store.base import StoreBase, hash_fields
 from dispatcher.store.keys import (
     SMS_DOUBT,
+    SMS_LIMIT_PREFIX,
     SMS_OUTBOX,
     SMS_OUTBOX_GROUP,
     SMS_RECEIPTS,
@@ -29,7 +29,6 @@ from dispatcher.store.keys import (
     sms_job_keys,
     sms_region_recips_key,
 )
-from dispatcher.store.lua import read_script
 from dispatcher.store.store import Store
 from dispatcher.store.streams import WorkStream
 
@@ -47,17 +46,6 @@ STATES = (
 RECEIPTS_MAXLEN = 1_000_000
 
 
-# Each script says in its file what it does and which keys and arguments it takes.
-_PLAN = read_script("adapters.sms", "plan")
-_BEGIN = read_script("adapters.sms", "begin", prelude="move")
-_FINISH = read_script("adapters.sms", "finish", prelude="move")
-_RECEIPTS = read_script("adapters.sms", "receipts", prelude="move")
-_SETTLE = read_script("adapters.sms", "settle", prelude="move")
-_CLOSE = read_script("adapters.sms", "close", prelude="move")
-_TAKE = read_script("adapters.sms", "take")
-_CLAIM = read_script("adapters.sms", "claim")
-
-
 @dataclass(frozen=True, slots=True)
 class Pending:
     """One recipient's send record as the worker needs it."""
@@ -72,14 +60,15 @@ class SmsStore(StoreBase):
 
     def __init__(self, store: Store) -> None:
         super().__init__(store.redis)
-        self._plan = self.redis.register_script(_PLAN)
-        self._begin = self.redis.register_script(_BEGIN)
-        self._finish = self.redis.register_script(_FINISH)
-        self._receipts = self.redis.register_script(_RECEIPTS)
-        self._settle = self.redis.register_script(_SETTLE)
-        self._close = self.redis.register_script(_CLOSE)
-        self._take = self.redis.register_script(_TAKE)
-        self._claim = self.redis.register_script(_CLAIM)
+        # Each script says in its file what it does and which keys and arguments it takes.
+        self._plan = self.script("adapters.sms", "plan")
+        self._begin = self.script("adapters.sms", "begin", prelude="move")
+        self._finish = self.script("adapters.sms", "finish", prelude="move")
+        self._receipts = self.script("adapters.sms", "receipts", prelude="move")
+        self._settle = self.script("adapters.sms", "settle", prelude="move")
+        self._close = self.script("adapters.sms", "close", prelude="move")
+        self._take = self.script("adapters.sms", "take")
+        self._claim = self.script("adapters.sms", "claim")
         self.outbox = WorkStream(store, SMS_OUTBOX, SMS_OUTBOX_GROUP)
 
     # Recipients ---------------------------------------------------------------------------
@@ -94,30 +83,22 @@ class SmsStore(StoreBase):
         by the new ones. The registry is WATCHed while the old records are read, as for
         terminals, so two imports at once cannot leave stale index entries.
         """
-        from redis.exceptions import WatchError
 
-        keys = [p[0] for p in persons]
-        for _attempt in range(10):
-            async with self.redis.pipeline(transaction=True) as pipe:
-                try:
-                    await self.call(pipe.watch(SMS_RECIPS))
-                    old = await self.call(pipe.hmget(SMS_RECIPS, keys))
-                    pipe.multi()  # type: ignore[no-untyped-call]  # redis-py lacks the hint
-                    tally = {"created": 0, "updated": 0, "unchanged": 0}
-                    for (key, person), previous in zip(persons, old, strict=True):
-                        raw = _merged(person, previous, keep)
-                        if previous == raw:
-                            tally["unchanged"] += 1
-                            continue
-                        tally["updated" if previous else "created"] += 1
-                        _queue_index(pipe, key, previous, raw)
-                        pipe.hset(SMS_RECIPS, key, raw)
-                    await self.call(pipe.execute())
-                    return tally
-                except StoreUnavailable as exc:
-                    if not isinstance(exc.__cause__, WatchError):
-                        raise
-        raise StoreUnavailable("the recipient registry kept changing; try again")
+        def queue(pipe: Any, old: list[str | None]) -> dict[str, int]:
+            tally = {"created": 0, "updated": 0, "unchanged": 0}
+            for (key, person), previous in zip(persons, old, strict=True):
+                raw = _merged(person, previous, keep)
+                if previous == raw:
+                    tally["unchanged"] += 1
+                    continue
+                tally["updated" if previous else "created"] += 1
+                _queue_index(pipe, key, previous, raw)
+                pipe.hset(SMS_RECIPS, key, raw)
+            return tally
+
+        return await self.watched_update(
+            SMS_RECIPS, [p[0] for p in persons], queue, what="the recipient registry"
+        )
 
     async def remove_postings(self, key: str, keep: Callable[[str], bool]) -> int | None:
         """Remove a person's postings for which ``keep`` is false (the person too when none
@@ -221,7 +202,8 @@ class SmsStore(StoreBase):
         hour: str,
     ) -> list[str]:
         args: list[str | int] = [
-            now_ms, owner, gateway, doubt_due_ms, job, limit, "1" if exempt else "0", hour, *keys
+            now_ms, owner, gateway, doubt_due_ms, job, limit, "1" if exempt else "0", hour,
+            SMS_LIMIT_PREFIX, *keys,
         ]  # fmt: skip
         taken = await self.call(self._begin(keys=[*sms_job_keys(job), SMS_DOUBT], args=args))
         return list(taken or [])
@@ -240,7 +222,7 @@ class SmsStore(StoreBase):
     ) -> list[str]:
         """Record a request's results: (recipient key, result, retry-at ms) each."""
         args: list[str | int] = [
-            now_ms, owner, job, settle_due_ms, max_attempts, hour, receipt_due_ms
+            now_ms, owner, job, settle_due_ms, max_attempts, hour, receipt_due_ms, SMS_LIMIT_PREFIX
         ]  # fmt: skip
         for key, result, retry_at in results:
             args.extend(

@@ -34,14 +34,28 @@ Errors carry data as attributes, and ``details`` is what the API puts in its err
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 
 class EbdError(Exception):
-    """Base of every deliberate engine error."""
+    """Base of every deliberate engine error.
 
-    code = "error"
-    status = 500
+    A subclass names its API code and HTTP status in its class line
+    (``class NotFound(EbdError, code="not_found", status=404)``); what it leaves out it
+    inherits.
+    """
+
+    code: ClassVar[str] = "error"
+    status: ClassVar[int] = 500
+
+    def __init_subclass__(
+        cls, *, code: str | None = None, status: int | None = None, **kwargs: Any
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if code is not None:
+            cls.code = code
+        if status is not None:
+            cls.status = status
 
     def __init__(self, message: str, *, details: Any = None) -> None:
         super().__init__(message)
@@ -49,9 +63,8 @@ class EbdError(Exception):
         self.details = details
 
 
-class ConfigError(EbdError):
-    code = "bad_config"
-    status = 500
+class ConfigError(EbdError, code="bad_config", status=500):
+    """A config or data file is wrong; the message names where (path, line, field)."""
 
     def __init__(
         self,
@@ -77,21 +90,20 @@ class ConfigError(EbdError):
         self.line = line
 
 
-class RegionFileError(ConfigError):
-    code = "bad_region_file"
+class RegionFileError(ConfigError, code="bad_region_file"):
+    """A row of a region file is wrong."""
 
 
-class RegionError(EbdError):
-    code = "bad_region"
-    status = 422
+class RegionError(EbdError, code="bad_region", status=422):
+    """A region code is wrong (``region_code``)."""
 
     def __init__(self, message: str, *, region_code: str) -> None:
         super().__init__(message, details={"region_code": region_code})
         self.region_code = region_code
 
 
-class MalformedRegionCode(RegionError):
-    code = "malformed_region_code"
+class MalformedRegionCode(RegionError, code="malformed_region_code"):
+    """Not 2, 4, 6, 9 or 12 ASCII digits."""
 
     def __init__(self, region_code: str) -> None:
         super().__init__(
@@ -101,8 +113,8 @@ class MalformedRegionCode(RegionError):
         )
 
 
-class UnknownRegion(RegionError):
-    code = "unknown_region"
+class UnknownRegion(RegionError, code="unknown_region"):
+    """Well-formed, but not in the loaded region tree."""
 
     def __init__(self, region_code: str) -> None:
         super().__init__(
@@ -111,73 +123,60 @@ class UnknownRegion(RegionError):
         )
 
 
-class BadRequest(EbdError):
-    code = "bad_request"
-    status = 400
+class BadRequest(EbdError, code="bad_request", status=400):
+    """The request cannot be read (not JSON, a bad query parameter)."""
 
 
-class ValidationFailed(EbdError):
-    code = "invalid"
-    status = 422
+class ValidationFailed(EbdError, code="invalid", status=422):
+    """The input was read but is not valid; ``details`` lists every problem."""
 
 
-class IdempotencyKeyReused(ValidationFailed):
-    code = "idempotency_key_reused"
+class IdempotencyKeyReused(ValidationFailed, code="idempotency_key_reused"):
+    """The Idempotency-Key was used before with another body."""
 
 
-class ImportFailed(ValidationFailed):
-    code = "import_failed"
+class ImportFailed(ValidationFailed, code="import_failed"):
+    """A CSV or JSON import had bad rows; nothing of it was imported."""
 
 
-class Unauthorized(EbdError):
-    code = "unauthorized"
-    status = 401
+class Unauthorized(EbdError, code="unauthorized", status=401):
+    """No bearer token, or one no office holds."""
 
 
-class Forbidden(EbdError):
-    code = "forbidden"
-    status = 403
+class Forbidden(EbdError, code="forbidden", status=403):
+    """Outside the office's jurisdiction (``region_codes``)."""
 
     def __init__(self, message: str, *, region_codes: list[str] | None = None) -> None:
         super().__init__(message, details={"region_codes": region_codes or []})
         self.region_codes = region_codes or []
 
 
-class NotFound(EbdError):
-    code = "not_found"
-    status = 404
+class NotFound(EbdError, code="not_found", status=404):
+    """No such alert, terminal, region or drill."""
 
 
-class Conflict(EbdError):
-    code = "conflict"
-    status = 409
+class Conflict(EbdError, code="conflict", status=409):
+    """The request contradicts what is stored (a reused key, a cancelled alert)."""
 
 
-class PayloadTooLarge(EbdError):
-    code = "too_large"
-    status = 413
+class PayloadTooLarge(EbdError, code="too_large", status=413):
+    """The request body is over the limit."""
 
 
-class UnsupportedMediaType(EbdError):
-    code = "unsupported_media_type"
-    status = 415
+class UnsupportedMediaType(EbdError, code="unsupported_media_type", status=415):
+    """The request body is not JSON."""
 
 
-class ServiceError(EbdError):
-    code = "service_failed"
-    status = 500
+class ServiceError(EbdError, code="service_failed", status=500):
+    """An embedded mosquitto or redis-server could not be started."""
 
 
-class StoreUnavailable(EbdError):
-    code = "store_unavailable"
-    status = 503
+class StoreUnavailable(EbdError, code="store_unavailable", status=503):
+    """Redis did not answer; the request may be retried."""
 
 
-class PublishFailed(EbdError):
+class PublishFailed(EbdError, code="publish_failed", status=503):
     """The broker did not accept a publish before its deadline; the outbox will retry it."""
-
-    code = "publish_failed"
-    status = 503
 
     def __init__(self, message: str, *, topic: str) -> None:
         super().__init__(message, details={"topic": topic})
@@ -205,15 +204,10 @@ class PlanError(ValidationFailed):
     where it helps, what to change."""
 
 
-class AckLinkError(EbdError):
+class AckLinkError(EbdError, code="ack_link", status=503):
     """The broker refused the ack link's connection or a subscription, or broke the protocol;
     the link reconnects with backoff."""
 
-    code = "ack_link"
-    status = 503
 
-
-class DemoFailed(EbdError):
+class DemoFailed(EbdError, code="demo_failed"):
     """``ebd demo`` could not finish: a request failed, the simulator exited, a terminal failed."""
-
-    code = "demo_failed"

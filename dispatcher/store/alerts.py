@@ -22,17 +22,14 @@ from dispatcher.store.keys import (
     dispatch_key,
     idempotency_key,
 )
-from dispatcher.store.lua import read_script
-
-# Stores the alert, its dispatch record, its outbox entry and the idempotency record in one
-# atomic step, so a 201 means all of them exist (and, with appendfsync always, are on disk).
-CREATE_ALERT = read_script("dispatcher.store", "create_alert")
 
 
 class AlertStore(StoreBase):
     def __init__(self, client: aioredis.Redis) -> None:
         super().__init__(client)
-        self._create_alert = client.register_script(CREATE_ALERT)
+        # Stores the alert, its dispatch record, its outbox entry and the idempotency record in
+        # one atomic step, so a 201 means all of them exist (with appendfsync always, on disk).
+        self._create_alert = self.script("dispatcher.store", "create_alert")
 
     async def create_alert(
         self,

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from typing import Any
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError, WatchError
 
 from dispatcher.core.errors import StoreUnavailable
+from dispatcher.store.lua import read_script
+
+T = TypeVar("T")
+# Optimistic transactions give up after this many conflicts: something is rewriting the key
+# in a loop, and the caller is better told to try again than kept waiting.
+_WATCH_ATTEMPTS = 10
+
+# Each script file is read once per process, whatever the number of clients registering it.
+_script_text = functools.cache(read_script)
 
 
 class StoreBase:
@@ -37,6 +48,38 @@ class StoreBase:
             # Its retry-on-reconnect can also swallow a cancellation whole and succeed.
             raise asyncio.CancelledError
         return result
+
+    def script(self, package: str, name: str, *, prelude: str | None = None) -> AsyncScript:
+        """``package``'s ``scripts/{name}.lua`` registered on this client (see ``read_script``)."""
+        return self.redis.register_script(_script_text(package, name, prelude=prelude))
+
+    async def watched_update(
+        self,
+        key: str,
+        fields: Sequence[str],
+        queue: Callable[[Any, list[str | None]], T],
+        *,
+        what: str,
+    ) -> T:
+        """Read ``fields`` of the hash ``key`` under WATCH, let ``queue(pipe, old_values)``
+        queue the writes, and run them in one transaction; again if ``key`` changed meanwhile.
+
+        Two concurrent writers that both read the old values must not both act on them (two
+        moves of one terminal would leave it in two regions' sets).
+        """
+        for _attempt in range(_WATCH_ATTEMPTS):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    await self.call(pipe.watch(key))
+                    old = await self.call(pipe.hmget(key, list(fields)))
+                    pipe.multi()  # type: ignore[no-untyped-call]  # redis-py lacks the hint
+                    result = queue(pipe, old)
+                    await self.call(pipe.execute())
+                    return result
+                except StoreUnavailable as exc:
+                    if not isinstance(exc.__cause__, WatchError):
+                        raise
+        raise StoreUnavailable(f"{what} kept changing; try again")
 
 
 def hash_fields(mapping: Mapping[str, Any]) -> Mapping[Any, Any]:

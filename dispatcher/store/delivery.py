@@ -25,11 +25,7 @@ from dispatcher.store.keys import (
     resends_key,
     tstate_key,
 )
-from dispatcher.store.lua import read_script
 from dispatcher.store.ordered_script import OrderedScript
-
-RECORD_ACKS = read_script("dispatcher.store", "record_acks")
-RECORD_EXPECTED = read_script("dispatcher.store", "record_expected")
 
 
 @dataclass(slots=True)
@@ -78,10 +74,12 @@ class DeliveryReport:
 class DeliveryStore(StoreBase):
     def __init__(self, client: aioredis.Redis) -> None:
         super().__init__(client)
-        self._record_acks = client.register_script(RECORD_ACKS)
-        self._record_expected = client.register_script(RECORD_EXPECTED)
+        self._record_acks = self.script("dispatcher.store", "record_acks")
+        self._record_expected = self.script("dispatcher.store", "record_expected")
         # The ingester's way to the ack script: in order, many batches in flight.
-        self.ack_script = OrderedScript(client.connection_pool, RECORD_ACKS, name="record_acks")
+        self.ack_script = OrderedScript(
+            client.connection_pool, str(self._record_acks.script), name="record_acks"
+        )
 
     async def delivery(self, alert_id: str, codes: Collection[str] | None = None) -> DeliveryReport:
         """The alert's dispatch record and its counters, for ``codes`` only when given.

@@ -16,9 +16,6 @@ from dispatcher.store.keys import (
     dispatch_key,
     resends_key,
 )
-from dispatcher.store.lua import read_script
-
-CLAIM_DUE = read_script("dispatcher.store", "claim_due")
 
 
 class SweepStore(DeliveryStore):
@@ -26,7 +23,7 @@ class SweepStore(DeliveryStore):
 
     def __init__(self, client: aioredis.Redis) -> None:
         super().__init__(client)
-        self._claim_due = client.register_script(CLAIM_DUE)
+        self._claim_due = self.script("dispatcher.store", "claim_due")
 
     async def schedule_sweep(self, alert_id: str, due_ms: int) -> None:
         await self.call(self.redis.zadd(SWEEPS, {alert_id: due_ms}))

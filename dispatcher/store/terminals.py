@@ -7,9 +7,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import WatchError
-
-from dispatcher.core.errors import StoreUnavailable
 from dispatcher.core.models import TerminalIn, utcnow
 from dispatcher.core.regions import code_path
 from dispatcher.store.base import StoreBase, hash_fields
@@ -30,21 +27,13 @@ class TerminalStore(StoreBase):
         The registry is WATCHed between reading the old regions and writing: two concurrent
         moves of one terminal must not leave it in two regions' sets.
         """
-        ids = [t.id for t in terminals]
         now = utcnow().isoformat()
-        for _attempt in range(10):
-            async with self.redis.pipeline(transaction=True) as pipe:
-                try:
-                    await self.call(pipe.watch(TERMS_REGION))
-                    old = await self.call(pipe.hmget(TERMS_REGION, ids))
-                    pipe.multi()  # type: ignore[no-untyped-call]  # redis-py lacks the hint
-                    result = self._queue_registration(pipe, terminals, old, now)
-                    await self.call(pipe.execute())
-                    return result
-                except StoreUnavailable as exc:
-                    if not isinstance(exc.__cause__, WatchError):
-                        raise
-        raise StoreUnavailable("the terminal registry kept changing; try again")
+        return await self.watched_update(
+            TERMS_REGION,
+            [t.id for t in terminals],
+            lambda pipe, old: self._queue_registration(pipe, terminals, old, now),
+            what="the terminal registry",
+        )
 
     @staticmethod
     def _queue_registration(

@@ -12,10 +12,13 @@ from __future__ import annotations
 import os
 import signal
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
 import redis
 
 from dispatcher.core.regions import Level
@@ -148,6 +151,22 @@ def assert_exact(
         assert n <= acks_counted <= 2 * n
 
 
+@asynccontextmanager
+async def province_alert(
+    engine: EngineProcess, terminals: list[SimTerminal], mqtt_url: str, *, received: int = 0
+) -> AsyncIterator[tuple[EngineApi, Simulator, str]]:
+    """The terminals online (each playing for 1 s) and a province alert issued through
+    ``engine``; entered once ``received`` of them have it, the moment to break something."""
+    async with (
+        EngineApi(engine.base_url) as api,
+        online(api, terminals, mqtt_url, Behaviour(play_time=1.0)) as sim,
+    ):
+        alert_id = await api.issue(areas=[PROVINCE])
+        if received:
+            await wait_for(lambda: sim.received(alert_id) >= received, timeout=20)
+        yield api, sim, alert_id
+
+
 async def test_engine_killed_mid_dispatch_recovers_every_ack_exactly_once(
     fresh_mosquitto: MosquittoServer, redis_url: str, rdb: redis.Redis, tmp_path: Path
 ) -> None:
@@ -157,10 +176,8 @@ async def test_engine_killed_mid_dispatch_recovers_every_ack_exactly_once(
     engine = engine_for(tmp_path, redis_url, fresh_mosquitto.url)
     async with (
         engine,
-        EngineApi(engine.base_url) as api,
-        online(api, terminals, fresh_mosquitto.url, Behaviour(play_time=1.0)) as sim,
+        province_alert(engine, terminals, fresh_mosquitto.url) as (api, sim, alert_id),
     ):
-        alert_id = await api.issue(areas=[PROVINCE])
         engine.kill()
         assert sim.played(alert_id) == 0
         await engine.start()
@@ -218,10 +235,8 @@ async def test_broker_killed_while_acks_stream_back_every_terminal_plays_once(
     engine = engine_for(tmp_path, redis_url, fresh_mosquitto.url)
     async with (
         engine,
-        EngineApi(engine.base_url) as api,
-        online(api, terminals, fresh_mosquitto.url, Behaviour(play_time=1.0)) as sim,
+        province_alert(engine, terminals, fresh_mosquitto.url) as (api, sim, alert_id),
     ):
-        alert_id = await api.issue(areas=[PROVINCE])
         await wait_for(lambda: sim.played(alert_id) >= 200, timeout=20)
         fresh_mosquitto.kill()
         fresh_mosquitto.start()
@@ -345,12 +360,20 @@ async def _resent(api: EngineApi, alert_id: str) -> bool:
     return bool(state and state["resends"] >= 1)
 
 
-async def test_two_instances_one_killed_mid_dispatch_the_other_finishes_exactly(
-    fresh_mosquitto: MosquittoServer, redis_url: str, rdb: redis.Redis, tmp_path: Path
+@pytest.mark.parametrize("comes_back", [False, True], ids=["stays_dead", "restarted"])
+async def test_two_instances_one_killed_mid_dispatch_every_ack_counts_once(
+    fresh_mosquitto: MosquittoServer,
+    redis_url: str,
+    rdb: redis.Redis,
+    tmp_path: Path,
+    comes_back: bool,
 ) -> None:
     """Two engines share the outbox and (by a shared subscription) the acks; one dies by
-    SIGKILL while acks stream in and stays dead. The survivor carries on alone: every
-    terminal still plays once and counts once, within the resend window (17 s)."""
+    SIGKILL while acks stream in. Whether it stays dead (the survivor carries on alone, within
+    the resend window of 17 s) or comes back under its name, every terminal plays once and
+    counts once. With shared subscriptions an instance's session ends with its connection (see
+    docs/operations.md), so acks in flight to the dead one are recovered by resends: a terminal
+    may skip from no ack to played, never count twice."""
     terminals = province_terminals(2000, unique("duo"))
     a, b = two_instances(
         tmp_path, redis_url, fresh_mosquitto.url, resend=RESEND, claim_idle_seconds=2.0
@@ -358,41 +381,12 @@ async def test_two_instances_one_killed_mid_dispatch_the_other_finishes_exactly(
     async with (
         a,
         b,
-        EngineApi(a.base_url) as api,
-        online(api, terminals, fresh_mosquitto.url, Behaviour(play_time=1.0)) as sim,
+        province_alert(a, terminals, fresh_mosquitto.url, received=500) as (api, sim, alert_id),
     ):
-        alert_id = await api.issue(areas=[PROVINCE])
-        await wait_for(lambda: sim.received(alert_id) >= 500, timeout=20)
         a.kill()
+        if comes_back:
+            await a.start()
         state = await until_played(api, rdb, alert_id, len(terminals), b.base_url, timeout=25)
-        # Acks in flight to the dead one come back through resends: a terminal may skip
-        # from no ack to played, but never counts twice.
-        assert_exact(rdb, sim, terminals, alert_id, state, every_ack_arrives=False)
-        assert b.running
-
-
-async def test_two_instances_one_killed_and_restarted_count_every_ack_once(
-    fresh_mosquitto: MosquittoServer, redis_url: str, rdb: redis.Redis, tmp_path: Path
-) -> None:
-    """As above, but the dead instance comes back (same instance name): every terminal is
-    counted once. With shared subscriptions an instance's session ends with its connection
-    (see docs/operations.md), so acks in flight to it when it died are recovered by resends:
-    a terminal may skip from no ack to played, never count twice."""
-    terminals = province_terminals(2000, unique("duo2"))
-    a, b = two_instances(
-        tmp_path, redis_url, fresh_mosquitto.url, resend=RESEND, claim_idle_seconds=2.0
-    )
-    async with (
-        a,
-        b,
-        EngineApi(a.base_url) as api,
-        online(api, terminals, fresh_mosquitto.url, Behaviour(play_time=1.0)) as sim,
-    ):
-        alert_id = await api.issue(areas=[PROVINCE])
-        await wait_for(lambda: sim.received(alert_id) >= 500, timeout=20)
-        a.kill()
-        await a.start()
-        state = await until_played(api, rdb, alert_id, len(terminals))
         assert_exact(rdb, sim, terminals, alert_id, state, every_ack_arrives=False)
         assert b.running
 

@@ -397,8 +397,7 @@ async def test_terminals_import_of_a_bad_csv_exits_2_naming_the_line_and_registe
 ) -> None:
     csv_file = tmp_path / "terminals.csv"
     csv_file.write_bytes(content)
-    argv = ["terminals", "import", str(csv_file), "--api", base_url(api), "--token", "tok-province"]
-    assert await ebd(*argv) == 2
+    assert await import_csv(api, csv_file, "tok-province") == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.startswith("ebd: error: ")
@@ -407,13 +406,17 @@ async def test_terminals_import_of_a_bad_csv_exits_2_naming_the_line_and_registe
     assert await registered(api) == []
 
 
+async def import_csv(api: Client, csv_file: Path, token: str) -> int:
+    """``ebd terminals import`` of ``csv_file`` with ``token``: its exit status."""
+    return await ebd("terminals", "import", str(csv_file), "--api", base_url(api), "--token", token)
+
+
 async def test_terminals_import_of_a_header_only_csv_exits_2_and_registers_nothing(
     api: Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     csv_file = tmp_path / "terminals.csv"
     csv_file.write_bytes(HEADER)
-    argv = ["terminals", "import", str(csv_file), "--api", base_url(api), "--token", "tok-province"]
-    assert await ebd(*argv) == 2
+    assert await import_csv(api, csv_file, "tok-province") == 2
     assert "empty" in capsys.readouterr().err
     assert await registered(api) == []
 
@@ -425,8 +428,7 @@ async def test_terminals_import_reports_every_bad_line_not_only_the_first(
     csv_file.write_bytes(
         HEADER + b"gl-1,3501x,\n" + GOOD_ROW.replace(b"gl-1", b"gl-2") + b"gl-3,359999,\n"
     )
-    argv = ["terminals", "import", str(csv_file), "--api", base_url(api), "--token", "tok-province"]
-    assert await ebd(*argv) == 2
+    assert await import_csv(api, csv_file, "tok-province") == 2
     err = capsys.readouterr().err
     assert "2 bad line(s); nothing was imported. First: line 2, region" in err
     assert '"line": 2' in err
@@ -446,8 +448,7 @@ async def test_terminals_import_of_a_good_csv_registers_every_row(
     api: Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     csv_file = write_text(tmp_path, "terminals.csv", GOOD_CSV)
-    argv = ["terminals", "import", str(csv_file), "--api", base_url(api), "--token", "tok-gulou"]
-    assert await ebd(*argv) == 0
+    assert await import_csv(api, csv_file, "tok-gulou") == 0
     assert capsys.readouterr().out == f"{csv_file}: 3 terminals: 3 new, 0 moved, 0 unchanged\n"
     terminals = await registered(api)
     assert [(t["id"], t["region"], t["kind"]) for t in terminals] == [
@@ -458,7 +459,7 @@ async def test_terminals_import_of_a_good_csv_registers_every_row(
     assert len(await registered(api, "350102001001")) == 2
 
     # Importing the same file again changes nothing.
-    assert await ebd(*argv) == 0
+    assert await import_csv(api, csv_file, "tok-gulou") == 0
     assert "0 new, 0 moved, 3 unchanged" in capsys.readouterr().out
     assert len(await registered(api)) == 3
 
@@ -479,8 +480,7 @@ async def test_terminals_import_outside_the_office_jurisdiction_exits_2_naming_t
     api: Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     csv_file = write_text(tmp_path, "terminals.csv", GOOD_CSV)
-    argv = ["terminals", "import", str(csv_file), "--api", base_url(api), "--token", "tok-taijiang"]
-    assert await ebd(*argv) == 2
+    assert await import_csv(api, csv_file, "tok-taijiang") == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "refused it (403)" in captured.err
@@ -493,8 +493,7 @@ async def test_terminals_import_with_an_unknown_token_exits_2(
     api: Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     csv_file = write_text(tmp_path, "terminals.csv", GOOD_CSV)
-    argv = ["terminals", "import", str(csv_file), "--api", base_url(api), "--token", "nope"]
-    assert await ebd(*argv) == 2
+    assert await import_csv(api, csv_file, "nope") == 2
     assert "refused it (401)" in capsys.readouterr().err
     assert await registered(api) == []
 

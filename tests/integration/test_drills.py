@@ -228,15 +228,21 @@ async def exercise_alerts(client: Client) -> list[dict[str, Any]]:
     return [a for a in listed["alerts"] if a["status"] == "exercise"]
 
 
+async def planned_in_two_hours(client: Client) -> dict[str, Any]:
+    """A drill of Gudong planned two hours from now, as the API answered its creation."""
+    at = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+    body = {"township": GUDONG, "at": at, "reason": "x"}
+    created: dict[str, Any] = await call(client, "POST", "/api/v1/drills", body, status=201)
+    return created
+
+
 async def test_two_run_nows_at_once_send_one_alert_and_a_long_reason_is_kept_short(
     redis_url: str, mqtt_url: str, tmp_path: Path
 ) -> None:
     import asyncio
 
     async with engine(redis_url, mqtt_url, tmp_path) as client:
-        at = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
-        drill = await call(client, "POST", "/api/v1/drills",
-                           {"township": GUDONG, "at": at, "reason": "x"}, status=201)  # fmt: skip
+        drill = await planned_in_two_hours(client)
         path = f"/api/v1/drills/{drill['id']}/run"
         responses = await asyncio.gather(
             *(client.post(path, json={"reason": "因" * 290}, headers=PROVINCE) for _ in range(3))
@@ -256,9 +262,7 @@ async def test_a_drill_claimed_but_not_dispatched_is_finished_by_the_scheduler(
     from drills.models import Drill, DrillStatus, Edit
 
     async with engine(redis_url, mqtt_url, tmp_path) as client:
-        at = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
-        created = await call(client, "POST", "/api/v1/drills",
-                             {"township": GUDONG, "at": at, "reason": "x"}, status=201)  # fmt: skip
+        created = await planned_in_two_hours(client)
         service = client.app[DRILLS]
         drill = Drill.model_validate(created)
         # What an instance killed between its claim and its dispatch leaves behind.

@@ -276,6 +276,18 @@ async def test_leader_killed_just_before_a_drill_the_other_takes_over_and_fires_
     assert timedelta(0) < took_at - killed < timedelta(seconds=3), (killed, took_at)
 
 
+async def down_across(engine: EngineProcess, at: datetime) -> tuple[datetime, datetime]:
+    """SIGKILL the engine 1.5 s before ``at`` and start it again 3 s after: when it was killed
+    and when its start began."""
+    await until_clock(at - timedelta(seconds=1.5))
+    engine.kill()
+    killed = datetime.now(UTC)
+    await until_clock(at + timedelta(seconds=3))
+    started = datetime.now(UTC)
+    await engine.start()
+    return killed, started
+
+
 async def test_restart_across_a_drill_time_within_the_grace_fires_it_late(
     redis_url: str, mqtt_url: str, rdb: redis.Redis, tmp_path: Path
 ) -> None:
@@ -288,12 +300,7 @@ async def test_restart_across_a_drill_time_within_the_grace_fires_it_late(
         at = soon(3)
         drill = await add_drill(api, code, at)
         await wait_for(lambda: jobs_stored(rdb, [drill["id"]]), timeout=5)
-        await until_clock(at - timedelta(seconds=1.5))
-        engine.kill()
-        killed = datetime.now(UTC)
-        await until_clock(at + timedelta(seconds=3))
-        started = datetime.now(UTC)
-        await engine.start()
+        killed, started = await down_across(engine, at)
         ready = datetime.now(UTC)
         done = await until_status(api, drill["id"], "passed", "failed")
         await assert_fired_once_and_passed(api, rdb, sim, done, terminals)
@@ -365,12 +372,7 @@ async def test_down_past_the_grace_the_drill_is_missed_with_the_reason(
         at = soon(3)
         drill = await add_drill(api, code, at)
         await wait_for(lambda: jobs_stored(rdb, [drill["id"]]), timeout=5)
-        await until_clock(at - timedelta(seconds=1.5))
-        engine.kill()
-        killed = datetime.now(UTC)
-        await until_clock(at + timedelta(seconds=3))
-        started = datetime.now(UTC)
-        await engine.start()
+        killed, started = await down_across(engine, at)
         done = await until_status(api, drill["id"], "missed", "running", "passed", "failed")
         assert done["status"] == "missed", {k: v for k, v in done.items() if k != "history"}
         await call(api, "GET", f"/api/v1/drills/{drill['id']}/report", status=404)

@@ -10,12 +10,9 @@ from dispatcher.http.state import STORE
 from dispatcher.parts import ACK_LINK, INGESTER
 from receiver.simulator import Behaviour
 from tests.helpers import GULOU_COUNTY, unique, wait_for
+from tests.integration import engine as steps
 from tests.integration.engine import (
     PROVINCE,
-    ack_payload,
-    alert_body,
-    delivery,
-    dispatched,
     issue,
     online,
     played_all,
@@ -37,14 +34,14 @@ async def test_redis_kill_gives_503_then_the_engine_recovers_with_nothing_lost(
         first = await issue(api, areas=[GULOU_COUNTY])
         await wait_for(lambda: played_all(api, first, 30), timeout=20)
         fresh_redis.kill()
-        response = await api.post("/api/v1/alerts", headers=PROVINCE, json=alert_body())
+        response = await api.post("/api/v1/alerts", headers=PROVINCE, json=steps.alert_body())
         assert response.status == 503
         body = await response.json()
         assert body["error"]["code"] == "store_unavailable"
         assert (await api.get("/readyz")).status == 503
         fresh_redis.restart()
         # Everything accepted before the crash is still there (appendfsync always) ...
-        assert (await delivery(api, first))["played"] == 30
+        assert (await steps.delivery(api, first))["played"] == 30
         # ... and the engine takes new alerts and dispatches them without a restart.
         second = await issue(api, areas=[GULOU_COUNTY])
         await wait_for(lambda: played_all(api, second, 30), timeout=30)
@@ -66,9 +63,9 @@ async def test_acks_taken_while_redis_is_down_survive_an_engine_restart(
         online(api, terminals, mqtt_url, silent),
     ):
         alert_id = await issue(api, areas=[GULOU_COUNTY])
-        await wait_for(lambda: dispatched(api, alert_id), timeout=10)
+        await wait_for(lambda: steps.dispatched(api, alert_id), timeout=10)
         fresh_redis.kill()
-        acks = [(t.id, ack_payload(alert_id)) for t in terminals]
+        acks = [(t.id, steps.ack_payload(alert_id)) for t in terminals]
         await publish_acks(mqtt_url, f"{prefix}-pub", acks)
         ingester = api.app[INGESTER]
         await wait_for(

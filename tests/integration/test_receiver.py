@@ -58,6 +58,15 @@ async def running(agent: ReceiverAgent) -> AsyncIterator[asyncio.Event]:
             await task
 
 
+@contextlib.asynccontextmanager
+async def listening(mqtt_url: str, player: Any) -> AsyncIterator[str]:
+    """A receiver in Zhongshan village with ``player``, running until the block ends; the
+    block gets its terminal id."""
+    terminal_id = unique("rx")
+    async with running(ReceiverAgent(terminal_id, ZHONGSHAN, mqtt_url, player=player)):
+        yield terminal_id
+
+
 def states_of(acks: list[dict[str, Any]]) -> list[str]:
     return [a["state"] for a in acks]
 
@@ -65,10 +74,8 @@ def states_of(acks: list[dict[str, Any]]) -> list[str]:
 async def test_an_alert_on_two_topics_twice_plays_once_and_acks_received_then_played(
     mqtt_url: str, watch: Watch
 ) -> None:
-    terminal_id, alert_id = unique("rx"), unique("al")
-    player = RecordingPlayer()
-    agent = ReceiverAgent(terminal_id, ZHONGSHAN, mqtt_url, player=player)
-    async with running(agent):
+    alert_id, player = unique("al"), RecordingPlayer()
+    async with listening(mqtt_url, player) as terminal_id:
         body = alert_body(alert_id)
         await watch.publish(COUNTY_TOPIC, body)
         await watch.publish(COUNTY_TOPIC, body)
@@ -90,10 +97,8 @@ async def test_an_alert_on_two_topics_twice_plays_once_and_acks_received_then_pl
 async def test_an_expired_alert_is_not_played_and_acked_failed_expired(
     mqtt_url: str, watch: Watch
 ) -> None:
-    terminal_id, alert_id = unique("rx"), unique("al")
-    player = RecordingPlayer()
-    agent = ReceiverAgent(terminal_id, ZHONGSHAN, mqtt_url, player=player)
-    async with running(agent):
+    alert_id, player = unique("al"), RecordingPlayer()
+    async with listening(mqtt_url, player) as terminal_id:
         sent = datetime.now(UTC) - timedelta(hours=2)
         await watch.publish(VILLAGE_TOPIC, alert_body(alert_id, sent=sent))
         await wait_for(lambda: watch.acks(terminal_id, alert_id))
@@ -105,11 +110,9 @@ async def test_an_expired_alert_is_not_played_and_acked_failed_expired(
 async def test_a_resend_on_cmd_repeats_the_latest_ack_without_playing_again(
     mqtt_url: str, watch: Watch
 ) -> None:
-    terminal_id, alert_id = unique("rx"), unique("al")
-    player = RecordingPlayer()
-    agent = ReceiverAgent(terminal_id, ZHONGSHAN, mqtt_url, player=player)
-    async with running(agent):
-        body = alert_body(alert_id)
+    alert_id, player = unique("al"), RecordingPlayer()
+    body = alert_body(alert_id)
+    async with listening(mqtt_url, player) as terminal_id:
         await watch.publish(COUNTY_TOPIC, body)
         await wait_for(lambda: "played" in states_of(watch.acks(terminal_id, alert_id)))
         first_played = watch.acks(terminal_id, alert_id)[-1]
@@ -224,9 +227,8 @@ class BrokenPlayer:
 async def test_a_player_failure_is_acked_failed_with_its_message(
     mqtt_url: str, watch: Watch
 ) -> None:
-    terminal_id, alert_id = unique("rx"), unique("al")
-    agent = ReceiverAgent(terminal_id, ZHONGSHAN, mqtt_url, player=BrokenPlayer())
-    async with running(agent):
+    alert_id = unique("al")
+    async with listening(mqtt_url, BrokenPlayer()) as terminal_id:
         await watch.publish(COUNTY_TOPIC, alert_body(alert_id))
         await wait_for(lambda: "failed" in states_of(watch.acks(terminal_id, alert_id)))
     assert watch.acks(terminal_id, alert_id)[-1]["detail"] == "amplifier fault"

@@ -13,6 +13,7 @@ import pytest
 from dispatcher.http.state import STORE
 from receiver.simulator import Behaviour, Simulator
 from tests.helpers import GULOU_COUNTY, unique, wait_for
+from tests.integration import engine as steps
 from tests.integration.engine import (
     GULOU,
     PROVINCE,
@@ -26,8 +27,6 @@ from tests.integration.engine import (
     issue,
     online,
     played_all,
-    publish_acks,
-    register,
     running_engine,
     terminals_in,
 )
@@ -122,7 +121,7 @@ async def test_silent_terminals_are_failed_and_escalated_after_the_last_resend(
     assert bad.status == 422
     # A late final ack still counts: the terminal did play, only its acks were lost.
     late = sorted(silent)[0]
-    await publish_acks(mqtt_url, f"{prefix}-late", [(late, ack_payload(alert_id))])
+    await steps.publish_acks(mqtt_url, f"{prefix}-late", [(late, ack_payload(alert_id))])
     after = await wait_for(lambda: _played(api, alert_id, 8), timeout=10)
     assert isinstance(after, dict)
     assert (after["failed"], after["no_ack"], after["escalated"]) == (2, 2, 3)
@@ -155,7 +154,7 @@ async def test_two_sweepers_never_resend_twice(
     prefix = unique("two")
     terminals = terminals_in(GULOU_COUNTY, 8, prefix)
     silent = frozenset(t.id for t in terminals)
-    await register(api, terminals)
+    await steps.register(api, terminals)
     async with (
         running_engine(redis_url, mqtt_url, tmp_path / "b", resend=FAST, instance="ebd-2"),
         Simulator(terminals, mqtt_url, behaviour=Behaviour(silent=silent)),
@@ -184,7 +183,7 @@ async def test_acks_kept_by_the_broker_while_the_engine_was_away_are_not_resent_
     ):
         alert_id = await issue(api, areas=[GULOU_COUNTY])
         await wait_for(lambda: dispatched(api, alert_id), timeout=10)
-    await publish_acks(
+    await steps.publish_acks(
         mqtt_url, f"{prefix}-pub", [(t.id, ack_payload(alert_id)) for t in terminals]
     )
     # Past the red deadline (1 s) while nobody takes the acks: only the broker has them.

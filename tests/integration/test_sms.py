@@ -54,6 +54,28 @@ async def engine_with(
         yield client
 
 
+Texting = tuple[GenericGatewayServer, Client]
+
+
+@asynccontextmanager
+async def generic_engine(
+    redis_url: str, mqtt_url: str, tmp_path: Path, **options: Any
+) -> AsyncIterator[Texting]:
+    """An engine that texts through one generic gateway, and that gateway; ``options`` as for
+    ``engine_with``."""
+    async with (
+        GenericGatewayServer() as gw,
+        engine_with(redis_url, mqtt_url, tmp_path, [gw], **options) as client,
+    ):
+        yield gw, client
+
+
+@pytest.fixture
+async def texting(redis_url: str, mqtt_url: str, tmp_path: Path) -> AsyncIterator[Texting]:
+    async with generic_engine(redis_url, mqtt_url, tmp_path) as engine:
+        yield engine
+
+
 async def register(client: Client, rows: list[dict[str, Any]]) -> dict[str, Any]:
     response = await client.post("/api/v1/recipients", json=rows, headers=PROVINCE)
     body: dict[str, Any] = await response.json()
@@ -84,36 +106,29 @@ async def until_sms(
     return result
 
 
-async def test_every_recipient_in_the_area_gets_one_text(
-    redis_url: str, mqtt_url: str, tmp_path: Path
-) -> None:
-    async with (
-        GenericGatewayServer() as gw,
-        engine_with(redis_url, mqtt_url, tmp_path, [gw]) as client,
-    ):
-        rows = people(20)
-        # Listed twice (village head and grid worker): still one text.
-        rows.append({**rows[0], "role": "grid_worker"})
-        rows += [
-            {"phone": phone(900), "name": "外区", "region": TAIJIANG_VILLAGE, "role": "resident"}
-        ]
-        await register(client, rows)
-        alert_id = await issue(client, areas=[GUDONG], channels=["loudspeaker", "sms"])
-        summary = await until_sms(client, alert_id, recipients=20, delivered=20)
-        await gw.receipts_done()
-        gateways = await (await client.get("/api/v1/sms/gateways", headers=PROVINCE)).json()
-        assert gateways["receipts"]["receipts"] == 20
-        assert gateways["in_doubt"] == 0
-        assert summary["failed"] == 0
-        assert summary["queued"] == 0
-        assert summary["segments"] >= 20
-        assert len(gw.sent) == 20
-        assert gw.duplicates == 0
-        assert all(gw.sent_count(phone(i), alert_id) == 1 for i in range(20))
-        assert gw.sent_count(phone(900), alert_id) == 0
-        text = next(iter(gw.sent.values())).text
-        assert text.startswith("【福建省应急管理厅】")
-        assert "台风红色预警" in text
+async def test_every_recipient_in_the_area_gets_one_text(texting: Texting) -> None:
+    gw, client = texting
+    rows = people(20)
+    # Listed twice (village head and grid worker): still one text.
+    rows.append({**rows[0], "role": "grid_worker"})
+    rows += [{"phone": phone(900), "name": "外区", "region": TAIJIANG_VILLAGE, "role": "resident"}]
+    await register(client, rows)
+    alert_id = await issue(client, areas=[GUDONG], channels=["loudspeaker", "sms"])
+    summary = await until_sms(client, alert_id, recipients=20, delivered=20)
+    await gw.receipts_done()
+    gateways = await (await client.get("/api/v1/sms/gateways", headers=PROVINCE)).json()
+    assert gateways["receipts"]["receipts"] == 20
+    assert gateways["in_doubt"] == 0
+    assert summary["failed"] == 0
+    assert summary["queued"] == 0
+    assert summary["segments"] >= 20
+    assert len(gw.sent) == 20
+    assert gw.duplicates == 0
+    assert all(gw.sent_count(phone(i), alert_id) == 1 for i in range(20))
+    assert gw.sent_count(phone(900), alert_id) == 0
+    text = next(iter(gw.sent.values())).text
+    assert text.startswith("【福建省应急管理厅】")
+    assert "台风红色预警" in text
 
 
 async def test_aliyun_gateway_end_to_end(redis_url: str, mqtt_url: str, tmp_path: Path) -> None:
@@ -184,38 +199,30 @@ async def test_throttling_answers_are_retried_without_duplicates(
         assert max(gw.sent_count(phone(i), alert_id) for i in range(90)) == 1
 
 
-async def test_server_errors_are_retried_and_rejections_are_not(
-    redis_url: str, mqtt_url: str, tmp_path: Path
-) -> None:
-    async with (
-        GenericGatewayServer() as gw,
-        engine_with(redis_url, mqtt_url, tmp_path, [gw]) as client,
-    ):
-        await register(client, people(10))
-        gw.reject_phones.add(phone(3))
-        alert_id = await issue(client, areas=[GUDONG])
-        await until_sms(client, alert_id, delivered=9, failed=1)
-        rows = await recipients_of(client, alert_id)
-        assert rows[phone(3)]["state"] == "failed"
-        assert rows[phone(3)]["attempts"] == 1, "a rejected message must not be tried again"
-        assert rows[phone(3)]["error"]
-        gw.fail_next(2, "500")
-        second = await issue(client, areas=[GUDONG], headline="暴雨红色预警")
-        await until_sms(client, second, delivered=9, failed=1)
-        rows = await recipients_of(client, second)
-        assert gw.faults_injected == 2
-        assert max(r["attempts"] for r in rows.values()) >= 2
-        assert gw.duplicates == 0
-        assert all(gw.sent_count(phone(i), second) == (i != 3) for i in range(10))
+async def test_server_errors_are_retried_and_rejections_are_not(texting: Texting) -> None:
+    gw, client = texting
+    await register(client, people(10))
+    gw.reject_phones.add(phone(3))
+    alert_id = await issue(client, areas=[GUDONG])
+    await until_sms(client, alert_id, delivered=9, failed=1)
+    rows = await recipients_of(client, alert_id)
+    assert rows[phone(3)]["state"] == "failed"
+    assert rows[phone(3)]["attempts"] == 1, "a rejected message must not be tried again"
+    assert rows[phone(3)]["error"]
+    gw.fail_next(2, "500")
+    second = await issue(client, areas=[GUDONG], headline="暴雨红色预警")
+    await until_sms(client, second, delivered=9, failed=1)
+    rows = await recipients_of(client, second)
+    assert gw.faults_injected == 2
+    assert max(r["attempts"] for r in rows.values()) >= 2
+    assert gw.duplicates == 0
+    assert all(gw.sent_count(phone(i), second) == (i != 3) for i in range(10))
 
 
 async def test_no_answer_after_submit_is_settled_by_lookup_never_resent(
     redis_url: str, mqtt_url: str, tmp_path: Path
 ) -> None:
-    async with (
-        GenericGatewayServer() as gw,
-        engine_with(redis_url, mqtt_url, tmp_path, [gw], gw1={"timeout": 0.5}) as client,
-    ):
+    async with generic_engine(redis_url, mqtt_url, tmp_path, gw1={"timeout": 0.5}) as (gw, client):
         await register(client, people(5))
         gw.fail_next(1, "accept_then_hang")
         alert_id = await issue(client, areas=[ZHONGSHAN])
@@ -226,22 +233,17 @@ async def test_no_answer_after_submit_is_settled_by_lookup_never_resent(
         assert gw.duplicates == 0
 
 
-async def test_a_dropped_request_is_looked_up_and_then_sent_once(
-    redis_url: str, mqtt_url: str, tmp_path: Path
-) -> None:
-    async with (
-        GenericGatewayServer() as gw,
-        engine_with(redis_url, mqtt_url, tmp_path, [gw]) as client,
-    ):
-        await register(client, people(5))
-        gw.fail_next(1, "drop_connection")
-        alert_id = await issue(client, areas=[ZHONGSHAN])
-        await until_sms(client, alert_id, delivered=5)
-        assert gw.faults_injected == 1
-        assert all(gw.sent_count(phone(i), alert_id) == 1 for i in range(5))
-        assert gw.duplicates == 0
-        rows = await recipients_of(client, alert_id)
-        assert all(r["attempts"] == 2 for r in rows.values())
+async def test_a_dropped_request_is_looked_up_and_then_sent_once(texting: Texting) -> None:
+    gw, client = texting
+    await register(client, people(5))
+    gw.fail_next(1, "drop_connection")
+    alert_id = await issue(client, areas=[ZHONGSHAN])
+    await until_sms(client, alert_id, delivered=5)
+    assert gw.faults_injected == 1
+    assert all(gw.sent_count(phone(i), alert_id) == 1 for i in range(5))
+    assert gw.duplicates == 0
+    rows = await recipients_of(client, alert_id)
+    assert all(r["attempts"] == 2 for r in rows.values())
 
 
 async def test_failover_to_the_next_gateway(redis_url: str, mqtt_url: str, tmp_path: Path) -> None:
@@ -281,61 +283,48 @@ async def test_receipts_before_the_submit_answer_are_kept(
         assert set(gw.receipt_answers) == {200}
 
 
-async def test_part_receipts_fold_into_one_state(
-    redis_url: str, mqtt_url: str, tmp_path: Path
-) -> None:
-    async with (
-        GenericGatewayServer() as gw,
-        engine_with(redis_url, mqtt_url, tmp_path, [gw]) as client,
-    ):
-        gw.parts_receipts = True
-        gw.fail_receipt_phones.add(phone(1))
-        await register(client, people(3))
-        long_text = "预计未来24小时将有12级以上大风，沿海地区有大到暴雨。" * 6
-        alert_id = await issue(client, areas=[ZHONGSHAN], sms_text=long_text)
-        summary = await until_sms(client, alert_id, delivered=2, failed=1)
-        rows = await recipients_of(client, alert_id)
-        segments = rows[phone(0)]["segments"]
-        assert segments >= 3
-        assert summary["segments"] == 3 * segments
-        assert rows[phone(0)]["parts_delivered"] == segments
-        assert rows[phone(1)]["state"] == "failed"
+async def test_part_receipts_fold_into_one_state(texting: Texting) -> None:
+    gw, client = texting
+    gw.parts_receipts = True
+    gw.fail_receipt_phones.add(phone(1))
+    await register(client, people(3))
+    long_text = "预计未来24小时将有12级以上大风，沿海地区有大到暴雨。" * 6
+    alert_id = await issue(client, areas=[ZHONGSHAN], sms_text=long_text)
+    summary = await until_sms(client, alert_id, delivered=2, failed=1)
+    rows = await recipients_of(client, alert_id)
+    segments = rows[phone(0)]["segments"]
+    assert segments >= 3
+    assert summary["segments"] == 3 * segments
+    assert rows[phone(0)]["parts_delivered"] == segments
+    assert rows[phone(1)]["state"] == "failed"
 
 
-async def test_receipts_with_a_bad_signature_are_refused(
-    redis_url: str, mqtt_url: str, tmp_path: Path
-) -> None:
-    async with (
-        GenericGatewayServer() as gw,
-        engine_with(redis_url, mqtt_url, tmp_path, [gw]) as client,
-    ):
-        gw.bad_signature = True
-        await register(client, people(4))
-        alert_id = await issue(client, areas=[ZHONGSHAN])
-        await until_sms(client, alert_id, submitted=4)
-        await gw.receipts_done()
-        assert gw.receipt_answers
-        assert set(gw.receipt_answers) == {401}
-        summary = await sms_of(client, alert_id)
-        assert summary["delivered"] == 0
-        assert summary["submitted"] == 4
-        # Unsigned and for an unknown gateway: refused too.
-        response = await client.post("/api/v1/sms/receipts/gw1", data=b'{"receipts": []}')
-        assert response.status == 401
-        response = await client.post("/api/v1/sms/receipts/nope", data=b"{}")
-        assert response.status == 404
-        # None of the refused posts counted as a receipt.
-        gateways = await (await client.get("/api/v1/sms/gateways", headers=PROVINCE)).json()
-        assert gateways["receipts"].get("receipts", 0) == 0
+async def test_receipts_with_a_bad_signature_are_refused(texting: Texting) -> None:
+    gw, client = texting
+    gw.bad_signature = True
+    await register(client, people(4))
+    alert_id = await issue(client, areas=[ZHONGSHAN])
+    await until_sms(client, alert_id, submitted=4)
+    await gw.receipts_done()
+    assert gw.receipt_answers
+    assert set(gw.receipt_answers) == {401}
+    summary = await sms_of(client, alert_id)
+    assert summary["delivered"] == 0
+    assert summary["submitted"] == 4
+    # Unsigned and for an unknown gateway: refused too.
+    response = await client.post("/api/v1/sms/receipts/gw1", data=b'{"receipts": []}')
+    assert response.status == 401
+    response = await client.post("/api/v1/sms/receipts/nope", data=b"{}")
+    assert response.status == 404
+    # None of the refused posts counted as a receipt.
+    gateways = await (await client.get("/api/v1/sms/gateways", headers=PROVINCE)).json()
+    assert gateways["receipts"].get("receipts", 0) == 0
 
 
 async def test_cancel_stops_queued_texts_and_tells_only_those_reached(
     redis_url: str, mqtt_url: str, tmp_path: Path
 ) -> None:
-    async with (
-        GenericGatewayServer() as gw,
-        engine_with(redis_url, mqtt_url, tmp_path, [gw], gw1={"rate": 20}) as client,
-    ):
+    async with generic_engine(redis_url, mqtt_url, tmp_path, gw1={"rate": 20}) as (gw, client):
         await register(client, people(60))
         alert_id = await issue(client, areas=[GUDONG])
         await wait_for(lambda: len(gw.sent) >= 5, message="first texts sent")
@@ -363,9 +352,9 @@ async def test_cancel_stops_queued_texts_and_tells_only_those_reached(
 async def test_hourly_limit_per_person_spares_red_warnings(
     redis_url: str, mqtt_url: str, tmp_path: Path
 ) -> None:
-    async with (
-        GenericGatewayServer() as gw,
-        engine_with(redis_url, mqtt_url, tmp_path, [gw], per_recipient_per_hour=1) as client,
+    async with generic_engine(redis_url, mqtt_url, tmp_path, per_recipient_per_hour=1) as (
+        gw,
+        client,
     ):
         await register(client, people(2))
         first = await issue(client, areas=[ZHONGSHAN], severity="yellow")
@@ -379,15 +368,12 @@ async def test_hourly_limit_per_person_spares_red_warnings(
         assert len(gw.sent) == 4
 
 
-async def test_roles_filter_who_is_texted(redis_url: str, mqtt_url: str, tmp_path: Path) -> None:
-    async with (
-        GenericGatewayServer() as gw,
-        engine_with(redis_url, mqtt_url, tmp_path, [gw]) as client,
-    ):
-        await register(client, people(3) + people(4, role="resident")[3:])
-        alert_id = await issue(client, areas=[ZHONGSHAN], sms_roles=["resident"])
-        await until_sms(client, alert_id, recipients=1, delivered=1)
-        assert [m.phone for m in gw.sent.values()] == [phone(3)]
+async def test_roles_filter_who_is_texted(texting: Texting) -> None:
+    gw, client = texting
+    await register(client, people(3) + people(4, role="resident")[3:])
+    alert_id = await issue(client, areas=[ZHONGSHAN], sms_roles=["resident"])
+    await until_sms(client, alert_id, recipients=1, delivered=1)
+    assert [m.phone for m in gw.sent.values()] == [phone(3)]
 
 
 FAST_RESEND = {"red": 0.5, "backoff": 0.2, "max_attempts": 1, "sweep_interval": 0.1}
@@ -417,10 +403,7 @@ CONTACTS = [
 async def test_a_silent_village_is_escalated_to_its_contacts_by_sms(
     redis_url: str, mqtt_url: str, tmp_path: Path, status: str, texted: str
 ) -> None:
-    async with (
-        GenericGatewayServer() as gw,
-        engine_with(redis_url, mqtt_url, tmp_path, [gw], resend=FAST_RESEND) as client,
-    ):
+    async with generic_engine(redis_url, mqtt_url, tmp_path, resend=FAST_RESEND) as (gw, client):
         await register(client, CONTACTS)
         await register_silent_terminals(client, ZHONGSHAN)
         # Loudspeakers only: the texts below come from the escalation, not the alert.
@@ -446,10 +429,7 @@ async def test_a_silent_village_is_escalated_to_its_contacts_by_sms(
 async def test_a_lost_receipt_is_made_up_for_by_a_lookup(
     redis_url: str, mqtt_url: str, tmp_path: Path
 ) -> None:
-    async with (
-        GenericGatewayServer() as gw,
-        engine_with(redis_url, mqtt_url, tmp_path, [gw], receipt_wait=1.0) as client,
-    ):
+    async with generic_engine(redis_url, mqtt_url, tmp_path, receipt_wait=1.0) as (gw, client):
         # Receipts the engine refuses stand for receipts that never arrive.
         gw.bad_signature = True
         await register(client, people(4))

