@@ -79,6 +79,7 @@ from harness import (
     SimChild,
     forget_sessions,
     fujian,
+    grant_terminals,
     issue,
     pick_terminals,
     province_api,
@@ -567,6 +568,7 @@ class ApiLoad(Benchmark, name="api_load", out="bench-api.json"):
         try:
             await asyncio.to_thread(mqtt.start)
             await asyncio.to_thread(rds.start)
+            await grant_terminals(mqtt, self.terminals)
             sim = SimChild(folder, self.terminals, mqtt.url, SIM_TIMEOUT, self.script)
             say(f"… {args.terminals} terminals: connecting the simulator")
             started = time.monotonic()

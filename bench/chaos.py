@@ -44,6 +44,7 @@ from dispatcher.core.regions import Level
 from dispatcher.embedded.processes import MosquittoServer, RedisServer
 from dispatcher.store.acklog import acklog_rows
 from receiver.simulator import Behaviour, SimTerminal, Simulator
+from tests.support.broker import known
 from tests.support.engine_process import EngineApi, EngineProcess
 
 # Resends 2, 3, 5, 9 and 13 s after dispatch; escalation after 17 s.
@@ -97,7 +98,8 @@ class Stage:
 
     def __init__(self, folder: Path, n: int, behaviour: Behaviour) -> None:
         self.folder = folder
-        self.mqtt = MosquittoServer(folder / "mosquitto")
+        # Known to the engines' settings: they issue the terminals' accounts, as deployed.
+        self.mqtt = known(MosquittoServer(folder / "mosquitto"))
         self.redis_server = RedisServer(folder / "redis")
         prefix = uuid.uuid4().hex[:6]
         villages = fujian().descendants(PROVINCE, level=Level.VILLAGE)
@@ -138,10 +140,8 @@ class Stage:
                 await self.engine(instance=name, **extra).start()
             async with province_api(self.engines[0], timeout=30) as api:
                 self.api = api
-                await api.register(self.terminals, part=REGISTER_PART)
-                async with Simulator(
-                    self.terminals, self.mqtt.url, behaviour=self.behaviour
-                ) as sim:
+                given = await api.register(self.terminals, part=REGISTER_PART)
+                async with given.simulator(self.terminals, behaviour=self.behaviour) as sim:
                     self.sim = sim
                     yield self
         finally:

@@ -37,6 +37,8 @@ from dispatcher.core.models import (  # noqa: E402
     new_alert_id,
 )
 from dispatcher.core.regions import Level, RegionTree  # noqa: E402
+from dispatcher.embedded.processes import MosquittoServer  # noqa: E402
+from dispatcher.embedded.secrets import write_private  # noqa: E402
 from dispatcher.http.terminals import MAX_TERMINALS_PER_REQUEST  # noqa: E402
 from receiver.mqtt_lite import (  # noqa: E402
     MessageHandler,
@@ -45,6 +47,7 @@ from receiver.mqtt_lite import (  # noqa: E402
     parse_mqtt_url,
 )
 from receiver.simulator import Simulator  # noqa: E402
+from tests.support.broker import TEST_KEYRING, grant  # noqa: E402
 from tests.support.engine_process import EngineApi, EngineProcess  # noqa: E402
 
 REGIONS_FILE = ROOT / "config" / "regions" / "fujian.csv"
@@ -210,6 +213,32 @@ async def serve_terminals(
         await sim.stop()
 
 
+_GRANTED: dict[str, MosquittoServer] = {}
+
+
+async def grant_terminals(server: MosquittoServer, terminals: list[dict[str, str]]) -> None:
+    """Broker accounts for the benchmark's terminals (``password`` added to each row), as a
+    deployment that manages its terminals' accounts itself has them: the benchmarks' engines
+    issue none, so that the terminals can be online before the engine starts."""
+    # Not in tests.support.broker.BROKERS: an engine that knew this broker would issue the
+    # accounts itself, and its password file would leave these out.
+    _GRANTED[server.url] = server
+    passwords = await grant(server, [t["id"] for t in terminals])
+    for row in terminals:
+        row["password"] = passwords[row["id"]]
+
+
+def terminal_access(mqtt_url: str) -> dict[str, str]:
+    """Where the terminals of the broker at ``mqtt_url`` connect, its CA and the keyring (the
+    tests' key, which the benchmarks' engines sign with)."""
+    server = _GRANTED[mqtt_url]
+    return {
+        "mqtt": f"mqtts://127.0.0.1:{server.terminal_port}",
+        "ca_pem": server.ca_file.read_text(encoding="ascii"),
+        "keyring": TEST_KEYRING.to_json(),
+    }
+
+
 class SimChild:
     """The terminals in a child process, so they have a core of their own: ``script
     --sim-child SPEC`` (``skeleton.main`` answers it with ``serve_terminals``); its events
@@ -223,16 +252,17 @@ class SimChild:
         timeout: float,
         script: Path,
     ) -> None:
+        """``mqtt_url`` is the broker's engine URL: the child's terminals connect to its TLS
+        listener, each with the account ``grant_terminals`` gave it."""
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self.script = script
         self.n = len(terminals)
         self.log_path = folder / "sim.log"
         self.spec = folder / "sim.json"
-        self.spec.write_text(
-            json.dumps({"terminals": terminals, "mqtt": mqtt_url, "timeout": timeout}),
-            encoding="utf-8",
-        )
+        # Written when it starts: the terminals' accounts are granted once the broker runs.
+        self._spec = {"terminals": terminals, "timeout": timeout}
+        self._mqtt_url = mqtt_url
         self.proc: asyncio.subprocess.Process | None = None
         self.events: list[dict[str, Any]] = []
         self.up = 0
@@ -247,6 +277,9 @@ class SimChild:
     async def start(self, timeout: float) -> float:
         """Spawn the child and wait until all its terminals are up; the seconds that took in
         the child (its interpreter's start not counted)."""
+        spec = {**self._spec, **terminal_access(self._mqtt_url)}
+        # The terminals' passwords are in it: readable by this user alone.
+        write_private(self.spec, json.dumps(spec))
         with self.log_path.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable,

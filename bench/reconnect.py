@@ -73,6 +73,7 @@ from harness import (
     emit,
     forget_sessions,
     fujian,
+    grant_terminals,
     new_alert,
     pick_terminals,
     province_api,
@@ -90,6 +91,7 @@ from receiver.mqtt_lite import (
     MqttLiteError,
 )
 from receiver.simulator import SimTerminal, Simulator, _Virtual
+from tests.support.broker import TEST_SIGNER
 from tests.support.engine_process import EngineProcess, cpu_seconds
 
 VARIANTS = ("without", "with")
@@ -130,8 +132,10 @@ class WatchedSimulator(Simulator):
     ``_on_lost`` is where a live link is noticed gone. Time stamps are ``time.monotonic()``,
     the same clock (CLOCK_MONOTONIC) as the parent's."""
 
-    def __init__(self, terminals: list[SimTerminal], mqtt_url: str, out: TextIO) -> None:
-        super().__init__(terminals, mqtt_url)
+    def __init__(
+        self, terminals: list[SimTerminal], mqtt_url: str, out: TextIO, **options: Any
+    ) -> None:
+        super().__init__(terminals, mqtt_url, **options)
         self._out = out
         self._n = len(terminals)
         self._up: set[str] = set()
@@ -357,7 +361,7 @@ async def verify(mqtt_url: str, tree: RegionTree, n: int, timeout: float) -> dic
         codes = await conn.subscribe(["eb/v1/term/+/ack"], qos=1)
         if codes != [1]:
             raise RuntimeError(f"check subscription refused: {codes}")
-        payload = encode_alert(alert)
+        payload = TEST_SIGNER.sign(encode_alert(alert))
         started = time.monotonic()
         await conn.publish_acked(tree.topic(PROVINCE), payload)
         finished: float | None = None
@@ -639,9 +643,9 @@ class Reconnect(Benchmark, name="reconnect", out="bench-reconnect.json"):
 
     @staticmethod
     def simulator(
-        terminals: list[SimTerminal], mqtt_url: str, out: TextIO
+        terminals: list[SimTerminal], mqtt_url: str, out: TextIO, **options: Any
     ) -> tuple[Simulator, Callable[[], int] | None]:
-        sim = WatchedSimulator(terminals, mqtt_url, out)
+        sim = WatchedSimulator(terminals, mqtt_url, out, **options)
         return sim, lambda: sim.up
 
     async def measure(self, folder: Path) -> None:
@@ -652,6 +656,7 @@ class Reconnect(Benchmark, name="reconnect", out="bench-reconnect.json"):
         try:
             await asyncio.to_thread(mqtt.start)
             await asyncio.to_thread(rds.start)
+            await grant_terminals(mqtt, self.terminals)
             say(f"… {n} terminals: connecting the simulator")
             self.sim_connect_s = round(await sim.start(args.timeout), 1)
             say(f"  connected in {self.sim_connect_s} s")

@@ -33,6 +33,7 @@ from typing import Any, ClassVar, TextIO
 import structlog
 from harness import serve_terminals
 
+from dispatcher.core.signing import Keyring
 from receiver.simulator import SimTerminal, Simulator
 
 
@@ -86,11 +87,11 @@ class Benchmark(abc.ABC):
 
     @staticmethod
     def simulator(
-        terminals: list[SimTerminal], mqtt_url: str, out: TextIO
+        terminals: list[SimTerminal], mqtt_url: str, out: TextIO, **options: Any
     ) -> tuple[Simulator, Callable[[], int] | None]:
         """The simulator child's simulator, and how many of its terminals are up if it
-        reports progress (``out`` is the events' stream)."""
-        return Simulator(terminals, mqtt_url), None
+        reports progress (``out`` is the events' stream); ``options``: the CA and keyring."""
+        return Simulator(terminals, mqtt_url, **options), None
 
     @property
     def script(self) -> Path:
@@ -155,10 +156,13 @@ def _sim_child(bench: type[Benchmark], spec_path: Path) -> int:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
     )
     spec = json.loads(spec_path.read_text(encoding="utf-8"))
-    terminals = [SimTerminal(t["id"], t["region"]) for t in spec["terminals"]]
+    terminals = [
+        SimTerminal(t["id"], t["region"], password=t.get("password")) for t in spec["terminals"]
+    ]
+    access = {"ca_pem": spec["ca_pem"], "keyring": Keyring.from_json(spec["keyring"])}
 
     async def child() -> None:
-        sim, up = bench.simulator(terminals, spec["mqtt"], sys.stdout)
+        sim, up = bench.simulator(terminals, spec["mqtt"], sys.stdout, **access)
         await serve_terminals(sim, spec["timeout"], sys.stdout, up)
 
     asyncio.run(child())

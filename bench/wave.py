@@ -49,6 +49,7 @@ from harness import (
     REGISTER_PART,
     SimChild,
     fujian,
+    grant_terminals,
     issue,
     new_alert,
     pick_terminals,
@@ -62,6 +63,7 @@ from adapters.loudspeaker.payload import encode_alert
 from dispatcher.core.regions import RegionTree
 from dispatcher.embedded.processes import MosquittoServer, RedisServer
 from receiver.mqtt_lite import MqttConnection, parse_mqtt_url
+from tests.support.broker import TEST_SIGNER
 from tests.support.engine_process import cpu_seconds
 
 # One process may hold at most 20,000 open files here: past this many terminals a broker of
@@ -353,7 +355,8 @@ async def raw_run(
 ) -> dict[str, Any]:
     alert = new_alert("wave-raw")
     done = sink.expect(alert.id, n)
-    payload = encode_alert(alert)
+    # Signed like the engine's, once: the terminals verify it, as they do the engine's.
+    payload = TEST_SIGNER.sign(encode_alert(alert))
     probe.begin()
     started = time.monotonic()
     publisher.publish(tree.topic(PROVINCE), payload, qos=1)
@@ -471,6 +474,7 @@ async def one_size(
         started = time.monotonic()
         for k, broker in enumerate([mqtt, *bridged]):
             part = terminals[k * share : (k + 1) * share]
+            await grant_terminals(broker, part)
             sims.append(SimChild(folder / f"sim-{k}", part, broker.url, SIM_TIMEOUT, script))
         await asyncio.gather(*(sim.start(SIM_TIMEOUT) for sim in sims))
         result["sim_connect_s"] = round(time.monotonic() - started, 1)

@@ -15,12 +15,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 from aiohttp import web
 
 from adapters.loudspeaker.ack_link import AckLink
-from adapters.loudspeaker.payload import encode_alert
+from adapters.loudspeaker.payload import encode_signed
+from adapters.loudspeaker.probe import broker_accepts
 from adapters.loudspeaker.publisher import MqttLink
 from adapters.loudspeaker.session import BrokerSession
 from adapters.sms import handlers as sms_handlers
@@ -31,26 +33,45 @@ from dispatcher.core.auth import Offices
 from dispatcher.core.errors import ConfigError, StoreUnavailable
 from dispatcher.core.regions import RegionTree
 from dispatcher.core.wire import ACK_TOPIC_FILTER, SHARED_GROUP, STATE_TOPIC_FILTER
+from dispatcher.embedded.access import BrokerAccess, redis_url
 from dispatcher.embedded.processes import ManagedProcess, MosquittoServer, RedisServer
-from dispatcher.http import alerts, escalations, health, regions, terminals
+from dispatcher.embedded.signing_keys import engine_keys
+from dispatcher.http import alerts, audit, escalations, health, regions, terminals
 from dispatcher.http.middleware import error_middleware
-from dispatcher.http.state import API, MQTT_LINKS, OFFICES, SMS, STORE, TREE, URLS, Connection
+from dispatcher.http.state import (
+    API,
+    BROKER_FOR_TERMINALS,
+    CREDENTIALS,
+    KEYRING,
+    MQTT_LINKS,
+    OFFICES,
+    SMS,
+    STORE,
+    TREE,
+    URLS,
+    Connection,
+)
 from dispatcher.metrics import REQUEST_TIMES, RequestTimes, metrics_handler, timing_middleware
 from dispatcher.openapi import openapi_handler
 from dispatcher.parts import (
+    ACCOUNTS,
     ACK_LINK,
+    BROKER,
     INGESTER,
     LINK,
     NOTIFIERS,
     SETTINGS,
+    SIGNER,
     SWEEPER,
     WORKER,
 )
+from dispatcher.pipeline.accounts import TerminalAccounts
 from dispatcher.pipeline.ingester import AckIngester
 from dispatcher.pipeline.outbox import DispatchWorker
 from dispatcher.pipeline.ports import EscalationNotifier, PubackHandle
 from dispatcher.pipeline.sweeper import DeadlineSweeper
 from dispatcher.settings import Settings
+from dispatcher.store.credentials import CredentialStore
 from dispatcher.store.store import Store
 from drills import handlers as drill_handlers
 from drills.handlers import DRILLS
@@ -91,11 +112,15 @@ def create_app(
     app[OFFICES] = Offices(settings.offices, tree)
     app[URLS] = {}
     app[NOTIFIERS] = list(notifiers)
-    for module in (alerts, escalations, regions, terminals, health, sms_handlers, drill_handlers):
+    for module in (
+        alerts, audit, escalations, regions, terminals, health, sms_handlers, drill_handlers,
+    ):  # fmt: skip
         app.add_routes(module.routes)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/api/v1/openapi.json", openapi_handler)
-    app.cleanup_ctx.extend([_services, _store, _ingester, _link, _sms, _worker, _sweeper, _drills])
+    app.cleanup_ctx.extend(
+        [_services, _store, _accounts, _ingester, _link, _sms, _worker, _sweeper, _drills]
+    )
     if sms_gateways is not None:
         app[SMS_GATEWAYS] = list(sms_gateways)
     return app
@@ -128,33 +153,76 @@ def freeze_startup_objects() -> None:
 
 
 async def _services(app: web.Application) -> AsyncIterator[None]:
-    """Start a private broker and/or Redis for whichever URL is not configured."""
+    """Start a private broker and/or Redis for whichever URL is not configured, and work out
+    how the engine reaches each (credentials, TLS) and what terminals are told."""
     settings = app[SETTINGS]
     state_dir = settings.state_dir.resolve()
+    keys = await asyncio.to_thread(engine_keys, settings.signing, state_dir)
+    app[SIGNER] = keys.signer
+    app[KEYRING] = keys.keyring
+    log.info("signing.key", kid=keys.signer.kid, keyring=[k.kid for k in keys.keyring.keys])
     started: list[ManagedProcess] = []
     urls = app[URLS]
-    wanted: list[tuple[str, str | None, type[MosquittoServer | RedisServer], str]] = [
-        ("mqtt", settings.mqtt.url, MosquittoServer, "mosquitto"),
-        ("redis", settings.redis.url, RedisServer, "redis"),
-    ]
     try:
-        for name, configured, server, folder in wanted:
-            if configured:
-                urls[name] = configured
-                continue
-            embedded = server(state_dir / folder)
-            await asyncio.to_thread(embedded.start)
-            started.append(embedded)
-            urls[name] = embedded.url
+        if settings.mqtt.url:
+            app[BROKER] = BrokerAccess.configured(settings.mqtt)
+        else:
+            broker = MosquittoServer(state_dir / "mosquitto")
+            await asyncio.to_thread(broker.start)
+            started.append(broker)
+            app[BROKER] = BrokerAccess.embedded(broker)
+        embedded_redis = None
+        if not settings.redis.url:
+            embedded_redis = RedisServer(state_dir / "redis")
+            await asyncio.to_thread(embedded_redis.start)
+            started.append(embedded_redis)
+        urls["mqtt"] = app[BROKER].engine_url
+        if app[BROKER].terminal_url is not None:
+            told: dict[str, str] = {
+                "url": app[BROKER].terminal_url or "",
+                "ca_pem": app[BROKER].terminal_ca_pem or "",
+            }
+            app[BROKER_FOR_TERMINALS] = told
+        urls["redis"] = redis_url(settings.redis, embedded_redis)
     except BaseException:
         for process in reversed(started):
             await asyncio.to_thread(process.stop)
         raise
     if started:
+        # The URLs carry credentials: the log processor masks them.
         log.info("services.embedded", state_dir=str(state_dir), **urls)
     yield
     for process in reversed(started):
         await asyncio.to_thread(process.stop)
+
+
+async def _accounts(app: web.Application) -> AsyncIterator[None]:
+    """Terminals' broker accounts, when the engine keeps them (see ``mqtt.accounts_file``).
+    The password file is rendered from Redis at start: a new broker, or one whose file was
+    lost, takes every account issued before."""
+    broker = app[BROKER]
+    if broker.accounts_file is None or broker.terminal_url is None:
+        yield
+        return
+    target = urlsplit(broker.terminal_url)
+    tls = broker.terminal_tls()
+    host, port = target.hostname or "127.0.0.1", target.port or (8883 if tls else 1883)
+
+    async def accepts(user: str, password: str) -> bool:
+        return await broker_accepts(host, port, user, password, tls=tls, timeout=2.0)
+
+    accounts = TerminalAccounts(
+        CredentialStore(app[STORE].redis),
+        accounts_file=broker.accounts_file,
+        instance=app[SETTINGS].instance,
+        reload=broker.reload,
+        accepts=accepts,
+        file_mode=broker.accounts_file_mode,
+    )
+    await accounts.sync()
+    app[ACCOUNTS] = accounts
+    app[CREDENTIALS] = accounts
+    yield
 
 
 async def _store(app: web.Application) -> AsyncIterator[None]:
@@ -201,6 +269,7 @@ async def _link(app: web.Application) -> AsyncIterator[None]:
             stale_subscriptions=plain + shared,
             session_expiry=settings.session_expiry,
             keepalive=settings.keepalive,
+            tls=app[BROKER].engine_tls,
         ),
         publish_timeout=settings.publish_timeout,
     )
@@ -217,6 +286,7 @@ async def _link(app: web.Application) -> AsyncIterator[None]:
             # (terminals repeat acks).
             session_expiry=0 if settings.shared_subscription else settings.session_expiry,
             keepalive=settings.keepalive,
+            tls=app[BROKER].engine_tls,
         )
     )
     app[LINK] = link
@@ -275,7 +345,7 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
         app[STORE],
         app[LINK],
         app[TREE],
-        encode=encode_alert,
+        encode=functools.partial(encode_signed, signer=app[SIGNER]),
         consumer=settings.instance,
         claim_idle_seconds=settings.dispatch.claim_idle_seconds,
         ack_deadline=lambda alert: settings.resend.deadline(alert.severity.value),
@@ -294,7 +364,7 @@ async def _sweeper(app: web.Application) -> AsyncIterator[None]:
         app[LINK],
         app[TREE],
         settings.resend,
-        encode=encode_alert,
+        encode=functools.partial(encode_signed, signer=app[SIGNER]),
         acklog_maxlen=settings.dispatch.ack_log_maxlen,
         notifiers=notifiers,
         acks_settled=lambda: _acks_settled(app),

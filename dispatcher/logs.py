@@ -1,4 +1,5 @@
-"""Structured logging set up once: JSON when not a TTY, readable on a terminal, phones masked."""
+"""Structured logging set up once: JSON when not a TTY, readable on a terminal, phones and
+secrets masked."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ from typing import Any, Literal
 import structlog
 from structlog.typing import EventDict, WrappedLogger
 
-from dispatcher.core.masking import mask_phones
+from dispatcher.core.masking import mask
 
 
 def _masked(value: Any) -> Any:
     if isinstance(value, str):
-        return mask_phones(value)
+        return mask(value)
     if isinstance(value, list | tuple | set | frozenset):
         return [_masked(v) for v in value]
     if isinstance(value, dict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Awaitable, Callable, Iterator
 
@@ -13,6 +14,11 @@ from prometheus_client.registry import Collector
 from adapters.loudspeaker.ack_link import AckLink
 from adapters.loudspeaker.publisher import MqttLink
 from adapters.sms.handlers import SMS_CHANNEL
+from dispatcher.core.auth import hash_token
+from dispatcher.core.config import ApiSettings
+from dispatcher.core.errors import Forbidden
+from dispatcher.http.requests import office_of
+from dispatcher.http.state import API, STORE
 from dispatcher.parts import ACK_LINK, INGESTER, LINK, SWEEPER, WORKER
 from drills.handlers import DRILLS
 
@@ -92,6 +98,12 @@ class _EngineCollector(Collector):
             yield CounterMetricFamily(
                 "ebd_drills_fired", "Drills fired by this instance", value=drills.fired
             )
+        if STORE in app:
+            yield CounterMetricFamily(
+                "ebd_audit_append_failures",
+                "Audit records lost: the action happened but Redis refused its record",
+                value=app[STORE].audit.append_failures,
+            )
         if WORKER in app:
             yield CounterMetricFamily(
                 "ebd_alerts_dispatched",
@@ -136,7 +148,31 @@ async def timing_middleware(
         request.app[REQUEST_TIMES].observe(request.method, route, time.perf_counter() - started)
 
 
+def _require_metrics_access(request: web.Request, api: ApiSettings) -> None:
+    """Restricted metrics: the scraper token (``api.metrics_token_sha256``) or a province
+    office's token; 401 without either, 403 for a lower office."""
+    scheme, _, token = (request.headers.get("Authorization") or "").strip().partition(" ")
+    token = token.strip()
+    if (
+        api.metrics_token_sha256
+        and scheme.lower() == "bearer"
+        and token
+        and hmac.compare_digest(hash_token(token), api.metrics_token_sha256)
+    ):
+        return
+    office = office_of(request)
+    if len(office.region) != 2:
+        raise Forbidden(
+            f"/metrics is restricted to the scraper token and province offices; office "
+            f"{office.id} (region {office.region}) may not read it",
+            region_codes=[office.region],
+        )
+
+
 async def metrics_handler(request: web.Request) -> web.Response:
+    api = request.app.get(API)
+    if api is not None and (not api.metrics_public or api.metrics_token_sha256):
+        _require_metrics_access(request, api)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_EngineCollector(request.app))
     body = generate_latest(registry)

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from adapters.sms.recipients import RecipientIn
+from dispatcher.core.audit import AuditAction
 from dispatcher.core.models import AlertRequest, CancelRequest, TerminalIn
 from drills.requests import AddRequest, MoveRequest, PlanRequest, ReasonRequest
 
@@ -33,7 +34,7 @@ _ERROR = {
 
 def _errors(*statuses: int) -> dict[str, Any]:
     text = {
-        400: "Body is not valid JSON",
+        400: "Body is not valid JSON, or a query parameter is wrong",
         401: "Missing or unknown bearer token",
         403: "Outside the office's jurisdiction; details.region_codes names the codes",
         404: "No such alert or region",
@@ -301,6 +302,44 @@ def spec() -> dict[str, Any]:
                     "summary": "Drill acknowledgements for review",
                     "parameters": [_query(n) for n in _ACK_QUERY],
                     "responses": {"200": _json(obj), **_errors(401, 403, 404, 422)},
+                }
+            },
+            "/api/v1/audit": {
+                "get": {
+                    "summary": "Audit records, oldest first (province offices): who, when, from "
+                    "where, what; follow `next` for the following page",
+                    "parameters": [
+                        _query("since", format="date-time"),
+                        _query("until", format="date-time"),
+                        _query("office"),
+                        _query("action", enum=[a.value for a in AuditAction]),
+                        _query("limit", type="integer", minimum=1, maximum=1000),
+                        _query("after", type="integer", minimum=0),
+                    ],
+                    "responses": {"200": _json(obj), **_errors(400, 401, 403, 503)},
+                }
+            },
+            "/api/v1/audit/export": {
+                "get": {
+                    "summary": "The audit log, or a time range of it, as NDJSON (province offices)",
+                    "parameters": [
+                        _query("since", format="date-time"),
+                        _query("until", format="date-time"),
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "One record a line",
+                            "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+                        },
+                        **_errors(400, 401, 403, 503),
+                    },
+                }
+            },
+            "/api/v1/audit/verify": {
+                "get": {
+                    "summary": "Walk the audit chain: ok, or each edited, missing, relinked or "
+                    "truncated record (province offices)",
+                    "responses": {"200": _json(obj), **_errors(401, 403, 503)},
                 }
             },
             "/healthz": {

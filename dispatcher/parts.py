@@ -10,6 +10,9 @@ from aiohttp import web
 
 from adapters.loudspeaker.ack_link import AckLink
 from adapters.loudspeaker.publisher import MqttLink
+from dispatcher.core.signing import Signer
+from dispatcher.embedded.access import BrokerAccess
+from dispatcher.pipeline.accounts import TerminalAccounts
 from dispatcher.pipeline.ingester import AckIngester
 from dispatcher.pipeline.outbox import DispatchWorker
 from dispatcher.pipeline.ports import EscalationNotifier
@@ -23,3 +26,6 @@ INGESTER = web.AppKey("ingester", AckIngester)
 WORKER = web.AppKey("worker", DispatchWorker)
 SWEEPER = web.AppKey("sweeper", DeadlineSweeper)
 NOTIFIERS = web.AppKey("notifiers", list[EscalationNotifier])
+BROKER = web.AppKey("broker", BrokerAccess)
+ACCOUNTS = web.AppKey("accounts", TerminalAccounts)
+SIGNER = web.AppKey("signer", Signer)

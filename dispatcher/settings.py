@@ -7,6 +7,7 @@ message naming the file and the field.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from pathlib import Path
@@ -31,6 +32,7 @@ from dispatcher.core.config import (
     RedisSettings,
     RegionsSettings,
     ResendSettings,
+    SigningSettings,
 )
 from dispatcher.core.errors import ConfigError
 from drills.settings import DrillSettings
@@ -54,12 +56,16 @@ class Settings(BaseSettings):
     mqtt: MqttSettings = MqttSettings()
     redis: RedisSettings = RedisSettings()
     regions: RegionsSettings = RegionsSettings()
+    signing: SigningSettings = SigningSettings()
     dispatch: DispatchSettings = DispatchSettings()
     resend: ResendSettings = ResendSettings()
     sms: SmsSettings = SmsSettings()
     drills: DrillSettings = DrillSettings()
     log: LogSettings = LogSettings()
     offices: list[OfficeConfig] = []
+    # A JSON list of offices (as ``offices``) in a file of its own, e.g. the one the compose
+    # setup generates with fresh tokens; when set, it replaces ``offices``.
+    offices_file: Path | None = None
     state_dir: Path = Path(".ebd-state")
     # This instance's name: its outbox consumer and, by default, its MQTT client id.
     instance: str = Field(default="ebd-1", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -148,6 +154,14 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
                 field=field,
             ) from exc
         raise ConfigError(message + more, path=path or "environment", field=field) from exc
+    if settings.offices_file is not None:
+        try:
+            listed = json.loads(settings.offices_file.read_text(encoding="utf-8"))
+            settings.offices = [OfficeConfig.model_validate(o) for o in listed]
+        except (OSError, ValueError, TypeError) as exc:
+            raise ConfigError(
+                f"cannot read the offices: {exc}", path=settings.offices_file, field="offices_file"
+            ) from exc
     seen_ids: set[str] = set()
     seen_hashes: set[str] = set()
     for index, office in enumerate(settings.offices):

@@ -12,10 +12,12 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from dispatcher.core.audit import AuditAction
 from dispatcher.core.auth import Office
 from dispatcher.core.errors import NotFound, ValidationFailed
 from dispatcher.core.regions import Level
 from dispatcher.core.validation import invalid
+from dispatcher.http.audit import audit
 from dispatcher.http.requests import (
     dumps,
     office_of,
@@ -113,6 +115,12 @@ async def plan(request: web.Request) -> web.Response:
     request.app[TREE].get(region)
     request.app[OFFICES].require_within(office, [region])
     new, kept = await service.plan(body.year, region, office)
+    await audit(
+        request,
+        AuditAction.DRILL_PLAN,
+        f"{region}/{body.year}",
+        {"year": body.year, "region": region, "planned": len(new), "already_planned": kept},
+    )
     return web.json_response(
         {
             "year": body.year,
@@ -153,6 +161,17 @@ async def add_drill(request: web.Request) -> web.Response:
     request.app[TREE].get(body.township)
     request.app[OFFICES].require_within(office, [body.township])
     drill = await service.add(body.township, body.at, body.reason, office)
+    await audit(
+        request,
+        AuditAction.DRILL_EDIT,
+        drill.id,
+        {
+            "edit": "added",
+            "township": drill.township,
+            "at": drill.scheduled_at.isoformat(),
+            "reason": body.reason,
+        },
+    )
     return _model_response(drill, status=201)
 
 
@@ -271,6 +290,18 @@ async def move(request: web.Request) -> web.Response:
     office, service, drill = await _addressed(request)
     body = await _body(request, MoveRequest)
     moved = await service.move(drill.id, body.at, body.reason, office)
+    await audit(
+        request,
+        AuditAction.DRILL_EDIT,
+        drill.id,
+        {
+            "edit": "moved",
+            "township": drill.township,
+            "from": drill.scheduled_at.isoformat(),
+            "to": moved.scheduled_at.isoformat(),
+            "reason": body.reason,
+        },
+    )
     return _model_response(moved)
 
 
@@ -279,6 +310,12 @@ async def cancel(request: web.Request) -> web.Response:
     office, service, drill = await _addressed(request)
     body = await _body(request, ReasonRequest)
     cancelled = await service.cancel(drill.id, body.reason, office)
+    await audit(
+        request,
+        AuditAction.DRILL_EDIT,
+        drill.id,
+        {"edit": "cancelled", "township": drill.township, "reason": body.reason},
+    )
     return _model_response(cancelled)
 
 
@@ -288,6 +325,12 @@ async def run_now(request: web.Request) -> web.Response:
     body = await read_json(request, optional=True)
     reason = (body or {}).get("reason", "run now") if isinstance(body, dict) else "run now"
     fired = await service.run_now(drill.id, str(reason)[:300] or "run now", office)
+    await audit(
+        request,
+        AuditAction.DRILL_RUN_NOW,
+        drill.id,
+        {"township": drill.township, "alert_id": fired.alert_id, "reason": str(reason)},
+    )
     return _model_response(fired, status=202)
 
 

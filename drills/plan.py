@@ -365,6 +365,13 @@ def check_slot(
         )
 
 
+def coordinates(office_id: str, office_region: str, settings: DrillSettings) -> bool:
+    """True for the offices that may run a drill by hand whatever the drill rules say: the
+    province and city offices and the configured drill office. Any other office runs a drill
+    of its own townships now only when now is a slot the rules allow (``check_slot``)."""
+    return len(office_region) <= 4 or office_id == settings.office
+
+
 def _overlapping(
     when: datetime,
     county: str,

@@ -17,13 +17,13 @@ from typing import Any, Protocol
 import structlog
 
 from dispatcher.core.auth import Office
-from dispatcher.core.errors import Conflict, NotFound, ValidationFailed
+from dispatcher.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from dispatcher.core.models import Alert, AlertRequest, Channel, Severity, Status, utcnow
 from dispatcher.core.regions import Level, RegionTree
 from dispatcher.store.store import Store
 from drills.compliance import Compliance, compliance
 from drills.models import Drill, DrillStatus, Edit
-from drills.plan import PlanError, check_slot, next_free_slot, plan_year
+from drills.plan import PlanError, check_slot, coordinates, next_free_slot, plan_year
 from drills.report import AckEntry, DrillReport, build_report
 from drills.settings import DrillSettings
 from drills.store import DrillStore
@@ -156,6 +156,19 @@ class DrillService:
         """Fire a planned drill now, on this instance (a coordinator's decision)."""
         drill = await self._planned(drill_id, "runs")
         now = utcnow()
+        if not coordinates(office.id, office.region, self.settings):
+            # A county office runs its drills by hand only in a slot the drill rules allow:
+            # a working day, working hours, its county's daily cap and no overlap.
+            county = [d for d in await self.store.all() if d.county == drill.township[:6]]
+            try:
+                check_slot(now, drill.township, self.settings, county, ignore=drill.id)
+            except PlanError as exc:
+                raise Forbidden(
+                    f"office {office.id} may run drill {drill_id} now only within the drill "
+                    f"rules, and now breaks them: {exc}. Move the drill to an allowed time, "
+                    "or ask the city or province office to run it",
+                    region_codes=[drill.township],
+                ) from exc
         fired = await self._fire(drill, now, manual=f"run now by {office.id}: {reason}")
         if fired is None:
             raise Conflict(f"drill {drill_id} was fired or changed meanwhile")

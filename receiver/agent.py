@@ -4,7 +4,9 @@ One MQTT 5 link (aiomqtt) with the terminal id as client id and a persistent ses
 start off on every connect, a session expiry of days, so alerts published while the terminal
 was offline are delivered when it returns (unless they expired). It subscribes to its exact
 topics at QoS 1, publishes a retained online state (its Last Will says offline), and hands
-every message to ``TerminalBrain``; acks leave through an outbox that survives reconnects, and
+every message to ``TerminalBrain``, which verifies its signature against the terminal's keyring
+first (a refusal is reported on the state topic, not retained); acks leave through an outbox
+that survives reconnects, and
 playback runs in its own task, so a link that drops mid-announcement neither stops the
 loudspeaker nor loses the ``played`` ack. The link is re-opened with backoff on ``MqttError``.
 """
@@ -28,11 +30,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from dispatcher.core.signing import Keyring, load_keyring_from_env
 from receiver.brain import (
     Ack,
     Action,
     Dropped,
     Play,
+    Rejected,
     Stop,
     TerminalBrain,
     ack_topic,
@@ -40,7 +44,7 @@ from receiver.brain import (
     state_payload,
     state_topic,
 )
-from receiver.mqtt_lite import parse_mqtt_url
+from receiver.mqtt_lite import parse_mqtt_url, tls_context
 
 __all__ = [
     "FIRMWARE",
@@ -157,8 +161,13 @@ class ReceiverAgent:
         keepalive: int = 60,
         firmware: str = FIRMWARE,
         state_file: Path | None = None,
+        keyring: Keyring | None = None,
+        ca_pem: str | None = None,
     ) -> None:
-        self.brain = TerminalBrain(terminal_id, region)
+        # Without a keyring nothing could be verified, so nothing would play: fail at start
+        # (KeyringError) rather than refuse every alert later.
+        self.keyring = keyring if keyring is not None else load_keyring_from_env()
+        self.brain = TerminalBrain(terminal_id, region, verify=self.keyring.verify)
         self.state_file = state_file
         # The payload of each alert answered, kept so the state file can restore it.
         self._payloads: dict[str, bytes] = {}
@@ -171,11 +180,14 @@ class ReceiverAgent:
         self.keepalive = keepalive
         self.firmware = firmware
         self._url = parse_mqtt_url(mqtt_url)
+        # mqtts://: the broker is verified against the CA it was provisioned with.
+        self._tls = tls_context(ca_pem) if self._url.tls else None
         self.connected = asyncio.Event()
         self.connects = 0
         self.session_present: bool | None = None
-        # Acks wait here until the broker took them, across reconnects.
-        self._outbox: deque[Ack] = deque()
+        # Acks (and reports of refused messages) wait here until the broker took them, across
+        # reconnects.
+        self._outbox: deque[Ack | Rejected] = deque()
         self._outbox_ready = asyncio.Event()
         self._queue: asyncio.Queue[Play] = asyncio.Queue()
         self._playing: tuple[str, asyncio.Task[None]] | None = None
@@ -207,6 +219,7 @@ class ReceiverAgent:
             self._url.port,
             username=self._url.username,
             password=self._url.password,
+            tls_context=self._tls,
             identifier=self.terminal_id,
             protocol=aiomqtt.ProtocolVersion.V5,
             # Never aiomqtt's default (clean start on the first connect of each Client): every
@@ -293,6 +306,14 @@ class ReceiverAgent:
         while True:
             while self._outbox:
                 ack = self._outbox[0]
+                if isinstance(ack, Rejected):
+                    # Not retained: the retained state stays the plain online one.
+                    report = state_payload(
+                        "online", self.region, self.firmware, ack.at, rejected=ack
+                    )
+                    await client.publish(state_topic(self.terminal_id), report, qos=1)
+                    self._outbox.popleft()
+                    continue
                 await client.publish(topic, ack.payload(), qos=1)
                 # Only once the broker has it: a link lost mid-publish sends it again.
                 self._outbox.popleft()
@@ -315,7 +336,9 @@ class ReceiverAgent:
             try:
                 payload = entry["payload"].encode()
                 ack = entry["ack"]
-                alert = parse_alert(payload)
+                # Saved as received, signed; the clock is not checked: a key retired since
+                # still vouches for what this terminal already answered.
+                alert = parse_alert(self.keyring.check(payload).payload)
                 last = Ack(
                     alert_id, ack["state"], datetime.fromisoformat(ack["at"]), ack.get("detail")
                 )
@@ -370,6 +393,16 @@ class ReceiverAgent:
                 )
                 if self._playing is not None and self._playing[0] == action.alert_id:
                     self._playing[1].cancel()
+            elif isinstance(action, Rejected):
+                log.warning(
+                    "receiver.message_rejected",
+                    topic=action.topic,
+                    reason=action.reason,
+                    kid=action.kid,
+                    alert_id=action.alert_id,
+                )
+                self._outbox.append(action)
+                self._outbox_ready.set()
             elif isinstance(action, Dropped):
                 log.warning(
                     "receiver.message_dropped",
@@ -419,8 +452,12 @@ async def run_agent(
     session_expiry: int = 7 * 86400,
     stop: asyncio.Event | None = None,
     state_file: Path | None = None,
+    keyring: Keyring | None = None,
+    ca_pem: str | None = None,
 ) -> None:
-    """Run one field receiver until ``stop`` is set or the task is cancelled."""
+    """Run one field receiver until ``stop`` is set or the task is cancelled; without a
+    ``keyring``, the one the file named by ``EBD_KEYRING`` holds. ``ca_pem``: the CA an
+    mqtts:// broker is verified against."""
     agent = ReceiverAgent(
         terminal_id,
         region,
@@ -428,5 +465,7 @@ async def run_agent(
         player=player,
         session_expiry=session_expiry,
         state_file=state_file,
+        keyring=keyring,
+        ca_pem=ca_pem,
     )
     await agent.run(stop)

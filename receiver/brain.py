@@ -22,6 +22,12 @@ this same class, so the rules below hold for both:
   else.
 - A payload that fails validation is dropped with a reason and never acked: nothing in it can be
   trusted, not even its id. So is an alert whose ``areas`` do not include the terminal's region.
+- Every message, commands included, is a signed JWS (``dispatcher.core.signing``) and is
+  verified before anything else is read: one that is unsigned, wrongly signed, signed by an
+  unknown or retired key, or whose ``sent`` lies more than ``max_age`` in the past or more than
+  ``skew`` in the future (a replay) is refused: a ``Rejected`` action (a ``Dropped`` the caller
+  also reports on the terminal's state topic), never acked and never played. A brain without a
+  keyring (``verify`` None) refuses everything.
 
 Memory is bounded: an id is remembered until its alert expires plus ``retain_after_expiry`` (so
 a late resend still gets the true ack), and never more than ``max_records`` ids at once.
@@ -37,6 +43,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
+from dispatcher.core.signing import SignatureRejected
 from dispatcher.core.wire import (
     ALERT_ID,
     DETAIL_CANCELLED,
@@ -64,8 +71,10 @@ __all__ = [
     "Dropped",
     "MalformedAlert",
     "Play",
+    "Rejected",
     "Stop",
     "TerminalBrain",
+    "Verifier",
     "ack_topic",
     "cmd_topic",
     "parse_alert",
@@ -97,12 +106,24 @@ def state_payload(
     region: str,
     firmware: str,
     at: datetime | None,
+    *,
+    rejected: Rejected | None = None,
 ) -> bytes:
     """The retained ``eb/v1/term/{id}/state`` payload. The Last Will has no ``at``: it is
-    written at connect time, and the broker publishes it whenever the link dies."""
+    written at connect time, and the broker publishes it whenever the link dies. With
+    ``rejected`` it is the report of a refused message, which is published not retained, so the
+    retained state stays the plain one."""
     body: dict[str, Any] = {"v": 1, "state": state, "region": region, "firmware": firmware}
     if at is not None:
         body["at"] = _iso(at)
+    if rejected is not None:
+        body["rejected"] = {
+            "reason": rejected.reason,
+            "kid": rejected.kid,
+            "topic": rejected.topic,
+            "alert_id": rejected.alert_id,
+            "at": _iso(rejected.at),
+        }
     return _dumps(body)
 
 
@@ -344,7 +365,20 @@ class Dropped:
     alert_id: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Rejected(Dropped):
+    """A message refused for what it claims to be (a bad or missing signature, a replay):
+    log it, and report it on the terminal's state topic (``state_payload(..., rejected=)``),
+    since someone may be trying to make terminals speak. ``kid`` as the message named it."""
+
+    kid: str | None = None
+    at: datetime = field(kw_only=True)
+
+
 Action = Ack | Play | Stop | Dropped
+
+# Given a message's bytes and the terminal's clock: its verified payload, or SignatureRejected.
+Verifier = Callable[[bytes, datetime], bytes]
 
 
 @dataclass(slots=True)
@@ -373,6 +407,12 @@ class TerminalBrain:
     max_records: int = 10_000
     # The simulator shares one caching decoder between thousands of brains.
     decode: Callable[[bytes], Alert] = parse_alert
+    # Keyring.verify, or a CachingVerifier shared like ``decode``; None refuses everything.
+    verify: Verifier | None = None
+    # The replay window around the terminal's clock for an alert's ``sent``. An alert resent
+    # within it is answered from memory (the repeated ack); outside it, it is refused.
+    max_age: timedelta = timedelta(hours=24)
+    skew: timedelta = timedelta(minutes=5)
     topics: list[str] = field(init=False)
     _records: dict[str, _Record] = field(init=False, default_factory=dict)
     _forget: list[tuple[datetime, str]] = field(init=False, default_factory=list)
@@ -390,6 +430,12 @@ class TerminalBrain:
         self._prune(now)
         if topic not in self._topic_set:
             return [Dropped(topic, "not one of this terminal's topics")]
+        if self.verify is None:
+            return [Rejected(topic, "no keyring configured", at=now)]
+        try:
+            payload = self.verify(payload, now)
+        except SignatureRejected as exc:
+            return [Rejected(topic, exc.reason, kid=exc.kid, at=now)]
         try:
             if topic == self._cmd and _is_command(payload):
                 return [Dropped(topic, "unknown command")]
@@ -398,6 +444,12 @@ class TerminalBrain:
             return [Dropped(topic, f"malformed: {exc.reason}", exc.alert_id)]
         except (TypeError, ValueError, RecursionError) as exc:
             return [Dropped(topic, f"malformed: {exc}")]
+        if alert.sent < now - self.max_age:
+            reason = f"replay: sent {_iso(alert.sent)} is more than {_span(self.max_age)} ago"
+            return [Rejected(topic, reason, alert.id, at=now)]
+        if alert.sent > now + self.skew:
+            reason = f"replay: sent {_iso(alert.sent)} is more than {_span(self.skew)} ahead"
+            return [Rejected(topic, reason, alert.id, at=now)]
         if not alert.covers(self.region):
             return [Dropped(topic, f"region {self.region} is outside the alert's areas", alert.id)]
         record = self._records.get(alert.id)
@@ -568,6 +620,13 @@ def _is_command(payload: bytes) -> bool:
 def _check_aware(now: datetime) -> None:
     if now.utcoffset() is None:
         raise ValueError("now must be timezone-aware")
+
+
+def _span(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds and seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 60} min" if seconds and seconds % 60 == 0 else f"{seconds} s"
 
 
 def _iso(moment: datetime) -> str:

@@ -8,9 +8,11 @@ one protocol object with no task of its own (keepalive is a loop timer), and a m
 handled by a plain callback inside ``data_received``. The field agent (``receiver.agent``)
 keeps using aiomqtt; this module is only what a terminal needs:
 
-- CONNECT with clean start off, a Session Expiry Interval, a Maximum Packet Size and a Will
-  (QoS 1, retained); CONNACK with its session-present flag, reason code and properties (the
-  server's Receive Maximum and Server Keep Alive are honoured);
+- CONNECT with clean start off, a Session Expiry Interval, a Maximum Packet Size, a Will
+  (QoS 1, retained) and a user name and password; CONNACK with its session-present flag,
+  reason code and properties (the server's Receive Maximum and Server Keep Alive are honoured);
+- TLS: ``open_connection(..., ssl=context)`` with an ``ssl.SSLContext`` of the caller's (its CA,
+  its verification); the handshake is done before CONNECT is sent;
 - SUBSCRIBE of several topics at QoS 1 and its SUBACK;
 - incoming PUBLISH at QoS 0/1 (properties skipped), answered with PUBACK after the callback ran;
 - outgoing PUBLISH at QoS 0/1 with packet ids, in-flight tracking up to the server's Receive
@@ -26,13 +28,24 @@ Errors::
     MqttLiteError          base
     ├── ProtocolError      the peer sent something this client cannot accept; the link is closed
     ├── ConnectRefused     CONNACK with a failure reason code (``reason_code``)
+    │   └── CredentialsRefused   0x85 client identifier not valid, 0x86 bad user name or
+    │                            password, 0x87 not authorized: retrying with the same
+    │                            credentials will not help (a network error might)
     └── ConnectionLost     the link went down while a call waited on it
+
+A TLS handshake that fails raises ``ssl.SSLError`` (``ssl.SSLCertVerificationError`` when the
+broker's certificate does not verify against the caller's CA), an ``OSError`` like any other
+failure to reach the broker; ``asyncio.open_connection`` raises the same.
+
+The password is never part of an error message or a ``repr`` (``MqttUrl`` leaves it out): it
+goes into the CONNECT packet and nowhere else.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import ssl as _ssl
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,12 +53,15 @@ from typing import Any, Final, TypedDict, Unpack
 from urllib.parse import unquote, urlsplit
 
 __all__ = [
+    "CONNACK_REASONS",
+    "CREDENTIAL_REASONS",
     "IP_BIND_ADDRESS_NO_PORT",
     "MAX_PACKET_SIZE",
     "Connack",
     "ConnectOptions",
     "ConnectRefused",
     "ConnectionLost",
+    "CredentialsRefused",
     "Message",
     "MqttConnection",
     "MqttLiteError",
@@ -67,6 +83,7 @@ __all__ = [
     "encode_varint",
     "open_connection",
     "parse_mqtt_url",
+    "refusal",
     "split_packets",
 ]
 
@@ -121,10 +138,67 @@ class ProtocolError(MqttLiteError):
     """The peer sent a packet this client cannot accept."""
 
 
+# CONNACK failure reason codes (MQTT 5, 3.2.2.2), for messages.
+CONNACK_REASONS: Final[dict[int, str]] = {
+    0x80: "unspecified error",
+    0x81: "malformed packet",
+    0x82: "protocol error",
+    0x83: "implementation specific error",
+    0x84: "unsupported protocol version",
+    0x85: "client identifier not valid",
+    0x86: "bad user name or password",
+    0x87: "not authorized",
+    0x88: "server unavailable",
+    0x89: "server busy",
+    0x8A: "banned",
+    0x8C: "bad authentication method",
+    0x90: "topic name invalid",
+    0x95: "packet too large",
+    0x97: "quota exceeded",
+    0x99: "payload format invalid",
+    0x9A: "retain not supported",
+    0x9B: "QoS not supported",
+    0x9C: "use another server",
+    0x9D: "server moved",
+    0x9F: "connection rate exceeded",
+}
+# The refusals that are about who the client is, not about the broker's state.
+CREDENTIAL_REASONS: Final = frozenset((0x85, 0x86, 0x87))
+
+
 class ConnectRefused(MqttLiteError):
-    def __init__(self, reason_code: int) -> None:
-        super().__init__(f"the broker refused the connection: reason code 0x{reason_code:02x}")
+    """CONNACK with a failure reason code. Its message names the client id and the user name
+    (neither is secret), never the password."""
+
+    def __init__(
+        self, reason_code: int, client_id: str | None = None, username: str | None = None
+    ) -> None:
+        reason = CONNACK_REASONS.get(reason_code, "unknown reason")
+        who = "" if client_id is None else f" {client_id!r}"
+        if username is not None:
+            who += f" (user {username!r})"
+        super().__init__(
+            f"the broker refused client{who}: {reason} (reason code 0x{reason_code:02x})"
+        )
         self.reason_code = reason_code
+        self.client_id = client_id
+        self.username = username
+
+
+class CredentialsRefused(ConnectRefused):
+    """The broker refused who we are (0x85 client identifier not valid, 0x86 bad user name or
+    password, 0x87 not authorized; mosquitto sends 0x87 for a wrong password and for an
+    anonymous client where anonymous ones are not allowed). Retrying with the same credentials
+    will not help."""
+
+
+def refusal(
+    reason_code: int, client_id: str | None = None, username: str | None = None
+) -> ConnectRefused:
+    """The exception for a CONNACK failure reason code: ``CredentialsRefused`` for the
+    credential refusals, ``ConnectRefused`` for the others."""
+    kind = CredentialsRefused if reason_code in CREDENTIAL_REASONS else ConnectRefused
+    return kind(reason_code, client_id, username)
 
 
 class ConnectionLost(MqttLiteError):
@@ -475,6 +549,7 @@ class MqttConnection(asyncio.Protocol):
         self._on_message = on_message
         self._on_lost = on_lost
         self._keepalive = connect.get("keepalive", DEFAULT_KEEPALIVE)
+        self._username = connect.get("username")
         self._connect_packet = encode_connect(client_id, **connect)
         self.connack: asyncio.Future[Connack] = self._loop.create_future()
         self.closed: asyncio.Future[None] = self._loop.create_future()
@@ -680,7 +755,7 @@ class MqttConnection(asyncio.Protocol):
         if self.connack.done():
             raise ProtocolError("a second CONNACK")
         if connack.reason_code >= 0x80:
-            refused = ConnectRefused(connack.reason_code)
+            refused = refusal(connack.reason_code, self.client_id, self._username)
             self.connack.set_exception(refused)
             self.connack.exception()  # the caller sees it; do not report it as unretrieved
             self._fail(refused)
@@ -724,12 +799,20 @@ async def open_connection(
     *,
     source_address: str | None = None,
     timeout: float = 10.0,
+    ssl: _ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
     on_message: MessageHandler | None = None,
     on_lost: LostHandler | None = None,
     **connect: Unpack[ConnectOptions],
 ) -> tuple[MqttConnection, Connack]:
     """Connect to ``host`` (an IP address) and wait for a successful CONNACK; ``connect`` is
-    what the CONNECT carries (``ConnectOptions``).
+    what the CONNECT carries (``ConnectOptions``: ``username=``, ``password=`` among them).
+
+    With ``ssl`` the link is TLS, verified as that context says, against ``server_hostname``
+    (``host`` by default, so the broker's certificate must name that address). ``timeout``
+    bounds the TCP connect, the TLS handshake and the CONNACK together. A refused CONNACK
+    raises ``ConnectRefused`` (``CredentialsRefused`` for bad credentials); a certificate that
+    does not verify, ``ssl.SSLCertVerificationError``.
 
     ``source_address`` binds the socket to that local address with ``IP_BIND_ADDRESS_NO_PORT``
     (Linux): thousands of connections from one address make the kernel scan the ephemeral port
@@ -752,6 +835,8 @@ async def open_connection(
                     client_id, on_message=on_message, on_lost=on_lost, **connect
                 ),
                 sock=sock,
+                ssl=ssl,
+                server_hostname=(server_hostname or host) if ssl is not None else None,
             )
             sock = None  # the transport owns it now
             # shield: a timeout must not cancel the future that connection_lost still settles.
@@ -771,17 +856,42 @@ class MqttUrl:
     host: str
     port: int
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: bool = False
+
+
+_DEFAULT_PORTS: Final = {"mqtt": 1883, "mqtts": 8883}
+
+
+def tls_context(ca_pem: str | None) -> _ssl.SSLContext:
+    """A client context that verifies the broker against ``ca_pem`` (PEM text)."""
+    context = _ssl.create_default_context(cadata=ca_pem or None)
+    context.minimum_version = _ssl.TLSVersion.TLSv1_2
+    return context
 
 
 def parse_mqtt_url(url: str) -> MqttUrl:
-    """``mqtt://[user[:password]@]host[:port]`` (port 1883 by default)."""
-    parts = urlsplit(url)
-    if parts.scheme != "mqtt" or not parts.hostname:
-        raise ValueError(f"{url!r} is not an mqtt://host[:port] URL")
+    """``mqtt://[user[:password]@]host[:port]`` (port 1883 by default), or ``mqtts://`` for
+    TLS (port 8883 by default). An error message shows the URL without its password."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{_without_password(url)!r} is not an mqtt://host[:port] URL") from None
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise ValueError(f"{_without_password(url)!r} is not an mqtt://host[:port] URL")
     return MqttUrl(
         parts.hostname,
-        parts.port or 1883,
+        port or _DEFAULT_PORTS[parts.scheme],
         unquote(parts.username) if parts.username is not None else None,
         unquote(parts.password) if parts.password is not None else None,
+        tls=parts.scheme == "mqtts",
     )
+
+
+def _without_password(url: str) -> str:
+    scheme, sep, rest = url.rpartition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.partition(':')[0]}:***@{host}"

@@ -7,6 +7,9 @@ to its exact topics, and runs the same ``TerminalBrain`` as the field agent: it 
 Fujian village (17,498) beside the engine and the broker on two cores, the links are
 ``receiver.mqtt_lite`` protocols (no task per terminal; timers only when a delay is asked for),
 spread over several loopback source addresses, and opened with bounded concurrency.
+
+Every terminal verifies every message against the keyring, but one process verifies a given
+message's bytes once (``CachingVerifier``); each terminal still checks its own clock.
 """
 
 from __future__ import annotations
@@ -29,12 +32,14 @@ from typing import Self
 
 import structlog
 
+from dispatcher.core.signing import CachingVerifier, Keyring, load_keyring_from_env
 from receiver.brain import (
     Ack,
     Action,
     Alert,
     Dropped,
     Play,
+    Rejected,
     Stop,
     TerminalBrain,
     ack_topic,
@@ -50,6 +55,7 @@ from receiver.mqtt_lite import (
     Will,
     open_connection,
     parse_mqtt_url,
+    tls_context,
 )
 
 __all__ = [
@@ -88,6 +94,8 @@ class SimTerminal:
 
     id: str
     region: str
+    # Its broker account's password (the user name is its id); None: the URL's credentials.
+    password: str | None = field(default=None, repr=False)
     connects: int = 0
     connected: bool = False
     session_present: bool | None = None  # of the latest CONNACK
@@ -134,6 +142,7 @@ class SimCounts:
         self._failed: Counter[str] = Counter()
         self.duplicates = 0
         self.dropped = 0
+        self.rejected = 0  # of the dropped, those refused (signature, replay) and reported
 
     def received(self, alert_id: str) -> int:
         """Terminals that accepted the alert (acked ``received``)."""
@@ -210,10 +219,20 @@ class Simulator:
         source_addresses: int | None = None,
         session_expiry: int = 86400,
         keepalive: int = 60,
+        keyring: Keyring | None = None,
+        ca_pem: str | None = None,
     ) -> None:
         self.terminals = terminals
+        # Without a keyring every alert would be refused: fail here (KeyringError) instead.
+        self.keyring = keyring if keyring is not None else load_keyring_from_env()
+        # One signature check for every copy of a message, like the decoder below.
+        self._verify = CachingVerifier(self.keyring)
         self.behaviour = behaviour or Behaviour()
         self._url = parse_mqtt_url(mqtt_url)
+        self.mqtt_url, self.ca_pem = mqtt_url, ca_pem
+        # mqtts://: the broker is verified against ``ca_pem`` (the CA the engine hands out
+        # with the terminals' credentials), or the system's CAs without one.
+        self._tls = tls_context(ca_pem) if self._url.tls else None
         self._concurrency = concurrency
         self._session_expiry = session_expiry
         self._keepalive = keepalive
@@ -264,6 +283,7 @@ class Simulator:
                 term.region,
                 ack_playing=self.behaviour.send_playing,
                 decode=self._decode,
+                verify=self._verify,
             )
             source = sources[index % len(sources)] if sources else None
             self._virtuals[term.id] = _Virtual(term, brain, source)
@@ -464,8 +484,10 @@ class Simulator:
             clean_start=False,
             session_expiry=self._session_expiry,
             will=virtual.will,
-            username=self._url.username,
-            password=self._url.password,
+            username=term.id if term.password is not None else self._url.username,
+            password=term.password if term.password is not None else self._url.password,
+            ssl=self._tls,
+            server_hostname=self._url.host if self._tls is not None else None,
         )
         virtual.conn = conn
         term.connects += 1
@@ -544,6 +566,9 @@ class Simulator:
                         timer.cancel()
             elif isinstance(action, Dropped):
                 self.counts.dropped += 1
+                if isinstance(action, Rejected):
+                    self.counts.rejected += 1
+                    self._report(virtual, action)
                 log.debug(
                     "sim.message_dropped",
                     terminal_id=virtual.term.id,
@@ -595,6 +620,16 @@ class Simulator:
         else:
             self._publish_acks(virtual, acks)
 
+    def _report(self, virtual: _Virtual, rejected: Rejected) -> None:
+        """A refused message, said on the state topic, not retained."""
+        term = virtual.term
+        report = state_payload("online", term.region, FIRMWARE, rejected.at, rejected=rejected)
+        conn = virtual.conn
+        if conn is not None and conn.is_open:
+            conn.publish(virtual.will.topic, report)
+        else:
+            virtual.pending.append(Outgoing(virtual.will.topic, report))
+
     def _count(self, ack: Ack) -> None:
         count = self.counts.record(ack)
         if count is not None:
@@ -642,12 +677,15 @@ async def run_simulator_cli(
     behaviour: Behaviour | None = None,
     interval: float = 5.0,
     connect_timeout: float = 600.0,
+    keyring: Keyring | None = None,
+    ca_pem: str | None = None,
 ) -> None:
     """``ebd sim``: start the terminals, write ``ready_file`` once all are up, then print a
-    status line every ``interval`` seconds until cancelled (Ctrl-C)."""
+    status line every ``interval`` seconds until cancelled (Ctrl-C). Without a ``keyring``,
+    the one the file named by ``EBD_KEYRING`` holds."""
     print(f"connecting {len(terminals)} terminals of {label} to {mqtt_url}", flush=True)
     started = time.monotonic()
-    sim = Simulator(terminals, mqtt_url, behaviour=behaviour)
+    sim = Simulator(terminals, mqtt_url, behaviour=behaviour, keyring=keyring, ca_pem=ca_pem)
     await sim.start(timeout=connect_timeout)
     try:
         print(

@@ -23,6 +23,7 @@ import structlog
 from dispatcher.core.regions import RegionTree
 from dispatcher.embedded.processes import MosquittoServer, RedisServer
 from tests.helpers import fujian
+from tests.support.broker import known
 
 
 def route_engine_logs() -> None:
@@ -59,7 +60,7 @@ def tree() -> RegionTree:
 def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoServer]:
     """A broker for the whole session, configured as the project ships it."""
     with MosquittoServer(tmp_path_factory.mktemp("mosquitto")) as server:
-        yield server
+        yield known(server)
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +74,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 def fresh_mosquitto(tmp_path: Path) -> Iterator[MosquittoServer]:
     """A broker of this test's own, to kill or restart; stopped afterwards."""
     with MosquittoServer(tmp_path / "mosquitto") as server:
-        yield server
+        yield known(server)
 
 
 @pytest.fixture
@@ -93,7 +94,7 @@ def redis_url(redis_server: RedisServer) -> str:
 
 @pytest.fixture
 def mqtt_url(mosquitto: MosquittoServer) -> str:
-    """The session broker's URL, ``mqtt://127.0.0.1:PORT``."""
+    """The session broker's engine URL, ``mqtt://ebd-engine:PASSWORD@127.0.0.1:PORT``."""
     return mosquitto.url
 
 

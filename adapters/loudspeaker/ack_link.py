@@ -146,7 +146,8 @@ class AckLink:
 
     def __init__(self, session: BrokerSession, *, connect_timeout: float = 10.0) -> None:
         self.session = session
-        self.url = session.url
+        # For logs: where the broker is, never the credentials in its URL.
+        self.url = session.where
         self._connect_timeout = connect_timeout
         self._protocol: _AckProtocol | None = None
         self.connected = asyncio.Event()
@@ -181,13 +182,24 @@ class AckLink:
     async def _connect(self) -> _AckProtocol:
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(self._connect_timeout):
+            context = self.session.ssl_context()
             _, protocol = await loop.create_connection(
-                lambda: _AckProtocol(self.session.on_message), self.session.host, self.session.port
+                lambda: _AckProtocol(self.session.on_message),
+                self.session.host,
+                self.session.port,
+                ssl=context,
+                server_hostname=self.session.host if context is not None else None,
             )
             try:
                 protocol.send(
                     mqtt5.ConnectPacket(
                         self.session.client_id,
+                        username=self.session.username,
+                        password=(
+                            self.session.password.encode()
+                            if self.session.password is not None
+                            else None
+                        ),
                         clean_start=False,
                         keep_alive=self.session.keepalive,
                         session_expiry_interval=self.session.session_expiry,

@@ -1,7 +1,9 @@
 """An alert as the loudspeaker terminals get it: the v1 payload of docs/protocol.md, as bytes.
 
 The outbox worker publishes these bytes on the cover's alert topics and the sweeper resends the
-same bytes on a terminal's cmd topic, so one function decides what a terminal sees.
+same bytes on a terminal's cmd topic, so one function decides what a terminal sees. Terminals
+take only signed messages: ``encode_signed`` wraps the payload in the JWS of
+``dispatcher.core.signing``, once per alert, and a resend is those same signed bytes.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 from typing import Any
 
 from dispatcher.core.models import Alert
+from dispatcher.core.signing import Signer
 from dispatcher.core.wire import PAYLOAD_VERSION
 
 
@@ -38,3 +41,8 @@ def alert_payload(alert: Alert) -> dict[str, Any]:
 def encode_alert(alert: Alert) -> bytes:
     """The bytes published for ``alert`` (UTF-8 JSON, Chinese kept as it is)."""
     return json.dumps(alert_payload(alert), ensure_ascii=False).encode()
+
+
+def encode_signed(alert: Alert, signer: Signer) -> bytes:
+    """The signed bytes published for ``alert``: ``encode_alert``'s payload in a JWS."""
+    return signer.sign(encode_alert(alert))

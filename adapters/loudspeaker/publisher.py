@@ -64,7 +64,8 @@ class MqttLink:
 
     def __init__(self, session: BrokerSession, *, publish_timeout: float = 30.0) -> None:
         self.session = session
-        self.url = session.url
+        # For logs: where the broker is, never the credentials in its URL.
+        self.url = session.where
         self.publish_timeout = publish_timeout
         self._client: _Client | None = None
         self._link_down = asyncio.Event()
@@ -85,6 +86,9 @@ class MqttLink:
         return _Client(
             self.session.host,
             self.session.port,
+            username=self.session.username,
+            password=self.session.password,
+            tls_context=self.session.ssl_context(),
             identifier=self.session.client_id,
             protocol=aiomqtt.ProtocolVersion.V5,
             clean_start=False,

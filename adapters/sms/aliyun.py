@@ -349,6 +349,11 @@ class AliyunGateway(HttpGateway):
         body = json.dumps({"code": 0, "msg": "成功"}, ensure_ascii=False).encode()
         return 200, "application/json", body
 
+    def receipt_replay_key(self, headers: Mapping[str, str]) -> tuple[str, float]:
+        # Aliyun signs the body only, with no timestamp: the same body is the same push.
+        # Remembered for a day, longer than Aliyun retries a push or an alert lives.
+        return (get_header(headers, SIGNATURE_HEADER) or "").strip(), 86400.0
+
 
 def _code_status(code: str) -> SubmitStatus:
     if code in _RETRY_CODES or code.startswith(_RETRY_PREFIXES):

@@ -101,6 +101,26 @@ class SmsChannel:
         except ReceiptMalformed:
             log.warning("sms.receipt_malformed", gateway=gateway_name, bytes=len(body))
             raise
+        signature, ttl = gateway.receipt_replay_key(headers)
+        if not await self.store.first_receipt_post(gateway_name, signature, ttl):
+            log.warning("sms.receipt_replayed", gateway=gateway_name, bytes=len(body))
+            raise ReceiptRejected("this signed receipt post was taken before: a replay")
+        try:
+            outcomes = await self._apply_receipts(gateway_name, receipts)
+        except Exception:
+            # Nothing (or not all) was applied: the gateway's retry of this post must count.
+            await self.store.forget_receipt_post(gateway_name, signature)
+            raise
+        if receipts and outcomes.get("wrong_gateway", 0) == len(receipts):
+            raise ReceiptRejected(
+                f"gateway {gateway_name!r} does not hold the messages of these receipts; "
+                "nothing was changed"
+            )
+        return gateway.receipt_answer()
+
+    async def _apply_receipts(
+        self, gateway_name: str, receipts: Sequence[Receipt]
+    ) -> dict[str, int]:
         by_job: dict[str, list[tuple[str, Receipt]]] = defaultdict(list)
         foreign = 0
         for receipt in receipts:
@@ -113,7 +133,10 @@ class SmsChannel:
         outcomes: dict[str, int] = defaultdict(int)
         for job, items in by_job.items():
             due = now_ms() + int(self.settings.receipt_wait * 1000)
-            for outcome in await self.store.apply_receipts(job, items, receipt_due_ms=due):
+            applied = await self.store.apply_receipts(
+                job, items, receipt_due_ms=due, gateway=gateway_name
+            )
+            for outcome in applied:
                 outcomes[outcome] += 1
         self.receipts_taken += len(receipts)
         log.info(
@@ -123,7 +146,11 @@ class SmsChannel:
             outcomes=dict(outcomes),
             foreign=foreign or None,
         )
-        return gateway.receipt_answer()
+        if outcomes.get("wrong_gateway"):
+            log.warning(
+                "sms.receipts_wrong_gateway", gateway=gateway_name, count=outcomes["wrong_gateway"]
+            )
+        return outcomes
 
     async def summary(self, alert_id: str) -> dict[str, Any] | None:
         """SMS counts of an alert (and of its escalation texts), or None if it had none."""

@@ -114,3 +114,7 @@ class SmsGateway(Protocol):
 
     def receipt_answer(self) -> tuple[int, str, bytes]:
         """(status, content type, body) the gateway expects after a receipt was taken."""
+
+    def receipt_replay_key(self, headers: Mapping[str, str]) -> tuple[str, float]:
+        """What identifies a receipt post ``parse_receipts`` accepted (its signature), and for
+        how many seconds to remember it: the same post again within them is a replay."""

@@ -13,8 +13,11 @@ from adapters.sms.channel import SmsChannel
 from adapters.sms.planner import escalation_job
 from adapters.sms.recipients import Person, normalize_phone, parse_recipients
 from adapters.sms.store import STATES, SmsStore
+from dispatcher.core.audit import AuditAction
 from dispatcher.core.auth import Office
 from dispatcher.core.errors import NotFound, ValidationFailed
+from dispatcher.core.masking import mask
+from dispatcher.http.audit import audit
 from dispatcher.http.requests import (
     dumps,
     office_of,
@@ -65,6 +68,17 @@ async def register_recipients(request: web.Request) -> web.Response:
         [(p.key, json.loads(p.to_json())) for p in persons], keep=_outside(request, office)
     )
     log.info("recipients.registered", persons=len(persons), **result)
+    # Phones go in masked (the audit record masks every phone number it is given).
+    await audit(
+        request,
+        AuditAction.RECIPIENT_IMPORT,
+        persons[0].phone if len(persons) == 1 else f"{len(persons)} recipients",
+        {
+            "phones": [p.phone for p in persons],
+            "regions": sorted({x.region for p in persons for x in p.postings}),
+            **result,
+        },
+    )
     return web.json_response({"persons": len(persons), **result})
 
 
@@ -115,6 +129,7 @@ async def remove_recipient(request: web.Request) -> web.Response:
     removed = await _registry(request).remove_postings(person.key, _outside(request, office))
     if removed is None:
         raise NotFound("no recipient with that phone number")
+    await audit(request, AuditAction.RECIPIENT_DELETE, phone, {"removed_postings": removed})
     return web.json_response({"removed_postings": removed})
 
 
@@ -130,6 +145,7 @@ async def alert_sms(request: web.Request) -> web.Response:
     offset = parse_int(request, "offset", 0, 0, 10_000_000)
     job = alert.id if kind == "alert" else escalation_job(alert.id)
     rows = [r for r in await channel.recipients(job) if wanted is None or r["state"] == wanted]
+    await _mask_foreign(request, office, alert.areas, rows)
     return web.json_response(
         {
             "alert_id": alert.id,
@@ -140,6 +156,25 @@ async def alert_sms(request: web.Request) -> web.Response:
         },
         dumps=dumps,
     )
+
+
+async def _mask_foreign(
+    request: web.Request, office: Office, areas: list[str], rows: list[dict[str, Any]]
+) -> None:
+    """Hide the numbers of people outside the office's jurisdiction: an office that sees a
+    province-wide alert reads the numbers of its own people only. A row keeps its masked
+    number and its state; ``phone`` becomes None and ``outside_jurisdiction`` true."""
+    tree = request.app[TREE]
+    if all(code in tree and tree.is_within(code, office.region) for code in areas):
+        return  # every text of the alert went to a posting inside the office's region
+    own = set(await _registry(request).person_keys_below([office.region]))
+    for row in rows:
+        foreign = row["recipient"] not in own
+        row["outside_jurisdiction"] = foreign
+        if foreign:
+            row["phone"] = None
+            if row.get("error"):
+                row["error"] = mask(str(row["error"]))
 
 
 @routes.get("/api/v1/sms/gateways")

@@ -8,6 +8,7 @@ one in doubt (looked up at its gateway, never blindly sent again).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from dispatcher.store.keys import (
     SMS_LIMIT_PREFIX,
     SMS_OUTBOX,
     SMS_OUTBOX_GROUP,
+    SMS_RECEIPT_SEEN,
     SMS_RECEIPTS,
     SMS_RECIPS,
     SMS_STATS,
@@ -99,6 +101,17 @@ class SmsStore(StoreBase):
         return await self.watched_update(
             SMS_RECIPS, [p[0] for p in persons], queue, what="the recipient registry"
         )
+
+    async def first_receipt_post(self, gateway: str, signature: str, ttl: float) -> bool:
+        """Remember a signed receipt post for ``ttl`` seconds (SET NX PX); False if it was
+        seen before: a replay."""
+        key = SMS_RECEIPT_SEEN + f"{gateway}:{hashlib.sha256(signature.encode()).hexdigest()}"
+        return bool(await self.call(self.redis.set(key, "1", nx=True, px=int(ttl * 1000))))
+
+    async def forget_receipt_post(self, gateway: str, signature: str) -> None:
+        """Undo ``first_receipt_post`` for a post that could not be applied: its retry counts."""
+        key = SMS_RECEIPT_SEEN + f"{gateway}:{hashlib.sha256(signature.encode()).hexdigest()}"
+        await self.call(self.redis.delete(key))
 
     async def remove_postings(self, key: str, keep: Callable[[str], bool]) -> int | None:
         """Remove a person's postings for which ``keep`` is false (the person too when none
@@ -232,10 +245,16 @@ class SmsStore(StoreBase):
         return list(out or [])
 
     async def apply_receipts(
-        self, job: str, receipts: Sequence[tuple[str, Receipt]], *, receipt_due_ms: int
+        self,
+        job: str,
+        receipts: Sequence[tuple[str, Receipt]],
+        *,
+        receipt_due_ms: int,
+        gateway: str,
     ) -> list[str]:
-        """Apply receipts (recipient key, receipt) of one job; returns each one's outcome."""
-        args: list[str | int] = [job, receipt_due_ms]
+        """Apply receipts (recipient key, receipt) of one job that ``gateway`` posted; returns
+        each one's outcome ('wrong_gateway' for a message another gateway holds: unchanged)."""
+        args: list[str | int] = [job, receipt_due_ms, gateway]
         for key, receipt in receipts:
             args.extend(
                 (
@@ -271,6 +290,9 @@ class SmsStore(StoreBase):
             orphans = sum(1 for o in out if o == "orphan")
             if orphans:
                 pipe.hincrby(SMS_STATS, "receipts_orphan", orphans)
+            wrong = sum(1 for o in out if o == "wrong_gateway")
+            if wrong:
+                pipe.hincrby(SMS_STATS, "receipts_wrong_gateway", wrong)
             await self.call(pipe.execute())
         return out
 
@@ -382,10 +404,20 @@ def _regions_of(raw: str | None) -> set[str]:
 
 
 def _merged(person: dict[str, Any], previous: str | None, keep: Callable[[str], bool]) -> str:
+    """The new record of a person: the office's postings replace its own old ones, postings
+    ``keep`` says are another jurisdiction's stay. A person with such a posting belongs to
+    that jurisdiction too: the importing office adds its postings but may not rename them
+    or change their languages, so the stored name and languages stay."""
     postings = {(p[0], p[1]) for p in person["postings"]}
+    merged = dict(person)
     if previous:
-        postings |= {(p[0], p[1]) for p in json.loads(previous)["postings"] if keep(p[0])}
-    merged = {**person, "postings": [list(p) for p in sorted(postings)]}
+        old = json.loads(previous)
+        foreign = {(p[0], p[1]) for p in old["postings"] if keep(p[0])}
+        postings |= foreign
+        if foreign:
+            merged["name"] = old.get("name", person["name"])
+            merged["languages"] = old.get("languages", person["languages"])
+    merged["postings"] = [list(p) for p in sorted(postings)]
     return json.dumps(merged, ensure_ascii=False, separators=(",", ":"))
 
 

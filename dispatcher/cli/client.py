@@ -6,13 +6,42 @@ import argparse
 import asyncio
 import json
 import os
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import aiohttp
 
 from dispatcher.core.errors import ServiceError, ValidationFailed
 
 TIMEOUT = aiohttp.ClientTimeout(total=120)
+# An export may take long as a whole; only a stall is an error.
+STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
+
+
+NO_CREDENTIAL_HELP = (
+    "give the office token in the EBD_TOKEN environment variable or with --token-file FILE "
+    "(a file holding only the token)"
+)
+
+
+def office_token(token_file: str | None) -> str:
+    """The token in ``token_file`` if given, else in ``EBD_TOKEN``; ``ValidationFailed``
+    saying both ways when there is none."""
+    if token_file:
+        try:
+            token = Path(token_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValidationFailed(
+                f"cannot read the token file {token_file}: {getattr(exc, 'strerror', exc)}; "
+                + NO_CREDENTIAL_HELP
+            ) from exc
+        if not token:
+            raise ValidationFailed(f"the token file {token_file} is empty; " + NO_CREDENTIAL_HELP)
+        return token
+    token = os.environ.get("EBD_TOKEN", "").strip()
+    if not token:
+        raise ValidationFailed(NO_CREDENTIAL_HELP)
+    return token
 
 
 class ApiClient:
@@ -22,13 +51,10 @@ class ApiClient:
 
     @classmethod
     def of(cls, args: argparse.Namespace) -> ApiClient:
-        """The client a command's ``--api`` and ``--token`` (or ``EBD_TOKEN``) name.
+        """The client a command's ``--api`` and ``--token-file`` (or ``EBD_TOKEN``) name.
 
-        ``--token`` shows in the process list; the variable does not, so prefer it."""
-        token: str | None = args.token or os.environ.get("EBD_TOKEN")
-        if not token:
-            raise ValidationFailed("give the office token with --token or the EBD_TOKEN variable")
-        return cls(args.api, token)
+        There is no ``--token``: a token on the command line shows in the process list."""
+        return cls(args.api, office_token(getattr(args, "token_file", None)))
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         """The JSON answer of ``method path``; ``ValidationFailed`` with the engine's message
@@ -56,6 +82,34 @@ class ApiClient:
                 message = text[:300]
             raise ValidationFailed(f"the engine refused it ({status}): {message}")
         return text
+
+    def save(self, path: str, out: BinaryIO) -> int:
+        """A GET whose answer is streamed into ``out`` as it comes (an export too large to
+        hold); the bytes written."""
+        return asyncio.run(self._save(path, out))
+
+    async def _save(self, path: str, out: BinaryIO) -> int:
+        written = 0
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=STREAM_TIMEOUT) as session,
+                session.get(
+                    self.base + path, headers={"Authorization": f"Bearer {self._token}"}
+                ) as response,
+            ):
+                if response.status >= 400:
+                    text = await response.text()
+                    try:
+                        message = json.loads(text)["error"]["message"]
+                    except (ValueError, KeyError, TypeError):
+                        message = text[:300]
+                    raise ValidationFailed(f"the engine refused it ({response.status}): {message}")
+                async for chunk in response.content.iter_chunked(1 << 16):
+                    out.write(chunk)
+                    written += len(chunk)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._unreachable(exc) from exc
+        return written
 
     async def _request(self, method: str, path: str, body: Any) -> tuple[int, str]:
         try:

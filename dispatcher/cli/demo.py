@@ -22,6 +22,7 @@ from aiohttp import web
 from tqdm import tqdm
 
 from dispatcher.app import create_app
+from dispatcher.cli.provisioning import write_provisioning
 from dispatcher.core.auth import new_token
 from dispatcher.core.config import (
     ApiSettings,
@@ -32,7 +33,7 @@ from dispatcher.core.config import (
 from dispatcher.core.errors import DemoFailed
 from dispatcher.core.regions import RegionTree
 from dispatcher.embedded.processes import free_port
-from dispatcher.http.state import URLS
+from dispatcher.http.state import BROKER_FOR_TERMINALS
 from dispatcher.settings import Settings
 from receiver.simulator import village_terminals
 
@@ -102,29 +103,36 @@ async def run_demo(
     headers = {"Authorization": f"Bearer {token}"}
     try:
         await web.TCPSite(runner, settings.api.host, settings.api.port).start()
-        urls = app[URLS]
-        print(f"  API {base}  MQTT {urls['mqtt']}  Redis {urls['redis']}  state {state}")
+        terminal_broker = app[BROKER_FOR_TERMINALS]["url"]
+        print(f"  API {base}  MQTT (terminals) {terminal_broker}  state {state}")
         terminals = village_terminals(tree.villages(region), per_village)
         async with aiohttp.ClientSession(headers=headers) as session:
             say(
                 f"登记 {len(terminals)} 个村级终端",
                 f"registering {len(terminals)} village terminals",
             )
+            answers = []
             for start in range(0, len(terminals), CHUNK):
                 part = terminals[start : start + CHUNK]
-                await _call(
-                    session,
-                    "POST",
-                    f"{base}/api/v1/terminals",
-                    json=[{"id": t.id, "region": t.region} for t in part],
+                answers.append(
+                    await _call(
+                        session,
+                        "POST",
+                        f"{base}/api/v1/terminals",
+                        json=[{"id": t.id, "region": t.region} for t in part],
+                    )
                 )
+            # Each terminal's own broker account, the broker's CA and the keyring: what a
+            # technician would load into real terminals, here into the simulator.
+            provision = state / "terminals.provision.json"
+            await asyncio.to_thread(write_provisioning, provision, answers)
             say("启动模拟终端并连接消息服务器", "starting the simulated terminals")
             ready = state / "sim.ready"
             ready.unlink(missing_ok=True)
             sim = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "dispatcher", "sim",
                 "--region", region, "--per-village", str(per_village),
-                "--mqtt", urls["mqtt"], "--regions-file", str(regions_file),
+                "--provision", str(provision), "--regions-file", str(regions_file),
                 "--ready-file", str(ready),
                 stdout=asyncio.subprocess.DEVNULL,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},

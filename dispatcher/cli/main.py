@@ -6,13 +6,29 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from dispatcher.cli import data, drills, serve
+from dispatcher.cli import audit, data, drills, serve
+from dispatcher.cli.client import NO_CREDENTIAL_HELP
 from dispatcher.core.errors import EbdError
 from dispatcher.settings import DEFAULT_REGIONS_FILE
 
 # What a subcommand runs: its exit code from the parsed arguments.
 Command = Callable[[argparse.Namespace], int]
+
+
+class _RefuseToken(argparse.Action):
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        parser.error(
+            "--token was removed: a token on the command line shows in the process list; "
+            + NO_CREDENTIAL_HELP
+        )
 
 
 def _api_command(
@@ -22,11 +38,19 @@ def _api_command(
     func: Command,
     output: tuple[str, ...] = (),
 ) -> argparse.ArgumentParser:
-    """A subcommand that talks to a running engine through its API: ``--api`` and ``--token``,
+    """A subcommand that talks to a running engine through its API: ``--api`` and ``--token-file``
+    (or ``EBD_TOKEN``),
     and ``-o/--output`` with the formats in ``output`` (the first by default) if there are any."""
     command = subcommands.add_parser(name, help=help_text)
     command.add_argument("--api", default="http://127.0.0.1:8080")
-    command.add_argument("--token", help="office token (or EBD_TOKEN)")
+    # No --token: a token on the command line shows in the process list and shell history.
+    # Declared only to refuse it (else argparse would take it as short for --token-file).
+    command.add_argument("--token", nargs="?", action=_RefuseToken, help=argparse.SUPPRESS)
+    command.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="a file holding the office token (else the EBD_TOKEN variable)",
+    )
     if output:
         command.add_argument("-o", "--output", choices=output, default=output[0])
     command.set_defaults(func=func)
@@ -60,10 +84,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--regions-file")
     p.set_defaults(func=serve.cmd_demo)
 
+    p = sub.add_parser(
+        "secrets", help="generate a compose deployment's secrets (see docker-compose.yml)"
+    )
+    p.add_argument("action", choices=["init"])
+    p.add_argument("--secrets-dir", required=True, help="Redis, engine and TLS secrets")
+    p.add_argument("--broker-dir", required=True, help="the broker's accounts and ACLs")
+    p.add_argument(
+        "--broker-host",
+        action="append",
+        required=True,
+        help="a name or address terminals reach the broker by (repeat for several)",
+    )
+    p.add_argument("--offices", required=True, help="JSON list of offices without tokens")
+    p.set_defaults(func=lambda args: _secrets(args))
+
     p = sub.add_parser("sim", help="simulate many village terminals in one process")
     p.add_argument("--region", default="35")
     p.add_argument("--per-village", type=int, default=1)
-    p.add_argument("--mqtt", default="mqtt://127.0.0.1:1883")
+    p.add_argument(
+        "--provision",
+        required=True,
+        help="the terminals' provisioning file (passwords, broker, keyring) that "
+        "`ebd terminals import --credentials-out` wrote",
+    )
     p.add_argument("--regions-file")
     p.add_argument("--ready-file", help="write a line here once every terminal is connected")
     p.set_defaults(func=serve.cmd_sim)
@@ -191,6 +235,19 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     e.add_argument("--alert", help="only this alert's")
     e.add_argument("--limit", type=int, default=100)
+
+    p = sub.add_parser("audit", help="the audit log (a province office's token)")
+    audit_sub = p.add_subparsers(dest="action", required=True)
+    _api_command(
+        audit_sub, "verify", "check that no record was edited or removed (exit 1 if one was)",
+        audit.cmd_audit_verify,
+    )  # fmt: skip
+    a = _api_command(
+        audit_sub, "export", "write the log (or a time range) as NDJSON", audit.cmd_audit_export
+    )
+    a.add_argument("--since", help="ISO 8601 with offset")
+    a.add_argument("--until", help="ISO 8601 with offset")
+    a.add_argument("--output", help="file to write (default: standard output)")
     return parser
 
 
@@ -206,3 +263,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _secrets(args: argparse.Namespace) -> int:
+    from dispatcher.cli.secrets import cmd_secrets_init
+
+    return cmd_secrets_init(args)

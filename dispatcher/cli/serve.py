@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -65,9 +66,41 @@ def naming(config: Path | None) -> Iterator[None]:
         raise ConfigError(exc.message, path=config) from exc
 
 
+# SHA-256 of the example tokens named in config/ebd.example.toml's comments
+# ("example-province-token", "example-gulou-token"): everyone who read the file knows them.
+EXAMPLE_TOKEN_SHA256 = frozenset(
+    {
+        "e0a2a262f06c291135bc20121110c04299be8cd21f2d721c885baffc49508f8a",
+        "c6361bd3ee72d1ec7f19600f0a2d623c31bb3a531629c92e3baa1a871bced405",
+    }
+)
+# Only for tests and try-outs on a laptop: serve even with the example tokens.
+ALLOW_EXAMPLE_TOKENS = "EBD_ALLOW_EXAMPLE_TOKENS"
+
+
+def refuse_example_tokens(settings: Settings) -> None:
+    """``ConfigError`` if an office's token is one of the published example tokens, unless
+    ``EBD_ALLOW_EXAMPLE_TOKENS=1`` (then a warning)."""
+    offices = [o.id for o in settings.offices if o.token_sha256 in EXAMPLE_TOKEN_SHA256]
+    if not offices:
+        return
+    if os.environ.get(ALLOW_EXAMPLE_TOKENS) == "1":
+        log.warning("config.example_tokens", offices=offices, allowed_by=ALLOW_EXAMPLE_TOKENS)
+        return
+    raise ConfigError(
+        f"offices {', '.join(offices)} use the example tokens of config/ebd.example.toml, "
+        "which anyone can read: generate a token per office with `ebd offices token` (or "
+        '`python -c "import secrets; print(secrets.token_urlsafe(32))"`), give it to the '
+        "office, and put its sha256 (`printf %s TOKEN | sha256sum`) in token_sha256",
+        field="offices",
+    )
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     config = Path(args.config) if args.config else None
     settings = load_settings(config)
+    with naming(config):
+        refuse_example_tokens(settings)
     configure_logging(settings.log.format, settings.log.level)
     if not settings.offices:
         log.warning("config.no_offices", hint="add [[offices]] to the config; nobody can issue")
@@ -111,17 +144,31 @@ def cmd_offices_token(args: argparse.Namespace) -> int:
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
+    from dispatcher.cli.provisioning import read_provisioning
     from dispatcher.core.regions import RegionTree
     from receiver.simulator import run_simulator_cli, village_terminals
 
     configure_logging("console" if sys.stderr.isatty() else "json", "warning")
     tree = RegionTree.from_csv(regions_file(args.regions_file))
+    terminals = village_terminals(tree.villages(args.region), args.per_village)
+    given = read_provisioning(Path(args.provision))
+    for terminal in terminals:
+        terminal.password = given.passwords.get(terminal.id)
+    missing = sum(1 for t in terminals if t.password is None)
+    if missing:
+        print(
+            f"ebd sim: {missing} of {len(terminals)} terminals have no password in "
+            f"{args.provision}; they will be refused by the broker",
+            file=sys.stderr,
+        )
     asyncio.run(
         run_simulator_cli(
-            village_terminals(tree.villages(args.region), args.per_village),
+            terminals,
             tree.name(args.region),
-            args.mqtt,
+            given.url,
             ready_file=Path(args.ready_file) if args.ready_file else None,
+            keyring=given.keyring,
+            ca_pem=given.ca_pem,
         )
     )
     return 0

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterable
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from dispatcher.core.config import OfficeConfig
@@ -92,9 +94,86 @@ class Offices:
                 region_codes=outside,
             )
 
+    def require_may_replace(self, office: Office, sender: str, alert_id: str, verb: str) -> None:
+        """Only the office that issued an alert, or one above it (whose region contains the
+        issuer's region), may ``verb`` (cancel or update) it; ``Forbidden`` names the issuer.
+
+        An issuer no longer configured leaves only province-level offices."""
+        issuer = self._by_id.get(sender)
+        if issuer is not None:
+            if office.id == issuer.id or self._tree.is_within(issuer.region, office.region):
+                return
+            who = f"office {issuer.id} ({issuer.name}, region {issuer.region})"
+            ask = f"ask {issuer.id} or an office above it to {verb} it"
+            codes = [issuer.region]
+        else:
+            if len(office.region) == 2:
+                return
+            who = f"office {sender}, which is no longer configured"
+            ask = f"ask the province office to {verb} it"
+            codes = []
+        raise Forbidden(
+            f"alert {alert_id} was issued by {who}; office {office.id} may not {verb} it: {ask}",
+            region_codes=codes,
+        )
+
     def can_see(self, office: Office, areas: Iterable[str]) -> bool:
         """An office sees alerts that touch its region: inside it or covering it."""
         return any(
             self._tree.is_within(code, office.region) or self._tree.is_within(office.region, code)
             for code in areas
         )
+
+
+class AuthThrottle:
+    """Failed authentications per source address: after ``limit`` of them within ``window``
+    seconds the source is blocked for ``window`` seconds, whatever token it then sends.
+
+    In memory, per process: each engine instance counts what reaches it. At most
+    ``max_sources`` addresses are tracked; the oldest are forgotten first."""
+
+    def __init__(
+        self,
+        limit: int,
+        *,
+        window: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_sources: int = 100_000,
+    ) -> None:
+        self.limit = limit
+        self.window = window
+        self._clock = clock
+        self._max_sources = max_sources
+        self._failures: dict[str, deque[float]] = {}
+        self._blocked: dict[str, float] = {}
+
+    def blocked_for(self, source: str) -> float:
+        """Seconds the source stays blocked; 0 if it is not."""
+        until = self._blocked.get(source)
+        if until is None:
+            return 0.0
+        left = until - self._clock()
+        if left <= 0:
+            del self._blocked[source]
+            return 0.0
+        return left
+
+    def failed(self, source: str) -> int:
+        """Count a failure of ``source``; its failures within the window, this one included.
+        The failure that reaches ``limit`` blocks the source."""
+        now = self._clock()
+        times = self._failures.pop(source, None) or deque()
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        times.append(now)
+        self._failures[source] = times  # re-inserted: the dict's order is least recent first
+        if len(times) >= self.limit:
+            self._blocked[source] = now + self.window
+        self._prune()
+        return len(times)
+
+    def _prune(self) -> None:
+        while len(self._failures) > self._max_sources:
+            del self._failures[next(iter(self._failures))]
+        while len(self._blocked) > self._max_sources:
+            del self._blocked[next(iter(self._blocked))]

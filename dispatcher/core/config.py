@@ -28,6 +28,24 @@ class ApiSettings(Section):
     listen: str = "127.0.0.1:8080"
     # A province's terminal list (17,498 rows) fits easily; anything far larger is a mistake.
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # ``/metrics`` without a token (the default), or, when false or when a scraper token is
+    # set, only with ``Authorization: Bearer`` the scraper token (its SHA-256 here) or a
+    # province-level office's token.
+    metrics_public: bool = True
+    metrics_token_sha256: str | None = None
+    # Failed authentications (bad or missing tokens) from one source address in a minute,
+    # after which it gets 429 for a minute, whatever token it sends.
+    auth_failures_per_minute: int = Field(default=20, ge=1, le=100_000)
+
+    @field_validator("metrics_token_sha256")
+    @classmethod
+    def _metrics_hash(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().lower()
+        if not _HEX64.match(value):
+            raise ValueError("metrics_token_sha256 must be 64 hex digits (sha256 of the token)")
+        return value
 
     @field_validator("listen")
     @classmethod
@@ -50,17 +68,37 @@ def _check_url(value: str | None, schemes: tuple[str, ...]) -> str | None:
     if value is None or value == "":
         return None
     parts = urlsplit(value)
+    # Never the URL itself in the message: it may carry a password.
+    shown = f"{parts.scheme}://{parts.hostname or ''}"
     if parts.scheme not in schemes or not parts.hostname:
-        raise ValueError(f"must be a URL like {schemes[0]}://HOST:PORT, got {value!r}")
+        raise ValueError(f"must be a URL like {schemes[0]}://HOST:PORT, got one like {shown}")
     try:
         _ = parts.port
     except ValueError as exc:
-        raise ValueError(f"bad port in {value!r}") from exc
+        raise ValueError(f"bad port in the URL of {shown}") from exc
     return value
 
 
 class MqttSettings(Section):
+    # The broker's engine listener: mqtt:// or mqtts:// (TLS), the engine account's user name
+    # and password as userinfo or in ``password_file``. Unset: the embedded broker.
     url: str | None = None
+    password_file: Path | None = None
+    # TLS to the broker (mqtts://): the CA to verify it against (default: the system's) and a
+    # client certificate if the broker asks for one.
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    # What terminals are given with their credentials: the broker's address for them (its TLS
+    # listener) and the CA that signed its certificate.
+    terminal_url: str | None = None
+    terminal_ca_file: Path | None = None
+    # The terminals' password file the engine writes, and how the broker learns of a change:
+    # a SIGHUP to the pid in ``broker_pid_file``, or (unset) the broker's own watcher (see
+    # docker-compose.yml). Unset ``accounts_file``: the deployment manages terminal accounts
+    # itself and the engine issues none.
+    accounts_file: Path | None = None
+    broker_pid_file: Path | None = None
     # Defaults to the instance name: two instances must never share a client id (the broker
     # would disconnect one whenever the other connects).
     client_id: str | None = None
@@ -70,19 +108,31 @@ class MqttSettings(Section):
     publish_timeout: float = Field(default=30.0, gt=0)
     shared_subscription: bool = False
 
-    @field_validator("url")
+    @field_validator("url", "terminal_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        return _check_url(value, ("mqtt", "tcp"))
+        return _check_url(value, ("mqtt", "mqtts", "tcp", "ssl"))
 
 
 class RedisSettings(Section):
+    # redis:// or rediss:// (TLS), the user and password as userinfo or the password in
+    # ``password_file``. Unset: the embedded Redis.
     url: str | None = None
+    password_file: Path | None = None
 
     @field_validator("url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         return _check_url(value, ("redis", "rediss", "unix"))
+
+
+class SigningSettings(Section):
+    """The key every payload to terminals is signed with (GY/T 389-2023: signed and verified).
+    Unset files: made in the state folder on the first start (see docs/protocol.md)."""
+
+    algorithm: Literal["EdDSA", "SM2SM3"] = "EdDSA"
+    key_file: Path | None = None
+    keyring_file: Path | None = None
 
 
 class RegionsSettings(Section):

@@ -44,6 +44,33 @@ def well_formed_region(value: str) -> str:
     return value
 
 
+# Bidi embeddings/overrides, isolates and marks: they make a text display in another order
+# than it is read out or sent, so a warning could say what its reviewers did not see.
+_BIDI = frozenset([*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C])
+
+
+def _refused_char(ch: str, *, multiline: bool) -> bool:
+    code = ord(ch)
+    if multiline and ch in "\n\t":
+        return False
+    return code < 0x20 or 0x7F <= code <= 0x9F or code in _BIDI
+
+
+def plain_text(value: str | None, *, multiline: bool) -> str | None:
+    """An alert text's check: no C0/C1 control characters (but newline and tab where
+    ``multiline``) and no bidi controls; the error names the first one as U+XXXX."""
+    if value is None:
+        return None
+    for index, ch in enumerate(value):
+        if _refused_char(ch, multiline=multiline):
+            kind = "bidi control" if ord(ch) in _BIDI else "control"
+            allowed = " (only newline and tab are allowed)" if multiline else ""
+            raise ValueError(
+                f"contains {kind} character U+{ord(ch):04X} at position {index}{allowed}; remove it"
+            )
+    return value
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -135,6 +162,17 @@ class AlertRequest(_Strict):
     sms_roles: list[SmsRole] | None = Field(
         default=None, min_length=1, description="only recipients with these roles get the SMS"
     )
+
+    @field_validator("event", "headline")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        plain_text(value, multiline=False)
+        return value
+
+    @field_validator("text", "instruction", "sms_text")
+    @classmethod
+    def _multiline(cls, value: str | None) -> str | None:
+        return plain_text(value, multiline=True)
 
     @field_validator("event_code")
     @classmethod
@@ -266,6 +304,11 @@ def new_alert_id(office_id: str, sent: datetime) -> str:
 
 class CancelRequest(_Strict):
     reason: str | None = Field(default=None, max_length=200)
+
+    @field_validator("reason")
+    @classmethod
+    def _reason(cls, value: str | None) -> str | None:
+        return plain_text(value, multiline=True)
 
 
 class Ack(BaseModel):

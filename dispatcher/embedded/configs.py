@@ -8,7 +8,9 @@ the embedded default and a compose deployment run with the same settings.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+from dataclasses import dataclass
 from pathlib import Path
 
 from dispatcher.core.errors import ServiceError
@@ -17,19 +19,45 @@ from dispatcher.core.errors import ServiceError
 # substituted; neither server's config syntax uses braces.
 MOSQUITTO_CONF = """\
 # Mosquitto broker for the emergency-broadcast dispatch engine.
-# Template: MOSQUITTO_CONF in dispatcher/services.py, which renders it for the embedded broker
-# (loopback, a free port, a private data folder). config/mosquitto/mosquitto.conf is the same
-# template rendered for docker-compose; a test keeps the two equal, so edit the template.
+# Template: MOSQUITTO_CONF in dispatcher/embedded/configs.py, which renders it for the embedded
+# broker (loopback, free ports, a private data folder). config/mosquitto/mosquitto.conf is the
+# same template rendered for docker-compose; a test keeps the two equal, so edit the template.
 
-# One plain listener. The engine and terminals speak MQTT 5 to it.
+# Who may connect, and what each may do, is decided per listener: the engine's accounts exist
+# on its listener alone, the terminals' on theirs alone, so a terminal's password opens nothing
+# on the engine's side. (Must come before every other security setting.)
+per_listener_settings true
+
+# The engine's listener: MQTT 5 from the engine's own accounts, on loopback (embedded) or the
+# compose network (never published). The engine publishes alerts and commands here and takes
+# the acks; it uses several client ids (one per link and instance), so they are not pinned.
 listener {port} {host}
 # Thousands of terminals hold a connection each; the only ceiling should be the open-files
 # limit of the process (20,000 on our machines), not a broker setting.
 max_connections -1
+# Anonymous clients are refused on every listener: an anonymous publish on an alert topic
+# would sound every loudspeaker below it.
+allow_anonymous false
+password_file {engine_passwd}
+acl_file {engine_acl}
 
-# Mosquitto 2.x refuses anonymous clients unless told otherwise. Who may speak for which
-# terminal is decided by an ACL (pattern write eb/v1/term/%u/ack) where the deployment needs it.
-allow_anonymous true
+# The terminals' listener: TLS only, each terminal with its own account (issued when it is
+# registered; the engine rewrites the password file and the broker rereads it on SIGHUP, which
+# also disconnects a terminal whose account was revoked or whose password was rotated).
+listener {terminal_port} {terminal_host}
+max_connections -1
+allow_anonymous false
+# A terminal's client id is its user name, whatever it asks for: it cannot take over another
+# terminal's session (or the engine's) by connecting with that id.
+use_username_as_clientid true
+password_file {terminals_passwd}
+# A terminal may publish only its own ack and state, read only the alert topics and its own
+# cmd (the patterns stand for its user name, which is its terminal id).
+acl_file {terminals_acl}
+cafile {ca_file}
+certfile {cert_file}
+keyfile {key_file}
+tls_version tlsv1.2
 
 # Started as root, mosquitto switches to this user. The embedded broker stays the user that
 # started the engine so it can write its own state folder; the docker image has `mosquitto`.
@@ -83,16 +111,22 @@ log_timestamp_format %Y-%m-%dT%H:%M:%S
 
 REDIS_CONF = """\
 # Redis for the emergency-broadcast dispatch engine: alerts, the outbox, delivery state, acks.
-# Template: REDIS_CONF in dispatcher/services.py, which renders it for the embedded server
-# (loopback, a free port, a private data folder). config/redis/redis.conf is the same template
-# rendered for docker-compose; a test keeps the two equal, so edit the template.
+# Template: REDIS_CONF in dispatcher/embedded/configs.py, which renders it for the embedded
+# server (loopback, a free port, a private data folder). config/redis/redis.conf is the same
+# template rendered for docker-compose; a test keeps the two equal, so edit the template.
 
 bind {host}
 port {port}
-# With no password, protected mode refuses every client that is not on loopback. The embedded
-# server only listens on loopback and keeps it on; the docker rendering listens inside the
-# compose network for an engine in another container and has to turn it off (publish that port
-# to nothing but the engine).
+# Only the engine's user may do anything; the default user, which needs no password, is off.
+# The included file holds the user with the SHA-256 of its password, never the password: the
+# embedded default writes it beside this config, a compose deployment on its first start
+# (docker-compose.yml's `secrets` service). A client that reaches the port without the
+# password gets NOAUTH for every command.
+include {users_file}
+# Protected mode refuses clients that are not on loopback while the default user has no
+# password. The embedded server only listens on loopback and keeps it on; the docker rendering
+# listens inside the compose network for an engine in another container, where the password
+# is what keeps others out (and the port is published to nothing).
 protected-mode {protected_mode}
 
 # Run in the foreground as a child of the engine or as the container's main process, logging
@@ -130,29 +164,100 @@ maxclients 10000
 """
 
 
+@dataclass(frozen=True, slots=True)
+class BrokerFiles:
+    """Where the broker's security files are: accounts, ACLs and TLS."""
+
+    engine_passwd: Path | str
+    engine_acl: Path | str
+    terminals_passwd: Path | str
+    terminals_acl: Path | str
+    ca_file: Path | str
+    cert_file: Path | str
+    key_file: Path | str
+
+    @classmethod
+    def in_folder(cls, folder: Path | str, tls: Path | str) -> BrokerFiles:
+        return cls(
+            engine_passwd=f"{folder}/engine.passwd",
+            engine_acl=f"{folder}/engine.acl",
+            terminals_passwd=f"{folder}/terminals.passwd",
+            terminals_acl=f"{folder}/terminals.acl",
+            ca_file=f"{tls}/ca.crt",
+            cert_file=f"{tls}/server.crt",
+            key_file=f"{tls}/server.key",
+        )
+
+
 def render_mosquitto_conf(
-    *, host: str, port: int, data_dir: Path | str, user: str, extra_config: str = ""
+    *,
+    host: str,
+    port: int,
+    terminal_host: str,
+    terminal_port: int,
+    data_dir: Path | str,
+    user: str,
+    files: BrokerFiles,
+    extra_config: str = "",
 ) -> str:
-    """The broker config for one listener on ``host:port`` with its database in ``data_dir``."""
+    """The broker config: the engine's listener on ``host:port``, the terminals' TLS listener
+    on ``terminal_host:terminal_port``, its database in ``data_dir``."""
+    # The rest of a line is the path, spaces included; mosquitto adds the separator.
+    paths = {name: _one_line(str(getattr(files, name))) for name in BrokerFiles.__slots__}
     text = MOSQUITTO_CONF.format(
         host=_one_line(host),
         port=port,
-        # The rest of the line is the path, spaces included; mosquitto adds the separator.
+        terminal_host=_one_line(terminal_host),
+        terminal_port=terminal_port,
         data_dir=_one_line(str(data_dir)),
         user=_one_line(user),
+        **paths,
     )
     return _append(text, extra_config)
 
 
-def render_redis_conf(*, host: str, port: int, data_dir: Path | str, extra_config: str = "") -> str:
-    """The Redis config for ``host:port`` with its AOF and snapshots in ``data_dir``."""
+def render_redis_conf(
+    *,
+    host: str,
+    port: int,
+    data_dir: Path | str,
+    users_file: Path | str,
+    extra_config: str = "",
+) -> str:
+    """The Redis config for ``host:port`` with its AOF and snapshots in ``data_dir`` and its
+    users (``redis_users``) in ``users_file``."""
     text = REDIS_CONF.format(
         host=_one_line(host),
         port=port,
         protected_mode="yes" if is_loopback(host) else "no",
         data_dir=_redis_quote(str(data_dir)),
+        users_file=_redis_quote(str(users_file)),
     )
     return _append(text, extra_config)
+
+
+# Where docker-compose.yml's `secrets` service writes what it generates on the first start.
+COMPOSE_SECRETS = "/run/ebd-secrets"
+COMPOSE_REDIS_USERS = f"{COMPOSE_SECRETS}/redis-users.conf"
+# The broker's accounts: the engine rewrites terminals.passwd there, the broker rereads it.
+COMPOSE_BROKER_AUTH = "/run/ebd-broker-auth"
+# The one Redis user the engine (every instance, the CLI's direct tools) connects as.
+REDIS_USER = "ebd"
+
+
+def redis_users(password: str) -> str:
+    """The users file ``REDIS_CONF`` includes: the default user off, ``REDIS_USER`` with every
+    command and key, known by the SHA-256 of ``password`` alone."""
+    digest = hashlib.sha256(password.encode()).hexdigest()
+    return (
+        "# Generated by the engine; the password itself is kept elsewhere, readable by the "
+        "engine alone.\n"
+        # Off: no client can log in as it. Its permissions stay whole, because Redis replays
+        # the AOF as this user after a restart (with -@all it refused every MULTI/EXEC and
+        # came back empty).
+        "user default off resetpass ~* &* +@all\n"
+        f"user {REDIS_USER} on #{digest} ~* &* +@all\n"
+    )
 
 
 def render_docker_configs() -> dict[str, str]:
@@ -165,10 +270,16 @@ def render_docker_configs() -> dict[str, str]:
     every_interface = "0.0.0.0"  # noqa: S104  inside a container, for the compose network
     return {
         "config/mosquitto/mosquitto.conf": render_mosquitto_conf(
-            host=every_interface, port=1883, data_dir="/mosquitto/data", user="mosquitto"
+            host=every_interface,
+            port=1883,
+            terminal_host=every_interface,
+            terminal_port=8883,
+            data_dir="/mosquitto/data",
+            user="mosquitto",
+            files=BrokerFiles.in_folder(COMPOSE_BROKER_AUTH, f"{COMPOSE_SECRETS}/tls"),
         ),
         "config/redis/redis.conf": render_redis_conf(
-            host=every_interface, port=6379, data_dir="/data"
+            host=every_interface, port=6379, data_dir="/data", users_file=COMPOSE_REDIS_USERS
         ),
     }
 

@@ -24,8 +24,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Self
 
+from dispatcher.core.broker_auth import ENGINE_ACL, ENGINE_USER, TERMINALS_ACL, password_line
 from dispatcher.core.errors import ServiceError
-from dispatcher.embedded.configs import render_mosquitto_conf, render_redis_conf
+from dispatcher.embedded.configs import (
+    REDIS_USER,
+    BrokerFiles,
+    redis_users,
+    render_mosquitto_conf,
+    render_redis_conf,
+)
+from dispatcher.embedded.secrets import ensure_secret, write_private
+from dispatcher.embedded.tls import ensure_tls
 
 __all__ = [
     "EmbeddedServices",
@@ -142,6 +151,9 @@ class ManagedProcess(_Service):
         """Whether the server behind an accepted connection is ready; accepting is enough."""
         return True
 
+    def _started(self, pid: int) -> None:
+        """Called once the server with ``pid`` answers."""
+
     # -- public API ---------------------------------------------------------------------------
 
     @property
@@ -205,7 +217,7 @@ class ManagedProcess(_Service):
                 except ServiceError as exc:
                     if attempt == attempts or _ADDRESS_IN_USE not in exc.message:
                         raise
-                    self._port = free_port(self._host)
+                    self._new_ports()
                 else:
                     self._has_run = True
                     return
@@ -250,18 +262,28 @@ class ManagedProcess(_Service):
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _netloc(self) -> str:
-        return f"[{self._host}]:{self._port}" if ":" in self._host else f"{self._host}:{self._port}"
+    def _netloc(self, port: int | None = None) -> str:
+        port = self._port if port is None else port
+        return f"[{self._host}]:{port}" if ":" in self._host else f"{self._host}:{port}"
+
+    def _ports(self) -> list[int]:
+        """Every port the server listens on."""
+        return [self._port]
+
+    def _new_ports(self) -> None:
+        """Other free ports, after a chosen one was taken before the server could bind it."""
+        self._port = free_port(self._host)
 
     def _launch(self, timeout: float) -> None:
         # Checked up front: another server of the same kind on this port would answer our
         # readiness probe while ours dies on its bind.
-        if not _can_bind(self._host, self._port):
-            raise ServiceError(
-                f"cannot start {self.binary}: port {self._port} on {self._host} is already in use"
-                f" ({_ADDRESS_IN_USE}); pick another port or stop what listens there",
-                details={"binary": self.binary, "host": self._host, "port": self._port},
-            )
+        for port in self._ports():
+            if not _can_bind(self._host, port):
+                raise ServiceError(
+                    f"cannot start {self.binary}: port {port} on {self._host} is already in use"
+                    f" ({_ADDRESS_IN_USE}); pick another port or stop what listens there",
+                    details={"binary": self.binary, "host": self._host, "port": port},
+                )
         executable = find_binary(self.binary)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(self._render_config(), encoding="utf-8")
@@ -288,6 +310,7 @@ class ManagedProcess(_Service):
         except BaseException:
             self.kill()
             raise
+        self._started(self._proc.pid)
 
     def _wait_until_ready(
         self, proc: subprocess.Popen[bytes], timeout: float, log_offset: int
@@ -324,22 +347,124 @@ class ManagedProcess(_Service):
 
 
 class MosquittoServer(ManagedProcess):
-    """A private mosquitto broker configured as the project ships it."""
+    """A private mosquitto broker configured as the project ships it: the engine's listener
+    on ``port``, the terminals' TLS listener on ``terminal_port``, accounts and a CA of its
+    own made on the first start (in ``secrets/`` and ``auth/`` of its state folder)."""
 
     binary = "mosquitto"
     url_template = "mqtt://{netloc}"
 
+    def __init__(
+        self,
+        state_dir: Path,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        extra_config: str = "",
+        terminal_port: int | None = None,
+    ) -> None:
+        super().__init__(state_dir, port, host, extra_config)
+        self._auto_terminal_port = terminal_port is None
+        self._terminal_port = free_port(host) if terminal_port is None else terminal_port
+
+    @property
+    def engine_password(self) -> str:
+        return ensure_secret(self._state_dir / "secrets" / "engine-password")
+
+    @property
+    def url(self) -> str:
+        """The engine listener's URL with the engine account in it (a secret: logs mask it)."""
+        return f"mqtt://{ENGINE_USER}:{self.engine_password}@{self._netloc()}"
+
+    @property
+    def bare_url(self) -> str:
+        """The engine listener without credentials: what an anonymous client would try."""
+        return f"mqtt://{self._netloc()}"
+
+    @property
+    def terminal_port(self) -> int:
+        return self._terminal_port
+
+    @property
+    def terminal_url(self) -> str:
+        """Where terminals connect: TLS, each with its own account."""
+        return f"mqtts://{self._netloc(self._terminal_port)}"
+
+    @property
+    def files(self) -> BrokerFiles:
+        return BrokerFiles.in_folder(self._state_dir / "auth", self._state_dir / "secrets" / "tls")
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA terminals verify the broker against."""
+        return Path(self.files.ca_file)
+
+    @property
+    def accounts_file(self) -> Path:
+        """The terminals' password file: the engine writes it, ``reload`` makes it count."""
+        return Path(self.files.terminals_passwd)
+
+    @property
+    def pid_path(self) -> Path:
+        """The running broker's pid, for an engine in another process to SIGHUP it."""
+        return self._state_dir / "mosquitto.pid"
+
+    def engine_settings(self) -> dict[str, str]:
+        """``[mqtt]`` settings of an engine (another process, or one not started by us) that
+        uses this broker as a deployment's broker: its account, the terminals' address and
+        CA, their password file and how to make the broker reread it."""
+        return {
+            "url": self.url,
+            "terminal_url": self.terminal_url,
+            "terminal_ca_file": str(self.ca_file),
+            "accounts_file": str(self.accounts_file),
+            "broker_pid_file": str(self.pid_path),
+        }
+
+    def reload(self) -> None:
+        """SIGHUP: the broker rereads its password and ACL files and disconnects every client
+        whose account is gone or whose password changed."""
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                raise ServiceError(f"{self.binary} on {self._netloc()} is not running")
+            self._proc.send_signal(signal.SIGHUP)
+
     def _render_config(self) -> str:
+        files = self.files
+        hosts = list(dict.fromkeys([self._host, "localhost", "127.0.0.1"]))
+        ensure_tls(self._state_dir / "secrets" / "tls", hosts)
+        write_private(
+            Path(files.engine_passwd), password_line(ENGINE_USER, self.engine_password) + "\n"
+        )
+        write_private(Path(files.engine_acl), ENGINE_ACL)
+        write_private(Path(files.terminals_acl), TERMINALS_ACL)
+        if not self.accounts_file.exists():
+            # No terminal has an account yet; the engine writes them as it registers terminals.
+            write_private(self.accounts_file, "")
         return render_mosquitto_conf(
             host=self._host,
             port=self._port,
+            terminal_host=self._host,
+            terminal_port=self._terminal_port,
             data_dir=self.data_dir,
             user=_mosquitto_user(),
+            files=files,
             extra_config=self._extra_config,
         )
 
     def _arguments(self, config_path: Path) -> list[str]:
         return ["-c", str(config_path)]
+
+    def _ports(self) -> list[int]:
+        return [self._port, self._terminal_port]
+
+    def _started(self, pid: int) -> None:
+        # The shell that raised the open-files limit exec'd the broker: same pid.
+        self.pid_path.write_text(f"{pid}\n", encoding="ascii")
+
+    def _new_ports(self) -> None:
+        super()._new_ports()
+        if self._auto_terminal_port:
+            self._terminal_port = free_port(self._host)
 
     def _probe(self, sock: socket.socket) -> bool:
         # A CONNACK, not just an accepted connection: proof that a broker, and not whatever
@@ -354,16 +479,35 @@ class MosquittoServer(ManagedProcess):
 
 
 class RedisServer(ManagedProcess):
-    """A private redis-server configured as the project ships it."""
+    """A private redis-server configured as the project ships it, with a password of its own
+    made on the first start (``secrets/redis-password`` in its state folder)."""
 
     binary = "redis-server"
     url_template = "redis://{netloc}/0"
 
+    @property
+    def password(self) -> str:
+        return ensure_secret(self._state_dir / "secrets" / "redis-password")
+
+    @property
+    def url(self) -> str:
+        """The URL the engine connects with, its password in the userinfo: a secret itself,
+        which the engine's logs mask."""
+        return f"redis://{REDIS_USER}:{self.password}@{self._netloc()}/0"
+
+    @property
+    def bare_url(self) -> str:
+        """Where it listens, without credentials (for what an attacker would try)."""
+        return f"redis://{self._netloc()}/0"
+
     def _render_config(self) -> str:
+        users_file = self._state_dir / "secrets" / "redis-users.conf"
+        write_private(users_file, redis_users(self.password))
         return render_redis_conf(
             host=self._host,
             port=self._port,
             data_dir=self.data_dir,
+            users_file=users_file,
             extra_config=self._extra_config,
         )
 
@@ -373,9 +517,16 @@ class RedisServer(ManagedProcess):
     def _probe(self, sock: socket.socket) -> bool:
         # Redis accepts connections while it still loads its AOF and answers -LOADING until
         # the data is back; a caller must not see an empty database after a restart.
-        sock.sendall(b"PING\r\n")
-        reply = sock.recv(64)
-        return bool(reply) and not reply.startswith(b"-LOADING")
+        # As the engine's user: Redis answers NOAUTH to anyone else even while it loads, and
+        # PING answers -LOADING until the data is back.
+        sock.sendall(f"AUTH {REDIS_USER} {self.password}\r\nPING\r\n".encode())
+        reply = b""
+        while reply.count(b"\r\n") < 2:
+            chunk = sock.recv(256)
+            if not chunk:
+                return False
+            reply += chunk
+        return reply.startswith(b"+OK") and b"+PONG" in reply
 
 
 class EmbeddedServices(_Service):

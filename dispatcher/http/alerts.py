@@ -16,11 +16,13 @@ import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
+from dispatcher.core.audit import AuditAction
 from dispatcher.core.auth import Office, Offices
 from dispatcher.core.errors import Conflict, ValidationFailed
 from dispatcher.core.models import Alert, AlertRequest, CancelRequest, Channel, MsgType, utcnow
 from dispatcher.core.regions import Level, RegionTree
 from dispatcher.core.validation import invalid
+from dispatcher.http.audit import audit
 from dispatcher.http.requests import (
     dumps,
     office_of,
@@ -113,12 +115,38 @@ async def _store_alert(
         severity=stored.severity.value,
         areas=len(stored.areas),
     )
+    if created:
+        # A replay changed nothing, so it is not recorded again.
+        await audit(request, _audit_action(stored, cancels), stored.id, _audit_detail(stored))
     payload = alert_json(stored, tree)
     payload["dispatch"] = {"state": "queued"} if created else await _dispatch_summary(store, stored)
     headers = {"Location": f"/api/v1/alerts/{stored.id}"}
     if not created:
         headers["Idempotent-Replayed"] = "true"
     return web.json_response(payload, status=201, headers=headers, dumps=dumps)
+
+
+def _audit_action(alert: Alert, cancels: str | None) -> AuditAction:
+    if cancels is not None or alert.msg_type is MsgType.CANCEL:
+        return AuditAction.ALERT_CANCEL
+    if alert.references or alert.msg_type is MsgType.UPDATE:
+        return AuditAction.ALERT_UPDATE
+    return AuditAction.ALERT_ISSUE
+
+
+def _audit_detail(alert: Alert) -> dict[str, Any]:
+    """What the log keeps of an alert: enough to tell which warning it was, not its text."""
+    return {
+        "event": alert.event,
+        "severity": alert.severity.value,
+        "status": alert.status.value,
+        "msg_type": alert.msg_type.value,
+        "headline": alert.headline,
+        "areas": alert.areas,
+        "channels": [c.value for c in alert.channels],
+        "expires": alert.expires.isoformat(),
+        "references": alert.references,
+    }
 
 
 @routes.post("/api/v1/alerts")
@@ -154,6 +182,7 @@ async def issue_alert(request: web.Request) -> web.Response:
                 details=[{"field": "references", "message": f"unknown alert {ref}"}],
             )
         offices.require_within(office, old.areas)
+        offices.require_may_replace(office, old.sender, old.id, "update")
         if old.msg_type is MsgType.CANCEL:
             raise Conflict(f"{ref} is a cancel; issue a new alert instead of updating it")
         replaced = await store.dispatch_state(ref)
@@ -180,6 +209,7 @@ async def cancel_alert(request: web.Request) -> web.Response:
     except ValidationError as exc:
         raise invalid(exc) from exc
     offices.require_within(office, original.areas)
+    offices.require_may_replace(office, original.sender, original.id, "cancel")
     if original.msg_type is MsgType.CANCEL:
         raise Conflict(f"{original.id} is itself a cancel; it cannot be cancelled")
     now = utcnow()

@@ -4,6 +4,7 @@ aiohttp's own 4xx → the same body, anything unexpected → logged once with it
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -11,7 +12,7 @@ import structlog
 from aiohttp import web
 
 from dispatcher.core.errors import EbdError
-from dispatcher.http.requests import dumps
+from dispatcher.http.requests import auth_throttle, dumps, source_of
 from dispatcher.http.state import API
 
 log = structlog.get_logger(__name__)
@@ -24,6 +25,20 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    blocked = auth_throttle(request.app).blocked_for(source_of(request))
+    if blocked > 0:
+        # Too many failed authentications from this address: nothing it sends is looked at,
+        # a good token neither, until the minute is over.
+        wait = math.ceil(blocked)
+        return web.json_response(
+            error_body(
+                "too_many_requests",
+                f"too many failed authentications from {source_of(request)}; "
+                f"try again in {wait} s with a valid token",
+            ),
+            status=429,
+            headers={"Retry-After": str(wait)},
+        )
     try:
         return await handler(request)
     except EbdError as exc:

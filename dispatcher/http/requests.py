@@ -4,22 +4,26 @@ query parameters, and the alert it names if this office may see it."""
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
 import structlog
 from aiohttp import web
 
-from dispatcher.core.auth import Office
+from dispatcher.core.auth import AuthThrottle, Office
 from dispatcher.core.errors import (
     BadRequest,
     Forbidden,
     NotFound,
+    Unauthorized,
     UnsupportedMediaType,
     ValidationFailed,
 )
 from dispatcher.core.models import Alert
-from dispatcher.http.state import OFFICES, STORE
+from dispatcher.http.state import API, OFFICES, STORE
+
+log = structlog.get_logger(__name__)
 
 
 async def read_json(request: web.Request, *, optional: bool = False) -> Any:
@@ -40,8 +44,54 @@ async def read_json(request: web.Request, *, optional: bool = False) -> Any:
         raise BadRequest(f"the body is not valid JSON: {exc}") from exc
 
 
+# The office behind the request, once ``office_of`` found it: what the audit log records.
+OFFICE = web.RequestKey("office", Office)
+
+
+# One throttle of failed authentications per application (per engine process).
+_THROTTLES: weakref.WeakKeyDictionary[web.Application, AuthThrottle] = weakref.WeakKeyDictionary()
+DEFAULT_AUTH_FAILURES_PER_MINUTE = 20
+
+
+def auth_throttle(app: web.Application) -> AuthThrottle:
+    throttle = _THROTTLES.get(app)
+    if throttle is None:
+        api = app.get(API)
+        limit = api.auth_failures_per_minute if api else DEFAULT_AUTH_FAILURES_PER_MINUTE
+        throttle = _THROTTLES[app] = AuthThrottle(limit)
+    return throttle
+
+
+def source_of(request: web.Request) -> str:
+    """The peer address the throttle counts (the TCP peer: forwarded headers are not
+    trusted, so a proxy in front counts as one source)."""
+    return request.remote or "unknown"
+
+
+def auth_failed(request: web.Request, reason: str) -> None:
+    """Log and count a failed authentication: the source, the path, why, how many failures
+    this minute; never the token, nor anything derived from it."""
+    throttle = auth_throttle(request.app)
+    source = source_of(request)
+    failures = throttle.failed(source)
+    log.warning(
+        "auth.failed",
+        source=source,
+        method=request.method,
+        path=request.path,
+        reason=reason,
+        failures_this_minute=failures,
+        throttled=failures >= throttle.limit,
+    )
+
+
 def office_of(request: web.Request) -> Office:
-    office = request.app[OFFICES].authenticate(request.headers.get("Authorization"))
+    try:
+        office = request.app[OFFICES].authenticate(request.headers.get("Authorization"))
+    except Unauthorized as exc:
+        auth_failed(request, exc.message)
+        raise
+    request[OFFICE] = office
     # Each request runs in its own task, so this binding ends with the request.
     structlog.contextvars.bind_contextvars(office=office.id)
     return office

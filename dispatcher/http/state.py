@@ -8,6 +8,7 @@ handlers (``drills.handlers.DRILLS``, ``adapters.sms.handlers.SMS_CHANNEL``).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -15,6 +16,7 @@ from aiohttp import web
 from dispatcher.core.auth import Offices
 from dispatcher.core.config import ApiSettings
 from dispatcher.core.regions import RegionTree
+from dispatcher.core.signing import Keyring
 from dispatcher.store.store import Store
 
 
@@ -25,6 +27,20 @@ class Connection(Protocol):
     def connected(self) -> asyncio.Event:
         """Set while the link is up."""
         ...
+
+
+class Credentials(Protocol):
+    """Terminals' broker accounts, when the engine keeps them."""
+
+    async def issue(self, ids: Sequence[str], *, by: str) -> dict[str, str]:
+        """New passwords (replacing any), working once this returns."""
+        ...
+
+    async def revoke(self, ids: Sequence[str]) -> int:
+        """Remove the accounts; their connections are cut once this returns."""
+        ...
+
+    async def has_account(self, ids: Sequence[str]) -> set[str]: ...
 
 
 class SmsStatus(Protocol):
@@ -41,3 +57,8 @@ URLS = web.AppKey("urls", dict[str, str])
 # The broker links the engine needs up to be ready: the publishing link and the ack link.
 MQTT_LINKS = web.AppKey("mqtt_links", list[Connection])
 SMS = web.AppKey("sms", SmsStatus)
+CREDENTIALS = web.AppKey("credentials", Credentials)
+# Where terminals connect and the CA they verify the broker with: {"url", "ca_pem"}.
+BROKER_FOR_TERMINALS = web.AppKey("broker_for_terminals", dict[str, str])
+# The public keys terminals verify payloads with (given out with their credentials).
+KEYRING = web.AppKey("keyring", Keyring)

@@ -1,17 +1,30 @@
-"""``/api/v1/terminals``: register terminals (all rows or none) and list them by region."""
+"""``/api/v1/terminals``: register terminals (all rows or none), list them by region, delete
+them; their broker accounts (issued on registration, rotated, revoked) and the keyring."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
 
+from dispatcher.core.audit import AuditAction
+from dispatcher.core.errors import Conflict, NotFound
 from dispatcher.core.models import TerminalIn
 from dispatcher.core.regions import RegionTree
 from dispatcher.core.validation import parse_rows, region_problem
+from dispatcher.http.audit import audit
 from dispatcher.http.requests import dumps, office_of, parse_int, read_json
-from dispatcher.http.state import OFFICES, STORE, TREE
+from dispatcher.http.state import (
+    BROKER_FOR_TERMINALS,
+    CREDENTIALS,
+    KEYRING,
+    OFFICES,
+    STORE,
+    TREE,
+    Credentials,
+)
 
 MAX_TERMINALS_PER_REQUEST = 20_000
 
@@ -77,8 +90,114 @@ async def register_terminals(request: web.Request) -> web.Response:
         body = body["terminals"]
     terminals = parse_terminals(body, tree)
     offices.require_within(office, sorted({t.region for t in terminals}))
+    # Moving a terminal takes it from where it is: that region must be the office's too, or
+    # one county could pull another's loudspeakers out of its alerts.
+    current = await store.regions_of([t.id for t in terminals])
+    offices.require_within(office, sorted({r for r in current.values() if r is not None}))
     result = await store.register_terminals(terminals)
-    return web.json_response(
-        {"created": result.created, "updated": result.updated, "unchanged": result.unchanged},
-        status=200,
-    )
+    # One record per request, also for a bulk import: the ids (the first 50 of them), the
+    # regions and the counts. The registry does not say which of them moved, only how many.
+    detail = {
+        "ids": [t.id for t in terminals],
+        "regions": sorted({t.region for t in terminals}),
+        "created": result.created,
+        "moved": result.updated,
+        "unchanged": result.unchanged,
+    }
+    target = terminals[0].id if len(terminals) == 1 else f"{len(terminals)} terminals"
+    if result.created or not result.updated:
+        await audit(request, AuditAction.TERMINAL_REGISTER, target, detail)
+    if result.updated:
+        await audit(request, AuditAction.TERMINAL_MOVE, target, detail)
+    answer: dict[str, Any] = {
+        "created": result.created,
+        "updated": result.updated,
+        "unchanged": result.unchanged,
+    }
+    credentials = request.app.get(CREDENTIALS)
+    if credentials is not None:
+        ids = [t.id for t in terminals]
+        have = await credentials.has_account(ids)
+        new = [i for i in ids if i not in have]
+        passwords = await credentials.issue(new, by=office.id)
+        if new:
+            await audit(request, AuditAction.CREDENTIAL_ISSUE, _target(new), {"ids": new})
+        answer |= provisioning(request, passwords)
+    return web.json_response(answer, status=200, dumps=dumps)
+
+
+def provisioning(request: web.Request, passwords: dict[str, str]) -> dict[str, Any]:
+    """What terminals are handed with new credentials (shown once, never stored): their
+    accounts, where the broker is and the CA it is verified against, and the keyring."""
+    broker = request.app.get(BROKER_FOR_TERMINALS)
+    return {
+        "credentials": [
+            {"id": terminal, "username": terminal, "password": password}
+            for terminal, password in passwords.items()
+        ],
+        "broker": broker or {},
+        "keyring": json.loads(request.app[KEYRING].to_json()),
+    }
+
+
+def _target(ids: list[str]) -> str:
+    return ids[0] if len(ids) == 1 else f"{len(ids)} terminals"
+
+
+async def _own_terminal(request: web.Request) -> tuple[str, str]:
+    """The terminal of the path, registered inside the office's jurisdiction: (id, region)."""
+    office = office_of(request)
+    terminal_id = request.match_info["terminal_id"]
+    region = (await request.app[STORE].regions_of([terminal_id]))[terminal_id]
+    if region is None:
+        raise NotFound(f"terminal {terminal_id!r} is not registered")
+    request.app[OFFICES].require_within(office, [region])
+    return terminal_id, region
+
+
+def _credentials(request: web.Request) -> Credentials:
+    credentials = request.app.get(CREDENTIALS)
+    if credentials is None:
+        raise Conflict(
+            "this engine issues no broker accounts (mqtt.accounts_file is not set): the "
+            "deployment manages terminal accounts on its broker"
+        )
+    return credentials
+
+
+@routes.post("/api/v1/terminals/{terminal_id}/credentials")
+async def rotate_credentials(request: web.Request) -> web.Response:
+    """A new password for the terminal; the old one stops working (and its connection is cut)
+    once this answers."""
+    terminal_id, _region = await _own_terminal(request)
+    office = office_of(request)
+    passwords = await _credentials(request).issue([terminal_id], by=office.id)
+    await audit(request, AuditAction.CREDENTIAL_ISSUE, terminal_id, {"rotated": True})
+    return web.json_response(provisioning(request, passwords), dumps=dumps)
+
+
+@routes.delete("/api/v1/terminals/{terminal_id}/credentials")
+async def revoke_credentials(request: web.Request) -> web.Response:
+    terminal_id, _region = await _own_terminal(request)
+    removed = await _credentials(request).revoke([terminal_id])
+    await audit(request, AuditAction.CREDENTIAL_REVOKE, terminal_id, {"had_account": bool(removed)})
+    return web.json_response({"id": terminal_id, "revoked": bool(removed)}, dumps=dumps)
+
+
+@routes.delete("/api/v1/terminals/{terminal_id}")
+async def delete_terminal(request: web.Request) -> web.Response:
+    """Unregister a terminal and revoke its broker account: it is expected for no new alert."""
+    terminal_id, region = await _own_terminal(request)
+    credentials = request.app.get(CREDENTIALS)
+    if credentials is not None:
+        await credentials.revoke([terminal_id])
+    await request.app[STORE].delete_terminal(terminal_id)
+    await audit(request, AuditAction.TERMINAL_DELETE, terminal_id, {"region": region})
+    return web.json_response({"id": terminal_id, "deleted": True, "region": region}, dumps=dumps)
+
+
+@routes.get("/api/v1/keyring")
+async def keyring(request: web.Request) -> web.Response:
+    """The public keys terminals verify payloads with (docs/protocol.md, "Signatures")."""
+    office_of(request)
+    return web.Response(text=request.app[KEYRING].to_json(), content_type="application/json")

@@ -24,6 +24,9 @@ The engine (``{id}`` an alert id, ``{t}`` a terminal id, ``{code}`` a region cod
     ebd:terms:region            hash    {t} → region code (the terminal registry)
     ebd:terms:meta              hash    {t} → {"kind", "registered_at"}
     ebd:terms:state             hash    {t} → last state message {"state", "at", "firmware", …}
+    ebd:terms:creds             hash    {t} → its broker account {"line" (the password file's
+                                        line: salted hash, never the password), "issued_at",
+                                        "by"}; "~…" names are the engines' reload canaries
     ebd:rterms:{code}           set     terminals at or below {code}, for each level of their path
     ebd:stats                   hash    ingestion counters (acks_malformed, acks_unknown_alert …)
 
@@ -47,6 +50,8 @@ an escalation sends; ``{r}`` a recipient key, see ``adapters.sms.gateway.recipie
     ebd:sms:rl:{r}:{hour}       string  texts that person was sent in that UTC hour
     ebd:sms:receipts            stream  every receipt as it arrived, for review
     ebd:sms:stats               hash    counters: receipts, receipts_orphan, …
+    ebd:sms:rseen:{gw}:{sig}    string  a receipt post taken (sha256 of its signature; PX):
+                                        the same signed post again is a replay, refused
 
 Drills (``drills/store.py``):
 
@@ -63,6 +68,13 @@ Drills (``drills/store.py``):
     ebd:drills:heartbeat        string  ms when the lease was last renewed, by whom
     ebd:drills:aps:jobs         hash    APScheduler's RedisJobStore: the scheduled jobs
     ebd:drills:aps:run_times    zset    APScheduler's RedisJobStore: their next run times
+
+The audit log (``dispatcher/store/audit.py``; ``{seq}`` a record's number, from 1):
+
+    ebd:audit:records           hash    {seq} → the record's JSON (dispatcher.core.audit)
+    ebd:audit:by_time           zset    {seq} scored by the record's time (ms), for ranges
+    ebd:audit:head              hash    seq, hash of the last record: the chain's head, kept
+                                        apart so that a removed tail shows
 """
 
 from __future__ import annotations
@@ -75,6 +87,7 @@ ACKLOG = PREFIX + "acklog"
 TERMS_REGION = PREFIX + "terms:region"
 TERMS_META = PREFIX + "terms:meta"
 TERMS_STATE = PREFIX + "terms:state"
+TERMS_CREDS = PREFIX + "terms:creds"
 STATS = PREFIX + "stats"
 SWEEPS = PREFIX + "sweeps"
 ESCALATIONS = PREFIX + "escalations"
@@ -132,6 +145,7 @@ SMS_OUTBOX_GROUP = "sms"
 SMS_DOUBT = PREFIX + "sms:doubt"
 SMS_RECEIPTS = PREFIX + "sms:receipts"
 SMS_STATS = PREFIX + "sms:stats"
+SMS_RECEIPT_SEEN = PREFIX + "sms:rseen:"  # + "{gateway}:{sha256 of the signature}"
 # Not read in Python: adapters/sms/scripts/begin.lua and finish.lua still spell this prefix out.
 SMS_LIMIT_PREFIX = PREFIX + "sms:rl:"
 
@@ -178,3 +192,10 @@ def drill_report_key(drill_id: str) -> str:
 
 def drill_acks_key(drill_id: str) -> str:
     return f"{PREFIX}drill:{drill_id}:acks"
+
+
+# Audit log (dispatcher/store/audit.py) -------------------------------------------------------
+
+AUDIT_RECORDS = PREFIX + "audit:records"
+AUDIT_BY_TIME = PREFIX + "audit:by_time"
+AUDIT_HEAD = PREFIX + "audit:head"

@@ -6,6 +6,7 @@
     sweeps.py     deadlines, resends, escalations                 scripts/  the Lua
     terminals.py  the terminal registry
     streams.py    work streams and the dispatch outbox
+    audit.py      the audit log (``Store.audit``: its own part, not mixed in)
 
 Nothing outside ``dispatcher/store`` (and the features' own ``store.py``, on this client)
 speaks to Redis.
@@ -24,6 +25,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from dispatcher.store.acklog import AckLogStore
 from dispatcher.store.alerts import AlertStore
+from dispatcher.store.audit import AuditStore
 from dispatcher.store.streams import OutboxStore
 from dispatcher.store.sweeps import SweepStore
 from dispatcher.store.terminals import TerminalStore
@@ -31,6 +33,12 @@ from dispatcher.store.terminals import TerminalStore
 
 class Store(AlertStore, SweepStore, AckLogStore, TerminalStore, OutboxStore):
     """Every part on one Redis client; ``Store.from_url`` makes one, ``close`` ends it."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        super().__init__(client)
+        # An attribute, not a mixin: its ``append`` and ``read`` would clash with the others',
+        # and it keeps state of its own (the chain's head, the lock appends take turns on).
+        self.audit = AuditStore(client)
 
     @classmethod
     def from_url(cls, url: str) -> Self:

@@ -59,6 +59,28 @@ class TerminalStore(StoreBase):
             )
         return RegistrationResult(created=created, updated=updated, unchanged=unchanged)
 
+    async def regions_of(self, ids: Sequence[str]) -> dict[str, str | None]:
+        """Each terminal's registered region, None if it is not registered."""
+        if not ids:
+            return {}
+        found = await self.call(self.redis.hmget(TERMS_REGION, list(ids)))
+        return dict(zip(ids, found, strict=True))
+
+    async def delete_terminal(self, terminal_id: str) -> str | None:
+        """Remove a terminal from the registry (its region sets, meta and state); its region,
+        or None if it was not registered."""
+        region: str | None = await self.call(self.redis.hget(TERMS_REGION, terminal_id))
+        if region is None:
+            return None
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for code in code_path(region):
+                pipe.srem(region_terms_key(code), terminal_id)
+            pipe.hdel(TERMS_REGION, terminal_id)
+            pipe.hdel(TERMS_META, terminal_id)
+            pipe.hdel(TERMS_STATE, terminal_id)
+            await self.call(pipe.execute())
+        return region
+
     async def count_terminals(self, code: str) -> int:
         return int(await self.call(self.redis.scard(region_terms_key(code))))
 

@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aiomqtt
 from aiohttp.test_utils import TestClient, TestServer
 
 from dispatcher.app import create_app
@@ -21,12 +20,14 @@ from dispatcher.core.auth import hash_token
 from dispatcher.core.regions import Level
 from dispatcher.embedded.processes import free_port
 from dispatcher.settings import Settings, load_settings
+from receiver.mqtt_lite import MqttConnection, open_connection, parse_mqtt_url, tls_context
 from receiver.simulator import Behaviour, SimTerminal, Simulator
 from tests.helpers import FUJIAN_FILE, ZHONGSHAN, fujian, unique
 
 # Imported from here by tests.support.engine_process: the offices and the request body it uses.
 from tests.helpers import OFFICES as OFFICES
 from tests.helpers import alert_body as alert_body
+from tests.support.broker import Provisioning, mqtt_settings, provision, signing_settings
 
 if TYPE_CHECKING:
     # Only a type here: tests.support.engine_process imports this module.
@@ -52,10 +53,11 @@ def engine_settings(
         None,
         redis={"url": redis_url},
         mqtt={
-            "url": mqtt_url,
+            **mqtt_settings(mqtt_url),
             "client_id": client_id or unique("ebd-test"),
             "session_expiry": 120,
         },
+        signing=signing_settings(),
         regions={"file": str(REGIONS_FILE)},
         offices=[
             {"id": oid, "name": name, "region": region, "token_sha256": hash_token(token)}
@@ -119,14 +121,16 @@ def terminals_in(region: str, n: int, prefix: str) -> list[SimTerminal]:
     return [SimTerminal(f"{prefix}-{i}", villages[i % len(villages)].code) for i in range(n)]
 
 
-async def register(api: Client, terminals: list[SimTerminal]) -> None:
-    """Registers ``terminals`` (as the province office)."""
+async def register(api: Client, terminals: list[SimTerminal]) -> Provisioning:
+    """Registers ``terminals`` (as the province office), giving them their passwords; what
+    the engine handed out for them."""
     response = await api.post(
         "/api/v1/terminals",
         headers=PROVINCE,
         json=[{"id": t.id, "region": t.region} for t in terminals],
     )
     assert response.status == 200, await response.text()
+    return provision(terminals, [await response.json()])
 
 
 @asynccontextmanager
@@ -139,10 +143,10 @@ async def online(
     """``terminals`` registered with the engine behind ``api`` (in-process or a process) and
     simulated on the broker at ``mqtt_url`` for the block: the simulator."""
     if isinstance(api, TestClient):
-        await register(api, terminals)
+        given = await register(api, terminals)
     else:
-        await api.register(terminals)
-    async with Simulator(terminals, mqtt_url, behaviour=behaviour) as sim:
+        given = await api.register(terminals)
+    async with given.simulator(terminals, behaviour=behaviour) as sim:
         yield sim
 
 
@@ -178,13 +182,35 @@ def ack_payload(alert_id: str, state: str = "played", *, detail: str | None = No
     ).encode()
 
 
-async def publish_acks(mqtt_url: str, identifier: str, acks: Iterable[tuple[str, bytes]]) -> None:
-    """Publishes each (terminal id, payload) on the terminal's ack topic, as that terminal
-    would (QoS 1), from one client of the broker at ``mqtt_url``."""
-    host, port = mqtt_url.split("//")[1].rsplit(":", 1)
-    async with aiomqtt.Client(host, int(port), identifier=identifier) as pub:
+async def publish_acks(sim: Simulator, acks: Iterable[tuple[str, bytes]]) -> None:
+    """Publishes each (terminal id, payload) on the terminal's ack topic as that terminal of
+    ``sim`` would (its own account, QoS 1, in the given order). The connection takes over the
+    simulated terminal's (one client id per account), which reconnects by itself."""
+    acks = list(acks)
+    passwords = {t.id: t.password for t in sim.terminals}
+    # The simulated links of these terminals are cut first (they stay down): one account, one
+    # client id, and a reconnecting simulator would throw this publisher off.
+    await sim.drop(sorted({terminal_id for terminal_id, _ in acks} - _dropped(sim)))
+    target = parse_mqtt_url(sim.mqtt_url)
+    tls = tls_context(sim.ca_pem)
+    connections: dict[str, MqttConnection] = {}
+    try:
         for terminal_id, payload in acks:
-            await pub.publish(f"eb/v1/term/{terminal_id}/ack", payload, qos=1)
+            conn = connections.get(terminal_id)
+            if conn is None:
+                conn, _ = await open_connection(
+                    target.host, target.port, terminal_id, ssl=tls, clean_start=False,
+                    session_expiry=600, username=terminal_id, password=passwords[terminal_id],
+                )  # fmt: skip
+                connections[terminal_id] = conn
+            assert await conn.publish_acked(f"eb/v1/term/{terminal_id}/ack", payload) < 0x80
+    finally:
+        for conn in connections.values():
+            conn.disconnect()
+
+
+def _dropped(sim: Simulator) -> set[str]:
+    return {t.id for t in sim.terminals if not t.connected}
 
 
 def base_url(api: Client) -> str:

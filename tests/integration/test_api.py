@@ -291,10 +291,17 @@ async def test_terminal_registration_is_all_or_nothing(api: Client) -> None:
     error = await error_of(await api.post("/api/v1/terminals", headers=TAIJIANG, json=good), 403)
     assert error["details"]["region_codes"] == ["350102001001"]
     result = await (await api.post("/api/v1/terminals", headers=GULOU, json=good)).json()
-    assert result == {"created": 3, "updated": 0, "unchanged": 0}
+    assert counts_of(result) == {"created": 3, "updated": 0, "unchanged": 0}
+    # Each new terminal gets its broker account, once.
+    assert sorted(c["id"] for c in result["credentials"]) == ["gl-0", "gl-1", "gl-2"]
+    assert all(len(c["password"]) >= 32 for c in result["credentials"])
+    assert result["broker"]["url"].startswith("mqtts://")
+    assert "BEGIN CERTIFICATE" in result["broker"]["ca_pem"]
+    assert result["keyring"]["keys"]
     moved = [{"id": "gl-0", "region": "350102001002"}, *good[1:]]
     result = await (await api.post("/api/v1/terminals", headers=GULOU, json=moved)).json()
-    assert result == {"created": 0, "updated": 1, "unchanged": 2}
+    assert counts_of(result) == {"created": 0, "updated": 1, "unchanged": 2}
+    assert result["credentials"] == [], "a move hands out no new password"
     listing = await (await api.get("/api/v1/terminals?region=350102001001", headers=GULOU)).json()
     assert [t["id"] for t in listing["terminals"]] == ["gl-1", "gl-2"]
     region = await (await api.get("/api/v1/regions/350102", headers=GULOU)).json()
@@ -302,6 +309,10 @@ async def test_terminal_registration_is_all_or_nothing(api: Client) -> None:
     await error_of(await api.get("/api/v1/terminals?region=350103", headers=GULOU), 403)
     await error_of(await api.post("/api/v1/terminals", headers=GULOU, json=[]), 422)
     await error_of(await api.post("/api/v1/terminals", headers=GULOU, json={"x": 1}), 422)
+
+
+def counts_of(result: dict[str, Any]) -> dict[str, int]:
+    return {k: result[k] for k in ("created", "updated", "unchanged")}
 
 
 async def test_service_endpoints(api: Client) -> None:

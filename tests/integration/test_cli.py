@@ -407,8 +407,12 @@ async def test_terminals_import_of_a_bad_csv_exits_2_naming_the_line_and_registe
 
 
 async def import_csv(api: Client, csv_file: Path, token: str) -> int:
-    """``ebd terminals import`` of ``csv_file`` with ``token``: its exit status."""
-    return await ebd("terminals", "import", str(csv_file), "--api", base_url(api), "--token", token)
+    """``ebd terminals import`` of ``csv_file`` with ``token`` (in a token file beside it): its
+    exit status."""
+    token_file = csv_file.parent / f"{csv_file.name}.token"
+    token_file.write_text(token + "\n", encoding="utf-8")
+    argv = ["terminals", "import", str(csv_file), "--api", base_url(api)]
+    return await ebd(*argv, "--token-file", str(token_file))
 
 
 async def test_terminals_import_of_a_header_only_csv_exits_2_and_registers_nothing(
@@ -499,12 +503,47 @@ async def test_terminals_import_with_an_unknown_token_exits_2(
 
 
 async def test_terminals_import_without_a_token_exits_2_saying_how_to_give_one(
-    api: Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    api: Client, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("EBD_TOKEN", raising=False)
     csv_file = write_text(tmp_path, "terminals.csv", GOOD_CSV)
     assert await ebd("terminals", "import", str(csv_file), "--api", base_url(api)) == 2
     err = capsys.readouterr().err
-    assert "--token" in err
+    assert "--token-file FILE" in err
+    assert "EBD_TOKEN" in err
+    assert await registered(api) == []
+
+
+async def test_the_token_is_never_an_argument_but_the_variable_works(
+    api: Client, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--token`` is gone (it shows in the process list): argparse refuses it, nothing is
+    registered; the same import with ``EBD_TOKEN`` works."""
+    monkeypatch.delenv("EBD_TOKEN", raising=False)
+    csv_file = write_text(tmp_path, "terminals.csv", GOOD_CSV)
+    argv = ["terminals", "import", str(csv_file), "--api", base_url(api)]
+    with pytest.raises(SystemExit) as exited:
+        await ebd(*argv, "--token", "tok-gulou")
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "--token was removed" in err
+    assert "tok-gulou" not in err
+    assert await registered(api) == []
+    monkeypatch.setenv("EBD_TOKEN", "tok-gulou")
+    assert await ebd(*argv) == 0
+    assert len(await registered(api)) > 0
+
+
+async def test_an_unreadable_token_file_exits_2_naming_it(
+    api: Client, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EBD_TOKEN", "tok-gulou")  # the file, when given, wins
+    csv_file = write_text(tmp_path, "terminals.csv", GOOD_CSV)
+    missing = tmp_path / "no-such.token"
+    argv = ["terminals", "import", str(csv_file), "--api", base_url(api)]
+    assert await ebd(*argv, "--token-file", str(missing)) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err
     assert "EBD_TOKEN" in err
     assert await registered(api) == []
 
@@ -518,11 +557,15 @@ def closed_port() -> Iterator[int]:
 
 
 def test_terminals_import_with_no_engine_listening_exits_2_naming_the_url(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], closed_port: int
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    closed_port: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("EBD_TOKEN", "tok-gulou")
     csv_file = write_text(tmp_path, "terminals.csv", GOOD_CSV)
     url = f"http://127.0.0.1:{closed_port}"
-    argv = ["terminals", "import", str(csv_file), "--api", url, "--token", "tok-gulou"]
+    argv = ["terminals", "import", str(csv_file), "--api", url]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("ebd: error: ")

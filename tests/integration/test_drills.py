@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dispatcher.core.regions import Level
-from receiver.simulator import Behaviour, Simulator
+from receiver.simulator import Behaviour
 from tests.helpers import GUDONG, GULOU_COUNTY, fujian, unique, wait_for
 from tests.integration.engine import (
     GULOU,
@@ -97,18 +97,16 @@ async def test_a_drill_fires_at_its_time_and_is_reported_from_the_acks(
     slow = terminals_in(GUDONG, 2, prefix + "-b")
     silent = terminals_in(GUDONG, 1, prefix + "-c")
     async with engine(redis_url, mqtt_url, tmp_path) as client:
-        await register(client, prompt + slow + silent)
+        given = await register(client, prompt + slow + silent)
         at = datetime.now(UTC) + timedelta(seconds=2)
         drill = await call(
             client, "POST", "/api/v1/drills",
             {"township": GUDONG, "at": at.isoformat(), "reason": "test"}, status=201,
         )  # fmt: skip
         async with (
-            Simulator(prompt, mqtt_url),
-            Simulator(slow, mqtt_url, behaviour=Behaviour(ack_delay=1.5)),
-            Simulator(
-                silent, mqtt_url, behaviour=Behaviour(silent=frozenset(t.id for t in silent))
-            ),
+            given.simulator(prompt),
+            given.simulator(slow, behaviour=Behaviour(ack_delay=1.5)),
+            given.simulator(silent, behaviour=Behaviour(silent=frozenset(t.id for t in silent))),
         ):
             done = await wait_for(
                 lambda: drill_status(client, drill["id"], "passed", "failed"), timeout=20
@@ -192,14 +190,16 @@ async def test_run_now_and_the_cli(
 ) -> None:
     terminals = terminals_in(GUDONG, 3, unique("cli"))
     async with engine(redis_url, mqtt_url, tmp_path, window=2.0) as client:
-        auth = ["--api", base_url(client), "--token", "tok-province"]
-        await register(client, terminals)
+        token_file = tmp_path / "province.token"
+        token_file.write_text("tok-province\n", encoding="utf-8")
+        auth = ["--api", base_url(client), "--token-file", str(token_file)]
+        given = await register(client, terminals)
         at = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
         assert await ebd("drills", "add", "--township", GUDONG, "--at", at, "--reason", "试",
                          *auth) == 0  # fmt: skip
         out = capsys.readouterr().out.splitlines()
         drill_id = next(line for line in out if line.startswith("drill-")).split(":")[0]
-        async with Simulator(terminals, mqtt_url):
+        async with given.simulator(terminals):
             assert await ebd("drills", "run-now", drill_id, *auth) == 0
             assert "running" in capsys.readouterr().out
             done = await wait_for(lambda: drill_status(client, drill_id, "passed"), timeout=20)

@@ -60,13 +60,13 @@ async def test_acks_taken_while_redis_is_down_survive_an_engine_restart(
     silent = Behaviour(silent=frozenset(t.id for t in terminals))
     async with (
         running_engine(fresh_redis.url, mqtt_url, tmp_path, client_id=client_id) as api,
-        online(api, terminals, mqtt_url, silent),
+        online(api, terminals, mqtt_url, silent) as sim,
     ):
         alert_id = await issue(api, areas=[GULOU_COUNTY])
         await wait_for(lambda: steps.dispatched(api, alert_id), timeout=10)
         fresh_redis.kill()
         acks = [(t.id, steps.ack_payload(alert_id)) for t in terminals]
-        await publish_acks(mqtt_url, f"{prefix}-pub", acks)
+        await publish_acks(sim, acks)
         ingester = api.app[INGESTER]
         await wait_for(
             lambda: ingester.fed["ack"] == 3 and ingester.waiting_for_store > 0, timeout=10

@@ -25,7 +25,7 @@ from tests.helpers import (
     unique,
     wait_for,
 )
-from tests.support.broker import Watch, alert_body
+from tests.support.broker import TEST_KEYRING, Watch, agent_access, alert_body
 
 ACK_KEYS = {"v", "alert_id", "state", "at", "detail"}
 
@@ -58,12 +58,27 @@ async def running(agent: ReceiverAgent) -> AsyncIterator[asyncio.Event]:
             await task
 
 
+_PASSWORDS: dict[tuple[str, str], tuple[str, str]] = {}
+
+
+async def agent_for(mqtt_url: str, terminal_id: str, **options: Any) -> ReceiverAgent:
+    """The reference agent in Zhongshan village as a deployed one is: its own broker account
+    (granted once per terminal), TLS against the broker's CA, the tests' keyring."""
+    key = (mqtt_url, terminal_id)
+    if key not in _PASSWORDS:
+        _PASSWORDS[key] = await agent_access(mqtt_url, terminal_id)
+    url, ca_pem = _PASSWORDS[key]
+    return ReceiverAgent(
+        terminal_id, ZHONGSHAN, url, keyring=TEST_KEYRING, ca_pem=ca_pem, **options
+    )
+
+
 @contextlib.asynccontextmanager
 async def listening(mqtt_url: str, player: Any) -> AsyncIterator[str]:
     """A receiver in Zhongshan village with ``player``, running until the block ends; the
     block gets its terminal id."""
     terminal_id = unique("rx")
-    async with running(ReceiverAgent(terminal_id, ZHONGSHAN, mqtt_url, player=player)):
+    async with running(await agent_for(mqtt_url, terminal_id, player=player)):
         yield terminal_id
 
 
@@ -127,7 +142,7 @@ async def test_a_cancel_cuts_the_drill_being_played_and_is_acked(
 ) -> None:
     terminal_id, drill_id, cancel_id = unique("rx"), unique("drill"), unique("cancel")
     player = RecordingPlayer(play_time=60)
-    agent = ReceiverAgent(terminal_id, ZHONGSHAN, mqtt_url, player=player)
+    agent = await agent_for(mqtt_url, terminal_id, player=player)
     async with running(agent):
         await watch.publish(COUNTY_TOPIC, alert_body(drill_id, status="exercise"))
         await wait_for(player.started.is_set)
@@ -145,13 +160,13 @@ async def test_the_session_keeps_what_was_published_while_the_terminal_was_away(
     mqtt_url: str, watch: Watch
 ) -> None:
     terminal_id, alert_id = unique("rx"), unique("al")
-    first = ReceiverAgent(terminal_id, ZHONGSHAN, mqtt_url, player=RecordingPlayer())
+    first = await agent_for(mqtt_url, terminal_id, player=RecordingPlayer())
     async with running(first):
         assert first.session_present is False
     await wait_for(lambda: watch.states(terminal_id)[-1:] == ["offline"])
     await watch.publish(VILLAGE_TOPIC, alert_body(alert_id))  # nobody is connected now
     player = RecordingPlayer()
-    second = ReceiverAgent(terminal_id, ZHONGSHAN, mqtt_url, player=player)
+    second = await agent_for(mqtt_url, terminal_id, player=player)
     async with running(second):
         assert second.session_present is True
         await wait_for(lambda: "played" in states_of(watch.acks(terminal_id, alert_id)))
@@ -164,7 +179,7 @@ async def test_a_reconnect_after_a_broker_restart_finds_its_session(
 ) -> None:
     terminal_id, alert_id = unique("rx"), unique("al")
     player = RecordingPlayer()
-    agent = ReceiverAgent(terminal_id, ZHONGSHAN, fresh_mosquitto.url, player=player)
+    agent = await agent_for(fresh_mosquitto.url, terminal_id, player=player)
     async with running(agent):
         assert agent.connects == 1
         await asyncio.to_thread(fresh_mosquitto.restart)
@@ -180,15 +195,24 @@ async def test_a_reconnect_after_a_broker_restart_finds_its_session(
 
 
 @pytest.fixture
-def killable_agent(mqtt_url: str) -> tuple[str, list[str]]:
+async def killable_agent(mqtt_url: str, tmp_path: Path) -> tuple[str, list[str]]:
     """The agent in a process of its own, so it can die the way a power cut kills it."""
     terminal_id = unique("rx")
+    url, ca_pem = await agent_access(mqtt_url, terminal_id)
+    (tmp_path / "ca.pem").write_text(ca_pem, encoding="ascii")
+    TEST_KEYRING.save(tmp_path / "keyring.json")
     code = (
         "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "from dispatcher.core.signing import Keyring\n"
         "from receiver.agent import run_agent\n"
-        "asyncio.run(run_agent(sys.argv[1], sys.argv[2], sys.argv[3]))\n"
+        "asyncio.run(run_agent(sys.argv[1], sys.argv[2], sys.argv[3],"
+        " keyring=Keyring.load(Path(sys.argv[4])), ca_pem=Path(sys.argv[5]).read_text()))\n"
     )
-    return terminal_id, [sys.executable, "-c", code, terminal_id, ZHONGSHAN, mqtt_url]
+    # The terminal's URL (its password in it) goes to the child through its environment in a
+    # deployment; here, argv of a test process, on a test broker.
+    argv = [sys.executable, "-c", code, terminal_id, ZHONGSHAN, url]
+    return terminal_id, [*argv, str(tmp_path / "keyring.json"), str(tmp_path / "ca.pem")]
 
 
 async def test_the_last_will_says_offline_when_the_terminal_dies(
@@ -211,7 +235,10 @@ async def test_the_last_will_says_offline_when_the_terminal_dies(
 async def test_run_agent_stops_when_told(mqtt_url: str, watch: Watch) -> None:
     terminal_id = unique("rx")
     stop = asyncio.Event()
-    task = asyncio.create_task(run_agent(terminal_id, ZHONGSHAN, mqtt_url, stop=stop))
+    url, ca_pem = await agent_access(mqtt_url, terminal_id)
+    task = asyncio.create_task(
+        run_agent(terminal_id, ZHONGSHAN, url, stop=stop, keyring=TEST_KEYRING, ca_pem=ca_pem)
+    )
     await wait_for(lambda: watch.states(terminal_id) == ["online"])
     stop.set()
     async with asyncio.timeout(10):
@@ -243,22 +270,16 @@ async def test_a_restarted_agent_answers_a_resend_from_its_state_file_without_pl
     state_file = tmp_path / "receiver.json"
     body = alert_body(alert_id)
     first = RecordingPlayer()
-    async with running(
-        ReceiverAgent(terminal_id, ZHONGSHAN, mqtt_url, player=first, state_file=state_file)
-    ):
+    async with running(await agent_for(mqtt_url, terminal_id, player=first, state_file=state_file)):
         await watch.publish(COUNTY_TOPIC, body)
         await wait_for(lambda: "played" in states_of(watch.acks(terminal_id, alert_id)))
     saved = json.loads(state_file.read_text(encoding="utf-8"))
     assert saved[alert_id]["ack"]["state"] == "played"
     again = RecordingPlayer()
-    async with running(
-        ReceiverAgent(terminal_id, ZHONGSHAN, mqtt_url, player=again, state_file=state_file)
-    ):
+    async with running(await agent_for(mqtt_url, terminal_id, player=again, state_file=state_file)):
         await watch.publish(f"eb/v1/term/{terminal_id}/cmd", body)
         await wait_for(lambda: states_of(watch.acks(terminal_id, alert_id)).count("played") == 2)
     assert (len(first.played), len(again.played)) == (1, 0)
     # A damaged state file is no reason not to start: it is read as empty.
     state_file.write_text("{not json", encoding="utf-8")
-    assert (
-        ReceiverAgent(terminal_id, ZHONGSHAN, mqtt_url, state_file=state_file).brain.handled() == []
-    )
+    assert (await agent_for(mqtt_url, terminal_id, state_file=state_file)).brain.handled() == []

@@ -107,13 +107,16 @@ async def test_cli_import_of_a_good_csv(
     path = tmp_path / "people.csv"
     path.write_text(GOOD_CSV, encoding="utf-8")
     base = base_url(api)
-    assert await ebd("recipients", "import", str(path), "--api", base, "--token", "tok-gulou") == 0
+    token_file = tmp_path / "gulou.token"
+    token_file.write_text("tok-gulou\n", encoding="utf-8")
+    auth = ["--api", base, "--token-file", str(token_file)]
+    assert await ebd("recipients", "import", str(path), *auth) == 0
     out = capsys.readouterr().out.splitlines()
     assert f"{path}: 3 rows, 2 people: 2 new, 0 changed, 0 unchanged" in out
     people = {p["phone"]: p for p in await listed(api)}
     assert len(people["+8613712345678"]["postings"]) == 2
     assert people["+85261234567"]["languages"] == ["en", "zh"]
-    argv = ["recipients", "list", "--api", base, "--token", "tok-gulou", "--region", "350102"]
+    argv = ["recipients", "list", *auth, "--region", "350102"]
     assert await ebd(*argv) == 0
     listing = capsys.readouterr().out
     assert "137****5678" in listing
@@ -144,7 +147,9 @@ async def test_cli_import_of_a_bad_csv_names_the_line_and_imports_nothing(
     path = tmp_path / "people.csv"
     path.write_bytes(content)
     base = base_url(api)
-    argv = ["recipients", "import", str(path), "--api", base, "--token", "tok-province"]
+    token_file = tmp_path / "province.token"
+    token_file.write_text("tok-province\n", encoding="utf-8")
+    argv = ["recipients", "import", str(path), "--api", base, "--token-file", str(token_file)]
     assert await ebd(*argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("ebd: error: ")

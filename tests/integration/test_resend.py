@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from dispatcher.http.state import STORE
-from receiver.simulator import Behaviour, Simulator
+from receiver.simulator import Behaviour
 from tests.helpers import GULOU_COUNTY, unique, wait_for
 from tests.integration import engine as steps
 from tests.integration.engine import (
@@ -121,13 +121,15 @@ async def test_silent_terminals_are_failed_and_escalated_after_the_last_resend(
     assert bad.status == 422
     # A late final ack still counts: the terminal did play, only its acks were lost.
     late = sorted(silent)[0]
-    await steps.publish_acks(mqtt_url, f"{prefix}-late", [(late, ack_payload(alert_id))])
+    await steps.publish_acks(sim, [(late, ack_payload(alert_id))])
     after = await wait_for(lambda: _played(api, alert_id, 8), timeout=10)
     assert isinstance(after, dict)
     assert (after["failed"], after["no_ack"], after["escalated"]) == (2, 2, 3)
     base = base_url(api).rstrip("/")
-    argv = ["escalations", "list", "--api", base, "--token", "tok-gulou", "--alert", alert_id]
-    assert await ebd(*argv) == 0
+    argv = ["escalations", "list", "--api", base, "--alert", alert_id]
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("EBD_TOKEN", "tok-gulou")
+        assert await ebd(*argv) == 0
     table = capsys.readouterr().out
     assert all(t in table for t in silent)
     assert "鼓楼区" in table
@@ -154,10 +156,10 @@ async def test_two_sweepers_never_resend_twice(
     prefix = unique("two")
     terminals = terminals_in(GULOU_COUNTY, 8, prefix)
     silent = frozenset(t.id for t in terminals)
-    await steps.register(api, terminals)
+    given = await steps.register(api, terminals)
     async with (
         running_engine(redis_url, mqtt_url, tmp_path / "b", resend=FAST, instance="ebd-2"),
-        Simulator(terminals, mqtt_url, behaviour=Behaviour(silent=silent)),
+        given.simulator(terminals, behaviour=Behaviour(silent=silent)),
     ):
         alert_id = await issue(api, areas=[GULOU_COUNTY])
         state = await wait_for(lambda: _escalated(api, alert_id, 8), timeout=20)
@@ -179,13 +181,11 @@ async def test_acks_kept_by_the_broker_while_the_engine_was_away_are_not_resent_
     silent = Behaviour(silent=frozenset(t.id for t in terminals))
     async with (
         running_engine(redis_url, mqtt_url, tmp_path, client_id=client_id, resend=FAST) as api,
-        online(api, terminals, mqtt_url, silent),
+        online(api, terminals, mqtt_url, silent) as sim,
     ):
         alert_id = await issue(api, areas=[GULOU_COUNTY])
         await wait_for(lambda: dispatched(api, alert_id), timeout=10)
-    await steps.publish_acks(
-        mqtt_url, f"{prefix}-pub", [(t.id, ack_payload(alert_id)) for t in terminals]
-    )
+    await steps.publish_acks(sim, [(t.id, ack_payload(alert_id)) for t in terminals])
     # Past the red deadline (1 s) while nobody takes the acks: only the broker has them.
     await asyncio.sleep(FAST["red"] + 0.5)
     async with running_engine(

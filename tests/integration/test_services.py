@@ -17,9 +17,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from dispatcher.core.broker_auth import ENGINE_USER
 from dispatcher.core.errors import ServiceError
 from dispatcher.embedded import processes as services
 from dispatcher.embedded.configs import (
+    BrokerFiles,
     render_docker_configs,
     render_mosquitto_conf,
     render_redis_conf,
@@ -31,7 +33,9 @@ from dispatcher.embedded.processes import (
     RedisServer,
     find_binary,
 )
+from receiver.mqtt_lite import tls_context
 from tests.helpers import ROOT, unique, wait_for
+from tests.support.broker import grant
 
 SERVER_CLASSES = [MosquittoServer, RedisServer]
 
@@ -53,14 +57,23 @@ class SessionClient(aiomqtt.Client):
         super()._on_connect(client, userdata, flags, reason_code, properties)
 
 
-def terminal(server: MosquittoServer, identifier: str) -> SessionClient:
-    """A client with a persistent MQTT 5 session, as a field terminal connects."""
+_PASSWORDS: dict[str, str] = {}
+
+
+async def terminal(server: MosquittoServer, identifier: str) -> SessionClient:
+    """A client with a persistent MQTT 5 session, as a field terminal connects: TLS, its own
+    account (granted once)."""
+    if identifier not in _PASSWORDS:
+        _PASSWORDS.update(await grant(server, [identifier]))
     properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho is untyped here
     properties.SessionExpiryInterval = 3600
     return SessionClient(
         server.host,
-        server.port,
+        server.terminal_port,
         identifier=identifier,
+        username=identifier,
+        password=_PASSWORDS[identifier],
+        tls_context=tls_context(server.ca_file.read_text(encoding="ascii")),
         protocol=aiomqtt.ProtocolVersion.V5,
         clean_start=False,
         properties=properties,
@@ -72,6 +85,8 @@ def engine(server: MosquittoServer) -> aiomqtt.Client:
         server.host,
         server.port,
         identifier=unique("engine"),
+        username=ENGINE_USER,
+        password=server.engine_password,
         protocol=aiomqtt.ProtocolVersion.V5,
     )
 
@@ -85,7 +100,7 @@ async def next_message(client: aiomqtt.Client) -> aiomqtt.Message:
 
 async def queue_one_message(server: MosquittoServer, identifier: str, topic: str) -> None:
     """Subscribe a persistent session, leave, then have the engine publish to it (QoS 1)."""
-    async with terminal(server, identifier) as term:
+    async with await terminal(server, identifier) as term:
         assert term.session_present is False
         await term.subscribe(topic, qos=1)
     async with engine(server) as eng:
@@ -106,11 +121,11 @@ def test_session_redis_answers_ping_on_its_own_port(redis_server: RedisServer) -
 async def test_session_broker_carries_a_qos1_message(mosquitto: MosquittoServer) -> None:
     assert mosquitto.running
     assert mosquitto.port != 1883  # never the machine's own broker
-    topic = f"test/services/{uuid.uuid4().hex}"
-    async with engine(mosquitto) as client:
-        await client.subscribe(topic, qos=1)
-        await client.publish(topic, b"hello", qos=1)
-        message = await next_message(client)
+    topic = f"eb/v1/alert/35/{uuid.uuid4().hex[:4]}"
+    async with await terminal(mosquitto, unique("term")) as term, engine(mosquitto) as eng:
+        await term.subscribe(topic, qos=1)
+        await eng.publish(topic, b"hello", qos=1)
+        message = await next_message(term)
     assert message.payload == b"hello"
 
 
@@ -119,8 +134,11 @@ def test_embedded_services_start_both_and_stop_both(tmp_path: Path) -> None:
         assert embedded.mqtt.running
         assert embedded.redis.running
         assert embedded.mqtt.port != embedded.redis.port
-        assert embedded.mqtt.url == f"mqtt://127.0.0.1:{embedded.mqtt.port}"
-        assert embedded.redis.url == f"redis://127.0.0.1:{embedded.redis.port}/0"
+        assert embedded.mqtt.bare_url == f"mqtt://127.0.0.1:{embedded.mqtt.port}"
+        assert embedded.redis.bare_url == f"redis://127.0.0.1:{embedded.redis.port}/0"
+        # The URLs the engine uses carry its credentials; nobody gets in without them.
+        assert embedded.mqtt.url.startswith("mqtt://ebd-engine:")
+        assert embedded.redis.url.startswith("redis://ebd:")
     assert not embedded.mqtt.running
     assert not embedded.redis.running
     assert embedded.mqtt.pid is None
@@ -197,7 +215,7 @@ async def test_broker_restart_keeps_a_persistent_session_and_its_queued_message(
 
     await asyncio.to_thread(fresh_mosquitto.restart)
 
-    async with terminal(fresh_mosquitto, identifier) as term:
+    async with await terminal(fresh_mosquitto, identifier) as term:
         assert term.session_present is True
         message = await next_message(term)
     assert message.topic.matches(topic)
@@ -234,7 +252,7 @@ async def test_broker_autosave_keeps_a_queued_message_through_sigkill(
     await asyncio.to_thread(fresh_mosquitto.kill)
     await asyncio.to_thread(fresh_mosquitto.restart)
 
-    async with terminal(fresh_mosquitto, identifier) as term:
+    async with await terminal(fresh_mosquitto, identifier) as term:
         assert term.session_present is True
         message = await next_message(term)
     assert message.payload == b'{"v":1,"id":"a1"}'
@@ -358,7 +376,14 @@ def test_shipped_config_file_is_the_template_rendered_for_docker(
     [
         "listener 18830 127.0.0.1",
         "max_connections -1",
-        "allow_anonymous true",
+        "allow_anonymous false",
+        "per_listener_settings true",
+        "use_username_as_clientid true",
+        "password_file /a/terminals.passwd",
+        "acl_file /a/terminals.acl",
+        "listener 18831 0.0.0.0",
+        "cafile /t/ca.crt",
+        "tls_version tlsv1.2",
         "user someone",
         "persistence true",
         "persistence_location /srv/ebd state/mosquitto",
@@ -376,7 +401,13 @@ def test_shipped_config_file_is_the_template_rendered_for_docker(
 )
 def test_mosquitto_config_has_the_settings_this_workload_needs(line: str) -> None:
     text = render_mosquitto_conf(
-        host="127.0.0.1", port=18830, data_dir="/srv/ebd state/mosquitto", user="someone"
+        host="127.0.0.1",
+        port=18830,
+        terminal_host="0.0.0.0",  # noqa: S104  a rendering, not a bind
+        terminal_port=18831,
+        data_dir="/srv/ebd state/mosquitto",
+        user="someone",
+        files=BrokerFiles.in_folder("/a", "/t"),
     )
     assert line in text.splitlines()
 
@@ -399,7 +430,9 @@ def test_mosquitto_config_has_the_settings_this_workload_needs(line: str) -> Non
     ],
 )
 def test_redis_config_has_the_settings_this_workload_needs(line: str) -> None:
-    text = render_redis_conf(host="127.0.0.1", port=16379, data_dir='/srv/ebd "state"/redis')
+    text = render_redis_conf(
+        host="127.0.0.1", port=16379, data_dir='/srv/ebd "state"/redis', users_file="/u.conf"
+    )
     assert line in text.splitlines()
 
 
@@ -408,17 +441,29 @@ def test_redis_config_has_the_settings_this_workload_needs(line: str) -> None:
     [("127.0.0.1", "yes"), ("::1", "yes"), ("localhost", "yes"), ("0.0.0.0", "no")],  # noqa: S104
 )
 def test_redis_protected_mode_is_off_only_beyond_loopback(host: str, protected_mode: str) -> None:
-    text = render_redis_conf(host=host, port=6379, data_dir="/data")
+    text = render_redis_conf(host=host, port=6379, data_dir="/data", users_file="/u.conf")
     assert f"protected-mode {protected_mode}" in text.splitlines()
 
 
 def test_extra_config_comes_last_so_it_wins() -> None:
     text = render_redis_conf(
-        host="127.0.0.1", port=6379, data_dir="/data", extra_config="maxclients 50\n"
+        host="127.0.0.1",
+        port=6379,
+        data_dir="/data",
+        users_file="/u.conf",
+        extra_config="maxclients 50\n",
     )
     assert text.splitlines()[-1] == "maxclients 50"
 
 
 def test_a_line_break_in_a_config_value_is_refused() -> None:
     with pytest.raises(ServiceError, match="line break"):
-        render_mosquitto_conf(host="127.0.0.1", port=1, data_dir="/x\nlistener 1", user="u")
+        render_mosquitto_conf(
+            host="127.0.0.1",
+            port=1,
+            terminal_host="127.0.0.1",
+            terminal_port=2,
+            data_dir="/x\nlistener 1",
+            user="u",
+            files=BrokerFiles.in_folder("/a", "/t"),
+        )

@@ -21,7 +21,7 @@ from receiver.simulator import (
     village_terminals,
 )
 from tests.helpers import fujian, unique, wait_for
-from tests.support.broker import Watch, alert_body
+from tests.support.broker import TEST_KEYRING, Watch, alert_body, simulator_on
 
 COUNTY_A = "350181"  # 福清市, 522 villages
 COUNTY_B = "350582"  # 晋江市, 405 villages
@@ -62,7 +62,7 @@ async def test_a_county_alert_reaches_exactly_that_countys_terminals_once_each(
     prefix, alert_id = unique("sim"), unique("al")
     county_a = terminals(tree, COUNTY_A, 150, prefix)
     county_b = terminals(tree, COUNTY_B, 150, prefix)
-    async with Simulator(county_a + county_b, mqtt_url) as sim:
+    async with await simulator_on(mqtt_url, county_a + county_b) as sim:
         assert sim.connected == 300
         await watch.publish(alert_topic(COUNTY_A), alert_body(alert_id, areas=[COUNTY_A]))
         await sim.wait_played(alert_id, 150, timeout=20)
@@ -85,7 +85,7 @@ async def test_silent_terminals_play_but_never_ack_and_failing_ones_ack_failed(
     silent = frozenset(t.id for t in fleet[:10])
     failing = frozenset(t.id for t in fleet[10:15])
     behaviour = Behaviour(silent=silent, fail=failing, play_time=0.05, send_playing=True)
-    async with Simulator(fleet, mqtt_url, behaviour=behaviour) as sim:
+    async with await simulator_on(mqtt_url, fleet, behaviour=behaviour) as sim:
         await watch.publish(alert_topic(COUNTY_A), alert_body(alert_id, areas=[COUNTY_A]))
         await sim.wait_played(alert_id, 45, timeout=20)
         await wait_for(lambda: sim.counts.failed(alert_id) == 5)
@@ -107,7 +107,7 @@ async def test_a_cancel_during_play_time_stops_the_virtual_playback(
 ) -> None:
     prefix, alert_id, cancel_id = unique("sim"), unique("al"), unique("cancel")
     fleet = terminals(tree, COUNTY_B, 20, prefix)
-    async with Simulator(fleet, mqtt_url, behaviour=Behaviour(play_time=60)) as sim:
+    async with await simulator_on(mqtt_url, fleet, behaviour=Behaviour(play_time=60)) as sim:
         await watch.publish(alert_topic(COUNTY_B), alert_body(alert_id, areas=[COUNTY_B]))
         await sim.wait_received(alert_id, 20, timeout=20)
         cancel = alert_body(cancel_id, msg_type="cancel", references=[alert_id], areas=[COUNTY_B])
@@ -123,7 +123,7 @@ async def test_a_dropped_terminal_leaves_its_will_and_gets_what_it_missed_on_ret
     prefix, alert_id = unique("sim"), unique("al")
     fleet = terminals(tree, COUNTY_A, 30, prefix)
     dropped = [t.id for t in fleet[:5]]
-    async with Simulator(fleet, mqtt_url) as sim:
+    async with await simulator_on(mqtt_url, fleet) as sim:
         await wait_for(lambda: all(watch.states(t.id) == ["online"] for t in fleet))
         await sim.drop(dropped)
         await wait_for(lambda: all(watch.states(i) == ["online", "offline"] for i in dropped))
@@ -149,7 +149,7 @@ async def test_start_gives_up_saying_how_many_connected() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # bound but not listening: every connect is refused
         fleet = [SimTerminal(unique("sim"), "350102001001") for _ in range(3)]
-        sim = Simulator(fleet, f"mqtt://127.0.0.1:{port}")
+        sim = Simulator(fleet, f"mqtt://127.0.0.1:{port}", keyring=TEST_KEYRING)
         with pytest.raises(SimulatorError, match="only 0 of 3 terminals") as failed:
             await sim.start(timeout=1.0)
     assert (failed.value.connected, failed.value.total) == (0, 3)
@@ -162,7 +162,7 @@ async def test_ack_delay_holds_acks_back_in_order(
     prefix, alert_id = unique("sim"), unique("al")
     fleet = terminals(tree, COUNTY_B, 5, prefix)
     loop = asyncio.get_running_loop()
-    async with Simulator(fleet, mqtt_url, behaviour=Behaviour(ack_delay=0.3)) as sim:
+    async with await simulator_on(mqtt_url, fleet, behaviour=Behaviour(ack_delay=0.3)) as sim:
         published = loop.time()
         await watch.publish(alert_topic(COUNTY_B), alert_body(alert_id, areas=[COUNTY_B]))
         await sim.wait_played(alert_id, 5, timeout=20)
@@ -177,13 +177,16 @@ async def test_ebd_sim_reports_ready_and_stops_cleanly(
     mqtt_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ready = tmp_path / "ready"
+    sim = await simulator_on(mqtt_url, village_terminals(fujian().villages("350102001")))
     task = asyncio.create_task(
         run_simulator_cli(
-            village_terminals(fujian().villages("350102001")),
+            sim.terminals,
             "鼓东街道",
-            mqtt_url,
+            sim.mqtt_url,
             ready_file=ready,
             interval=0.05,
+            keyring=TEST_KEYRING,
+            ca_pem=sim.ca_pem,
         )
     )
     await wait_for(ready.exists)

@@ -36,6 +36,7 @@ from dispatcher.embedded.processes import free_port
 from dispatcher.settings import PROJECT_ROOT
 from receiver.simulator import SimTerminal
 from tests.integration.engine import OFFICES, REGIONS_FILE, alert_body
+from tests.support.broker import Provisioning, mqtt_settings, provision, signing_settings
 
 PROVINCE_TOKEN = "tok-province"
 _LOG_TAIL_LINES = 40
@@ -154,7 +155,7 @@ class EngineProcess:
             *_table(
                 "[mqtt]",
                 {
-                    "url": mqtt_url,
+                    **mqtt_settings(mqtt_url),
                     "shared_subscription": shared_subscription,
                     # Short, so a forgotten session does not sit in a long-lived broker for days.
                     "session_expiry": 600,
@@ -162,6 +163,7 @@ class EngineProcess:
                 },
             ),
             *_table("[redis]", {"url": redis_url}),
+            *_table("[signing]", signing_settings()),
             *_table("[regions]", {"file": REGIONS_FILE}),
             *_table("[dispatch]", {"claim_idle_seconds": float(claim_idle_seconds)}),
             *_table("[resend]", resend or {}),
@@ -366,15 +368,20 @@ class EngineApi:
         base_url: str | None = None,
         *,
         part: int | None = None,
-    ) -> None:
+    ) -> Provisioning:
         """Register terminals (``SimTerminal`` or ``{"id": …, "region": …}``), ``part`` of them
-        per request (all in one by default): the API caps a request's size."""
+        per request (all in one by default): the API caps a request's size. The ``SimTerminal``
+        get their passwords; what the engine handed out for them."""
+        terminals = list(terminals)
         body = [_terminal_row(t) for t in terminals]
         url = f"{base_url or self.base_url}/api/v1/terminals"
         step = part or max(1, len(body))
+        answers = []
         for start in range(0, max(1, len(body)), step):
             async with self.http.post(url, json=body[start : start + step]) as response:
                 assert response.status == 200, await response.text()
+                answers.append(await response.json())
+        return provision([t for t in terminals if isinstance(t, SimTerminal)], answers)
 
     async def issue(
         self,

@@ -1,7 +1,9 @@
-"""The terminal's decisions: validation, dedup, expiry, resend, cancel, update, ordering, speech."""
+"""The terminal's decisions: signatures and replays, validation, dedup, expiry, resend, cancel,
+update, ordering, speech."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from datetime import UTC, datetime, timedelta, timezone
@@ -10,6 +12,7 @@ from typing import Any
 import pytest
 
 from dispatcher.core.regions import Level, Region, RegionTree
+from dispatcher.core.signing import ALG_ED25519, CachingVerifier, Keyring, SigningKey
 from receiver.brain import (
     MAX_PAYLOAD,
     SEVERITY_ZH,
@@ -18,6 +21,7 @@ from receiver.brain import (
     Dropped,
     MalformedAlert,
     Play,
+    Rejected,
     Stop,
     TerminalBrain,
     parse_alert,
@@ -67,7 +71,26 @@ def encode(body: dict[str, Any]) -> bytes:
     return json.dumps(body, ensure_ascii=False).encode()
 
 
+# The engine's key in these tests, and the keyring the terminals are provisioned with.
+KEY = SigningKey(ALG_ED25519, bytes(range(32)))
+KEYRING = Keyring([KEY.public()])
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+def sign(payload: bytes | dict[str, Any], key: SigningKey = KEY) -> bytes:
+    """``payload`` as the engine publishes it: a JWS signed by ``key``. Built here rather than
+    by Signer, which refuses an oversized payload that these tests must still deliver."""
+    raw = payload if isinstance(payload, bytes) else encode(payload)
+    header = f'{{"alg":"{key.alg}","kid":"{key.kid}","typ":"ebd+v1"}}'.encode()
+    signing_input = _b64(header) + b"." + _b64(raw)
+    return signing_input + b"." + _b64(key.sign(signing_input))
+
+
 def brain(**kwargs: Any) -> TerminalBrain:
+    kwargs.setdefault("verify", KEYRING.verify)
     return TerminalBrain("T1", ZHONGSHAN, **kwargs)
 
 
@@ -83,6 +106,8 @@ def summary(actions: list[Action]) -> list[str]:
             line = f"play {action.alert_id}"
         elif isinstance(action, Stop):
             line = f"stop {action.alert_id} {action.reason} by {action.by}"
+        elif isinstance(action, Rejected):
+            line = f"reject {action.reason}"
         else:
             assert isinstance(action, Dropped)
             line = f"drop {action.reason}"
@@ -92,8 +117,8 @@ def summary(actions: list[Action]) -> list[str]:
 
 def deliver(b: TerminalBrain, body: dict[str, Any] | bytes, *, topic: str = COUNTY_TOPIC,
             now: datetime = T0 + timedelta(minutes=1)) -> list[str]:  # fmt: skip
-    payload = body if isinstance(body, bytes) else encode(body)
-    return summary(b.handle(topic, payload, now))
+    """Deliver ``body`` signed by the engine's key, as the engine publishes it."""
+    return summary(b.handle(topic, sign(body), now))
 
 
 # -- validation ----------------------------------------------------------------------------
@@ -142,14 +167,14 @@ def test_a_malformed_alert_is_dropped_with_its_reason_and_never_acked(
 ) -> None:
     with pytest.raises(MalformedAlert, match=re.escape(reason)):
         parse_alert(payload)
-    actions = brain().handle(COUNTY_TOPIC, payload, T0)
+    actions = brain().handle(COUNTY_TOPIC, sign(payload), T0)
     assert len(actions) == 1
     assert isinstance(actions[0], Dropped)
     assert reason in actions[0].reason
 
 
 def test_a_malformed_alert_with_a_readable_id_names_it() -> None:
-    (dropped,) = brain().handle(COUNTY_TOPIC, encode(alert("a9", status="nope")), T0)
+    (dropped,) = brain().handle(COUNTY_TOPIC, sign(alert("a9", status="nope")), T0)
     assert isinstance(dropped, Dropped)
     assert dropped.alert_id == "a9"
 
@@ -198,10 +223,10 @@ def test_an_alert_is_played_once_however_often_and_by_whatever_topic_it_arrives(
 
 def test_a_resend_repeats_the_latest_ack_exactly() -> None:
     b = brain()
-    b.handle(COUNTY_TOPIC, encode(alert()), T0)
+    b.handle(COUNTY_TOPIC, sign(alert()), T0)
     played_at = T0 + timedelta(seconds=40)
     (played,) = b.finished("a1", played_at)
-    (again,) = b.handle(CMD_TOPIC, encode(alert()), T0 + timedelta(hours=1))
+    (again,) = b.handle(CMD_TOPIC, sign(alert()), T0 + timedelta(hours=1))
     assert isinstance(played, Ack)
     assert isinstance(again, Ack)
     assert again.payload() == played.payload()
@@ -213,7 +238,8 @@ def test_a_resend_repeats_the_latest_ack_exactly() -> None:
     ("now", "expected"),
     [
         (T0 + timedelta(hours=6), ["ack a1 failed expired"]),
-        (T0 + timedelta(days=2), ["ack a1 failed expired"]),
+        # Still inside the replay window (24 h after sent); beyond it, see the replay tests.
+        (T0 + timedelta(hours=23), ["ack a1 failed expired"]),
         (T0 + timedelta(hours=6) - timedelta(microseconds=1), ["ack a1 received", "play a1"]),
     ],
     ids=["at the expiry", "long after", "just before"],
@@ -260,7 +286,7 @@ def test_a_player_failure_is_acked_failed_with_its_detail() -> None:
 
 def test_an_exercise_is_played_with_the_drill_prefix() -> None:
     b = brain()
-    actions = b.handle(COUNTY_TOPIC, encode(alert(status="exercise")), T0)
+    actions = b.handle(COUNTY_TOPIC, sign(alert(status="exercise")), T0)
     play = actions[1]
     assert isinstance(play, Play)
     assert play.text.startswith("演练：")
@@ -548,7 +574,7 @@ def test_the_receiver_agrees_with_the_engine_models() -> None:
 
 
 def test_the_receiver_imports_nothing_of_the_engine_but_the_wire_contract() -> None:
-    """A terminal maker reads receiver/ and dispatcher/core/wire.py, nothing else."""
+    """A terminal maker reads receiver/, dispatcher/core/wire.py and signing.py, nothing else."""
     import ast
     from pathlib import Path
 
@@ -563,9 +589,156 @@ def test_the_receiver_imports_nothing_of_the_engine_but_the_wire_contract() -> N
             else:
                 continue
             engine = [n for n in names if n.split(".")[0] in ("dispatcher", "adapters", "drills")]
-            assert all(n == "dispatcher.core.wire" for n in engine), (path.name, engine)
+            contract = ("dispatcher.core.wire", "dispatcher.core.signing")
+            assert all(n in contract for n in engine), (path.name, engine)
 
 
 def test_now_must_be_timezone_aware() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
-        brain().handle(COUNTY_TOPIC, encode(alert()), datetime(2026, 7, 1, 8, 0))
+        brain().handle(COUNTY_TOPIC, sign(alert()), datetime(2026, 7, 1, 8, 0))
+
+
+# -- signatures and replays ----------------------------------------------------------------
+
+OTHER_KEY = SigningKey(ALG_ED25519, bytes(range(1, 33)))
+
+
+def _tampered(message: bytes) -> bytes:
+    """The message with one payload character changed: the signature no longer holds."""
+    header, payload, signature = message.split(b".")
+    flipped = payload[:10] + (b"A" if payload[10:11] != b"A" else b"B") + payload[11:]
+    return b".".join([header, flipped, signature])
+
+
+REFUSALS = [
+    ("an unsigned alert", encode(alert()), COUNTY_TOPIC, "unsigned"),
+    ("an unsigned command", b'{"v":1,"cmd":"reboot"}', CMD_TOPIC, "unsigned"),
+    ("an alert signed by an unknown key", sign(alert(), OTHER_KEY), COUNTY_TOPIC,
+     f"unknown key {OTHER_KEY.kid}"),
+    ("a tampered alert", _tampered(sign(alert())), COUNTY_TOPIC, "bad signature"),
+    ("a JWS cut short", sign(alert()).rpartition(b".")[0], COUNTY_TOPIC, "malformed"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("payload", "topic", "reason"), [r[1:] for r in REFUSALS],
+                         ids=[r[0] for r in REFUSALS])  # fmt: skip
+def test_a_message_that_does_not_verify_is_refused_reported_and_never_acked(
+    payload: bytes, topic: str, reason: str
+) -> None:
+    b = brain()
+    now = T0 + timedelta(minutes=1)
+    (refused,) = b.handle(topic, payload, now)
+    assert isinstance(refused, Rejected)
+    assert isinstance(refused, Dropped)  # what logs and counts drops sees it too
+    assert refused.reason.startswith(reason)
+    assert refused.at == now
+    assert refused.topic == topic
+    assert len(b) == 0  # nothing of it was remembered
+    # A genuine copy that comes after still plays: a refusal poisons nothing.
+    assert deliver(b, alert()) == ["ack a1 received", "play a1"]
+
+
+def test_a_refusal_names_the_key_the_message_claimed() -> None:
+    (refused,) = brain().handle(COUNTY_TOPIC, sign(alert(), OTHER_KEY), T0)
+    assert isinstance(refused, Rejected)
+    assert refused.kid == OTHER_KEY.kid
+
+
+def test_a_brain_without_a_keyring_refuses_everything() -> None:
+    assert deliver(brain(verify=None), alert()) == ["reject no keyring configured"]
+
+
+def test_a_retired_key_is_accepted_during_its_overlap_only() -> None:
+    retire_at = T0 + timedelta(minutes=10)
+    ring = Keyring([KEY.public(not_after=retire_at)])
+    assert deliver(brain(verify=ring.verify), alert(), now=retire_at - timedelta(seconds=1)) == [
+        "ack a1 received",
+        "play a1",
+    ]
+    assert deliver(brain(verify=ring.verify), alert(), now=retire_at) == [
+        f"reject key {KEY.kid} retired at {retire_at.isoformat()}"
+    ]
+
+
+REPLAYS = [
+    ("sent just over 24 h ago", T0 + timedelta(hours=24, seconds=1), "more than 24 h ago"),
+    ("sent over 5 min ahead", T0 - timedelta(minutes=5, seconds=1), "more than 5 min ahead"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("now", "reason"), [r[1:] for r in REPLAYS],
+                         ids=[r[0] for r in REPLAYS])  # fmt: skip
+def test_a_signed_alert_sent_outside_the_window_is_refused_as_a_replay(
+    now: datetime, reason: str
+) -> None:
+    b = brain()
+    body = alert(expires=(T0 + timedelta(days=3)).isoformat())
+    (refused,) = b.handle(COUNTY_TOPIC, sign(body), now)
+    assert isinstance(refused, Rejected)
+    assert refused.reason == f"replay: sent 2026-07-01T08:00:00.000+08:00 is {reason}"
+    assert refused.alert_id == "a1"
+    assert len(b) == 0
+
+
+@pytest.mark.parametrize(
+    "now", [T0 + timedelta(hours=24), T0 - timedelta(minutes=5)], ids=["24 h", "5 min ahead"]
+)
+def test_the_edges_of_the_replay_window_are_inside_it(now: datetime) -> None:
+    body = alert(expires=(T0 + timedelta(days=3)).isoformat())
+    assert deliver(brain(), body, now=now) == ["ack a1 received", "play a1"]
+
+
+def test_the_replay_window_is_configurable() -> None:
+    b = brain(max_age=timedelta(minutes=30), skew=timedelta(seconds=0))
+    assert deliver(b, alert("a1"), now=T0 + timedelta(minutes=31))[0].startswith(
+        "reject replay: sent 2026-07-01T08:00:00.000+08:00 is more than 30 min ago"
+    )
+    ahead = alert("a2", sent=T0 + timedelta(seconds=1))
+    assert deliver(b, ahead, now=T0) == [
+        "reject replay: sent 2026-07-01T08:00:01.000+08:00 is more than 0 s ahead"
+    ]
+
+
+def test_a_verbatim_replay_inside_the_window_repeats_the_ack_and_never_plays_again() -> None:
+    b = brain()
+    message = sign(alert())
+    first = summary(b.handle(COUNTY_TOPIC, message, T0 + timedelta(minutes=1)))
+    assert first == ["ack a1 received", "play a1"]
+    again = summary(b.handle(COUNTY_TOPIC, message, T0 + timedelta(hours=2)))
+    assert again == ["ack a1 received (repeat)"]
+
+
+def test_a_signed_command_is_verified_then_judged() -> None:
+    assert deliver(brain(), b'{"v":1,"cmd":"reboot"}', topic=CMD_TOPIC) == ["drop unknown command"]
+
+
+def test_brains_sharing_a_caching_verifier_each_check_their_own_clock() -> None:
+    retire_at = T0 + timedelta(minutes=10)
+    shared = CachingVerifier(Keyring([KEY.public(not_after=retire_at)]))
+    early, late = brain(verify=shared), brain(verify=shared)
+    message = sign(alert())
+    assert summary(early.handle(COUNTY_TOPIC, message, T0 + timedelta(minutes=1)))[0] == (
+        "ack a1 received"
+    )
+    (refused,) = late.handle(COUNTY_TOPIC, message, retire_at)
+    assert isinstance(refused, Rejected)
+    assert refused.reason.startswith(f"key {KEY.kid} retired")
+
+
+def test_the_state_report_of_a_refusal_keeps_the_state_fields() -> None:
+    refused = Rejected(CMD_TOPIC, "bad signature", kid="ed25519-00", at=T0)
+    report = json.loads(state_payload("online", ZHONGSHAN, "fw/1", T0, rejected=refused))
+    assert report == {
+        "v": 1,
+        "state": "online",
+        "region": ZHONGSHAN,
+        "firmware": "fw/1",
+        "at": "2026-07-01T08:00:00.000+08:00",
+        "rejected": {
+            "reason": "bad signature",
+            "kid": "ed25519-00",
+            "topic": CMD_TOPIC,
+            "alert_id": None,
+            "at": "2026-07-01T08:00:00.000+08:00",
+        },
+    }

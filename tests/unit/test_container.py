@@ -15,7 +15,7 @@ import re
 import shlex
 import tomllib
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -543,7 +543,10 @@ def test_compose_engine_is_built_here_and_reads_the_mounted_config(
 
 
 def test_compose_engine_environment_is_valid_settings(
-    services: dict[str, Any], dockerfile: list[Instruction], monkeypatch: pytest.MonkeyPatch
+    services: dict[str, Any],
+    dockerfile: list[Instruction],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     # No EBD_ variable of the machine running the tests is set (tests/conftest.py).
     ebd = services["ebd"]
@@ -559,8 +562,17 @@ def test_compose_engine_environment_is_valid_settings(
     image_env = {k: v for k, v in env_of(dockerfile).items() if k.startswith("EBD_")}
     for key, value in {**image_env, **environment}.items():
         monkeypatch.setenv(key, str(value))
+    # The offices file is generated on the first start (the `secrets` service): here, the list
+    # it is made from, with a token hash as the generated one has.
+    offices = json.loads((ROOT / "config/offices.example.json").read_text(encoding="utf-8"))
+    generated = tmp_path / "offices.json"
+    generated.write_text(
+        json.dumps([{**o, "token_sha256": f"{i:064x}"} for i, o in enumerate(offices)])
+    )
+    monkeypatch.setenv("EBD_OFFICES_FILE", str(generated))
 
     settings = load_settings(None)
+    assert [o.id for o in settings.offices] == [o["id"] for o in offices]
     assert settings.mqtt.url == environment["EBD_MQTT__URL"], (
         f"EBD_MQTT__URL did not come through: mqtt.url is {settings.mqtt.url!r}"
     )

@@ -6,7 +6,8 @@ ports, which the loudspeaker adapter implements; the HTTP layer on the store; th
 drills) take what they need from core, store and HTTP. Only the composition root
 (``dispatcher.app`` and the other loose modules of ``dispatcher/``) and the CLI may import
 everything, so ``dispatcher`` imports an adapter or a feature nowhere else. The reference
-receiver imports nothing of the engine but the wire contract.
+receiver imports nothing of the engine but the wire contract (wire and signing), and those
+import nothing of the engine but each other.
 """
 
 from __future__ import annotations
@@ -44,10 +45,14 @@ ALLOWED: dict[str, frozenset[str]] = {
     "dispatcher.http": frozenset({"dispatcher.core", "dispatcher.store"}),
     "adapters.sms": frozenset({"dispatcher.core", "dispatcher.store", "dispatcher.http"}),
     "drills": frozenset({"dispatcher.core", "dispatcher.store", "dispatcher.http"}),
-    "receiver": frozenset(),  # dispatcher.core.wire alone, checked below
+    "receiver": frozenset(),  # RECEIVER_CONTRACT alone, checked below
     "dispatcher": EVERYTHING,  # the composition root
     "dispatcher.cli": EVERYTHING,
 }
+
+
+# The terminal's contract: what the reference receiver may import of the engine.
+RECEIVER_CONTRACT = ("dispatcher.core.wire", "dispatcher.core.signing")
 
 
 def package_of(module: str) -> str | None:
@@ -96,8 +101,10 @@ def test_imports_run_one_way(module: str, path: Path) -> None:
         if target is None or target == own or imported in ("dispatcher", "adapters"):
             continue
         if own == "receiver":
-            ok = imported.startswith("receiver") or imported == "dispatcher.core.wire"
-            ok = ok or imported.startswith("dispatcher.core.wire.")
+            ok = imported.startswith("receiver") or any(
+                imported == contract or imported.startswith(contract + ".")
+                for contract in RECEIVER_CONTRACT
+            )
         else:
             ok = target in ALLOWED[own]
         if not ok:
@@ -116,3 +123,12 @@ def test_no_two_packages_import_each_other() -> None:
     roots = {"dispatcher", "dispatcher.cli"}
     both = sorted((a, b) for a, b in edges if (b, a) in edges and a < b and not {a, b} & roots)
     assert not both, both
+
+
+@pytest.mark.parametrize("contract", RECEIVER_CONTRACT)
+def test_the_receiver_contract_imports_only_the_contract(contract: str) -> None:
+    path = ROOT / (contract.replace(".", "/") + ".py")
+    engine = [name for _, name in imports_of(path) if package_of(name) is not None]
+    assert all(
+        any(name == c or name.startswith(c + ".") for c in RECEIVER_CONTRACT) for name in engine
+    ), engine

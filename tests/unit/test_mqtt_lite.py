@@ -1,18 +1,36 @@
 """The minimal MQTT 5 client: packet encoding and decoding, and the protocol's bookkeeping
-(driven through a fake transport; the real broker is in tests/integration/test_simulator.py)."""
+(driven through a fake transport), and credentials and TLS against a real mosquitto of this
+module's own (the simulator against the project's broker is in
+tests/integration/test_simulator.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import getpass
+import ipaddress
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from receiver.mqtt_lite import (
     MAX_PACKET_SIZE,
     Connack,
     ConnectionLost,
     ConnectRefused,
+    CredentialsRefused,
     Message,
     MqttConnection,
     MqttUrl,
@@ -31,7 +49,9 @@ from receiver.mqtt_lite import (
     encode_publish,
     encode_subscribe,
     encode_varint,
+    open_connection,
     parse_mqtt_url,
+    refusal,
     split_packets,
 )
 
@@ -477,3 +497,360 @@ async def test_disconnect_is_normal_so_the_broker_keeps_the_session_and_drops_th
     assert transport.writes == [b"\xe0\x00"]
     assert not transport.aborted
     assert conn.closed.done()
+
+
+# -- credentials and TLS against a real mosquitto ---------------------------------------------
+#
+# A broker of this module's own (tests/support's MosquittoServer is the project's shipped
+# config; these tests want a bare one): anonymous clients refused, a password file made with
+# mosquitto_passwd, a plain listener and a TLS listener with a CA and a server certificate
+# made here with `cryptography`.
+
+USER = "T350102001001"
+PASSWORD = "s3cret-Pässword"
+WRONG_PASSWORD = "wrong-Pässword-0451"
+
+
+@dataclass
+class Pki:
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    other_ca_file: Path
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _certificate(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: tuple[str, ec.EllipticCurvePrivateKey] | None = None,
+) -> x509.Certificate:
+    """A CA certificate (self-signed) without ``issuer``; a server one for 127.0.0.1 with."""
+    now = datetime.now(UTC)
+    issuer_name, issuer_key = issuer or (subject, key)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(_name(issuer_name))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+    )
+    if issuer is None:
+        builder = builder.add_extension(
+            x509.BasicConstraints(ca=True, path_length=None), critical=True
+        ).add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+    else:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _pem(certificate: x509.Certificate) -> bytes:
+    return certificate.public_bytes(serialization.Encoding.PEM)
+
+
+def make_pki(folder: Path) -> Pki:
+    ca_key, server_key, other_key = _key(), _key(), _key()
+    pki = Pki(
+        ca_file=folder / "ca.crt",
+        cert_file=folder / "server.crt",
+        key_file=folder / "server.key",
+        other_ca_file=folder / "other-ca.crt",
+    )
+    pki.ca_file.write_bytes(_pem(_certificate("test CA", ca_key)))
+    pki.other_ca_file.write_bytes(_pem(_certificate("another CA", other_key)))
+    pki.cert_file.write_bytes(_pem(_certificate("broker", server_key, ("test CA", ca_key))))
+    pki.key_file.write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return pki
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_listening(port: int, proc: subprocess.Popen[bytes], deadline: float) -> None:
+    """Until something accepts on ``port`` (bounded by ``deadline``, a monotonic time)."""
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mosquitto exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)  # polling a condition, within the deadline
+
+
+@dataclass
+class SecureBroker:
+    port: int
+    tls_port: int
+    pki: Pki
+    log: Path
+
+
+@pytest.fixture(scope="module")
+def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
+    folder = tmp_path_factory.mktemp("secure-mosquitto")
+    pki = make_pki(folder)
+    passwd = folder / "passwd"
+    mosquitto_passwd = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    subprocess.run([mosquitto_passwd, "-b", "-c", str(passwd), USER, PASSWORD], check=True)
+    port, tls_port = _free_port(), _free_port()
+    conf = folder / "mosquitto.conf"
+    conf.write_text(
+        f"per_listener_settings false\n"
+        f"allow_anonymous false\n"
+        f"password_file {passwd}\n"
+        f"user {getpass.getuser()}\n"
+        f"listener {port} 127.0.0.1\n"
+        f"listener {tls_port} 127.0.0.1\n"
+        f"cafile {pki.ca_file}\n"
+        f"certfile {pki.cert_file}\n"
+        f"keyfile {pki.key_file}\n"
+        f"tls_version tlsv1.2\n"
+    )
+    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    log = folder / "mosquitto.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([mosquitto, "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        _wait_listening(port, proc, deadline)
+        _wait_listening(tls_port, proc, deadline)
+        yield SecureBroker(port, tls_port, pki, log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _client_context(ca_file: Path) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(ca_file))
+
+
+def _no_password_in(exc: BaseException, *passwords: str) -> None:
+    for text in (str(exc), repr(exc), repr(exc.args)):
+        for password in passwords:
+            assert password not in text
+
+
+def _settle(future: asyncio.Future[Message], message: Message) -> None:
+    if not future.done():
+        future.set_result(message)
+
+
+async def test_good_credentials_connect(secure_broker: SecureBroker) -> None:
+    received: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+    conn, connack = await open_connection(
+        "127.0.0.1",
+        secure_broker.port,
+        USER,
+        timeout=5,
+        on_message=lambda message: _settle(received, message),
+        keepalive=30,
+        clean_start=True,
+        username=USER,
+        password=PASSWORD,
+    )
+    try:
+        assert connack.reason_code == 0
+        topic = f"eb/v1/term/{USER}/cmd"
+        assert await conn.subscribe([topic]) == [1]
+        assert await conn.publish_acked(topic, b"ping") == 0
+        async with asyncio.timeout(5):
+            assert (await received).payload == b"ping"
+    finally:
+        conn.disconnect()
+        await conn.closed
+
+
+async def test_a_wrong_password_is_refused_without_showing_it(
+    secure_broker: SecureBroker,
+) -> None:
+    lost: list[BaseException | None] = []
+    with pytest.raises(CredentialsRefused) as refused:
+        await open_connection(
+            "127.0.0.1",
+            secure_broker.port,
+            USER,
+            timeout=5,
+            on_lost=lambda _conn, exc: lost.append(exc),
+            keepalive=30,
+            username=USER,
+            password=WRONG_PASSWORD,
+        )
+    assert refused.value.reason_code == 0x87  # mosquitto 2.0 says "not authorized" for both
+    assert isinstance(refused.value, ConnectRefused)
+    assert not isinstance(refused.value, (OSError, ConnectionLost))
+    assert USER in str(refused.value)
+    _no_password_in(refused.value, WRONG_PASSWORD, PASSWORD)
+    assert lost == [refused.value]  # on_lost got the same exception: no password there either
+
+
+async def test_an_anonymous_client_is_refused(secure_broker: SecureBroker) -> None:
+    with pytest.raises(CredentialsRefused) as refused:
+        await open_connection("127.0.0.1", secure_broker.port, "anonymous-1", timeout=5)
+    assert refused.value.reason_code == 0x87  # mosquitto 2.0: not authorized
+
+
+async def test_a_user_name_of_nobody_is_refused(secure_broker: SecureBroker) -> None:
+    with pytest.raises(CredentialsRefused):
+        await open_connection(
+            "127.0.0.1",
+            secure_broker.port,
+            "T0",
+            timeout=5,
+            username="T0",
+            password=PASSWORD,
+        )
+
+
+async def test_tls_with_credentials_connects(secure_broker: SecureBroker) -> None:
+    conn, connack = await open_connection(
+        "127.0.0.1",
+        secure_broker.tls_port,
+        USER,
+        timeout=5,
+        ssl=_client_context(secure_broker.pki.ca_file),
+        keepalive=30,
+        clean_start=True,
+        username=USER,
+        password=PASSWORD,
+    )
+    try:
+        assert connack.reason_code == 0
+        assert await conn.subscribe(["eb/v1/alert/35"]) == [1]
+    finally:
+        conn.disconnect()
+        await conn.closed
+
+
+async def test_tls_by_host_name(secure_broker: SecureBroker) -> None:
+    conn, _ = await open_connection(
+        "127.0.0.1",
+        secure_broker.tls_port,
+        USER,
+        timeout=5,
+        ssl=_client_context(secure_broker.pki.ca_file),
+        server_hostname="localhost",
+        username=USER,
+        password=PASSWORD,
+    )
+    conn.disconnect()
+    await conn.closed
+
+
+async def test_tls_against_another_ca_fails_verification(secure_broker: SecureBroker) -> None:
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await open_connection(
+            "127.0.0.1",
+            secure_broker.tls_port,
+            USER,
+            timeout=5,
+            ssl=_client_context(secure_broker.pki.other_ca_file),
+            username=USER,
+            password=PASSWORD,
+        )
+
+
+async def test_tls_wrong_password_is_refused_too(secure_broker: SecureBroker) -> None:
+    with pytest.raises(CredentialsRefused) as refused:
+        await open_connection(
+            "127.0.0.1",
+            secure_broker.tls_port,
+            USER,
+            timeout=5,
+            ssl=_client_context(secure_broker.pki.ca_file),
+            username=USER,
+            password=WRONG_PASSWORD,
+        )
+    _no_password_in(refused.value, WRONG_PASSWORD)
+
+
+# -- refusals and secrets, without a broker ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "kind", "text"),
+    [
+        (0x85, CredentialsRefused, "client identifier not valid"),
+        (0x86, CredentialsRefused, "bad user name or password"),
+        (0x87, CredentialsRefused, "not authorized"),
+        (0x88, ConnectRefused, "server unavailable"),
+        (0xFE, ConnectRefused, "unknown reason"),
+    ],
+)
+def test_refusal_kinds(code: int, kind: type[ConnectRefused], text: str) -> None:
+    exc = refusal(code, "T1", "T1")
+    assert type(exc) is kind
+    assert exc.reason_code == code
+    assert text in str(exc)
+    assert f"0x{code:02x}" in str(exc)
+
+
+async def test_a_credentials_refusal_through_the_protocol_names_the_user_not_the_password() -> None:
+    conn, transport, _ = connection(username="T1", password=PASSWORD)
+    conn.data_received(_hex("20 03 00 86 00"))
+    with pytest.raises(CredentialsRefused) as refused:
+        await conn.connack
+    assert "bad user name or password" in str(refused.value)
+    assert "'T1'" in str(refused.value)
+    _no_password_in(refused.value, PASSWORD)
+    assert transport.aborted
+
+
+def test_an_mqtt_url_hides_its_password() -> None:
+    url = parse_mqtt_url(f"mqtts://T1:{PASSWORD}@broker")
+    assert url == MqttUrl("broker", 8883, "T1", PASSWORD, tls=True)
+    assert PASSWORD not in repr(url)
+    assert PASSWORD not in str(url)
+
+
+@pytest.mark.parametrize(
+    "url", [f"http://T1:{PASSWORD}@broker", f"mqtt://T1:{PASSWORD}@broker:port"]
+)
+def test_a_bad_url_error_hides_the_password(url: str) -> None:
+    with pytest.raises(ValueError, match="mqtt://") as error:
+        parse_mqtt_url(url)
+    assert PASSWORD not in str(error.value)
+    assert "T1:***@broker" in str(error.value)

@@ -3,19 +3,23 @@
 -- A receipt for the whole message, or for its last part (part = parts), settles it; earlier
 -- parts are kept, and a text waiting for more of them stays due for a lookup. A part that
 -- fails fails the text, also after it was counted delivered.
--- KEYS: state, info, counts, doubt. ARGV: job, receipt due, then
+-- A receipt counts only from the gateway that holds the message (info.gateway): one posted
+-- to another gateway's callback changes nothing ('wrong_gateway').
+-- KEYS: state, info, counts, doubt. ARGV: job, receipt due, gateway, then
 -- (r, status, part, parts, mid, err, at)*.
-local job, receipt_due = ARGV[1], ARGV[2]
+local job, receipt_due, gateway = ARGV[1], ARGV[2], ARGV[3]
 local out = {}
-for i = 3, #ARGV, 7 do
+for i = 4, #ARGV, 7 do
   local r, status, part, parts = ARGV[i], ARGV[i+1], tonumber(ARGV[i+2]), tonumber(ARGV[i+3])
   local mid, err, at = ARGV[i+4], ARGV[i+5], ARGV[i+6]
   local state = redis.call('HGET', KEYS[1], r)
   local raw = redis.call('HGET', KEYS[2], r)
   local member = job .. '|' .. r
   local result = 'orphan'
-  if state and raw then
-    local info = cjson.decode(raw)
+  local info = raw and cjson.decode(raw)
+  if info and info.gateway ~= gateway then
+    result = 'wrong_gateway'
+  elseif state and info then
     if mid ~= '' and not info.message_id then info.message_id = mid end
     info.parts = parts
     local ok = info.ok or {}
