@@ -49,6 +49,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from dispatcher.core.broker_auth import (  # noqa: E402
+    ENGINE_ACL,
+    ENGINE_USER,
+    TERMINALS_ACL,
+    password_line,
+)
 from receiver.mqtt_lite import (  # noqa: E402
     ConnectRefused,
     Message,
@@ -60,7 +66,6 @@ from receiver.mqtt_lite import (  # noqa: E402
 N_DEFAULT = 17_498
 ITERATIONS = 101  # mosquitto 2.0's PW_DEFAULT_ITERATIONS (src/password_mosq.h)
 SALT_LEN = 12  # SALT_LEN there; dynsec refuses any other salt length
-ENGINE_USER = "ebd-engine"
 ADMIN_USER = "ebd-admin"
 ALERT_TOPIC = "eb/v1/alert/35"
 CONCURRENCY = 1000  # connects in flight during the storm
@@ -141,10 +146,8 @@ def dynsec_password(password: str) -> dict[str, Any]:
 
 
 def passwd_line(user: str, password: str) -> str:
-    """A mosquitto 2.0 password file line: ``user:$7$iterations$salt$hash`` (base64 each)."""
-    salt = os.urandom(SALT_LEN)
-    digest = base64.b64encode(pbkdf2(password, salt)).decode()
-    return f"{user}:$7${ITERATIONS}${base64.b64encode(salt).decode()}${digest}\n"
+    """A mosquitto 2.0 password file line, as the engine writes it."""
+    return password_line(user, password) + "\n"
 
 
 # -- dynsec config -----------------------------------------------------------------------------
@@ -220,22 +223,7 @@ def dynsec_config(terms: list[Terminal], engine_pw: str, admin_pw: str) -> dict[
     }
 
 
-TERMINALS_ACL = """\
-# Every client of this listener is a terminal whose user name is its terminal id, and its
-# client id is its user name (use_username_as_clientid true). %u is the user name.
-pattern read eb/v1/alert/#
-pattern read eb/v1/term/%u/cmd
-pattern write eb/v1/term/%u/ack
-pattern write eb/v1/term/%u/state
-"""
-
-ENGINE_ACL = f"""\
-user {ENGINE_USER}
-topic write eb/v1/alert/#
-topic write eb/v1/term/+/cmd
-topic read eb/v1/term/+/ack
-topic read eb/v1/term/+/state
-"""
+# The ACLs the product ships (dispatcher.core.broker_auth): what is measured is what runs.
 
 
 # -- the broker ------------------------------------------------------------------------------

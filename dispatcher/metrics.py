@@ -16,8 +16,7 @@ from adapters.loudspeaker.publisher import MqttLink
 from adapters.sms.handlers import SMS_CHANNEL
 from dispatcher.core.auth import hash_token
 from dispatcher.core.config import ApiSettings
-from dispatcher.core.errors import Forbidden
-from dispatcher.http.requests import office_of
+from dispatcher.http.requests import province_office
 from dispatcher.http.state import API, STORE
 from dispatcher.parts import ACK_LINK, INGESTER, LINK, SWEEPER, WORKER
 from drills.handlers import DRILLS
@@ -160,13 +159,7 @@ def _require_metrics_access(request: web.Request, api: ApiSettings) -> None:
         and hmac.compare_digest(hash_token(token), api.metrics_token_sha256)
     ):
         return
-    office = office_of(request)
-    if len(office.region) != 2:
-        raise Forbidden(
-            f"/metrics is restricted to the scraper token and province offices; office "
-            f"{office.id} (region {office.region}) may not read it",
-            region_codes=[office.region],
-        )
+    province_office(request, "/metrics (besides the scraper token)")
 
 
 async def metrics_handler(request: web.Request) -> web.Response:

@@ -161,17 +161,7 @@ async def add_drill(request: web.Request) -> web.Response:
     request.app[TREE].get(body.township)
     request.app[OFFICES].require_within(office, [body.township])
     drill = await service.add(body.township, body.at, body.reason, office)
-    await audit(
-        request,
-        AuditAction.DRILL_EDIT,
-        drill.id,
-        {
-            "edit": "added",
-            "township": drill.township,
-            "at": drill.scheduled_at.isoformat(),
-            "reason": body.reason,
-        },
-    )
+    await _edited(request, drill, "added", at=drill.scheduled_at.isoformat(), reason=body.reason)
     return _model_response(drill, status=201)
 
 
@@ -290,17 +280,12 @@ async def move(request: web.Request) -> web.Response:
     office, service, drill = await _addressed(request)
     body = await _body(request, MoveRequest)
     moved = await service.move(drill.id, body.at, body.reason, office)
-    await audit(
+    await _edited(
         request,
-        AuditAction.DRILL_EDIT,
-        drill.id,
-        {
-            "edit": "moved",
-            "township": drill.township,
-            "from": drill.scheduled_at.isoformat(),
-            "to": moved.scheduled_at.isoformat(),
-            "reason": body.reason,
-        },
+        drill,
+        "moved",
+        **{"from": drill.scheduled_at.isoformat(), "to": moved.scheduled_at.isoformat()},
+        reason=body.reason,
     )
     return _model_response(moved)
 
@@ -310,12 +295,7 @@ async def cancel(request: web.Request) -> web.Response:
     office, service, drill = await _addressed(request)
     body = await _body(request, ReasonRequest)
     cancelled = await service.cancel(drill.id, body.reason, office)
-    await audit(
-        request,
-        AuditAction.DRILL_EDIT,
-        drill.id,
-        {"edit": "cancelled", "township": drill.township, "reason": body.reason},
-    )
+    await _edited(request, drill, "cancelled", reason=body.reason)
     return _model_response(cancelled)
 
 
@@ -332,6 +312,16 @@ async def run_now(request: web.Request) -> web.Response:
         {"township": drill.township, "alert_id": fired.alert_id, "reason": str(reason)},
     )
     return _model_response(fired, status=202)
+
+
+async def _edited(request: web.Request, drill: Drill, edit: str, **detail: str) -> None:
+    """The audit record of an edit of ``drill`` (added, moved, cancelled)."""
+    await audit(
+        request,
+        AuditAction.DRILL_EDIT,
+        drill.id,
+        {"edit": edit, "township": drill.township, **detail},
+    )
 
 
 @routes.get("/api/v1/drills/{drill_id}/report")

@@ -84,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--regions-file")
     p.set_defaults(func=serve.cmd_demo)
 
+    p = sub.add_parser("keys", help="rotate the payload signing key (docs/security.md)")
+    p.add_argument("action", choices=["rotate"])
+    p.add_argument("--config", help="the engine's config file (its state folder, [signing])")
+    p.add_argument("--overlap-days", type=float, default=7.0, help="how long the old key stays")
+    p.add_argument("--algorithm", choices=["EdDSA", "SM2SM3"], help="default: [signing]")
+    p.set_defaults(func=lambda args: _keys(args))
+
     p = sub.add_parser(
         "secrets", help="generate a compose deployment's secrets (see docker-compose.yml)"
     )
@@ -269,3 +276,9 @@ def _secrets(args: argparse.Namespace) -> int:
     from dispatcher.cli.secrets import cmd_secrets_init
 
     return cmd_secrets_init(args)
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from dispatcher.cli.keys import cmd_keys_rotate
+
+    return cmd_keys_rotate(args)

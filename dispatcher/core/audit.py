@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NotRequired, TypedDict, Unpack
 
 from dispatcher.core.masking import SECRET_MASK, mask
 
@@ -48,6 +48,19 @@ class AuditAction(StrEnum):
     DRILL_EDIT = "drill.edit"
     DRILL_RUN_NOW = "drill.run_now"
     KEY_ROTATE = "key.rotate"
+
+
+class AuditEntry(TypedDict):
+    """Who did what, from where: a record's fields that its caller gives."""
+
+    office: str
+    # The person, once accounts exist; None until then.
+    person: str | None
+    # Where the request came from (the client's address, or the host of a CLI run).
+    source: str | None
+    action: AuditAction | str
+    target: str
+    detail: NotRequired[Mapping[str, Any] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,12 +140,7 @@ class AuditRecord:
         *,
         after: Checkpoint,
         at: datetime,
-        office: str,
-        person: str | None,
-        source: str | None,
-        action: AuditAction | str,
-        target: str,
-        detail: Mapping[str, Any] | None = None,
+        **entry: Unpack[AuditEntry],
     ) -> AuditRecord:
         """The record that follows ``after``, its detail cleaned (``clean_detail``), hashed."""
         if at.tzinfo is None:
@@ -140,12 +148,12 @@ class AuditRecord:
         body = {
             "seq": after.seq + 1,
             "at": at.astimezone(UTC).isoformat(),
-            "office": office,
-            "person": person,
-            "source": source,
-            "action": str(action),
-            "target": _clean(target, 0),
-            "detail": clean_detail(detail or {}),
+            "office": entry["office"],
+            "person": entry["person"],
+            "source": entry["source"],
+            "action": str(entry["action"]),
+            "target": _clean(entry["target"], 0),
+            "detail": clean_detail(entry.get("detail") or {}),
             "prev": after.hash,
         }
         # Built from the JSON form, so what is hashed now is what a reader parses back.

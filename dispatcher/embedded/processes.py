@@ -22,7 +22,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 from dispatcher.core.broker_auth import ENGINE_ACL, ENGINE_USER, TERMINALS_ACL, password_line
 from dispatcher.core.errors import ServiceError
@@ -354,17 +354,11 @@ class MosquittoServer(ManagedProcess):
     binary = "mosquitto"
     url_template = "mqtt://{netloc}"
 
-    def __init__(
-        self,
-        state_dir: Path,
-        port: int | None = None,
-        host: str = "127.0.0.1",
-        extra_config: str = "",
-        terminal_port: int | None = None,
-    ) -> None:
-        super().__init__(state_dir, port, host, extra_config)
+    def __init__(self, *args: Any, terminal_port: int | None = None, **kwargs: Any) -> None:
+        """As ``ManagedProcess``, and the terminals' listener's port (free one by default)."""
+        super().__init__(*args, **kwargs)
         self._auto_terminal_port = terminal_port is None
-        self._terminal_port = free_port(host) if terminal_port is None else terminal_port
+        self._terminal_port = free_port(self._host) if terminal_port is None else terminal_port
 
     @property
     def engine_password(self) -> str:

@@ -11,8 +11,8 @@ from aiohttp import web
 
 from dispatcher.core.audit import AuditAction, AuditRecord
 from dispatcher.core.auth import Office
-from dispatcher.core.errors import BadRequest, Forbidden
-from dispatcher.http.requests import OFFICE, dumps, office_of
+from dispatcher.core.errors import BadRequest
+from dispatcher.http.requests import OFFICE, dumps, office_of, province_office
 from dispatcher.http.state import STORE
 
 routes = web.RouteTableDef()
@@ -45,14 +45,7 @@ async def audit(
 
 
 def _province_office(request: web.Request) -> Office:
-    office = office_of(request)
-    if len(office.region) != 2:
-        raise Forbidden(
-            f"the audit log is for province offices; office {office.id} is at region "
-            f"{office.region}: ask the province office for an export",
-            region_codes=[office.region],
-        )
-    return office
+    return province_office(request, "the audit log (ask the province office for an export)")
 
 
 def _time(request: web.Request, name: str) -> datetime | None:

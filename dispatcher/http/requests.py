@@ -137,3 +137,15 @@ def query_choice(
 
 def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
+
+
+def province_office(request: web.Request, what: str) -> Office:
+    """The request's office if it is a province's; else ``Forbidden`` saying ``what`` is for
+    province offices only."""
+    office = office_of(request)
+    if len(office.region) != 2:
+        raise Forbidden(
+            f"{what} is for province offices; office {office.id} is at region {office.region}",
+            region_codes=[office.region],
+        )
+    return office

@@ -11,17 +11,17 @@ append is one round trip and conflicts come only from another engine instance.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Unpack
 
 import redis.asyncio as aioredis
 import structlog
 
 from dispatcher.core.audit import (
     GENESIS,
-    AuditAction,
+    AuditEntry,
     AuditRecord,
     ChainVerifier,
     Checkpoint,
@@ -67,31 +67,14 @@ class AuditStore(StoreBase):
         return Checkpoint(int(seq or 0), hash_ or GENESIS)
 
     async def append(
-        self,
-        *,
-        office: str,
-        person: str | None,
-        source: str | None,
-        action: AuditAction | str,
-        target: str,
-        detail: Mapping[str, Any] | None = None,
-        at: datetime | None = None,
+        self, *, at: datetime | None = None, **entry: Unpack[AuditEntry]
     ) -> AuditRecord:
         """Append a record to the chain and return it; ``StoreUnavailable`` if Redis did not
         take it. For callers outside HTTP (CLI, start-up): who, from where and what, given."""
         async with self._lock:
             head = self._head or await self.head()
             for _attempt in range(_APPEND_ATTEMPTS):
-                record = AuditRecord.build(
-                    after=head,
-                    at=at or utcnow(),
-                    office=office,
-                    person=person,
-                    source=source,
-                    action=action,
-                    target=target,
-                    detail=detail,
-                )
+                record = AuditRecord.build(after=head, at=at or utcnow(), **entry)
                 answer = await self.call(
                     self._append(
                         keys=[AUDIT_HEAD, AUDIT_RECORDS, AUDIT_BY_TIME],
@@ -112,37 +95,21 @@ class AuditStore(StoreBase):
                 head = Checkpoint(int(answer[1]), str(answer[2]))
             raise StoreUnavailable("the audit log's head kept changing; try again")
 
-    async def record(
-        self,
-        *,
-        office: str,
-        person: str | None,
-        source: str | None,
-        action: AuditAction | str,
-        target: str,
-        detail: Mapping[str, Any] | None = None,
-    ) -> AuditRecord | None:
+    async def record(self, **entry: Unpack[AuditEntry]) -> AuditRecord | None:
         """``append`` after an action has happened: if Redis refuses the record, log an error
         and count it (``append_failures``, the ``ebd_audit_append_failures`` metric) instead of
         raising. The action is done and cannot be taken back; answering its caller with an
         error would make them retry an alert that went out, and refusing life-safety actions
         because the log is down is worse than a gap an operator is alarmed about."""
         try:
-            return await self.append(
-                office=office,
-                person=person,
-                source=source,
-                action=action,
-                target=target,
-                detail=detail,
-            )
+            return await self.append(**entry)
         except EbdError as exc:
             self.append_failures += 1
             log.error(
                 "audit.append_failed",
-                office=office,
-                action=str(action),
-                target=target,
+                office=entry["office"],
+                action=str(entry["action"]),
+                target=entry["target"],
                 error=exc.message,
             )
             return None

@@ -88,6 +88,7 @@ async def test_every_state_changing_request_is_recorded(api: Client) -> None:
         ("alert.update", "fz-gulou", alerts["update"]),
         ("alert.cancel", "fz-gulou", alerts["cancel"]),
         ("terminal.register", "fj-province", "audit-t1"),
+        ("credential.issue", "fj-province", "audit-t1"),
         ("terminal.move", "fj-province", "audit-t1"),
         ("recipient.import", "fz-gulou", "+86137****5678"),
         ("recipient.delete", "fz-gulou", "+86137****5678"),
@@ -95,15 +96,15 @@ async def test_every_state_changing_request_is_recorded(api: Client) -> None:
         ("drill.edit", "fz-gulou", drill["id"]),
         ("drill.run_now", "fz-gulou", drill["id"]),
     ]
-    assert [r["seq"] for r in got] == list(range(1, 11))
+    assert [r["seq"] for r in got] == list(range(1, 12))
     assert {r["source"] for r in got} == {"127.0.0.1"}
     assert all(r["person"] is None for r in got)
     assert got[1]["detail"]["references"] == [alerts["issue"]]
-    assert got[4]["detail"]["moved"] == 1
-    assert got[9]["detail"]["alert_id"]
+    assert got[5]["detail"]["moved"] == 1
+    assert got[10]["detail"]["alert_id"]
     assert datetime.fromisoformat(got[0]["at"]).tzinfo is not None
     result = await verify(api)
-    assert (result["ok"], result["records"], result["head"]["seq"]) == (True, 10, 10)
+    assert (result["ok"], result["records"], result["head"]["seq"]) == (True, 11, 11)
     assert result["head"]["hash"] == got[-1]["hash"]
     with pytest.MonkeyPatch.context() as env:
         env.setenv("EBD_TOKEN", "tok-province")
@@ -197,7 +198,7 @@ async def test_filters_and_pages(api: Client) -> None:
         assert page["count"] <= 3
         seen.extend(r["seq"] for r in page["records"])
         path = page["next"]
-    assert seen == [1, 2, 3, 4]
+    assert seen == [1, 2, 3, 4, 5]
 
 
 async def test_export_is_the_log_as_ndjson(api: Client, tmp_path: Path) -> None:

@@ -130,11 +130,11 @@ async def test_silent_terminals_are_failed_and_escalated_after_the_last_resend(
     with pytest.MonkeyPatch.context() as env:
         env.setenv("EBD_TOKEN", "tok-gulou")
         assert await ebd(*argv) == 0
-    table = capsys.readouterr().out
-    assert all(t in table for t in silent)
-    assert "鼓楼区" in table
-    assert await ebd(*argv[:-2], "-o", "json") == 0
-    assert len(json.loads(capsys.readouterr().out)["escalations"]) >= 3
+        table = capsys.readouterr().out
+        assert all(t in table for t in silent)
+        assert "鼓楼区" in table
+        assert await ebd(*argv[:-2], "-o", "json") == 0
+        assert len(json.loads(capsys.readouterr().out)["escalations"]) >= 3
     assert await ebd("escalations", "list", "--api", base) == 2
     assert "EBD_TOKEN" in capsys.readouterr().err
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import ipaddress
 import shutil
 import socket
 import ssl
@@ -15,16 +14,12 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from dispatcher.embedded.tls import ensure_tls
 from receiver.mqtt_lite import (
     MAX_PACKET_SIZE,
     Connack,
@@ -519,81 +514,12 @@ class Pki:
     other_ca_file: Path
 
 
-def _key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _certificate(
-    subject: str,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: tuple[str, ec.EllipticCurvePrivateKey] | None = None,
-) -> x509.Certificate:
-    """A CA certificate (self-signed) without ``issuer``; a server one for 127.0.0.1 with."""
-    now = datetime.now(UTC)
-    issuer_name, issuer_key = issuer or (subject, key)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(_name(issuer_name))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-    )
-    if issuer is None:
-        builder = builder.add_extension(
-            x509.BasicConstraints(ca=True, path_length=None), critical=True
-        ).add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-    else:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-            ),
-            critical=False,
-        ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def _pem(certificate: x509.Certificate) -> bytes:
-    return certificate.public_bytes(serialization.Encoding.PEM)
-
-
 def make_pki(folder: Path) -> Pki:
-    ca_key, server_key, other_key = _key(), _key(), _key()
-    pki = Pki(
-        ca_file=folder / "ca.crt",
-        cert_file=folder / "server.crt",
-        key_file=folder / "server.key",
-        other_ca_file=folder / "other-ca.crt",
-    )
-    pki.ca_file.write_bytes(_pem(_certificate("test CA", ca_key)))
-    pki.other_ca_file.write_bytes(_pem(_certificate("another CA", other_key)))
-    pki.cert_file.write_bytes(_pem(_certificate("broker", server_key, ("test CA", ca_key))))
-    pki.key_file.write_bytes(
-        server_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return pki
+    """The broker's TLS files as the embedded broker makes them, and a second CA that did not
+    sign them."""
+    files = ensure_tls(folder / "tls", ["127.0.0.1", "localhost"])
+    other = ensure_tls(folder / "other", ["127.0.0.1"])
+    return Pki(files.ca_cert, files.server_cert, files.server_key, other.ca_cert)
 
 
 def _free_port() -> int:
@@ -780,30 +706,27 @@ async def test_tls_by_host_name(secure_broker: SecureBroker) -> None:
     await conn.closed
 
 
+async def tls_connect(broker: SecureBroker, ca_file: Path, password: str) -> object:
+    """A connection as ``USER`` to the TLS listener, trusting ``ca_file``."""
+    return await open_connection(
+        "127.0.0.1",
+        broker.tls_port,
+        USER,
+        timeout=5,
+        ssl=_client_context(ca_file),
+        username=USER,
+        password=password,
+    )
+
+
 async def test_tls_against_another_ca_fails_verification(secure_broker: SecureBroker) -> None:
     with pytest.raises(ssl.SSLCertVerificationError):
-        await open_connection(
-            "127.0.0.1",
-            secure_broker.tls_port,
-            USER,
-            timeout=5,
-            ssl=_client_context(secure_broker.pki.other_ca_file),
-            username=USER,
-            password=PASSWORD,
-        )
+        await tls_connect(secure_broker, secure_broker.pki.other_ca_file, PASSWORD)
 
 
 async def test_tls_wrong_password_is_refused_too(secure_broker: SecureBroker) -> None:
     with pytest.raises(CredentialsRefused) as refused:
-        await open_connection(
-            "127.0.0.1",
-            secure_broker.tls_port,
-            USER,
-            timeout=5,
-            ssl=_client_context(secure_broker.pki.ca_file),
-            username=USER,
-            password=WRONG_PASSWORD,
-        )
+        await tls_connect(secure_broker, secure_broker.pki.ca_file, WRONG_PASSWORD)
     _no_password_in(refused.value, WRONG_PASSWORD)
 
 
