@@ -217,9 +217,15 @@ class RawSubscriber(asyncio.Protocol):
         if acks and self.transport is not None:
             self.transport.write(b"".join(acks))
 
-    async def start(self, client_id: str, topic: str) -> None:
+    async def start(
+        self, client_id: str, topic: str, username: str | None, password: str | None
+    ) -> None:
         assert self.transport is not None
-        self.transport.write(mqtt5.ConnectPacket(client_id, clean_start=True).write())
+        secret = password.encode() if password is not None else None
+        connect = mqtt5.ConnectPacket(
+            client_id, clean_start=True, username=username, password=secret
+        )
+        self.transport.write(connect.write())
         connack = await asyncio.wait_for(self.replies.get(), 10)
         if not isinstance(connack, mqtt5.ConnAckPacket) or connack.reason_code != 0:
             raise RuntimeError(f"raw subscriber refused: {connack}")
@@ -261,7 +267,9 @@ class RawAckSink:
         _, self.conn = await asyncio.get_running_loop().create_connection(
             lambda: RawSubscriber(self._on_message), url.host, url.port
         )
-        await self.conn.start(f"wave-raw-{uuid.uuid4().hex[:8]}", "eb/v1/term/+/ack")
+        await self.conn.start(
+            f"wave-raw-{uuid.uuid4().hex[:8]}", "eb/v1/term/+/ack", url.username, url.password
+        )
 
     def expect(self, alert_id: str, n: int) -> asyncio.Future[float]:
         self.alert_id, self.expected = alert_id, n

@@ -122,7 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("receiver", help="run the reference field-receiver agent")
     p.add_argument("--id", required=True, help="terminal id (also the MQTT client id)")
     p.add_argument("--region", required=True, help="the terminal's region code")
-    p.add_argument("--mqtt", default="mqtt://127.0.0.1:1883")
+    p.add_argument(
+        "--mqtt",
+        default="mqtt://127.0.0.1:1883",
+        help="the broker, mqtts://ID:PASSWORD@HOST:8883 with the terminal's account "
+        "(or the password in EBD_RECEIVER_PASSWORD)",
+    )
+    p.add_argument("--ca-file", help="the CA the broker is verified against (mqtts://)")
+    p.add_argument("--keyring", help="the keyring payloads are verified with (or EBD_KEYRING)")
     p.add_argument(
         "--state-file",
         help="where the alerts already answered are kept across restarts "

@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import structlog
 
@@ -174,15 +175,38 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_env_password(url: str, terminal_id: str) -> str:
+    """``url`` with the terminal's account from EBD_RECEIVER_PASSWORD if it has none: a
+    password on the command line is visible to every user of the machine (``ps``)."""
+    password = os.environ.get("EBD_RECEIVER_PASSWORD")
+    parts = urlsplit(url)
+    if not password or parts.password:
+        return url
+    netloc = f"{quote(terminal_id, safe='')}:{quote(password, safe='')}@{parts.netloc}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
 def cmd_receiver(args: argparse.Namespace) -> int:
+    from dispatcher.core.signing import Keyring
     from receiver.agent import run_agent
 
     configure_logging("auto", "info")
 
+    keyring = Keyring.load(Path(args.keyring)) if args.keyring else None
+    ca_pem = Path(args.ca_file).read_text(encoding="ascii") if args.ca_file else None
+
     async def main() -> None:
         state = Path(args.state_file or f".ebd-receiver-{args.id}.json")
         task = asyncio.create_task(
-            run_agent(args.id, args.region, args.mqtt, state_file=state), name="agent"
+            run_agent(
+                args.id,
+                args.region,
+                _with_env_password(args.mqtt, args.id),
+                state_file=state,
+                keyring=keyring,
+                ca_pem=ca_pem,
+            ),
+            name="agent",
         )
         await _wait_for_signal()
         task.cancel()
