@@ -45,17 +45,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# The project on sys.path (run as a script from bench/, like the other benchmarks).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dispatcher.core.broker_auth import (  # noqa: E402
+from dispatcher.core.broker_auth import (
     ENGINE_ACL,
     ENGINE_USER,
     TERMINALS_ACL,
     password_line,
 )
-from receiver.mqtt_lite import (  # noqa: E402
+from receiver.mqtt_lite import (
     ConnectRefused,
     Message,
     MqttConnection,
@@ -543,6 +542,46 @@ async def acl_matrix(
 # -- the runs --------------------------------------------------------------------------------
 
 
+def note_start(row: dict[str, Any], broker: Broker) -> None:
+    """How long the broker took to start, and its memory then."""
+    row["start_seconds"] = round(broker.start_seconds, 3)
+    row["rss_after_start_mib"] = round(rss_kib(broker.pid) / 1024, 1)
+
+
+async def kick(
+    admin: Any, replies: asyncio.Queue[dict[str, Any]], victim: Any, commands: list[Any]
+) -> tuple[float, dict[str, Any]]:
+    """Send dynsec ``commands`` that should cut ``victim``'s link: (seconds until it was cut,
+    the plugin's reply)."""
+    t0 = now()
+    admin.publish(CONTROL, json.dumps({"commands": commands}).encode(), qos=1)
+    await asyncio.wait_for(asyncio.shield(victim.closed), 120)
+    kicked = now() - t0
+    return kicked, await asyncio.wait_for(replies.get(), 120)
+
+
+async def acl_storm_fanout(
+    variant: str,
+    row: dict[str, Any],
+    broker: Broker,
+    ports: tuple[int, int],
+    terms: list[Terminal],
+    engine_pw: str,
+) -> tuple[Any, Any]:
+    """What both variants measure once their broker runs: the ACL matrix, then the storm and
+    the fan-out (into ``row``); the storm's connections and the engine's."""
+    term_port, engine_port = ports
+    row["acl"] = await acl_matrix(
+        term_port, engine_port, (ENGINE_USER, engine_pw), terms[0], terms[1]
+    )
+    emit(f"{variant}_acl", **row["acl"])
+    storm_row, conns, engine = await storm_and_fanout(
+        broker, term_port, engine_port, terms, (ENGINE_USER, engine_pw), credentials=True
+    )
+    row.update(storm_row)
+    return conns, engine
+
+
 async def storm_and_fanout(
     broker: Broker,
     term_port: int,
@@ -639,17 +678,11 @@ async def run_dynsec(folder: Path, terms: list[Terminal]) -> dict[str, Any]:
         f"listener {term_port} 127.0.0.1\n"
     )
     with running(Broker(folder, conf, [engine_port, term_port])) as broker:
-        row["start_seconds"] = round(broker.start_seconds, 2)
-        row["rss_after_start_mib"] = round(rss_kib(broker.pid) / 1024, 1)
+        note_start(row, broker)
         emit("dynsec_started", seconds=row["start_seconds"], rss=row["rss_after_start_mib"])
-        row["acl"] = await acl_matrix(
-            term_port, engine_port, (ENGINE_USER, engine_pw), terms[0], terms[1]
+        conns, engine = await acl_storm_fanout(
+            "dynsec", row, broker, (term_port, engine_port), terms, engine_pw
         )
-        emit("dynsec_acl", **row["acl"])
-        storm_row, conns, engine = await storm_and_fanout(
-            broker, term_port, engine_port, terms, (ENGINE_USER, engine_pw), credentials=True
-        )
-        row.update(storm_row)
         replies: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         admin = await connect(
             engine_port,
@@ -714,23 +747,10 @@ async def run_dynsec(folder: Path, terms: list[Terminal]) -> dict[str, Any]:
         emit("dynsec_register_100", seconds=row["register_100_seconds"], errors=len(errors))
         # Rotate: a connected terminal gets a new password; its link is kicked.
         victim = terms[2]
-        victim_conn = conns[victim.id]
         new_pw = secrets.token_urlsafe(18)
         t0 = now()
-        admin.publish(
-            CONTROL,
-            json.dumps(
-                {
-                    "commands": [
-                        {"command": "setClientPassword", "username": victim.id, "password": new_pw}
-                    ]
-                }
-            ).encode(),
-            qos=1,
-        )
-        await asyncio.wait_for(asyncio.shield(victim_conn.closed), 120)
-        kicked = now() - t0
-        reply = await asyncio.wait_for(replies.get(), 120)
+        set_password = {"command": "setClientPassword", "username": victim.id, "password": new_pw}
+        kicked, reply = await kick(admin, replies, conns[victim.id], [set_password])
         row["rotate"] = {
             "kicked_after_seconds": round(kicked, 3),
             "old_password": await expect_refused(term_port, victim.id, victim.id, victim.password),
@@ -740,23 +760,12 @@ async def run_dynsec(folder: Path, terms: list[Terminal]) -> dict[str, Any]:
         emit("dynsec_rotate", **row["rotate"])
         # Revoke: delete a connected terminal (and its role).
         victim = terms[3]
-        victim_conn = conns[victim.id]
         t0 = now()
-        admin.publish(
-            CONTROL,
-            json.dumps(
-                {
-                    "commands": [
-                        {"command": "deleteClient", "username": victim.id},
-                        {"command": "deleteRole", "rolename": f"term-{victim.id}"},
-                    ]
-                }
-            ).encode(),
-            qos=1,
-        )
-        await asyncio.wait_for(asyncio.shield(victim_conn.closed), 120)
-        kicked = now() - t0
-        reply = await asyncio.wait_for(replies.get(), 120)
+        deletes = [
+            {"command": "deleteClient", "username": victim.id},
+            {"command": "deleteRole", "rolename": f"term-{victim.id}"},
+        ]
+        kicked, reply = await kick(admin, replies, conns[victim.id], deletes)
         row["revoke"] = {
             "kicked_after_seconds": round(kicked, 3),
             "response_seconds": round(now() - t0, 3),
@@ -839,16 +848,10 @@ async def run_passwd(folder: Path, terms: list[Terminal]) -> dict[str, Any]:
         f"acl_file {folder / 'terminals.acl'}\n"
     )
     with running(Broker(folder, conf, [engine_port, term_port])) as broker:
-        row["start_seconds"] = round(broker.start_seconds, 3)
-        row["rss_after_start_mib"] = round(rss_kib(broker.pid) / 1024, 1)
-        row["acl"] = await acl_matrix(
-            term_port, engine_port, (ENGINE_USER, engine_pw), terms[0], terms[1]
+        note_start(row, broker)
+        conns, engine = await acl_storm_fanout(
+            "passwd", row, broker, (term_port, engine_port), terms, engine_pw
         )
-        emit("passwd_acl", **row["acl"])
-        storm_row, conns, engine = await storm_and_fanout(
-            broker, term_port, engine_port, terms, (ENGINE_USER, engine_pw), credentials=True
-        )
-        row.update(storm_row)
         # One change file: rotate terms[2], revoke terms[3], register a new terminal.
         rotated, revoked = terms[2], terms[3]
         new = Terminal("T-new-0001", "350102001999", secrets.token_urlsafe(18))

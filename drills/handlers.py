@@ -22,6 +22,7 @@ from dispatcher.http.requests import (
     dumps,
     office_of,
     parse_int,
+    parse_time,
     query_choice,
     read_json,
 )
@@ -248,22 +249,8 @@ async def acks(request: web.Request) -> web.Response:
 
 
 def _when(request: web.Request, name: str) -> int | None:
-    raw = request.query.get(name)
-    if raw is None:
-        return None
-    try:
-        value = datetime.fromisoformat(raw)
-    except ValueError as exc:
-        raise ValidationFailed(
-            f"{name} must be an ISO 8601 time with its offset, e.g. 2027-03-01T00:00:00+08:00",
-            details=[{"field": name, "message": f"got {raw!r}"}],
-        ) from exc
-    if value.tzinfo is None:
-        raise ValidationFailed(
-            f"{name} needs a timezone offset, e.g. +08:00",
-            details=[{"field": name, "message": f"got {raw!r}"}],
-        )
-    return int(value.timestamp() * 1000)
+    value = parse_time(request, name)
+    return None if value is None else int(value.timestamp() * 1000)
 
 
 @routes.get("/api/v1/drills/{drill_id}")

@@ -385,30 +385,19 @@ class ReceiverAgent:
             elif isinstance(action, Play):
                 self._queue.put_nowait(action)
             elif isinstance(action, Stop):
-                log.info(
-                    "receiver.alert_stopped",
-                    alert_id=action.alert_id,
-                    reason=action.reason,
-                    by=action.by,
-                )
+                log.info("receiver.alert_stopped", **_fields(action, "alert_id", "reason", "by"))
                 if self._playing is not None and self._playing[0] == action.alert_id:
                     self._playing[1].cancel()
             elif isinstance(action, Rejected):
                 log.warning(
                     "receiver.message_rejected",
-                    topic=action.topic,
-                    reason=action.reason,
-                    kid=action.kid,
-                    alert_id=action.alert_id,
+                    **_fields(action, "topic", "reason", "kid", "alert_id"),
                 )
                 self._outbox.append(action)
                 self._outbox_ready.set()
             elif isinstance(action, Dropped):
                 log.warning(
-                    "receiver.message_dropped",
-                    topic=action.topic,
-                    reason=action.reason,
-                    alert_id=action.alert_id,
+                    "receiver.message_dropped", **_fields(action, "topic", "reason", "alert_id")
                 )
 
     async def _play_loop(self) -> None:
@@ -441,6 +430,11 @@ class ReceiverAgent:
             else:
                 detail = str(error) or type(error).__name__
                 self._perform(self.brain.finished(alert_id, now, error=detail))
+
+
+def _fields(action: object, *names: str) -> dict[str, object]:
+    """These attributes of an action, for its log line."""
+    return {name: getattr(action, name) for name in names}
 
 
 async def run_agent(

@@ -28,11 +28,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import structlog
 
 from dispatcher.core.signing import CachingVerifier, Keyring, load_keyring_from_env
+from dispatcher.core.wire import ack_topic, state_topic
 from receiver.brain import (
     Ack,
     Action,
@@ -42,10 +43,8 @@ from receiver.brain import (
     Rejected,
     Stop,
     TerminalBrain,
-    ack_topic,
     parse_alert,
     state_payload,
-    state_topic,
 )
 from receiver.mqtt_lite import (
     Message,
@@ -674,18 +673,17 @@ async def run_simulator_cli(
     mqtt_url: str,
     *,
     ready_file: Path | None = None,
-    behaviour: Behaviour | None = None,
     interval: float = 5.0,
     connect_timeout: float = 600.0,
-    keyring: Keyring | None = None,
-    ca_pem: str | None = None,
+    **options: Any,
 ) -> None:
     """``ebd sim``: start the terminals, write ``ready_file`` once all are up, then print a
-    status line every ``interval`` seconds until cancelled (Ctrl-C). Without a ``keyring``,
-    the one the file named by ``EBD_KEYRING`` holds."""
+    status line every ``interval`` seconds until cancelled (Ctrl-C). ``options`` are the
+    ``Simulator``'s (``behaviour``, ``keyring``, ``ca_pem``); without a ``keyring``, the one
+    the file named by ``EBD_KEYRING`` holds."""
     print(f"connecting {len(terminals)} terminals of {label} to {mqtt_url}", flush=True)
     started = time.monotonic()
-    sim = Simulator(terminals, mqtt_url, behaviour=behaviour, keyring=keyring, ca_pem=ca_pem)
+    sim = Simulator(terminals, mqtt_url, **options)
     await sim.start(timeout=connect_timeout)
     try:
         print(

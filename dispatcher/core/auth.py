@@ -8,7 +8,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dispatcher.core.config import OfficeConfig
 from dispatcher.core.errors import ConfigError, Forbidden, RegionError, Unauthorized
@@ -125,6 +125,7 @@ class Offices:
         )
 
 
+@dataclass
 class AuthThrottle:
     """Failed authentications per source address: after ``limit`` of them within ``window``
     seconds the source is blocked for ``window`` seconds, whatever token it then sends.
@@ -132,27 +133,19 @@ class AuthThrottle:
     In memory, per process: each engine instance counts what reaches it. At most
     ``max_sources`` addresses are tracked; the oldest are forgotten first."""
 
-    def __init__(
-        self,
-        limit: int,
-        *,
-        window: float = 60.0,
-        clock: Callable[[], float] = time.monotonic,
-        max_sources: int = 100_000,
-    ) -> None:
-        self.limit = limit
-        self.window = window
-        self._clock = clock
-        self._max_sources = max_sources
-        self._failures: dict[str, deque[float]] = {}
-        self._blocked: dict[str, float] = {}
+    limit: int
+    window: float = 60.0
+    clock: Callable[[], float] = time.monotonic
+    max_sources: int = 100_000
+    _failures: dict[str, deque[float]] = field(init=False, default_factory=dict)
+    _blocked: dict[str, float] = field(init=False, default_factory=dict)
 
     def blocked_for(self, source: str) -> float:
         """Seconds the source stays blocked; 0 if it is not."""
         until = self._blocked.get(source)
         if until is None:
             return 0.0
-        left = until - self._clock()
+        left = until - self.clock()
         if left <= 0:
             del self._blocked[source]
             return 0.0
@@ -161,7 +154,7 @@ class AuthThrottle:
     def failed(self, source: str) -> int:
         """Count a failure of ``source``; its failures within the window, this one included.
         The failure that reaches ``limit`` blocks the source."""
-        now = self._clock()
+        now = self.clock()
         times = self._failures.pop(source, None) or deque()
         while times and times[0] <= now - self.window:
             times.popleft()
@@ -173,7 +166,7 @@ class AuthThrottle:
         return len(times)
 
     def _prune(self) -> None:
-        while len(self._failures) > self._max_sources:
+        while len(self._failures) > self.max_sources:
             del self._failures[next(iter(self._failures))]
-        while len(self._blocked) > self._max_sources:
+        while len(self._blocked) > self.max_sources:
             del self._blocked[next(iter(self._blocked))]

@@ -20,6 +20,17 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _OFFICE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
 
 
+def _sha256_hex(value: str, field: str) -> str:
+    """A token's SHA-256 as 64 lowercase hex digits, the only form kept of a token."""
+    value = value.strip().lower()
+    if not _HEX64.match(value):
+        raise ValueError(
+            f"{field} must be 64 hex digits (the SHA-256 of the token); "
+            "run `ebd offices token` to make a token and its hash"
+        )
+    return value
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -40,12 +51,7 @@ class ApiSettings(Section):
     @field_validator("metrics_token_sha256")
     @classmethod
     def _metrics_hash(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        value = value.strip().lower()
-        if not _HEX64.match(value):
-            raise ValueError("metrics_token_sha256 must be 64 hex digits (sha256 of the token)")
-        return value
+        return None if value is None else _sha256_hex(value, "metrics_token_sha256")
 
     @field_validator("listen")
     @classmethod
@@ -190,12 +196,7 @@ class OfficeConfig(Section):
     @field_validator("token_sha256")
     @classmethod
     def _hash(cls, value: str) -> str:
-        value = value.strip().lower()
-        if not _HEX64.match(value):
-            raise ValueError(
-                "token_sha256 must be 64 hex digits; run `ebd offices token` to make one"
-            )
-        return value
+        return _sha256_hex(value, "token_sha256")
 
 
 class LogSettings(Section):

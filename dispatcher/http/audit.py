@@ -12,7 +12,14 @@ from aiohttp import web
 from dispatcher.core.audit import AuditAction, AuditRecord
 from dispatcher.core.auth import Office
 from dispatcher.core.errors import BadRequest
-from dispatcher.http.requests import OFFICE, dumps, office_of, province_office
+from dispatcher.http.requests import (
+    OFFICE,
+    dumps,
+    office_of,
+    parse_int,
+    parse_time,
+    province_office,
+)
 from dispatcher.http.state import STORE
 
 routes = web.RouteTableDef()
@@ -49,32 +56,11 @@ def _province_office(request: web.Request) -> Office:
 
 
 def _time(request: web.Request, name: str) -> datetime | None:
-    raw = request.query.get(name)
-    if raw is None:
-        return None
-    try:
-        value = datetime.fromisoformat(raw)
-    except ValueError:
-        value = None
-    if value is None or value.tzinfo is None:
-        raise BadRequest(
-            f"{name} must be an ISO 8601 time with its offset, e.g. 2027-03-01T00:00:00+08:00 "
-            "(write + as %2B in a URL)",
-            details=[{"field": name, "message": f"got {raw!r}"}],
-        )
-    return value
+    return parse_time(request, name, error=BadRequest)
 
 
 def _int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
-        raise BadRequest(
-            f"{name} must be an integer from {low} to {high}",
-            details=[{"field": name, "message": f"got {raw!r}"}],
-        )
-    return int(raw)
+    return parse_int(request, name, default, low, high, error=BadRequest)
 
 
 def _range(request: web.Request) -> tuple[datetime | None, datetime | None]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import weakref
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -110,12 +111,20 @@ async def visible_alert(request: web.Request, office: Office, alert_id: str | No
     return alert
 
 
-def parse_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+def parse_int(
+    request: web.Request,
+    name: str,
+    default: int,
+    low: int,
+    high: int,
+    *,
+    error: type[ValidationFailed] | type[BadRequest] = ValidationFailed,
+) -> int:
     raw = request.query.get(name)
     if raw is None:
         return default
     if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
-        raise ValidationFailed(
+        raise error(
             f"query parameter {name} must be an integer from {low} to {high}",
             details=[{"field": name, "message": f"got {raw!r}"}],
         )
@@ -149,3 +158,27 @@ def province_office(request: web.Request, what: str) -> Office:
             region_codes=[office.region],
         )
     return office
+
+
+def parse_time(
+    request: web.Request,
+    name: str,
+    *,
+    error: type[ValidationFailed] | type[BadRequest] = ValidationFailed,
+) -> datetime | None:
+    """The query parameter ``name`` as an aware time, None if absent; ``error`` saying the
+    form to use if it is not ISO 8601 with an offset."""
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        value: datetime | None = datetime.fromisoformat(raw)
+    except ValueError:
+        value = None
+    if value is None or value.tzinfo is None:
+        raise error(
+            f"{name} must be an ISO 8601 time with its offset, e.g. 2027-03-01T00:00:00+08:00 "
+            "(write + as %2B in a URL)",
+            details=[{"field": name, "message": f"got {raw!r}"}],
+        )
+    return value

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,21 +21,15 @@ from dispatcher.http.state import STORE
 from dispatcher.store.keys import AUDIT_HEAD, AUDIT_RECORDS
 from dispatcher.store.store import Store
 from tests.helpers import GUDONG, TAIJIANG_VILLAGE, ZHONGSHAN, alert_body
-from tests.integration.engine import (
-    GULOU,
-    PROVINCE,
-    Client,
-    base_url,
-    drill_settings,
-    ebd,
-)
+from tests.integration import engine as steps
+from tests.integration.engine import GULOU, PROVINCE, Client, base_url, ebd
 
 PHONE = "13712345678"
 
 
 @pytest.fixture
 def engine_overrides() -> dict[str, Any]:
-    return {"drills": drill_settings()}
+    return {"drills": steps.drill_settings()}
 
 
 async def ok(response: Any, status: int = 200) -> Any:
@@ -243,33 +238,29 @@ async def test_an_edited_record_is_reported(
     assert "seq 2: edited" in printed
 
 
-async def test_a_removed_record_is_reported(
-    api: Client, rdb: redis.Redis, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("tamper", "problem", "said"),
+    [
+        (lambda rdb: rdb.hdel(AUDIT_RECORDS, "2"), (2, "missing"), "records 2 are missing"),
+        # The last record gone: only the head, kept apart, tells.
+        (lambda rdb: rdb.hdel(AUDIT_RECORDS, "3"), (3, "truncated"), "were removed"),
+        (lambda rdb: rdb.hset(AUDIT_RECORDS, "1", "{not json"), (1, "unreadable"), "seq 1"),
+    ],
+    ids=["removed", "removed_tail", "garbage"],
+)
+async def test_a_removed_or_garbled_record_is_reported(
+    api: Client,
+    rdb: redis.Redis,
+    capsys: pytest.CaptureFixture[str],
+    tamper: Callable[[redis.Redis], object],
+    problem: tuple[int, str],
+    said: str,
 ) -> None:
     await some_actions(api)
-    rdb.hdel(AUDIT_RECORDS, "2")
+    tamper(rdb)
     problems, printed = await tampered(api, capsys)
-    assert problems == [(2, "missing")]
-    assert "records 2 are missing" in printed
-
-
-async def test_a_removed_tail_is_reported_against_the_head(
-    api: Client, rdb: redis.Redis, capsys: pytest.CaptureFixture[str]
-) -> None:
-    await some_actions(api)
-    rdb.hdel(AUDIT_RECORDS, "3")
-    problems, printed = await tampered(api, capsys)
-    assert problems == [(3, "truncated")]
-    assert "were removed" in printed
-
-
-async def test_garbage_in_a_record_is_reported(
-    api: Client, rdb: redis.Redis, capsys: pytest.CaptureFixture[str]
-) -> None:
-    await some_actions(api)
-    rdb.hset(AUDIT_RECORDS, "1", "{not json")
-    problems, _ = await tampered(api, capsys)
-    assert problems == [(1, "unreadable")]
+    assert problems == [problem]
+    assert said in printed
 
 
 async def test_appends_of_two_engines_at_once_make_one_chain(redis_url: str) -> None:

@@ -25,7 +25,7 @@ from tests.integration.engine import (
     people,
     running_engine,
 )
-from tests.integration.test_sms import engine_with, issue, register, until_sms
+from tests.integration.test_sms import engine_with, generic_engine, issue, register, until_sms
 from tests.support.sms_sandbox import GenericGatewayServer
 
 FUZHOU = {"Authorization": "Bearer tok-fuzhou"}
@@ -158,10 +158,8 @@ async def test_a_county_may_not_rename_a_person_of_another_county(api: Client) -
 async def test_an_office_reads_only_its_own_peoples_numbers_of_a_province_text(
     redis_url: str, mqtt_url: str, tmp_path: Path
 ) -> None:
-    async with (
-        GenericGatewayServer(receipt_mode="none") as gw,
-        engine_with(redis_url, mqtt_url, tmp_path, [gw]) as client,
-    ):
+    engine = generic_engine(redis_url, mqtt_url, tmp_path, receipt_mode="none")
+    async with engine as (_gw, client):
         ours = people(2, ZHONGSHAN)
         theirs = people(2, TAIJIANG_VILLAGE, start=10)
         await register(client, ours + theirs)

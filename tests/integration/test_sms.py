@@ -59,12 +59,17 @@ Texting = tuple[GenericGatewayServer, Client]
 
 @asynccontextmanager
 async def generic_engine(
-    redis_url: str, mqtt_url: str, tmp_path: Path, **options: Any
+    redis_url: str,
+    mqtt_url: str,
+    tmp_path: Path,
+    *,
+    receipt_mode: str = "after",
+    **options: Any,
 ) -> AsyncIterator[Texting]:
-    """An engine that texts through one generic gateway, and that gateway; ``options`` as for
-    ``engine_with``."""
+    """An engine that texts through one generic gateway, and that gateway (sending receipts
+    as ``receipt_mode`` says); ``options`` as for ``engine_with``."""
     async with (
-        GenericGatewayServer() as gw,
+        GenericGatewayServer(receipt_mode=receipt_mode) as gw,
         engine_with(redis_url, mqtt_url, tmp_path, [gw], **options) as client,
     ):
         yield gw, client
@@ -272,10 +277,8 @@ async def test_failover_to_the_next_gateway(redis_url: str, mqtt_url: str, tmp_p
 async def test_receipts_before_the_submit_answer_are_kept(
     redis_url: str, mqtt_url: str, tmp_path: Path
 ) -> None:
-    async with (
-        GenericGatewayServer(receipt_mode="before") as gw,
-        engine_with(redis_url, mqtt_url, tmp_path, [gw]) as client,
-    ):
+    engine = generic_engine(redis_url, mqtt_url, tmp_path, receipt_mode="before")
+    async with engine as (gw, client):
         await register(client, people(8))
         alert_id = await issue(client, areas=[ZHONGSHAN])
         summary = await until_sms(client, alert_id, delivered=8)

@@ -238,9 +238,7 @@ class GatewayServer:
     async def __aexit__(self, *_exc: object) -> None:
         await self.close()
 
-    @property
-    def port(self) -> int:
-        return self._port
+    port = property(lambda self: self._port, doc="The port it listens on (known once started).")
 
     @property
     def url(self) -> str:

@@ -672,17 +672,7 @@ async def test_a_user_name_of_nobody_is_refused(secure_broker: SecureBroker) -> 
 
 
 async def test_tls_with_credentials_connects(secure_broker: SecureBroker) -> None:
-    conn, connack = await open_connection(
-        "127.0.0.1",
-        secure_broker.tls_port,
-        USER,
-        timeout=5,
-        ssl=_client_context(secure_broker.pki.ca_file),
-        keepalive=30,
-        clean_start=True,
-        username=USER,
-        password=PASSWORD,
-    )
+    conn, connack = await tls_connect(secure_broker, secure_broker.pki.ca_file, PASSWORD)
     try:
         assert connack.reason_code == 0
         assert await conn.subscribe(["eb/v1/alert/35"]) == [1]
@@ -706,7 +696,9 @@ async def test_tls_by_host_name(secure_broker: SecureBroker) -> None:
     await conn.closed
 
 
-async def tls_connect(broker: SecureBroker, ca_file: Path, password: str) -> object:
+async def tls_connect(
+    broker: SecureBroker, ca_file: Path, password: str
+) -> tuple[MqttConnection, Connack]:
     """A connection as ``USER`` to the TLS listener, trusting ``ca_file``."""
     return await open_connection(
         "127.0.0.1",
