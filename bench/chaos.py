@@ -141,6 +141,7 @@ class Stage:
             async with province_api(self.engines[0], timeout=30) as api:
                 self.api = api
                 given = await api.register(self.terminals, part=REGISTER_PART)
+                assert given is not None, "the engines issued no broker accounts"
                 async with given.simulator(self.terminals, behaviour=self.behaviour) as sim:
                     self.sim = sim
                     yield self

@@ -37,7 +37,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import hiredis
 import mqtt5
@@ -147,6 +147,10 @@ class RawRedis:
             parts.hostname or "127.0.0.1", parts.port or 6379
         )
         self.task = asyncio.create_task(self._replies())
+        if parts.password:
+            # As the engine's user: Redis answers NOAUTH to everyone else.
+            user = unquote(parts.username or "default").encode()
+            await self.send(resp(b"AUTH", user, unquote(parts.password).encode()), 1)
 
     def send(self, commands: bytes, count: int) -> asyncio.Future[None]:
         """Write ``count`` commands; the future is done once Redis answered all of them."""

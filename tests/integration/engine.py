@@ -145,7 +145,9 @@ async def online(
     if isinstance(api, TestClient):
         given = await register(api, terminals)
     else:
-        given = await api.register(terminals)
+        handed = await api.register(terminals)
+        assert handed is not None, "the engine issued no broker accounts"
+        given = handed
     async with given.simulator(terminals, behaviour=behaviour) as sim:
         yield sim
 

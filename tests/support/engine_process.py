@@ -368,10 +368,11 @@ class EngineApi:
         base_url: str | None = None,
         *,
         part: int | None = None,
-    ) -> Provisioning:
+    ) -> Provisioning | None:
         """Register terminals (``SimTerminal`` or ``{"id": …, "region": …}``), ``part`` of them
         per request (all in one by default): the API caps a request's size. The ``SimTerminal``
-        get their passwords; what the engine handed out for them."""
+        get their passwords; what the engine handed out for them (None from an engine that
+        issues no broker accounts)."""
         terminals = list(terminals)
         body = [_terminal_row(t) for t in terminals]
         url = f"{base_url or self.base_url}/api/v1/terminals"
@@ -381,6 +382,8 @@ class EngineApi:
             async with self.http.post(url, json=body[start : start + step]) as response:
                 assert response.status == 200, await response.text()
                 answers.append(await response.json())
+        if not answers[-1].get("broker"):
+            return None
         return provision([t for t in terminals if isinstance(t, SimTerminal)], answers)
 
     async def issue(
