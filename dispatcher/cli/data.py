@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from dispatcher.cli.client import ApiClient
 from dispatcher.core.csv_rows import read_csv_rows
-from dispatcher.core.errors import EbdError
+from dispatcher.core.errors import ConfigError, EbdError
 from dispatcher.settings import load_settings
 
 
@@ -50,6 +51,7 @@ def read_terminal_csv(path: Path) -> tuple[list[dict[str, str]], list[int]]:
 
 
 def cmd_terminals_import(args: argparse.Namespace) -> int:
+    from dispatcher.cli.provisioning import write_provisioning
     from dispatcher.core.regions import RegionTree
     from dispatcher.http.terminals import parse_terminals
 
@@ -58,6 +60,15 @@ def cmd_terminals_import(args: argparse.Namespace) -> int:
     tree = RegionTree.from_csv(regions_file(args.regions_file))
     # Checked here first so errors name CSV lines, not list positions.
     terminals = parse_terminals(rows, tree, row_label="line", row_numbers=lines)
+    # Decided before anything is registered: the passwords the answer carries exist nowhere
+    # else, so they must have somewhere to go that does not overwrite an earlier file.
+    out = Path(args.credentials_out) if args.credentials_out else _new_credentials_file(path)
+    if out.exists():
+        raise ConfigError(
+            "exists already; give --credentials-out a new file (the terminals listed in the "
+            "old one still need its passwords)",
+            path=out,
+        )
     client = ApiClient.of(args)
     result = client.call(
         "POST", "/api/v1/terminals", [t.model_dump(mode="json") for t in terminals]
@@ -66,7 +77,24 @@ def cmd_terminals_import(args: argparse.Namespace) -> int:
         f"{path}: {len(terminals)} terminals: {result['created']} new, "
         f"{result['updated']} moved, {result['unchanged']} unchanged"
     )
+    issued = result.get("credentials") or []
+    if issued:
+        write_provisioning(out, [result])
+        print(
+            f"{len(issued)} broker accounts issued: load {out} into the terminals (then delete it)"
+        )
     return 0
+
+
+def _new_credentials_file(csv_path: Path) -> Path:
+    """``FILE.credentials-TIME.json`` beside the CSV, a name no earlier import took."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = csv_path.with_name(f"{csv_path.stem}.credentials-{stamp}.json")
+    n = 1
+    while out.exists():
+        n += 1
+        out = csv_path.with_name(f"{csv_path.stem}.credentials-{stamp}-{n}.json")
+    return out
 
 
 def cmd_recipients_import(args: argparse.Namespace) -> int:

@@ -165,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     _import_command(
         terminals_sub, "register terminals from a CSV (id,region,kind)", data.cmd_terminals_import
     )
+    terminals_sub.choices["import"].add_argument(
+        "--credentials-out",
+        help="where the new terminals' broker passwords, the broker's CA and the keyring go "
+        "(shown once; default: FILE.credentials-TIME.json beside the CSV, owner-readable)",
+    )
 
     p = sub.add_parser("recipients", help="people to text (SMS)")
     recipients_sub = p.add_subparsers(dest="action", required=True)

@@ -52,12 +52,12 @@ def cmd_secrets_init(args: argparse.Namespace) -> int:
         configured = [{**o, "token_sha256": hash_token(tokens[o["id"]])} for o in offices]
         write_private(folder / "offices.json", json.dumps(configured, ensure_ascii=False))
         print(f"office tokens written to {tokens_file} (readable by root only): hand them out")
-    _readable_by_broker(broker, [tls.ca_cert, tls.server_cert, tls.server_key], folder)
+    _hand_to_their_readers(broker, [tls.ca_cert, tls.server_cert, tls.server_key], folder)
     print(f"secrets ready in {folder} and {broker}")
     return 0
 
 
-def _readable_by_broker(broker: Path, tls_files: list[Path], folder: Path) -> None:
+def _hand_to_their_readers(broker: Path, tls_files: list[Path], folder: Path) -> None:
     # Each container reads only its own files: the broker (uid 1883) its ACLs, its account
     # file and its TLS key; Redis (uid 999) its users file; the engine (uid 10001, see the
     # Dockerfile) the two passwords, the offices, the CA it hands out, and it rewrites the

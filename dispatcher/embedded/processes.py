@@ -11,6 +11,7 @@ The configs they run with are rendered by ``dispatcher.embedded.configs``.
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import resource
 import shutil
@@ -360,8 +361,9 @@ class MosquittoServer(ManagedProcess):
         self._auto_terminal_port = terminal_port is None
         self._terminal_port = free_port(self._host) if terminal_port is None else terminal_port
 
-    @property
+    @functools.cached_property
     def engine_password(self) -> str:
+        # Read (or made) once: every URL and every restart use the same one.
         return ensure_secret(self._state_dir / "secrets" / "engine-password")
 
     @property
@@ -479,8 +481,9 @@ class RedisServer(ManagedProcess):
     binary = "redis-server"
     url_template = "redis://{netloc}/0"
 
-    @property
+    @functools.cached_property
     def password(self) -> str:
+        # Read (or made) once: the readiness probe asks for it many times a start.
         return ensure_secret(self._state_dir / "secrets" / "redis-password")
 
     @property

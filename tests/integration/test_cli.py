@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from dispatcher.cli.main import main
+from dispatcher.cli.provisioning import read_provisioning
 from dispatcher.core.auth import hash_token
 from tests.helpers import (
     ROOT,
@@ -448,12 +449,24 @@ GOOD_CSV = (
 )
 
 
+def credential_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("terminals.credentials-*.json"))
+
+
 async def test_terminals_import_of_a_good_csv_registers_every_row(
     api: Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     csv_file = write_text(tmp_path, "terminals.csv", GOOD_CSV)
     assert await import_csv(api, csv_file, "tok-gulou") == 0
-    assert capsys.readouterr().out == f"{csv_file}: 3 terminals: 3 new, 0 moved, 0 unchanged\n"
+    first, issued = capsys.readouterr().out.splitlines()
+    assert first == f"{csv_file}: 3 terminals: 3 new, 0 moved, 0 unchanged"
+    assert issued.startswith("3 broker accounts issued")
+    # Their passwords went to one file beside the CSV, readable by its owner alone.
+    (saved,) = credential_files(tmp_path)
+    assert saved.stat().st_mode & 0o077 == 0
+    given = read_provisioning(saved)
+    assert sorted(given.passwords) == ["gl-1", "gl-2", "gl-3"]
+    assert given.url.startswith("mqtts://")
     terminals = await registered(api)
     assert [(t["id"], t["region"], t["kind"]) for t in terminals] == [
         ("gl-1", "350102001001", "loudspeaker"),
@@ -462,10 +475,25 @@ async def test_terminals_import_of_a_good_csv_registers_every_row(
     ]
     assert len(await registered(api, "350102001001")) == 2
 
-    # Importing the same file again changes nothing.
+    # Importing the same file again changes nothing and issues no password.
     assert await import_csv(api, csv_file, "tok-gulou") == 0
-    assert "0 new, 0 moved, 3 unchanged" in capsys.readouterr().out
+    assert capsys.readouterr().out.endswith("0 new, 0 moved, 3 unchanged\n")
     assert len(await registered(api)) == 3
+    assert credential_files(tmp_path) == [saved]
+
+
+async def test_terminals_import_refuses_to_overwrite_a_credentials_file(
+    api: Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    csv_file = write_text(tmp_path, "terminals.csv", GOOD_CSV)
+    taken = write_text(tmp_path, "old.json", "{}")
+    token_file = write_text(tmp_path, "token", "tok-gulou\n")
+    argv = ["terminals", "import", str(csv_file), "--api", base_url(api)]
+    code = await ebd(*argv, "--token-file", str(token_file), "--credentials-out", str(taken))
+    assert code == 2
+    assert "exists already" in capsys.readouterr().err
+    assert taken.read_text(encoding="utf-8") == "{}"
+    assert await registered(api) == [], "nothing registered, so no password was lost"
 
 
 async def test_terminals_import_takes_the_token_from_ebd_token_and_a_bom(
