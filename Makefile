@@ -4,13 +4,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Debian package names; the binaries are called the same.
 SYSTEM_PACKAGES := mosquitto redis-server
+# Optional, as command:package: the receiver's voice, and the mosquitto clients of the
+# hand-made terminal in docs/protocol.md. Tried, never required: their tests skip, saying why.
+OPTIONAL_PACKAGES := espeak-ng:espeak-ng mosquitto_sub:mosquitto-clients
 
-.PHONY: demo test check bench system venv clean
+.PHONY: demo test check bench fuzz system optional venv clean
 
-demo: system venv
+demo: system optional venv
 	$(BIN)/ebd demo
 
-test: system venv
+test: system optional venv
 	$(BIN)/pytest
 
 check: venv
@@ -22,6 +25,15 @@ check: venv
 # bench-results/. Each is also runnable alone: see bench/run_all.py.
 bench: system venv
 	$(BIN)/python bench/run_all.py
+	$(MAKE) fuzz
+
+# The API against its OpenAPI document with schemathesis, on a large budget (every phase,
+# stateful sequences included; about 10 minutes): no 5xx, no undeclared status, no answer
+# outside its schema. `make test` runs the same on a small one.
+FUZZ_EXAMPLES ?= 100
+fuzz: system venv
+	EBD_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) EBD_FUZZ_PHASES=examples,coverage,fuzzing,stateful \
+	  $(BIN)/pytest -p no:cacheprovider -q tests/integration/test_fuzz.py
 
 venv: $(VENV)/.installed
 
@@ -43,6 +55,22 @@ system:
 	    echo "install them first, e.g. on Debian/Ubuntu: sudo apt-get install mosquitto redis-server"; \
 	    exit 1; \
 	  fi; \
+	fi
+
+# The optional packages, where apt-get can install them without asking (root, or sudo that
+# needs no password); a note, never a failure, otherwise.
+optional:
+	@missing=""; \
+	for entry in $(OPTIONAL_PACKAGES); do \
+	  command -v $${entry%%:*} >/dev/null 2>&1 || missing="$$missing $${entry#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then sudo=""; \
+	  elif command -v apt-get >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo"; \
+	  else sudo="no"; fi; \
+	  if [ "$$sudo" != no ] && $$sudo apt-get update -qq \
+	    && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; then :; \
+	  else echo "optional, not installed:$$missing (sudo apt-get install$$missing; tests that need them skip)"; fi; \
 	fi
 
 $(VENV)/.installed: pyproject.toml

@@ -157,7 +157,13 @@ async def forget_sessions(mqtt_url: str, client_ids: Iterable[str]) -> None:
     url = parse_mqtt_url(mqtt_url)
     for client_id in client_ids:
         conn, _ = await open_connection(
-            url.host, url.port, client_id, clean_start=True, session_expiry=0
+            url.host,
+            url.port,
+            client_id,
+            clean_start=True,
+            session_expiry=0,
+            username=url.username,
+            password=url.password,
         )
         conn.disconnect()
         await conn.closed

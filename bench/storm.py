@@ -58,7 +58,9 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import os
 import resource
+import secrets
 import subprocess
 import sys
 import time
@@ -80,11 +82,15 @@ from harness import (
 )
 from skeleton import Benchmark, main, say
 
+from adapters.loudspeaker.probe import broker_accepts
+from dispatcher.core.broker_auth import password_line
 from dispatcher.core.models import new_alert_id
 from dispatcher.embedded.processes import MosquittoServer, RedisServer, find_binary
+from dispatcher.embedded.secrets import write_private
 from dispatcher.store.acklog import acklog_rows
 from dispatcher.store.keys import ACKLOG
 from receiver.brain import Ack, AckState, ack_topic
+from receiver.mqtt_lite import parse_mqtt_url
 from tests.support.engine_process import EngineProcess, cpu_seconds
 
 ACK_FILTER = "eb/v1/term/+/ack"
@@ -127,6 +133,37 @@ def build_storm(terminals: list[dict[str, str]], alert_id: str, per_terminal: in
         # As the simulator's terminals do with no play time: all their acks at one moment.
         storm.extend((topic, Ack(alert_id, state, now).payload()) for state in states)
     return storm
+
+
+# The storm stands for 17,498 terminals' acks, but the broker lets a terminal's account publish
+# only its own: the replay has an account of its own on the engine listener, allowed to
+# publish acks and nothing else, so that the one connection the storm needs is authorised.
+REPLAY_USER = "ebd-storm-replay"
+
+
+def _add_replay_account(mqtt: MosquittoServer) -> str:
+    """The replay account in the engine listener's password file and ACL, and a SIGHUP; its
+    password."""
+    files = mqtt.files
+    password = secrets.token_urlsafe(24)
+    with Path(files.engine_passwd).open("a") as passwd:
+        passwd.write(password_line(REPLAY_USER, password) + "\n")
+    with Path(files.engine_acl).open("a") as acl:
+        acl.write(f"\nuser {REPLAY_USER}\ntopic write eb/v1/term/+/ack\n")
+    mqtt.reload()
+    return password
+
+
+async def replay_url(mqtt: MosquittoServer) -> str:
+    """The replay account's URL, once the broker accepts it."""
+    password = _add_replay_account(mqtt)
+    url = parse_mqtt_url(mqtt.url)
+    deadline = time.monotonic() + 10
+    while not await broker_accepts(url.host, url.port, REPLAY_USER, password, tls=None):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the broker did not take the storm's replay account")
+        await asyncio.sleep(0.05)
+    return f"mqtt://{REPLAY_USER}:{password}@{url.host}:{url.port}"
 
 
 async def publish_storm(mqtt_url: str, storm: Storm, timeout: float) -> float:
@@ -290,7 +327,19 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_sub(argv: list[str], out: Path, timeout: float) -> tuple[int, float, float]:
+def sub_env(mqtt: MosquittoServer) -> dict[str, str]:
+    """mosquitto_sub's environment: its config file (``$XDG_CONFIG_HOME/mosquitto_sub``, private)
+    holds the engine account, so that no password shows in the process list."""
+    home = Path(mqtt.files.engine_passwd).parent.parent / "sub-config"
+    home.mkdir(mode=0o700, exist_ok=True)
+    url = parse_mqtt_url(mqtt.url)
+    write_private(home / "mosquitto_sub", f"-u {url.username}\n-P {url.password}\n")
+    return {**os.environ, "XDG_CONFIG_HOME": str(home)}
+
+
+def run_sub(
+    argv: list[str], out: Path, timeout: float, env: dict[str, str]
+) -> tuple[int, float, float]:
     """Run mosquitto_sub to its end with stdout to ``out``: (exit status, wall s, CPU s).
 
     The CPU is this process's reaped-children total before and after: mosquitto_sub is the
@@ -299,7 +348,7 @@ def run_sub(argv: list[str], out: Path, timeout: float) -> tuple[int, float, flo
     started = time.monotonic()
     with out.open("wb") as sink:
         proc = subprocess.Popen(  # noqa: S603  mosquitto_sub with our own arguments
-            argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.PIPE
+            argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.PIPE, env=env
         )
     CHILDREN.add(proc.pid)
     try:
@@ -317,7 +366,7 @@ def run_sub(argv: list[str], out: Path, timeout: float) -> tuple[int, float, flo
 
 async def make_sub_session(mqtt: MosquittoServer, client_id: str, folder: Path) -> None:
     argv = [*sub_command(mqtt, client_id), "-E"]
-    rc, _, _ = await asyncio.to_thread(run_sub, argv, folder / "sub-session.txt", 30)
+    rc, _, _ = await asyncio.to_thread(run_sub, argv, folder / "sub-session.txt", 30, sub_env(mqtt))
     if rc != 0:
         raise RuntimeError(f"mosquitto_sub could not make its session: exit {rc}")
 
@@ -337,7 +386,7 @@ async def sub_drain(
         *sub_command(mqtt, client_id),
         *("-C", str(len(storm)), "-F", "%U %t", "-W", str(max(1, int(timeout)))),
     ]
-    rc, wall, cpu = await asyncio.to_thread(run_sub, argv, out, timeout + 10)
+    rc, wall, cpu = await asyncio.to_thread(run_sub, argv, out, timeout + 10, sub_env(mqtt))
     row: dict[str, Any] = {
         "exit": rc,
         "wall_s": wall,
@@ -460,7 +509,7 @@ async def one_run(
         run["acks"] = len(storm)
         run["storm_bytes"] = sum(len(topic) + len(payload) for topic, payload in storm)
         after = await last_stream_id(rdb, ACKLOG)
-        run["publish_s"] = await publish_storm(mqtt.url, storm, timeout)
+        run["publish_s"] = await publish_storm(await replay_url(mqtt), storm, timeout)
 
         for half in ("engine", "mosquitto_sub") if engine_first else ("mosquitto_sub", "engine"):
             try:

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from adapters.loudspeaker.ack_link import AckLink
 from adapters.loudspeaker.payload import encode_signed
+from adapters.loudspeaker.ping import LinkPinger
 from adapters.loudspeaker.probe import broker_accepts
 from adapters.loudspeaker.publisher import MqttLink
 from adapters.loudspeaker.session import BrokerSession
@@ -30,6 +31,7 @@ from adapters.sms.channel import SmsChannel
 from adapters.sms.gateway import SmsGateway
 from adapters.sms.handlers import SMS_CHANNEL
 from dispatcher.core.auth import Offices
+from dispatcher.core.clock import use_display_zone
 from dispatcher.core.errors import ConfigError, StoreUnavailable
 from dispatcher.core.regions import RegionTree
 from dispatcher.core.wire import ACK_TOPIC_FILTER, SHARED_GROUP, STATE_TOPIC_FILTER
@@ -49,8 +51,11 @@ from dispatcher.http.state import (
     STORE,
     TREE,
     URLS,
+    VILLAGE_GAPS,
     Connection,
+    VillageGaps,
 )
+from dispatcher.http.terminals import PINGER
 from dispatcher.metrics import REQUEST_TIMES, RequestTimes, metrics_handler, timing_middleware
 from dispatcher.openapi import openapi_handler
 from dispatcher.parts import (
@@ -108,9 +113,11 @@ def create_app(
     app[REQUEST_TIMES] = RequestTimes()
     app[SETTINGS] = settings
     app[API] = settings.api
+    use_display_zone(settings.display.zone)
     app[TREE] = tree
     app[OFFICES] = Offices(settings.offices, tree)
     app[URLS] = {}
+    app[VILLAGE_GAPS] = VillageGaps()
     app[NOTIFIERS] = list(notifiers)
     for module in (
         alerts, audit, escalations, regions, terminals, health, sms_handlers, drill_handlers,
@@ -167,7 +174,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         if settings.mqtt.url:
             app[BROKER] = BrokerAccess.configured(settings.mqtt)
         else:
-            broker = MosquittoServer(state_dir / "mosquitto")
+            broker = MosquittoServer(state_dir / "mosquitto", **settings.mqtt.embedded_broker())
             await asyncio.to_thread(broker.start)
             started.append(broker)
             app[BROKER] = BrokerAccess.embedded(broker)
@@ -290,6 +297,7 @@ async def _link(app: web.Application) -> AsyncIterator[None]:
         )
     )
     app[LINK] = link
+    app[PINGER] = LinkPinger(link, app[SIGNER])
     app[ACK_LINK] = acks
     links: list[Connection] = [link, acks]
     app[MQTT_LINKS] = links

@@ -12,8 +12,9 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,12 +23,13 @@ from pydantic_settings import (
 )
 
 from adapters.sms.settings import SmsSettings
+from dispatcher.core import config
+from dispatcher.core.clock import DisplaySettings
 from dispatcher.core.config import (
     DEFAULT_REGIONS_FILE,
     ApiSettings,
     DispatchSettings,
     LogSettings,
-    MqttSettings,
     OfficeConfig,
     RedisSettings,
     RegionsSettings,
@@ -40,6 +42,63 @@ from drills.settings import DrillSettings
 __all__ = ["DEFAULT_REGIONS_FILE", "PROJECT_ROOT", "Settings", "load_settings"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _listen_address(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::]:8883`` for IPv6) as a host and a port."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
+        raise ValueError(
+            f"{value!r} is not HOST:PORT; write e.g. 0.0.0.0:8883 (every IPv4 address), "
+            "[::]:8883 (IPv6) or 10.0.0.5:8883"
+        )
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+class MqttSettings(config.MqttSettings):
+    """``[mqtt]``, and where the embedded broker (no ``url``) listens."""
+
+    # The terminals' TLS listener, "HOST:PORT": "0.0.0.0:8883" for terminals on other
+    # machines. Unset: loopback, on a port chosen on the first start and kept (ports.json in
+    # the broker's state folder). On every address, ``terminal_url`` must say the name or
+    # address terminals reach it by; that name goes into the server certificate.
+    terminal_listen: str | None = None
+    # The engine listener's port (always loopback and plain: only this engine connects to it).
+    # Unset: chosen on the first start and kept.
+    engine_port: int | None = Field(default=None, ge=1, le=65535)
+    # More names or addresses of the broker for its certificate (besides ``terminal_url``'s).
+    terminal_names: list[str] = Field(default_factory=list)
+
+    @field_validator("terminal_listen")
+    @classmethod
+    def _terminal_listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            _listen_address(value)
+        return value
+
+    @model_validator(mode="after")
+    def _reachable(self) -> MqttSettings:
+        if self.terminal_listen is None or self.url is not None:
+            return self
+        host, _ = _listen_address(self.terminal_listen)
+        if host in ("0.0.0.0", "::") and self.terminal_url is None:  # noqa: S104  a comparison
+            raise ValueError(
+                "terminal_listen is every address; set terminal_url to the address terminals "
+                'reach the broker by, e.g. terminal_url = "mqtts://broker.example.cn:8883"'
+            )
+        return self
+
+    def embedded_broker(self) -> dict[str, Any]:
+        """The embedded broker's listeners, as ``MosquittoServer`` takes them."""
+        names = list(self.terminal_names)
+        if self.terminal_url is not None:
+            told = urlsplit(self.terminal_url).hostname
+            names = [told, *names] if told else names
+        listeners: dict[str, Any] = {"port": self.engine_port, "terminal_names": names}
+        if self.terminal_listen is not None:
+            host, port = _listen_address(self.terminal_listen)
+            listeners |= {"terminal_host": host, "terminal_port": port}
+        return listeners
 
 
 class Settings(BaseSettings):
@@ -61,6 +120,8 @@ class Settings(BaseSettings):
     resend: ResendSettings = ResendSettings()
     sms: SmsSettings = SmsSettings()
     drills: DrillSettings = DrillSettings()
+    # The zone every API response shows times in (stored times stay UTC).
+    display: DisplaySettings = DisplaySettings()
     log: LogSettings = LogSettings()
     offices: list[OfficeConfig] = []
     # A JSON list of offices (as ``offices``) in a file of its own, e.g. the one the compose

@@ -10,16 +10,15 @@ re-drill of a late-December failure may run in January and still settles the old
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from dispatcher.core.regions import Level, Region, RegionTree
+from dispatcher.core.regions import Level, Region, RegionTree, villages_without_terminal
+from drills.exports import csv_text
 from drills.models import Drill, DrillStatus
-from drills.report import pad, percent_floor, text_width
+from drills.report import NamedRegion, pad, percent_floor, text_width
 
 __all__ = [
     "CSV_COLUMNS",
@@ -77,6 +76,12 @@ class TownshipStatus(_Model):
     # The township's most recent drill of the year, whatever its status.
     last_status: BestStatus
     last_drill_id: str | None
+    # Its villages, and those with no registered terminal (placeholder villages left out):
+    # a drill there passes on the terminals it has, and these are the villages it never
+    # reached. None when the terminal registry was not consulted.
+    villages: int
+    villages_without_terminal: int | None = None
+    villages_without_terminal_list: list[NamedRegion] | None = None
 
 
 class Rollup(_Model):
@@ -92,6 +97,8 @@ class Rollup(_Model):
     percent: float | None
     # Townships by their best status of the year, every status present.
     statuses: dict[BestStatus, int]
+    # Villages of those townships with no registered terminal (None: registry not consulted).
+    villages_without_terminal: int | None = None
 
 
 class Compliance(_Model):
@@ -109,6 +116,9 @@ class Compliance(_Model):
     townships: list[TownshipStatus]
     # The compliant ones, so the CSV can list every township.
     compliant_townships: list[TownshipStatus]
+    # Townships with no village of their own (RegionTree.is_virtual): they owe no drill and
+    # are counted nowhere above.
+    virtual_townships: list[NamedRegion] = []
 
 
 def _best_status(drills: Sequence[Drill]) -> tuple[BestStatus, str | None]:
@@ -120,8 +130,16 @@ def _best_status(drills: Sequence[Drill]) -> tuple[BestStatus, str | None]:
 
 
 def _township_status(
-    township: Region, path: list[Region], drills: Sequence[Drill]
+    tree: RegionTree, township: Region, drills: Sequence[Drill], reached: Collection[str] | None
 ) -> TownshipStatus:
+    path = tree.path(township.code)
+    villages = [v for v in tree.villages(township.code) if not tree.is_virtual(v)]
+    gaps = (
+        None
+        if reached is None
+        else [NamedRegion(code=v.code, name=v.name)
+              for v in villages_without_terminal(tree, [township.code], reached)]
+    )  # fmt: skip
     best, best_id = _best_status(drills)
     last = max(drills, key=lambda d: (d.scheduled_at, d.id), default=None)
     last_status: BestStatus = "none" if last is None else _AS_BEST[last.status]
@@ -138,13 +156,19 @@ def _township_status(
         drills=len(drills),
         last_status=last_status,
         last_drill_id=None if last is None else last.id,
+        villages=len(villages),
+        villages_without_terminal=None if gaps is None else len(gaps),
+        villages_without_terminal_list=gaps,
     )
 
 
 def _rollup(region: Region, rows: Iterable[TownshipStatus]) -> Rollup:
     statuses: dict[BestStatus, int] = dict.fromkeys(STATUS_ORDER, 0)
+    gaps: int | None = None
     for row in rows:
         statuses[row.best_status] += 1
+        if row.villages_without_terminal is not None:
+            gaps = (gaps or 0) + row.villages_without_terminal
     total = sum(statuses.values())
     passed = statuses["passed"]
     return Rollup(
@@ -156,16 +180,31 @@ def _rollup(region: Region, rows: Iterable[TownshipStatus]) -> Rollup:
         not_compliant=total - passed,
         percent=percent_floor(passed, total) if total else None,
         statuses=statuses,
+        villages_without_terminal=gaps,
     )
 
 
-def compliance(tree: RegionTree, region: str, year: int, drills: Sequence[Drill]) -> Compliance:
+def compliance(
+    tree: RegionTree,
+    region: str,
+    year: int,
+    drills: Sequence[Drill],
+    *,
+    reached: Collection[str] | None = None,
+) -> Compliance:
     """Compliance of every township at or below ``region`` (a province, city, county or
-    township code) for ``year``; drills of other years or regions are ignored."""
+    township code) for ``year``; drills of other years or regions are ignored, and so are
+    virtual townships. ``reached`` are the region codes with a registered terminal: with
+    them each township and rollup counts its villages without one."""
     top = tree.get(region)
     if top.level is Level.VILLAGE:
         raise ValueError(f"{region} is a village: compliance is counted per township")
-    townships = [top] if top.level is Level.TOWNSHIP else tree.descendants(region, Level.TOWNSHIP)
+    townships = tree.townships(region)
+    virtual = [
+        NamedRegion(code=t.code, name=t.name)
+        for t in tree.townships(region, virtual=True)
+        if tree.is_virtual(t.code)
+    ]
 
     by_township: dict[str, list[Drill]] = {t.code: [] for t in townships}
     for drill in drills:
@@ -173,7 +212,7 @@ def compliance(tree: RegionTree, region: str, year: int, drills: Sequence[Drill]
             by_township[drill.township].append(drill)
 
     rows = [
-        _township_status(t, tree.path(t.code), by_township[t.code])
+        _township_status(tree, t, by_township[t.code], reached)
         for t in sorted(townships, key=lambda t: t.code)
     ]
 
@@ -196,6 +235,7 @@ def compliance(tree: RegionTree, region: str, year: int, drills: Sequence[Drill]
         counties=rollups(Level.COUNTY),
         townships=[row for row in rows if not row.compliant],
         compliant_townships=[row for row in rows if row.compliant],
+        virtual_townships=sorted(virtual, key=lambda t: t.code),
     )
 
 
@@ -212,31 +252,38 @@ CSV_COLUMNS = [
     "drills",
     "last_status",
     "last_drill_id",
+    "city_code",
+    "county_code",
+    "villages",
+    "villages_without_terminal",
 ]
+# Here city, county and township hold names (the first columns, for people); the codes follow.
+_ZH_NAMES = {"city": "市", "county": "县（区）", "township": "乡镇（街道）"}
 
 
-def to_csv(c: Compliance) -> str:
-    """One row per township, sorted by code; ``compliant`` is 1/0 so a spreadsheet can sum it.
-    Write it as ``utf-8-sig`` for Excel."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(CSV_COLUMNS)
-    for row in sorted([*c.townships, *c.compliant_townships], key=lambda r: r.code):
-        writer.writerow(
-            [
-                row.city_name,
-                row.county_name,
-                row.name,
-                row.code,
-                int(row.compliant),
-                row.best_status,
-                row.drill_id or "",
-                row.drills,
-                row.last_status,
-                row.last_drill_id or "",
-            ]
-        )
-    return out.getvalue()
+def to_csv(c: Compliance, lang: str = "en") -> str:
+    """One row per township, sorted by code; ``compliant`` is 1/0 so a spreadsheet can sum it;
+    headers in Chinese with ``lang="zh"``. A file of it starts with ``exports.BOM``."""
+    rows = (
+        [
+            row.city_name,
+            row.county_name,
+            row.name,
+            row.code,
+            int(row.compliant),
+            row.best_status,
+            row.drill_id or "",
+            row.drills,
+            row.last_status,
+            row.last_drill_id or "",
+            row.city,
+            row.county,
+            row.villages,
+            "" if row.villages_without_terminal is None else row.villages_without_terminal,
+        ]
+        for row in sorted([*c.townships, *c.compliant_townships], key=lambda r: r.code)
+    )
+    return csv_text(CSV_COLUMNS, rows, lang, _ZH_NAMES)
 
 
 def _percent(rollup: Rollup) -> str:
@@ -253,8 +300,18 @@ def to_table(c: Compliance) -> str:
         f"达标 passed {t.passed} / {t.townships} 乡镇 townships ({_percent(t)}), "
         f"未达标 not compliant {t.not_compliant}",
         "  ".join(f"{s} {t.statuses[s]}" for s in STATUS_ORDER),
-        "",
     ]
+    if t.villages_without_terminal is not None:
+        lines.append(
+            f"无登记终端的村（社区） villages with no registered terminal: "
+            f"{t.villages_without_terminal}"
+        )
+    if c.virtual_townships:
+        lines.append(
+            "虚拟乡镇（无村，不需演练） virtual townships (no villages, no drill owed): "
+            + "、".join(f"{v.name}（{v.code}）" for v in c.virtual_townships)
+        )
+    lines.append("")
     counties_by_city: dict[str, list[Rollup]] = {}
     for county in c.counties:
         counties_by_city.setdefault(county.code[:4], []).append(county)
@@ -273,6 +330,7 @@ def to_table(c: Compliance) -> str:
         "达标 passed",
         "未达标 not compliant",
         "%",
+        "无终端村 no-terminal villages",
     ]
     table = [header] + [
         [
@@ -282,15 +340,28 @@ def to_table(c: Compliance) -> str:
             str(r.passed),
             str(r.not_compliant),
             _percent(r),
+            "-" if r.villages_without_terminal is None else str(r.villages_without_terminal),
         ]
         for indent, r in ordered
     ]
-    if len(table) == 1:
-        return "\n".join(lines).rstrip("\n")  # a township alone: the totals say it all
-    widths = [max(text_width(row[i]) for row in table) for i in range(len(header))]
-    lines.extend(
-        "  ".join(pad(cell, widths[i], right=i >= 2) for i, cell in enumerate(row)).rstrip()
-        for row in table
-    )
+    if len(table) > 1:  # a township alone: the totals say it all
+        widths = [max(text_width(row[i]) for row in table) for i in range(len(header))]
+        lines.extend(
+            "  ".join(pad(cell, widths[i], right=i >= 2) for i, cell in enumerate(row)).rstrip()
+            for row in table
+        )
+    gaps = [
+        row
+        for row in sorted([*c.townships, *c.compliant_townships], key=lambda r: r.code)
+        if row.villages_without_terminal_list
+    ]
+    if gaps:
+        lines.extend(["", "无登记终端的村（社区） villages with no registered terminal:"])
+        for row in gaps:
+            names = [v.name for v in row.villages_without_terminal_list or []]
+            lines.append(
+                f"  {row.county_name}{row.name}（{row.code}） {len(names)}/{row.villages}: "
+                + "、".join(names)
+            )
     # No trailing newline: the CLI prints it.
     return "\n".join(lines)

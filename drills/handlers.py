@@ -3,8 +3,6 @@ and the acknowledgement logs for review. Every request is scoped to the office's
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -14,11 +12,13 @@ from pydantic import BaseModel, ValidationError
 
 from dispatcher.core.audit import AuditAction
 from dispatcher.core.auth import Office
+from dispatcher.core.clock import localized
 from dispatcher.core.errors import NotFound, ValidationFailed
 from dispatcher.core.regions import Level
 from dispatcher.core.validation import invalid
 from dispatcher.http.audit import audit
 from dispatcher.http.requests import (
+    accept_query,
     dumps,
     office_of,
     parse_int,
@@ -30,7 +30,8 @@ from dispatcher.http.state import OFFICES, TREE
 from drills import compliance as compliance_mod
 from drills import plan as plan_mod
 from drills import report as report_mod
-from drills.models import Drill, DrillStatus
+from drills.exports import BOM, LANGS, csv_text
+from drills.models import FIRST_YEAR, LAST_YEAR, Drill, DrillStatus
 from drills.report import DrillReport
 from drills.requests import AddRequest, MoveRequest, PlanRequest, ReasonRequest, _Body
 from drills.service import DrillService
@@ -39,6 +40,8 @@ routes = web.RouteTableDef()
 DRILLS = web.AppKey("drills", DrillService)
 
 _FORMATS = ("json", "csv")
+_ACK_COLUMNS = ["drill", "township", "township_name", "alert_id", "terminal_id", "village",
+                "village_name", "state", "terminal_at", "recorded_at", "counted"]  # fmt: skip
 
 
 def _service(request: web.Request) -> DrillService:
@@ -64,6 +67,12 @@ def _region(request: web.Request, office: Office) -> str:
     return code
 
 
+def _name(request: web.Request, code: object) -> str:
+    """The name of a region code from an ack log entry ("" for one the tree lacks)."""
+    tree = request.app[TREE]
+    return tree.name(code) if isinstance(code, str) and code in tree else ""
+
+
 def _format(request: web.Request) -> str:
     return query_choice(request, "format", _FORMATS, "json") or "json"
 
@@ -76,12 +85,19 @@ def _year(request: web.Request, *, required: bool) -> int | None:
                 "give the year, e.g. ?year=2027", details=[{"field": "year", "message": "missing"}]
             )
         return None
-    return parse_int(request, "year", 0, 2000, 2100)
+    return parse_int(request, "year", 0, FIRST_YEAR, LAST_YEAR)
+
+
+def _lang(request: web.Request) -> str:
+    """A CSV's header language: Chinese for people by default, ``?lang=en`` for the column
+    keys scripts read."""
+    return query_choice(request, "lang", LANGS, "zh") or "zh"
 
 
 def _csv_response(text: str, name: str) -> web.Response:
     return web.Response(
-        text=text,
+        # The byte order mark makes Excel read the file as UTF-8 rather than GBK.
+        text=BOM + text,
         content_type="text/csv",
         charset="utf-8",
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
@@ -138,12 +154,14 @@ async def plan(request: web.Request) -> web.Response:
 @routes.get("/api/v1/drills")
 async def list_drills(request: web.Request) -> web.Response:
     office = office_of(request)
+    accept_query(request, "region", "status", "year", "format", "lang")
     service = _service(request)
     region = _region(request, office)
     status = query_choice(request, "status", [s.value for s in DrillStatus])
     drills = await service.list(year=_year(request, required=False), region=region, status=status)
+    lang = _lang(request)  # checked whatever the format: ?lang=xx is an error either way
     if _format(request) == "csv":
-        return _csv_response(plan_mod.to_csv(drills), f"drills-{region}.csv")
+        return _csv_response(plan_mod.to_csv(drills, lang), f"drills-{region}.csv")
     return web.json_response(
         {
             "region": region,
@@ -169,6 +187,7 @@ async def add_drill(request: web.Request) -> web.Response:
 @routes.get("/api/v1/drills/compliance")
 async def compliance(request: web.Request) -> web.Response:
     office = office_of(request)
+    accept_query(request, "region", "year", "format", "lang")
     service = _service(request)
     region = _region(request, office)
     if request.app[TREE].level(region) is Level.VILLAGE:
@@ -179,8 +198,9 @@ async def compliance(request: web.Request) -> web.Response:
     year = _year(request, required=True)
     assert year is not None  # noqa: S101  required above
     result = await service.compliance(year, region)
+    lang = _lang(request)  # checked whatever the format: ?lang=xx is an error either way
     if _format(request) == "csv":
-        return _csv_response(compliance_mod.to_csv(result), f"compliance-{region}-{year}.csv")
+        return _csv_response(compliance_mod.to_csv(result, lang), f"compliance-{region}-{year}.csv")
     return _model_response(result)
 
 
@@ -188,6 +208,18 @@ async def compliance(request: web.Request) -> web.Response:
 async def acks(request: web.Request) -> web.Response:
     """Drill acknowledgements for review: by drill, township, terminal and time range."""
     office = office_of(request)
+    accept_query(
+        request,
+        "drill",
+        "township",
+        "terminal",
+        "region",
+        "since",
+        "until",
+        "limit",
+        "format",
+        "lang",
+    )
     service = _service(request)
     drill_id = request.query.get("drill")
     township = request.query.get("township")
@@ -225,9 +257,11 @@ async def acks(request: web.Request) -> web.Response:
                 {
                     "drill": drill.id,
                     "township": drill.township,
+                    "township_name": drill.township_name,
                     "alert_id": drill.alert_id,
                     "terminal_id": entry.get("terminal_id"),
                     "village": entry.get("region"),
+                    "village_name": _name(request, entry.get("region")),
                     "state": entry.get("state"),
                     "terminal_at": entry.get("at"),
                     "recorded_at": datetime.fromtimestamp(recorded / 1000, UTC).isoformat(),
@@ -235,16 +269,10 @@ async def acks(request: web.Request) -> web.Response:
                 }
             )
     rows = rows[:limit]
+    lang = _lang(request)  # checked whatever the format: ?lang=xx is an error either way
     if _format(request) == "csv":
-        out = io.StringIO()
-        writer = csv.DictWriter(
-            out,
-            fieldnames=["drill", "township", "alert_id", "terminal_id", "village", "state",
-                        "terminal_at", "recorded_at", "counted"],
-        )  # fmt: skip
-        writer.writeheader()
-        writer.writerows(rows)
-        return _csv_response(out.getvalue(), "drill-acks.csv")
+        text = csv_text(_ACK_COLUMNS, localized(rows), lang)
+        return _csv_response(text, "drill-acks.csv")
     return web.json_response({"total": len(rows), "acks": rows}, dumps=dumps)
 
 
@@ -253,9 +281,10 @@ def _when(request: web.Request, name: str) -> int | None:
     return None if value is None else int(value.timestamp() * 1000)
 
 
-@routes.get("/api/v1/drills/{drill_id}")
+@routes.get("/api/v1/drills/{drill_id:drill-[^/]+}")
 async def get_drill(request: web.Request) -> web.Response:
     _, service, drill = await _addressed(request)
+    accept_query(request)
     body = drill.model_dump(mode="json")
     body["history"] = [e.model_dump(mode="json") for e in await service.store.history(drill.id)]
     body["report"] = f"/api/v1/drills/{drill.id}/report" if drill.reported_at else None
@@ -314,12 +343,14 @@ async def _edited(request: web.Request, drill: Drill, edit: str, **detail: str) 
 @routes.get("/api/v1/drills/{drill_id}/report")
 async def get_report(request: web.Request) -> web.Response:
     _, service, drill = await _addressed(request)
+    accept_query(request, "format", "lang")
     raw = await service.store.report(drill.id)
     if raw is None:
         raise NotFound(
             f"drill {drill.id} is {drill.status.value}; its report exists once its window closed"
         )
     made = DrillReport.model_validate_json(raw)
+    lang = _lang(request)  # checked whatever the format: ?lang=xx is an error either way
     if _format(request) == "csv":
-        return _csv_response(report_mod.to_csv(made), f"{drill.id}.csv")
+        return _csv_response(report_mod.to_csv(made, lang), f"{drill.id}.csv")
     return web.json_response(json.loads(raw), dumps=dumps)

@@ -14,6 +14,24 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+# The years a drill may belong to or be scheduled in, everywhere the API takes one (a plan's
+# ``year``, ``?year=``, an added or moved drill's ``at``). Far inside ``datetime``'s range, so
+# a time of any of these years converts to UTC or any offset without overflowing.
+FIRST_YEAR = 2000
+LAST_YEAR = 2100
+
+
+def year_problem(when: datetime) -> str | None:
+    """Why a drill may not be at ``when`` because of its year, or None."""
+    # when.year is the local year: with offsets of at most ±24 h, a local year inside the
+    # range keeps the UTC one within a year of it, far from datetime's limits.
+    if FIRST_YEAR <= when.year <= LAST_YEAR:
+        return None
+    return (
+        f"{when.isoformat()} is not a drill time: drills are in the years "
+        f"{FIRST_YEAR} to {LAST_YEAR}"
+    )
+
 
 class DrillStatus(StrEnum):
     PLANNED = "planned"  # waiting for its time

@@ -12,18 +12,17 @@ Cancelled drills never count for anything.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import date, datetime, time, timedelta
 from fractions import Fraction
 
 from dispatcher.core.errors import MalformedRegionCode, PlanError
 from dispatcher.core.regions import Level, Region, RegionTree, level_of_code
-from drills.models import CSV_COLUMNS, Drill, DrillStatus
+from drills.exports import csv_text
+from drills.models import CSV_COLUMNS, Drill, DrillStatus, year_problem
 from drills.settings import Blackout, DrillSettings
 
 __all__ = [
@@ -130,9 +129,8 @@ def _townships(tree: RegionTree, region: str) -> tuple[Region, list[Region]]:
         raise PlanError(
             f"{root.code} {root.name} is a village; plan drills for a township or above"
         )
-    if root.level is Level.TOWNSHIP:
-        return root, [root]
-    return root, tree.descendants(root.code, Level.TOWNSHIP)
+    # Virtual townships (no village of their own, RegionTree.is_virtual) have nobody to drill.
+    return root, tree.townships(root.code)
 
 
 def _digest(seed: str, text: str) -> str:
@@ -150,13 +148,16 @@ def plan_year(
     settings: DrillSettings,
     *,
     existing: Sequence[Drill] = (),
+    taken_ids: Collection[str] = (),
     seed: str | None = None,
     now: datetime | None = None,
 ) -> list[Drill]:
     """New planned drills for every township under ``region`` without a live drill in ``year``.
 
-    ``existing`` are the drills already stored (any region, any year): their townships are
-    skipped and they count towards each county's daily cap, so planning twice adds nothing.
+    ``existing`` are the drills already stored (any region; those of ``year`` and those
+    scheduled in it are enough): their townships are skipped and they count towards each
+    county's daily cap, so planning twice adds nothing. ``taken_ids`` are drill ids in use
+    besides theirs (a drill moved out of the year keeps its id), which new drills avoid.
     With ``now`` only days after its date are used. ``seed`` shuffles which township of a
     county comes first and which start time a day begins with; without one the region file's
     order is used. The same inputs always give the same plan. Sorted by time, then township.
@@ -226,7 +227,7 @@ def plan_year(
     order = _interleave(by_county, seed)
     total = len(order)
     first_slot = 0 if seed is None else int(_digest(seed, "slots"), 16) % len(starts)
-    taken_ids = {d.id for d in existing}
+    taken = {*taken_ids, *(d.id for d in existing)}
     planned: list[Drill] = []
     for i, town in enumerate(order):
         county = town.code[:6]
@@ -255,7 +256,7 @@ def plan_year(
         used[key].add(si)
         load[di][si] += 1
         when = datetime.combine(days[di], starts[si], tzinfo=tz)
-        planned.append(_new_drill(tree, town, year, when, taken_ids))
+        planned.append(_new_drill(tree, town, year, when, taken))
     planned.sort(key=lambda d: (d.scheduled_at, d.township))
     return planned
 
@@ -332,6 +333,10 @@ def check_slot(
     drill being moved, so it does not count against its own county's cap.
     """
     _require_aware(when, "the drill's time")
+    # Before any conversion: 9999-12-31T23:59:59-14:00 is past datetime's range in UTC.
+    problem = year_problem(when)
+    if problem is not None:
+        raise PlanError(problem)
     tz = settings.tz
     local = when.astimezone(tz)
     if now is not None:
@@ -502,14 +507,10 @@ def check_plan(
     return problems
 
 
-def to_csv(drills: Sequence[Drill]) -> str:
-    """The drills as CSV text, one ``Drill.row()`` a line under the CSV_COLUMNS header."""
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for drill in drills:
-        writer.writerow(drill.row())
-    return out.getvalue()
+def to_csv(drills: Sequence[Drill], lang: str = "en") -> str:
+    """The drills as CSV text, one ``Drill.row()`` a line under the CSV_COLUMNS header (in
+    Chinese with ``lang="zh"``)."""
+    return csv_text(CSV_COLUMNS, (drill.row() for drill in drills), lang)
 
 
 def to_json(drills: Sequence[Drill]) -> str:

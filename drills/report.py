@@ -25,8 +25,6 @@ after dispatch; it is a flag on top of the outcome, not an outcome.
 
 from __future__ import annotations
 
-import csv
-import io
 import unicodedata
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +34,7 @@ from typing import Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from dispatcher.core.regions import Level, RegionTree
+from drills.exports import csv_text
 from drills.models import Drill
 
 __all__ = [
@@ -94,6 +93,11 @@ class LatencyStats(_Model):
     p50: float | None
     p95: float | None
     max: float | None
+
+
+class NamedRegion(_Model):
+    code: str
+    name: str
 
 
 class TerminalRef(_Model):
@@ -168,6 +172,11 @@ class DrillReport(Counts):
     ack_latency: LatencyStats
     played_latency: LatencyStats
     villages: list[VillageRow]
+    # The township's villages with no registered terminal: no loudspeaker there sounded, and
+    # coverage counts only terminals, so this is what it cannot show (placeholder villages
+    # left out). Defaults for reports stored before they were counted.
+    villages_without_terminal: int = 0
+    villages_without_terminal_list: list[NamedRegion] = []
     missing_terminals: list[TerminalRef]
     late_terminals: list[TerminalRef]
     failed_terminals: list[TerminalRef]
@@ -326,6 +335,12 @@ def build_report(
     # Direct comparison is exact where it matters: played / expected is correctly rounded, so
     # a ratio equal to the configured decimal (19/20 and 0.95) is the very same float.
     passed = n_expected > 0 and coverage >= pass_coverage
+    villages = _villages(drill.township, terminals, tree)
+    unreached = [
+        NamedRegion(code=row.code, name=row.name)
+        for row in villages
+        if row.expected == 0 and not (row.code in tree and tree.is_virtual(row.code))
+    ]
 
     return DrillReport(
         drill_id=drill.id,
@@ -358,7 +373,9 @@ def build_report(
             [t.first_ack_s for t in terminals if t.acknowledged and t.first_ack_s is not None]
         ),
         played_latency=_latency([t.played_s for t in terminals if t.played_s is not None]),
-        villages=_villages(drill.township, terminals, tree),
+        villages=villages,
+        villages_without_terminal=len(unreached),
+        villages_without_terminal_list=unreached,
         missing_terminals=_refs(t for t in terminals if t.outcome == "missing"),
         late_terminals=_refs(t for t in terminals if t.late),
         failed_terminals=_refs(t for t in terminals if t.outcome == "failed"),
@@ -425,28 +442,26 @@ CSV_COLUMNS = [
 ]
 
 
-def to_csv(report: DrillReport) -> str:
+def to_csv(report: DrillReport, lang: str = "en") -> str:
     """One row per expected terminal, sorted by id; flags are 1/0 so a spreadsheet can sum
-    them. Write it as ``utf-8-sig``: Excel reads UTF-8 without a byte order mark as GBK."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(CSV_COLUMNS)
-    for t in report.terminals:
-        writer.writerow(
-            [
-                t.terminal,
-                t.village,
-                t.village_name,
-                t.outcome,
-                "" if t.first_ack_s is None else t.first_ack_s,
-                "" if t.played_s is None else t.played_s,
-                int(t.late),
-                int(t.offline),
-                int(t.no_ack),
-                int(t.after_window),
-            ]
-        )
-    return out.getvalue()
+    them; headers in Chinese with ``lang="zh"``. A file of it starts with ``exports.BOM``:
+    Excel reads UTF-8 without a byte order mark as GBK."""
+    rows = (
+        [
+            t.terminal,
+            t.village,
+            t.village_name,
+            t.outcome,
+            "" if t.first_ack_s is None else t.first_ack_s,
+            "" if t.played_s is None else t.played_s,
+            int(t.late),
+            int(t.offline),
+            int(t.no_ack),
+            int(t.after_window),
+        ]
+        for t in report.terminals
+    )
+    return csv_text(CSV_COLUMNS, rows, lang)
 
 
 def text_width(text: str) -> int:
@@ -492,6 +507,7 @@ _LABELS: dict[str, dict[str, str]] = {
         "failed_terminals": "播放失败的终端",
         "missing_terminals": "未响应的终端",
         "late_terminals": "迟到的终端",
+        "villages_without_terminal": "无登记终端的村（社区）",
         "none": "无",
     },
     "en": {
@@ -524,6 +540,7 @@ _LABELS: dict[str, dict[str, str]] = {
         "failed_terminals": "terminals that failed to play",
         "missing_terminals": "terminals that did not answer",
         "late_terminals": "late terminals",
+        "villages_without_terminal": "villages with no registered terminal",
         "none": "none",
     },
 }
@@ -588,6 +605,13 @@ def to_table(report: DrillReport, lang: str = "zh", *, tz: tzinfo | None = None)
         lines.append(f"{words['problems']}: " + "; ".join(report.problems))
     lines.append("")
     lines.extend(_village_table(report, words))
+    gaps = report.villages_without_terminal_list
+    lines.append("")
+    lines.append(
+        f"{words['villages_without_terminal']} ({report.villages_without_terminal}):"
+        + ("" if gaps else f" {words['none']}")
+    )
+    lines.extend(f"  {v.code}  {v.name}" for v in gaps)
     for key, refs in (
         ("failed_terminals", report.failed_terminals),
         ("missing_terminals", report.missing_terminals),

@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+
+from drills.models import FIRST_YEAR, LAST_YEAR, year_problem
+
+
+def _drill_time(value: datetime) -> datetime:
+    problem = year_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+# An aware time in the drill years: later checks convert it to UTC and the drill timezone.
+DrillTime = Annotated[AwareDatetime, AfterValidator(_drill_time)]
 
 
 class _Body(BaseModel):
@@ -10,18 +26,18 @@ class _Body(BaseModel):
 
 
 class PlanRequest(_Body):
-    year: int = Field(ge=2000, le=2100)
+    year: int = Field(ge=FIRST_YEAR, le=LAST_YEAR)
     region: str | None = None
 
 
 class AddRequest(_Body):
     township: str
-    at: AwareDatetime
+    at: DrillTime
     reason: str = Field(min_length=1, max_length=300)
 
 
 class MoveRequest(_Body):
-    at: AwareDatetime
+    at: DrillTime
     reason: str = Field(min_length=1, max_length=300)
 
 

@@ -166,14 +166,25 @@ class DrillScheduler:
         log.info("drills.stepped_down", instance=self._instance)
 
     async def reconcile(self) -> None:
-        """Make the job store match the drill records, then let APScheduler run."""
+        """Make the job store match the drill records, then let APScheduler run.
+
+        The first reconcile after taking the lease reads every drill; later ones only those
+        scheduled from a day and the grace before now: every drill that can still need a job
+        or a late step is there (they run every 30 s), and the years of drills done before
+        stay unread however many there are."""
         aps = self._aps
         if aps is None:
             return
-        drills = await self._store.all()
+        now = utcnow()
+        full = aps.state == STATE_PAUSED
+        if full:
+            drills = await self._store.all()
+        else:
+            since = now - timedelta(seconds=self._settings.grace + self._settings.window + 86400)
+            drills = await self._store.between(int(since.timestamp() * 1000), "+inf")
+        read = {d.id for d in drills}
         existing = {job.id: job for job in aps.get_jobs()}
         wanted: set[str] = set()
-        now = utcnow()
         grace = timedelta(seconds=self._settings.grace)
         redrilled = {d.redrill_of for d in drills if d.redrill_of}
         for drill in drills:
@@ -215,8 +226,11 @@ class DrillScheduler:
                         misfire_grace_time=None,
                     )
         for job_id in set(existing) - wanted:
-            with contextlib.suppress(Exception):
-                aps.remove_job(job_id)
+            # A job of a drill not read this time is left alone: its drill was not looked at
+            # (and firing or reporting checks the drill's status first anyway).
+            if full or job_id.removesuffix(REPORT_SUFFIX) in read:
+                with contextlib.suppress(Exception):
+                    aps.remove_job(job_id)
         if aps.state == STATE_PAUSED:  # the first reconcile after taking the lease
             aps.resume()
 

@@ -11,6 +11,7 @@ fires) cannot both apply; the alert of a firing carries the idempotency key
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -22,8 +23,15 @@ from dispatcher.core.models import Alert, AlertRequest, Channel, Severity, Statu
 from dispatcher.core.regions import Level, RegionTree
 from dispatcher.store.store import Store
 from drills.compliance import Compliance, compliance
-from drills.models import Drill, DrillStatus, Edit
-from drills.plan import PlanError, check_slot, coordinates, next_free_slot, plan_year
+from drills.models import Drill, DrillStatus, Edit, year_problem
+from drills.plan import (
+    SEARCH_DAYS,
+    PlanError,
+    check_slot,
+    coordinates,
+    next_free_slot,
+    plan_year,
+)
 from drills.report import AckEntry, DrillReport, build_report
 from drills.settings import DrillSettings
 from drills.store import DrillStore
@@ -93,10 +101,16 @@ class DrillService:
 
     async def plan(self, year: int, region: str, office: Office) -> tuple[list[Drill], int]:
         """Plan every township under ``region`` that has no drill that year; (new, kept)."""
-        # All drills, of every year: a drill moved into another year still holds its id.
-        existing = await self.store.all()
+        # Only what the year's plan depends on, however many other years are stored: the
+        # drills of the year, those scheduled in it (the counties' daily caps), and which of
+        # the ids it would give are in use (a drill moved into another year keeps its id).
+        existing = await self._of_year_and_days(year)
+        taken = await self._taken_ids(year, region)
         try:
-            new = plan_year(self.tree, region, year, self.settings, existing=existing, now=utcnow())
+            new = plan_year(
+                self.tree, region, year, self.settings,
+                existing=existing, taken_ids=taken, now=utcnow(),
+            )  # fmt: skip
         except PlanError as exc:
             raise ValidationFailed(
                 str(exc), details=[{"field": "year", "message": str(exc)}]
@@ -159,7 +173,7 @@ class DrillService:
         if not coordinates(office.id, office.region, self.settings):
             # A county office runs its drills by hand only in a slot the drill rules allow:
             # a working day, working hours, its county's daily cap and no overlap.
-            county = [d for d in await self.store.all() if d.county == drill.township[:6]]
+            county = await self._county_around(drill.township, now, now)
             try:
                 check_slot(now, drill.township, self.settings, county, ignore=drill.id)
             except PlanError as exc:
@@ -187,7 +201,11 @@ class DrillService:
         return drill
 
     async def _check(self, when: datetime, township: str, ignore: str | None = None) -> None:
-        county = [d for d in await self.store.all() if d.county == township[:6]]
+        # The year check first: the window below converts ``when``, which must not overflow.
+        problem = year_problem(when)
+        if problem is not None:
+            raise ValidationFailed(problem, details=[{"field": "at", "message": problem}])
+        county = await self._county_around(township, when, when)
         try:
             check_slot(when, township, self.settings, county, ignore=ignore, now=utcnow())
         except PlanError as exc:
@@ -397,7 +415,9 @@ class DrillService:
         after = (failed.fired_at or failed.scheduled_at) + timedelta(
             days=self.settings.redrill_after_days
         )
-        county = [d for d in await self.store.all() if d.county == failed.county]
+        county = await self._county_around(
+            failed.township, after, after + timedelta(days=SEARCH_DAYS + 1)
+        )
         try:
             when = next_free_slot(after, failed.township, self.settings, county)
         except PlanError as exc:
@@ -435,12 +455,16 @@ class DrillService:
     # Questions ---------------------------------------------------------------------------
 
     async def compliance(self, year: int, region: str) -> Compliance:
-        return compliance(self.tree, region, year, await self.store.all())
+        # Which villages have a terminal, from the registry as it is now: the gap to close.
+        reached = await self.store.with_terminals(self.tree.villages(region))
+        return compliance(self.tree, region, year, await self.store.of_year(year), reached=reached)
 
     async def list(
         self, *, year: int | None, region: str, status: str | None = None
     ) -> list[Drill]:
-        drills = await self.store.all()
+        drills = await self.store.all() if year is None else await self.store.of_year(year)
+        if year is not None:
+            drills.sort(key=lambda d: (d.scheduled_at, d.id))
         return [
             d
             for d in drills
@@ -450,6 +474,40 @@ class DrillService:
         ]
 
     # --------------------------------------------------------------------------------------
+
+    async def _of_year_and_days(self, year: int) -> Sequence[Drill]:
+        """The drills of ``year`` and those scheduled in it, in the drill timezone."""
+        tz = self.settings.tz
+        start = datetime(year, 1, 1, tzinfo=tz)
+        end = datetime(year + 1, 1, 1, tzinfo=tz)
+        found = {d.id: d for d in await self.store.of_year(year)}
+        for drill in await self.store.between(_ms(start), _ms(end)):
+            found.setdefault(drill.id, drill)
+        return list(found.values())
+
+    async def _taken_ids(self, year: int, region: str) -> set[str]:
+        """The ids a plan of ``year`` under ``region`` might give that are in use: each
+        township's ``drill-YEAR-CODE``, then ``…-2``, ``…-3`` while those are taken."""
+        towns = self.tree.townships(region)  # none for a village: plan_year says why
+        taken: set[str] = set()
+        asked = {f"drill-{year}-{t.code}": f"drill-{year}-{t.code}" for t in towns}
+        n = 1
+        while asked:
+            hits = await self.store.taken(list(asked))
+            taken |= hits
+            n += 1
+            asked = {f"{base}-{n}": base for drill_id, base in asked.items() if drill_id in hits}
+        return taken
+
+    async def _county_around(
+        self, township: str, first: datetime, last: datetime
+    ) -> Sequence[Drill]:
+        """The drills of ``township``'s county that a slot check from ``first`` to ``last``
+        can meet: those scheduled from the day before ``first`` to the day after ``last``."""
+        drills = await self.store.between(
+            _ms(first - timedelta(days=1)), _ms(last + timedelta(days=1))
+        )
+        return [d for d in drills if d.county == township[:6]]
 
     async def _get(self, drill_id: str) -> Drill:
         drill = await self.store.get(drill_id)
@@ -483,6 +541,10 @@ class DrillService:
             n += 1
             candidate = f"{drill.id}-{n}"
         return drill.model_copy(update={"id": candidate})
+
+
+def _ms(when: datetime) -> int:
+    return int(when.timestamp() * 1000)
 
 
 def _digest(key: str) -> str:

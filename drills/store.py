@@ -10,6 +10,7 @@ from dispatcher.store.base import StoreBase
 from dispatcher.store.keys import (
     DRILLS,
     DRILLS_BY_TIME,
+    DRILLS_BY_YEAR,
     DRILLS_HEARTBEAT,
     DRILLS_LEADER,
     DRILLS_VERSION,
@@ -17,6 +18,7 @@ from dispatcher.store.keys import (
     drill_history_key,
     drill_report_key,
     drill_township_key,
+    region_terms_key,
 )
 from dispatcher.store.store import Store
 from drills.models import Drill, DrillStatus, Edit
@@ -44,6 +46,7 @@ class DrillStore(StoreBase):
                     drill_township_key(drill.township),
                     drill_history_key(drill.id),
                     DRILLS_VERSION,
+                    DRILLS_BY_YEAR,
                 ],
                 args=[
                     drill.id,
@@ -51,6 +54,7 @@ class DrillStore(StoreBase):
                     drill.model_dump_json(),
                     int(drill.scheduled_at.timestamp() * 1000),
                     edit.model_dump_json() if edit is not None else "",
+                    drill.year,
                 ],
             )
         )
@@ -74,6 +78,50 @@ class DrillStore(StoreBase):
 
     async def all(self) -> list[Drill]:
         return await self.between("-inf", "+inf")
+
+    async def of_year(self, year: int) -> list[Drill]:
+        """The drills of ``year`` (``Drill.year``: a re-drill settles its failed drill's year
+        wherever it falls), by id."""
+        await self._index_years()
+        ids = await self.call(self.redis.zrangebyscore(DRILLS_BY_YEAR, year, year))
+        return await self.many(sorted(ids))
+
+    async def _index_years(self) -> None:
+        """Index by year the drills stored before the year index existed (once: afterwards
+        every write keeps it, and both indexes hold every drill)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(DRILLS_BY_YEAR)
+            pipe.zcard(DRILLS_BY_TIME)
+            indexed, stored = await self.call(pipe.execute())
+        if indexed >= stored:
+            return
+        drills = await self.all()
+        for start in range(0, len(drills), 2000):
+            chunk = {d.id: d.year for d in drills[start : start + 2000]}
+            # NX: a drill written meanwhile was indexed by its write, with its newer year.
+            await self.call(self.redis.zadd(DRILLS_BY_YEAR, chunk, nx=True))
+
+    async def with_terminals(self, codes: Sequence[str]) -> set[str]:
+        """Those of the region ``codes`` with at least one registered terminal (at or below)."""
+        found: set[str] = set()
+        for start in range(0, len(codes), 5000):
+            chunk = codes[start : start + 5000]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for code in chunk:
+                    pipe.scard(region_terms_key(code))
+                counts = await self.call(pipe.execute())
+            found.update(code for code, n in zip(chunk, counts, strict=True) if n)
+        return found
+
+    async def taken(self, ids: Sequence[str]) -> set[str]:
+        """Those of ``ids`` that some stored drill has."""
+        if not ids:
+            return set()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for drill_id in ids:
+                pipe.hexists(DRILLS, drill_id)
+            found = await self.call(pipe.execute())
+        return {drill_id for drill_id, hit in zip(ids, found, strict=True) if hit}
 
     async def of_township(self, code: str) -> list[Drill]:
         ids = sorted(await self.call(self.redis.smembers(drill_township_key(code))))

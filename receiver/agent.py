@@ -21,7 +21,7 @@ import shutil
 from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Literal, Protocol
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -45,20 +45,26 @@ from receiver.brain import (
     state_topic,
 )
 from receiver.mqtt_lite import parse_mqtt_url, tls_context
+from receiver.speech import is_english
 
 __all__ = [
+    "DEFAULT_VOICE",
     "FIRMWARE",
+    "PLAYER_KINDS",
     "EspeakPlayer",
     "LogPlayer",
     "Player",
     "PlayerError",
     "ReceiverAgent",
+    "choose_player",
     "run_agent",
 ]
 
 log = structlog.get_logger(__name__)
 
 FIRMWARE = "ebd-receiver/1"
+# espeak-ng's Mandarin voice (``zh`` is its older MBROLA-based one).
+DEFAULT_VOICE: Final = "cmn"
 _RETRY_FIRST = 1.0
 _RETRY_MAX = 60.0
 
@@ -94,35 +100,110 @@ class LogPlayer:
 
 
 class EspeakPlayer:
-    """Speaks through the ``espeak-ng`` binary (Mandarin voice ``cmn``), if it is installed."""
+    """Speaks through the ``espeak-ng`` binary: Mandarin voice ``cmn`` (``voice``), English
+    texts with ``english_voice``. With ``wav_file`` it writes the speech there instead of the
+    sound card (``espeak-ng -w``): for a terminal whose amplifier takes files, and for tests.
 
-    def __init__(self, binary: str = "espeak-ng", voice: str = "cmn") -> None:
+    espeak-ng exits 0 even when it found no sound device; what it writes on stderr is the only
+    sign, so any ``error`` there fails the playback (a ``failed`` ack naming it), rather than
+    acking ``played`` for a warning nobody heard."""
+
+    def __init__(
+        self,
+        binary: str = "espeak-ng",
+        voice: str = DEFAULT_VOICE,
+        *,
+        english_voice: str = "en",
+        wav_file: Path | None = None,
+    ) -> None:
         self.binary = binary
         self.voice = voice
+        self.english_voice = english_voice
+        self.wav_file = wav_file
 
     @classmethod
     def available(cls, binary: str = "espeak-ng") -> bool:
         return shutil.which(binary) is not None
 
     async def play(self, item: Play) -> None:
+        text = item.text
+        voice = self.english_voice if is_english(text) else self.voice
+        output = [] if self.wav_file is None else ["-w", str(self.wav_file)]
+        log.info("receiver.announcement", alert_id=item.alert_id, text=text, voice=voice)
         for _ in range(item.alert.repeat):
-            process = await asyncio.create_subprocess_exec(
-                self.binary,
-                "-v",
-                self.voice,
-                "--",
-                item.text,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-            )
             try:
-                code = await process.wait()
+                process = await asyncio.create_subprocess_exec(
+                    self.binary,
+                    "-v",
+                    voice,
+                    *output,
+                    "--",
+                    text,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.PIPE,
+                )
+            except OSError as exc:
+                raise PlayerError(f"cannot run {self.binary}: {exc.strerror}") from exc
+            try:
+                _, stderr = await process.communicate()
             except asyncio.CancelledError:
                 process.kill()
                 await process.wait()
                 raise
-            if code != 0:
-                raise PlayerError(f"{self.binary} exited with code {code}")
+            complaint = _speech_error(stderr)
+            if process.returncode != 0 or complaint is not None:
+                reason = complaint or f"exited with code {process.returncode}"
+                raise PlayerError(f"{self.binary}: {reason}")
+
+
+def _speech_error(stderr: bytes) -> str | None:
+    """espeak-ng's own error line (``error: …``, or ALSA's), None if it wrote none."""
+    lines = stderr.decode("utf-8", "replace").splitlines()
+    errors = [line.strip() for line in lines if "error" in line.lower()]
+    if not errors:
+        return None
+    last = errors[-1]
+    if "No such file or directory" in last or any("cannot find card" in e for e in errors):
+        return f"no sound device ({last})"
+    return last[:150]
+
+
+PlayerKind = Literal["auto", "espeak", "log", "none"]
+PLAYER_KINDS: tuple[PlayerKind, ...] = ("auto", "espeak", "log", "none")
+
+
+def choose_player(
+    kind: str | None = None, *, voice: str | None = None, binary: str = "espeak-ng"
+) -> Player:
+    """The player ``ebd receiver`` speaks with; ``kind`` and ``voice`` default to the
+    environment's ``EBD_RECEIVER_PLAYER`` and ``EBD_ESPEAK_VOICE``, then ``auto`` and ``cmn``.
+
+    ``auto``: espeak-ng when it is installed, else a warning (once, here) and the log player;
+    ``espeak``: espeak-ng or PlayerError saying how to install it; ``log``: log each
+    announcement and take as long as speaking it would; ``none``: say nothing, ack at once
+    (a display or monitor terminal)."""
+    kind = kind or os.environ.get("EBD_RECEIVER_PLAYER") or "auto"
+    voice = voice or os.environ.get("EBD_ESPEAK_VOICE") or DEFAULT_VOICE
+    if kind not in PLAYER_KINDS:
+        raise PlayerError(f"unknown player {kind!r}: choose one of {', '.join(PLAYER_KINDS)}")
+    if kind == "log":
+        return LogPlayer()
+    if kind == "none":
+        return LogPlayer(play_time=0.0)
+    if EspeakPlayer.available(binary):
+        return EspeakPlayer(binary, voice)
+    if kind == "espeak":
+        raise PlayerError(
+            f"{binary} is not installed: `sudo apt-get install espeak-ng` (Debian/Ubuntu), "
+            "or choose --player log"
+        )
+    log.warning(
+        "receiver.no_speech",
+        message=f"{binary} is not installed, so announcements are only logged, not spoken; "
+        "install it with `sudo apt-get install espeak-ng`, or choose --player log to silence "
+        "this warning",
+    )
+    return LogPlayer()
 
 
 class _Client(aiomqtt.Client):
@@ -175,7 +256,9 @@ class ReceiverAgent:
             self._load_state(state_file)
         self.terminal_id = terminal_id
         self.region = region
-        self.player: Player = player or LogPlayer()
+        # Without one given: espeak-ng if installed (``choose_player``), so a field terminal
+        # speaks; a terminal that cannot says so in its log at start.
+        self.player: Player = player or choose_player()
         self.session_expiry = session_expiry
         self.keepalive = keepalive
         self.firmware = firmware

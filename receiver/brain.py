@@ -15,8 +15,9 @@ this same class, so the rules below hold for both:
   (national state 5, cancelled). Order is by ``sent``, not arrival: an update or cancel older
   than the one already in force is stale; it changes nothing and is acked ``failed`` with detail
   ``superseded``.
-- A cancel is not spoken; it is acked ``received`` then ``played`` once it has stopped what it
-  references.
+- A cancel is announced (``【解除】…已解除``, see ``receiver.speech``) once it has stopped what it
+  references: acked ``received``, then played like an alert, so ``played`` means the village
+  heard that the warning is lifted.
 - ``status: exercise`` is announced with the prefix 演练. ``status: test`` is a link test: acked
   ``received`` then ``played`` (detail ``test``) without sounding and without touching anything
   else.
@@ -59,6 +60,7 @@ from dispatcher.core.wire import (
     state_topic,
     terminal_topics,
 )
+from receiver.speech import is_english, lifted, speakable
 
 __all__ = [
     "MAX_PAYLOAD",
@@ -97,6 +99,12 @@ SEVERITY_ZH: Final[dict[str, str]] = {
     "orange": "橙色预警",
     "yellow": "黄色预警",
     "blue": "蓝色预警",
+}
+SEVERITY_EN: Final[dict[str, str]] = {
+    "red": "Red warning",
+    "orange": "Orange warning",
+    "yellow": "Yellow warning",
+    "blue": "Blue warning",
 }
 EXERCISE_PREFIX: Final = "演练"
 
@@ -295,18 +303,29 @@ def _audio(value: object) -> Audio | None:
 
 
 def render_announcement(alert: Alert) -> str:
-    """The words spoken for an alert: ``[演练：]<colour>预警。headline。text。instruction。``"""
-    parts = [SEVERITY_ZH[alert.severity]] if alert.severity else []
-    parts += [alert.headline, alert.text, alert.instruction or ""]
-    sentences = "".join(_sentence(part) for part in parts if part.strip())
+    """The words spoken for an alert: ``[演练：]<colour>预警。headline。text。instruction。``,
+    for a cancel ``[演练：]【解除】headline，现已解除。``; in English when the alert is written in
+    English. Only what a loudspeaker can say (``receiver.speech.speakable``)."""
+    english = is_english(f"{alert.headline} {alert.text}")
+    if alert.msg_type == "cancel":
+        sentences = lifted(alert.headline, english=english)
+    else:
+        colours = SEVERITY_EN if english else SEVERITY_ZH
+        parts = [colours[alert.severity]] if alert.severity else []
+        parts += [alert.headline, alert.text, alert.instruction or ""]
+        cleaned = (speakable(part) for part in parts)
+        sentences = (" " if english else "").join(
+            _sentence(part, english=english) for part in cleaned if part
+        )
     if alert.status == "exercise":
-        return f"{EXERCISE_PREFIX}：{sentences}"
-    return sentences
+        sentences = f"Drill: {sentences}" if english else f"{EXERCISE_PREFIX}：{sentences}"
+    return speakable(sentences)
 
 
-def _sentence(part: str) -> str:
-    part = part.strip()
-    return part if part[-1] in "。！？!?." else part + "。"
+def _sentence(part: str, *, english: bool) -> str:
+    if part[-1] in "。！？!?.":
+        return part
+    return part + ("." if english else "。")
 
 
 @dataclass(frozen=True, slots=True)
@@ -536,12 +555,20 @@ class TerminalBrain:
         if alert.references and not any(replaced):
             return [*actions, self._ack(record, "failed", now, DETAIL_SUPERSEDED)]
         actions.append(self._ack(record, "received", now))
-        if alert.msg_type == "cancel":
-            actions.append(self._ack(record, "played", now))
-        else:
-            record.active = True
-            actions.append(Play(alert))
+        record.active = True
+        if alert.msg_type == "cancel" and not alert.headline.strip():
+            # A cancel may come without texts; it is announced with what it lifts.
+            alert = replace(alert, headline=self._lifted_headline(alert))
+        actions.append(Play(alert))
         return actions
+
+    def _lifted_headline(self, cancel: Alert) -> str:
+        """The headline of the first alert ``cancel`` references that this terminal knows."""
+        for ref in cancel.references:
+            record = self._records.get(ref)
+            if record is not None and record.alert is not None and record.alert.headline:
+                return record.alert.headline
+        return ""
 
     def _replace(self, ref: str, by: Alert, now: datetime, actions: list[Action]) -> bool:
         """Let ``by`` replace alert ``ref``; False if ``ref`` is newer than ``by`` or already

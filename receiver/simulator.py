@@ -182,8 +182,10 @@ class _Virtual:
         "conn",
         "connecting",
         "dropped",
+        "lost_at",
         "pending",
         "source",
+        "subscribed_at",
         "term",
         "timers",
         "will",
@@ -194,6 +196,10 @@ class _Virtual:
         self.brain = brain
         self.source = source
         self.conn: MqttConnection | None = None
+        # time.monotonic() of the last SUBACK, and of the last link lost: whether a session
+        # the broker says it kept can be trusted to hold the subscriptions (_stale_session).
+        self.subscribed_at: float | None = None
+        self.lost_at: float | None = None
         self.will = Will(
             state_topic(term.id), state_payload("offline", term.region, FIRMWARE, None)
         )
@@ -494,11 +500,12 @@ class Simulator:
         # A kept session keeps its subscriptions, and skipping them matters: mosquitto 2.0 adds
         # a subscriber by walking the topic's whole subscriber list, so 17,498 terminals
         # subscribing to eb/v1/alert/35 cost it time that grows with the square of their number.
-        if not connack.session_present:
+        if not connack.session_present or _stale_session(virtual):
             async with asyncio.timeout(15.0):
                 codes = await conn.subscribe(virtual.brain.topics, qos=1)
             if any(code >= 0x80 for code in codes):
                 raise MqttLiteError(f"{term.id}: subscription refused: {codes}")
+            virtual.subscribed_at = time.monotonic()
         online = state_payload("online", term.region, FIRMWARE, datetime.now(UTC))
         conn.publish(virtual.will.topic, online, retain=True)
         pending, virtual.pending = virtual.pending, []
@@ -511,6 +518,7 @@ class Simulator:
             return
         virtual.conn = None
         virtual.term.connected = False
+        virtual.lost_at = time.monotonic()
         self._keep_unacked(virtual, conn)
         if self._stopping or virtual.dropped or virtual.connecting:
             return
@@ -581,7 +589,8 @@ class Simulator:
         plays = virtual.term.plays
         plays[alert.id] = plays.get(alert.id, 0) + 1
         acks.extend(a for a in virtual.brain.begin(alert.id, now) if isinstance(a, Ack))
-        if self.behaviour.play_time <= 0:
+        # A cancel's announcement is one short sentence (【解除】…), not a warning's length.
+        if self.behaviour.play_time <= 0 or alert.msg_type == "cancel":
             # No timer per terminal when playback takes no time: 17,498 would be 17,498 timers.
             acks.extend(self._finish(virtual, alert.id, now))
             return
@@ -623,8 +632,8 @@ class Simulator:
         """A refused message, said on the state topic, not retained."""
         term = virtual.term
         report = state_payload("online", term.region, FIRMWARE, rejected.at, rejected=rejected)
-        conn = virtual.conn
-        if conn is not None and conn.is_open:
+        conn = _ready(virtual)
+        if conn is not None:
             conn.publish(virtual.will.topic, report)
         else:
             virtual.pending.append(Outgoing(virtual.will.topic, report))
@@ -636,12 +645,12 @@ class Simulator:
 
     def _publish_acks(self, virtual: _Virtual, acks: list[Ack]) -> None:
         topic = ack_topic(virtual.term.id)
-        conn = virtual.conn
+        conn = _ready(virtual)
         for ack in acks:
             if ack.repeated:
                 virtual.term.duplicates += 1
             virtual.term.acks_sent += 1
-            if conn is not None and conn.is_open:
+            if conn is not None:
                 conn.publish(topic, ack.payload())
             else:
                 virtual.pending.append(Outgoing(topic, ack.payload()))
@@ -715,3 +724,30 @@ def _status_line(sim: Simulator) -> str:
         f" | alerts {len(counts.alert_ids())}: {described or 'none yet'}"
         f" | duplicates {counts.duplicates}"
     )
+
+
+# A broker that dies keeps the sessions of its last save (mosquitto's autosave_interval, 5 s in
+# the shipped config): a terminal that subscribed shortly before the link went down may find
+# its session "present" but restored from a save made between its CONNECT and its SUBSCRIBE,
+# without the subscriptions, and would be deaf. Within this window (three save intervals) it
+# subscribes again whatever the broker says; after it, a save holds them. The reference agent
+# subscribes on every connection: it cannot know its broker's save interval.
+RESUBSCRIBE_WINDOW = 15.0
+
+
+def _stale_session(virtual: _Virtual) -> bool:
+    """Whether a session the broker kept may lack this terminal's subscriptions."""
+    if virtual.subscribed_at is None:
+        return True
+    lost = virtual.lost_at if virtual.lost_at is not None else time.monotonic()
+    return lost - virtual.subscribed_at < RESUBSCRIBE_WINDOW
+
+
+def _ready(virtual: _Virtual) -> MqttConnection | None:
+    """The link to publish on now, or None to queue: a link still subscribing has older acks
+    waiting (sent once it is up), and what comes meanwhile must go after them, or a terminal's
+    played could reach the engine before its received."""
+    conn = virtual.conn
+    if conn is not None and conn.is_open and virtual.term.connected:
+        return conn
+    return None

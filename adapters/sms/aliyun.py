@@ -27,12 +27,14 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from adapters.sms.gateway import (
+    MAX_PARTS,
     DeliveryStatus,
     Message,
     Receipt,
     SubmitResult,
     SubmitStatus,
     out_id,
+    part_number,
 )
 from adapters.sms.http import (
     HttpAnswer,
@@ -43,6 +45,7 @@ from adapters.sms.http import (
     get_header,
     log_submit,
     results_for_all,
+    signature_matches,
 )
 from adapters.sms.settings import GatewaySettings
 from dispatcher.core.errors import ReceiptMalformed, ReceiptRejected
@@ -329,7 +332,7 @@ class AliyunGateway(HttpGateway):
         if not signature:
             raise ReceiptRejected(f"missing {SIGNATURE_HEADER}")
         expected = report_signature(self.settings.callback_secret, body)
-        if not hmac.compare_digest(expected.encode(), signature.strip().encode()):
+        if not signature_matches(expected, signature):
             raise ReceiptRejected("bad signature")
         rows = decode_json(body)
         if not isinstance(rows, list):
@@ -386,10 +389,17 @@ def _report(row: object, index: int) -> Receipt | None:
     try:
         phone = e164_phone(str(row["phone_number"]))
         success = row["success"]
-        parts = int(row.get("sms_size") or 1)
+        size = row.get("sms_size")
+        # Absent or empty: one part. Zero is no count a gateway sends, so it is refused.
+        parts = part_number(1 if size is None or size == "" else size)
     except (KeyError, TypeError, ValueError) as exc:
         raise ReceiptMalformed(f"report {index}: missing or bad field ({exc})") from None
-    if not isinstance(success, bool) or parts < 1 or not phone[1:].isdigit():
+    if parts is None:
+        raise ReceiptMalformed(
+            f"report {index}: sms_size must be a whole number from 1 to {MAX_PARTS} "
+            f"(got {str(row.get('sms_size'))[:40]!r})"
+        )
+    if not isinstance(success, bool) or not phone[1:].isdigit():
         raise ReceiptMalformed(f"report {index}: bad success, sms_size or phone_number")
     error = None
     if not success:

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Final, Protocol
 
 from adapters.sms.settings import GatewaySettings
 
@@ -26,6 +26,27 @@ from adapters.sms.settings import GatewaySettings
 def recipient_key(phone: str) -> str:
     """A short stable key of an E.164 number: ids and logs carry it instead of the number."""
     return hashlib.sha256(phone.encode()).hexdigest()[:16]
+
+
+# A concatenated text numbers its parts in one byte of its header, so none has more than 255.
+MAX_PARTS: Final = 255
+
+
+def part_number(value: object) -> int | None:
+    """A part number or count in a receipt (an int, a whole float or a string of digits) if
+    it is 1 to ``MAX_PARTS``; None for anything else (a bool, 1e400, Infinity, 10**400, "x"),
+    so a hostile number is refused here and never reaches Redis."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        # NaN and the infinities are not integers either.
+        value = int(value) if value.is_integer() and abs(value) <= MAX_PARTS else None
+    elif isinstance(value, str):
+        digits = value.strip()
+        value = int(digits) if digits.isascii() and digits.isdigit() and len(digits) <= 3 else None
+    if not isinstance(value, int):
+        return None
+    return value if 1 <= value <= MAX_PARTS else None
 
 
 def out_id(job_id: str, phone: str) -> str:

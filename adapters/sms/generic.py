@@ -17,11 +17,13 @@ from typing import Any, Final
 import structlog
 
 from adapters.sms.gateway import (
+    MAX_PARTS,
     DeliveryStatus,
     Message,
     Receipt,
     SubmitResult,
     SubmitStatus,
+    part_number,
     split_out_id,
 )
 from adapters.sms.http import (
@@ -34,6 +36,7 @@ from adapters.sms.http import (
     log_submit,
     parse_retry_after,
     results_for_all,
+    signature_matches,
 )
 from dispatcher.core.errors import ReceiptMalformed, ReceiptRejected
 from dispatcher.core.masking import mask_phones
@@ -222,7 +225,7 @@ class GenericGateway(HttpGateway):
         if not abs(time.time() - sent) <= RECEIPT_MAX_AGE:
             raise ReceiptRejected(f"{TIMESTAMP_HEADER} more than {RECEIPT_MAX_AGE:g} s off")
         expected = receipt_signature(self.settings.callback_secret, timestamp, body)
-        if not hmac.compare_digest(expected.encode(), signature.strip().encode()):
+        if not signature_matches(expected, signature):
             raise ReceiptRejected("bad signature")
 
     def receipt_answer(self) -> tuple[int, str, bytes]:
@@ -246,10 +249,10 @@ def _receipt(row: object, index: int) -> Receipt:
         identifier, str
     ):
         raise ReceiptMalformed(f"receipt {index}: status must be delivered or failed")
-    parts = _int(row.get("parts", 1), index)
+    parts = _part_number(row.get("parts", 1), index)
     # Without "part" the receipt is for the whole message.
-    part = _int(row.get("part", parts), index)
-    if not 1 <= part <= parts:
+    part = _part_number(row.get("part", parts), index)
+    if part > parts:
         raise ReceiptMalformed(f"receipt {index}: part {part} of {parts}")
     return Receipt(
         out_id=identifier,
@@ -262,13 +265,14 @@ def _receipt(row: object, index: int) -> Receipt:
     )
 
 
-def _int(value: object, index: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ReceiptMalformed(f"receipt {index}: {value!r} is not a number")
-    try:
-        return int(value)
-    except ValueError:
-        raise ReceiptMalformed(f"receipt {index}: {value!r} is not a number") from None
+def _part_number(value: object, index: int) -> int:
+    number = part_number(value)
+    if number is None:
+        raise ReceiptMalformed(
+            f"receipt {index}: part and parts must be whole numbers from 1 to {MAX_PARTS} "
+            f"(got {str(value)[:40]!r})"
+        )
+    return number
 
 
 def _timestamp(value: object, index: int) -> datetime | None:

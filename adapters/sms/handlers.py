@@ -19,6 +19,7 @@ from dispatcher.core.errors import NotFound, ValidationFailed
 from dispatcher.core.masking import mask
 from dispatcher.http.audit import audit
 from dispatcher.http.requests import (
+    accept_query,
     dumps,
     office_of,
     parse_int,
@@ -85,6 +86,7 @@ async def register_recipients(request: web.Request) -> web.Response:
 @routes.get("/api/v1/recipients")
 async def list_recipients(request: web.Request) -> web.Response:
     office = office_of(request)
+    accept_query(request, "region", "role", "limit", "offset")
     tree, offices = request.app[TREE], request.app[OFFICES]
     code = request.query.get("region", office.region)
     tree.get(code)
@@ -137,6 +139,7 @@ async def remove_recipient(request: web.Request) -> web.Response:
 async def alert_sms(request: web.Request) -> web.Response:
     """Every text of an alert: to whom, in which state, after how many attempts."""
     office = office_of(request)
+    accept_query(request, "job", "state", "limit", "offset")
     alert = await visible_alert(request, office)
     channel = _channel(request)
     kind = query_choice(request, "job", ("alert", "escalation"), "alert")
@@ -180,6 +183,7 @@ async def _mask_foreign(
 @routes.get("/api/v1/sms/gateways")
 async def gateways(request: web.Request) -> web.Response:
     office_of(request)
+    accept_query(request)
     channel = _channel(request)
     return web.json_response(
         {

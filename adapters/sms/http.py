@@ -4,6 +4,7 @@ cannot know" (``UNKNOWN``), plus small helpers for answers, headers and JSON bod
 
 from __future__ import annotations
 
+import hmac
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -85,6 +86,14 @@ def get_header(headers: Mapping[str, str], name: str) -> str | None:
         if key.lower() == lowered:
             return candidate
     return None
+
+
+def signature_matches(expected: str, given: str) -> bool:
+    """Whether a receipt's signature header is ``expected``, compared in constant time. A
+    header holding bytes that are not ASCII (aiohttp hands them on as surrogate escapes, which
+    cannot be encoded) is no signature this engine computed, so it does not match."""
+    given = given.strip()
+    return given.isascii() and hmac.compare_digest(expected.encode(), given.encode())
 
 
 def decode_json(body: bytes | None) -> Any:

@@ -31,23 +31,16 @@ def cmd_regions_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_regions_show(args: argparse.Namespace) -> int:
-    from dispatcher.core.regions import RegionTree
-
-    tree = RegionTree.from_csv(regions_file(args.regions_file))
-    region = tree.get(args.code)
-    path = " > ".join(f"{r.name}({r.code})" for r in tree.path(region.code))
-    print(f"{path}\nlevel: {region.level.label_zh} / {region.level.label_en}")
-    print(f"topic: {tree.topic(region.code)}\nchildren: {len(tree.children(region.code))}")
-    return 0
-
-
-def read_terminal_csv(path: Path) -> tuple[list[dict[str, str]], list[int]]:
+def read_terminal_csv(
+    path: Path, encoding: str | None = None
+) -> tuple[list[dict[str, str]], list[int]]:
     """Rows of a terminal CSV (header ``id,region,kind``) and the line each ends on.
 
     A file that cannot be read as such raises ``ImportFailed`` naming the file and line.
     """
-    return read_csv_rows(path, required=("id", "region"), optional=("kind",), what="terminals")
+    return read_csv_rows(
+        path, required=("id", "region"), optional=("kind",), what="terminals", encoding=encoding
+    )
 
 
 def cmd_terminals_import(args: argparse.Namespace) -> int:
@@ -56,7 +49,7 @@ def cmd_terminals_import(args: argparse.Namespace) -> int:
     from dispatcher.http.terminals import parse_terminals
 
     path = Path(args.file)
-    rows, lines = read_terminal_csv(path)
+    rows, lines = read_terminal_csv(path, getattr(args, "encoding", None))
     tree = RegionTree.from_csv(regions_file(args.regions_file))
     # Checked here first so errors name CSV lines, not list positions.
     terminals = parse_terminals(rows, tree, row_label="line", row_numbers=lines)
@@ -102,7 +95,13 @@ def cmd_recipients_import(args: argparse.Namespace) -> int:
     from dispatcher.core.regions import RegionTree
 
     path = Path(args.file)
-    rows, lines = read_csv_rows(path, required=CSV_REQUIRED, optional=CSV_OPTIONAL, what="people")
+    rows, lines = read_csv_rows(
+        path,
+        required=CSV_REQUIRED,
+        optional=CSV_OPTIONAL,
+        what="people",
+        encoding=getattr(args, "encoding", None),
+    )
     tree = RegionTree.from_csv(regions_file(args.regions_file))
     persons = parse_recipients(rows, tree, row_label="line", row_numbers=lines)
     client = ApiClient.of(args)

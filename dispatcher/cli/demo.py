@@ -19,9 +19,9 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from tqdm import tqdm
 
 from dispatcher.app import create_app
+from dispatcher.cli.progress import coverage_table, follow
 from dispatcher.cli.provisioning import write_provisioning
 from dispatcher.core.auth import new_token
 from dispatcher.core.config import (
@@ -33,6 +33,7 @@ from dispatcher.core.config import (
 from dispatcher.core.errors import DemoFailed
 from dispatcher.core.regions import RegionTree
 from dispatcher.embedded.processes import free_port
+from dispatcher.http.middleware import JsonErrorRunner
 from dispatcher.http.state import BROKER_FOR_TERMINALS
 from dispatcher.settings import Settings
 from receiver.simulator import village_terminals
@@ -96,7 +97,7 @@ async def run_demo(
         "starting the engine with embedded broker and Redis",
     )
     app = create_app(settings, tree=tree)
-    runner = web.AppRunner(app, access_log=None)
+    runner = JsonErrorRunner(app, access_log=None)
     await runner.setup()
     sim: asyncio.subprocess.Process | None = None
     base = f"http://{settings.api.listen}"
@@ -162,10 +163,21 @@ async def run_demo(
             )
             alert_url = f"{base}/api/v1/alerts/{alert['id']}"
             print(f"  alert {alert['id']}")
-            delivery = await _follow(session, alert_url, len(terminals), timeout)
+            followed = await follow(
+                lambda: _call(session, "GET", alert_url + "?detail=city"),
+                timeout=timeout,
+                total=len(terminals),
+            )
+            delivery = followed.delivery
+            if followed.why == "timeout":
+                raise TimeoutError
+            if delivery["failed"] or not followed.complete:
+                raise DemoFailed(
+                    f"{delivery['failed']} terminals failed to play; the alert is {followed.why}"
+                )
             last_ack = delivery.get("last_ack_at")
             seconds = _iso_ts(last_ack) - posted_at if isinstance(last_ack, str) else float("nan")
-            _print_coverage(delivery)
+            print("\n" + coverage_table(delivery))
             print(
                 f"\n全部 {delivery['played']}/{delivery['expected']} 个终端已播发并确认；"
                 f"从发布到最后一个确认 {seconds:.2f} 秒\n"
@@ -192,39 +204,3 @@ def _iso_ts(value: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(value).timestamp()
-
-
-async def _follow(
-    session: aiohttp.ClientSession, url: str, total: int, timeout: float
-) -> dict[str, Any]:
-    """Poll the delivery state with a live bar until every terminal played, or time out."""
-    bar = tqdm(total=total, unit="term", desc="已确认 acknowledged", dynamic_ncols=True)
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                body = await _call(session, "GET", url + "?detail=city")
-                delivery: dict[str, Any] = body["delivery"]
-                bar.set_postfix(played=delivery["played"], failed=delivery["failed"])
-                bar.update(delivery["received"] + delivery["failed"] - bar.n)
-                if (
-                    delivery["expected"]
-                    and delivery["played"] + delivery["failed"] >= delivery["expected"]
-                ):
-                    if delivery["failed"]:
-                        raise DemoFailed(f"{delivery['failed']} terminals failed to play")
-                    return delivery
-                await asyncio.sleep(0.25)
-    finally:
-        bar.close()
-
-
-def _print_coverage(delivery: dict[str, Any]) -> None:
-    print(
-        f"\n{'城市 city':<14}{'应到 expected':>14}{'已收 received':>15}"
-        f"{'已播 played':>13}{'覆盖率 coverage':>17}"
-    )
-    for row in delivery.get("by_city", []):
-        share = row["played"] / row["expected"] * 100 if row["expected"] else 0.0
-        print(
-            f"{row['name']:<12}{row['expected']:>14}{row['received']:>15}{row['played']:>13}{share:>16.1f}%"
-        )

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dispatcher.cli.client import ApiClient
+from dispatcher.cli.lang import current
 from dispatcher.settings import load_settings
 
 
@@ -24,7 +25,11 @@ def cmd_drills_plan(args: argparse.Namespace) -> int:
         region = args.region or "35"
         drills = plan_year(tree, region, args.year, settings.drills)
         problems = check_plan(tree, region, args.year, settings.drills, drills)
-        print(to_csv(drills) if args.output == "csv" else to_json(drills), end="")
+        from drills.exports import BOM
+
+        # As the API's CSV: a byte order mark for Excel, headers in the language of ebd.
+        text = BOM + to_csv(drills, current()) if args.output == "csv" else to_json(drills)
+        print(text, end="")
         for problem in problems:
             print(f"ebd: plan problem: {problem}", file=sys.stderr)
         return 1 if problems else 0
@@ -54,7 +59,8 @@ def _show(
     """GET ``path`` with ``query`` and print it as ``args.output`` asks: the API's own CSV, the
     JSON indented, or the JSON through ``table`` (JSON too without one)."""
     if args.output == "csv":
-        print(ApiClient.of(args).text(path + _drill_query({**query, "format": "csv"})), end="")
+        csv_query = {**query, "format": "csv", "lang": current()}
+        print(ApiClient.of(args).text(path + _drill_query(csv_query)), end="")
         return 0
     body = ApiClient.of(args).call("GET", path + _drill_query(query))
     if args.output == "json" or table is None:
@@ -81,11 +87,11 @@ def cmd_drills_list(args: argparse.Namespace) -> int:
 
 
 def cmd_drills_export(args: argparse.Namespace) -> int:
-    query = {"year": args.year, "region": args.region, "format": "csv"}
+    query = {"year": args.year, "region": args.region, "format": "csv", "lang": current()}
     if args.output == "csv":
         print(ApiClient.of(args).text("/api/v1/drills" + _drill_query(query)), end="")
         return 0
-    del query["format"]
+    del query["format"], query["lang"]
     body = ApiClient.of(args).call("GET", "/api/v1/drills" + _drill_query(query))
     print(json.dumps(body["drills"], ensure_ascii=False, indent=2))
     return 0
@@ -127,7 +133,7 @@ def cmd_drills_report(args: argparse.Namespace) -> int:
         args,
         f"/api/v1/drills/{args.id}/report",
         {},
-        lambda body: to_table(DrillReport.model_validate(body)),
+        lambda body: to_table(DrillReport.model_validate(body), current()),
     )
 
 

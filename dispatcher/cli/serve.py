@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import structlog
@@ -19,6 +20,11 @@ from dispatcher.cli.data import regions_file
 from dispatcher.core.errors import ConfigError, ServiceError
 from dispatcher.logs import configure_logging
 from dispatcher.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from dispatcher.core.auth import Offices
 
 log = structlog.get_logger(__name__)
 
@@ -35,9 +41,10 @@ async def _serve(settings: Settings, config_file: Path | None) -> None:
     from aiohttp import web
 
     from dispatcher.app import create_app, freeze_startup_objects
+    from dispatcher.http.middleware import JsonErrorRunner
 
     app = create_app(settings, config_file=config_file)
-    runner = web.AppRunner(app, access_log=None)
+    runner = JsonErrorRunner(app, access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.api.host, settings.api.port)
@@ -118,7 +125,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     settings = load_settings(config)
     with naming(config):
         tree = load_tree(settings, config)
-        Offices(settings.offices, tree)
+        offices = Offices(settings.offices, tree)
     gateways = settings.sms.gateways
     sms = (
         "SMS via " + ", ".join(f"{g.name} ({g.protocol}, {g.rate:g}/s)" for g in gateways)
@@ -131,7 +138,39 @@ def cmd_config_check(args: argparse.Namespace) -> int:
             "note: [sms] callback_base is not set; gateways will be told to post receipts to "
             f"http://{settings.api.listen}, which they may not reach"
         )
+    for warning in _configured_but_off(settings, offices):
+        print(f"warning: {warning}")
     return 0
+
+
+def _changed(section: BaseModel) -> set[str]:
+    """The fields of a settings section that differ from its defaults: what the file (or the
+    environment) configured, however the section was built."""
+    default = type(section)()
+    return {
+        name
+        for name in type(section).model_fields
+        if getattr(section, name) != getattr(default, name)
+    }
+
+
+def _configured_but_off(settings: Settings, offices: Offices) -> list[str]:
+    """Features the file configures that will not run, and why: a config that loads can
+    still leave an office waiting for drills or texts that never come."""
+    warnings = []
+    if _changed(settings.drills) and offices.drill_office(settings.drills.office) is None:
+        warnings.append(
+            "[drills] is configured but drills are off: no [[offices]] entry is at province "
+            'level and [drills] office is not set; add office = "ID" (an office whose region '
+            "covers the drills) under [drills]"
+        )
+    sms = _changed(settings.sms)
+    if sms and not settings.sms.gateways:
+        warnings.append(
+            f"[sms] sets {', '.join(sorted(sms))} but has no [[sms.gateways]]: no text is "
+            "sent, escalations to village contacts included; add a gateway (docs/sms.md)"
+        )
+    return warnings
 
 
 def cmd_offices_token(args: argparse.Namespace) -> int:
@@ -188,9 +227,14 @@ def _with_env_password(url: str, terminal_id: str) -> str:
 
 def cmd_receiver(args: argparse.Namespace) -> int:
     from dispatcher.core.signing import Keyring
-    from receiver.agent import run_agent
+    from receiver.agent import PlayerError, choose_player, run_agent
 
     configure_logging("auto", "info")
+    try:
+        player = choose_player(args.player, voice=args.espeak_voice)
+    except PlayerError as exc:
+        print(f"ebd receiver: {exc}", file=sys.stderr)
+        return 2
 
     keyring = Keyring.load(Path(args.keyring)) if args.keyring else None
     ca_pem = Path(args.ca_file).read_text(encoding="ascii") if args.ca_file else None
@@ -205,6 +249,7 @@ def cmd_receiver(args: argparse.Namespace) -> int:
                 state_file=state,
                 keyring=keyring,
                 ca_pem=ca_pem,
+                player=player,
             ),
             name="agent",
         )

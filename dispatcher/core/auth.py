@@ -69,6 +69,10 @@ class Offices:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise Unauthorized("Authorization must be 'Bearer <token>'")
+        if not token.isascii() or not token.isprintable():
+            # Bytes that are not UTF-8 reach here as surrogate escapes, which cannot be hashed;
+            # no token this engine issues has anything but visible ASCII.
+            raise Unauthorized("the bearer token must be visible ASCII characters")
         digest = hash_token(token)
         # Compare against every hash in constant time so timing tells nothing about which
         # prefix matched; there are only a few hundred offices.

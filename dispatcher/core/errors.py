@@ -175,6 +175,17 @@ class StoreUnavailable(EbdError, code="store_unavailable", status=503):
     """Redis did not answer; the request may be retried."""
 
 
+class StoreRefused(StoreUnavailable, code="store_refused", status=500):
+    """Redis answered with an error that is no outage (a script error, a key of the wrong
+    type): a bug or a damaged store. The engine's own loops treat it as an outage and try
+    again; a caller is not told to retry, and Redis's reply (which may quote a script) is kept
+    in ``reply`` for the log, not shown."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__("the store refused the request; the engine logged the details")
+        self.reply = reply
+
+
 class PublishFailed(EbdError, code="publish_failed", status=503):
     """The broker did not accept a publish before its deadline; the outbox will retry it."""
 

@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from dispatcher.core.validation import speakable
 from dispatcher.core.wire import ALERT_ID_PATTERN, TERMINAL_ID_PATTERN, AckState
 
 MAX_AREAS = 500
@@ -140,6 +141,16 @@ class _Strict(BaseModel):
 class AlertRequest(_Strict):
     """What an office sends to ``POST /api/v1/alerts``."""
 
+    # The OpenAPI document states _consistent's first rule: exactly one of them, not null.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["expires"], "properties": {"expires": {"type": "string"}}},
+                {"required": ["expires_in"], "properties": {"expires_in": {"type": "integer"}}},
+            ]
+        }
+    )
+
     event: str = Field(min_length=1, max_length=64, description="e.g. 台风 / typhoon")
     event_code: str | None = Field(
         default=None, description="GB/T 35561 event code, e.g. 11B01 (typhoon)"
@@ -173,6 +184,12 @@ class AlertRequest(_Strict):
     @classmethod
     def _multiline(cls, value: str | None) -> str | None:
         return plain_text(value, multiline=True)
+
+    @field_validator("headline", "text", "instruction")
+    @classmethod
+    def _spoken(cls, value: str | None) -> str | None:
+        # The terminals read these out (docs/protocol.md, "What a terminal does").
+        return speakable(value)
 
     @field_validator("event_code")
     @classmethod

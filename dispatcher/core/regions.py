@@ -6,12 +6,18 @@ code's length and every ancestor's code is a prefix of it.
 
 A region file is UTF-8 CSV with the header ``code,name,level,parent``: ``level`` is 1-5 and
 ``parent`` is empty for a province. Rows may come in any order; the tree keeps file order.
+
+Some townships are *virtual*: development zones, state farms and forest farms the statistics
+list as townships but with no village of their own, only a placeholder "virtual community"
+(虚拟社区, 虚拟生活区) or nothing at all; 马祖乡 of 连江县 is one. Nobody lives there as a
+village, so they are not planned for drills and no office owes a drill for them.
 """
 
 from __future__ import annotations
 
+import bisect
 import csv
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -31,7 +37,11 @@ __all__ = [
     "code_from_alert_topic",
     "code_path",
     "level_of_code",
+    "villages_without_terminal",
 ]
+
+# How the statistics name a village that is a placeholder, not a village people live in.
+VIRTUAL_VILLAGE_MARK = "虚拟"
 
 
 class Level(IntEnum):
@@ -130,7 +140,7 @@ class Region:
 class RegionTree:
     """An immutable, validated region tree; every lookup validates the code it is given."""
 
-    __slots__ = ("_by_code", "_children", "_counts")
+    __slots__ = ("_by_code", "_children", "_counts", "_village_codes", "_virtual")
 
     def __init__(self, regions: dict[str, Region]) -> None:
         # Private: build through from_csv / from_regions, which check what this trusts.
@@ -141,6 +151,17 @@ class RegionTree:
             self._counts[region.level] += 1
             if region.parent is not None:
                 self._children[region.parent].append(region)
+        # Sorted, so the villages under a code are one slice (every ancestor is a prefix).
+        self._village_codes = sorted(r.code for r in regions.values() if r.level is Level.VILLAGE)
+        self._virtual = frozenset(
+            region.code
+            for region in regions.values()
+            if (region.level is Level.VILLAGE and VIRTUAL_VILLAGE_MARK in region.name)
+            or (
+                region.level is Level.TOWNSHIP
+                and all(VIRTUAL_VILLAGE_MARK in v.name for v in self._children[region.code])
+            )
+        )
 
     @classmethod
     def from_csv(cls, path: Path | str) -> RegionTree:
@@ -249,6 +270,15 @@ class RegionTree:
             return [code]
         return [village.code for village in self.descendants(code, level=Level.VILLAGE)]
 
+    def village_codes(self, code: str) -> list[str]:
+        """The village codes at or below ``code``, sorted: ``villages`` in code order, found
+        by bisection rather than a walk of the tree (an alert's status reads it each time)."""
+        prefix = self.get(code).code
+        codes = self._village_codes
+        start = bisect.bisect_left(codes, prefix)
+        # ":" sorts right after "9": every code starting with the prefix sorts before it.
+        return codes[start : bisect.bisect_left(codes, prefix + ":", start)]
+
     def is_within(self, inner: str, outer: str) -> bool:
         """True if ``inner`` is ``outer`` or below it; both must be in the tree."""
         self.get(inner)
@@ -274,6 +304,41 @@ class RegionTree:
     def subscription_topics(self, code: str) -> list[str]:
         """The exact alert topics a terminal at ``code`` subscribes to, province first."""
         return [alert_topic(region.code) for region in self.path(code)]
+
+    def is_virtual(self, code: str) -> bool:
+        """True for a virtual township (no village of its own, or only placeholder ones) and
+        for a placeholder village (its name has 虚拟); see the module docstring."""
+        return self.get(code).code in self._virtual
+
+    def townships(self, code: str, *, virtual: bool = False) -> list[Region]:
+        """The townships at or below ``code`` (none below a township), in file order; the
+        virtual ones only with ``virtual``: drills and compliance leave them out."""
+        region = self.get(code)
+        if region.level is Level.VILLAGE:
+            return []
+        found = [region] if region.level is Level.TOWNSHIP else self.descendants(
+            code, Level.TOWNSHIP
+        )  # fmt: skip
+        return [t for t in found if virtual or t.code not in self._virtual]
+
+    def find(self, text: str, *, limit: int = 50) -> list[Region]:
+        """Regions whose name contains ``text`` (or whose code starts with it, for digits),
+        highest level first, then in file order; at most ``limit``."""
+        needle = text.strip()
+        if not needle:
+            return []
+        by_code = needle.isascii() and needle.isdigit()
+        found = [
+            region
+            for region in self._by_code.values()
+            if (region.code.startswith(needle) if by_code else needle in region.name)
+        ]
+        found.sort(key=lambda region: region.level)
+        return found[:limit]
+
+    def full_name(self, code: str) -> str:
+        """The names from the province down, as people write an address: 福建省/福州市/连江县."""
+        return "/".join(region.name for region in self.path(code))
 
     def roots(self) -> list[Region]:
         return [region for region in self._by_code.values() if region.parent is None]
@@ -389,3 +454,21 @@ def _describe_level(level: object) -> str:
     if isinstance(level, Level):
         return f"{int(level)} ({level.label_en})"
     return repr(level)
+
+
+def villages_without_terminal(
+    tree: RegionTree, areas: Iterable[str], reached: Collection[str]
+) -> list[Region]:
+    """The villages under ``areas`` (codes in the tree) that hold none of the ``reached``
+    region codes: no registered terminal there, so no loudspeaker sounds. Placeholder villages
+    are left out (nobody lives there). Sorted by code."""
+    # A terminal registered above village level (a township's own loudspeaker) reaches no
+    # particular village, so only village codes count.
+    found: set[str] = set()
+    for area in areas:
+        found.update(
+            code
+            for code in tree.village_codes(area)
+            if code not in reached and not tree.is_virtual(code)
+        )
+    return [tree.get(code) for code in sorted(found)]

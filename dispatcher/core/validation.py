@@ -4,6 +4,8 @@ Pure: the API, the CLI and the adapters share it."""
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -16,6 +18,33 @@ Row = TypeVar("Row", bound=BaseModel)
 
 # A list with thousands of bad rows is reported by its first ones: enough to see the pattern.
 MAX_ROW_DETAILS = 200
+
+# What a loudspeaker cannot say in a spoken text: emoji and pictographs (and the selectors,
+# joiners, keycaps and tags emoji are built from), and invisible format, private-use and
+# unassigned characters. A synthesiser reads an emoji out by its name or stalls on it, in the
+# middle of a warning. ℃, °, ㎜, ①, arrows and ■ stay allowed: warnings use them. The terminal
+# side strips the same set before speaking (``receiver.speech``), for an engine that let one by.
+_PICTOGRAPH = re.compile(
+    "[\u231a\u231b\u23e9-\u23fa\u2600-\u27bf\u2b00-\u2bff\u3030\u303d"
+    "\u3297-\u3299\ufe00-\ufe0f\U0001f000-\U0001faff\U000e0000-\U000e007f"
+    "\U000e0100-\U000e01ef]"
+)
+_INVISIBLE = frozenset({"Cf", "Co", "Cn", "Cs"})
+
+
+def speakable(value: str | None) -> str | None:
+    """A spoken text's check (headline, text, instruction): nothing a loudspeaker cannot say;
+    the error names the first such character, as U+XXXX with its Unicode name."""
+    if value is None:
+        return None
+    for index, ch in enumerate(value):
+        if _PICTOGRAPH.match(ch) or unicodedata.category(ch) in _INVISIBLE:
+            name = unicodedata.name(ch, "unassigned or private use").lower()
+            raise ValueError(
+                f"contains U+{ord(ch):04X} ({name}) at position {index}, which a loudspeaker "
+                "cannot say; remove it or write it out in words"
+            )
+    return value
 
 
 def validation_details(exc: ValidationError, *, prefix: str = "") -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import json
 import os
 import resource
 import shutil
@@ -20,10 +21,11 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import ClassVar, Self
 
 from dispatcher.core.broker_auth import ENGINE_ACL, ENGINE_USER, TERMINALS_ACL, password_line
 from dispatcher.core.errors import ServiceError
@@ -61,6 +63,7 @@ _ADDRESS_IN_USE = "Address already in use"
 _MQTT_PROBE_CONNECT = b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x0a\x00\x00"
 _MQTT_CONNACK = b"\x20"
 _MQTT_DISCONNECT = b"\xe0\x00"
+_PORTS_FILE = "ports.json"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -267,9 +270,9 @@ class ManagedProcess(_Service):
         port = self._port if port is None else port
         return f"[{self._host}]:{port}" if ":" in self._host else f"{self._host}:{port}"
 
-    def _ports(self) -> list[int]:
-        """Every port the server listens on."""
-        return [self._port]
+    def _ports(self) -> list[tuple[str, int]]:
+        """Every address and port the server listens on."""
+        return [(self._host, self._port)]
 
     def _new_ports(self) -> None:
         """Other free ports, after a chosen one was taken before the server could bind it."""
@@ -278,12 +281,12 @@ class ManagedProcess(_Service):
     def _launch(self, timeout: float) -> None:
         # Checked up front: another server of the same kind on this port would answer our
         # readiness probe while ours dies on its bind.
-        for port in self._ports():
-            if not _can_bind(self._host, port):
+        for host, port in self._ports():
+            if not _can_bind(host, port):
                 raise ServiceError(
-                    f"cannot start {self.binary}: port {port} on {self._host} is already in use"
+                    f"cannot start {self.binary}: port {port} on {host} is already in use"
                     f" ({_ADDRESS_IN_USE}); pick another port or stop what listens there",
-                    details={"binary": self.binary, "host": self._host, "port": port},
+                    details={"binary": self.binary, "host": host, "port": port},
                 )
         executable = find_binary(self.binary)
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -355,11 +358,41 @@ class MosquittoServer(ManagedProcess):
     binary = "mosquitto"
     url_template = "mqtt://{netloc}"
 
-    def __init__(self, *args: Any, terminal_port: int | None = None, **kwargs: Any) -> None:
-        """As ``ManagedProcess``, and the terminals' listener's port (free one by default)."""
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        state_dir: Path,
+        port: int | None = None,
+        *,
+        terminal_port: int | None = None,
+        terminal_host: str | None = None,
+        terminal_names: Sequence[str] = (),
+        host: str = "127.0.0.1",
+        extra_config: str = "",
+    ) -> None:
+        """As ``ManagedProcess``, and the terminals' listener: its address (``terminal_host``,
+        the engine listener's by default; ``0.0.0.0`` for every interface), its port, and
+        the names or addresses terminals reach it by (``terminal_names``: the first is the
+        one terminals are given, all go into the server certificate).
+
+        A port left out is chosen once and remembered in ``ports.json`` of the state folder,
+        so a restarted broker (or engine) comes back where its terminals were told to connect.
+        """
+        remembered = _remembered_ports(Path(state_dir))
+        port = remembered.get("port") if port is None else port
+        if terminal_port is None:
+            terminal_port = remembered.get("terminal_port")
+        super().__init__(state_dir, port, host, extra_config)
+        self._terminal_host = terminal_host or self._host
+        if _is_wildcard(self._terminal_host) and not terminal_names:
+            raise ServiceError(
+                f"the terminals' listener is on every address ({self._terminal_host}): give the "
+                "name or address terminals reach it by (mqtt.terminal_url)"
+            )
+        self._terminal_names = [_unbracketed(name) for name in terminal_names]
         self._auto_terminal_port = terminal_port is None
-        self._terminal_port = free_port(self._host) if terminal_port is None else terminal_port
+        self._terminal_port = (
+            free_port(self._terminal_host) if terminal_port is None else terminal_port
+        )
 
     @functools.cached_property
     def engine_password(self) -> str:
@@ -381,9 +414,22 @@ class MosquittoServer(ManagedProcess):
         return self._terminal_port
 
     @property
+    def terminal_host(self) -> str:
+        """The address the terminals' listener binds."""
+        return self._terminal_host
+
+    @property
     def terminal_url(self) -> str:
-        """Where terminals connect: TLS, each with its own account."""
-        return f"mqtts://{self._netloc(self._terminal_port)}"
+        """Where terminals connect: TLS, each with its own account; the first of
+        ``terminal_names`` if given, else the listener's own address."""
+        host = self._terminal_names[0] if self._terminal_names else self._terminal_host
+        netloc = f"[{host}]" if ":" in host else host
+        return f"mqtts://{netloc}:{self._terminal_port}"
+
+    @property
+    def ports_path(self) -> Path:
+        """The ports chosen on the first start (not secret): kept across restarts."""
+        return self._state_dir / _PORTS_FILE
 
     @property
     def files(self) -> BrokerFiles:
@@ -426,7 +472,12 @@ class MosquittoServer(ManagedProcess):
 
     def _render_config(self) -> str:
         files = self.files
-        hosts = list(dict.fromkeys([self._host, "localhost", "127.0.0.1"]))
+        # Every name the certificate must carry: what terminals are told, the listener's own
+        # address (unless it is every address), and the loopback names local tools use.
+        listener = [] if _is_wildcard(self._terminal_host) else [self._terminal_host]
+        hosts = list(
+            dict.fromkeys([*self._terminal_names, *listener, self._host, "localhost", "127.0.0.1"])
+        )
         ensure_tls(self._state_dir / "secrets" / "tls", hosts)
         write_private(
             Path(files.engine_passwd), password_line(ENGINE_USER, self.engine_password) + "\n"
@@ -439,7 +490,7 @@ class MosquittoServer(ManagedProcess):
         return render_mosquitto_conf(
             host=self._host,
             port=self._port,
-            terminal_host=self._host,
+            terminal_host=self._terminal_host,
             terminal_port=self._terminal_port,
             data_dir=self.data_dir,
             user=_mosquitto_user(),
@@ -450,17 +501,20 @@ class MosquittoServer(ManagedProcess):
     def _arguments(self, config_path: Path) -> list[str]:
         return ["-c", str(config_path)]
 
-    def _ports(self) -> list[int]:
-        return [self._port, self._terminal_port]
+    def _ports(self) -> list[tuple[str, int]]:
+        return [(self._host, self._port), (self._terminal_host, self._terminal_port)]
 
     def _started(self, pid: int) -> None:
         # The shell that raised the open-files limit exec'd the broker: same pid.
         self.pid_path.write_text(f"{pid}\n", encoding="ascii")
+        ports = {"port": self._port, "terminal_port": self._terminal_port}
+        if _remembered_ports(self._state_dir) != ports:
+            self.ports_path.write_text(json.dumps(ports) + "\n", encoding="ascii")
 
     def _new_ports(self) -> None:
         super()._new_ports()
         if self._auto_terminal_port:
-            self._terminal_port = free_port(self._host)
+            self._terminal_port = free_port(self._terminal_host)
 
     def _probe(self, sock: socket.socket) -> bool:
         # A CONNACK, not just an accepted connection: proof that a broker, and not whatever
@@ -603,3 +657,26 @@ def _mosquitto_user() -> str:
 
 def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _is_wildcard(host: str) -> bool:
+    return host in ("0.0.0.0", "::", "")  # noqa: S104  naming the wildcard, not binding it
+
+
+def _unbracketed(host: str) -> str:
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+
+def _remembered_ports(state_dir: Path) -> dict[str, int]:
+    """The ports an earlier start chose (``ports.json``); empty if none or unreadable."""
+    try:
+        saved = json.loads((state_dir / _PORTS_FILE).read_text(encoding="ascii"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(saved, dict):
+        return {}
+    return {
+        name: value
+        for name, value in saved.items()
+        if name in ("port", "terminal_port") and type(value) is int and 0 < value < 65536
+    }

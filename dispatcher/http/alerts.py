@@ -9,21 +9,23 @@ import hashlib
 import json
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
+from dispatcher.core.alert_status import alert_status
 from dispatcher.core.audit import AuditAction
 from dispatcher.core.auth import Office, Offices
+from dispatcher.core.clock import shown, shown_ms
 from dispatcher.core.errors import Conflict, ValidationFailed
 from dispatcher.core.models import Alert, AlertRequest, CancelRequest, Channel, MsgType, utcnow
-from dispatcher.core.regions import Level, RegionTree
+from dispatcher.core.regions import Level, Region, RegionTree, villages_without_terminal
 from dispatcher.core.validation import invalid
 from dispatcher.http.audit import audit
 from dispatcher.http.requests import (
+    accept_query,
     dumps,
     office_of,
     parse_int,
@@ -31,7 +33,7 @@ from dispatcher.http.requests import (
     read_json,
     visible_alert,
 )
-from dispatcher.http.state import OFFICES, SMS, STORE, TREE
+from dispatcher.http.state import OFFICES, SMS, STORE, TREE, VILLAGE_GAPS
 from dispatcher.store.delivery import DeliveryCounts
 from dispatcher.store.store import Store
 
@@ -152,6 +154,8 @@ def _audit_detail(alert: Alert) -> dict[str, Any]:
 @routes.post("/api/v1/alerts")
 async def issue_alert(request: web.Request) -> web.Response:
     office = office_of(request)
+    # A flag the engine does not know (``?dry_run=1``) must not issue a real warning.
+    accept_query(request)
     tree, offices, store = request.app[TREE], request.app[OFFICES], request.app[STORE]
     body = await read_json(request)
     if not isinstance(body, dict):
@@ -198,6 +202,7 @@ async def issue_alert(request: web.Request) -> web.Response:
 @routes.post("/api/v1/alerts/{alert_id}/cancel")
 async def cancel_alert(request: web.Request) -> web.Response:
     office = office_of(request)
+    accept_query(request)
     offices = request.app[OFFICES]
     original = await visible_alert(request, office)
     body = await read_json(request, optional=True)
@@ -215,7 +220,7 @@ async def cancel_alert(request: web.Request) -> web.Response:
     now = utcnow()
     if original.expired(now):
         raise Conflict(
-            f"alert {original.id} expired at {original.expires.isoformat()}; nothing to cancel"
+            f"alert {original.id} expired at {shown(original.expires)}; nothing to cancel"
         )
     request_model = AlertRequest.model_construct(
         event=original.event,
@@ -253,16 +258,38 @@ def _regions_shown(tree: RegionTree, areas: Sequence[str], levels: Sequence[Leve
     return codes
 
 
+async def _village_gaps(
+    request: web.Request, alert: Alert, dispatch: dict[str, Any]
+) -> list[Region] | None:
+    """The villages of the alert's areas that none of its expected terminals is in; None
+    before its dispatch recorded them."""
+    dispatched_at = dispatch.get("dispatched_at")
+    if not dispatched_at:
+        return None
+    store, tree = request.app[STORE], request.app[TREE]
+    known = request.app.get(VILLAGE_GAPS)
+    codes = known.get(alert.id, dispatched_at) if known is not None else None
+    if codes is None:
+        expected, _ = await store.expected_of(alert.id)
+        areas = [area for area in alert.areas if area in tree]
+        found = villages_without_terminal(tree, areas, set(expected.values()))
+        codes = tuple(village.code for village in found)
+        if known is not None:
+            known.put(alert.id, dispatched_at, codes)
+    return [tree.get(code) for code in codes]
+
+
 async def _dispatch_summary(store: Store, alert: Alert) -> dict[str, Any]:
     root_code = alert.areas[0][:2]
     report = await store.delivery(alert.id, [root_code])
     root = report.by_region.get(root_code, DeliveryCounts())
-    return {"state": report.dispatch.get("state", "unknown"), **root.as_dict()}
+    return {"state": alert_status(alert, report.dispatch), **root.as_dict()}
 
 
 @routes.get("/api/v1/alerts")
 async def list_alerts(request: web.Request) -> web.Response:
     office = office_of(request)
+    accept_query(request, "limit")
     store, tree, offices = request.app[STORE], request.app[TREE], request.app[OFFICES]
     limit = parse_int(request, "limit", 50, 1, 500)
     alerts = [
@@ -280,12 +307,17 @@ async def list_alerts(request: web.Request) -> web.Response:
 async def get_alert(request: web.Request) -> web.Response:
     office = office_of(request)
     store, tree = request.app[STORE], request.app[TREE]
+    accept_query(request, "detail", "villages")
+    # The villages with no terminal are counted always, listed on request: a province alert's
+    # list runs to thousands of villages, which a progress poll has no use for.
+    list_villages = query_choice(request, "villages", ["count", "list"], "count") == "list"
     alert = await visible_alert(request, office)
     levels = {"city": Level.CITY, "county": Level.COUNTY, "township": Level.TOWNSHIP}
     detail = query_choice(request, "detail", list(levels), "county")
     assert detail is not None  # noqa: S101  it has a default
     shown = [level for level in levels.values() if level <= levels[detail]]
     report = await store.delivery(alert.id, _regions_shown(tree, alert.areas, shown))
+    gaps = await _village_gaps(request, alert, report.dispatch)
     # Every expected terminal lies in the province, so its counter is the alert's total.
     total = report.by_region.get(alert.areas[0][:2], DeliveryCounts())
     breakdown: dict[str, list[dict[str, Any]]] = {}
@@ -296,21 +328,32 @@ async def get_alert(request: web.Request) -> web.Response:
         for code, counts in sorted(report.by_region.items()):
             if code in tree and tree.level(code) is level and counts.expected:
                 rows.append({"code": code, "name": tree.name(code), **counts.as_dict()})
+                if gaps is not None:
+                    rows[-1]["villages_without_terminal"] = sum(
+                        v.code.startswith(code) for v in gaps
+                    )
         breakdown[f"by_{name}"] = rows
     dispatch = report.dispatch
     body = alert_json(alert, tree)
     body["delivery"] = {
-        "state": _delivery_state(alert, dispatch),
+        "state": alert_status(alert, dispatch),
         **total.as_dict(),
         "offline_at_dispatch": int(dispatch.get("offline_at_dispatch", 0)),
         "queued_at": dispatch.get("queued_at"),
         "dispatched_at": dispatch.get("dispatched_at"),
-        "last_ack_at": _ms_iso(dispatch.get("last_ack_ms")),
+        "last_ack_at": shown_ms(dispatch.get("last_ack_ms")),
+        "cancelled_at": dispatch.get("cancelled_at"),
         "resends": int(dispatch.get("resends", 0)),
         "escalated": int(dispatch.get("escalated", 0)),
         "cancelled_by": dispatch.get("cancelled_by"),
         "superseded_by": dispatch.get("superseded_by"),
         **breakdown,
+        # Villages in the areas where no expected terminal is: no loudspeaker sounded there,
+        # whatever the coverage says. None until the alert is dispatched.
+        "villages_without_terminal": None if gaps is None else len(gaps),
+        "villages_without_terminal_list": None
+        if gaps is None or not list_villages
+        else [{"code": v.code, "name": v.name, "path": tree.full_name(v.code)} for v in gaps],
     }
     if SMS in request.app:
         # Texts of the alert itself, and those its escalations sent to village contacts.
@@ -318,23 +361,6 @@ async def get_alert(request: web.Request) -> web.Response:
         if sms is not None or Channel.SMS in alert.channels:
             body["delivery"]["sms"] = sms
     return web.json_response(body, dumps=dumps)
-
-
-def _delivery_state(alert: Alert, dispatch: dict[str, str]) -> str:
-    """queued, dispatching, partial or dispatched while the alert is live; then why it ended."""
-    if dispatch.get("cancelled_by") and alert.msg_type is not MsgType.CANCEL:
-        return "cancelled"
-    if dispatch.get("superseded_by"):
-        return "superseded"
-    if alert.expired():
-        return "expired"
-    return dispatch.get("state", "unknown")
-
-
-def _ms_iso(value: str | None) -> str | None:
-    if not value:
-        return None
-    return datetime.fromtimestamp(int(value) / 1000, UTC).isoformat()
 
 
 _TERMINAL_STATES = (
@@ -354,6 +380,7 @@ async def alert_terminals(request: web.Request) -> web.Response:
     """Each expected terminal of an alert: who got it, who did not, who was offline."""
     office = office_of(request)
     tree, store = request.app[TREE], request.app[STORE]
+    accept_query(request, "state", "limit", "offset")
     alert = await visible_alert(request, office)
     wanted = query_choice(request, "state", _TERMINAL_STATES)
     limit = parse_int(request, "limit", 1000, 1, 20_000)

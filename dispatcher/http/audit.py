@@ -14,6 +14,7 @@ from dispatcher.core.auth import Office
 from dispatcher.core.errors import BadRequest
 from dispatcher.http.requests import (
     OFFICE,
+    accept_query,
     dumps,
     office_of,
     parse_int,
@@ -78,6 +79,7 @@ async def query(request: web.Request) -> web.Response:
     """Records by time range, office and action, oldest first, a page at a time: follow
     ``next`` (``after`` the last seq looked at) until it is null."""
     _province_office(request)
+    accept_query(request, "since", "until", "action", "office", "limit", "after")
     since, until = _range(request)
     action = request.query.get("action")
     if action is not None and action not in _ACTIONS:
@@ -114,6 +116,7 @@ async def query(request: web.Request) -> web.Response:
 async def export(request: web.Request) -> web.StreamResponse:
     """The log (or a time range of it) as NDJSON, one record a line, streamed."""
     _province_office(request)
+    accept_query(request, "since", "until")
     since, until = _range(request)
     store = request.app[STORE]
     response = web.StreamResponse(
@@ -133,6 +136,7 @@ async def export(request: web.Request) -> web.StreamResponse:
 async def verify(request: web.Request) -> web.Response:
     """Walk the whole chain: ok, or each edited, missing, relinked or truncated record."""
     _province_office(request)
+    accept_query(request)
     result = await request.app[STORE].audit.verify()
     return web.json_response(
         {

@@ -10,6 +10,8 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 from dispatcher.core.errors import EbdError
 from dispatcher.http.requests import auth_throttle, dumps, source_of
@@ -17,6 +19,8 @@ from dispatcher.http.state import API
 
 log = structlog.get_logger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Headers that describe aiohttp's plain-text error body, replaced by the JSON one's.
+_BODY_HEADERS = frozenset({"content-type", "content-length", "content-encoding"})
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
@@ -56,9 +60,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             413: "request body too large: send at most "
             f"{request.app[API].max_body_bytes} bytes (split terminal lists)",
         }
+        # The exception's own headers say what to do next (a 405's Allow); its body's do not.
+        kept = {k: v for k, v in exc.headers.items() if k.lower() not in _BODY_HEADERS}
         return web.json_response(
             error_body(exc.reason.lower().replace(" ", "_"), messages.get(exc.status, exc.reason)),
             status=exc.status,
+            headers=kept,
         )
     except asyncio.CancelledError:
         raise
@@ -67,3 +74,47 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return web.json_response(
             error_body("internal", "internal error; the engine logged the details"), status=500
         )
+
+
+class _JsonErrorHandler(RequestHandler):
+    """A connection whose requests aiohttp could not even parse (a raw byte that is not ASCII
+    in the URL, a malformed header line) are answered with the JSON error body too."""
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        # aiohttp's own logs the error and refuses when part of an answer is already out.
+        plain = super().handle_error(request, status, exc, message)
+        if status >= 500:
+            body = error_body("internal", "internal error; the engine logged the details")
+        else:
+            reason = (message or "malformed request").strip().splitlines()[0]
+            body = error_body(
+                "bad_request",
+                f"the request could not be read: {reason}; percent-encode what is not ASCII "
+                "in the URL (e.g. %FF) and send headers as 'Name: value' lines",
+            )
+        answer = web.json_response(body, status=plain.status)
+        answer.force_close()
+        return answer
+
+
+class _JsonErrorServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _JsonErrorHandler(self, loop=self._loop, **self._kwargs)
+
+
+class JsonErrorRunner(web.AppRunner):
+    """``web.AppRunner`` whose connections give every answer, even to a request that never
+    reached the application, the JSON error body (``_JsonErrorHandler``)."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        # The application builds its server itself; this one differs only in the connections
+        # it makes, and adds no state, so its class is swapped rather than the server rebuilt.
+        server.__class__ = _JsonErrorServer
+        return server

@@ -13,6 +13,7 @@ import structlog
 from aiohttp import web
 
 from dispatcher.core.auth import AuthThrottle, Office
+from dispatcher.core.clock import localized
 from dispatcher.core.errors import (
     BadRequest,
     Forbidden,
@@ -39,10 +40,25 @@ async def read_json(request: web.Request, *, optional: bool = False) -> Any:
     if optional and not raw.strip():
         return None
     try:
-        return json.loads(raw)
+        value = json.loads(raw)
     except (ValueError, RecursionError) as exc:
         # ValueError covers bad JSON, bad UTF-8 and integers too long to convert.
         raise BadRequest(f"the body is not valid JSON: {exc}") from exc
+    if b"\\u" in raw:
+        _refuse_lone_surrogates(value)
+    return value
+
+
+def _refuse_lone_surrogates(value: Any) -> None:
+    """JSON may escape half of a UTF-16 surrogate pair (``"\\ud800"``); such a string is no
+    Unicode text, cannot be encoded (to hash, store or log) and is refused as a bad body."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadRequest(
+            'the body holds a lone UTF-16 surrogate escape (e.g. "\\ud800"); '
+            "send valid Unicode text"
+        ) from exc
 
 
 # The office behind the request, once ``office_of`` found it: what the audit log records.
@@ -99,7 +115,8 @@ def office_of(request: web.Request) -> Office:
 
 
 async def visible_alert(request: web.Request, office: Office, alert_id: str | None = None) -> Alert:
-    alert_id = alert_id or request.match_info["alert_id"]
+    if alert_id is None:
+        alert_id = request.match_info["alert_id"]
     alert = await request.app[STORE].get_alert(alert_id) if len(alert_id) <= 80 else None
     if alert is None:
         raise NotFound(f"no alert {alert_id!r}")
@@ -145,7 +162,25 @@ def query_choice(
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
+    """A response body; its times shown in the display zone (``dispatcher.core.clock``)."""
+    return json.dumps(localized(value), ensure_ascii=False)
+
+
+def accept_query(request: web.Request, *names: str) -> None:
+    """Refuse (400) a query parameter that is not one of ``names``, or one given twice: an
+    ignored filter would pass an unfiltered list off as the filtered one."""
+    accepted = sorted(names)
+    for name in request.query:
+        twice = name in names and len(request.query.getall(name)) > 1
+        if name in names and not twice:
+            continue
+        shown = name if len(name) <= 64 else name[:64] + "…"
+        what = "given more than once" if twice else "unknown query parameter"
+        raise BadRequest(
+            f"{what} {shown!r}; this endpoint accepts "
+            + (", ".join(accepted) if accepted else "no query parameters"),
+            details=[{"field": shown, "message": what, "accepted": accepted}],
+        )
 
 
 def province_office(request: web.Request, what: str) -> Office:

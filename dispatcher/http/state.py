@@ -62,3 +62,29 @@ CREDENTIALS = web.AppKey("credentials", Credentials)
 BROKER_FOR_TERMINALS = web.AppKey("broker_for_terminals", dict[str, str])
 # The public keys terminals verify payloads with (given out with their credentials).
 KEYRING = web.AppKey("keyring", Keyring)
+
+
+class VillageGaps:
+    """The villages each dispatched alert reaches no terminal in, as found once.
+
+    An alert's expected terminals are fixed when it is dispatched, and finding its gaps
+    reads them all (17,498 for the province): every status request of a wave reading them
+    again would cost Redis and the engine more than the request itself. Keyed by the alert
+    and its dispatch time (a dispatch taken over by another instance writes the set anew);
+    the most recent ``size`` alerts are kept.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._found: dict[tuple[str, str], tuple[str, ...]] = {}
+
+    def get(self, alert_id: str, dispatched_at: str) -> tuple[str, ...] | None:
+        return self._found.get((alert_id, dispatched_at))
+
+    def put(self, alert_id: str, dispatched_at: str, codes: tuple[str, ...]) -> None:
+        self._found[(alert_id, dispatched_at)] = codes
+        while len(self._found) > self._size:
+            del self._found[next(iter(self._found))]  # the oldest: dicts keep their order
+
+
+VILLAGE_GAPS = web.AppKey("village_gaps", VillageGaps)

@@ -1,12 +1,15 @@
-"""``/api/v1/terminals``: register terminals (all rows or none), list them by region, delete
-them; their broker accounts (issued on registration, rotated, revoked) and the keyring."""
+"""``/api/v1/terminals``: register terminals (all rows or none), list them by region, show one
+(with why its acks were refused), delete them, test the link to one (ping); their broker
+accounts (issued on registration, rotated, revoked) and the keyring."""
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
+import structlog
 from aiohttp import web
 
 from dispatcher.core.audit import AuditAction
@@ -15,7 +18,7 @@ from dispatcher.core.models import TerminalIn
 from dispatcher.core.regions import RegionTree
 from dispatcher.core.validation import parse_rows, region_problem
 from dispatcher.http.audit import audit
-from dispatcher.http.requests import dumps, office_of, parse_int, read_json
+from dispatcher.http.requests import accept_query, dumps, office_of, parse_int, read_json
 from dispatcher.http.state import (
     BROKER_FOR_TERMINALS,
     CREDENTIALS,
@@ -26,7 +29,24 @@ from dispatcher.http.state import (
     Credentials,
 )
 
+log = structlog.get_logger(__name__)
+
 MAX_TERMINALS_PER_REQUEST = 20_000
+# How long a ping waits for the terminal's ack, by default and at most (``?timeout=``).
+PING_TIMEOUT = 10
+MAX_PING_TIMEOUT = 60
+
+
+class Pinger(Protocol):
+    """Sends a link test to one terminal (``adapters.loudspeaker.ping.LinkPinger``)."""
+
+    async def send(self, terminal_id: str, region: str, *, timeout: float) -> str:
+        """Publish it; its ping id (the alert id its acks carry) once the broker took it."""
+        ...
+
+
+# Filled by the composition root (dispatcher.app) once the engine's MQTT link exists.
+PINGER = web.AppKey("pinger", Pinger)
 
 routes = web.RouteTableDef()
 
@@ -34,6 +54,7 @@ routes = web.RouteTableDef()
 @routes.get("/api/v1/terminals")
 async def list_terminals(request: web.Request) -> web.Response:
     office = office_of(request)
+    accept_query(request, "region", "limit", "offset")
     tree, offices, store = request.app[TREE], request.app[OFFICES], request.app[STORE]
     code = request.query.get("region", office.region)
     tree.get(code)
@@ -196,8 +217,58 @@ async def delete_terminal(request: web.Request) -> web.Response:
     return web.json_response({"id": terminal_id, "deleted": True, "region": region}, dumps=dumps)
 
 
+@routes.get("/api/v1/terminals/{terminal_id}")
+async def show_terminal(request: web.Request) -> web.Response:
+    """One terminal: region, kind, last state, and the latest reasons its acks were refused."""
+    accept_query(request)
+    terminal_id, _region = await _own_terminal(request)
+    found = await request.app[STORE].terminal(terminal_id)
+    if found is None:  # deleted between the two reads
+        raise NotFound(f"terminal {terminal_id!r} is not registered")
+    return web.json_response(found, dumps=dumps)
+
+
+@routes.post("/api/v1/terminals/{terminal_id}/ping")
+async def ping_terminal(request: web.Request) -> web.Response:
+    """A link test: a signed ``test`` message to this terminal alone, and the wait (bounded by
+    ``?timeout=`` seconds, 10 by default) for its ack: the round trip, or "no answer" with the
+    terminal's last known state. Nothing sounds; no alert's delivery changes."""
+    accept_query(request, "timeout")
+    terminal_id, region = await _own_terminal(request)
+    timeout = parse_int(request, "timeout", PING_TIMEOUT, 1, MAX_PING_TIMEOUT)
+    pinger = request.app.get(PINGER)
+    if pinger is None:
+        raise Conflict("this engine has no MQTT link to send link tests through")
+    store = request.app[STORE]
+    started = time.monotonic()
+    ping_id = await pinger.send(terminal_id, region, timeout=timeout)
+    # Logged, not audited: a link test changes no state (AuditAction lists what does).
+    log.info(
+        "terminal.ping", terminal_id=terminal_id, ping_id=ping_id, office=office_of(request).id
+    )
+    left = max(0.1, timeout - (time.monotonic() - started))
+    ack = await store.wait_ping_ack(ping_id, left)
+    answer: dict[str, Any] = {"id": terminal_id, "ping_id": ping_id, "timeout": timeout}
+    if ack is not None:
+        rtt = round((time.monotonic() - started) * 1000, 1)
+        return web.json_response(answer | {"answered": True, "rtt_ms": rtt, "ack": ack})
+    known = await store.terminal(terminal_id)
+    state = None if known is None else known["state"]
+    last = "it never reported a state" if state is None else f"its last state is {state['state']}"
+    if state is not None and state.get("at"):
+        last += f" (since {state['at']})"
+    message = (
+        f"no answer from {terminal_id} within {timeout} s; {last}. Check its power and link, "
+        "its broker account and its keyring (GET /api/v1/terminals/{id} shows refused acks)"
+    )
+    return web.json_response(
+        answer | {"answered": False, "message": message, "state": state}, dumps=dumps
+    )
+
+
 @routes.get("/api/v1/keyring")
 async def keyring(request: web.Request) -> web.Response:
     """The public keys terminals verify payloads with (docs/protocol.md, "Signatures")."""
     office_of(request)
+    accept_query(request)
     return web.Response(text=request.app[KEYRING].to_json(), content_type="application/json")

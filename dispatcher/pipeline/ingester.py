@@ -4,13 +4,18 @@ Messages arrive from the MQTT links' callbacks and wait in a list; one task cuts
 batches (up to ``ack_batch_size`` or ``ack_batch_wait`` seconds) and records each batch in one
 pipelined round trip: the next batch is decoded while Redis records this one, and batches are
 recorded and confirmed in the order they came. A bad message is counted and logged, never
-raised: one broken terminal must not stop the province's acks from being counted.
+raised: one broken terminal must not stop the province's acks from being counted. Why an
+ack was refused (malformed, an unknown alert, an alert not addressed to that terminal) is
+also kept per terminal (``Store.record_rejections``), for the office to see. Acks of link
+tests (alert ids starting with ``PING_PREFIX``) are handed to the waiting ``ping`` request
+(``Store.record_ping_acks``), never counted as acks of an alert.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,8 +25,8 @@ from pydantic import ValidationError
 
 from dispatcher.core.ack_parse import AckRecord, parse_ack
 from dispatcher.core.errors import StoreUnavailable
-from dispatcher.core.models import TerminalState
-from dispatcher.core.wire import terminal_of
+from dispatcher.core.models import TerminalState, utcnow
+from dispatcher.core.wire import TERMINAL_ID, terminal_of
 from dispatcher.pipeline.ports import PubackHandle
 from dispatcher.store.store import Store
 
@@ -35,6 +40,14 @@ _RESULTS = {
     -1: "acks_unexpected",
     -2: "acks_unknown_alert",
     -3: "acks_unknown_terminal",
+}
+# Alert ids of link tests (``POST /api/v1/terminals/{id}/ping``); no office's alert id has a
+# colon this early (they start with the office id).
+PING_PREFIX = "ping:"
+# Why the ack script refused an ack, as the terminal's rejections say it.
+_REFUSALS = {
+    -1: "alert {alert_id} was not sent to this terminal (or it was expected in another region)",
+    -2: "unknown alert {alert_id}: not issued by this engine, or expired and forgotten",
 }
 
 
@@ -177,6 +190,11 @@ class AckIngester:
             try:
                 if prepared.states:
                     await self._store.record_terminal_states(prepared.states)
+                if prepared.pings:
+                    await self._store.record_ping_acks(prepared.pings)
+                if prepared.rejections:
+                    await self._store.record_rejections(prepared.rejections)
+                    prepared.rejections = {}
                 await self._store.bump_stats(dict(prepared.counts))
                 self._states_down = False
                 return
@@ -201,9 +219,15 @@ class AckIngester:
                     log.warning("state.malformed", terminal_id=terminal, error=_short(exc))
                     continue
                 prepared.states[terminal] = state.model_dump_json(exclude_none=True)
+                refused = _refusal_reported(payload)
+                if refused is not None and TERMINAL_ID.fullmatch(terminal):
+                    # The other direction: the terminal refused one of the engine's messages
+                    # (a bad signature, an unknown key, a replay): why a ping goes unanswered.
+                    counts["terminal_refusals"] += 1
+                    prepared.reject(terminal, refused[1], refused[0])
                 continue
             try:
-                prepared.acks.append(parse_ack(terminal, payload))
+                ack = parse_ack(terminal, payload)
             except ValidationError as exc:
                 counts["acks_malformed"] += 1
                 log.warning(
@@ -212,6 +236,14 @@ class AckIngester:
                     error=_short(exc),
                     payload=payload[:200].decode("utf-8", "replace"),
                 )
+                if TERMINAL_ID.fullmatch(terminal):
+                    prepared.reject(terminal, None, f"malformed ack: {_short(exc)}")
+                continue
+            if ack.alert_id.startswith(PING_PREFIX):
+                counts["ping_acks"] += 1
+                prepared.pings.setdefault(ack.alert_id, []).append(_ping_ack(ack))
+            else:
+                prepared.acks.append(ack)
         counts["state_messages"] += len(prepared.states)
         prepared.counts = Counter({k: v for k, v in counts.items() if v})
         self.totals.update(prepared.counts)
@@ -222,6 +254,9 @@ class AckIngester:
         totals = self.totals
         for ack, rc in zip(prepared.acks, results, strict=True):
             totals[_RESULTS.get(rc, "acks_other")] += 1
+            refusal = _REFUSALS.get(rc)
+            if refusal is not None:
+                prepared.reject(ack.terminal, ack.alert_id, refusal.format(alert_id=ack.alert_id))
             if rc == -2:
                 log.warning("ack.unknown_alert", terminal_id=ack.terminal, alert_id=ack.alert_id)
             elif rc == -3:
@@ -237,6 +272,39 @@ class Prepared:
     acks: list[AckRecord] = field(default_factory=list)
     states: dict[str, str] = field(default_factory=dict)  # terminal → state JSON
     counts: Counter[str] = field(default_factory=Counter)  # for ebd:stats
+    pings: dict[str, list[str]] = field(default_factory=dict)  # ping id → its acks (JSON)
+    # terminal → why its acks were refused, oldest first
+    rejections: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+
+    def reject(self, terminal: str, alert_id: str | None, reason: str) -> None:
+        entry = {"at": utcnow().isoformat(timespec="seconds"), "reason": reason[:300]}
+        if alert_id is not None:
+            entry["alert_id"] = alert_id[:80]
+        self.rejections.setdefault(terminal, []).append(entry)
+
+
+def _refusal_reported(payload: bytes) -> tuple[str, str | None] | None:
+    """(reason, alert id) of the ``rejected`` report in a state message, if it has one
+    (``receiver.brain.state_payload``): what the terminal refused, and why."""
+    if b'"rejected"' not in payload:
+        return None
+    try:
+        report = json.loads(payload).get("rejected")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(report, dict) or not isinstance(report.get("reason"), str):
+        return None
+    alert_id = report.get("alert_id")
+    kid = report.get("kid")
+    reason = f"the terminal refused a message from the engine: {report['reason']}"
+    if isinstance(kid, str):
+        reason += f" (key {kid[:64]})"
+    return reason, alert_id if isinstance(alert_id, str) else None
+
+
+def _ping_ack(ack: AckRecord) -> str:
+    body = {"state": ack.state, "at": ack.at, "detail": ack.detail or None}
+    return json.dumps(body | {"terminal_id": ack.terminal})
 
 
 def _short(exc: ValidationError) -> str:

@@ -34,7 +34,7 @@ PUBLISH_CONCURRENCY = 200
 @dataclass(frozen=True, slots=True)
 class SweepOutcome:
     alert_id: str
-    action: str  # done | resent | escalated | stopped
+    action: str  # done | resent | escalated | given_up (a cancel's silent terminals) | stopped
     terminals: int = 0
 
 
@@ -109,6 +109,10 @@ class DeadlineSweeper:
             await self._store.schedule_sweep(alert_id, now_ms() + 1000)
             return SweepOutcome(alert_id, "stopped")
         attempt = int(dispatch.get("sweep_attempt", 0)) + 1
+        if attempt > self._settings.max_attempts and alert.msg_type is MsgType.CANCEL:
+            await self._give_up_cancel(alert, missing, attempt - 1)
+            await self._store.finish_sweep(alert_id)
+            return SweepOutcome(alert_id, "given_up", len(missing))
         if attempt > self._settings.max_attempts:
             await self._escalate(alert, missing, attempt - 1)
             await self._store.finish_sweep(alert_id)
@@ -165,9 +169,10 @@ class DeadlineSweeper:
         results = await asyncio.gather(*(one(t) for t in terminals))
         return [t for t, ok in zip(terminals, results, strict=True) if ok]
 
-    async def _escalate(
+    def _records(
         self, alert: Alert, missing: dict[str, tuple[str, str | None]], resends: int
-    ) -> None:
+    ) -> list[dict[str, str]]:
+        """What an office reads of each silent terminal: which warning, where, and why."""
         now = utcnow().isoformat()
         records = []
         for terminal, (region, state) in sorted(missing.items()):
@@ -178,6 +183,10 @@ class DeadlineSweeper:
                     "terminal_id": terminal,
                     "region": region,
                     "region_name": "".join(r.name for r in path[1:]) or region,
+                    "headline": alert.headline,
+                    "event": alert.event,
+                    "severity": alert.severity.value,
+                    "severity_label": alert.severity.label_zh,
                     "reason": (
                         f"no acknowledgement after {resends} resends"
                         if state is None
@@ -185,8 +194,26 @@ class DeadlineSweeper:
                     ),
                     "at": now,
                     "status": alert.status.value,
+                    "state": "open",
                 }
             )
+        return records
+
+    async def _give_up_cancel(
+        self, alert: Alert, missing: dict[str, tuple[str, str | None]], resends: int
+    ) -> None:
+        """A cancel nobody confirmed after its resends: its terminals are marked ``no_ack`` so
+        its delivery stops showing them pending, but nobody is escalated to. The warning it
+        cancels was escalated on its own if it went unheard; a village texted that a warning
+        is called off, about a warning it may never have heard, would only be confused."""
+        records = self._records(alert, missing, resends)
+        marked = await self._store.mark_no_ack(alert.id, records, acklog_maxlen=self._acklog_maxlen)
+        log.info("sweep.cancel_unconfirmed", terminals=len(marked), resends=resends)
+
+    async def _escalate(
+        self, alert: Alert, missing: dict[str, tuple[str, str | None]], resends: int
+    ) -> None:
+        records = self._records(alert, missing, resends)
         # Notifiers first: once the terminals are marked no_ack no sweep comes back to them, so
         # a notification that could not be queued (Redis away) would be lost for good. Failing
         # here instead leaves the sweep to be retried; the SMS channel queues each person once

@@ -8,11 +8,17 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+import structlog
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import ReadOnlyError, RedisError, ResponseError, WatchError
 
-from dispatcher.core.errors import StoreUnavailable
+from dispatcher.core.errors import StoreRefused, StoreUnavailable
 from dispatcher.store.lua import read_script
+
+log = structlog.get_logger(__name__)
+
+# Error replies that say Redis cannot take the command now, not that the command is wrong.
+_OUTAGE_REPLIES = ("OOM", "BUSY", "MASTERDOWN", "LOADING", "NOREPLICAS", "TRYAGAIN", "CLUSTERDOWN")
 
 T = TypeVar("T")
 # Optimistic transactions give up after this many conflicts: something is rewriting the key
@@ -38,6 +44,15 @@ class StoreBase:
         task = asyncio.current_task()
         try:
             result = await awaitable
+        except ResponseError as exc:
+            # Redis answered, and refused: an outage only where it cannot take commands now
+            # (a replica, out of memory, a script still running, its primary gone); anything
+            # else (a script error, a wrong type) is a bug or damage, and its text (it may
+            # quote a script) is for the log, not the caller.
+            if isinstance(exc, ReadOnlyError) or str(exc).startswith(_OUTAGE_REPLIES):
+                raise StoreUnavailable("Redis refused the command for now; retry") from exc
+            log.error("store.refused", reply=str(exc)[:500])
+            raise StoreRefused(str(exc)) from exc
         except (RedisError, OSError) as exc:
             if task is not None and task.cancelling():
                 # redis-py can turn a cancelled read into a connection error; a retry loop

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Collection, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import redis.asyncio as aioredis
+import structlog
 
 from dispatcher.core.ack_parse import AckRecord
+from dispatcher.core.errors import StoreUnavailable
 from dispatcher.core.models import utcnow
 from dispatcher.store.base import StoreBase
 from dispatcher.store.keys import (
@@ -17,6 +20,7 @@ from dispatcher.store.keys import (
     STATS,
     TERMS_REGION,
     TERMS_STATE,
+    alert_escalations_key,
     counts_key,
     dispatch_key,
     expected_key,
@@ -26,6 +30,8 @@ from dispatcher.store.keys import (
     tstate_key,
 )
 from dispatcher.store.ordered_script import OrderedScript
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(slots=True)
@@ -63,6 +69,10 @@ class DeliveryCounts:
 
 
 DELIVERY_STATES = tuple(f.name for f in fields(DeliveryCounts))
+# The ack script's code for an ack that moved a terminal the sweeper had given up on (no_ack):
+# counted like 1, and its escalation, if it played, is answered. Told by the script, so that
+# the batches of a wave, which answer no escalation, cost no round trip to find out.
+ANSWERED_NO_ACK = 2
 
 
 @dataclass(slots=True)
@@ -153,12 +163,57 @@ class DeliveryStore(StoreBase):
 
         async def results() -> list[int]:
             out = [0] * len(acks)
+            answered: dict[str, dict[str, str]] = {}
             for indexes, codes in zip(by_alert.values(), await replies, strict=True):
                 for i, code in zip(indexes, codes, strict=True):
                     out[i] = int(code)
+                    if out[i] == ANSWERED_NO_ACK:
+                        out[i] = 1  # counted, as any other; the script told us more
+                        if acks[i].state == "played":
+                            answered.setdefault(acks[i].alert_id, {})[acks[i].terminal] = acks[i].at
+            if answered:
+                await self._resolve_escalations(answered)
             return out
 
         return results()
+
+    async def _resolve_escalations(self, played: dict[str, dict[str, str]]) -> None:
+        """Mark ``resolved`` the escalations of terminals that played after all: the ack
+        script let their ``played`` replace the sweeper's ``no_ack`` (alert → terminal →
+        when it played)."""
+        try:
+            await self._write_resolutions(played)
+        except StoreUnavailable as exc:
+            # The acks are recorded, and a listing reads the terminal's state anyway: only
+            # the time of the resolution is lost.
+            log.warning("escalations.resolve_failed", error=exc.message, alerts=len(played))
+
+    async def _write_resolutions(self, played: dict[str, dict[str, str]]) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for alert_id in played:
+                pipe.lrange(alert_escalations_key(alert_id), 0, -1)
+            lists = await self.call(pipe.execute())
+        now = utcnow().isoformat()
+        resolved = 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for (alert_id, terminals), raws in zip(played.items(), lists, strict=True):
+                # Records are only appended, so an index read here still names its record.
+                for index, raw in enumerate(raws):
+                    record = json.loads(raw)
+                    at = terminals.get(record.get("terminal_id"))
+                    if at is None or record.get("resolved_at"):
+                        continue
+                    record.update(state="resolved", resolved_at=now, played_at=at)
+                    pipe.lset(
+                        alert_escalations_key(alert_id),
+                        index,
+                        json.dumps(record, ensure_ascii=False),
+                    )
+                    resolved += 1
+            if resolved:
+                await self.call(pipe.execute())
+        if resolved:
+            log.info("escalations.resolved", terminals=resolved)
 
     def _ack_call(
         self, alert_id: str, acks: Sequence[tuple[str, str, str, str]], *, acklog_maxlen: int

@@ -27,6 +27,9 @@ The engine (``{id}`` an alert id, ``{t}`` a terminal id, ``{code}`` a region cod
     ebd:terms:creds             hash    {t} → its broker account {"line" (the password file's
                                         line: salted hash, never the password), "issued_at",
                                         "by"}; "~…" names are the engines' reload canaries
+    ebd:terms:rejected:{t}      list    the latest reasons {t}'s acks were refused (JSON, newest
+                                        first, bounded, expiring after the last)
+    ebd:ping:{ping id}          list    the acks of a link test, until its caller takes them
     ebd:rterms:{code}           set     terminals at or below {code}, for each level of their path
     ebd:stats                   hash    ingestion counters (acks_malformed, acks_unknown_alert …)
 
@@ -57,6 +60,7 @@ Drills (``drills/store.py``):
 
     ebd:drills                  hash    drill id → Drill JSON (drills.models.Drill)
     ebd:drills:by_time          zset    drill ids scored by their scheduled time (ms)
+    ebd:drills:by_year          zset    drill ids scored by their year (Drill.year)
     ebd:drills:township:{code}  set     drill ids of that township, every year
     ebd:drill:{id}:history      list    Edit JSON: planned, added, moved, cancelled, fired, …
     ebd:drill:{id}:report       string  DrillReport JSON, written once the window closed
@@ -133,6 +137,14 @@ def idempotency_key(office_id: str, key: str) -> str:
     return f"{PREFIX}idem:{office_id}:{key}"
 
 
+def rejections_key(terminal_id: str) -> str:
+    return f"{PREFIX}terms:rejected:{terminal_id}"
+
+
+def ping_key(ping_id: str) -> str:
+    return f"{PREFIX}ping:{ping_id}"
+
+
 def region_terms_key(code: str) -> str:
     return f"{PREFIX}rterms:{code}"
 
@@ -171,6 +183,9 @@ def sms_bucket_key(gateway: str) -> str:
 
 DRILLS = PREFIX + "drills"
 DRILLS_BY_TIME = PREFIX + "drills:by_time"
+# A year's drills read without the others: planning, listing and compliance stay as fast with
+# decades of drills stored.
+DRILLS_BY_YEAR = PREFIX + "drills:by_year"
 DRILLS_VERSION = PREFIX + "drills:version"
 DRILLS_LEADER = PREFIX + "drills:leader"
 DRILLS_HEARTBEAT = PREFIX + "drills:heartbeat"

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from dispatcher.core.errors import StoreUnavailable
+from dispatcher.core.errors import StoreRefused, StoreUnavailable
 from dispatcher.store.base import StoreBase
 from dispatcher.store.keys import OUTBOX, OUTBOX_GROUP
 
@@ -47,7 +47,7 @@ class WorkStream:
                 )
             )
         except StoreUnavailable as exc:
-            if "NOGROUP" not in exc.message:
+            if "NOGROUP" not in _reply(exc):
                 raise
             # Redis lost the stream (a restart without persistence, a FLUSHALL): make it
             # again rather than stop working for good.
@@ -64,7 +64,7 @@ class WorkStream:
                 self._redis.xautoclaim(self.stream, self.group, consumer, min_idle_ms, count=count)
             )
         except StoreUnavailable as exc:
-            if "NOGROUP" not in exc.message:
+            if "NOGROUP" not in _reply(exc):
                 raise
             await self.ensure()
             return []
@@ -107,3 +107,8 @@ class OutboxStore(StoreBase):
 
     async def outbox_done(self, entry_id: str) -> None:
         await self.outbox.done(entry_id)
+
+
+def _reply(exc: StoreUnavailable) -> str:
+    """What Redis said, where it said something (``StoreRefused``)."""
+    return exc.reply if isinstance(exc, StoreRefused) else exc.message

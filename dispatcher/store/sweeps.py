@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -15,7 +16,12 @@ from dispatcher.store.keys import (
     alert_escalations_key,
     dispatch_key,
     resends_key,
+    tstate_key,
 )
+
+OPEN = "open"
+RESOLVED = "resolved"
+ESCALATION_STATES = (OPEN, RESOLVED)
 
 
 class SweepStore(DeliveryStore):
@@ -45,13 +51,13 @@ class SweepStore(DeliveryStore):
             pipe.hset(dispatch_key(alert_id), "sweep_attempt", attempt)
             await self.call(pipe.execute())
 
-    async def escalate(
+    async def mark_no_ack(
         self, alert_id: str, records: Sequence[dict[str, str]], *, acklog_maxlen: int
     ) -> list[dict[str, str]]:
-        """Mark each terminal ``no_ack`` and record why; returns the records that applied.
+        """Mark each record's terminal ``no_ack``; returns the records that applied.
 
         The state change is the ack script's, so it is atomic with acks: a terminal whose
-        final ack arrived meanwhile is left alone and not escalated.
+        final ack arrived meanwhile is left alone.
         """
         keys, args = self._ack_call(
             alert_id,
@@ -59,7 +65,14 @@ class SweepStore(DeliveryStore):
             acklog_maxlen=acklog_maxlen,
         )
         codes = await self.call(self._record_acks(keys=keys, args=args))
-        applied = [r for r, code in zip(records, codes, strict=True) if int(code) == 1]
+        return [r for r, code in zip(records, codes, strict=True) if int(code) == 1]
+
+    async def escalate(
+        self, alert_id: str, records: Sequence[dict[str, str]], *, acklog_maxlen: int
+    ) -> list[dict[str, str]]:
+        """Mark each terminal ``no_ack`` and record the escalation (state ``open``); returns
+        the records that applied: a terminal whose final ack came meanwhile is not escalated."""
+        applied = await self.mark_no_ack(alert_id, records, acklog_maxlen=acklog_maxlen)
         if not applied:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -72,11 +85,55 @@ class SweepStore(DeliveryStore):
         return applied
 
     async def escalations(
-        self, *, alert_id: str | None = None, limit: int = 100
-    ) -> list[dict[str, str]]:
+        self, *, alert_id: str | None = None, limit: int = 100, state: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Escalation records with their ``state``: ``open``, or ``resolved`` (with
+        ``resolved_at``) once the terminal played after all. Those of ``alert_id`` in the
+        order they were raised, else the newest first; only those in ``state`` when given."""
+        records: list[dict[str, Any]]
         if alert_id is not None:
-            key = alert_escalations_key(alert_id)
-            raws = await self.call(self.redis.lrange(key, 0, limit - 1))
-            return [json.loads(raw) for raw in raws]
-        entries = await self.call(self.redis.xrevrange(ESCALATIONS, count=limit))
-        return [{"id": entry_id, **fields} for entry_id, fields in entries]
+            stored = await self._alert_escalations([alert_id])
+            records = [{"alert_id": alert_id, **r} for r in stored[alert_id].values()]
+        else:
+            entries = await self.call(self.redis.xrevrange(ESCALATIONS, count=limit))
+            entries = [(i, f) for i, f in entries if f.get("alert_id") and f.get("terminal_id")]
+            stored = await self._alert_escalations(list({f["alert_id"] for _, f in entries}))
+            # The stream is the engine-wide index; the alert's list holds the record as last
+            # written (a resolution is written there).
+            records = [
+                {"id": i, **f, **stored[f["alert_id"]].get(f["terminal_id"], {})}
+                for i, f in entries
+            ]
+        await self._set_states(records)
+        return [r for r in records if state is None or r["state"] == state][:limit]
+
+    async def _alert_escalations(
+        self, alert_ids: Sequence[str]
+    ) -> dict[str, dict[str, dict[str, Any]]]:
+        """Each alert's escalation records by terminal."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for alert_id in alert_ids:
+                pipe.lrange(alert_escalations_key(alert_id), 0, -1)
+            lists = await self.call(pipe.execute())
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for alert_id, raws in zip(alert_ids, lists, strict=True):
+            records = (json.loads(raw) for raw in raws)
+            out[alert_id] = {r["terminal_id"]: r for r in records}
+        return out
+
+    async def _set_states(self, records: list[dict[str, Any]]) -> None:
+        """``state`` from the terminal's state now, which the ack script moves atomically: a
+        played ack recorded before its resolution was written still reads as resolved."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for r in records:
+                pipe.hget(tstate_key(r["alert_id"]), r["terminal_id"])
+            states = await self.call(pipe.execute())
+        for record, now in zip(records, states, strict=True):
+            if now == "played":
+                record["state"] = RESOLVED
+                record.setdefault("resolved_at", None)
+                record.setdefault("played_at", None)
+            else:
+                record["state"] = OPEN
+                record.pop("resolved_at", None)
+                record.pop("played_at", None)

@@ -1,4 +1,5 @@
-"""The terminal registry: each terminal's region, kind, last state, and the regions' sets."""
+"""The terminal registry: each terminal's region, kind, last state, and the regions' sets;
+the latest reasons its acks were refused, and the answers to link tests (pings)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,18 @@ from typing import Any
 from dispatcher.core.models import TerminalIn, utcnow
 from dispatcher.core.regions import code_path
 from dispatcher.store.base import StoreBase, hash_fields
-from dispatcher.store.keys import TERMS_META, TERMS_REGION, TERMS_STATE, region_terms_key
+from dispatcher.store.keys import (
+    TERMS_META,
+    TERMS_REGION,
+    TERMS_STATE,
+    ping_key,
+    region_terms_key,
+    rejections_key,
+)
+
+MAX_REJECTIONS = 20
+REJECTIONS_TTL = 30 * 86400
+PING_TTL = 120
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +90,7 @@ class TerminalStore(StoreBase):
             pipe.hdel(TERMS_REGION, terminal_id)
             pipe.hdel(TERMS_META, terminal_id)
             pipe.hdel(TERMS_STATE, terminal_id)
+            pipe.delete(rejections_key(terminal_id))
             await self.call(pipe.execute())
         return region
 
@@ -114,3 +127,55 @@ class TerminalStore(StoreBase):
         """Store the latest state message (JSON) of each terminal."""
         if states:
             await self.call(self.redis.hset(TERMS_STATE, mapping=hash_fields(states)))
+
+    async def terminal(self, terminal_id: str) -> dict[str, Any] | None:
+        """One terminal as the registry has it, with the latest reasons its acks were
+        refused (``rejections``, newest first); None if it is not registered."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(TERMS_REGION, terminal_id)
+            pipe.hget(TERMS_META, terminal_id)
+            pipe.hget(TERMS_STATE, terminal_id)
+            pipe.lrange(rejections_key(terminal_id), 0, MAX_REJECTIONS - 1)
+            region, meta, state, rejected = await self.call(pipe.execute())
+        if region is None:
+            return None
+        info = json.loads(meta) if meta else {}
+        return {
+            "id": terminal_id,
+            "region": region,
+            "kind": info.get("kind"),
+            "registered_at": info.get("registered_at"),
+            "state": json.loads(state) if state else None,
+            "rejections": [json.loads(entry) for entry in rejected],
+        }
+
+    async def record_rejections(self, rejections: dict[str, list[dict[str, str]]]) -> None:
+        """Keep the latest reasons each terminal's acks were refused (bounded, expiring)."""
+        if not rejections:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for terminal_id, entries in rejections.items():
+                key = rejections_key(terminal_id)
+                pipe.lpush(key, *(json.dumps(e, ensure_ascii=False) for e in entries))
+                pipe.ltrim(key, 0, MAX_REJECTIONS - 1)
+                pipe.expire(key, REJECTIONS_TTL)
+            await self.call(pipe.execute())
+
+    async def record_ping_acks(self, acks: dict[str, list[str]]) -> None:
+        """The acks (JSON) of link tests, by ping id, for ``wait_ping_ack`` in any instance."""
+        if not acks:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for ping_id, entries in acks.items():
+                pipe.rpush(ping_key(ping_id), *entries)
+                pipe.expire(ping_key(ping_id), PING_TTL)
+            await self.call(pipe.execute())
+
+    async def wait_ping_ack(self, ping_id: str, timeout: float) -> dict[str, Any] | None:
+        """The first ack of link test ``ping_id`` once it arrives, None after ``timeout``
+        seconds. A blocking pop: the ack may reach another engine instance's ingester."""
+        found = await self.call(self.redis.blpop([ping_key(ping_id)], timeout=timeout))
+        if found is None:
+            return None
+        body: dict[str, Any] = json.loads(found[1])
+        return body

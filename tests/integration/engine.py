@@ -5,6 +5,7 @@ its delivery, run the ``ebd`` command against it."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -80,13 +81,25 @@ async def running_engine(
     """The engine app with ``overrides`` of its settings (and ``notifiers``), served on a free
     port for the block; stopped afterwards."""
     notifiers = overrides.pop("notifiers", ())
-    # A port known beforehand, so SMS gateways can be told where to post receipts.
-    port = free_port()
-    if "sms" in overrides:
-        overrides["sms"] = {"callback_base": f"http://127.0.0.1:{port}", **overrides["sms"]}
-    settings = engine_settings(redis_url, mqtt_url, state_dir, client_id=client_id, **overrides)
-    app = create_app(settings, tree=fujian(), notifiers=notifiers)
-    async with TestClient(TestServer(app, port=port)) as client:
+    sms = overrides.get("sms")
+    for attempt in range(1, 6):
+        # A port known beforehand, so SMS gateways can be told where to post receipts; another
+        # process may take it before it is bound (an outgoing connection's port): then another.
+        port = free_port()
+        if sms is not None:
+            overrides["sms"] = {"callback_base": f"http://127.0.0.1:{port}", **sms}
+        settings = engine_settings(redis_url, mqtt_url, state_dir, client_id=client_id, **overrides)
+        app = create_app(settings, tree=fujian(), notifiers=notifiers)
+        server = TestServer(app, port=port)
+        try:
+            await server.start_server()
+        except OSError as exc:
+            await server.close()  # the app started before the bind failed: stop it
+            if exc.errno != errno.EADDRINUSE or attempt == 5:
+                raise
+            continue
+        break
+    async with TestClient(server) as client:
         yield client
 
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tomllib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -508,11 +509,11 @@ async def test_terminals_import_takes_the_token_from_ebd_token_and_a_bom(
     assert len(await registered(api)) == 3
 
 
-async def test_terminals_import_outside_the_office_jurisdiction_exits_2_naming_the_region(
+async def test_terminals_import_outside_the_office_jurisdiction_exits_5_naming_the_region(
     api: Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     csv_file = write_text(tmp_path, "terminals.csv", GOOD_CSV)
-    assert await import_csv(api, csv_file, "tok-taijiang") == 2
+    assert await import_csv(api, csv_file, "tok-taijiang") == 5
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "refused it (403)" in captured.err
@@ -521,11 +522,11 @@ async def test_terminals_import_outside_the_office_jurisdiction_exits_2_naming_t
     assert await registered(api) == []
 
 
-async def test_terminals_import_with_an_unknown_token_exits_2(
+async def test_terminals_import_with_an_unknown_token_exits_4(
     api: Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     csv_file = write_text(tmp_path, "terminals.csv", GOOD_CSV)
-    assert await import_csv(api, csv_file, "nope") == 2
+    assert await import_csv(api, csv_file, "nope") == 4
     assert "refused it (401)" in capsys.readouterr().err
     assert await registered(api) == []
 
@@ -576,15 +577,21 @@ async def test_an_unreadable_token_file_exits_2_naming_it(
     assert await registered(api) == []
 
 
-@pytest.fixture
-def closed_port() -> Iterator[int]:
+@contextmanager
+def nothing_listening() -> Iterator[int]:
     """A loopback port nothing listens on: bound (so nobody else gets it) but not listening."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         yield sock.getsockname()[1]
 
 
-def test_terminals_import_with_no_engine_listening_exits_2_naming_the_url(
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    with nothing_listening() as port:
+        yield port
+
+
+def test_terminals_import_with_no_engine_listening_exits_3_naming_the_url(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     closed_port: int,
@@ -594,10 +601,59 @@ def test_terminals_import_with_no_engine_listening_exits_2_naming_the_url(
     csv_file = write_text(tmp_path, "terminals.csv", GOOD_CSV)
     url = f"http://127.0.0.1:{closed_port}"
     argv = ["terminals", "import", str(csv_file), "--api", url]
-    assert main(argv) == 2
+    assert main(argv) == 3
     err = capsys.readouterr().err
     assert err.startswith("ebd: error: ")
     assert f"127.0.0.1:{closed_port}" in err
+    assert not list(tmp_path.glob("*.credentials-*")), "nothing was registered, nothing saved"
+
+
+async def test_terminals_import_finds_the_engine_at_the_listen_of_its_config(
+    api: Client, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No --api: the address is the config's ``[api] listen`` (a wildcard reached on
+    loopback), not the default :8080."""
+    monkeypatch.setenv("EBD_TOKEN", "tok-gulou")
+    assert api.port is not None
+    config = write_text(tmp_path, "ebd.toml", f'[api]\nlisten = "0.0.0.0:{api.port}"\n')
+    csv_file = write_text(tmp_path, "terminals.csv", GOOD_CSV)
+    assert await ebd("terminals", "import", str(csv_file), "--config", str(config)) == 0
+    assert "3 new" in capsys.readouterr().out
+    assert len(await registered(api)) == 3
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("terminals", "import", "x.csv"),
+        ("recipients", "import", "x.csv"),
+        ("recipients", "list"),
+        ("escalations", "list"),
+        ("drills", "list"),
+        ("drills", "plan", "--year", "2027"),
+        ("audit", "verify"),
+        ("alerts", "list"),
+    ],
+)
+def test_every_api_command_takes_the_address_from_config_api_or_ebd_api(
+    command: tuple[str, ...], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dispatcher.cli.client import api_base
+    from dispatcher.cli.main import build_parser
+
+    config = write_text(tmp_path, "ebd.toml", '[api]\nlisten = "[::]:9191"\n')
+    parse = build_parser().parse_args
+    assert api_base(parse([*command, "--config", str(config)]), {}) == "http://[::1]:9191"
+    assert api_base(parse([*command]), {}) == "http://127.0.0.1:8080"
+    env = {"EBD_API": "http://engine.example:8081/"}
+    assert api_base(parse([*command, "--config", str(config)]), env) == (
+        "http://engine.example:8081"
+    )
+    given = parse([*command, "--config", str(config), "--api", "https://ebd.example"])
+    assert api_base(given, env) == "https://ebd.example"
+    assert api_base(parse([*command]), {"EBD_API__LISTEN": "10.0.0.5:9000"}) == (
+        "http://10.0.0.5:9000"
+    )
 
 
 def test_serve_on_a_port_in_use_exits_2_saying_so(

@@ -52,7 +52,8 @@ async def test_county_alert_reaches_only_that_county_and_counts_each_terminal_on
     assert state["by_county"][0]["played"] == 150
     assert state["by_city"] == [
         {"code": "3501", "name": "福州市", "expected": 150, "received": 150, "played": 150,
-         "failed": 0, "no_ack": 0, "cancelled": 0, "pending": 0}
+         "failed": 0, "no_ack": 0, "cancelled": 0, "pending": 0,
+         "villages_without_terminal": 0}
     ]  # fmt: skip
     store = api.app[STORE]
     log = await store.ack_log(count=1000)

@@ -62,9 +62,18 @@ async def test_plan_a_county_list_export_and_edit(
         listed = await call(client, "GET", f"/api/v1/drills?year={year}", headers=GULOU)
         assert {d["township"] for d in listed["drills"]} == {t.code for t in townships}
         response = await client.get(f"/api/v1/drills?year={year}&format=csv", headers=GULOU)
-        text = await response.text()
+        raw = await response.read()
         assert response.content_type == "text/csv"
-        assert len(text.strip().splitlines()) == len(townships) + 1
+        # For Excel: a byte order mark, Chinese headers, a name beside every region code.
+        assert raw.startswith(b"\xef\xbb\xbf")
+        lines = raw.decode("utf-8-sig").strip().splitlines()
+        assert len(lines) == len(townships) + 1
+        assert lines[0].startswith("演练编号,年度,市代码,市,县（区）代码,县（区）,")
+        english = await client.get(f"/api/v1/drills?year={year}&format=csv&lang=en", headers=GULOU)
+        first = (await english.read()).decode("utf-8-sig").splitlines()[0]
+        assert first.startswith("id,year,city,city_name,county,county_name,township,")
+        bad = await client.get("/api/v1/drills?format=csv&lang=fr", headers=GULOU)
+        assert bad.status == 422
         drill = listed["drills"][0]
         # Moving onto a Sunday is refused, naming why; with a reason onto a weekday it moves.
         when = datetime.fromisoformat(drill["scheduled_at"])
@@ -72,6 +81,11 @@ async def test_plan_a_county_list_export_and_edit(
         refused = await call(client, "POST", f"/api/v1/drills/{drill['id']}/move",
                              {"at": sunday.isoformat(), "reason": "x"}, GULOU, 422)  # fmt: skip
         assert "sunday" in refused["error"]["message"].lower()
+        # A time whose UTC lies past datetime's range is refused like any other bad time.
+        for at in ("9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"):
+            far = await call(client, "POST", f"/api/v1/drills/{drill['id']}/move",
+                             {"at": at, "reason": "x"}, GULOU, 422)  # fmt: skip
+            assert "2000 to 2100" in far["error"]["message"]
         await call(client, "POST", f"/api/v1/drills/{drill['id']}/move",
                    {"at": when.isoformat()}, GULOU, 422)  # fmt: skip
         cancelled = await call(client, "POST", f"/api/v1/drills/{drill['id']}/cancel",
@@ -141,6 +155,12 @@ async def test_bad_drill_requests_get_clear_errors(
     async with engine(redis_url, mqtt_url, tmp_path) as client:
         cases: list[tuple[str, str, Any, Any, int, str]] = [
             ("POST", "/api/v1/drills/plan", {"year": 1999}, PROVINCE, 422, "year"),
+            ("POST", "/api/v1/drills/plan", {"year": 2101}, PROVINCE, 422, "2100"),
+            ("POST", "/api/v1/drills", {"township": GUDONG, "at": "9999-12-31T23:59:59-14:00",
+             "reason": "x"}, PROVINCE, 422, "2000 to 2100"),
+            ("POST", "/api/v1/drills", {"township": GUDONG, "at": "0001-01-01T00:00:00+14:00",
+             "reason": "x"}, PROVINCE, 422, "2000 to 2100"),
+            ("GET", "/api/v1/drills?year=2101", None, PROVINCE, 422, "2100"),
             ("POST", "/api/v1/drills/plan", {"year": 2027, "region": "3501x"}, PROVINCE, 422,
              "malformed"),
             ("POST", "/api/v1/drills/plan", {"year": 2027, "region": "350103"}, GULOU, 403,
@@ -156,7 +176,9 @@ async def test_bad_drill_requests_get_clear_errors(
              PROVINCE, 422, "reason"),
             ("POST", "/api/v1/drills", {"township": GUDONG, "at": soon, "reason": "x"},
              None, 401, "authorization"),
-            ("GET", "/api/v1/drills/nope", None, PROVINCE, 404, "nope"),
+            ("GET", "/api/v1/drills/drill-2027-nope", None, PROVINCE, 404, "drill-2027-nope"),
+            # Not a drill id at all (they start with drill-): no such endpoint.
+            ("GET", "/api/v1/drills/nope", None, PROVINCE, 404, "no such endpoint"),
             ("POST", "/api/v1/drills/nope/cancel", {"reason": "x"}, PROVINCE, 404, "nope"),
             ("GET", "/api/v1/drills?status=done", None, PROVINCE, 422, "status"),
             ("GET", "/api/v1/drills?format=xml", None, PROVINCE, 422, "format"),
@@ -283,3 +305,44 @@ async def test_a_drill_claimed_but_not_dispatched_is_finished_by_the_scheduler(
         shown = await wait_for(dispatched, timeout=10)
         assert isinstance(shown, dict)
         assert len(await exercise_alerts(client)) == 1
+
+
+async def test_planning_reads_one_year_and_avoids_ids_moved_away(
+    redis_url: str, mqtt_url: str, tmp_path: Path
+) -> None:
+    """A year's plan, list and compliance read that year's drills only (the year index, also
+    built for drills stored before it), and a drill moved into the next year keeps its id, so
+    planning its old year again gives the township the next free one."""
+    import redis.asyncio as aioredis
+
+    from dispatcher.store.keys import DRILLS_BY_YEAR
+
+    year = datetime.now(UTC).year + 1
+    townships = fujian().descendants(GULOU_COUNTY, level=Level.TOWNSHIP)
+    async with engine(redis_url, mqtt_url, tmp_path) as client:
+        await call(client, "POST", "/api/v1/drills/plan", {"year": year}, GULOU)
+        await call(client, "POST", "/api/v1/drills/plan", {"year": year + 1}, GULOU)
+        listed = await call(client, "GET", f"/api/v1/drills?year={year}", headers=GULOU)
+        assert {d["year"] for d in listed["drills"]} == {year}
+        first = listed["drills"][0]
+        following = await call(client, "GET", f"/api/v1/drills?year={year + 1}", headers=GULOU)
+        # Onto the day and hour of a drill of the next year, a week later: a free slot.
+        later = datetime.fromisoformat(following["drills"][0]["scheduled_at"])
+        moved = await call(client, "POST", f"/api/v1/drills/{first['id']}/move",
+                           {"at": (later + timedelta(days=7)).isoformat(), "reason": "x"},
+                           GULOU)  # fmt: skip
+        assert (moved["id"], moved["year"]) == (first["id"], year + 1)
+        # As if stored by a version without the year index: it is rebuilt when first read.
+        async with aioredis.Redis.from_url(redis_url) as redis:
+            await redis.delete(DRILLS_BY_YEAR)
+        again = await call(client, "POST", "/api/v1/drills/plan", {"year": year}, GULOU)
+        assert again["planned"] == 1
+        listed = await call(client, "GET", f"/api/v1/drills?year={year}", headers=GULOU)
+        ids = {d["id"] for d in listed["drills"]}
+        assert f"{first['id']}-2" in ids
+        assert first["id"] not in ids
+        assert len(ids) == len(townships)
+        compliance = await call(client, "GET", f"/api/v1/drills/compliance?year={year + 1}",
+                                headers=GULOU)  # fmt: skip
+        assert compliance["totals"]["townships"] == len(townships)
+        assert compliance["totals"]["statuses"]["planned"] == len(townships)

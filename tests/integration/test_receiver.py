@@ -137,7 +137,7 @@ async def test_a_resend_on_cmd_repeats_the_latest_ack_without_playing_again(
     assert len(player.played) == 1
 
 
-async def test_a_cancel_cuts_the_drill_being_played_and_is_acked(
+async def test_a_cancel_cuts_the_drill_being_played_and_is_announced(
     mqtt_url: str, watch: Watch
 ) -> None:
     terminal_id, drill_id, cancel_id = unique("rx"), unique("drill"), unique("cancel")
@@ -146,14 +146,18 @@ async def test_a_cancel_cuts_the_drill_being_played_and_is_acked(
     async with running(agent):
         await watch.publish(COUNTY_TOPIC, alert_body(drill_id, status="exercise"))
         await wait_for(player.started.is_set)
-        cancel = alert_body(cancel_id, msg_type="cancel", references=[drill_id])
+        player.play_time = 0.0  # the cancel's own announcement is short
+        cancel = alert_body(cancel_id, msg_type="cancel", references=[drill_id], status="exercise")
         await watch.publish(COUNTY_TOPIC, cancel)
         await wait_for(lambda: "played" in states_of(watch.acks(terminal_id, cancel_id)))
         await wait_for(lambda: "failed" in states_of(watch.acks(terminal_id, drill_id)))
     assert player.played[0].text.startswith("演练")
     assert states_of(watch.acks(terminal_id, drill_id)) == ["received", "playing", "failed"]
     assert watch.acks(terminal_id, drill_id)[-1]["detail"] == "cancelled"
-    assert states_of(watch.acks(terminal_id, cancel_id)) == ["received", "played"]
+    assert states_of(watch.acks(terminal_id, cancel_id)) == ["received", "playing", "played"]
+    assert [p.alert_id for p in player.played] == [drill_id, cancel_id]
+    assert player.played[1].text.startswith("演练：【解除】")
+    assert player.played[1].text.endswith("现已解除。")
 
 
 async def test_the_session_keeps_what_was_published_while_the_terminal_was_away(

@@ -124,17 +124,57 @@ async def test_cli_import_of_a_good_csv(
 
 
 @pytest.mark.parametrize(
+    ("encoding", "declared"),
+    [("gbk", None), ("gb18030", None), ("utf-8-sig", None), ("gbk", "gbk")],
+    ids=["gbk-detected", "gb18030-detected", "utf8-bom", "gbk-declared"],
+)
+async def test_cli_import_of_a_csv_as_excel_saves_it(
+    api: Client,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    encoding: str,
+    declared: str | None,
+) -> None:
+    path = tmp_path / "people.csv"
+    path.write_bytes(GOOD_CSV.encode(encoding))
+    token_file = tmp_path / "gulou.token"
+    token_file.write_text("tok-gulou\n", encoding="utf-8")
+    argv = ["recipients", "import", str(path), "--api", base_url(api), "--token-file",
+            str(token_file), *(["--encoding", declared] if declared else [])]  # fmt: skip
+    assert await ebd(*argv) == 0
+    assert f"{path}: 3 rows, 2 people: 2 new" in capsys.readouterr().out
+    names = {p["name"] for p in await listed(api)}
+    assert "张三" in names
+
+
+async def test_cli_import_with_a_wrong_declared_encoding_names_the_line(
+    api: Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "people.csv"
+    path.write_bytes(GOOD_CSV.encode("gbk"))
+    token_file = tmp_path / "gulou.token"
+    token_file.write_text("tok-gulou\n", encoding="utf-8")
+    argv = ["recipients", "import", str(path), "--api", base_url(api), "--token-file",
+            str(token_file), "--encoding", "utf-8"]  # fmt: skip
+    assert await ebd(*argv) == 2
+    err = capsys.readouterr().err
+    assert "line 2: not UTF-8 text as declared" in err
+    assert await listed(api) == []
+
+
+@pytest.mark.parametrize(
     ("content", "line", "fragment"),
     [
         (b"phone,name,region\n13712345678,a,350102001001\n", 1, "role"),
         (b"phone,name,region,role\n13712345678,a,350102001001,village_head,x\n", 2, "columns"),
-        (b"phone,name,region,role\n13712345678,\xd5\xc5,350102001001,village_head\n", 2, "UTF-8"),
+        (b"phone,name,region,role\n13712345678,\xff\x80,350102001001,village_head\n", 2,
+         "neither UTF-8 nor GB18030"),
         (b"phone,name,region,role\n1380013800,a,350102001001,village_head\n", 2, "phone"),
         (b"phone,name,region,role\n13712345678,a,350102001001,village_head\n"
          b"13712345678,b,350102001001,grid_worker\n", 3, "line 2"),
         (b"phone,name,region,role\n", None, "empty"),
     ],
-    ids=["missing-column", "too-many-cells", "not-utf8", "bad-phone", "two-names", "empty"],
+    ids=["missing-column", "too-many-cells", "not-text", "bad-phone", "two-names", "empty"],
 )  # fmt: skip
 async def test_cli_import_of_a_bad_csv_names_the_line_and_imports_nothing(
     api: Client,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,14 @@ async def test_silent_terminals_are_failed_and_escalated_after_the_last_resend(
     record = body["escalations"][0]
     assert record["region_name"].startswith("福州市鼓楼区")
     assert "2 resends" in record["reason"]
+    # Which warning went unheard, as the office issued it, and when, in Beijing time.
+    assert (record["headline"], record["severity"], record["event"]) == (
+        "台风红色预警",
+        "red",
+        "台风",
+    )
+    assert record["state"] == "open"
+    assert record["at"].endswith("+08:00")
     everywhere = await (await api.get("/api/v1/escalations", headers=PROVINCE)).json()
     assert {e["terminal_id"] for e in everywhere["escalations"]} >= silent
     # Another county's office sees none of Gulou's escalations.
@@ -125,6 +134,21 @@ async def test_silent_terminals_are_failed_and_escalated_after_the_last_resend(
     after = await wait_for(lambda: _played(api, alert_id, 8), timeout=10)
     assert isinstance(after, dict)
     assert (after["failed"], after["no_ack"], after["escalated"]) == (2, 2, 3)
+    # Its escalation is resolved, with the time (written just after the ack); the others stay open.
+    url = f"/api/v1/escalations?alert_id={alert_id}&state="
+    resolved = await wait_for(lambda: _resolved(api, url + "resolved"), timeout=10)
+    assert isinstance(resolved, list)
+    assert [e["terminal_id"] for e in resolved] == [late]
+    assert resolved[0]["resolved_at"].endswith("+08:00")
+    assert datetime.fromisoformat(resolved[0]["resolved_at"]) >= datetime.fromisoformat(
+        record["at"]
+    )
+    still_open = await (await api.get(url + "open", headers=GULOU)).json()
+    assert {e["terminal_id"] for e in still_open["escalations"]} == silent - {late}
+    everywhere = await (await api.get("/api/v1/escalations?state=resolved", headers=GULOU)).json()
+    assert late in {e["terminal_id"] for e in everywhere["escalations"]}
+    bad_state = await api.get(url + "closed", headers=GULOU)
+    assert bad_state.status == 422
     base = base_url(api).rstrip("/")
     argv = ["escalations", "list", "--api", base, "--alert", alert_id]
     with pytest.MonkeyPatch.context() as env:
@@ -137,6 +161,13 @@ async def test_silent_terminals_are_failed_and_escalated_after_the_last_resend(
         assert len(json.loads(capsys.readouterr().out)["escalations"]) >= 3
     assert await ebd("escalations", "list", "--api", base) == 2
     assert "EBD_TOKEN" in capsys.readouterr().err
+
+
+async def _resolved(api: Client, url: str) -> list[dict[str, Any]] | None:
+    """The escalations ``url`` lists once each has its resolution time."""
+    body = await (await api.get(url, headers=GULOU)).json()
+    rows = body["escalations"]
+    return rows if rows and all(e["resolved_at"] for e in rows) else None
 
 
 async def _played(api: Client, alert_id: str, n: int) -> dict[str, Any] | None:

@@ -86,11 +86,64 @@ def test_blank_lines_and_quoted_line_breaks_keep_line_numbers_true(tmp_path: Pat
     assert rows[1]["name"] == "王\n五"
 
 
-def test_bytes_that_are_not_utf8_are_named_by_line_and_value(tmp_path: Path) -> None:
-    # GBK, as a Chinese-locale spreadsheet saves by default.
-    message = fails(tmp_path, HEADER + ROW + "13900139000,王五,35,resident,zh\n".encode("gbk"))
-    assert ", line 3: not UTF-8 text (byte 0xcd)" in message
-    assert "save the file as UTF-8" in message
+GBK_ROW = "13900139000,王五,35,resident,zh\n"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        HEADER + ROW + GBK_ROW.encode(),  # "CSV UTF-8" without a byte order mark
+        b"\xef\xbb\xbf" + HEADER + ROW + GBK_ROW.encode(),  # … and with one, as Excel saves it
+        HEADER + ROW.decode().encode("gbk") + GBK_ROW.encode("gbk"),  # "CSV" on Chinese Windows
+        HEADER
+        + ROW.decode().encode("gb18030")
+        + "13900139000,王㐀,35,resident,zh\n".encode("gb18030"),  # a name only GB18030 has
+    ],
+    ids=["utf8", "utf8-bom", "gbk", "gb18030"],
+)
+def test_utf8_with_or_without_bom_and_gbk_are_detected(tmp_path: Path, content: bytes) -> None:
+    rows, lines = read(tmp_path, content)
+    assert rows[0]["name"] == "张三"
+    assert rows[1]["name"] in ("王五", "王㐀")
+    assert lines == [2, 3]
+
+
+def test_a_declared_encoding_is_used_and_checked(tmp_path: Path) -> None:
+    path = tmp_path / "recipients.csv"
+    path.write_bytes(HEADER + ROW.decode().encode("gbk"))
+    rows, _ = read_csv_rows(
+        path, required=REQUIRED, optional=OPTIONAL, what="recipients", encoding="GBK"
+    )
+    assert rows[0]["name"] == "张三"
+    with pytest.raises(ImportFailed) as info:
+        read_csv_rows(path, required=REQUIRED, optional=OPTIONAL, what="recipients",
+                      encoding="utf-8")  # fmt: skip
+    assert ", line 2: not UTF-8 text as declared (byte 0xd5)" in info.value.message
+    with pytest.raises(ImportFailed) as info:
+        read_csv_rows(path, required=REQUIRED, optional=OPTIONAL, what="recipients",
+                      encoding="latin-1")  # fmt: skip
+    assert "unknown encoding 'latin-1'" in info.value.message
+    assert "gb18030" in info.value.message
+
+
+def test_bytes_that_are_neither_utf8_nor_gb18030_are_named_by_line_and_value(
+    tmp_path: Path,
+) -> None:
+    # 0x80 alone and 0xff are not GB18030 either: a file that is neither, or damaged.
+    message = fails(tmp_path, HEADER + ROW + b"13900139000,\xff\x80,35,resident,zh\n")
+    assert ", line 3: neither UTF-8 nor GB18030/GBK text (byte 0xff)" in message
+    assert "--encoding" in message
+
+
+def test_a_bom_declares_utf8_so_a_bad_byte_after_it_is_an_error(tmp_path: Path) -> None:
+    message = fails(tmp_path, b"\xef\xbb\xbf" + HEADER + GBK_ROW.encode("gbk"))
+    assert ", line 2: not UTF-8 text as declared (byte 0xcd)" in message
+
+
+def test_utf16_is_refused_saying_how_to_save_it(tmp_path: Path) -> None:
+    message = fails(tmp_path, (HEADER + ROW).decode().encode("utf-16"))
+    assert "UTF-16" in message
+    assert "CSV UTF-8" in message
 
 
 def test_a_missing_column_is_named(tmp_path: Path) -> None:

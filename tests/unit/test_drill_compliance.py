@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from dispatcher.core.errors import UnknownRegion
-from dispatcher.core.regions import RegionTree
+from dispatcher.core.regions import Level, RegionTree
 from drills.compliance import (
     CSV_COLUMNS,
     STATUS_ORDER,
@@ -30,9 +30,10 @@ from drills.report import text_width
 
 CST = timezone(timedelta(hours=8))
 YEAR = 2027
-# Townships in the real file (a change to the file changes these, and the test says so).
-FUZHOU_TOWNSHIPS = 186
-FUJIAN_TOWNSHIPS = 1170
+# Townships that must drill in the real file (a change to the file changes these, and the test
+# says so): 186 and 1,170 less the virtual ones (红星农场, 马祖乡, 罗源湾 in Fuzhou).
+FUZHOU_TOWNSHIPS = 183
+FUJIAN_TOWNSHIPS = 1129
 
 
 def make_drill(
@@ -142,14 +143,14 @@ def test_a_passed_redrill_makes_the_township_compliant(
 
 def test_city(tree: RegionTree, drills: list[Drill]) -> None:
     c = compliance(tree, "3501", YEAR, drills)
-    # 3 of 186: 1.61…% shown as 1.6 (rounded down).
+    # 3 of 183: 1.63…% shown as 1.6 (rounded down).
     assert numbers(c.totals) == (FUZHOU_TOWNSHIPS, 3, FUZHOU_TOWNSHIPS - 3, 1.6)
     assert [(r.code, r.name) for r in c.cities] == [("3501", "福州市")]
     assert len(c.counties) == 13
     counties = {r.code: r for r in c.counties}
     assert numbers(counties["350102"]) == (10, 2, 8, 20.0)
     assert numbers(counties["350103"]) == (10, 1, 9, 10.0)
-    assert numbers(counties["350104"]) == (14, 0, 14, 0.0)
+    assert numbers(counties["350104"]) == (13, 0, 13, 0.0)  # 14 less 红星农场, virtual
     assert sum(r.townships for r in c.counties) == FUZHOU_TOWNSHIPS
     assert len(c.townships) == FUZHOU_TOWNSHIPS - 3
 
@@ -248,6 +249,10 @@ def test_csv_lists_every_township(tree: RegionTree, drills: list[Drill]) -> None
         "drills": "2",
         "last_status": "passed",
         "last_drill_id": "drill-2027-350102001-2",
+        "city_code": "3501",
+        "county_code": "350102",
+        "villages": "5",
+        "villages_without_terminal": "",  # the registry was not consulted
     }
     assert sum(int(row["compliant"]) for row in rows) == 2
     assert rows[-1]["township"] == "洪山镇"
@@ -262,10 +267,11 @@ def test_table_of_the_province(tree: RegionTree, drills: list[Drill]) -> None:
     assert f"4 / {FUJIAN_TOWNSHIPS}" in text
     assert "0.3%" in text
     fuzhou = next(line for line in lines if line.startswith("福州市"))
-    assert fuzhou.split() == ["福州市", "3501", "186", "3", "183", "1.6%"]
+    # "-": without the registry, villages without a terminal are not counted.
+    assert fuzhou.split() == ["福州市", "3501", "183", "3", "180", "1.6%", "-"]
     gulou = next(line for line in lines if line.strip().startswith("鼓楼区"))
     assert gulou.startswith("  ")  # a county sits under its city
-    assert gulou.split() == ["鼓楼区", "350102", "10", "2", "8", "20.0%"]
+    assert gulou.split() == ["鼓楼区", "350102", "10", "2", "8", "20.0%", "-"]
     # One line per city and county, plus the header of the table, aligned.
     table = lines[lines.index(next(line for line in lines if line.startswith("地区"))) :]
     assert len(table) == 1 + 9 + 84
@@ -281,3 +287,45 @@ def test_table_of_a_county_and_of_a_township(tree: RegionTree, drills: list[Dril
     assert "温泉街道" in township
     assert "0 / 1" in township
     assert "failed 1" in township
+
+
+def test_virtual_townships_owe_no_drill_and_villages_without_terminals_are_named(
+    tree: RegionTree, drills: list[Drill]
+) -> None:
+    lianjiang = "350122"  # 连江县: 马祖乡 is virtual; 黄岐镇 (350122112) is not
+    huangqi = "350122112"
+    villages = [v.code for v in tree.descendants(huangqi, Level.VILLAGE)]
+    # Terminals in all but the first three villages of 黄岐镇, and in every other village.
+    reached = {v for v in tree.villages(lianjiang) if v not in villages[:3]}
+    c = compliance(tree, lianjiang, YEAR, drills, reached=reached)
+    assert [(v.code, v.name) for v in c.virtual_townships] == [("350122400", "马祖乡")]
+    codes = {row.code for row in [*c.townships, *c.compliant_townships]}
+    assert "350122400" not in codes
+    assert c.totals.townships == len(tree.descendants(lianjiang, Level.TOWNSHIP)) - 1
+    row = next(r for r in c.townships if r.code == huangqi)
+    assert row.villages == len(villages)
+    assert row.villages_without_terminal == 3
+    assert [v.code for v in row.villages_without_terminal_list or []] == villages[:3]
+    assert c.totals.villages_without_terminal == 3
+    assert c.counties[0].villages_without_terminal == 3
+    text = to_table(c)
+    assert "马祖乡（350122400）" in text
+    gap_line = next(line for line in text.splitlines() if "黄岐镇（350122112）" in line)
+    assert f"3/{len(villages)}" in gap_line
+    assert tree.name(villages[0]) in gap_line
+    # Without the registry nothing is claimed either way.
+    assert compliance(tree, lianjiang, YEAR, drills).totals.villages_without_terminal is None
+
+
+def test_csv_in_chinese_names_every_column_for_people(
+    tree: RegionTree, drills: list[Drill]
+) -> None:
+    c = compliance(tree, "350102", YEAR, drills, reached={"350102001001"})
+    rows = list(csv.reader(io.StringIO(to_csv(c, "zh"))))
+    assert rows[0][:4] == ["市", "县（区）", "乡镇（街道）", "乡镇（街道）代码"]
+    assert rows[0][-4:] == ["市代码", "县（区）代码", "村（社区）数", "无登记终端的村（社区）数"]
+    assert rows[1][:4] == ["福州市", "鼓楼区", "鼓东街道", "350102001"]
+    assert rows[1][-4:] == ["3501", "350102", "5", "4"]
+    assert [len(row) for row in rows] == [len(CSV_COLUMNS)] * len(rows)
+    with pytest.raises(ValueError, match="lang"):
+        to_csv(c, "fr")

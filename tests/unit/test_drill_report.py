@@ -487,3 +487,25 @@ def test_table_columns_line_up_with_chinese_names(report: DrillReport) -> None:
 def test_table_rejects_an_unknown_language(report: DrillReport) -> None:
     with pytest.raises(ValueError, match="lang"):
         to_table(report, "fr")
+
+
+def test_villages_without_a_terminal_are_counted_named_and_shown(
+    drill: Drill, tree: RegionTree
+) -> None:
+    made = make(drill, tree)
+    # 树兜社区 has no registered terminal: the report says so beside its coverage.
+    assert made.villages_without_terminal == 1
+    assert [(v.code, v.name) for v in made.villages_without_terminal_list] == [(V6, "树兜社区")]
+    zh = to_table(made).splitlines()
+    at = zh.index("无登记终端的村（社区） (1):")
+    assert zh[at + 1].split() == [V6, "树兜社区"]
+    en = to_table(made, "en")
+    assert "villages with no registered terminal (1):" in en
+    # With terminals in every village, none is listed.
+    full = make(drill, tree, expected={**EXPECTED, "T15": V6})
+    assert full.villages_without_terminal == 0
+    assert "无登记终端的村（社区） (0): 无" in to_table(full)
+    # A report stored before the count existed still reads.
+    old = made.model_dump(mode="json")
+    del old["villages_without_terminal"], old["villages_without_terminal_list"]
+    assert DrillReport.model_validate(old).villages_without_terminal == 0

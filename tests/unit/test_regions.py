@@ -19,6 +19,7 @@ from dispatcher.core.regions import (
     code_from_alert_topic,
     code_path,
     level_of_code,
+    villages_without_terminal,
 )
 from tests.helpers import write_text
 
@@ -542,3 +543,76 @@ def test_the_fujian_file_knows_a_village_by_its_path(tree: RegionTree) -> None:
     ]
     assert len(tree.descendants("35", Level.VILLAGE)) == 17498
     assert names(tree.children("35"))[0] == "3501"
+
+
+# --- virtual townships, search, coverage gaps ------------------------------------------------
+
+VIRTUAL_ROWS = [
+    *TREE_ROWS,
+    # A state farm listed as a township with only a placeholder "village", and a development
+    # zone with no village at all: both virtual.
+    ("350102400", "红星农场", Level.TOWNSHIP, "350102"),
+    ("350102400498", "红星农场虚拟生活区", Level.VILLAGE, "350102400"),
+    ("350102401", "开发区", Level.TOWNSHIP, "350102"),
+]
+
+
+def test_virtual_townships_and_villages_are_marked() -> None:
+    tree = RegionTree.from_regions(Region(*row) for row in VIRTUAL_ROWS)
+    assert tree.is_virtual("350102400")
+    assert tree.is_virtual("350102401")
+    assert tree.is_virtual("350102400498")
+    assert not tree.is_virtual("350102001")
+    assert not tree.is_virtual("350102001001")
+    assert not tree.is_virtual("350102")
+    assert names(tree.townships("350102")) == ["350102001", "350102002"]
+    assert names(tree.townships("35", virtual=True)) == [
+        "350102001", "350102002", "350102400", "350102401",
+    ]  # fmt: skip
+    assert names(tree.townships("350102001")) == ["350102001"]
+    assert tree.townships("350102400") == []
+    assert tree.townships("350102001001") == []
+    with pytest.raises(UnknownRegion):
+        tree.is_virtual("350102999")
+
+
+def test_the_fujian_file_has_41_virtual_townships_mazu_among_them(tree: RegionTree) -> None:
+    virtual = [t.code for t in tree.townships("35", virtual=True) if tree.is_virtual(t.code)]
+    assert len(virtual) == 41
+    assert "350122400" in virtual  # 马祖乡, 连江县
+    assert len(tree.townships("35")) == 1170 - 41
+
+
+def test_find_by_name_or_code_prefix(tree: RegionTree) -> None:
+    found = tree.find("黄岐")
+    assert found[0].code == "350122112"
+    assert tree.full_name("350122112") == "福建省/福州市/连江县/黄岐镇"
+    assert all("黄岐" in r.name for r in found)
+    # Highest level first: the township before the villages named after it.
+    assert [r.level for r in found] == sorted(r.level for r in found)
+    assert [r.code for r in tree.find("3501221")][:2] == ["350122100", "350122101"]
+    assert tree.find("  ") == []
+    assert tree.find("不存在的地名") == []
+    assert len(tree.find("社区", limit=5)) == 5
+
+
+def test_villages_without_terminal(small_tree: RegionTree) -> None:
+    reached = {"350102001001", "350102002"}  # a village, and a township's own terminal
+    gaps = villages_without_terminal(small_tree, ["350102"], reached)
+    # A terminal registered at the township reaches no particular village.
+    assert names(gaps) == ["350102001002", "350102002001"]
+    assert villages_without_terminal(small_tree, ["350102001001"], reached) == []
+    assert names(villages_without_terminal(small_tree, ["350102001", "350102"], set())) == [
+        "350102001001", "350102001002", "350102002001",
+    ]  # fmt: skip
+    tree = RegionTree.from_regions(Region(*row) for row in VIRTUAL_ROWS)
+    # Placeholder villages are nobody's gap.
+    assert "350102400498" not in names(villages_without_terminal(tree, ["35"], set()))
+
+
+def test_village_codes_are_the_villages_in_code_order(tree: RegionTree) -> None:
+    for code in ("35", "3501", "350122", "350122112", "350122112001"):
+        assert tree.village_codes(code) == sorted(tree.villages(code))
+    assert len(tree.village_codes("35")) == 17498
+    with pytest.raises(UnknownRegion):
+        tree.village_codes("350199")
