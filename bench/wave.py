@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import json
 import os
 import sys
 import time
@@ -359,8 +360,14 @@ class CpuProbe:
     def _now(self) -> dict[str, float]:
         return {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in self.pids.items()}
 
-    def begin(self) -> None:
+    def begin(self, **measured: int | None) -> None:
+        """The window opens. With ``WAVE_HOOK`` set, the pids of every process (those shared
+        and ``measured``) go to that file as JSON, for a profiler to attach to them for the
+        window alone (py-spy record -p PID)."""
         self.start = self._now()
+        if os.environ.get("WAVE_HOOK"):
+            pids = {**self.pids, **{k: [v] for k, v in measured.items() if v is not None}}
+            Path(os.environ["WAVE_HOOK"]).write_text(json.dumps(pids))
 
     def end(self) -> dict[str, float]:
         return {k: round(v - self.start.get(k, 0.0), 3) for k, v in self._now().items()}
@@ -397,13 +404,6 @@ async def raw_run(
 
 
 # -- the engine path --------------------------------------------------------------------------
-
-
-def _mark_window(pid: int | None) -> None:
-    """Writes the engine's pid to the file named by ``WAVE_HOOK`` as its timed window
-    opens, so that a profiler (py-spy record -p PID) can attach for the window alone."""
-    if os.environ.get("WAVE_HOOK") and pid is not None:
-        Path(os.environ["WAVE_HOOK"]).write_text(str(pid))
 
 
 async def _delivery(api: Any, alert_id: str) -> dict[str, Any] | None:
@@ -464,8 +464,7 @@ async def engine_run(
         async with province_api(engine) as api:
             await api.register(terminals, part=REGISTER_PART)
             cpu_before = [member.cpu_seconds() for member in fleet]
-            probe.begin()
-            _mark_window(engine.pid)
+            probe.begin(engine=engine.pid)
             started, started_wall = time.monotonic(), time.time()
             alert_id = await issue(api)
             played, seconds, polled, expected = 0, None, None, None
