@@ -82,7 +82,6 @@ from harness import (
 )
 from skeleton import Benchmark, main, say
 
-from adapters.loudspeaker.probe import broker_accepts
 from dispatcher.core.broker_auth import password_line
 from dispatcher.core.models import new_alert_id
 from dispatcher.embedded.processes import MosquittoServer, RedisServer, find_binary
@@ -91,6 +90,7 @@ from dispatcher.store.acklog import acklog_rows
 from dispatcher.store.keys import ACKLOG
 from receiver.brain import Ack, AckState, ack_topic
 from receiver.mqtt_lite import parse_mqtt_url
+from tests.support.broker import until_accepted
 from tests.support.engine_process import EngineProcess, cpu_seconds
 
 ACK_FILTER = "eb/v1/term/+/ack"
@@ -158,11 +158,8 @@ async def replay_url(mqtt: MosquittoServer) -> str:
     """The replay account's URL, once the broker accepts it."""
     password = _add_replay_account(mqtt)
     url = parse_mqtt_url(mqtt.url)
-    deadline = time.monotonic() + 10
-    while not await broker_accepts(url.host, url.port, REPLAY_USER, password, tls=None):
-        if time.monotonic() > deadline:
-            raise RuntimeError("the broker did not take the storm's replay account")
-        await asyncio.sleep(0.05)
+    if not await until_accepted(url.host, url.port, REPLAY_USER, password, tls=None):
+        raise RuntimeError("the broker did not take the storm's replay account")
     return f"mqtt://{REPLAY_USER}:{password}@{url.host}:{url.port}"
 
 

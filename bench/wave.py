@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
-import aiohttp
 import hiredis
 import mqtt5
 import orjson
@@ -406,19 +405,6 @@ async def raw_run(
 # -- the engine path --------------------------------------------------------------------------
 
 
-async def _delivery(api: Any, alert_id: str) -> dict[str, Any] | None:
-    """The alert's delivery totals, the cheapest view (``detail=city``); None while the engine
-    cannot answer."""
-    url = f"{api.base_url}/api/v1/alerts/{alert_id}?detail=city"
-    try:
-        async with api.http.get(url, timeout=aiohttp.ClientTimeout(total=60)) as response:
-            if response.status != 200:
-                return None
-            return dict((await response.json())["delivery"])
-    except (aiohttp.ClientError, TimeoutError):
-        return None
-
-
 def _recorded_after(delivery: dict[str, Any], started_wall: float, polled: float) -> float:
     """Seconds from the POST to the engine's recording of the last counted ack
     (``last_ack_at``, stamped just before the batch goes to Redis); the poll's time if the
@@ -470,7 +456,7 @@ async def engine_run(
             played, seconds, polled, expected = 0, None, None, None
             deadline = started + timeout
             while time.monotonic() < deadline:
-                delivery = await _delivery(api, alert_id)
+                delivery = await api.try_delivery(alert_id, timeout=60, detail="city")
                 if delivery is not None:
                     played = int(delivery.get("played", 0))
                     if played >= n:

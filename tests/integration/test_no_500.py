@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from aiohttp import web
 
 from adapters.sms.aliyun import report_signature
@@ -233,3 +234,25 @@ async def test_a_request_aiohttp_cannot_parse_gets_the_json_error_body(line: byt
         assert (status, data) == (200, {"alerts": []})
     finally:
         await runner.cleanup()
+
+
+async def test_a_refusal_by_redis_is_no_outage_and_shows_no_reply(
+    api: Client, redis_url: str
+) -> None:
+    """A key of the wrong type (damage, or a bug) makes Redis answer with an error: the caller
+    gets a 500 that names no Redis reply and does not ask to retry, unlike an outage (503)."""
+    response = await api.post("/api/v1/alerts", json=alert_body(), headers=PROVINCE)
+    assert response.status == 201, await response.text()
+    alert_id = (await response.json())["id"]
+    rdb = redis.Redis.from_url(redis_url)
+    try:
+        rdb.delete(f"ebd:alert:{alert_id}:dispatch")
+        rdb.set(f"ebd:alert:{alert_id}:dispatch", "not a hash")
+        response = await api.get(f"/api/v1/alerts/{alert_id}", headers=PROVINCE)
+    finally:
+        rdb.close()
+    assert response.status == 500
+    error = (await response.json())["error"]
+    assert error["code"] == "store_refused"
+    assert "WRONGTYPE" not in json.dumps(error)
+    assert "retry" not in error["message"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import ssl
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -106,13 +107,22 @@ async def grant(server: MosquittoServer, ids: list[str]) -> dict[str, str]:
     await asyncio.to_thread(server.reload)
     tls = tls_context(server.ca_file.read_text(encoding="ascii"))
     last = ids[-1]
-    deadline = asyncio.get_running_loop().time() + 10
-    while not await broker_accepts(
-        "127.0.0.1", server.terminal_port, last, passwords[last], tls=tls
-    ):
-        assert asyncio.get_running_loop().time() < deadline, "the broker did not take accounts"
-        await asyncio.sleep(0.05)
+    taken = await until_accepted("127.0.0.1", server.terminal_port, last, passwords[last], tls=tls)
+    assert taken, "the broker did not take accounts"
     return passwords
+
+
+async def until_accepted(
+    host: str, port: int, user: str, password: str, *, tls: ssl.SSLContext | None
+) -> bool:
+    """Whether the broker accepts ``user`` within 10 s (it rereads its files on SIGHUP, a
+    moment after the signal)."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while not await broker_accepts(host, port, user, password, tls=tls):
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
 
 
 def terminal_url(server: MosquittoServer, terminal_id: str, password: str) -> str:

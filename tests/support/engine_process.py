@@ -411,11 +411,16 @@ class EngineApi:
             return dict((await response.json())["delivery"])
 
     async def try_delivery(
-        self, alert_id: str, base_url: str | None = None, *, timeout: float = 5.0
+        self,
+        alert_id: str,
+        base_url: str | None = None,
+        *,
+        timeout: float = 5.0,
+        detail: str = "county",
     ) -> dict[str, Any] | None:
-        """The delivery, or None while the engine (or its Redis) cannot answer within
-        ``timeout`` seconds."""
-        url = f"{base_url or self.base_url}/api/v1/alerts/{alert_id}"
+        """The delivery (its breakdown down to ``detail``), or None while the engine (or its
+        Redis) cannot answer within ``timeout`` seconds."""
+        url = f"{base_url or self.base_url}/api/v1/alerts/{alert_id}?detail={detail}"
         try:
             async with self.http.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
                 if response.status != 200:
