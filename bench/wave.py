@@ -22,9 +22,11 @@ own. Then, with the same terminals:
              stime, in the timed window and since its start) and its peak RSS
              (/proc/PID/status VmHWM).
 
-The raw runs of a size come first, then its engine runs; each run is a new alert id (a terminal
-handles an id once). Prints every run, then a Markdown table of the medians and the ratio
-engine / raw, and writes everything to ``--out`` (JSON).
+Raw and engine runs of a size alternate (raw, engine, raw, …), and each window opens only once
+every process of the run is nearly idle (``CpuProbe.settle``: a fresh engine has just registered
+the terminals, the last run's trailing traffic may still flow). Each run is a new alert id (a
+terminal handles an id once). Prints every run, then a Markdown table of the medians and the
+ratio engine / raw, and writes everything to ``--out`` (JSON).
 """
 
 from __future__ import annotations
@@ -84,6 +86,10 @@ FLUSH_AFTER = 0.005
 # polling rarely would add up to a poll interval to every run.
 POLL = 0.2
 SIM_TIMEOUT = 600.0
+# Idle is under 40 ms of CPU in 0.5 s across every process of the run (a core is 500 ms).
+SETTLE_STEP = 0.5
+SETTLE_IDLE = 0.04
+SETTLE_MAX = 20.0
 
 
 def bridge_config(name: str, main_port: int) -> str:
@@ -371,6 +377,22 @@ class CpuProbe:
     def end(self) -> dict[str, float]:
         return {k: round(v - self.start.get(k, 0.0), 3) for k, v in self._now().items()}
 
+    async def settle(self, *also: int | None) -> float:
+        """Wait until every process here (and ``also``) is nearly idle: a freshly started
+        engine still registering terminals, or the terminals' trailing traffic of the last
+        run, must not spend the cores inside the next window. Returns the seconds waited."""
+        pids = [pid for group in self.pids.values() for pid in group]
+        pids += [pid for pid in also if pid is not None]
+        started = time.monotonic()
+        before = sum(cpu_seconds(pid) for pid in pids)
+        while time.monotonic() - started < SETTLE_MAX:
+            await asyncio.sleep(SETTLE_STEP)
+            now = sum(cpu_seconds(pid) for pid in pids)
+            if now - before < SETTLE_IDLE:
+                break
+            before = now
+        return time.monotonic() - started
+
 
 async def raw_run(
     sink: RawAckSink,
@@ -384,6 +406,7 @@ async def raw_run(
     done = sink.expect(alert.id, n)
     # Signed like the engine's, once: the terminals verify it, as they do the engine's.
     payload = TEST_SIGNER.sign(encode_alert(alert))
+    await probe.settle()
     probe.begin()
     started = time.monotonic()
     publisher.publish(tree.topic(PROVINCE), payload, qos=1)
@@ -400,6 +423,21 @@ async def raw_run(
         "written": stored,
         "cpu_others_s": others,
     }
+
+
+async def raw_run_connected(
+    mqtt_url: str, redis_url: str, tree: RegionTree, n: int, timeout: float, probe: CpuProbe
+) -> dict[str, Any]:
+    """A raw run with its own subscriber and publisher, gone before the next engine run (a
+    raw subscriber left on the ack topics would take the engine's acks too)."""
+    sink = RawAckSink(mqtt_url, redis_url)
+    publisher = await throwaway_client(mqtt_url, "wave-pub")
+    try:
+        await sink.connect()
+        return await raw_run(sink, publisher, tree, n, timeout, probe)
+    finally:
+        publisher.disconnect()
+        await sink.close()
 
 
 # -- the engine path --------------------------------------------------------------------------
@@ -449,6 +487,7 @@ async def engine_run(
             await member.start()
         async with province_api(engine) as api:
             await api.register(terminals, part=REGISTER_PART)
+            settled = await probe.settle(*(member.pid for member in fleet))
             cpu_before = [member.cpu_seconds() for member in fleet]
             probe.begin(engine=engine.pid)
             started, started_wall = time.monotonic(), time.time()
@@ -475,6 +514,7 @@ async def engine_run(
                 "played": played,
                 "expected": expected,
                 "engines": engines,
+                "settled_s": round(settled, 1),
                 "cpu_s": sum(cpu_after) - sum(cpu_before),
                 "cpu_total_s": sum(cpu_after),
                 # Each engine's own peak: the figure that must fit one machine's budget.
@@ -532,24 +572,16 @@ async def one_size(
             }
         )
 
-        sink = RawAckSink(mqtt.url, rds.url)
-        publisher = await throwaway_client(mqtt.url, "wave-pub")
-        try:
-            await sink.connect()
-            for i in range(runs):
-                row = await raw_run(sink, publisher, tree, n, timeout, probe)
-                result["raw"].append(row)
-                shown = "TIMEOUT" if row["seconds"] is None else f"{row['seconds']:.3f} s"
-                say(
-                    f"  raw    #{i + 1}: {shown}  ({row['written']} acks in Redis;"
-                    f" CPU s {row.get('cpu_others_s')})"
-                )
-                await asyncio.sleep(1.0)  # let the terminals' trailing traffic settle
-        finally:
-            publisher.disconnect()
-            await sink.close()
-
+        # Raw and engine runs alternate, so that a machine whose pace drifts during the
+        # size (another tenant, thermal limits) weighs on both sides alike.
         for i in range(runs):
+            row = await raw_run_connected(mqtt.url, rds.url, tree, n, timeout, probe)
+            result["raw"].append(row)
+            shown = "TIMEOUT" if row["seconds"] is None else f"{row['seconds']:.3f} s"
+            say(
+                f"  raw    #{i + 1}: {shown}  ({row['written']} acks in Redis;"
+                f" CPU s {row.get('cpu_others_s')})"
+            )
             row = await engine_run(
                 folder / f"engine-{i + 1}", rds.url, mqtt.url, terminals, timeout, probe, engines
             )
@@ -560,7 +592,8 @@ async def one_size(
             say(
                 f"  engine #{i + 1}: {shown}  (played {row['played']}/{row['expected']},"
                 f" CPU {row['cpu_s']:.2f} s in the window, {row['cpu_total_s']:.2f} s total,"
-                f" peak RSS {row['peak_rss_mb']:.0f} MB; others CPU s {row.get('cpu_others_s')})"
+                f" peak RSS {row['peak_rss_mb']:.0f} MB, idle after {row['settled_s']} s;"
+                f" others CPU s {row.get('cpu_others_s')})"
             )
     finally:
         for sim in sims:
