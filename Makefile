@@ -4,11 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Debian package names; the binaries are called the same.
 SYSTEM_PACKAGES := mosquitto redis-server
-# Optional, as command:package: the receiver's voice, and the mosquitto clients of the
-# hand-made terminal in docs/protocol.md. Tried, never required: their tests skip, saying why.
-OPTIONAL_PACKAGES := espeak-ng:espeak-ng mosquitto_sub:mosquitto-clients
+# Optional, as command-or-path:package: the receiver's voice, the mosquitto clients of the
+# hand-made terminal in docs/protocol.md, the browser the console's tests drive and the
+# Chinese font its screenshots need. Tried, never required: their tests skip, saying why.
+OPTIONAL_PACKAGES := espeak-ng:espeak-ng mosquitto_sub:mosquitto-clients chromium:chromium \
+	/usr/share/fonts/opentype/noto:fonts-noto-cjk
 
-.PHONY: demo test check bench fuzz system optional venv clean
+.PHONY: demo test check bench fuzz system optional venv clean screenshots
 
 demo: system optional venv
 	$(BIN)/ebd demo
@@ -34,6 +36,10 @@ FUZZ_EXAMPLES ?= 100
 fuzz: system venv
 	EBD_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) EBD_FUZZ_PHASES=examples,coverage,fuzzing,stateful \
 	  $(BIN)/pytest -p no:cacheprovider -q tests/integration/test_fuzz.py
+
+# PNGs of the console's main pages in docs/screenshots, taken by its browser tests (chromium).
+screenshots: system optional venv
+	EBD_SCREENSHOTS=docs/screenshots $(BIN)/pytest -p no:cacheprovider -q tests/browser
 
 venv: $(VENV)/.installed
 
@@ -62,7 +68,8 @@ system:
 optional:
 	@missing=""; \
 	for entry in $(OPTIONAL_PACKAGES); do \
-	  command -v $${entry%%:*} >/dev/null 2>&1 || missing="$$missing $${entry#*:}"; \
+	  command -v $${entry%%:*} >/dev/null 2>&1 || [ -e "$${entry%%:*}" ] \
+	    || missing="$$missing $${entry#*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then sudo=""; \

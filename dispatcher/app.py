@@ -30,6 +30,9 @@ from adapters.sms import handlers as sms_handlers
 from adapters.sms.channel import SmsChannel
 from adapters.sms.gateway import SmsGateway
 from adapters.sms.handlers import SMS_CHANNEL
+from adapters.sms.preview import SmsTextPreview
+from dispatcher.console.setup import setup_console
+from dispatcher.core.approval import ApprovalPolicy
 from dispatcher.core.auth import Offices
 from dispatcher.core.clock import use_display_zone
 from dispatcher.core.errors import ConfigError, StoreUnavailable
@@ -38,8 +41,15 @@ from dispatcher.core.wire import ACK_TOPIC_FILTER, SHARED_GROUP, STATE_TOPIC_FIL
 from dispatcher.embedded.access import BrokerAccess, redis_url
 from dispatcher.embedded.processes import ManagedProcess, MosquittoServer, RedisServer
 from dispatcher.embedded.signing_keys import engine_keys
-from dispatcher.http import alerts, audit, escalations, health, regions, terminals
+from dispatcher.http import alerts, audit, escalations, health, regions, terminal_health, terminals
+from dispatcher.http import approvals as approval_routes
+from dispatcher.http import live as live_routes
+from dispatcher.http import people as people_routes
+from dispatcher.http import previews as preview_routes
+from dispatcher.http import templates as template_routes
+from dispatcher.http.alerts import APPROVAL
 from dispatcher.http.middleware import error_middleware
+from dispatcher.http.principal import auth_middleware
 from dispatcher.http.state import (
     API,
     BROKER_FOR_TERMINALS,
@@ -107,7 +117,8 @@ def create_app(
     ``sms_gateways`` replaces the gateways the settings would build."""
     tree = tree or load_tree(settings, config_file)
     app = web.Application(
-        middlewares=[timing_middleware, error_middleware],
+        # Authentication after the error middleware, so what it refuses is answered as JSON.
+        middlewares=[timing_middleware, error_middleware, auth_middleware],
         client_max_size=settings.api.max_body_bytes,
     )
     app[REQUEST_TIMES] = RequestTimes()
@@ -119,12 +130,23 @@ def create_app(
     app[URLS] = {}
     app[VILLAGE_GAPS] = VillageGaps()
     app[NOTIFIERS] = list(notifiers)
+    app[APPROVAL] = ApprovalPolicy(settings.approval, settings.offices)
+    # terminal_health before terminals: /terminals/health is not a terminal's id.
     for module in (
-        alerts, audit, escalations, regions, terminals, health, sms_handlers, drill_handlers,
+        alerts, live_routes, audit, escalations, regions, terminal_health, terminals, health,
+        sms_handlers, drill_handlers,
     ):  # fmt: skip
         app.add_routes(module.routes)
+    app.add_routes(people_routes.routes)
+    app.add_routes(approval_routes.routes)
+    app.add_routes(template_routes.routes)
+    app.add_routes(preview_routes.routes)
+    app[preview_routes.SMS_PREVIEWER] = SmsTextPreview(
+        settings.sms, {o.id: o.sms_signature or o.name for o in settings.offices}
+    )
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/api/v1/openapi.json", openapi_handler)
+    setup_console(app)
     app.cleanup_ctx.extend(
         [_services, _store, _accounts, _ingester, _link, _sms, _worker, _sweeper, _drills]
     )

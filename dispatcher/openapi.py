@@ -20,10 +20,13 @@ from pydantic import BaseModel
 from adapters.sms.handlers import MAX_RECIPIENTS_PER_REQUEST
 from adapters.sms.recipients import RecipientIn
 from adapters.sms.store import STATES as SMS_STATES
+from dispatcher.core.approval import RejectRequest, SubmissionState
 from dispatcher.core.audit import AuditAction
 from dispatcher.core.models import Alert, AlertRequest, CancelRequest, TerminalIn
+from dispatcher.core.people import LoginIn, PasswordIn, PersonIn, Role
+from dispatcher.core.warning_templates import HAZARD_IDS, TemplateEdit
 from dispatcher.core.wire import ALERT_ID_PATTERN, TERMINAL_ID_PATTERN
-from dispatcher.http.alerts import _IDEMPOTENCY_KEY
+from dispatcher.http.alerts import _DRY_RUN, _IDEMPOTENCY_KEY
 from dispatcher.http.terminals import MAX_TERMINALS_PER_REQUEST
 from drills.compliance import Compliance
 from drills.models import FIRST_YEAR, LAST_YEAR, Drill, DrillStatus, Edit
@@ -63,6 +66,7 @@ _ERROR_TEXT = {
     413: "Body too large",
     415: "Body is not application/json",
     422: "Validation failed; details lists each problem",
+    428: "A person sent a warning without the preview_id of its dry run (preview first)",
     429: "Too many failed authentications from this address; Retry-After says when to retry",
     503: "Redis or the broker is unavailable; retry",
 }
@@ -131,6 +135,9 @@ def _enum(name: str, values: Iterable[str]) -> Schema:
 
 
 _STRING: Schema = {"type": "string"}
+# The body of an action that takes none: nothing, or an empty object.
+_NO_FIELDS: Schema = {"type": "object", "maxProperties": 0}
+_SUBMISSION_STATES = [state.value for state in SubmissionState]
 _INT: Schema = {"type": "integer"}
 _REGION: Schema = {"type": "string", "pattern": REGION_PATTERN}
 _TIME: Schema = {"type": "string", "format": "date-time"}
@@ -138,6 +145,7 @@ _REGION_QUERY = _query("region", **_REGION)
 _FORMAT = _enum("format", ("json", "csv"))
 # A CSV's header: Chinese (the default, for people) or the English column keys.
 _LANG = _enum("lang", ("zh", "en"))
+_SEVERITIES = ("red", "orange", "yellow", "blue")
 _YEAR = _int("year", FIRST_YEAR, LAST_YEAR)
 _CSV: Schema = {"text/csv": {"schema": {"type": "string"}}}
 
@@ -183,6 +191,11 @@ def _op(
     return out
 
 
+def _more(operation: Schema, answers: Mapping[str, Schema]) -> Schema:
+    """``operation`` with more ``answers``, which its links (if any) do not apply to."""
+    return {**operation, "responses": {**answers, **operation["responses"]}}
+
+
 def _link(operation: str, **parameters: str) -> Schema:
     return {"operationRef": operation, "parameters": parameters}
 
@@ -193,10 +206,14 @@ def _ptr(path: str, method: str) -> str:
 
 
 _REQUESTS: tuple[type[BaseModel], ...] = (
-    AlertRequest, CancelRequest, TerminalIn, RecipientIn,
+    AlertRequest, CancelRequest, TerminalIn, RecipientIn, TemplateEdit,
     PlanRequest, AddRequest, MoveRequest, ReasonRequest,
 )  # fmt: skip
 _ANSWERS: tuple[type[BaseModel], ...] = (Drill, Edit, DrillReport, Compliance)
+# The accounts API's requests (dispatcher.http.people).
+_REQUESTS += (PersonIn, LoginIn, PasswordIn)
+# The approval API's (dispatcher.http.approvals).
+_REQUESTS += (RejectRequest,)
 
 
 def _schemas() -> Schema:
@@ -214,6 +231,13 @@ def _schemas() -> Schema:
     out.update(_answers())
     drill = out["Drill"]
     # GET /api/v1/drills/{drill_id}: the drill with its edits and where its report is.
+    # POST /api/v1/approvals: an alert request kept as a draft.
+    request = out["AlertRequest"]
+    out["DraftRequest"] = {
+        **request,
+        "required": [*request.get("required", []), "draft"],
+        "properties": {**request["properties"], "draft": {"const": True}},
+    }
     out["DrillDetail"] = {
         **drill,
         "required": [*drill.get("required", []), "history", "report"],
@@ -228,6 +252,10 @@ def _schemas() -> Schema:
 
 def _answers() -> Schema:
     """The answers written by hand, as the handlers build them."""
+    health = _obj(
+        {k: _INT for k in ("terminals", "online", "offline", "unknown", "failures")},
+        last_seen={"type": ["string", "null"]},
+    )
     named = {"code": _STRING, "name": _STRING}
     counts = {
         k: _INT for k in ("expected", "received", "played", "failed", "pending", "offline")
@@ -274,6 +302,61 @@ def _answers() -> Schema:
                 ),
             ]
         },
+        "TerminalHealth": _obj(
+            {
+                "region": _obj({**named, "level": _STRING}),
+                "path": {"type": "array", "items": _obj(named)},
+                "since": _TIME,
+                "days": _INT,
+                "alerts_considered": _INT,
+                "totals": health,
+                "children": {
+                    "type": "array",
+                    "items": {"allOf": [_obj({**named, "level": _STRING}), health]},
+                },
+                "terminals_total": _INT,
+                "terminals": {
+                    "type": "array",
+                    "items": _obj(
+                        {"id": _STRING, "region": _STRING, "failures": _INT},
+                        region_name=_STRING,
+                        kind={"type": ["string", "null"]},
+                        state={"type": ["string", "null"]},
+                        last_seen={"type": ["string", "null"]},
+                    ),
+                },
+            }
+        ),
+        # A warning waiting for (or decided by) an approver (dispatcher.core.approval).
+        "Submission": _obj(
+            {
+                "id": _STRING,
+                "state": {"enum": _SUBMISSION_STATES},
+                "office_id": _STRING,
+                "composer": {"type": ["string", "null"]},
+                "severity": _STRING,
+                "headline": _STRING,
+                "cover": {"type": "array", "items": _STRING},
+                "submitted_at": _TIME,
+                "expires_at": _TIME,
+                "links": {"type": "object"},
+            },
+            preview={"type": "object"},
+            body={"type": "object"},
+            reason={"type": ["string", "null"]},
+        ),
+        # POST /api/v1/alerts?dry_run=1 (dispatcher.core.preview.build_preview).
+        "AlertPreview": _obj(
+            {
+                "preview_id": _STRING,
+                "areas": {"type": "array", "items": _obj(named)},
+                "totals": {"type": "object"},
+                "regions": {"type": "array"},
+                "offline_terminals": {"type": "array"},
+                "reachable": {"type": "boolean"},
+            },
+            sms={"type": ["object", "null"]},
+        ),
         "Region": _obj(
             {
                 "code": _REGION,
@@ -302,6 +385,19 @@ def _answers() -> Schema:
             }
         ),
         "Terminal": _obj({"id": {"type": "string", "pattern": TERMINAL_ID_PATTERN}}),
+        "PersonOut": _obj(
+            {
+                "id": _STRING,
+                "name": _STRING,
+                "office_id": _STRING,
+                "roles": {"type": "array", "items": {"enum": [r.value for r in Role]}},
+                "disabled": {"type": "boolean"},
+            },
+            created_at=_STRING,
+            created_by=_STRING,
+            tokens={"type": "array", "items": _obj({"id": _STRING, "issued_at": _STRING})},
+        ),
+        **_template_answers(),
         # What terminals are handed with new passwords (registration, rotation).
         "Provisioning": _obj(
             {
@@ -316,9 +412,74 @@ def _answers() -> Schema:
     }
 
 
+_PREVIEW_TOTALS = (
+    "villages", "villages_without_terminal", "terminals", "terminals_offline", "recipients",
+    "recipients_covering_offline", "sms_segments", "sms_messages",
+)  # fmt: skip
+
+
+def _template_answers() -> Schema:
+    """A warning template and a preview (dispatcher.http.templates)."""
+    both = _obj({"zh": _STRING, "en": _STRING})
+    count = {"type": "integer", "minimum": 0}
+    return {
+        "WarningTemplate": _obj(
+            {
+                "id": _STRING,
+                "hazard": {"enum": list(HAZARD_IDS)},
+                "event": _STRING,
+                "event_en": _STRING,
+                "event_code": _STRING,
+                "severity": {"enum": list(_SEVERITIES)},
+                "headline": both,
+                "text": both,
+                "instruction": both,
+                "sms_text": both,
+                "expires_in": _INT,
+                "edited": {"type": "boolean"},
+            },
+            severity_label=_STRING,
+        ),
+        "Preview": _obj(
+            {
+                "preview_id": _STRING,
+                "areas": {"type": "array", "items": _obj({"code": _STRING, "name": _STRING})},
+                "totals": _obj(
+                    dict.fromkeys(_PREVIEW_TOTALS, count), sms_cost_yuan={"type": "number"}
+                ),
+                "regions": {
+                    "type": "array",
+                    "items": _obj(
+                        {
+                            "code": _STRING,
+                            "name": _STRING,
+                            "level": _STRING,
+                            "villages": count,
+                            "terminals": count,
+                            "offline": count,
+                            "recipients": count,
+                        },
+                        villages_without_terminal=count,
+                    ),
+                },
+                "offline_terminals": {"type": "array", "items": _obj({"id": _STRING})},
+                "sms": _obj(
+                    {
+                        "text": {"type": ["string", "null"]},
+                        "segments": count,
+                        "cost_per_segment_yuan": {"type": "number"},
+                    }
+                ),
+                "reachable": {"type": "boolean"},
+            }
+        ),
+    }
+
+
 @cache
 def spec() -> Schema:
     alert_id = _path("alert_id")
+    submission_id = _path("submission_id")
     drill_id = _path("drill_id")
     terminal_id = _path("terminal_id")
     idem = {
@@ -359,13 +520,27 @@ def spec() -> Schema:
         "security": [{"bearer": []}],
         "paths": {
             "/api/v1/alerts": {
-                "post": _op(
-                    "Issue an alert (or an update that references one)",
-                    {"201": _json(_ref("IssuedAlert"), "Stored and queued for dispatch")},
-                    params=[idem],
-                    body=_body(_ref("AlertRequest")),
-                    errors=(403, 404, 409, 422),
-                    links=alert_links,
+                "post": _more(
+                    _op(
+                        "Issue an alert (or an update that references one); with dry_run, "
+                        "preview what it would reach. A person needs the composer role and "
+                        "the preview_id of the dry run; an actual red or orange warning "
+                        "waits for an approver (202)",
+                        {"201": _json(_ref("IssuedAlert"), "Stored and queued for dispatch")},
+                        params=[idem, _enum("dry_run", _DRY_RUN)],
+                        body=_body(_ref("AlertRequest")),
+                        errors=(403, 404, 409, 422, 428),
+                        links=alert_links,
+                    ),
+                    {
+                        "200": _json(
+                            _ref("AlertPreview"),
+                            "dry_run: what it would reach; nothing stored, sent or audited",
+                        ),
+                        "202": _json(
+                            _ref("Submission"), "Kept for an approver; nothing is sent yet"
+                        ),
+                    },
                 ),
                 "get": _op(
                     "Recent alerts that concern the office's region",
@@ -373,6 +548,68 @@ def spec() -> Schema:
                     params=[_int("limit", 1, 500)],
                     errors=(422,),
                 ),
+            },
+            "/api/v1/approvals": {
+                "get": _op(
+                    "Warnings submitted for approval by the office and the offices below it, "
+                    "newest first",
+                    {"200": _json(_list("approvals", _ref("Submission"), count=_INT))},
+                    params=[_enum("state", _SUBMISSION_STATES), _int("limit", 1, 500)],
+                    errors=(422,),
+                ),
+                "post": _op(
+                    "Keep a draft warning (the alert's fields and draft: true) to submit later",
+                    {"201": _json(_ref("Submission"), "The draft, with its preview")},
+                    body=_body(_ref("DraftRequest")),
+                    errors=(403, 404, 409, 422),
+                ),
+            },
+            "/api/v1/approvals/{submission_id}/submit": {
+                "post": _more(
+                    _op(
+                        "Submit a draft (only whoever saved it) with the preview_id of its "
+                        "preview: 202 when it waits for an approver, else issued (201)",
+                        {"201": _json(_ref("IssuedAlert"), "Issued: no approval needed")},
+                        params=[submission_id],
+                        body=_body(
+                            {
+                                "type": "object",
+                                "properties": {"preview_id": {"type": "string", "minLength": 1}},
+                                "additionalProperties": False,
+                            },
+                            required=False,
+                        ),
+                        errors=(403, 404, 409, 422, 428),
+                    ),
+                    {"202": _json(_ref("Submission"), "Waiting for an approver")},
+                ),
+            },
+            "/api/v1/approvals/{submission_id}": {
+                "get": _op(
+                    "A submission with its alert body and the preview its composer saw",
+                    {"200": _json(_ref("Submission"))},
+                    params=[submission_id],
+                    errors=(403, 404),
+                )
+            },
+            "/api/v1/approvals/{submission_id}/approve": {
+                "post": _op(
+                    "Approve a pending submission (an approver of its office or one above, "
+                    "not its composer): it is issued now under the composer's office",
+                    {"201": _json(_ref("IssuedAlert"), "Approved, stored and queued")},
+                    params=[submission_id],
+                    body=_body(_NO_FIELDS, required=False),
+                    errors=(403, 404, 409, 422),
+                )
+            },
+            "/api/v1/approvals/{submission_id}/reject": {
+                "post": _op(
+                    "Reject a pending submission, with the reason its composer will read",
+                    {"200": _json(_ref("Submission"))},
+                    params=[submission_id],
+                    body=_body(_ref("RejectRequest")),
+                    errors=(403, 404, 409, 422),
+                )
             },
             "/api/v1/alerts/{alert_id}": {
                 "get": _op(
@@ -412,6 +649,36 @@ def spec() -> Schema:
                     errors=(403, 404, 422),
                 )
             },
+            "/api/v1/alerts/{alert_id}/events": {
+                "get": _op(
+                    "The alert's delivery live (Server-Sent Events): counts (totals and per "
+                    "region the caller sees) when they change, resend, escalation, done; a "
+                    "heartbeat comment every 15 s",
+                    {
+                        "200": {
+                            "description": "An event stream, ended after the done event",
+                            "content": {
+                                "text/event-stream": {
+                                    # One server-sent event: its name and its JSON data.
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["event", "data"],
+                                        "properties": {
+                                            "event": {
+                                                "type": "string",
+                                                "enum": ["counts", "resend", "escalation", "done"],
+                                            },
+                                            "data": {"type": "string"},
+                                        },
+                                    }
+                                }
+                            },
+                        }
+                    },
+                    params=[alert_id],
+                    errors=(403, 404),
+                )
+            },
             "/api/v1/alerts/{alert_id}/sms": {
                 "get": _op(
                     "Each text of an alert (job=alert) or of its escalations "
@@ -434,6 +701,46 @@ def spec() -> Schema:
                         _enum("state", SMS_STATES),
                         *_page(100_000, 1000),
                     ],
+                    errors=(403, 404, 422),
+                )
+            },
+            "/api/v1/templates": {
+                "get": _op(
+                    "The warning templates (9 hazards x 4 colours) as the office edited them",
+                    {"200": _json(_list("templates", _ref("WarningTemplate"), count=_INT))},
+                    params=[_enum("hazard", HAZARD_IDS), _enum("severity", _SEVERITIES)],
+                    errors=(422,),
+                )
+            },
+            "/api/v1/templates/{template_id}": {
+                "get": _op(
+                    "A template; with areas (comma-separated codes), the AlertRequest body it "
+                    "gives them, ready to POST",
+                    {"200": _json({"oneOf": [_ref("WarningTemplate"), _ref("AlertRequest")]})},
+                    params=[_path("template_id"), _query("areas"), _enum("lang", ("zh", "en"))],
+                    errors=(403, 404, 422),
+                ),
+                "put": _op(
+                    "Edit the office's texts of a template (composer or admin)",
+                    {"200": _json(_ref("WarningTemplate"), "The template as edited")},
+                    params=[_path("template_id")],
+                    body=_body(_ref("TemplateEdit")),
+                    errors=(403, 404, 422),
+                ),
+                "delete": _op(
+                    "Return a template to the built-in one (composer or admin)",
+                    {"200": _json(_ref("WarningTemplate"), "The built-in template")},
+                    params=[_path("template_id")],
+                    errors=(403, 404),
+                ),
+            },
+            "/api/v1/previews": {
+                "post": _op(
+                    "What an alert would reach (villages, terminals, offline terminals, SMS "
+                    "recipients, segments and cost per city, county and township); nothing "
+                    "is stored or sent",
+                    {"200": _json(_ref("Preview"))},
+                    body=_body(_ref("AlertRequest")),
                     errors=(403, 404, 422),
                 )
             },
@@ -462,6 +769,16 @@ def spec() -> Schema:
                     body=_body(_many("TerminalIn", MAX_TERMINALS_PER_REQUEST)),
                     errors=(403, 404, 422),
                 ),
+            },
+            "/api/v1/terminals/health": {
+                "get": _op(
+                    "Terminal health of a region and of each region one level down: online, "
+                    "offline, never reported, last seen, failures in the recent alerts; each "
+                    "terminal from a township down",
+                    {"200": _json(_ref("TerminalHealth"))},
+                    params=[_REGION_QUERY, _int("days", 1, 90)],
+                    errors=(403, 404, 422),
+                )
             },
             "/api/v1/terminals/{terminal_id}": {
                 "get": _op(
@@ -708,6 +1025,10 @@ def spec() -> Schema:
                         _query("drill"),
                         _query("township"),
                         _query("terminal"),
+                        _enum(
+                            "state",
+                            ("received", "playing", "played", "failed", "cancelled", "no_ack"),
+                        ),
                         _query("since", type="string", format="date-time"),
                         _query("until", type="string", format="date-time"),
                         _REGION_QUERY,
@@ -777,6 +1098,112 @@ def spec() -> Schema:
                         )
                     },
                     errors=(403,),
+                )
+            },
+            "/api/v1/session": {
+                "post": _op(
+                    "Sign in with a login id and password: sets the HttpOnly SameSite=Strict "
+                    "session cookie ebd_session; csrf is the X-CSRF-Token changes made with it "
+                    "send",
+                    {"200": _json(_obj({"person": _ref("PersonOut"), "csrf": _STRING}))},
+                    body=_body(_ref("LoginIn")),
+                    errors=(401, 422, 503),
+                    public=True,
+                ),
+                "delete": _op(
+                    "Sign out: the session ends at once and the cookie is cleared",
+                    {"200": _json(_obj({"signed_out": {"const": True}}))},
+                    errors=(400, 403, 503),
+                    public=True,
+                ),
+            },
+            "/api/v1/me": {
+                "get": _op(
+                    "Who the credential is: the person (null for an office token), the office, "
+                    "the roles and, for a console session, its CSRF token",
+                    {
+                        "200": _json(
+                            _obj(
+                                {
+                                    "person": {"anyOf": [_ref("PersonOut"), {"type": "null"}]},
+                                    "office": _obj(
+                                        {
+                                            "id": _STRING,
+                                            "name": _STRING,
+                                            "region": _STRING,
+                                            "region_name": _STRING,
+                                        }
+                                    ),
+                                    "roles": {"type": "array", "items": _STRING},
+                                    "csrf": {"type": ["string", "null"]},
+                                }
+                            )
+                        )
+                    },
+                    errors=(403,),
+                )
+            },
+            "/api/v1/people": {
+                "get": _op(
+                    "The office's people with their API token ids (admins, the office token)",
+                    {
+                        "200": _json(
+                            _list("people", _ref("PersonOut"), office=_STRING),
+                        )
+                    },
+                    errors=(403,),
+                ),
+                "post": _op(
+                    "Create a person of the caller's office (admins, the office token)",
+                    {"201": _json(_obj({"person": _ref("PersonOut")}), "Created")},
+                    body=_body(_ref("PersonIn")),
+                    errors=(403, 409, 422),
+                ),
+            },
+            **{
+                f"/api/v1/people/{{person_id}}/{verb}": {
+                    "post": _op(
+                        summary,
+                        {"200": _json(_obj({"person": _ref("PersonOut")}))},
+                        params=[_path("person_id")],
+                        body=_body(_NO_FIELDS, required=False),
+                        errors=(403, 404, 409, 422),
+                    )
+                }
+                for verb, summary in (
+                    ("disable", "Disable a person: their sessions and tokens stop at once"),
+                    ("enable", "Enable a disabled person again"),
+                )
+            },
+            "/api/v1/people/{person_id}/password": {
+                "post": _op(
+                    "Set a password: an admin anyone's of the office, a person their own (with "
+                    "current); the person's sessions end",
+                    {"200": _json(_obj({"person": _ref("PersonOut")}))},
+                    params=[_path("person_id")],
+                    body=_body(_ref("PasswordIn")),
+                    errors=(401, 403, 404, 409, 422),
+                )
+            },
+            "/api/v1/people/{person_id}/tokens": {
+                "post": _op(
+                    "Issue an API token of the person (admins, or the person): shown once",
+                    {
+                        "201": _json(
+                            _obj({"person": _STRING, "id": _STRING, "token": _STRING}), "Issued"
+                        )
+                    },
+                    params=[_path("person_id")],
+                    body=_body(_NO_FIELDS, required=False),
+                    errors=(403, 404, 409, 422),
+                )
+            },
+            "/api/v1/people/{person_id}/tokens/{token_id}": {
+                "delete": _op(
+                    "Revoke one of the person's API tokens: it stops working at once",
+                    {"200": _json(_obj({"person": _STRING, "revoked": _STRING}))},
+                    params=[_path("person_id"), _path("token_id")],
+                    errors=(403, 404),
                 )
             },
             "/healthz": {

@@ -24,6 +24,7 @@ from pydantic_settings import (
 
 from adapters.sms.settings import SmsSettings
 from dispatcher.core import config
+from dispatcher.core.approval import ApprovalSettings
 from dispatcher.core.clock import DisplaySettings
 from dispatcher.core.config import (
     DEFAULT_REGIONS_FILE,
@@ -120,6 +121,8 @@ class Settings(BaseSettings):
     resend: ResendSettings = ResendSettings()
     sms: SmsSettings = SmsSettings()
     drills: DrillSettings = DrillSettings()
+    # Which warnings need a second person, and how long a submission waits for one.
+    approval: ApprovalSettings = ApprovalSettings()
     # The zone every API response shows times in (stored times stay UTC).
     display: DisplaySettings = DisplaySettings()
     log: LogSettings = LogSettings()

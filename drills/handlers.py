@@ -14,9 +14,11 @@ from dispatcher.core.audit import AuditAction
 from dispatcher.core.auth import Office
 from dispatcher.core.clock import localized
 from dispatcher.core.errors import NotFound, ValidationFailed
+from dispatcher.core.people import Role
 from dispatcher.core.regions import Level
 from dispatcher.core.validation import invalid
 from dispatcher.http.audit import audit
+from dispatcher.http.principal import require_role
 from dispatcher.http.requests import (
     accept_query,
     dumps,
@@ -37,6 +39,8 @@ from drills.requests import AddRequest, MoveRequest, PlanRequest, ReasonRequest,
 from drills.service import DrillService
 
 routes = web.RouteTableDef()
+# The states an ack log entry may hold (the sweeper's no_ack among them), for ?state=.
+ACK_STATES = ("received", "playing", "played", "failed", "cancelled", "no_ack")
 DRILLS = web.AppKey("drills", DrillService)
 
 _FORMATS = ("json", "csv")
@@ -125,7 +129,7 @@ def _model_response(model: BaseModel, status: int = 200) -> web.Response:
 @routes.post("/api/v1/drills/plan")
 async def plan(request: web.Request) -> web.Response:
     """Plan the year: a drill for every township under the region that has none that year."""
-    office = office_of(request)
+    office = require_role(request, Role.COORDINATOR)
     service = _service(request)
     body = await _body(request, PlanRequest)
     region = body.region or office.region
@@ -174,7 +178,7 @@ async def list_drills(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/drills")
 async def add_drill(request: web.Request) -> web.Response:
-    office = office_of(request)
+    office = require_role(request, Role.COORDINATOR)
     service = _service(request)
     body = await _body(request, AddRequest)
     request.app[TREE].get(body.township)
@@ -213,6 +217,7 @@ async def acks(request: web.Request) -> web.Response:
         "drill",
         "township",
         "terminal",
+        "state",
         "region",
         "since",
         "until",
@@ -224,6 +229,7 @@ async def acks(request: web.Request) -> web.Response:
     drill_id = request.query.get("drill")
     township = request.query.get("township")
     terminal = request.query.get("terminal")
+    state = query_choice(request, "state", ACK_STATES)
     since = _when(request, "since")
     until = _when(request, "until")
     limit = parse_int(request, "limit", 10_000, 1, 1_000_000)
@@ -248,6 +254,8 @@ async def acks(request: web.Request) -> web.Response:
         for entry in entries:
             recorded = int(entry.get("recorded_ms", 0))
             if terminal and entry.get("terminal_id") != terminal:
+                continue
+            if state and entry.get("state") != state:
                 continue
             if since and recorded < since:
                 continue
@@ -293,6 +301,7 @@ async def get_drill(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/drills/{drill_id}/move")
 async def move(request: web.Request) -> web.Response:
+    require_role(request, Role.COORDINATOR)
     office, service, drill = await _addressed(request)
     body = await _body(request, MoveRequest)
     moved = await service.move(drill.id, body.at, body.reason, office)
@@ -308,6 +317,7 @@ async def move(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/drills/{drill_id}/cancel")
 async def cancel(request: web.Request) -> web.Response:
+    require_role(request, Role.COORDINATOR)
     office, service, drill = await _addressed(request)
     body = await _body(request, ReasonRequest)
     cancelled = await service.cancel(drill.id, body.reason, office)
@@ -317,6 +327,7 @@ async def cancel(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/drills/{drill_id}/run")
 async def run_now(request: web.Request) -> web.Response:
+    require_role(request, Role.COORDINATOR)
     office, service, drill = await _addressed(request)
     body = await read_json(request, optional=True)
     reason = (body or {}).get("reason", "run now") if isinstance(body, dict) else "run now"

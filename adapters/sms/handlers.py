@@ -17,7 +17,9 @@ from dispatcher.core.audit import AuditAction
 from dispatcher.core.auth import Office
 from dispatcher.core.errors import NotFound, ValidationFailed
 from dispatcher.core.masking import mask
+from dispatcher.core.people import Role
 from dispatcher.http.audit import audit
+from dispatcher.http.principal import require_role
 from dispatcher.http.requests import (
     accept_query,
     dumps,
@@ -58,7 +60,7 @@ def _outside(request: web.Request, office: Office) -> Any:
 async def register_recipients(request: web.Request) -> web.Response:
     """Add or update the people to text. All rows are checked first; one bad row and nothing
     is stored. A person's postings outside the sending office's region are kept."""
-    office = office_of(request)
+    office = require_role(request, Role.ADMIN)
     tree, offices = request.app[TREE], request.app[OFFICES]
     body = await read_json(request)
     if isinstance(body, dict) and "recipients" in body:
@@ -122,7 +124,7 @@ async def list_recipients(request: web.Request) -> web.Response:
 @routes.delete("/api/v1/recipients/{phone}")
 async def remove_recipient(request: web.Request) -> web.Response:
     """Remove a person's postings inside the office's region (the person, when none is left)."""
-    office = office_of(request)
+    office = require_role(request, Role.ADMIN)
     try:
         phone = normalize_phone(request.match_info["phone"])
     except ValueError as exc:

@@ -91,6 +91,8 @@ class SmsSettings(Section):
     # receipt lost on the way, or posted to an instance that died), and again as often.
     receipt_wait: float = Field(default=600.0, gt=0)
     # Roles texted when a village's terminal fails its last resend; for drills, duty officers.
+    # What the gateway contract charges per segment (yuan): the preview's cost estimate.
+    cost_per_segment_yuan: float = Field(default=0.045, ge=0, le=100)
     escalation_roles: list[str] = Field(default_factory=lambda: ["village_head", "grid_worker"])
     exercise_roles: list[str] = Field(default_factory=lambda: ["duty_officer"])
 

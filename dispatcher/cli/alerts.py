@@ -53,6 +53,7 @@ SEVERITIES = {
 STATUSES = ("actual", "exercise", "test")
 MSG_TYPES = ("alert", "update", "cancel")
 DETAILS = ("city", "county", "township")
+SUBMISSION_STATES = ("draft", "pending", "approved", "rejected", "expired", "sent")
 
 # Chinese for the values the API speaks in English: colours, statuses, message types and
 # delivery states (no value is in two of these sets).
@@ -62,6 +63,8 @@ CHINESE = {
     "alert": "发布", "update": "更新", "cancel": "解除",
     "queued": "排队中", "dispatching": "分发中", "partial": "部分分发", "dispatched": "已分发",
     "cancelled": "已解除", "superseded": "已被更新", "expired": "已过期",
+    "draft": "草稿", "pending": "待审批", "approved": "已批准", "rejected": "已驳回",
+    "sent": "已发布",
 }  # fmt: skip
 
 
@@ -204,6 +207,26 @@ def _content_options(command: argparse.ArgumentParser, *, required: bool) -> Non
     )
 
 
+def _preview_options(command: argparse.ArgumentParser) -> None:
+    """``--dry-run`` and ``--preview-id``: for ``issue`` and ``update``."""
+    command.add_argument(
+        "--dry-run",
+        action="store_true",
+        help=t(
+            "只预览：列出将覆盖的村、终端、离线终端和短信条数与费用，不发布",
+            "preview only: the villages, terminals, offline ones and SMS cost; nothing is sent",
+        ),
+    )
+    command.add_argument(
+        "--preview-id",
+        metavar="ID",
+        help=t(
+            "--dry-run 给出的预览编号（以人员身份发布时必需）",
+            "the preview id --dry-run printed (needed when a person issues)",
+        ),
+    )
+
+
 def _sending_options(command: argparse.ArgumentParser, *, watch: bool = True) -> None:
     command.add_argument(
         "-q", "--quiet", action="store_true", help=t("只输出预警编号", "print only the new id")
@@ -273,6 +296,7 @@ def add_commands(
             "a JSON request body (- for standard input); options override its fields",
         ),
     )
+    _preview_options(c)
     _sending_options(c)
 
     c = command("watch", t("实时跟踪一条预警的送达", "follow one alert's delivery live"), cmd_watch)
@@ -304,11 +328,33 @@ def add_commands(
         "update", t("更新预警（引用它的新预警）", "update (a new alert naming it)"), cmd_update
     )
     _content_options(c, required=False)
+    _preview_options(c)
     _sending_options(c)
 
     c = command("cancel", t("解除预警", "cancel an alert"), cmd_cancel)
     c.add_argument("--reason", help=t("解除原因（终端播报）", "why (terminals say it)"))
     _sending_options(c, watch=False)
+
+    c = command(
+        "pending",
+        t("待审批的预警（本单位及下级）", "warnings waiting for approval (this office and below)"),
+        cmd_pending,
+        on_one=False,
+    )
+    c.add_argument(
+        "--state",
+        choices=SUBMISSION_STATES,
+        default="pending",
+        help=t("只列此审批状态（默认 pending）", "only this approval state (default pending)"),
+    )
+    command("approve", t("批准一条待审批的预警并发布", "approve a waiting warning: it goes out"),
+            cmd_approve)  # fmt: skip
+    c = command("reject", t("驳回一条待审批的预警", "reject a waiting warning"), cmd_reject)
+    c.add_argument(
+        "--reason",
+        required=True,
+        help=t("驳回原因（必填）", "why (required; shown to the composer)"),
+    )
 
 
 # --- issue, update, cancel -------------------------------------------------------------------
@@ -394,7 +440,43 @@ def cmd_issue(args: argparse.Namespace) -> int:
             "text": "--text",
         },
     )
+    if args.dry_run:
+        return _dry_run(args, body)
+    if args.preview_id:
+        body["preview_id"] = args.preview_id
     return _send(args, "/api/v1/alerts", body)
+
+
+def _dry_run(args: argparse.Namespace, body: dict[str, Any]) -> int:
+    """What the warning would reach; nothing is sent, so no Idempotency-Key is needed."""
+    preview = ApiClient.of(args).call("POST", "/api/v1/alerts?dry_run=1", body)
+    if args.output == "json":
+        _print_json(preview)
+        return 0
+    totals = preview.get("totals", {})
+    names = ", ".join(f"{a.get('name')}({a.get('code')})" for a in preview.get("areas", []))
+    rows = [
+        [t("区域", "areas"), names],
+        [t("村（无终端）", "villages (without terminal)"),
+         f"{totals.get('villages', 0)} ({totals.get('villages_without_terminal', 0)})"],
+        [t("终端（离线）", "terminals (offline)"),
+         f"{totals.get('terminals', 0)} ({totals.get('terminals_offline', 0)})"],
+        [t("短信接收人（覆盖离线）", "SMS recipients (covering offline)"),
+         f"{totals.get('recipients', 0)} ({totals.get('recipients_covering_offline', 0)})"],
+        [t("短信条数/费用（元）", "SMS messages/cost (yuan)"),
+         f"{totals.get('sms_messages', 0)}/{totals.get('sms_cost_yuan', 0)}"],
+        [t("预览编号", "preview id"), preview.get("preview_id")],
+    ]  # fmt: skip
+    print(render([], rows))
+    print(
+        t(
+            "未发布。确认无误后去掉 --dry-run，"
+            f"加 --preview-id {preview.get('preview_id')} 再次运行",
+            f"nothing was sent; to send it, run again without --dry-run and with "
+            f"--preview-id {preview.get('preview_id')}",
+        )
+    )
+    return 0
 
 
 def cmd_update(args: argparse.Namespace) -> int:
@@ -434,6 +516,10 @@ def cmd_update(args: argparse.Namespace) -> int:
     body.update(given)
     body["msg_type"] = "update"
     body["references"] = [args.id]
+    if args.dry_run:
+        return _dry_run(args, body)
+    if args.preview_id:
+        body["preview_id"] = args.preview_id
     return _send(args, "/api/v1/alerts", body, client)
 
 
@@ -449,6 +535,10 @@ def _send(
     client = client or ApiClient.of(args)
     key = _key(args)
     alert = client.call("POST", path, body, headers={"Idempotency-Key": key})
+    if alert.get("state") == "pending":
+        # Kept for an approver (202): nothing was sent, there is nothing to watch yet.
+        _print_submission(args, alert)
+        return 0
     if args.watch:
         return _watch(args, client, str(alert["id"]), first=alert)
     if args.output == "json":
@@ -457,6 +547,97 @@ def _send(
         print(alert["id"])
     else:
         print(_alert_block(alert))
+    return 0
+
+
+# --- approvals -------------------------------------------------------------------------------
+
+
+def _print_submission(args: argparse.Namespace, submission: dict[str, Any]) -> None:
+    if args.output == "json":
+        _print_json(submission)
+        return
+    if getattr(args, "quiet", False):
+        print(submission["id"])
+        return
+    print(_submission_block(submission))
+    if submission.get("state") == "pending":
+        print(
+            t(
+                f"尚未发布：须由另一名审批员批准（ebd alerts approve {submission['id']}）",
+                f"not sent yet: another person must approve it "
+                f"(ebd alerts approve {submission['id']})",
+            )
+        )
+
+
+def _submission_block(submission: dict[str, Any]) -> str:
+    names = submission.get("area_names") or {}
+    areas = ", ".join(f"{names.get(code, '?')}({code})" for code in submission.get("cover", []))
+    rows = [
+        [t("编号", "id"), submission["id"]],
+        [t("审批状态", "approval state"), label(submission.get("state"))],
+        [t("级别", "colour"), label(submission.get("severity"))],
+        [t("标题", "headline"), submission.get("headline")],
+        [t("区域", "areas"), areas],
+        [t("提交单位", "office"), submission.get("office_name")],
+        [t("编制人", "composer"), submission.get("composer_name") or submission.get("composer")],
+        [t("提交时间", "submitted"), beijing(submission.get("submitted_at"))],
+        [t("审批期限", "approve by"), beijing(submission.get("expires_at"))],
+    ]
+    if submission.get("decided_by"):
+        rows.append([t("审批人", "decided by"), submission.get("decided_by_name")])
+    if submission.get("reason"):
+        rows.append([t("驳回原因", "reason"), submission["reason"]])
+    return render([], rows)
+
+
+def cmd_pending(args: argparse.Namespace) -> int:
+    body = ApiClient.of(args).call("GET", f"/api/v1/approvals?{urlencode({'state': args.state})}")
+    if args.output == "json":
+        _print_json(body)
+        return 0
+    if not body["approvals"]:
+        print(t("没有待审批的预警", "nothing is waiting") if args.state == "pending" else
+              t("没有", "none"))  # fmt: skip
+        return 0
+    headers = [
+        t("编号", "id"),
+        t("提交时间（北京）", "submitted (Beijing)"),
+        t("级别", "colour"),
+        t("状态", "state"),
+        t("编制人", "composer"),
+        t("标题", "headline"),
+    ]
+    rows = [
+        [
+            s["id"],
+            beijing(s["submitted_at"]),
+            label(s["severity"]),
+            label(s["state"]),
+            s.get("composer_name") or s.get("composer") or s.get("office_id"),
+            _clip(s["headline"], 40),
+        ]
+        for s in body["approvals"]
+    ]
+    print(render(headers, rows))
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    alert = ApiClient.of(args).call("POST", f"/api/v1/approvals/{quote(args.id)}/approve")
+    if args.output == "json":
+        _print_json(alert)
+    else:
+        print(_alert_block(alert))
+    return 0
+
+
+def cmd_reject(args: argparse.Namespace) -> int:
+    submission = ApiClient.of(args).call(
+        "POST", f"/api/v1/approvals/{quote(args.id)}/reject", {"reason": args.reason}
+    )
+    _print_submission(args, submission)
     return 0
 
 

@@ -8,7 +8,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from dispatcher.cli import alerts, audit, data, drills, lang, regions, serve
+from dispatcher.cli import alerts, audit, data, drills, lang, people, regions, serve
+from dispatcher.cli import templates as template_commands
 from dispatcher.cli.client import NO_CREDENTIAL_HELP, exit_code
 from dispatcher.cli.lang import t
 from dispatcher.core.csv_rows import ENCODINGS
@@ -227,6 +228,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=600.0)
     p.add_argument("--state-dir")
     p.add_argument("--regions-file")
+    p.add_argument(
+        "--interactive",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=t(
+            "发布前等待回车、结束后保持控制台运行（默认：在终端中运行时）",
+            "wait for Enter before issuing and keep the console up after "
+            "(default: when run in a terminal)",
+        ),
+    )
     p.set_defaults(func=serve.cmd_demo)
 
     p = _parser(
@@ -463,6 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     _terminal_commands(terminals_sub)
+    people.add_commands(sub, _parser, _api_command)
 
     p = _parser(sub, "recipients", "短信接收人", "people to text (SMS)")
     recipients_sub = p.add_subparsers(dest="action", required=True)
@@ -632,6 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         help=t("写入的文件（默认：标准输出）", "file to write (default: standard output)"),
     )
+    template_commands.add_commands(sub, _api_command)
     _localise_argparse_texts(parser)
     return parser
 

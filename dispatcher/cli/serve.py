@@ -273,5 +273,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             state_dir=Path(args.state_dir) if args.state_dir else None,
             regions_file=regions_file(args.regions_file),
+            interactive=(sys.stdin.isatty() if args.interactive is None else args.interactive),
         )
     )

@@ -37,6 +37,10 @@ class AuditAction(StrEnum):
     ALERT_ISSUE = "alert.issue"
     ALERT_UPDATE = "alert.update"
     ALERT_CANCEL = "alert.cancel"
+    ALERT_DRAFT = "alert.draft"
+    ALERT_SUBMIT = "alert.submit"
+    ALERT_APPROVE = "alert.approve"
+    ALERT_REJECT = "alert.reject"
     TERMINAL_REGISTER = "terminal.register"
     TERMINAL_MOVE = "terminal.move"
     TERMINAL_DELETE = "terminal.delete"
@@ -48,6 +52,14 @@ class AuditAction(StrEnum):
     DRILL_EDIT = "drill.edit"
     DRILL_RUN_NOW = "drill.run_now"
     KEY_ROTATE = "key.rotate"
+    TEMPLATE_EDIT = "template.edit"
+    TEMPLATE_RESET = "template.reset"
+    PERSON_CREATE = "person.create"
+    PERSON_DISABLE = "person.disable"
+    PERSON_ENABLE = "person.enable"
+    PERSON_PASSWORD = "person.password"  # noqa: S105  # an action's name, no secret
+    PERSON_TOKEN_ISSUE = "person.token_issue"  # noqa: S105  # an action's name, no secret
+    PERSON_TOKEN_REVOKE = "person.token_revoke"  # noqa: S105  # an action's name, no secret
 
 
 class AuditEntry(TypedDict):

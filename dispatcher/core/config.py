@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from dispatcher.core.models import Severity
+
 DEFAULT_REGIONS_FILE = Path("config/regions/fujian.csv")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 # An alert id is the office id plus 26 characters and must fit in 80.
@@ -47,6 +49,8 @@ class ApiSettings(Section):
     # Failed authentications (bad or missing tokens) from one source address in a minute,
     # after which it gets 429 for a minute, whatever token it sends.
     auth_failures_per_minute: int = Field(default=20, ge=1, le=100_000)
+    # How long a console sign-in lasts (the ``ebd_session`` cookie and its Redis record).
+    session_hours: float = Field(default=12, gt=0, le=24 * 30)
 
     @field_validator("metrics_token_sha256")
     @classmethod
@@ -185,6 +189,11 @@ class OfficeConfig(Section):
     token_sha256: str
     # The 【signature】 of its texts; defaults to the office name.
     sms_signature: str | None = Field(default=None, min_length=2, max_length=20)
+    # A linked upstream release system whose alerts were approved there: its token's actual
+    # warnings skip the second person. False (fail-closed): they wait for an approver too.
+    machine_approved: bool = False
+    # The colours whose actual warnings need a second person here; None: [approval] colours.
+    approval_colours: list[Severity] | None = None
 
     @field_validator("id")
     @classmethod

@@ -11,6 +11,7 @@
     ├── ValidationFailed          input failed validation (``details``: list of problems)
     │   ├── IdempotencyKeyReused  the key was used before with another body
     │   ├── ImportFailed          a CSV/JSON import had bad rows; nothing was imported
+    │   ├── NothingToReach        an alert's areas hold no terminal and no SMS recipient
     │   └── PlanError             a drill plan, slot or edit breaks the drill rules
     ├── Unauthorized              missing or unknown bearer token
     │   └── ReceiptRejected       an SMS receipt callback not signed by its gateway
@@ -137,6 +138,10 @@ class IdempotencyKeyReused(ValidationFailed, code="idempotency_key_reused"):
 
 class ImportFailed(ValidationFailed, code="import_failed"):
     """A CSV or JSON import had bad rows; nothing of it was imported."""
+
+
+class NothingToReach(ValidationFailed, code="nothing_to_reach"):
+    """The areas resolve to nothing: no registered terminal and no SMS recipient below them."""
 
 
 class Unauthorized(EbdError, code="unauthorized", status=401):

@@ -173,6 +173,14 @@ class AlertRequest(_Strict):
     sms_roles: list[SmsRole] | None = Field(
         default=None, min_length=1, description="only recipients with these roles get the SMS"
     )
+    # Not part of the alert: what the sender saw before sending (dispatcher.core.approval).
+    preview_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="the preview_id of POST /api/v1/alerts?dry_run=1 with this body; a person "
+        "must send it, and what is sent must still be what the preview showed",
+    )
 
     @field_validator("event", "headline")
     @classmethod

@@ -16,14 +16,33 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from dispatcher.core.alert_status import alert_status
+from dispatcher.core.approval import (
+    ApprovalPolicy,
+    PreviewRequired,
+    PreviewStale,
+    Submission,
+    SubmissionState,
+)
 from dispatcher.core.audit import AuditAction
 from dispatcher.core.auth import Office, Offices
 from dispatcher.core.clock import shown, shown_ms
 from dispatcher.core.errors import Conflict, ValidationFailed
-from dispatcher.core.models import Alert, AlertRequest, CancelRequest, Channel, MsgType, utcnow
+from dispatcher.core.models import (
+    Alert,
+    AlertRequest,
+    CancelRequest,
+    Channel,
+    MsgType,
+    new_alert_id,
+    utcnow,
+)
+from dispatcher.core.people import Role
+from dispatcher.core.preview import preview_digest, require_reachable
 from dispatcher.core.regions import Level, Region, RegionTree, villages_without_terminal
 from dispatcher.core.validation import invalid
 from dispatcher.http.audit import audit
+from dispatcher.http.previews import build_preview
+from dispatcher.http.principal import PERSON, require_role
 from dispatcher.http.requests import (
     accept_query,
     dumps,
@@ -38,9 +57,13 @@ from dispatcher.store.delivery import DeliveryCounts
 from dispatcher.store.store import Store
 
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
+# ``?dry_run=1`` or ``?dry_run=true`` previews; the other spellings say "no" explicitly.
+_DRY_RUN = ("1", "true", "0", "false")
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
+# Which warnings wait for an approver (``dispatcher.app`` builds it from the settings).
+APPROVAL = web.AppKey("approval", ApprovalPolicy)
 
 
 def _check_areas(tree: RegionTree, offices: Offices, office: Office, areas: list[str]) -> list[str]:
@@ -90,7 +113,19 @@ async def _replay(request: web.Request, office: Office, body: Any) -> web.Respon
     store, tree = request.app[STORE], request.app[TREE]
     stored = await store.replay(office.id, *idempotency)
     if stored is None:
-        return None
+        submission = await store.approvals.remembered(office.id, *idempotency)
+        if submission is None:
+            return None
+        log.info("alert.submit_replayed", submission_id=submission.id)
+        return web.json_response(
+            submission_json(submission, tree),
+            status=202,
+            headers={
+                "Location": f"/api/v1/approvals/{submission.id}",
+                "Idempotent-Replayed": "true",
+            },
+            dumps=dumps,
+        )
     payload = alert_json(stored, tree)
     payload["dispatch"] = await _dispatch_summary(store, stored)
     log.info("alert.replayed", alert_id=stored.id)
@@ -102,13 +137,24 @@ async def _replay(request: web.Request, office: Office, body: Any) -> web.Respon
     )
 
 
-async def _store_alert(
-    request: web.Request, alert: Alert, office: Office, body: Any, cancels: str | None = None
+async def store_alert(
+    request: web.Request,
+    alert: Alert,
+    office: Office,
+    body: Any,
+    cancels: str | None = None,
+    approval: dict[str, str] | None = None,
 ) -> web.Response:
+    """Stores and queues ``alert`` of ``office``; 201. ``body`` None: no Idempotency-Key
+    applies (an approval). ``approval``: the submission's times and people, kept in the
+    alert's dispatch record so its detail shows them."""
     store, tree = request.app[STORE], request.app[TREE]
+    idempotency = None if body is None else _idempotency(request, body)
     stored, created = await store.create_alert(
-        alert, office_id=office.id, idempotency=_idempotency(request, body), cancels=cancels
+        alert, office_id=office.id, idempotency=idempotency, cancels=cancels
     )
+    if created and approval is not None:
+        await store.set_dispatch(alert.id, **approval)
     log.info(
         "alert.accepted" if created else "alert.replayed",
         alert_id=stored.id,
@@ -151,19 +197,14 @@ def _audit_detail(alert: Alert) -> dict[str, Any]:
     }
 
 
-@routes.post("/api/v1/alerts")
-async def issue_alert(request: web.Request) -> web.Response:
-    office = office_of(request)
-    # A flag the engine does not know (``?dry_run=1``) must not issue a real warning.
-    accept_query(request)
+async def checked_request(
+    request: web.Request, office: Office, fields: dict[str, Any]
+) -> tuple[AlertRequest, list[str]]:
+    """``fields`` as an alert ``office`` may send now (422, 403, 409 otherwise), and the
+    minimal cover of its areas: what a direct issue, a dry run and an approval all check."""
     tree, offices, store = request.app[TREE], request.app[OFFICES], request.app[STORE]
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise ValidationFailed("the body must be a JSON object describing the alert")
-    if (replayed := await _replay(request, office, body)) is not None:
-        return replayed
     try:
-        alert_request = AlertRequest.model_validate(body)
+        alert_request = AlertRequest.model_validate(fields)
     except ValidationError as exc:
         raise invalid(exc) from exc
     if alert_request.msg_type is MsgType.CANCEL:
@@ -195,13 +236,159 @@ async def issue_alert(request: web.Request) -> web.Response:
                 f"alert {ref} was cancelled by {replaced['cancelled_by']}; issue a new alert",
                 details={"cancelled_by": replaced["cancelled_by"]},
             )
+    return alert_request, cover
+
+
+def check_preview(office: Office, cover: list[str], alert_request: AlertRequest) -> None:
+    """428 when no preview was seen, 409 when what is sent now is not what it showed."""
+    if alert_request.preview_id is None:
+        raise PreviewRequired(
+            "preview the warning first: POST /api/v1/alerts?dry_run=1 with the same body, "
+            "then send it with the preview_id of that answer",
+            details=[{"field": "preview_id", "message": "required"}],
+        )
+    if alert_request.preview_id != preview_digest(office.id, cover, alert_request):
+        raise PreviewStale(
+            "the areas or texts changed since the preview; preview again "
+            "(POST /api/v1/alerts?dry_run=1) and send the new preview_id",
+            details=[{"field": "preview_id", "message": "stale"}],
+        )
+
+
+@routes.post("/api/v1/alerts")
+async def issue_alert(request: web.Request) -> web.Response:
+    office = require_role(request, Role.COMPOSER)
+    person = request.get(PERSON)
+    # dry_run is the only flag: one the engine does not know must not issue a real warning.
+    accept_query(request, "dry_run")
+    dry_run = query_choice(request, "dry_run", _DRY_RUN, "0") in ("1", "true")
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise ValidationFailed("the body must be a JSON object describing the alert")
+    if not dry_run and (replayed := await _replay(request, office, body)) is not None:
+        return replayed
+    alert_request, cover = await checked_request(request, office, body)
+    if dry_run:
+        # Nothing is stored, sent or audited: the answer is all there is.
+        preview = await build_preview(request.app, office, alert_request, cover)
+        require_reachable(preview)
+        return web.json_response(preview, dumps=dumps)
+    if person is not None or alert_request.preview_id is not None:
+        check_preview(office, cover, alert_request)
+    policy = request.app[APPROVAL]
+    if policy.needed(office.id, alert_request, by_person=person is not None):
+        return await _submit(request, office, alert_request, body, cover)
     alert = Alert.issue(alert_request, office_id=office.id, office_name=office.name, areas=cover)
-    return await _store_alert(request, alert, office, body)
+    return await store_alert(request, alert, office, body)
+
+
+async def _submit(
+    request: web.Request,
+    office: Office,
+    alert_request: AlertRequest,
+    fields: dict[str, Any],
+    cover: list[str],
+) -> web.Response:
+    """Keeps the warning for an approver (202); nothing is sent."""
+    preview = await build_preview(request.app, office, alert_request, cover)
+    require_reachable(preview)
+    submission = new_submission(
+        request, office, alert_request, fields, cover, preview, SubmissionState.PENDING
+    )
+    await request.app[STORE].approvals.add(submission)
+    if (idempotency := _idempotency(request, fields)) is not None:
+        await request.app[STORE].approvals.remember(office.id, *idempotency, submission.id)
+    log.info(
+        "alert.submitted",
+        submission_id=submission.id,
+        severity=alert_request.severity.value,
+        areas=len(cover),
+    )
+    await audit(
+        request,
+        AuditAction.ALERT_SUBMIT,
+        submission.id,
+        {**request_detail(alert_request), "expires_at": submission.expires_at.isoformat()},
+    )
+    return web.json_response(
+        submission_json(submission, request.app[TREE]),
+        status=202,
+        headers={"Location": f"/api/v1/approvals/{submission.id}"},
+        dumps=dumps,
+    )
+
+
+def new_submission(
+    request: web.Request,
+    office: Office,
+    alert_request: AlertRequest,
+    fields: dict[str, Any],
+    cover: list[str],
+    preview: dict[str, Any],
+    state: SubmissionState,
+) -> Submission:
+    """A submission (or a draft) of ``fields`` by the request's person (or machine), now."""
+    person = request.get(PERSON)
+    now = utcnow()
+    return Submission(
+        id=new_alert_id(office.id, now),
+        state=state,
+        office_id=office.id,
+        office_name=office.name,
+        office_region=office.region,
+        composer=person.id if person is not None else None,
+        composer_name=person.name if person is not None else None,
+        body={k: v for k, v in fields.items() if k not in ("preview_id", "draft")},
+        cover=cover,
+        severity=alert_request.severity,
+        headline=alert_request.headline,
+        preview_id=str(preview["preview_id"]),
+        preview=preview,
+        submitted_at=now,
+        expires_at=request.app[APPROVAL].expiry(now),
+    )
+
+
+def submission_json(
+    submission: Submission, tree: RegionTree, *, full: bool = False
+) -> dict[str, Any]:
+    """A submission as the API shows it (its preview and body with ``full``)."""
+    current = submission.current()
+    body = current.model_dump(mode="json", exclude=None if full else {"preview", "body"})
+    body["severity_label"] = current.severity.label_zh
+    body["area_names"] = {code: tree.name(code) for code in current.cover if code in tree}
+    links = {"self": f"/api/v1/approvals/{current.id}"}
+    if current.state is SubmissionState.DRAFT:
+        links["submit"] = f"/api/v1/approvals/{current.id}/submit"
+    if current.state is SubmissionState.PENDING:
+        links |= {
+            "approve": f"/api/v1/approvals/{current.id}/approve",
+            "reject": f"/api/v1/approvals/{current.id}/reject",
+        }
+    if current.state is SubmissionState.SENT:
+        links["alert"] = f"/api/v1/alerts/{current.id}"
+    body["links"] = links
+    return body
+
+
+def request_detail(alert_request: AlertRequest) -> dict[str, Any]:
+    """What the log keeps of a submitted warning: which it was, not its text."""
+    return {
+        "event": alert_request.event,
+        "severity": alert_request.severity.value,
+        "status": alert_request.status.value,
+        "msg_type": alert_request.msg_type.value,
+        "headline": alert_request.headline,
+        "areas": alert_request.areas,
+        "channels": [c.value for c in alert_request.channels],
+        "references": alert_request.references,
+    }
 
 
 @routes.post("/api/v1/alerts/{alert_id}/cancel")
 async def cancel_alert(request: web.Request) -> web.Response:
-    office = office_of(request)
+    # Never waits for an approver: a cancel must go out at once.
+    office = require_role(request, Role.COMPOSER)
     accept_query(request)
     offices = request.app[OFFICES]
     original = await visible_alert(request, office)
@@ -241,7 +428,7 @@ async def cancel_alert(request: web.Request) -> web.Response:
     alert = Alert.issue(
         request_model, office_id=office.id, office_name=office.name, areas=original.areas, sent=now
     )
-    return await _store_alert(request, alert, office, replay_body, cancels=original.id)
+    return await store_alert(request, alert, office, replay_body, cancels=original.id)
 
 
 def _regions_shown(tree: RegionTree, areas: Sequence[str], levels: Sequence[Level]) -> set[str]:
@@ -335,6 +522,7 @@ async def get_alert(request: web.Request) -> web.Response:
         breakdown[f"by_{name}"] = rows
     dispatch = report.dispatch
     body = alert_json(alert, tree)
+    body["approval"] = _approval_of(dispatch)
     body["delivery"] = {
         "state": alert_status(alert, dispatch),
         **total.as_dict(),
@@ -361,6 +549,25 @@ async def get_alert(request: web.Request) -> web.Response:
         if sms is not None or Channel.SMS in alert.channels:
             body["delivery"]["sms"] = sms
     return web.json_response(body, dumps=dumps)
+
+
+def _approval_of(dispatch: dict[str, str]) -> dict[str, Any] | None:
+    """Who approved the alert and when, None if it needed no approval. The wait for the
+    approver counts in its latency: ``submitted_at`` is when the composer sent it."""
+    if not dispatch.get("approved_at"):
+        return None
+    return {
+        name: dispatch.get(name)
+        for name in (
+            "submitted_at",
+            "approved_at",
+            "approver",
+            "approver_name",
+            "approver_office",
+            "composer",
+            "composer_name",
+        )
+    }
 
 
 _TERMINAL_STATES = (

@@ -14,6 +14,7 @@ from dispatcher.core.auth import Office
 from dispatcher.core.errors import BadRequest
 from dispatcher.http.requests import (
     OFFICE,
+    PERSON,
     accept_query,
     dumps,
     office_of,
@@ -41,10 +42,11 @@ async def audit(
     and counts it but this returns normally (None): the change has happened, and failing the
     request would not undo it (see ``AuditStore.record``)."""
     office = request.get(OFFICE) or office_of(request)
+    person = request.get(PERSON)
     # The peer's address, not X-Forwarded-For: that header is whatever the client says.
     return await request.app[STORE].audit.record(
         office=office.id,
-        person=None,  # offices only until accounts of people exist
+        person=None if person is None else person.id,  # None: the office's machine token
         source=request.remote,
         action=action,
         target=target,

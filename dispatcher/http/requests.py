@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +17,7 @@ from dispatcher.core.auth import AuthThrottle, Office
 from dispatcher.core.clock import localized
 from dispatcher.core.errors import (
     BadRequest,
+    EbdError,
     Forbidden,
     NotFound,
     Unauthorized,
@@ -23,6 +25,7 @@ from dispatcher.core.errors import (
     ValidationFailed,
 )
 from dispatcher.core.models import Alert
+from dispatcher.core.people import Person
 from dispatcher.http.state import API, OFFICES, STORE
 
 log = structlog.get_logger(__name__)
@@ -37,7 +40,9 @@ async def read_json(request: web.Request, *, optional: bool = False) -> Any:
             f"(got {request.content_type or 'none'!r})"
         )
     raw = await request.read()
-    if optional and not raw.strip():
+    # Only JSON's own whitespace counts as no body: bytes.strip() would also take a vertical
+    # tab or a form feed, which no JSON parser accepts.
+    if optional and not raw.strip(b" \t\n\r"):
         return None
     try:
         value = json.loads(raw)
@@ -63,6 +68,23 @@ def _refuse_lone_surrogates(value: Any) -> None:
 
 # The office behind the request, once ``office_of`` found it: what the audit log records.
 OFFICE = web.RequestKey("office", Office)
+# The person behind it, when a person (not an office's machine token) sent it.
+PERSON = web.RequestKey("person", Person)
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """What the authentication middleware (``dispatcher.http.principal``) found for a request:
+    its office and person, or the error ``office_of`` raises when a handler asks for them."""
+
+    office: Office | None = None
+    person: Person | None = None
+    # The console session the request came with (its CSRF token), if the cookie signed it in.
+    session_csrf: str | None = None
+    error: EbdError | None = None
+
+
+AUTH = web.RequestKey("auth", Auth)
 
 
 # One throttle of failed authentications per application (per engine process).
@@ -103,12 +125,26 @@ def auth_failed(request: web.Request, reason: str) -> None:
 
 
 def office_of(request: web.Request) -> Office:
-    try:
-        office = request.app[OFFICES].authenticate(request.headers.get("Authorization"))
-    except Unauthorized as exc:
-        auth_failed(request, exc.message)
-        raise
+    """The office behind the request (a person's, for a person's token or session), or the
+    error its authentication ended in: 401 for a missing, unknown or revoked credential."""
+    found = request.get(AUTH)
+    if found is None:
+        # A request the middleware did not see: office tokens are all it can carry then.
+        try:
+            found = Auth(request.app[OFFICES].authenticate(request.headers.get("Authorization")))
+        except Unauthorized as exc:
+            found = Auth(error=exc)
+    if found.error is not None:
+        if isinstance(found.error, Unauthorized):
+            auth_failed(request, found.error.message)
+        raise found.error
+    office = found.office
+    if office is None:  # pragma: no cover - an Auth has its office or its error
+        raise Unauthorized("the request's credential named no office")
     request[OFFICE] = office
+    if found.person is not None:
+        request[PERSON] = found.person
+        structlog.contextvars.bind_contextvars(person=found.person.id)
     # Each request runs in its own task, so this binding ends with the request.
     structlog.contextvars.bind_contextvars(office=office.id)
     return office

@@ -15,9 +15,11 @@ from aiohttp import web
 from dispatcher.core.audit import AuditAction
 from dispatcher.core.errors import Conflict, NotFound
 from dispatcher.core.models import TerminalIn
+from dispatcher.core.people import Role
 from dispatcher.core.regions import RegionTree
 from dispatcher.core.validation import parse_rows, region_problem
 from dispatcher.http.audit import audit
+from dispatcher.http.principal import require_role
 from dispatcher.http.requests import accept_query, dumps, office_of, parse_int, read_json
 from dispatcher.http.state import (
     BROKER_FOR_TERMINALS,
@@ -104,7 +106,7 @@ def parse_terminals(
 
 @routes.post("/api/v1/terminals")
 async def register_terminals(request: web.Request) -> web.Response:
-    office = office_of(request)
+    office = require_role(request, Role.ADMIN)
     tree, offices, store = request.app[TREE], request.app[OFFICES], request.app[STORE]
     body = await read_json(request)
     if isinstance(body, dict) and "terminals" in body:
@@ -190,6 +192,7 @@ def _credentials(request: web.Request) -> Credentials:
 async def rotate_credentials(request: web.Request) -> web.Response:
     """A new password for the terminal; the old one stops working (and its connection is cut)
     once this answers."""
+    require_role(request, Role.ADMIN)
     terminal_id, _region = await _own_terminal(request)
     office = office_of(request)
     passwords = await _credentials(request).issue([terminal_id], by=office.id)
@@ -199,6 +202,7 @@ async def rotate_credentials(request: web.Request) -> web.Response:
 
 @routes.delete("/api/v1/terminals/{terminal_id}/credentials")
 async def revoke_credentials(request: web.Request) -> web.Response:
+    require_role(request, Role.ADMIN)
     terminal_id, _region = await _own_terminal(request)
     removed = await _credentials(request).revoke([terminal_id])
     await audit(request, AuditAction.CREDENTIAL_REVOKE, terminal_id, {"had_account": bool(removed)})
@@ -208,6 +212,7 @@ async def revoke_credentials(request: web.Request) -> web.Response:
 @routes.delete("/api/v1/terminals/{terminal_id}")
 async def delete_terminal(request: web.Request) -> web.Response:
     """Unregister a terminal and revoke its broker account: it is expected for no new alert."""
+    require_role(request, Role.ADMIN)
     terminal_id, region = await _own_terminal(request)
     credentials = request.app.get(CREDENTIALS)
     if credentials is not None:
@@ -234,6 +239,7 @@ async def ping_terminal(request: web.Request) -> web.Response:
     ``?timeout=`` seconds, 10 by default) for its ack: the round trip, or "no answer" with the
     terminal's last known state. Nothing sounds; no alert's delivery changes."""
     accept_query(request, "timeout")
+    require_role(request, Role.ADMIN)
     terminal_id, region = await _own_terminal(request)
     timeout = parse_int(request, "timeout", PING_TIMEOUT, 1, MAX_PING_TIMEOUT)
     pinger = request.app.get(PINGER)

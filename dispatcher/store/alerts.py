@@ -93,17 +93,8 @@ class AlertStore(StoreBase):
 
     async def replay(self, office_id: str, key: str, body: str) -> Alert | None:
         """The alert first stored under this Idempotency-Key, or None if the key is new."""
-        raw = await self.call(self.redis.get(idempotency_key(office_id, key)))
-        if raw is None:
-            return None
-        first = json.loads(raw)
-        if first["body"] != body:
-            raise IdempotencyKeyReused(
-                "this Idempotency-Key was already used with a different request body; "
-                "use a new key for a new alert",
-                details={"alert_id": first["alert_id"]},
-            )
-        return await self.get_alert(first["alert_id"])
+        first = await self.idempotent_id(office_id, key, body)
+        return None if first is None else await self.get_alert(first)
 
     async def get_alert(self, alert_id: str) -> Alert | None:
         raw = await self.call(self.redis.get(alert_key(alert_id)))

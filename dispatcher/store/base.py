@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -12,7 +13,8 @@ import structlog
 from redis.commands.core import AsyncScript
 from redis.exceptions import ReadOnlyError, RedisError, ResponseError, WatchError
 
-from dispatcher.core.errors import StoreRefused, StoreUnavailable
+from dispatcher.core.errors import IdempotencyKeyReused, StoreRefused, StoreUnavailable
+from dispatcher.store.keys import idempotency_key
 from dispatcher.store.lua import read_script
 
 log = structlog.get_logger(__name__)
@@ -63,6 +65,21 @@ class StoreBase:
             # Its retry-on-reconnect can also swallow a cancellation whole and succeed.
             raise asyncio.CancelledError
         return result
+
+    async def idempotent_id(self, office_id: str, key: str, body: str) -> str | None:
+        """The id first made under this office's Idempotency-Key, None if the key is new;
+        ``IdempotencyKeyReused`` if it came with another body (``body``: its digest)."""
+        raw = await self.call(self.redis.get(idempotency_key(office_id, key)))
+        if raw is None:
+            return None
+        first = json.loads(raw)
+        if first["body"] != body:
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was already used with a different request body; "
+                "use a new key for a new alert",
+                details={"alert_id": first["alert_id"]},
+            )
+        return str(first["alert_id"])
 
     def script(self, package: str, name: str, *, prelude: str | None = None) -> AsyncScript:
         """``package``'s ``scripts/{name}.lua`` registered on this client (see ``read_script``)."""

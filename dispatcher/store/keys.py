@@ -73,12 +73,32 @@ Drills (``drills/store.py``):
     ebd:drills:aps:jobs         hash    APScheduler's RedisJobStore: the scheduled jobs
     ebd:drills:aps:run_times    zset    APScheduler's RedisJobStore: their next run times
 
+Approvals (``dispatcher/store/approvals.py``; ``{id}`` the id the alert gets once sent):
+
+    ebd:approval:{id}           string  the submission's JSON (dispatcher.core.approval)
+    ebd:approvals               zset    submission ids scored by submitted time (ms)
+
+Templates (``dispatcher/store/templates.py``; ``{office}`` an office id):
+
+    ebd:templates:{office}      hash    template id → the office's edit of it (JSON:
+                                        dispatcher.core.warning_templates.TemplateEdit)
+
 The audit log (``dispatcher/store/audit.py``; ``{seq}`` a record's number, from 1):
 
     ebd:audit:records           hash    {seq} → the record's JSON (dispatcher.core.audit)
     ebd:audit:by_time           zset    {seq} scored by the record's time (ms), for ranges
     ebd:audit:head              hash    seq, hash of the last record: the chain's head, kept
                                         apart so that a removed tail shows
+
+People (``dispatcher/store/people.py``; ``{p}`` a login id, ``{h}`` the SHA-256 of a secret):
+
+    ebd:people                  hash    {p} → the person's JSON (name, office, roles, disabled,
+                                        the scrypt hash of the password, never the password)
+    ebd:office:{office}:people  set     {p} of the office's people
+    ebd:ptokens                 hash    {h} of an API token → {"person", "id", "issued_at"}
+    ebd:person:{p}:tokens       hash    token id → {h}: the person's tokens, to revoke by id
+    ebd:session:{h}             string  a session: {"person", "csrf", "created_at"} (EX)
+    ebd:person:{p}:sessions     set     {h} of the person's sessions, ended with a password
 """
 
 from __future__ import annotations
@@ -214,3 +234,43 @@ def drill_acks_key(drill_id: str) -> str:
 AUDIT_RECORDS = PREFIX + "audit:records"
 AUDIT_BY_TIME = PREFIX + "audit:by_time"
 AUDIT_HEAD = PREFIX + "audit:head"
+
+
+# People, their API tokens and sessions (dispatcher/store/people.py) -------------------------
+
+PEOPLE = PREFIX + "people"
+
+
+def office_people_key(office_id: str) -> str:
+    return f"{PREFIX}office:{office_id}:people"
+
+
+PERSON_TOKENS = PREFIX + "ptokens"
+
+
+def person_tokens_key(person_id: str) -> str:
+    return f"{PREFIX}person:{person_id}:tokens"
+
+
+def session_key(digest: str) -> str:
+    return f"{PREFIX}session:{digest}"
+
+
+def person_sessions_key(person_id: str) -> str:
+    return f"{PREFIX}person:{person_id}:sessions"
+
+
+# Approvals (dispatcher/store/approvals.py) ---------------------------------------------------
+
+APPROVALS = PREFIX + "approvals"
+
+
+def approval_key(submission_id: str) -> str:
+    return f"{PREFIX}approval:{submission_id}"
+
+
+# Templates (dispatcher/store/templates.py) ---------------------------------------------------
+
+
+def template_edits_key(office_id: str) -> str:
+    return f"{PREFIX}templates:{office_id}"

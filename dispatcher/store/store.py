@@ -25,7 +25,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from dispatcher.store.acklog import AckLogStore
 from dispatcher.store.alerts import AlertStore
+from dispatcher.store.approvals import ApprovalStore
 from dispatcher.store.audit import AuditStore
+from dispatcher.store.people import PeopleStore
 from dispatcher.store.streams import OutboxStore
 from dispatcher.store.sweeps import SweepStore
 from dispatcher.store.terminals import TerminalStore
@@ -39,6 +41,10 @@ class Store(AlertStore, SweepStore, AckLogStore, TerminalStore, OutboxStore):
         # An attribute, not a mixin: its ``append`` and ``read`` would clash with the others',
         # and it keeps state of its own (the chain's head, the lock appends take turns on).
         self.audit = AuditStore(client)
+        # People, their API tokens and sessions: a part of its own like the audit log.
+        self.people = PeopleStore(client)
+        # Submissions waiting for an approver (``get``/``add`` would clash with the others').
+        self.approvals = ApprovalStore(client)
 
     @classmethod
     def from_url(cls, url: str) -> Self:

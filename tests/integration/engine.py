@@ -60,8 +60,17 @@ def engine_settings(
         },
         signing=signing_settings(),
         regions={"file": str(REGIONS_FILE)},
-        offices=[
-            {"id": oid, "name": name, "region": region, "token_sha256": hash_token(token)}
+        # The test offices' tokens stand for linked release systems whose warnings were
+        # approved upstream (machine_approved): a module testing approval overrides them.
+        offices=overrides.pop("offices", None)
+        or [
+            {
+                "id": oid,
+                "name": name,
+                "region": region,
+                "token_sha256": hash_token(token),
+                "machine_approved": True,
+            }
             for token, (oid, name, region) in OFFICES.items()
         ],
         state_dir=str(state_dir),

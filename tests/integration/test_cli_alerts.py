@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from dispatcher.cli import lang as language
@@ -488,9 +489,40 @@ async def test_the_demo_follows_its_warning_with_the_same_bar_and_table(
     """``ebd demo`` on one township: its own engine, simulator and warning, followed by the
     progress module ``ebd alerts watch`` uses."""
 
-    code = await run_demo(region=GUDONG, timeout=120, state_dir=tmp_path, regions_file=FUJIAN_FILE)
+    seen: dict[str, Any] = {}
+
+    async def in_the_console() -> None:
+        """While the demo still serves: its printed logins sign in and see its warning."""
+        saved = json.loads((tmp_path / "demo-logins.json").read_text())
+        seen["mode"] = (tmp_path / "demo-logins.json").stat().st_mode & 0o777
+        console = saved["console"]
+        base = console.removesuffix("/login")
+        # unsafe: the jar keeps cookies of an IP address (127.0.0.1), as a browser does.
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+            login = {"login": "demo.approver", "password": saved["logins"]["demo.approver"]}
+            async with session.post(f"{base}/api/v1/session", json=login) as answer:
+                seen["login"] = answer.status
+            async with session.get(f"{base}/api/v1/alerts") as answer:
+                seen["alerts"] = [a["headline"] for a in (await answer.json())["alerts"]]
+            async with session.get(f"{base}/alerts") as answer:
+                seen["page"] = (answer.status, answer.content_type)
+        seen["console"] = console
+
+    code = await run_demo(
+        region=GUDONG,
+        timeout=120,
+        state_dir=tmp_path,
+        regions_file=FUJIAN_FILE,
+        linger=in_the_console(),
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
+    assert seen["login"] == 200
+    assert seen["mode"] == 0o600
+    assert seen["alerts"] == ["鼓东街道台风红色预警"]
+    assert seen["page"] == (200, "text/html")
+    assert seen["console"] in captured.out
+    assert "demo.approver" in captured.out
     [row] = [line for line in captured.out.splitlines() if line.startswith("福州市")]
     _, city, expected, received, played, failed, coverage = row.split()
     assert (city, failed, coverage) == ("3501", "0", "100.0%")

@@ -146,6 +146,11 @@ async def test_a_drill_fires_at_its_time_and_is_reported_from_the_acks(
         query = f"township={GUDONG}&terminal={slow[0].id}"
         one = await call(client, "GET", f"/api/v1/drills/acks?{query}")
         assert {a["terminal_id"] for a in one["acks"]} == {slow[0].id}
+        # And by state: only the acks in it, every one of them.
+        played = await call(client, "GET", f"/api/v1/drills/acks?drill={drill['id']}&state=played")
+        assert played["acks"]
+        assert {a["state"] for a in played["acks"]} == {"played"}
+        assert len(played["acks"]) == sum(a["state"] == "played" for a in acks["acks"])
 
 
 async def test_bad_drill_requests_get_clear_errors(
@@ -188,6 +193,7 @@ async def test_bad_drill_requests_get_clear_errors(
              422, "village"),
             ("POST", "/api/v1/drills/nope/run", {"reason": "x"}, PROVINCE, 404, "nope"),
             ("GET", "/api/v1/drills/acks?since=yesterday", None, PROVINCE, 422, "since"),
+            ("GET", "/api/v1/drills/acks?state=heard", None, PROVINCE, 422, "state"),
             ("GET", "/api/v1/drills/acks?since=2027-01-01T00:00:00", None, PROVINCE, 422,
              "offset"),
         ]  # fmt: skip

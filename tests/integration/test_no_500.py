@@ -107,6 +107,23 @@ async def test_a_lone_surrogate_in_a_body_is_400_with_or_without_idempotency(
     assert response.status in (201, 422), await response.text()
 
 
+@pytest.mark.parametrize("body", [b"\x0b", b"\x0c", b" \x0b "])
+async def test_an_optional_body_of_what_json_calls_no_whitespace_is_400(
+    api: Client, body: bytes
+) -> None:
+    """An endpoint whose body may be left out takes JSON's own whitespace as no body, and
+    nothing else: a vertical tab is not an empty body (schemathesis found it was)."""
+    alert = await (await api.post("/api/v1/alerts", json=alert_body(), headers=PROVINCE)).json()
+    headers = {**PROVINCE, "Content-Type": "application/json"}
+    path = f"/api/v1/alerts/{alert['id']}/cancel"
+    response = await api.post(path, data=body, headers=headers)
+    assert response.status == 400
+    assert "not valid JSON" in (await response.json())["error"]["message"]
+    # And it cancelled nothing: the same cancel with no body still does.
+    response = await api.post(path, data=b" \n", headers=headers)
+    assert response.status == 201
+
+
 async def test_a_wrong_method_is_405_with_allow_and_the_json_body(api: Client) -> None:
     response = await api.request("PATCH", "/api/v1/alerts", headers=PROVINCE)
     assert response.status == 405

@@ -29,9 +29,14 @@ def routes(tmp_path: Path) -> set[tuple[str, str]]:
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource is not None else {}
         path = info.get("path") or info.get("formatter")
-        if route.method.lower() in METHODS and path:
+        # The console's pages and its static files are HTML for browsers, not the API.
+        if route.method.lower() in METHODS and path and not _console_page(str(path)):
             found.add((route.method.lower(), str(path)))
     return found
+
+
+def _console_page(path: str) -> bool:
+    return not path.startswith("/api/") and path not in ("/metrics", "/healthz", "/readyz")
 
 
 def operations() -> list[tuple[str, str, dict[str, Any]]]:

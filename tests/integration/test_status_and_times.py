@@ -158,9 +158,10 @@ async def test_known_parameters_still_work(api: Client, alert: str) -> None:
 
 
 async def test_a_post_with_an_unknown_flag_issues_nothing(api: Client) -> None:
-    """``?dry_run=1`` is not a feature: an engine that ignored it would send a real warning."""
+    """A mistyped ``?dryrun=1`` (the flag is ``dry_run``): an engine that ignored it would
+    send a real warning."""
     before = await (await api.get("/api/v1/alerts?limit=500", headers=PROVINCE)).json()
-    response = await api.post("/api/v1/alerts?dry_run=1", headers=GULOU, json=alert_body())
+    response = await api.post("/api/v1/alerts?dryrun=1", headers=GULOU, json=alert_body())
     assert response.status == 400, await response.text()
     after = await (await api.get("/api/v1/alerts?limit=500", headers=PROVINCE)).json()
     assert [a["id"] for a in after["alerts"]] == [a["id"] for a in before["alerts"]]

@@ -102,7 +102,7 @@ OTHER_OFFICES = [
         (
             "EBD_OFFICES",
             json.dumps(OTHER_OFFICES, ensure_ascii=False),
-            lambda s: [o.model_dump(exclude_none=True) for o in s.offices],
+            lambda s: [o.model_dump(exclude_none=True, exclude_defaults=True) for o in s.offices],
             OTHER_OFFICES,
         ),
     ],
