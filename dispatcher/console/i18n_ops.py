@@ -80,6 +80,11 @@ LABELS: dict[str, tuple[str, str]] = {
     "ops.drills.view_list": ("列表", "List"),
     "ops.drills.compliance": ("达标情况", "Compliance"),
     "ops.drills.acks": ("回执记录", "Ack log"),
+    "ops.drills.plan_year": ("排定全年演练计划：", "Plan the drills of"),
+    "ops.drills.planned_now": (
+        "已排定 {n} 场演练（此前已有 {kept} 场）",
+        "{n} drills planned ({kept} were planned already)",
+    ),
     "ops.drills.township": ("乡镇（街道）", "Township"),
     "ops.drills.county": ("县（区）", "County"),
     "ops.drills.city": ("市", "City"),

@@ -407,3 +407,36 @@ async def test_a_coordinator_moves_a_drill_and_runs_it_now(
     assert ran["status"] != "planned"
     assert ran["alert_id"]
     no_errors(page)
+
+
+async def test_a_coordinator_plans_the_year_and_a_viewer_cannot(
+    engine: Client, browser: Browser
+) -> None:
+    """The plan button gives every township of the coordinator's region a drill that year,
+    as the API would; a viewer has no button, and the API refuses them anyway."""
+    year = datetime.now(UTC).year + 2
+    await person(engine, "coord.plan", "coordinator", "viewer")
+    page = await signed_in(browser, engine, "coord.plan")
+    await page.goto(f"/drills?year={year}&month=1&view=list")
+    await loaded(page, "ops-drills")
+    await page.get_by_role("button", name=f"排定全年演练计划： {year}").click()
+    await page.locator("#flash", has_text="已排定").wait_for()
+    drills = (await call(engine, "GET", f"/api/v1/drills?year={year}"))["drills"]
+    assert drills
+    assert {d["township"][:6] for d in drills} == {GULOU_COUNTY}
+    await page.locator("#flash", has_text=f"已排定 {len(drills)} 场演练").wait_for()
+    planned = await page.locator("#tot-planned").inner_text()
+    assert int(planned.replace(",", "")) == len(drills)
+
+    await person(engine, "viewer.plan", "viewer")
+    viewer = await signed_in(browser, engine, "viewer.plan")
+    await viewer.goto(f"/drills?year={year}")
+    await loaded(viewer, "ops-drills")
+    assert await viewer.locator("#plan-year").is_hidden()
+    csrf = await viewer.get_attribute("meta[name=csrf-token]", "content")
+    answer = await viewer.request.post(
+        "/api/v1/drills/plan", data={"year": year + 1}, headers={"X-CSRF-Token": csrf or ""}
+    )
+    assert answer.status == 403
+    no_errors(page)
+    no_errors(viewer)

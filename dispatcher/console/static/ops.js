@@ -273,6 +273,25 @@
     }
 
     load();
+
+    // A coordinator plans the year's drills of every township in their region, the rules of
+    // docs/drills.md applied by the engine (POST /api/v1/drills/plan, as `ebd drills plan`).
+    const planButton = byId("plan-year");
+    if (rolesOf(root).includes("coordinator")) {
+      planButton.hidden = false;
+      planButton.addEventListener("click", async () => {
+        planButton.disabled = true;
+        try {
+          const { data } = await api("POST", "/api/v1/drills/plan", { year, region });
+          flash(t("ops.drills.planned_now", { n: data.planned, kept: data.already_planned }), "ok");
+          await load();
+        } catch (err) {
+          flash(errorText(err), "error");
+        } finally {
+          planButton.disabled = false;
+        }
+      });
+    }
   }
 
   // -- One drill and its report ---------------------------------------------------------------
