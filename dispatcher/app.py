@@ -82,11 +82,13 @@ from dispatcher.parts import (
 )
 from dispatcher.pipeline.accounts import TerminalAccounts
 from dispatcher.pipeline.ingester import AckIngester
+from dispatcher.pipeline.liveness import LIVENESS, LeaseKeeper
 from dispatcher.pipeline.outbox import DispatchWorker
 from dispatcher.pipeline.ports import EscalationNotifier, PubackHandle
 from dispatcher.pipeline.sweeper import DeadlineSweeper
 from dispatcher.settings import Settings
 from dispatcher.store.credentials import CredentialStore
+from dispatcher.store.liveness import LivenessStore
 from dispatcher.store.store import Store
 from drills import handlers as drill_handlers
 from drills.handlers import DRILLS
@@ -147,9 +149,8 @@ def create_app(
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/api/v1/openapi.json", openapi_handler)
     setup_console(app)
-    app.cleanup_ctx.extend(
-        [_services, _store, _accounts, _ingester, _link, _sms, _worker, _sweeper, _drills]
-    )
+    app.cleanup_ctx.extend([_services, _store, _liveness, _accounts, _ingester, _link, _sms])
+    app.cleanup_ctx.extend([_worker, _sweeper, _drills])
     if sms_gateways is not None:
         app[SMS_GATEWAYS] = list(sms_gateways)
     return app
@@ -267,6 +268,20 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
     await store.close()
 
 
+async def _liveness(app: web.Application) -> AsyncIterator[None]:
+    """This instance's liveness lease, renewed by a task of its own; given up after every
+    worker stopped (they are torn down first), so the others take over what is left at once."""
+    settings = app[SETTINGS]
+    liveness = LivenessStore(
+        app[STORE].redis, settings.instance, lease_seconds=settings.dispatch.lease_seconds
+    )
+    app[LIVENESS] = liveness
+    async with _background(LeaseKeeper(liveness).run, "lease-keeper"):
+        yield
+    with contextlib.suppress(StoreUnavailable):
+        await liveness.release()
+
+
 async def _ingester(app: web.Application) -> AsyncIterator[None]:
     dispatch = app[SETTINGS].dispatch
     ingester = AckIngester(
@@ -355,6 +370,7 @@ async def _sms(app: web.Application) -> AsyncIterator[None]:
         claim_idle_seconds=settings.dispatch.claim_idle_seconds,
         gateways=gateways,
     )
+    channel.worker.use_liveness(app[LIVENESS])
     await channel.start()
     app[SMS] = channel
     app[SMS_CHANNEL] = channel
@@ -380,6 +396,7 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
         claim_idle_seconds=settings.dispatch.claim_idle_seconds,
         ack_deadline=lambda alert: settings.resend.deadline(alert.severity.value),
         sms=app.get(SMS_CHANNEL),
+        liveness=app[LIVENESS],
     )
     app[WORKER] = worker
     async with _background(worker.run, "dispatch-worker"):

@@ -3,7 +3,7 @@ and the acknowledgement logs for review. Every request is scoped to the office's
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,7 +34,7 @@ from drills import plan as plan_mod
 from drills import report as report_mod
 from drills.exports import BOM, LANGS, csv_text
 from drills.models import FIRST_YEAR, LAST_YEAR, Drill, DrillStatus
-from drills.report import DrillReport
+from drills.report import DrillReport, entry_key
 from drills.requests import AddRequest, MoveRequest, PlanRequest, ReasonRequest, _Body
 from drills.service import DrillService
 
@@ -45,7 +45,10 @@ DRILLS = web.AppKey("drills", DrillService)
 
 _FORMATS = ("json", "csv")
 _ACK_COLUMNS = ["drill", "township", "township_name", "alert_id", "terminal_id", "village",
-                "village_name", "state", "terminal_at", "recorded_at", "counted"]  # fmt: skip
+                "village_name", "state", "terminal_at", "recorded_at", "counted",
+                "late"]  # fmt: skip
+# In the ack review, "late" is an ack after the window (the report's "late" is a slow one).
+_ACK_ZH = {"late": "迟到回执（窗口关闭后）"}
 
 
 def _service(request: web.Request) -> DrillService:
@@ -248,9 +251,14 @@ async def acks(request: web.Request) -> web.Response:
     for drill in drills:
         if drill.alert_id is None:
             continue
+        if drill_id:
+            # One drill's review: what came since its report is folded in first. Lists of
+            # many drills read the logs as kept (the scheduler folds in the recent ones).
+            await service.collect_late(drill)
         entries = await service.store.acks(drill.id)
         if not entries and drill.status is DrillStatus.RUNNING:
             entries = await service.live_acks(drill)
+        is_late = await _lateness(service, drill, entries)
         for entry in entries:
             recorded = int(entry.get("recorded_ms", 0))
             if terminal and entry.get("terminal_id") != terminal:
@@ -274,14 +282,39 @@ async def acks(request: web.Request) -> web.Response:
                     "terminal_at": entry.get("at"),
                     "recorded_at": datetime.fromtimestamp(recorded / 1000, UTC).isoformat(),
                     "counted": entry.get("result") == "1",
+                    "late": is_late(entry),
                 }
             )
     rows = rows[:limit]
     lang = _lang(request)  # checked whatever the format: ?lang=xx is an error either way
     if _format(request) == "csv":
-        text = csv_text(_ACK_COLUMNS, localized(rows), lang)
+        text = csv_text(_ACK_COLUMNS, localized(rows), lang, _ACK_ZH)
         return _csv_response(text, "drill-acks.csv")
     return web.json_response({"total": len(rows), "acks": rows}, dumps=dumps)
+
+
+async def _lateness(
+    service: DrillService, drill: Drill, entries: list[dict[str, Any]]
+) -> Callable[[dict[str, Any]], bool]:
+    """Whether an entry of a drill's review log is a late ack: its own mark, or for a log
+    kept before entries were marked, as the drill's report decides (none is late before the
+    drill is reported)."""
+    if all("late" in entry for entry in entries):
+        return lambda entry: entry.get("late") == "1"
+    raw = await service.store.report(drill.id)
+    if raw is None:
+        return lambda entry: False
+    report = DrillReport.model_validate_json(raw)
+    window_end_ms = int(report.window_end.timestamp() * 1000)
+    cut = report.on_time_through
+
+    def late(entry: dict[str, Any]) -> bool:
+        if int(entry.get("recorded_ms", 0)) > window_end_ms:
+            return True
+        entry_id = entry.get("id")
+        return bool(cut and entry_id) and entry_key(str(entry_id)) > entry_key(str(cut))
+
+    return late
 
 
 def _when(request: web.Request, name: str) -> int | None:
@@ -355,13 +388,14 @@ async def _edited(request: web.Request, drill: Drill, edit: str, **detail: str) 
 async def get_report(request: web.Request) -> web.Response:
     _, service, drill = await _addressed(request)
     accept_query(request, "format", "lang")
-    raw = await service.store.report(drill.id)
-    if raw is None:
+    lang = _lang(request)  # checked whatever the format: ?lang=xx is an error either way
+    fmt = _format(request)
+    # Acks that came since the report are folded into its review log and shown as late.
+    made = await service.collect_late(drill)
+    if made is None:
         raise NotFound(
             f"drill {drill.id} is {drill.status.value}; its report exists once its window closed"
         )
-    made = DrillReport.model_validate_json(raw)
-    lang = _lang(request)  # checked whatever the format: ?lang=xx is an error either way
-    if _format(request) == "csv":
-        return _csv_response(report_mod.to_csv(made, lang), f"{drill.id}.csv")
-    return web.json_response(json.loads(raw), dumps=dumps)
+    if fmt == "csv":
+        return _csv_response(report_mod.to_csv(made, lang, with_late=True), f"{drill.id}.csv")
+    return _model_response(made)

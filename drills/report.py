@@ -21,6 +21,15 @@ Every expected terminal gets exactly one outcome:
 played, cancelled); a terminal whose only report is ``failed`` is failed, not acknowledged.
 ``late`` flags acknowledged terminals whose first ack came more than ``late_after`` seconds
 after dispatch; it is a flag on top of the outcome, not an outcome.
+
+Late acks (``late_acks``) are another thing: acks that came after the window, which the verdict
+never counts but the review must show. An ack is late when the engine recorded it after the
+window's end, or when the drill's first report had been made without it (``on_time_through``,
+the last ack log entry that report read: an instance whose clock or batches lagged can log an
+in-window time after the verdict, and a verdict once given does not change). Every logged ack
+of the alert after that point is listed, duplicates too (``counted`` false), the sweeper's
+no_ack marks not (they are the engine's, not a terminal's); ``played_with_late`` and
+``coverage_with_late`` say what the drill would have reached had they all come in time.
 """
 
 from __future__ import annotations
@@ -39,16 +48,19 @@ from drills.models import Drill
 
 __all__ = [
     "CSV_COLUMNS",
+    "LATE_CSV_COLUMNS",
     "NO_TERMINALS",
     "AckEntry",
     "Counts",
     "DrillReport",
+    "LateAck",
     "LatencyStats",
     "Outcome",
     "TerminalOutcome",
     "TerminalRef",
     "VillageRow",
     "build_report",
+    "entry_key",
     "pad",
     "percent_floor",
     "percentile",
@@ -80,6 +92,9 @@ class AckEntry:
     state: str
     recorded_ms: int
     result: int
+    # The region the ack came from, and the ack log entry holding it ("ms-seq"); "" when unknown.
+    region: str = ""
+    entry_id: str = ""
 
 
 class _Model(BaseModel):
@@ -123,6 +138,27 @@ class TerminalOutcome(_Model):
     no_ack: bool
     # It answered, but only after the window closed.
     after_window: bool
+    # Its acks after the window (see ``LateAck``): the state they left it in, seconds from
+    # dispatch to the first of them, and whether it played only then. Defaults for reports
+    # stored before late acks were kept.
+    late_state: str | None = None
+    late_ack_s: float | None = None
+    played_late: bool = False
+
+
+class LateAck(_Model):
+    """One ack of the review log that came after the window (see the module docstring)."""
+
+    terminal: str
+    village: str
+    village_name: str
+    state: str
+    recorded_at: AwareDatetime
+    # Seconds from the window's end to the ack (0 for one logged in time but after the verdict).
+    after_window_s: float
+    # Whether it changed the terminal's state (0: a duplicate or a redelivery).
+    counted: bool
+    expected: bool
 
 
 class Counts(_Model):
@@ -181,6 +217,12 @@ class DrillReport(Counts):
     late_terminals: list[TerminalRef]
     failed_terminals: list[TerminalRef]
     terminals: list[TerminalOutcome]
+    # Acks after the window, kept for the review; the verdict above is the window's alone.
+    on_time_through: str | None = None
+    played_late: int = 0
+    played_with_late: int = 0
+    coverage_with_late: float = 0.0
+    late_acks: list[LateAck] = []
 
 
 @dataclass
@@ -193,6 +235,9 @@ class _Seen:
     last_state: str | None = None
     no_ack: bool = False
     after_window: bool = False
+    late_first_ms: int | None = None
+    late_state: str | None = None
+    late_played: bool = False
 
 
 def percentile(values: Sequence[float], p: int) -> float | None:
@@ -237,8 +282,28 @@ def _from_ms(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
+def entry_key(entry_id: str) -> tuple[int, int]:
+    """An ack log entry id ("ms-seq") as numbers, so ids compare in the stream's order."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _is_late(ack: AckEntry, window_end_ms: int, on_time_through: str | None) -> bool:
+    if ack.recorded_ms > window_end_ms:
+        return True
+    # Without an entry id (an entry of an old log) the recorded time alone decides.
+    return (
+        on_time_through is not None
+        and bool(ack.entry_id)
+        and entry_key(ack.entry_id) > entry_key(on_time_through)
+    )
+
+
 def _read_acks(
-    expected: Mapping[str, str], acks: Sequence[AckEntry], window_end_ms: int
+    expected: Mapping[str, str],
+    acks: Sequence[AckEntry],
+    window_end_ms: int,
+    on_time_through: str | None = None,
 ) -> dict[str, _Seen]:
     seen = {terminal: _Seen() for terminal in expected}
     # Stable sort: entries recorded in the same millisecond keep the log's order.
@@ -251,8 +316,12 @@ def _read_acks(
             continue
         if ack.state not in _ACK_STATES:
             continue
-        if ack.recorded_ms > window_end_ms:
+        if _is_late(ack, window_end_ms, on_time_through):
             state.after_window = True
+            if state.late_first_ms is None:
+                state.late_first_ms = ack.recorded_ms
+            state.late_state = ack.state
+            state.late_played = state.late_played or ack.state == "played"
             continue
         if state.first_ack_ms is None:
             state.first_ack_ms = ack.recorded_ms
@@ -290,11 +359,14 @@ def build_report(
     late_after: float,
     pass_coverage: float,
     tree: RegionTree,
+    on_time_through: str | None = None,
 ) -> DrillReport:
     """The report of ``drill``: ``expected`` maps each terminal to its region code (village),
     ``offline`` are the terminals offline at dispatch, ``acks`` the alert's ack log entries;
-    times are epoch milliseconds, ``late_after`` seconds, ``pass_coverage`` a share (0.95)."""
-    seen = _read_acks(expected, acks, window_end_ms)
+    times are epoch milliseconds, ``late_after`` seconds, ``pass_coverage`` a share (0.95).
+    ``on_time_through`` is the last ack log entry the drill's first report read (None when
+    making that first report): entries after it are late whatever time they were logged at."""
+    seen = _read_acks(expected, acks, window_end_ms, on_time_through)
     offline_set = set(offline)
 
     terminals: list[TerminalOutcome] = []
@@ -325,12 +397,20 @@ def build_report(
                 offline=terminal in offline_set,
                 no_ack=state.no_ack,
                 after_window=state.after_window and outcome == "missing",
+                late_state=state.late_state,
+                late_ack_s=(
+                    None
+                    if state.late_first_ms is None
+                    else _seconds(state.late_first_ms, dispatched_ms)
+                ),
+                played_late=state.late_played and outcome != "played",
             )
         )
 
     n_expected = len(terminals)
     played = _count(terminals, "played")
     coverage = played / n_expected if n_expected else 0.0
+    played_late = sum(t.played_late for t in terminals)
     problems = [] if n_expected else [NO_TERMINALS]
     # Direct comparison is exact where it matters: played / expected is correctly rounded, so
     # a ratio equal to the configured decimal (19/20 and 0.95) is the very same float.
@@ -380,7 +460,39 @@ def build_report(
         late_terminals=_refs(t for t in terminals if t.late),
         failed_terminals=_refs(t for t in terminals if t.outcome == "failed"),
         terminals=terminals,
+        on_time_through=on_time_through,
+        played_late=played_late,
+        played_with_late=played + played_late,
+        coverage_with_late=(played + played_late) / n_expected if n_expected else 0.0,
+        late_acks=_late_acks(acks, expected, window_end_ms, on_time_through, tree),
     )
+
+
+def _late_acks(
+    acks: Sequence[AckEntry],
+    expected: Mapping[str, str],
+    window_end_ms: int,
+    on_time_through: str | None,
+    tree: RegionTree,
+) -> list[LateAck]:
+    out = []
+    for ack in sorted(acks, key=lambda a: (a.recorded_ms, a.terminal)):
+        if ack.state == _NO_ACK or not _is_late(ack, window_end_ms, on_time_through):
+            continue
+        village = expected.get(ack.terminal, ack.region)
+        out.append(
+            LateAck(
+                terminal=ack.terminal,
+                village=village,
+                village_name=_region_name(tree, village) if village else "",
+                state=ack.state,
+                recorded_at=_from_ms(ack.recorded_ms),
+                after_window_s=round(max(0, ack.recorded_ms - window_end_ms) / 1000, 3),
+                counted=ack.result == 1,
+                expected=ack.terminal in expected,
+            )
+        )
+    return out
 
 
 def _count(terminals: Sequence[TerminalOutcome], outcome: Outcome) -> int:
@@ -440,12 +552,16 @@ CSV_COLUMNS = [
     "no_ack",
     "after_window",
 ]
+# The columns of the terminals' answers after the window, after the first ones: a script that
+# reads the first ten by position still reads them.
+LATE_CSV_COLUMNS = [*CSV_COLUMNS, "late_state", "late_ack_s", "played_late"]
 
 
-def to_csv(report: DrillReport, lang: str = "en") -> str:
+def to_csv(report: DrillReport, lang: str = "en", *, with_late: bool = False) -> str:
     """One row per expected terminal, sorted by id; flags are 1/0 so a spreadsheet can sum
-    them; headers in Chinese with ``lang="zh"``. A file of it starts with ``exports.BOM``:
-    Excel reads UTF-8 without a byte order mark as GBK."""
+    them; headers in Chinese with ``lang="zh"``; ``with_late`` adds ``LATE_CSV_COLUMNS``' last
+    three (what the API and the CLI export). A file of it starts with ``exports.BOM``: Excel
+    reads UTF-8 without a byte order mark as GBK."""
     rows = (
         [
             t.terminal,
@@ -458,10 +574,19 @@ def to_csv(report: DrillReport, lang: str = "en") -> str:
             int(t.offline),
             int(t.no_ack),
             int(t.after_window),
+            *(
+                (
+                    t.late_state or "",
+                    "" if t.late_ack_s is None else t.late_ack_s,
+                    int(t.played_late),
+                )
+                if with_late
+                else ()
+            ),
         ]
         for t in report.terminals
     )
-    return csv_text(CSV_COLUMNS, rows, lang)
+    return csv_text(LATE_CSV_COLUMNS if with_late else CSV_COLUMNS, rows, lang)
 
 
 def text_width(text: str) -> int:
@@ -509,6 +634,11 @@ _LABELS: dict[str, dict[str, str]] = {
         "late_terminals": "迟到的终端",
         "villages_without_terminal": "无登记终端的村（社区）",
         "none": "无",
+        "with_late": "含迟到回执：播放 {played}/{expected}（{pct}%），其中窗口后才播放 {late}；"
+        "是否通过只按窗口内计算",
+        "late_acks": "迟到回执（窗口关闭后）",
+        "not_counted": "重复，不计入",
+        "not_expected": "不在应到终端中",
     },
     "en": {
         "title": "emergency drill report",
@@ -542,6 +672,11 @@ _LABELS: dict[str, dict[str, str]] = {
         "late_terminals": "late terminals",
         "villages_without_terminal": "villages with no registered terminal",
         "none": "none",
+        "with_late": "with the late acks: {played}/{expected} played ({pct}%), {late} of them "
+        "only after the window; the verdict counts the window only",
+        "late_acks": "late acks (after the window)",
+        "not_counted": "a repeat, not counted",
+        "not_expected": "not an expected terminal",
     },
 }
 
@@ -598,6 +733,12 @@ def to_table(report: DrillReport, lang: str = "zh", *, tz: tzinfo | None = None)
         )
         + f", {words['after_window']} {report.after_window}, {words['no_ack']} {report.no_ack}"
         + f", {words['offline']} {report.offline_at_dispatch}",
+        words["with_late"].format(
+            played=report.played_with_late,
+            expected=report.expected,
+            pct=f"{percent_floor(report.played_with_late, report.expected):.1f}",
+            late=report.played_late,
+        ),
         _latency_line(words["ack_latency"], report.ack_latency, words),
         _latency_line(words["played_latency"], report.played_latency, words),
     ]
@@ -620,6 +761,18 @@ def to_table(report: DrillReport, lang: str = "zh", *, tz: tzinfo | None = None)
         lines.append("")
         lines.append(f"{words[key]} ({len(refs)}):" + ("" if refs else f" {words['none']}"))
         lines.extend(f"  {r.terminal}  {r.village} {r.village_name}" for r in refs)
+    lines.append("")
+    late = report.late_acks
+    lines.append(f"{words['late_acks']} ({len(late)}):" + ("" if late else f" {words['none']}"))
+    for a in late:
+        notes = [words["not_counted"]] * (not a.counted) + [words["not_expected"]] * (
+            not a.expected
+        )
+        lines.append(
+            f"  {a.terminal}  {a.state}  {a.recorded_at.astimezone(zone):%Y-%m-%d %H:%M:%S}"
+            f"  +{a.after_window_s:.1f}s  {a.village} {a.village_name}"
+            + (f"  ({'; '.join(notes)})" if notes else "")
+        )
     # No trailing newline: the CLI prints it.
     return "\n".join(lines)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -52,6 +53,10 @@ class DrillRunner(jobs.Runner, Protocol):
 
     async def ensure_redrill(self, drill_id: str) -> None: ...
 
+    def collects_late(self, drill: Drill, now: datetime) -> bool: ...
+
+    async def collect_late(self, drill: Drill) -> object: ...
+
 
 class DrillScheduler:
     def __init__(
@@ -76,6 +81,9 @@ class DrillScheduler:
         self.leader_since: datetime | None = None
         self.previous_heartbeat: datetime | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # The background pass that folds late acks into reported drills' review logs: apart
+        # from the lease loop, whose renewals a long read of the ack log must not delay.
+        self._collecting: asyncio.Task[None] | None = None
         self._reconciled_at = datetime.min.replace(tzinfo=UTC)
         self._job_failed = False
 
@@ -99,6 +107,11 @@ class DrillScheduler:
                 await asyncio.sleep(interval)
         finally:
             self._step_down()
+            collecting, self._collecting = self._collecting, None
+            if collecting is not None:
+                collecting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await collecting
             with contextlib.suppress(StoreUnavailable, asyncio.CancelledError):
                 await asyncio.shield(self._store.release_lease(self._instance))
 
@@ -225,6 +238,7 @@ class DrillScheduler:
                         # A report is always made, however late.
                         misfire_grace_time=None,
                     )
+        self._collect_late(drills, now)
         for job_id in set(existing) - wanted:
             # A job of a drill not read this time is left alone: its drill was not looked at
             # (and firing or reporting checks the drill's status first anyway).
@@ -233,6 +247,29 @@ class DrillScheduler:
                     aps.remove_job(job_id)
         if aps.state == STATE_PAUSED:  # the first reconcile after taking the lease
             aps.resume()
+
+    def _collect_late(self, drills: Sequence[Drill], now: datetime) -> None:
+        """Start a pass over the reported drills still collecting late acks, unless one runs."""
+        previous = self._collecting
+        if previous is not None and not previous.done():
+            return
+        if previous is not None and not previous.cancelled() and previous.exception():
+            # A bug: said once, with its traceback, and the next pass runs all the same.
+            log.error("drills.late_acks_failed", exc_info=previous.exception())
+        due = [d for d in drills if self._runner.collects_late(d, now)]
+        if due:
+            self._collecting = asyncio.get_running_loop().create_task(
+                self._collect(due), name="drills-late-acks"
+            )
+
+    async def _collect(self, drills: Sequence[Drill]) -> None:
+        for drill in drills:
+            try:
+                await self._runner.collect_late(drill)
+            except StoreUnavailable as exc:
+                # The next reconcile's pass tries again.
+                log.warning("drills.late_acks_store_down", error=exc.message)
+                return
 
     def report_time(self, drill: Drill) -> datetime:
         # The window runs from the dispatch, a moment after the firing: a second's margin

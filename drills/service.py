@@ -32,7 +32,7 @@ from drills.plan import (
     next_free_slot,
     plan_year,
 )
-from drills.report import AckEntry, DrillReport, build_report
+from drills.report import AckEntry, DrillReport, build_report, entry_key
 from drills.settings import DrillSettings
 from drills.store import DrillStore
 
@@ -41,6 +41,15 @@ log = structlog.get_logger(__name__)
 # Late by more than this and the report says why.
 LATE_NOTE_SECONDS = 60.0
 ENGINE = "engine"
+# After its alert expires a terminal no longer plays it, but an ack on its way (a terminal that
+# was offline, a queue at the broker) can still come: late acks are collected in the background
+# for this long after the expiry; after that, whenever the report is read.
+LATE_COLLECT_AFTER_EXPIRY = timedelta(hours=1)
+# The alert of a drill expires this long after its window.
+EXPIRES_AFTER_WINDOW = 3600
+# How often a collector tries again when another wrote the review log between its read and its
+# write (each try reads what the other wrote, so a second one normally suffices).
+COLLECT_TRIES = 5
 
 
 class DrillTimeline(Protocol):
@@ -308,7 +317,7 @@ class DrillService:
             instruction="请各村应急广播终端正常播放并确认，群众无需惊慌。",
             areas=[drill.township],
             channels=[Channel.LOUDSPEAKER],
-            expires_in=int(self.settings.window) + 3600,
+            expires_in=int(self.settings.window) + EXPIRES_AFTER_WINDOW,
             status=Status.EXERCISE,
         )
         return Alert.issue(
@@ -363,7 +372,8 @@ class DrillService:
         return datetime.fromisoformat(dispatched) + timedelta(seconds=self.settings.window)
 
     async def make_report(self, drill: Drill) -> DrillReport:
-        """Build and store a drill's report from its alert's acknowledgements."""
+        """Build and store a drill's first report from its alert's acknowledgements; the one
+        already stored when there is one (the first verdict given stands)."""
         assert drill.alert_id is not None  # noqa: S101  only running drills are reported
         dispatch = await self.engine_store.dispatch_state(drill.alert_id)
         dispatched = dispatch.get("dispatched_at")
@@ -377,23 +387,82 @@ class DrillService:
             drill=drill,
             expected=expected,
             offline=offline,
-            acks=[
-                AckEntry(
-                    terminal=e["terminal_id"],
-                    state=e["state"],
-                    recorded_ms=int(e["recorded_ms"]),
-                    result=int(e["result"]),
-                )
-                for e in entries
-            ],
+            acks=_ack_entries(entries),
             dispatched_ms=dispatched_ms,
             window_end_ms=window_end_ms,
             late_after=self.settings.late_after,
             pass_coverage=self.settings.pass_coverage,
             tree=self.tree,
+            # Whatever the log gets after what was read here is late, even at an in-window
+            # time (an instance whose batches lagged): the verdict is given on what was read.
+            on_time_through=_last_id(entries) or NOTHING_READ,
         )
-        await self.store.put_report(drill.id, made.model_dump_json(), entries)
-        return made
+        # Each entry of the review log says whether it is late, so a review of many drills
+        # reads their logs and not their reports.
+        marked = [{**e, "late": LATE if int(e["recorded_ms"]) > window_end_ms else ON_TIME}
+                  for e in entries]  # fmt: skip
+        kept = await self.store.first_report(drill.id, made.model_dump_json(), marked)
+        return made if kept is None else DrillReport.model_validate_json(kept)
+
+    async def collect_late(self, drill: Drill) -> DrillReport | None:
+        """Append to a reported drill's review log the acks its alert got since (every entry of
+        the engine's ack log once) and make its report again with them as late acks; the
+        report, or None when the drill has none yet. The verdict and its figures stay."""
+        if drill.alert_id is None:
+            return None
+        for _ in range(COLLECT_TRIES):
+            raw, rows = await self.store.review(drill.id)
+            if raw is None:
+                return None
+            report = DrillReport.model_validate_json(raw)
+            # A report stored before late acks were kept read exactly the rows it kept.
+            cut = report.on_time_through or _last_id(rows) or NOTHING_READ
+            through = _last_id(rows) or cut
+            since_ms = max(entry_key(through)[0], int(report.dispatched_at.timestamp() * 1000))
+            # After the cut every entry is late, whatever its time.
+            fresh = [
+                {**e, "late": LATE}
+                for e in await self.engine_store.acks_since(drill.alert_id, since_ms - 60_000)
+                if entry_key(e["id"]) > entry_key(through)
+            ]
+            if not fresh:
+                return report
+            made = build_report(
+                drill=drill,
+                expected={t.terminal: t.village for t in report.terminals},
+                offline={t.terminal for t in report.terminals if t.offline},
+                acks=_ack_entries([*rows, *fresh]),
+                dispatched_ms=int(report.dispatched_at.timestamp() * 1000),
+                window_end_ms=int(report.window_end.timestamp() * 1000),
+                late_after=report.late_after,
+                pass_coverage=report.pass_coverage,
+                tree=self.tree,
+                on_time_through=cut,
+            )
+            if await self.store.append_review(drill.id, len(rows), made.model_dump_json(), fresh):
+                log.info(
+                    "drill.late_acks",
+                    drill_id=drill.id,
+                    new=len(fresh),
+                    late_acks=len(made.late_acks),
+                    played_with_late=made.played_with_late,
+                )
+                return made
+        log.warning("drill.late_acks_contended", drill_id=drill.id)
+        return report
+
+    def collects_late(self, drill: Drill, now: datetime) -> bool:
+        """Whether the scheduler still collects ``drill``'s late acks in the background."""
+        if drill.status not in (DrillStatus.PASSED, DrillStatus.FAILED) or drill.fired_at is None:
+            return False
+        expiry = drill.fired_at + timedelta(seconds=self.settings.window + EXPIRES_AFTER_WINDOW)
+        return now < expiry + LATE_COLLECT_AFTER_EXPIRY
+
+    async def collect_late_of(self, drill_id: str) -> None:
+        """The scheduler's background collection of one drill's late acks."""
+        drill = await self.store.get(drill_id)
+        if drill is not None:
+            await self.collect_late(drill)
 
     async def live_acks(self, drill: Drill) -> list[dict[str, Any]]:
         """The acks of a drill still collecting them, from the engine's ack log."""
@@ -541,6 +610,33 @@ class DrillService:
             n += 1
             candidate = f"{drill.id}-{n}"
         return drill.model_copy(update={"id": candidate})
+
+
+# The cut of a first report that read no ack: every ack logged later is late.
+NOTHING_READ = "0-0"
+# The mark of a review log entry (a string, as the ack log's own fields).
+LATE, ON_TIME = "1", "0"
+
+
+def _last_id(rows: Sequence[dict[str, Any]]) -> str | None:
+    """The id of the latest ack log entry among ``rows`` (None for none, or rows of a log
+    written before entries had ids)."""
+    ids = [str(r["id"]) for r in rows if r.get("id")]
+    return max(ids, key=entry_key) if ids else None
+
+
+def _ack_entries(rows: Sequence[dict[str, Any]]) -> list[AckEntry]:
+    return [
+        AckEntry(
+            terminal=e["terminal_id"],
+            state=e["state"],
+            recorded_ms=int(e["recorded_ms"]),
+            result=int(e["result"]),
+            region=str(e.get("region") or ""),
+            entry_id=str(e.get("id") or ""),
+        )
+        for e in rows
+    ]
 
 
 def _ms(when: datetime) -> int:

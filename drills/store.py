@@ -32,6 +32,8 @@ class DrillStore(StoreBase):
         self._put = self.script("drills", "put")
         self._lease = self.script("drills", "lease")
         self._release = self.script("drills", "release")
+        self._first_report = self.script("drills", "first_report")
+        self._append_review = self.script("drills", "append_review")
 
     async def put(
         self, drill: Drill, edit: Edit | None, *, expect: Sequence[DrillStatus] | None = None
@@ -134,25 +136,47 @@ class DrillStore(StoreBase):
     async def version(self) -> int:
         return int(await self.call(self.redis.get(DRILLS_VERSION)) or 0)
 
-    async def put_report(
+    async def first_report(
         self, drill_id: str, report_json: str, acks: Sequence[dict[str, Any]]
-    ) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(drill_report_key(drill_id), report_json)
-            pipe.delete(drill_acks_key(drill_id))
-            for start in range(0, len(acks), 1000):
-                pipe.rpush(
-                    drill_acks_key(drill_id),
-                    *(json.dumps(a, ensure_ascii=False) for a in acks[start : start + 1000]),
-                )
-            await self.call(pipe.execute())
+    ) -> str | None:
+        """Store a drill's first report and the ack log entries it read (its review log);
+        None when stored, else the report already there, which stays."""
+        kept = await self.call(
+            self._first_report(
+                keys=[drill_report_key(drill_id), drill_acks_key(drill_id)],
+                args=[report_json, *(json.dumps(a, ensure_ascii=False) for a in acks)],
+            )
+        )
+        return cast(str | None, kept)
+
+    async def acks(self, drill_id: str) -> list[dict[str, Any]]:
+        """A drill's review log alone (without its report, which may be large)."""
+        raws = await self.call(self.redis.lrange(drill_acks_key(drill_id), 0, -1))
+        return [json.loads(raw) for raw in raws]
 
     async def report(self, drill_id: str) -> str | None:
         return cast(str | None, await self.call(self.redis.get(drill_report_key(drill_id))))
 
-    async def acks(self, drill_id: str) -> list[dict[str, Any]]:
-        raws = await self.call(self.redis.lrange(drill_acks_key(drill_id), 0, -1))
-        return [json.loads(raw) for raw in raws]
+    async def review(self, drill_id: str) -> tuple[str | None, list[dict[str, Any]]]:
+        """A drill's report and review log, read together (one transaction)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.get(drill_report_key(drill_id))
+            pipe.lrange(drill_acks_key(drill_id), 0, -1)
+            raw, rows = await self.call(pipe.execute())
+        return raw, [json.loads(row) for row in rows]
+
+    async def append_review(
+        self, drill_id: str, read: int, report_json: str, acks: Sequence[dict[str, Any]]
+    ) -> bool:
+        """Append ``acks`` to the review log and store the report made with them, if the log
+        still has the ``read`` entries it had when read; False when another writer was first."""
+        applied = await self.call(
+            self._append_review(
+                keys=[drill_report_key(drill_id), drill_acks_key(drill_id)],
+                args=[read, report_json, *(json.dumps(a, ensure_ascii=False) for a in acks)],
+            )
+        )
+        return bool(applied)
 
     async def hold_lease(self, instance: str, *, ttl_ms: int, now_ms: int) -> tuple[bool, str]:
         """(True, previous heartbeat "ms instance") when this instance holds the lease;

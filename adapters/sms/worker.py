@@ -3,8 +3,9 @@
 For each request it takes tokens from the gateway's shared bucket, marks the recipients
 ``submitting`` (the write-ahead step), makes the request and records the answer. A chunk leaves
 the outbox only when none of its recipients is queued any more. A worker that dies leaves its
-chunks pending; they are claimed again and what is queued is sent, while what was in flight is
-in the doubt set for the settler, never sent blindly again.
+chunks pending; they are claimed again (at once when its instance's liveness lease lapsed, see
+``use_liveness``) and what is queued is sent, while what was in flight is in the doubt set for
+the settler, never sent blindly again.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ import structlog
 from adapters.sms.gateway import Message, SmsGateway, SubmitResult, SubmitStatus, out_id
 from adapters.sms.pool import GatewayPool
 from adapters.sms.settings import SmsSettings
-from adapters.sms.store import Pending, SmsStore
+from adapters.sms.store import Pending, SmsStore, _chunk
 from dispatcher.core.errors import StoreUnavailable
+from dispatcher.store.liveness import LivenessStore
 
 log = structlog.get_logger(__name__)
 
@@ -72,13 +74,19 @@ class SmsWorker:
         self._gates = {g.name: asyncio.Semaphore(g.settings.concurrency) for g in pool}
         self._active: dict[str, asyncio.Task[None]] = {}
         self._recover = True
+        self._liveness: LivenessStore | None = None
         self.sent = 0
         self.requests = 0
+
+    def use_liveness(self, liveness: LivenessStore) -> None:
+        """Take over the chunks of an instance as soon as its liveness lease lapses, instead
+        of once they sat idle ``claim_idle_seconds``."""
+        self._liveness = liveness
 
     async def run(self) -> None:
         await self._store.ensure_outbox()
         self._recover = True
-        last_claim = last_touch = time.monotonic()
+        last_claim = last_touch = last_dead = time.monotonic()
         try:
             while True:
                 try:
@@ -97,6 +105,21 @@ class SmsWorker:
                         entries = await self._store.outbox_read(
                             self._consumer, count=room, block_ms=500
                         )
+                    liveness = self._liveness
+                    if (
+                        room > 0
+                        and liveness is not None
+                        and time.monotonic() - last_dead > liveness.lease_seconds / 6
+                    ):
+                        taken, dead = await self._store.outbox.claim_dead(
+                            self._consumer, liveness, count=room
+                        )
+                        if taken:
+                            log.warning(
+                                "sms.taken_over", chunks=len(taken), from_instances=sorted(dead)
+                            )
+                        entries += [_chunk(eid, fields) for eid, fields in taken]
+                        last_dead = time.monotonic()
                     if room > 0 and time.monotonic() - last_claim > self._claim_idle_ms / 4000:
                         entries += await self._store.outbox_claim(
                             self._consumer, min_idle_ms=self._claim_idle_ms

@@ -116,7 +116,8 @@ LABELS: dict[str, tuple[str, str]] = {
     "ops.drill.played": ("已播放", "Played"),
     "ops.drill.failed": ("失败", "Failed"),
     "ops.drill.missing": ("未应答", "Missing"),
-    "ops.drill.late": ("迟到", "Late"),
+    # Slow but in the window (the report's ``late``); acks after it are ``late_acks``.
+    "ops.drill.late": ("窗口内迟到", "Slow (in the window)"),
     "ops.drill.passed": ("达标", "Passed"),
     "ops.drill.not_passed": ("未达标", "Not passed"),
     "ops.drill.problems": ("问题", "Problems"),
@@ -124,6 +125,17 @@ LABELS: dict[str, tuple[str, str]] = {
     "ops.drill.villages": ("各村情况", "Villages"),
     "ops.drill.village": ("村（社区）", "Village"),
     "ops.drill.missing_terminals": ("未应答终端", "Terminals that did not answer"),
+    "ops.drill.late_acks": ("迟到回执（窗口关闭后）", "Late acks (after the window)"),
+    "ops.drill.late_acks_count": ("迟到回执", "Late acks"),
+    "ops.drill.no_late_acks": ("没有迟到回执", "No ack came after the window"),
+    "ops.drill.coverage_with_late": ("含迟到回执的覆盖率", "Coverage with the late acks"),
+    "ops.drill.late_note": (
+        "是否达标只按窗口内的回执计算；窗口关闭后的迟到回执只供复盘，不改变结论。",
+        "Passed or not counts the window only; acks after it are shown for the review and "
+        "do not change the verdict.",
+    ),
+    "ops.drill.arrived": ("收到时间", "Arrived"),
+    "ops.drill.after_window_s": ("窗口后（秒）", "After the window (s)"),
     "ops.drill.dispatched_at": ("发出时间", "Dispatched"),
     "ops.drill.open_acks": ("查看回执", "Its acknowledgements"),
     "ops.drill.download_report": ("下载报告 CSV", "Report as CSV"),

@@ -157,6 +157,10 @@ class DispatchSettings(Section):
     # alert writes about 70-150, a township drill a few, so the default keeps years of both.
     ack_log_maxlen: int = Field(default=1_000_000, ge=1000)
     claim_idle_seconds: float = Field(default=60.0, gt=0)
+    # Each instance's liveness lease in Redis, renewed every third of it: when it lapses (the
+    # instance died or hangs), the others take over its outbox entries at once.
+    # ``claim_idle_seconds`` stays the fallback for entries of instances with no lease.
+    lease_seconds: float = Field(default=3.0, ge=1, le=60)
 
 
 class ResendSettings(Section):

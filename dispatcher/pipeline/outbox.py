@@ -2,8 +2,13 @@
 
 An entry leaves the outbox (XACK) only after every publish of its alert was accepted by the
 broker. A worker that dies leaves its entries pending; on restart it reads its own pending
-entries first, and any worker claims entries idle longer than ``claim_idle_seconds``. Sending
-twice is safe: terminals handle an alert id once and the ack store counts a terminal once.
+entries first. With liveness leases (``dispatcher.store.liveness``) the others take over a
+dead or hung worker's entries as soon as its lease lapses; entries of a worker with no lease
+are claimed once idle longer than ``claim_idle_seconds``. A worker checks that an entry is
+still its own before it writes the dispatch state and again before it publishes, so one that
+wakes from a hang after its entries were taken sends nothing. Sending twice (a hang between
+that check and the publish) is safe: terminals handle an alert id once and the ack store
+counts a terminal once.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from dispatcher.core.errors import PublishFailed, StoreUnavailable
 from dispatcher.core.models import Alert, Channel, MsgType, utcnow
 from dispatcher.core.regions import RegionTree
 from dispatcher.pipeline.ports import AlertEncoder, Publisher, SmsPlanning
+from dispatcher.store.liveness import LivenessStore
 from dispatcher.store.store import Store
 
 log = structlog.get_logger(__name__)
@@ -28,14 +34,14 @@ log = structlog.get_logger(__name__)
 @dataclass(frozen=True, slots=True)
 class DispatchOutcome:
     alert_id: str
-    state: str  # dispatched | expired | skipped | partial
+    state: str  # dispatched | expired | skipped | partial | lost (another instance took it)
     topics: int = 0
     failed_topics: tuple[str, ...] = ()
     expected: int = 0
 
     @property
     def done(self) -> bool:
-        return self.state != "partial"
+        return self.state not in ("partial", "lost")
 
 
 class DispatchWorker:
@@ -50,6 +56,7 @@ class DispatchWorker:
         claim_idle_seconds: float = 60.0,
         ack_deadline: Callable[[Alert], float] | None = None,
         sms: SmsPlanning | None = None,
+        liveness: LivenessStore | None = None,
     ) -> None:
         self._store = store
         self._link = link
@@ -59,14 +66,20 @@ class DispatchWorker:
         self._claim_idle_ms = int(claim_idle_seconds * 1000)
         self._ack_deadline = ack_deadline
         self._sms = sms
+        self._liveness = liveness
         self.dispatched = 0
+        self.taken_over = 0
+        self.lost = 0
 
     async def run(self) -> None:
         await self._store.ensure_outbox()
         # Own entries left pending by a previous life of this consumer (or by a failed attempt
         # in this one) come first; new entries after.
         recover = True
-        last_claim = time.monotonic()
+        last_claim = last_dead = time.monotonic()
+        # A dead worker's entries are looked for this often; a read blocks no longer.
+        dead_every = self._liveness.lease_seconds / 6 if self._liveness else 1.0
+        block_ms = int(min(1.0, dead_every) * 1000)
         while True:
             try:
                 if recover:
@@ -74,10 +87,15 @@ class DispatchWorker:
                         self._consumer, count=100, block_ms=0, pending=True
                     )
                 else:
-                    entries = await self._store.outbox_read(self._consumer, count=20, block_ms=1000)
+                    entries = await self._store.outbox_read(
+                        self._consumer, count=20, block_ms=block_ms
+                    )
+                if self._liveness is not None and time.monotonic() - last_dead > dead_every:
+                    entries += await self._claim_dead(self._liveness)
+                    last_dead = time.monotonic()
                 if time.monotonic() - last_claim > self._claim_idle_ms / 4000:
                     entries += await self._store.outbox_claim(
-                        self._consumer, min_idle_ms=self._claim_idle_ms
+                        self._consumer, min_idle_ms=self._claim_idle_ms, liveness=self._liveness
                     )
                     last_claim = time.monotonic()
                 recover = not await self._handle(entries)
@@ -86,12 +104,47 @@ class DispatchWorker:
                 recover = True
                 await asyncio.sleep(1.0)
 
+    async def _claim_dead(self, liveness: LivenessStore) -> list[tuple[str, str]]:
+        entries, dead = await self._store.outbox_claim_dead(self._consumer, liveness)
+        if entries:
+            self.taken_over += len(entries)
+            log.warning(
+                "outbox.taken_over",
+                entries=len(entries),
+                alert_ids=[alert_id for _, alert_id in entries][:20],
+                from_instances=sorted(dead),
+            )
+        return entries
+
+    async def _still_ours(self, entry_id: str | None) -> bool:
+        """True when the entry is still this worker's to send. False when another instance
+        took it over, or when this one cannot be sure (the check itself outlasted a third of
+        the lease: it may have hung meanwhile); the entry is then looked at again."""
+        liveness = self._liveness
+        if liveness is None or entry_id is None:
+            return True
+        asked = time.monotonic()
+        margin = liveness.lease_seconds / 3
+        if not liveness.held(margin):
+            # Hung, or cut off from Redis, about as long as the lease: renew it first, so a
+            # takeover either happened already (and shows below) or cannot happen now.
+            await liveness.renew()
+        owner = await self._store.outbox_owner(entry_id)
+        if owner != self._consumer:
+            self.lost += 1
+            log.warning("outbox.entry_lost", entry=entry_id, owner=owner)
+            return False
+        if time.monotonic() - asked < margin and liveness.held(margin):
+            return True
+        log.warning("outbox.check_stale", entry=entry_id)
+        return False
+
     async def _handle(self, entries: list[tuple[str, str]]) -> bool:
         """Dispatch each entry; True when every one is done and left the outbox."""
         all_done = True
         for entry_id, alert_id in entries:
             try:
-                outcome = await self.dispatch(alert_id)
+                outcome = await self.dispatch(alert_id, entry_id=entry_id)
             except StoreUnavailable:
                 raise
             except Exception:
@@ -105,8 +158,11 @@ class DispatchWorker:
                 all_done = False
         return all_done
 
-    async def dispatch(self, alert_id: str) -> DispatchOutcome:
-        """Send one alert: record who must ack, then one publish per region of its cover."""
+    async def dispatch(self, alert_id: str, *, entry_id: str | None = None) -> DispatchOutcome:
+        """Send one alert: record who must ack, then one publish per region of its cover.
+
+        With ``entry_id`` (its outbox entry) nothing is written or sent once the entry is no
+        longer this worker's (outcome ``lost``)."""
         started = time.monotonic()
         with structlog.contextvars.bound_contextvars(alert_id=alert_id):
             alert = await self._store.get_alert(alert_id)
@@ -116,6 +172,9 @@ class DispatchWorker:
             state = await self._store.dispatch_state(alert_id)
             with structlog.contextvars.bound_contextvars(office=alert.sender):
                 if state.get("state") == "dispatched":
+                    # Sent by an instance that took the entry over (this one hung), or sent
+                    # and killed before its XACK.
+                    log.info("dispatch.already_done")
                     return DispatchOutcome(alert_id, "skipped")
                 if alert.expired():
                     await self._store.set_dispatch(alert_id, state="expired")
@@ -125,9 +184,11 @@ class DispatchWorker:
                     await self._store.set_dispatch(alert_id, state="cancelled")
                     log.info("dispatch.cancelled_before_send", cancelled_by=state["cancelled_by"])
                     return DispatchOutcome(alert_id, "skipped")
-                return await self._send(alert, started)
+                if not await self._still_ours(entry_id):
+                    return DispatchOutcome(alert_id, "lost")
+                return await self._send(alert, started, entry_id)
 
-    async def _send(self, alert: Alert, started: float) -> DispatchOutcome:
+    async def _send(self, alert: Alert, started: float, entry_id: str | None) -> DispatchOutcome:
         cover = self._tree.cover(alert.areas)
         loudspeaker = Channel.LOUDSPEAKER in alert.channels
         # Terminals are expected to ack only what was sent to them.
@@ -137,6 +198,9 @@ class DispatchWorker:
         await self._store.set_dispatch(alert.id, state="dispatching", cover=json.dumps(cover))
         recorded = time.monotonic()
         failed: list[str] = []
+        # Recording a province's expected set takes a while: look again right before sending.
+        if not await self._still_ours(entry_id):
+            return DispatchOutcome(alert.id, "lost")
         if loudspeaker:
             payload = self._encode(alert)
             expiry = alert.seconds_left()

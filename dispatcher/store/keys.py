@@ -32,6 +32,10 @@ The engine (``{id}`` an alert id, ``{t}`` a terminal id, ``{code}`` a region cod
     ebd:ping:{ping id}          list    the acks of a link test, until its caller takes them
     ebd:rterms:{code}           set     terminals at or below {code}, for each level of their path
     ebd:stats                   hash    ingestion counters (acks_malformed, acks_unknown_alert …)
+    ebd:instances               hash    instance name → ms it last renewed its lease: the
+                                        instances known to announce liveness
+    ebd:lease:{instance}        string  the instance's liveness lease (PX lease_seconds); missing
+                                        for a registered instance: it is dead or hung
 
 SMS (``adapters/sms/store.py``; ``{job}`` an alert id, or ``{alert id}.esc`` for the texts
 an escalation sends; ``{r}`` a recipient key, see ``adapters.sms.gateway.recipient_key``):
@@ -115,6 +119,7 @@ TERMS_CREDS = PREFIX + "terms:creds"
 STATS = PREFIX + "stats"
 SWEEPS = PREFIX + "sweeps"
 ESCALATIONS = PREFIX + "escalations"
+INSTANCES = PREFIX + "instances"
 IDEMPOTENCY_TTL = 24 * 3600
 # Per-region counters stop at townships: village detail is in the tstate hash, and a counter
 # per village would multiply the work of every ack by five.
@@ -151,6 +156,10 @@ def resends_key(alert_id: str) -> str:
 
 def alert_escalations_key(alert_id: str) -> str:
     return f"{PREFIX}alert:{alert_id}:escalations"
+
+
+def lease_key(instance: str) -> str:
+    return f"{PREFIX}lease:{instance}"
 
 
 def idempotency_key(office_id: str, key: str) -> str:

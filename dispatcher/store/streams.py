@@ -2,26 +2,34 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from dispatcher.core.errors import StoreRefused, StoreUnavailable
 from dispatcher.store.base import StoreBase
-from dispatcher.store.keys import OUTBOX, OUTBOX_GROUP
+from dispatcher.store.keys import OUTBOX, OUTBOX_GROUP, lease_key
+from dispatcher.store.liveness import LivenessStore
+
+Entries = list[tuple[str, dict[str, str]]]
 
 
 class WorkStream:
     """A Redis stream of work read through a consumer group: the outbox pattern of dispatch
     and of the SMS channel. An entry stays pending until ``done``; a consumer re-reads its own
-    pending entries after a restart, and entries idle too long are claimed by another."""
+    pending entries after a restart; another takes over the entries of a consumer whose
+    liveness lease lapsed at once (``claim_dead``), and those of a consumer with no lease once
+    they sat idle too long (``claim``)."""
 
     def __init__(self, store: StoreBase, stream: str, group: str) -> None:
         self._store = store
         self._redis = store.redis
         self.stream = stream
         self.group = group
+        self._claim_dead = store.script("dispatcher.store", "claim_dead")
 
     async def ensure(self) -> None:
         try:
@@ -56,9 +64,17 @@ class WorkStream:
         return [(eid, fields) for _, entries in result or [] for eid, fields in entries]
 
     async def claim(
-        self, consumer: str, *, min_idle_ms: int, count: int = 100
-    ) -> list[tuple[str, dict[str, str]]]:
-        """Take over entries another consumer left pending longer than ``min_idle_ms``."""
+        self,
+        consumer: str,
+        *,
+        min_idle_ms: int,
+        count: int = 100,
+        liveness: LivenessStore | None = None,
+    ) -> Entries:
+        """Take over entries another consumer left pending longer than ``min_idle_ms``; with
+        ``liveness``, never those of a consumer holding its lease (it is slow, not gone)."""
+        if liveness is not None:
+            return await self._claim_idle_spared(consumer, min_idle_ms, count, liveness)
         try:
             result = await self._store.call(
                 self._redis.xautoclaim(self.stream, self.group, consumer, min_idle_ms, count=count)
@@ -69,6 +85,70 @@ class WorkStream:
             await self.ensure()
             return []
         return [(eid, fields) for eid, fields in result[1] if fields]
+
+    async def _claim_idle_spared(
+        self, consumer: str, min_idle_ms: int, count: int, liveness: LivenessStore
+    ) -> Entries:
+        try:
+            idle = await self._store.call(
+                self._redis.xpending_range(
+                    self.stream, self.group, "-", "+", count, idle=min_idle_ms
+                )
+            )
+        except StoreUnavailable as exc:
+            if "NOGROUP" not in _reply(exc):
+                raise
+            await self.ensure()
+            return []
+        by_owner: dict[str, list[str]] = defaultdict(list)
+        for row in idle:
+            if row["consumer"] != consumer:
+                by_owner[row["consumer"]].append(row["message_id"])
+        spared = await liveness.alive(by_owner)
+        ids = [eid for owner, eids in by_owner.items() if owner not in spared for eid in eids]
+        if not ids:
+            return []
+        # XCLAIM's own idle test: an entry its owner touched meanwhile stays with it.
+        result = await self._store.call(
+            self._redis.xclaim(self.stream, self.group, consumer, min_idle_ms, list(ids))
+        )
+        return [(eid, fields) for eid, fields in result if fields]
+
+    async def claim_dead(
+        self, consumer: str, liveness: LivenessStore, *, count: int = 100
+    ) -> tuple[Entries, set[str]]:
+        """Take over every pending entry of registered consumers whose lease lapsed, however
+        long they have been idle; the entries and the consumers they came from."""
+        try:
+            consumers = await self._store.call(self._redis.xinfo_consumers(self.stream, self.group))
+        except StoreUnavailable as exc:
+            if "NOGROUP" not in _reply(exc):
+                raise
+            await self.ensure()
+            return [], set()
+        holding = [c["name"] for c in consumers if int(c["pending"]) and c["name"] != consumer]
+        dead = await liveness.dead(holding)
+        entries: Entries = []
+        taken_from = set()
+        for name in sorted(dead):
+            result = await self._store.call(
+                self._claim_dead(
+                    keys=[self.stream, lease_key(name)],
+                    args=[self.group, name, consumer, count],
+                )
+            )
+            claimed = _entries(result)
+            if claimed:
+                entries += claimed
+                taken_from.add(name)
+        return entries, taken_from
+
+    async def owner(self, entry_id: str) -> str | None:
+        """The consumer the entry is pending at; None once it is done (or unknown)."""
+        rows = await self._store.call(
+            self._redis.xpending_range(self.stream, self.group, entry_id, entry_id, 1)
+        )
+        return str(rows[0]["consumer"]) if rows else None
 
     async def touch(self, consumer: str, entry_ids: Sequence[str]) -> None:
         """Reset the idle time of entries still being worked on, so no one else claims them."""
@@ -100,13 +180,36 @@ class OutboxStore(StoreBase):
         entries = await self.outbox.read(consumer, count=count, block_ms=block_ms, pending=pending)
         return [(eid, fields.get("alert_id", "")) for eid, fields in entries]
 
-    async def outbox_claim(self, consumer: str, *, min_idle_ms: int) -> list[tuple[str, str]]:
-        """Take over entries another worker left pending longer than ``min_idle_ms``."""
-        entries = await self.outbox.claim(consumer, min_idle_ms=min_idle_ms)
+    async def outbox_claim(
+        self, consumer: str, *, min_idle_ms: int, liveness: LivenessStore | None = None
+    ) -> list[tuple[str, str]]:
+        """Take over entries another worker left pending longer than ``min_idle_ms`` (with
+        ``liveness``: not those of a worker holding its lease)."""
+        entries = await self.outbox.claim(consumer, min_idle_ms=min_idle_ms, liveness=liveness)
         return [(eid, fields.get("alert_id", "")) for eid, fields in entries]
+
+    async def outbox_claim_dead(
+        self, consumer: str, liveness: LivenessStore
+    ) -> tuple[list[tuple[str, str]], set[str]]:
+        """Take over the entries of workers whose lease lapsed; and which workers those were."""
+        entries, dead = await self.outbox.claim_dead(consumer, liveness)
+        return [(eid, fields.get("alert_id", "")) for eid, fields in entries], dead
+
+    async def outbox_owner(self, entry_id: str) -> str | None:
+        return await self.outbox.owner(entry_id)
 
     async def outbox_done(self, entry_id: str) -> None:
         await self.outbox.done(entry_id)
+
+
+def _entries(reply: Any) -> Entries:
+    """XCLAIM's reply as a script returns it: [id, [field, value, …]] pairs; an entry deleted
+    meanwhile comes without its fields and is left out."""
+    out: Entries = []
+    for eid, flat in reply or []:
+        if flat:
+            out.append((str(eid), dict(zip(flat[::2], flat[1::2], strict=True))))
+    return out
 
 
 def _reply(exc: StoreUnavailable) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from playwright.async_api import expect
 
 from receiver.simulator import Behaviour
 from tests.browser.conftest import new_page, shot
@@ -156,10 +157,9 @@ async def test_a_coordinator_opens_the_calendar_a_report_and_filters_the_ack_log
     assert await rows.count() == len(acks)
     await page.select_option("#f-state", "failed")
     await page.click("#acks-filters button[type=submit]")
-    await page.wait_for_function(
-        "document.querySelectorAll('#acks-table tbody tr[data-terminal]').length === "
-        + str(sum(a["state"] == "failed" for a in acks))
-    )
+    # A locator's expectation runs in Playwright's own world, which the page's CSP (no eval)
+    # does not govern; wait_for_function's page-side polling sometimes tripped over it.
+    await expect(rows).to_have_count(sum(a["state"] == "failed" for a in acks))
     shown = await rows.evaluate_all("rows => rows.map(r => r.dataset.state)")
     assert shown == ["failed"]
     await shot(page, "drill-acks")

@@ -339,7 +339,12 @@
           figure(t("ops.drills.coverage"), `${(made.coverage * 100).toFixed(1)}%`, "rep-coverage"),
           figure(t("ops.status"), passed),
           figure(t("ops.drill.latency"), made.ack_latency.n
-            ? `p50 ${made.ack_latency.p50} · p95 ${made.ack_latency.p95}` : dash)),
+            ? `p50 ${made.ack_latency.p50} · p95 ${made.ack_latency.p95}` : dash),
+          figure(t("ops.drill.late_acks_count"), fmtNum(made.late_acks.length), "rep-late-acks"),
+          figure(t("ops.drill.coverage_with_late"),
+            `${(made.coverage_with_late * 100).toFixed(1)}% (${fmtNum(made.played_with_late)}/${fmtNum(made.expected)})`,
+            "rep-coverage-late")),
+        el("p", { class: "muted" }, t("ops.drill.late_note")),
         el("p", {}, el("a", { class: "btn btn-plain", href: `${base}/report?format=csv` }, t("ops.drill.download_report"))));
       if (made.problems.length) {
         box.append(el("h3", {}, t("ops.drill.problems")),
@@ -365,6 +370,33 @@
         box.append(el("h3", {}, t("ops.drill.missing_terminals")),
           el("ul", {}, made.missing_terminals.map((m) => el("li", {}, `${m.terminal} · ${m.village_name}`))));
       }
+      lateAcks(box, made.late_acks);
+    }
+
+    // Acks that came after the window: every one the review log keeps, with when it came; a
+    // repeat is shown as not counted, as in the ack log.
+    function lateAcks(box, late) {
+      box.append(el("h3", { id: "report-late-title" }, `${t("ops.drill.late_acks")} (${fmtNum(late.length)})`));
+      if (!late.length) {
+        box.append(el("p", { class: "muted", id: "report-late-none" }, t("ops.drill.no_late_acks")));
+        return;
+      }
+      const table = el("table", { class: "data", id: "report-late-acks" },
+        el("thead", {}, el("tr", {},
+          el("th", { scope: "col" }, t("ops.acks.terminal")),
+          el("th", { scope: "col" }, t("ops.drill.village")),
+          el("th", { scope: "col" }, t("ops.acks.state")),
+          el("th", { scope: "col" }, t("ops.drill.arrived")),
+          el("th", { scope: "col", class: "num" }, t("ops.drill.after_window_s")),
+          el("th", { scope: "col" }, t("ops.acks.counted")))),
+        el("tbody", {}, late.map((a) => el("tr", { dataset: { terminal: a.terminal, state: a.state } },
+          el("th", { scope: "row" }, a.terminal),
+          el("td", {}, a.village_name || a.village || dash),
+          el("td", {}, label(`ops.astate.${a.state}`, a.state)),
+          el("td", {}, fmtTime(a.recorded_at)),
+          el("td", { class: "num" }, a.after_window_s.toFixed(1)),
+          el("td", {}, t(a.counted ? "ops.yes" : "ops.no"))))));
+      box.append(el("div", { class: "table-wrap" }, table));
     }
 
     async function load() {
