@@ -31,6 +31,7 @@ from dispatcher.store.keys import (
     sms_job_keys,
     sms_region_recips_key,
 )
+from dispatcher.store.liveness import LivenessStore
 from dispatcher.store.store import Store
 from dispatcher.store.streams import WorkStream
 
@@ -385,6 +386,14 @@ class SmsStore(StoreBase):
     ) -> list[tuple[str, str, list[str]]]:
         entries = await self.outbox.claim(consumer, min_idle_ms=min_idle_ms, count=50)
         return [_chunk(eid, fields) for eid, fields in entries]
+
+    async def outbox_claim_dead(
+        self, consumer: str, liveness: LivenessStore, *, count: int
+    ) -> tuple[list[tuple[str, str, list[str]]], set[str]]:
+        """Chunks pending with instances whose lease lapsed, taken over at once; and which
+        instances they came from."""
+        entries, dead = await self.outbox.claim_dead(consumer, liveness, count=count)
+        return [_chunk(eid, fields) for eid, fields in entries], dead
 
     async def outbox_touch(self, consumer: str, entry_ids: Sequence[str]) -> None:
         await self.outbox.touch(consumer, entry_ids)

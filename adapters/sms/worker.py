@@ -24,7 +24,7 @@ import structlog
 from adapters.sms.gateway import Message, SmsGateway, SubmitResult, SubmitStatus, out_id
 from adapters.sms.pool import GatewayPool
 from adapters.sms.settings import SmsSettings
-from adapters.sms.store import Pending, SmsStore, _chunk
+from adapters.sms.store import Pending, SmsStore
 from dispatcher.core.errors import StoreUnavailable
 from dispatcher.store.liveness import LivenessStore
 
@@ -111,14 +111,14 @@ class SmsWorker:
                         and liveness is not None
                         and time.monotonic() - last_dead > liveness.lease_seconds / 6
                     ):
-                        taken, dead = await self._store.outbox.claim_dead(
+                        taken, dead = await self._store.outbox_claim_dead(
                             self._consumer, liveness, count=room
                         )
                         if taken:
                             log.warning(
                                 "sms.taken_over", chunks=len(taken), from_instances=sorted(dead)
                             )
-                        entries += [_chunk(eid, fields) for eid, fields in taken]
+                        entries += taken
                         last_dead = time.monotonic()
                     if room > 0 and time.monotonic() - last_claim > self._claim_idle_ms / 4000:
                         entries += await self._store.outbox_claim(

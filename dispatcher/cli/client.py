@@ -14,7 +14,7 @@ import argparse
 import asyncio
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 from urllib.parse import urlsplit
@@ -34,6 +34,25 @@ NO_CREDENTIAL_HELP = (
     "give the office token in the EBD_TOKEN environment variable or with --token-file FILE "
     "(a file holding only the token)"
 )
+
+
+def refusing(message: Callable[[], str]) -> type[argparse.Action]:
+    """An option that only refuses, with ``message()`` (called then, so that it speaks the
+    language chosen by then): a secret given on the command line
+    would show in the process list, and a removed option must say what replaces it rather
+    than be read as an abbreviation of another."""
+
+    class Refuse(argparse.Action):
+        def __call__(
+            self,
+            parser: argparse.ArgumentParser,
+            namespace: argparse.Namespace,
+            values: Any,
+            option_string: str | None = None,
+        ) -> None:
+            parser.error(message())
+
+    return Refuse
 
 
 def office_token(token_file: str | None) -> str:

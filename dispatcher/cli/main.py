@@ -6,11 +6,10 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from dispatcher.cli import alerts, audit, data, drills, lang, people, regions, serve
 from dispatcher.cli import templates as template_commands
-from dispatcher.cli.client import NO_CREDENTIAL_HELP, exit_code
+from dispatcher.cli.client import NO_CREDENTIAL_HELP, exit_code, refusing
 from dispatcher.cli.lang import t
 from dispatcher.core.csv_rows import ENCODINGS
 from dispatcher.core.errors import EbdError
@@ -20,18 +19,13 @@ from dispatcher.settings import DEFAULT_REGIONS_FILE
 Command = Callable[[argparse.Namespace], int]
 
 
-class _RefuseToken(argparse.Action):
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: Any,
-        option_string: str | None = None,
-    ) -> None:
-        parser.error(
-            "--token was removed: a token on the command line shows in the process list; "
-            + NO_CREDENTIAL_HELP
-        )
+# --token was removed: a token on the command line shows in the process list.
+_RefuseToken = refusing(
+    lambda: (
+        "--token was removed: a token on the command line shows in the process list; "
+        + NO_CREDENTIAL_HELP
+    )
+)
 
 
 def _parser(

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from dispatcher.cli.client import ApiClient
+from dispatcher.cli.client import ApiClient, refusing
 from dispatcher.cli.lang import t
 from dispatcher.core.errors import ConfigError, ValidationFailed
 from dispatcher.core.passwords import password_problem
@@ -149,24 +149,15 @@ def cmd_people_token(args: argparse.Namespace) -> int:
     return 0
 
 
-class _RefusePassword(argparse.Action):
-    """``--password``: refused, saying why (without it, argparse would read it as an
-    abbreviation of ``--password-file``)."""
-
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: Any,
-        option_string: str | None = None,
-    ) -> None:
-        parser.error(
-            t(
-                "密码不能写在命令行上（进程列表会显示它）：用 --password-file FILE，或按提示输入",
-                "no password on the command line (the process list shows it): use "
-                "--password-file FILE, or answer the prompt",
-            )
-        )
+# ``--password`` refused, saying why: without it, argparse would read it as an abbreviation
+# of ``--password-file``.
+_RefusePassword = refusing(
+    lambda: t(
+        "密码不能写在命令行上（进程列表会显示它）：用 --password-file FILE，或按提示输入",
+        "no password on the command line (the process list shows it): use "
+        "--password-file FILE, or answer the prompt",
+    )
+)
 
 
 def add_commands(

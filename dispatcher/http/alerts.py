@@ -431,7 +431,7 @@ async def cancel_alert(request: web.Request) -> web.Response:
     return await store_alert(request, alert, office, replay_body, cancels=original.id)
 
 
-def _regions_shown(tree: RegionTree, areas: Sequence[str], levels: Sequence[Level]) -> set[str]:
+def regions_shown(tree: RegionTree, areas: Sequence[str], levels: Sequence[Level]) -> set[str]:
     """The province, the areas and what lies above them, and their regions at ``levels``:
     every region of those levels that can have a terminal the alert expects."""
     codes = {areas[0][:2]}
@@ -503,7 +503,7 @@ async def get_alert(request: web.Request) -> web.Response:
     detail = query_choice(request, "detail", list(levels), "county")
     assert detail is not None  # noqa: S101  it has a default
     shown = [level for level in levels.values() if level <= levels[detail]]
-    report = await store.delivery(alert.id, _regions_shown(tree, alert.areas, shown))
+    report = await store.delivery(alert.id, regions_shown(tree, alert.areas, shown))
     gaps = await _village_gaps(request, alert, report.dispatch)
     # Every expected terminal lies in the province, so its counter is the alert's total.
     total = report.by_region.get(alert.areas[0][:2], DeliveryCounts())

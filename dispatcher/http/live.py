@@ -20,6 +20,7 @@ from aiohttp_sse import sse_response
 from dispatcher.core.auth import Office
 from dispatcher.core.models import Alert
 from dispatcher.core.regions import Level, RegionTree
+from dispatcher.http.alerts import regions_shown
 from dispatcher.http.requests import accept_query, office_of, visible_alert
 from dispatcher.http.state import STORE, TREE
 from dispatcher.store.delivery import DeliveryCounts
@@ -36,14 +37,7 @@ _LEVELS = (Level.CITY, Level.COUNTY, Level.TOWNSHIP)
 def visible_regions(tree: RegionTree, alert: Alert, office: Office) -> list[str]:
     """The province, cities, counties and townships of the alert's areas that the office may
     watch: those inside its region, and those above it (its own path to the province)."""
-    codes = {alert.areas[0][:2]}
-    for area in alert.areas:
-        if area not in tree:
-            continue
-        codes.update(region.code for region in tree.path(area))
-        for level in _LEVELS:
-            if level > tree.level(area):
-                codes.update(region.code for region in tree.descendants(area, level=level))
+    codes = regions_shown(tree, alert.areas, _LEVELS)
     return sorted(
         code
         for code in codes

@@ -144,7 +144,12 @@ async def test_compose_preview_refuse_submit_approve_watch_and_cancel(
         await shot(page, "compose-preview")
         await page.locator("#send").click()
         await expect(page.locator("#compose-result")).to_contain_text("已提交审批")
-        assert sim.played_count() == 0 if hasattr(sim, "played_count") else True
+        # Pending: stored for the approver, but no alert of that id and no terminal played it.
+        pending = await (await engine.get("/api/v1/approvals", headers=PROVINCE)).json()
+        [submitted] = [a for a in pending["approvals"] if a["state"] == "pending"]
+        unsent = await engine.get(f"/api/v1/alerts/{submitted['id']}", headers=PROVINCE)
+        assert unsent.status == 404
+        assert sim.played(submitted["id"]) == 0
 
         approving = await new_page(browser, engine)
         await sign_in(approving, approver)
