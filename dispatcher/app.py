@@ -37,6 +37,7 @@ from dispatcher.core.auth import Offices
 from dispatcher.core.clock import use_display_zone
 from dispatcher.core.errors import ConfigError, StoreUnavailable
 from dispatcher.core.regions import RegionTree
+from dispatcher.core.tasks import cancel_until_done
 from dispatcher.core.wire import ACK_TOPIC_FILTER, SHARED_GROUP, STATE_TOPIC_FILTER
 from dispatcher.embedded.access import BrokerAccess, redis_url
 from dispatcher.embedded.processes import ManagedProcess, MosquittoServer, RedisServer
@@ -465,10 +466,11 @@ async def _background(
     try:
         yield task
     finally:
-        task.cancel()
         # Shutdown must finish: wait a while, then say where the task hung rather than hang.
-        done, _ = await asyncio.wait({task}, timeout=10)
-        if not done:
+        try:
+            async with asyncio.timeout(10):
+                await cancel_until_done(task)
+        except TimeoutError:
             log.error("task.stuck_on_shutdown", task=name, stack=_stack_of(task))
 
 

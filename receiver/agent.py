@@ -31,6 +31,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from dispatcher.core.signing import Keyring, load_keyring_from_env
+from dispatcher.core.tasks import cancel_until_done
 from receiver.brain import (
     Ack,
     Action,
@@ -355,8 +356,7 @@ class ReceiverAgent:
                 receiving = group.create_task(self._receive(client), name="receiver-receive")
                 sending = group.create_task(self._send_acks(client), name="receiver-send-acks")
                 await stop.wait()
-                receiving.cancel()
-                sending.cancel()
+                await cancel_until_done(receiving, sending)
         except asyncio.CancelledError:
             await self._say_offline(client)
             raise

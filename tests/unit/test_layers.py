@@ -6,8 +6,8 @@ ports, which the loudspeaker adapter implements; the HTTP layer on the store; th
 drills) take what they need from core, store and HTTP. Only the composition root
 (``dispatcher.app`` and the other loose modules of ``dispatcher/``) and the CLI may import
 everything, so ``dispatcher`` imports an adapter or a feature nowhere else. The reference
-receiver imports nothing of the engine but the wire contract (wire and signing), and those
-import nothing of the engine but each other.
+receiver imports nothing of the engine but the wire contract (wire and signing) and the task
+helper, and those import nothing of the engine but each other.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ ALLOWED: dict[str, frozenset[str]] = {
 
 
 # The terminal's contract: what the reference receiver may import of the engine.
-RECEIVER_CONTRACT = ("dispatcher.core.wire", "dispatcher.core.signing")
+RECEIVER_CONTRACT = ("dispatcher.core.wire", "dispatcher.core.signing", "dispatcher.core.tasks")
 
 
 def package_of(module: str) -> str | None:
