@@ -43,15 +43,19 @@ from skeleton import Benchmark, main, say
 from dispatcher.core.regions import Level
 from dispatcher.embedded.processes import MosquittoServer, RedisServer
 from dispatcher.store.acklog import acklog_rows
+from dispatcher.store.keys import alert_key, dispatch_key, tstate_key
 from receiver.simulator import Behaviour, SimTerminal, Simulator
 from tests.support.broker import known
-from tests.support.engine_process import EngineApi, EngineProcess
+from tests.support.engine_process import EngineApi, EngineProcess, outbox_reading
 
 # Resends 2, 3, 5, 9 and 13 s after dispatch; escalation after 17 s.
 RESEND = {"red": 2.0, "backoff": 1.0, "backoff_max": 4.0, "max_attempts": 5}
 # A fault that takes longer than the whole resend window to make up for is a finding too: a
 # red alert should not wait on a timeout after the broker (or whatever died) is back.
 SLOW_AFTER = 20.0
+# Issue 15: an instance killed (or hung) right after its 201, its alert played by every
+# terminal within this many seconds of the fault.
+FAILOVER_LIMIT = 5.0
 
 
 async def until(predicate: Callable[[], Awaitable[bool] | bool], timeout: float) -> bool:
@@ -163,7 +167,10 @@ class Stage:
         if state.get("played") != n:
             return False
         try:
-            return self.rdb.zscore("ebd:sweeps", alert_id) is None
+            return all(
+                self.rdb.zscore(key, alert_id) is None
+                for key in ("ebd:sweeps", "ebd:sweeps:urgent")
+            )
         except redis.RedisError:
             return False
 
@@ -179,7 +186,7 @@ class Stage:
             row.notes.append("!engine not done by the timeout")
         elif row.seconds > SLOW_AFTER:
             row.notes.append(f"!slow: more than {SLOW_AFTER:g} s")
-        tstate = cast(dict[str, str], self.rdb.hgetall(f"ebd:alert:{alert_id}:tstate"))
+        tstate = cast(dict[str, str], self.rdb.hgetall(tstate_key(alert_id)))
         plays = {t: self.sim.plays_of(t).get(alert_id, 0) for t in ids}
         row.should_play = len(ids)
         row.delivered = sum(1 for p in plays.values() if p >= 1)
@@ -197,7 +204,7 @@ class Stage:
         logged = sum(1 for f in everything if f["result"] == "1" and f["state"] != "no_ack")
         if stats != logged:
             row.notes.append(f"!ebd:stats acks_counted {stats}, ack log {logged}")
-        dispatch = cast(dict[str, str], self.rdb.hgetall(f"ebd:alert:{alert_id}:dispatch"))
+        dispatch = cast(dict[str, str], self.rdb.hgetall(dispatch_key(alert_id)))
         for key in ("resends", "escalated"):
             if int(dispatch.get(key, 0)):
                 row.notes.append(f"{key} {dispatch[key]}")
@@ -260,7 +267,7 @@ async def redis_kill(folder: Path, n: int, timeout: float) -> Row:
         started = time.monotonic()
         await asyncio.to_thread(s.redis_server.kill)
         await asyncio.to_thread(s.redis_server.start)
-        if not s.rdb.exists(f"ebd:alert:{alert_id}"):
+        if not s.rdb.exists(alert_key(alert_id)):
             row.notes.append("!alert lost with Redis")
         return await s.finish(row, alert_id, started, timeout)
 
@@ -334,6 +341,47 @@ async def ack_storm(folder: Path, n: int, timeout: float) -> Row:
         return await s.finish(row, alert_id, started, timeout)
 
 
+async def failover(folder: Path, n: int, timeout: float, *, hang: bool) -> Row:
+    """Two instances; the one that answered the 201 holds the alert's outbox entry and is
+    killed (or stopped) at once; the other sends it once the first one's liveness lease
+    lapses (``claim_idle_seconds`` stays 60 s: only the lease can explain a quick takeover).
+    Timed from the fault to the last terminal played."""
+    row = Row("failover, " + ("hung (SIGSTOP)" if hang else "killed (SIGKILL)"), n)
+    async with Stage(folder, n, Behaviour()).run(engines=2, shared=True) as s:
+        a, b = s.engines
+        assert a.pid is not None
+        assert b.pid is not None
+        # The entry must land on a: b is frozen until its blocking read of the outbox ended.
+        await until(lambda: outbox_reading(s.rdb, b), 10)
+        os.kill(b.pid, signal.SIGSTOP)
+        try:
+            await until(lambda: not outbox_reading(s.rdb, b), 5)
+            alert_id = await issue(s.api, a.base_url)
+            os.kill(a.pid, signal.SIGSTOP if hang else signal.SIGKILL)
+            started = time.monotonic()
+        finally:
+            os.kill(b.pid, signal.SIGCONT)
+        try:
+            await until(lambda: s.sim.played(alert_id) >= n, timeout)
+            heard = time.monotonic() - started
+            row.notes.append(f"all played {heard:.2f} s after the fault")
+            if heard > FAILOVER_LIMIT:
+                row.notes.append(f"!failover slower than {FAILOVER_LIMIT:g} s")
+            row.complete = await until(lambda: s.counted(alert_id, n, b.base_url), timeout)
+        finally:
+            if hang:
+                os.kill(a.pid, signal.SIGCONT)
+        return s.score(row, alert_id, [t.id for t in s.terminals], started)
+
+
+async def failover_kill(folder: Path, n: int, timeout: float) -> Row:
+    return await failover(folder, n, timeout, hang=False)
+
+
+async def failover_hang(folder: Path, n: int, timeout: float) -> Row:
+    return await failover(folder, n, timeout, hang=True)
+
+
 SCENARIOS: dict[str, Callable[[Path, int, float], Awaitable[Row]]] = {
     "engine-kill": engine_kill,
     "broker-kill": broker_kill,
@@ -343,6 +391,8 @@ SCENARIOS: dict[str, Callable[[Path, int, float], Awaitable[Row]]] = {
     "expired-offline": expired_offline,
     "two-instances": two_instances,
     "ack-storm": ack_storm,
+    "failover-kill": failover_kill,
+    "failover-hang": failover_hang,
 }
 
 

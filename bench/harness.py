@@ -200,6 +200,7 @@ async def serve_terminals(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     started = time.monotonic()
+    sim.on_first_received = lambda alert_id: emit(out, "heard", alert_id=alert_id)
     await sim.start(timeout=timeout)
     try:
         shown = len(sim.terminals) if up is None else up()

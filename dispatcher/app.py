@@ -36,19 +36,22 @@ from dispatcher.core.approval import ApprovalPolicy
 from dispatcher.core.auth import Offices
 from dispatcher.core.clock import use_display_zone
 from dispatcher.core.errors import ConfigError, StoreUnavailable
+from dispatcher.core.redis_access import RedisAccess
 from dispatcher.core.regions import RegionTree
 from dispatcher.core.tasks import cancel_until_done
 from dispatcher.core.wire import ACK_TOPIC_FILTER, SHARED_GROUP, STATE_TOPIC_FILTER
-from dispatcher.embedded.access import BrokerAccess, redis_url
+from dispatcher.embedded.access import BrokerAccess, redis_access
 from dispatcher.embedded.processes import ManagedProcess, MosquittoServer, RedisServer
 from dispatcher.embedded.signing_keys import engine_keys
 from dispatcher.http import alerts, audit, escalations, health, regions, terminal_health, terminals
 from dispatcher.http import approvals as approval_routes
+from dispatcher.http import jobs as job_routes
 from dispatcher.http import live as live_routes
 from dispatcher.http import people as people_routes
 from dispatcher.http import previews as preview_routes
 from dispatcher.http import templates as template_routes
 from dispatcher.http.alerts import APPROVAL
+from dispatcher.http.imports import ImportChecker, ImportJobs
 from dispatcher.http.middleware import error_middleware
 from dispatcher.http.principal import auth_middleware
 from dispatcher.http.state import (
@@ -89,6 +92,7 @@ from dispatcher.pipeline.ports import EscalationNotifier, PubackHandle
 from dispatcher.pipeline.sweeper import DeadlineSweeper
 from dispatcher.settings import Settings
 from dispatcher.store.credentials import CredentialStore
+from dispatcher.store.jobs import JobStore
 from dispatcher.store.liveness import LivenessStore
 from dispatcher.store.store import Store
 from drills import handlers as drill_handlers
@@ -99,6 +103,8 @@ from drills.store import DrillStore
 
 log = structlog.get_logger(__name__)
 SMS_GATEWAYS = web.AppKey("sms_gateways", list[SmsGateway])
+# How every Redis client of the engine reaches the primary (one URL, or Redis Sentinel).
+REDIS_ACCESS = web.AppKey("redis_access", RedisAccess)
 
 
 def load_tree(settings: Settings, config_file: Path | None = None) -> RegionTree:
@@ -144,6 +150,7 @@ def create_app(
     app.add_routes(approval_routes.routes)
     app.add_routes(template_routes.routes)
     app.add_routes(preview_routes.routes)
+    app.add_routes(job_routes.routes)
     app[preview_routes.SMS_PREVIEWER] = SmsTextPreview(
         settings.sms, {o.id: o.sms_signature or o.name for o in settings.offices}
     )
@@ -151,7 +158,7 @@ def create_app(
     app.router.add_get("/api/v1/openapi.json", openapi_handler)
     setup_console(app)
     app.cleanup_ctx.extend([_services, _store, _liveness, _accounts, _ingester, _link, _sms])
-    app.cleanup_ctx.extend([_worker, _sweeper, _drills])
+    app.cleanup_ctx.extend([_worker, _sweeper, _drills, _imports])
     if sms_gateways is not None:
         app[SMS_GATEWAYS] = list(sms_gateways)
     return app
@@ -203,7 +210,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             started.append(broker)
             app[BROKER] = BrokerAccess.embedded(broker)
         embedded_redis = None
-        if not settings.redis.url:
+        if not settings.redis.configured:
             embedded_redis = RedisServer(state_dir / "redis")
             await asyncio.to_thread(embedded_redis.start)
             started.append(embedded_redis)
@@ -214,7 +221,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
                 "ca_pem": app[BROKER].terminal_ca_pem or "",
             }
             app[BROKER_FOR_TERMINALS] = told
-        urls["redis"] = redis_url(settings.redis, embedded_redis)
+        app[REDIS_ACCESS] = redis_access(settings.redis, embedded_redis)
+        # A URL with its password (masked in logs), or where the sentinels are.
+        urls["redis"] = app[REDIS_ACCESS].url or app[REDIS_ACCESS].describe()
     except BaseException:
         for process in reversed(started):
             await asyncio.to_thread(process.stop)
@@ -257,16 +266,44 @@ async def _accounts(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _store(app: web.Application) -> AsyncIterator[None]:
-    store = Store.from_url(app[URLS]["redis"])
+    access, redis_settings = app[REDIS_ACCESS], app[SETTINGS].redis
+    store = Store.from_access(
+        access,
+        replicas_ack=redis_settings.replicas_ack,
+        replicas_ack_timeout_ms=redis_settings.replicas_ack_timeout_ms,
+    )
     deadline = time.monotonic() + 15
     while not await store.ping():
         if time.monotonic() > deadline:
             await store.close()
-            raise StoreUnavailable(f"Redis at {app[URLS]['redis']} does not answer")
+            raise StoreUnavailable(f"Redis at {access.describe()} does not answer")
         await asyncio.sleep(0.2)
+    try:
+        # Keys an engine before the Cluster hash tags wrote get their new names
+        # (docs/redis-ha.md).
+        await store.rename_legacy_keys()
+    except BaseException:
+        await store.close()
+        raise
     app[STORE] = store
     yield
     await store.close()
+
+
+async def _imports(app: web.Application) -> AsyncIterator[None]:
+    """Import jobs (``dispatcher.http.imports``): the ones a crash of this instance left
+    running are marked interrupted at start; the running ones are at shutdown, before the
+    links and Redis they write through go."""
+    jobs = ImportJobs(JobStore(app[STORE].redis), app[LIVENESS])
+    interrupted = await jobs.recover()
+    if interrupted:
+        log.warning("import.jobs_interrupted", jobs=interrupted, instance=jobs.instance)
+    checker = ImportChecker(app[TREE])
+    app[job_routes.IMPORT_JOBS] = jobs
+    app[job_routes.IMPORT_CHECKER] = checker
+    yield
+    await jobs.close()
+    await checker.close()
 
 
 async def _liveness(app: web.Application) -> AsyncIterator[None]:
@@ -416,6 +453,7 @@ async def _sweeper(app: web.Application) -> AsyncIterator[None]:
         acklog_maxlen=settings.dispatch.ack_log_maxlen,
         notifiers=notifiers,
         acks_settled=lambda: _acks_settled(app),
+        liveness=app[LIVENESS],
     )
     app[SWEEPER] = sweeper
     async with _background(sweeper.run, "deadline-sweeper"):
@@ -432,7 +470,10 @@ async def _drills(app: web.Application) -> AsyncIterator[None]:
         return
     store = app[STORE]
     scheduler = DrillScheduler(
-        DrillStore(store), settings.drills, instance=settings.instance, redis_url=app[URLS]["redis"]
+        DrillStore(store),
+        settings.drills,
+        instance=settings.instance,
+        redis_pool=app[REDIS_ACCESS].sync_pool,
     )
     service = DrillService(store, app[TREE], settings.drills, office=office, timeline=scheduler)
     app[DRILLS] = service

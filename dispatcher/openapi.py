@@ -27,7 +27,7 @@ from dispatcher.core.people import LoginIn, PasswordIn, PersonIn, Role
 from dispatcher.core.warning_templates import HAZARD_IDS, TemplateEdit
 from dispatcher.core.wire import ALERT_ID_PATTERN, TERMINAL_ID_PATTERN
 from dispatcher.http.alerts import _DRY_RUN, _IDEMPOTENCY_KEY
-from dispatcher.http.terminals import MAX_TERMINALS_PER_REQUEST
+from dispatcher.http.imports import MAX_ROWS as MAX_IMPORT_ROWS
 from drills.compliance import Compliance
 from drills.models import FIRST_YEAR, LAST_YEAR, Drill, DrillStatus, Edit
 from drills.report import DrillReport
@@ -480,6 +480,20 @@ def _template_answers() -> Schema:
 def spec() -> Schema:
     alert_id = _path("alert_id")
     submission_id = _path("submission_id")
+    job_id = _path("job_id")
+    job = _obj(
+        {
+            "id": _STRING,
+            "kind": _STRING,
+            "state": {"enum": ["queued", "running", "done", "failed", "interrupted"]},
+            "progress": _obj({"done": _INT, "total": _INT}),
+        },
+        created_at=_STRING,
+        updated_at=_STRING,
+        result={"type": "object"},
+        error={"type": "object"},
+    )
+    job_started = _json(job, "A large import, accepted as a job (Location: /api/v1/jobs/{id})")
     drill_id = _path("drill_id")
     terminal_id = _path("terminal_id")
     idem = {
@@ -765,8 +779,11 @@ def spec() -> Schema:
                 ),
                 "post": _op(
                     "Register terminals (all or nothing); new ones get broker passwords",
-                    {"200": _json(_obj({"created": _INT, "updated": _INT, "unchanged": _INT}))},
-                    body=_body(_many("TerminalIn", MAX_TERMINALS_PER_REQUEST)),
+                    {
+                        "200": _json(_obj({"created": _INT, "updated": _INT, "unchanged": _INT})),
+                        "202": job_started,
+                    },
+                    body=_body(_many("TerminalIn", MAX_IMPORT_ROWS)),
                     errors=(403, 404, 422),
                 ),
             },
@@ -881,10 +898,19 @@ def spec() -> Schema:
                     "Add or update people to text (all or nothing); a person listed twice is "
                     "one person with two postings; postings outside the office's region are "
                     "kept",
-                    {"200": _json(_obj({"persons": _INT}))},
+                    {"200": _json(_obj({"persons": _INT})), "202": job_started},
                     body=_body(_many("RecipientIn", MAX_RECIPIENTS_PER_REQUEST)),
                     errors=(403, 404, 422),
                 ),
+            },
+            "/api/v1/jobs/{job_id}": {
+                "get": _op(
+                    "A background import: state, progress, and its result once done (new "
+                    "terminals' passwords only in the first read after it ended)",
+                    {"200": _json(job)},
+                    params=[job_id],
+                    errors=(404,),
+                )
             },
             "/api/v1/recipients/{phone}": {
                 "delete": _op(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -44,6 +44,7 @@ REPORT_SUFFIX = ":report"
 # Seconds between reconciles when nothing changed: retries failed jobs and finishes work an
 # instance left half-done.
 RECONCILE_EVERY = 30.0
+SEEK_EVERY = 1.0
 
 
 class DrillRunner(jobs.Runner, Protocol):
@@ -65,7 +66,7 @@ class DrillScheduler:
         settings: DrillSettings,
         *,
         instance: str,
-        redis_url: str,
+        redis_pool: Callable[[], redis.ConnectionPool],
     ) -> None:
         self._store = store
         # The service that fires and reports drills; given to ``run``, which is the only path
@@ -73,7 +74,8 @@ class DrillScheduler:
         self._runner: DrillRunner
         self._settings = settings
         self._instance = instance
-        self._redis_url = redis_url
+        # A new pool on the Redis primary (through Sentinel, if configured) for each job store.
+        self._redis_pool = redis_pool
         self._aps: AsyncIOScheduler | None = None
         self._seen_version = -1
         # When this instance took the lease, and until when the previous holder was alive:
@@ -104,7 +106,9 @@ class DrillScheduler:
                     # lapses and another instance takes over.
                     log.warning("drills.store_down", error=exc.message)
                     self._step_down()
-                await asyncio.sleep(interval)
+                # Those waiting look every second: a holder whose liveness lease lapsed is
+                # replaced that soon (lease.lua), not a third of the drill lease later.
+                await asyncio.sleep(interval if self.leading else min(interval, SEEK_EVERY))
         finally:
             self._step_down()
             collecting, self._collecting = self._collecting, None
@@ -147,7 +151,7 @@ class DrillScheduler:
         store = RedisJobStore(
             jobs_key=APS_JOBS,
             run_times_key=APS_RUN_TIMES,
-            connection_pool=redis.ConnectionPool.from_url(self._redis_url),
+            connection_pool=self._redis_pool(),
         )
         self._aps = AsyncIOScheduler(
             jobstores={"default": store},

@@ -14,10 +14,12 @@ from dispatcher.store.keys import (
     DRILLS_HEARTBEAT,
     DRILLS_LEADER,
     DRILLS_VERSION,
+    INSTANCES,
     drill_acks_key,
     drill_history_key,
     drill_report_key,
     drill_township_key,
+    lease_key,
     region_terms_key,
 )
 from dispatcher.store.store import Store
@@ -181,8 +183,12 @@ class DrillStore(StoreBase):
     async def hold_lease(self, instance: str, *, ttl_ms: int, now_ms: int) -> tuple[bool, str]:
         """(True, previous heartbeat "ms instance") when this instance holds the lease;
         (False, holder) when another does."""
+        holder = await self.call(self.redis.get(DRILLS_LEADER)) or ""
         held, info = await self.call(
-            self._lease(keys=[DRILLS_LEADER, DRILLS_HEARTBEAT], args=[instance, ttl_ms, now_ms])
+            self._lease(
+                keys=[DRILLS_LEADER, DRILLS_HEARTBEAT, lease_key(holder or instance), INSTANCES],
+                args=[instance, ttl_ms, now_ms, holder],
+            )
         )
         return bool(held), str(info)
 

@@ -23,7 +23,7 @@ import resource
 import socket
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -255,6 +255,9 @@ class Simulator:
         self._waiters: dict[tuple[str, str], list[tuple[int, asyncio.Future[None]]]] = {}
         self._stopping = False
         self._started = False
+        # Called with an alert's id when the first terminal accepts it: how soon after the
+        # engine's 201 a village hears a warning (bench/wave.py).
+        self.on_first_received: Callable[[str], None] | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -642,6 +645,8 @@ class Simulator:
         count = self.counts.record(ack)
         if count is not None:
             self._notify(ack.state, ack.alert_id, count)
+            if count == 1 and ack.state == "received" and self.on_first_received is not None:
+                self.on_first_received(ack.alert_id)
 
     def _publish_acks(self, virtual: _Virtual, acks: list[Ack]) -> None:
         topic = ack_topic(virtual.term.id)

@@ -16,7 +16,7 @@ import structlog
 
 from adapters.sms.recipients import Person, Role, persons_in
 from adapters.sms.settings import SmsSettings
-from adapters.sms.store import SmsStore
+from adapters.sms.store import Lane, SmsStore
 from adapters.sms.text import SmsText, compose
 from dispatcher.core.errors import RegionError
 from dispatcher.core.models import Alert, MsgType, Severity, Status
@@ -27,12 +27,21 @@ log = structlog.get_logger(__name__)
 # States of a job's recipients that may have reached the phone: a cancel goes to them.
 REACHED = frozenset({"submitting", "unknown", "submitted", "delivered"})
 ESCALATION_SUFFIX = ".esc"
-# Recipients read, filtered and queued at a time.
-PAGE = 5000
+# Recipients read, filtered and queued at a time: small enough that the SMS worker's requests
+# (on the same event loop and Redis) are not held up while a province is planned.
+PAGE = 1000
 
 
 def escalation_job(alert_id: str) -> str:
     return alert_id + ESCALATION_SUFFIX
+
+
+def lane_of(alert: Alert) -> Lane:
+    """Actual red and orange warnings (and their updates, cancels and escalation texts) are
+    texted before anything else: a drill of a whole province must not hold them up."""
+    if alert.status is Status.ACTUAL and alert.severity in (Severity.RED, Severity.ORANGE):
+        return Lane.URGENT
+    return Lane.ROUTINE
 
 
 class SmsPlanner:
@@ -94,7 +103,7 @@ class SmsPlanner:
         for start in range(0, len(keys), PAGE):
             rows = await self._store.persons(keys[start : start + PAGE])
             targets = [t for key, raw in rows if (t := _target(key, raw, areas, roles))]
-            added += await self._queue(alert.id, variants, targets)
+            added += await self._queue(alert, alert.id, variants, targets)
             total += len(targets)
         self._planned(alert, alert.id, "alert", variants, total, added)
         return added
@@ -191,7 +200,7 @@ class SmsPlanner:
         targets: Sequence[tuple[str, str, str]],
     ) -> int:
         await self._describe(alert, job, kind, variants)
-        added = await self._queue(job, variants, targets)
+        added = await self._queue(alert, job, variants, targets)
         self._planned(alert, job, kind, variants, len(targets), added)
         return added
 
@@ -206,6 +215,7 @@ class SmsPlanner:
             # A red warning or a cancel must reach people whatever they were sent this hour.
             "exempt": int(alert.severity is Severity.RED or alert.msg_type is MsgType.CANCEL),
             "signature": self.signature(alert),
+            "lane": int(lane_of(alert)),
         }
         for name, text in variants.items():
             meta[f"{name}.body"] = text.body
@@ -216,13 +226,17 @@ class SmsPlanner:
         await self._store.set_job(job, **meta)
 
     async def _queue(
-        self, job: str, variants: dict[str, SmsText], targets: Sequence[tuple[str, str, str]]
+        self,
+        alert: Alert,
+        job: str,
+        variants: dict[str, SmsText],
+        targets: Sequence[tuple[str, str, str]],
     ) -> int:
         recipients: list[tuple[str, dict[str, Any]]] = [
             (key, {"phone": phone, "v": v, "segments": variants[v].segmentation.segments})
             for key, phone, v in targets
         ]
-        return await self._store.plan(job, recipients)
+        return await self._store.plan(job, recipients, lane=lane_of(alert))
 
     @staticmethod
     def _planned(

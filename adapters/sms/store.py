@@ -12,9 +12,12 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from enum import IntEnum
+from typing import Any, NamedTuple, cast
 
 from adapters.sms.gateway import DeliveryStatus, Receipt, SubmitResult
+from adapters.sms.pool import Pace
+from dispatcher.core.errors import StoreUnavailable
 from dispatcher.core.regions import code_path
 from dispatcher.store.base import StoreBase, hash_fields
 from dispatcher.store.keys import (
@@ -32,6 +35,8 @@ from dispatcher.store.keys import (
     sms_region_recips_key,
 )
 from dispatcher.store.liveness import LivenessStore
+from dispatcher.store.set_batch import SCRIPT as SET_CHANGES
+from dispatcher.store.set_batch import SetChanges
 from dispatcher.store.store import Store
 from dispatcher.store.streams import WorkStream
 
@@ -47,6 +52,27 @@ STATES = (
 )
 # A receipt log of a few province-wide alerts' worth.
 RECEIPTS_MAXLEN = 1_000_000
+# Not in dispatcher/store/keys.py yet (owned elsewhere; to be moved there): the routine lane's
+# outbox stream (the urgent lane keeps SMS_OUTBOX, so texts queued before lanes existed are
+# still sent), and each gateway's log of what was taken (a sorted set next to its bucket).
+SMS_OUTBOX_ROUTINE = SMS_OUTBOX + ":routine"
+SENT_LOG = ":sent"
+
+
+class Lane(IntEnum):
+    """Which outbox a job's texts wait in; lower is served first (``lane_of``)."""
+
+    URGENT = 0  # actual red and orange warnings, their updates, cancels and escalations
+    ROUTINE = 1  # drills, tests, yellow and blue
+
+
+class Chunk(NamedTuple):
+    """An outbox entry: some recipients of one job."""
+
+    lane: Lane
+    entry_id: str
+    job: str
+    keys: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +91,7 @@ class SmsStore(StoreBase):
         super().__init__(store.redis)
         # Each script says in its file what it does and which keys and arguments it takes.
         self._plan = self.script("adapters.sms", "plan")
+        self._set_changes = self.redis.register_script(SET_CHANGES)
         self._begin = self.script("adapters.sms", "begin", prelude="move")
         self._finish = self.script("adapters.sms", "finish", prelude="move")
         self._receipts = self.script("adapters.sms", "receipts", prelude="move")
@@ -72,7 +99,12 @@ class SmsStore(StoreBase):
         self._close = self.script("adapters.sms", "close", prelude="move")
         self._take = self.script("adapters.sms", "take")
         self._claim = self.script("adapters.sms", "claim")
-        self.outbox = WorkStream(store, SMS_OUTBOX, SMS_OUTBOX_GROUP)
+        self.outboxes = {
+            Lane.URGENT: WorkStream(store, SMS_OUTBOX, SMS_OUTBOX_GROUP),
+            Lane.ROUTINE: WorkStream(store, SMS_OUTBOX_ROUTINE, SMS_OUTBOX_GROUP),
+        }
+        # A job's lane never changes: remembered once read (the settler requeues by job).
+        self._lanes: dict[str, Lane] = {}
 
     # Recipients ---------------------------------------------------------------------------
 
@@ -89,14 +121,21 @@ class SmsStore(StoreBase):
 
         def queue(pipe: Any, old: list[str | None]) -> dict[str, int]:
             tally = {"created": 0, "updated": 0, "unchanged": 0}
+            # The region sets' changes and the records as a few commands, not one per person
+            # and level: redis-py reads every reply on the loop (``SetChanges``).
+            changes = SetChanges()
+            records: dict[str, str] = {}
             for (key, person), previous in zip(persons, old, strict=True):
                 raw = _merged(person, previous, keep)
                 if previous == raw:
                     tally["unchanged"] += 1
                     continue
                 tally["updated" if previous else "created"] += 1
-                _queue_index(pipe, key, previous, raw)
-                pipe.hset(SMS_RECIPS, key, raw)
+                _index_changes(changes, key, previous, raw)
+                records[key] = raw
+            changes.queue(pipe, self._set_changes)
+            if records:
+                pipe.hset(SMS_RECIPS, mapping=hash_fields(records))
             return tally
 
         return await self.watched_update(
@@ -164,15 +203,33 @@ class SmsStore(StoreBase):
         await self.call(self.redis.hset(sms_job_key(job), mapping=hash_fields(fields)))
 
     async def plan(
-        self, job: str, recipients: Sequence[tuple[str, dict[str, Any]]], *, chunk: int = 500
+        self,
+        job: str,
+        recipients: Sequence[tuple[str, dict[str, Any]]],
+        *,
+        lane: Lane = Lane.URGENT,
+        chunk: int = 500,
     ) -> int:
-        """Queue recipients (key, info with its "segments") of a job; returns how many were new."""
+        """Queue recipients (key, info with its "segments") of a job in its lane's outbox;
+        returns how many were new."""
         added = 0
-        keys = [*sms_job_keys(job), SMS_OUTBOX]
-        for start in range(0, len(recipients), 2000):
-            payload = json.dumps(recipients[start : start + 2000], ensure_ascii=False)
+        keys = [*sms_job_keys(job), self.outboxes[lane].stream]
+        # One chunk per script: a longer one holds Redis, and with it every sender's pace and
+        # write-ahead step, long enough to bunch their requests at the gateway.
+        for start in range(0, len(recipients), chunk):
+            payload = json.dumps(recipients[start : start + chunk], ensure_ascii=False)
             added += int(await self.call(self._plan(keys=keys, args=[job, chunk, payload])))
         return added
+
+    async def lane(self, job: str) -> Lane:
+        """The lane a job's texts wait in (as its planner wrote it; urgent if it did not)."""
+        if job in self._lanes:
+            return self._lanes[job]
+        raw = await self.call(self.redis.hget(sms_job_key(job), "lane"))
+        if raw not in ("0", "1"):
+            return Lane.URGENT
+        self._lanes[job] = Lane(int(raw))
+        return self._lanes[job]
 
     async def counts(self, job: str) -> dict[str, int]:
         raw = await self.call(self.redis.hgetall(sms_job_keys(job)[2]))
@@ -308,9 +365,8 @@ class SmsStore(StoreBase):
         args: list[str | int] = [now_ms, job, recheck_ms]
         for key, status in answers:
             args.extend((key, status.value))
-        out = await self.call(
-            self._settle(keys=[*sms_job_keys(job), SMS_DOUBT, SMS_OUTBOX], args=args)
-        )
+        stream = self.outboxes[await self.lane(job)].stream
+        out = await self.call(self._settle(keys=[*sms_job_keys(job), SMS_DOUBT, stream], args=args))
         return list(out or [])
 
     async def close_job(
@@ -363,48 +419,93 @@ class SmsStore(StoreBase):
 
     # Throttle -----------------------------------------------------------------------------
 
-    async def take_tokens(self, gateway: str, n: int, *, rate: float, capacity: float) -> int:
-        """0 when ``n`` tokens were taken; otherwise milliseconds until they will be there."""
-        return int(
-            await self.call(self._take(keys=[sms_bucket_key(gateway)], args=[n, rate, capacity]))
-        )
+    async def take_tokens(self, gateway: str, n: int, *, pace: Pace, urgent: bool) -> int:
+        """0 when ``n`` messages may be sent now; otherwise milliseconds to wait before asking
+        again. Urgent takers go first, across instances (``scripts/take.lua``)."""
+        bucket = sms_bucket_key(gateway)
+        # An urgent taker holds routine ones back until two batches' pacing after it asked.
+        hold = max(50.0, 2 * pace.batch * pace.spacing_ms)
+        args: list[str | int | float] = [
+            n, pace.limit, pace.window_ms, pace.spacing_ms, "1" if urgent else "0", hold
+        ]  # fmt: skip
+        return int(await self.call(self._take(keys=[bucket, bucket + SENT_LOG], args=args)))
 
     # Outbox -------------------------------------------------------------------------------
 
     async def ensure_outbox(self) -> None:
-        await self.outbox.ensure()
+        for stream in self.outboxes.values():
+            await stream.ensure()
 
-    async def outbox_read(
-        self, consumer: str, *, count: int, block_ms: int, pending: bool = False
-    ) -> list[tuple[str, str, list[str]]]:
-        """(entry id, job, recipient keys) of new chunks, or this consumer's pending ones."""
-        entries = await self.outbox.read(consumer, count=count, block_ms=block_ms, pending=pending)
-        return [_chunk(eid, fields) for eid, fields in entries]
+    async def outbox_pending(self, consumer: str, lane: Lane, *, count: int) -> list[Chunk]:
+        """This consumer's own unfinished chunks of a lane (after a restart, a Redis error)."""
+        stream = self.outboxes[lane]
+        entries = await stream.read(consumer, count=count, block_ms=0, pending=True)
+        return [_chunk(lane, eid, fields) for eid, fields in entries]
 
-    async def outbox_claim(
-        self, consumer: str, *, min_idle_ms: int
-    ) -> list[tuple[str, str, list[str]]]:
-        entries = await self.outbox.claim(consumer, min_idle_ms=min_idle_ms, count=50)
-        return [_chunk(eid, fields) for eid, fields in entries]
+    async def outbox_read_lanes(
+        self, consumer: str, rooms: Mapping[Lane, int], block_ms: int
+    ) -> list[Chunk]:
+        """New chunks of the lanes with room (one XREADGROUP over their streams, so an urgent
+        chunk wakes a reader blocked on a quiet routine lane at once), urgent first."""
+        lanes = sorted(lane for lane, room in rooms.items() if room > 0)
+        if not lanes:
+            return []
+        streams = {self.outboxes[lane].stream: ">" for lane in lanes}
+        try:
+            result = await self.call(
+                self.redis.xreadgroup(
+                    SMS_OUTBOX_GROUP,
+                    consumer,
+                    streams,  # type: ignore[arg-type]  # redis-py's annotation is too narrow
+                    count=min(rooms[lane] for lane in lanes),
+                    block=block_ms,
+                )
+            )
+        except StoreUnavailable as exc:
+            if "NOGROUP" not in str(exc.__cause__ or exc):
+                raise
+            # Redis lost a stream (a restart without persistence, a FLUSHALL): make them again.
+            await self.ensure_outbox()
+            return []
+        by_stream = {self.outboxes[lane].stream: lane for lane in lanes}
+        out = [
+            _chunk(by_stream[stream], eid, fields)
+            for stream, entries in result or []
+            for eid, fields in entries
+        ]
+        return sorted(out, key=lambda c: c.lane)
+
+    async def outbox_claim(self, consumer: str, *, min_idle_ms: int) -> list[Chunk]:
+        out: list[Chunk] = []
+        for lane, stream in self.outboxes.items():
+            entries = await stream.claim(consumer, min_idle_ms=min_idle_ms, count=50)
+            out += [_chunk(lane, eid, fields) for eid, fields in entries]
+        return out
 
     async def outbox_claim_dead(
         self, consumer: str, liveness: LivenessStore, *, count: int
-    ) -> tuple[list[tuple[str, str, list[str]]], set[str]]:
-        """Chunks pending with instances whose lease lapsed, taken over at once; and which
-        instances they came from."""
-        entries, dead = await self.outbox.claim_dead(consumer, liveness, count=count)
-        return [_chunk(eid, fields) for eid, fields in entries], dead
+    ) -> tuple[list[Chunk], set[str]]:
+        """Chunks pending with instances whose lease lapsed, taken over at once (urgent
+        first); and which instances they came from."""
+        out: list[Chunk] = []
+        dead: set[str] = set()
+        for lane, stream in self.outboxes.items():
+            entries, gone = await stream.claim_dead(consumer, liveness, count=count)
+            out += [_chunk(lane, eid, fields) for eid, fields in entries]
+            dead |= gone
+        return out, dead
 
-    async def outbox_touch(self, consumer: str, entry_ids: Sequence[str]) -> None:
-        await self.outbox.touch(consumer, entry_ids)
+    async def outbox_touch(self, consumer: str, chunks: Sequence[tuple[Lane, str]]) -> None:
+        for lane, stream in self.outboxes.items():
+            await stream.touch(consumer, [eid for c_lane, eid in chunks if c_lane is lane])
 
-    async def outbox_done(self, entry_id: str) -> None:
-        await self.outbox.done(entry_id)
+    async def outbox_done(self, lane: Lane, entry_id: str) -> None:
+        await self.outboxes[lane].done(entry_id)
 
 
-def _chunk(entry_id: str, fields: Mapping[str, str]) -> tuple[str, str, list[str]]:
+def _chunk(lane: Lane, entry_id: str, fields: Mapping[str, str]) -> Chunk:
     keys = fields.get("rkeys", "")
-    return entry_id, fields.get("job", ""), [k for k in keys.split(",") if k]
+    return Chunk(lane, entry_id, fields.get("job", ""), [k for k in keys.split(",") if k])
 
 
 def _regions_of(raw: str | None) -> set[str]:
@@ -428,6 +529,16 @@ def _merged(person: dict[str, Any], previous: str | None, keep: Callable[[str], 
             merged["languages"] = old.get("languages", person["languages"])
     merged["postings"] = [list(p) for p in sorted(postings)]
     return json.dumps(merged, ensure_ascii=False, separators=(",", ":"))
+
+
+def _index_changes(changes: SetChanges, key: str, old: str | None, new: str | None) -> None:
+    """``_queue_index`` gathered into ``changes``."""
+    before = {code for region in _regions_of(old) for code in code_path(region)}
+    after = {code for region in _regions_of(new) for code in code_path(region)}
+    for code in before - after:
+        changes.remove(sms_region_recips_key(code), key)
+    for code in after - before:
+        changes.add(sms_region_recips_key(code), key)
 
 
 def _queue_index(pipe: Any, key: str, old: str | None, new: str | None) -> None:

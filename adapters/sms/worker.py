@@ -1,6 +1,11 @@
 """The SMS worker: takes chunks of a job's recipients from the SMS outbox and sends them.
 
-For each request it takes tokens from the gateway's shared bucket, marks the recipients
+Chunks wait in two lanes (``adapters.sms.store.Lane``): actual red and orange warnings in the
+urgent one, everything else in the routine one. Urgent chunks are read first and their batches
+go first at the gateway's gate and in its shared pace, on every instance; routine batches go
+whenever no urgent one is waiting (strict priority: a drill finishes once the warning is out).
+
+For each request it waits for room in the gateway's shared pace, marks the recipients
 ``submitting`` (the write-ahead step), makes the request and records the answer. A chunk leaves
 the outbox only when none of its recipients is queued any more. A worker that dies leaves its
 chunks pending; they are claimed again (at once when its instance's liveness lease lapsed, see
@@ -14,22 +19,24 @@ import asyncio
 import random
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
+from adapters.sms.gate import PriorityGate
 from adapters.sms.gateway import Message, SmsGateway, SubmitResult, SubmitStatus, out_id
 from adapters.sms.pool import GatewayPool
 from adapters.sms.settings import SmsSettings
-from adapters.sms.store import Pending, SmsStore
+from adapters.sms.store import Chunk, Lane, Pending, SmsStore
 from dispatcher.core.errors import StoreUnavailable
 from dispatcher.store.liveness import LivenessStore
 
 log = structlog.get_logger(__name__)
 
+# Chunks worked on at once, in each lane.
 CHUNKS_AT_ONCE = 16
 
 
@@ -71,9 +78,10 @@ class SmsWorker:
         self._settings = settings
         self._consumer = consumer
         self._claim_idle_ms = int(claim_idle_seconds * 1000)
-        self._gates = {g.name: asyncio.Semaphore(g.settings.concurrency) for g in pool}
-        self._active: dict[str, asyncio.Task[None]] = {}
-        self._recover = True
+        self._slots = {g.name: asyncio.Semaphore(g.settings.concurrency) for g in pool}
+        self._gates = {g.name: PriorityGate() for g in pool}
+        self._active: dict[tuple[Lane, str], asyncio.Task[None]] = {}
+        self._recover = set(Lane)
         self._liveness: LivenessStore | None = None
         self.sent = 0
         self.requests = 0
@@ -85,26 +93,40 @@ class SmsWorker:
 
     async def run(self) -> None:
         await self._store.ensure_outbox()
-        self._recover = True
+        self._recover = set(Lane)
         last_claim = last_touch = last_dead = time.monotonic()
         try:
             while True:
                 try:
-                    room = CHUNKS_AT_ONCE - len(self._active)
-                    entries = []
-                    if room > 0 and self._recover:
+                    busy = Counter(lane for lane, _ in self._active)
+                    rooms = {lane: CHUNKS_AT_ONCE - busy[lane] for lane in Lane}
+                    entries: list[Chunk] = []
+                    for lane in sorted(self._recover):
+                        if rooms[lane] <= 0:
+                            continue
                         # Own unfinished chunks (after a restart, a Redis error): all of them,
-                        # a room's worth at a time, before anything new.
-                        wanted = room + len(self._active)
-                        entries = await self._store.outbox_read(
-                            self._consumer, count=wanted, block_ms=0, pending=True
+                        # a room's worth at a time, before anything new of that lane.
+                        pending = await self._store.outbox_pending(
+                            self._consumer, lane, count=rooms[lane] + busy[lane]
                         )
-                        entries = [e for e in entries if e[0] not in self._active][:room]
-                        self._recover = len(entries) == room
-                    elif room > 0:
-                        entries = await self._store.outbox_read(
-                            self._consumer, count=room, block_ms=500
+                        fresh = [c for c in pending if (lane, c.entry_id) not in self._active]
+                        entries += fresh[: rooms[lane]]
+                        if len(fresh) < rooms[lane]:
+                            self._recover.discard(lane)
+                    readable = {
+                        lane: room
+                        for lane, room in rooms.items()
+                        if room > 0 and lane not in self._recover
+                    }
+                    if readable and not entries:
+                        # Blocking on both lanes at once: an urgent chunk wakes the reader at
+                        # once. With the routine lane full, only briefly, to see its chunks end.
+                        entries = await self._store.outbox_read_lanes(
+                            self._consumer,
+                            readable,
+                            block_ms=500 if len(readable) == len(Lane) else 100,
                         )
+                    room = max(rooms.values())
                     liveness = self._liveness
                     if (
                         room > 0
@@ -129,10 +151,11 @@ class SmsWorker:
                         await asyncio.wait(
                             set(self._active.values()), return_when=asyncio.FIRST_COMPLETED
                         )
-                    for entry_id, job, keys in entries:
-                        if entry_id not in self._active:
-                            self._active[entry_id] = asyncio.create_task(
-                                self._chunk_logged(entry_id, job, keys), name=f"sms-{entry_id}"
+                    for chunk in sorted(entries, key=lambda c: c.lane):
+                        ref = (chunk.lane, chunk.entry_id)
+                        if ref not in self._active:
+                            self._active[ref] = asyncio.create_task(
+                                self._chunk_logged(chunk), name=f"sms-{chunk.entry_id}"
                             )
                     if time.monotonic() - last_touch > self._claim_idle_ms / 3000:
                         # Long chunks (a slow gateway, retries) must not look abandoned.
@@ -140,7 +163,7 @@ class SmsWorker:
                         last_touch = time.monotonic()
                 except StoreUnavailable as exc:
                     log.warning("sms.store_down", error=exc.message)
-                    self._recover = True
+                    self._recover = set(Lane)
                     await asyncio.sleep(1.0)
         finally:
             for task in self._active.values():
@@ -148,23 +171,23 @@ class SmsWorker:
             if self._active:
                 await asyncio.wait(set(self._active.values()), timeout=5)
 
-    async def _chunk_logged(self, entry_id: str, job: str, keys: list[str]) -> None:
+    async def _chunk_logged(self, chunk: Chunk) -> None:
         try:
-            with structlog.contextvars.bound_contextvars(job=job):
-                if await self.send_chunk(job, keys):
-                    await self._store.outbox_done(entry_id)
+            with structlog.contextvars.bound_contextvars(job=chunk.job):
+                if await self.send_chunk(chunk.job, chunk.keys, lane=chunk.lane):
+                    await self._store.outbox_done(chunk.lane, chunk.entry_id)
         except StoreUnavailable as exc:
             # Left pending: this consumer re-reads its pending chunks at its next read.
             log.warning("sms.chunk_store_down", error=exc.message)
-            self._recover = True
+            self._recover.add(chunk.lane)
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("sms.chunk_crashed", entry=entry_id)
+            log.exception("sms.chunk_crashed", entry=chunk.entry_id)
         finally:
-            self._active.pop(entry_id, None)
+            self._active.pop((chunk.lane, chunk.entry_id), None)
 
-    async def send_chunk(self, job: str, keys: Sequence[str]) -> bool:
+    async def send_chunk(self, job: str, keys: Sequence[str], *, lane: Lane = Lane.URGENT) -> bool:
         """Send a chunk's queued recipients until none is queued; True when it is done."""
         meta = await self._store.job(job)
         if not meta:
@@ -197,10 +220,12 @@ class SmsWorker:
                     wait = min(int(p.info.get("retry_at", 0)) for p in queued) - now
                     await asyncio.sleep(min(max(wait, 10), 1000) / 1000)
                 else:
-                    await self._send_due(job, meta, due)
+                    await self._send_due(job, meta, due, lane)
                 meta = await self._store.job(job) or meta
 
-    async def _send_due(self, job: str, meta: dict[str, str], due: list[Pending]) -> None:
+    async def _send_due(
+        self, job: str, meta: dict[str, str], due: list[Pending], lane: Lane
+    ) -> None:
         by_variant: dict[str, list[Pending]] = defaultdict(list)
         for pending in due:
             by_variant[str(pending.info.get("v", "zh"))].append(pending)
@@ -210,16 +235,27 @@ class SmsWorker:
         for variant, items in by_variant.items():
             for start in range(0, len(items), size):
                 batches.append((variant, items[start : start + size]))
-        await asyncio.gather(*(self._request(job, meta, v, b) for v, b in batches))
+        await asyncio.gather(*(self._request(job, meta, v, b, lane) for v, b in batches))
 
     async def _request(
-        self, job: str, meta: dict[str, str], variant: str, batch: list[Pending]
+        self, job: str, meta: dict[str, str], variant: str, batch: list[Pending], lane: Lane
     ) -> None:
         gateway = self._pool.pick()
         pace = self._pool.paces[gateway.name]
         batch = batch[: pace.batch]
-        async with self._gates[gateway.name]:
-            await self._take_tokens(gateway, len(batch))
+        slots = self._slots[gateway.name]
+        # The batches of every chunk queue at the gateway's gate, urgent ones first. The one
+        # through it takes a request slot, then waits for room in the pace: a slot is taken
+        # first so that once the pace lets a batch go, it leaves at once (a batch that waited
+        # for a slot after its pace would reach the gateway late, bunched with later ones).
+        async with self._gates[gateway.name].hold(lane):
+            await slots.acquire()
+            try:
+                await self._take_tokens(gateway, len(batch), urgent=lane is Lane.URGENT)
+            except BaseException:
+                slots.release()
+                raise
+        try:
             started = now_ms()
             owner = f"{self._consumer}:{uuid.uuid4().hex[:10]}"
             timeout_ms = int((gateway.settings.timeout + gateway.settings.connect_timeout) * 1000)
@@ -241,16 +277,16 @@ class SmsWorker:
             if not messages:
                 return
             results = await gateway.submit(messages)
+        finally:
+            slots.release()
         self.requests += 1
         attempts = {p.key: int(p.info.get("attempts", 0)) + 1 for p in batch}
         await self._record(job, gateway, owner, messages, results, attempts)
 
-    async def _take_tokens(self, gateway: SmsGateway, n: int) -> None:
+    async def _take_tokens(self, gateway: SmsGateway, n: int, *, urgent: bool) -> None:
         pace = self._pool.paces[gateway.name]
         while True:
-            wait_ms = await self._store.take_tokens(
-                gateway.name, n, rate=pace.refill, capacity=pace.capacity
-            )
+            wait_ms = await self._store.take_tokens(gateway.name, n, pace=pace, urgent=urgent)
             if wait_ms <= 0:
                 return
             await asyncio.sleep(wait_ms / 1000)

@@ -4,15 +4,25 @@ the engine and read back. Files are checked here first, so errors name their lin
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dispatcher.cli.client import ApiClient
+from tqdm import tqdm
+
+from dispatcher.cli.client import ApiClient, EngineUnreachable
+from dispatcher.cli.lang import t
 from dispatcher.core.csv_rows import read_csv_rows
-from dispatcher.core.errors import ConfigError, EbdError
+from dispatcher.core.errors import ConfigError, EbdError, ValidationFailed
 from dispatcher.settings import load_settings
+
+# An import of more rows than this runs as a job the CLI follows with a progress bar.
+JOB_ABOVE = 5000
+JOB_POLL_SECONDS = 0.5
+_WHAT_ZH = {"terminals": "终端", "people": "接收人"}
 
 
 def regions_file(path: str | None) -> Path:
@@ -46,13 +56,15 @@ def read_terminal_csv(
 def cmd_terminals_import(args: argparse.Namespace) -> int:
     from dispatcher.cli.provisioning import write_provisioning
     from dispatcher.core.regions import RegionTree
-    from dispatcher.http.terminals import parse_terminals
+    from dispatcher.http.terminals import MAX_TERMINALS_PER_IMPORT, parse_terminals
 
     path = Path(args.file)
     rows, lines = read_terminal_csv(path, getattr(args, "encoding", None))
     tree = RegionTree.from_csv(regions_file(args.regions_file))
     # Checked here first so errors name CSV lines, not list positions.
-    terminals = parse_terminals(rows, tree, row_label="line", row_numbers=lines)
+    terminals = parse_terminals(
+        rows, tree, row_label="line", row_numbers=lines, max_items=MAX_TERMINALS_PER_IMPORT
+    )
     # Decided before anything is registered: the passwords the answer carries exist nowhere
     # else, so they must have somewhere to go that does not overwrite an earlier file.
     out = Path(args.credentials_out) if args.credentials_out else _new_credentials_file(path)
@@ -63,9 +75,7 @@ def cmd_terminals_import(args: argparse.Namespace) -> int:
             path=out,
         )
     client = ApiClient.of(args)
-    result = client.call(
-        "POST", "/api/v1/terminals", [t.model_dump(mode="json") for t in terminals]
-    )
+    result = import_rows(client, "/api/v1/terminals", [t._asdict() for t in terminals], "terminals")
     print(
         f"{path}: {len(terminals)} terminals: {result['created']} new, "
         f"{result['updated']} moved, {result['unchanged']} unchanged"
@@ -91,7 +101,12 @@ def _new_credentials_file(csv_path: Path) -> Path:
 
 
 def cmd_recipients_import(args: argparse.Namespace) -> int:
-    from adapters.sms.recipients import CSV_OPTIONAL, CSV_REQUIRED, parse_recipients
+    from adapters.sms.recipients import (
+        CSV_OPTIONAL,
+        CSV_REQUIRED,
+        MAX_RECIPIENTS_PER_REQUEST,
+        parse_recipients,
+    )
     from dispatcher.core.regions import RegionTree
 
     path = Path(args.file)
@@ -112,12 +127,12 @@ def cmd_recipients_import(args: argparse.Namespace) -> int:
         for x in p.postings
     ]  # fmt: skip
     totals = {"created": 0, "updated": 0, "unchanged": 0}
-    # In parts that fit the API's body limit; a person's rows stay in one part. The whole
-    # file was checked above, so a later part can fail only on the server's side.
-    parts = _parts(payload, 5000)
+    # In parts of what one import takes; a person's rows stay in one part. The whole file was
+    # checked above, so a later part can fail only on the server's side.
+    parts = _parts(payload, MAX_RECIPIENTS_PER_REQUEST)
     for index, part in enumerate(parts):
         try:
-            result = client.call("POST", "/api/v1/recipients", part)
+            result = import_rows(client, "/api/v1/recipients", part, "people")
         except EbdError as exc:
             if index:
                 exc.message += f" ({index} of {len(parts)} parts were stored before this one)"
@@ -129,6 +144,41 @@ def cmd_recipients_import(args: argparse.Namespace) -> int:
         f"{totals['updated']} changed, {totals['unchanged']} unchanged"
     )
     return 0
+
+
+def import_rows(client: ApiClient, path: str, rows: list[dict[str, Any]], what: str) -> Any:
+    """POST an import and its answer; a large one as a job (``Prefer: respond-async``),
+    followed with a progress bar until it ended: its result, or the error it ended in."""
+    if len(rows) <= JOB_ABOVE:
+        return client.call("POST", path, rows)
+    return asyncio.run(_import_job(client, path, rows, what))
+
+
+async def _import_job(client: ApiClient, path: str, rows: list[dict[str, Any]], what: str) -> Any:
+    job = await client.fetch("POST", path, rows, headers={"Prefer": "respond-async"})
+    if "location" not in job:  # an engine that answered at once
+        return job
+    bar = tqdm(
+        total=job["progress"]["total"],
+        unit=" rows",
+        desc=t(f"导入{_WHAT_ZH.get(what, what)}", f"importing {what}"),
+        disable=not sys.stderr.isatty(),
+    )
+    try:
+        while job["state"] in ("queued", "running"):
+            await asyncio.sleep(JOB_POLL_SECONDS)
+            job = await client.fetch("GET", job.get("location") or f"/api/v1/jobs/{job['id']}")
+            bar.update(job["progress"]["done"] - bar.n)
+    finally:
+        bar.close()
+    if job["state"] == "done":
+        return job["result"]
+    error = job.get("error") or {}
+    message = f"import job {job['id']} {job['state']}: {error.get('message', 'no reason given')}"
+    if job["state"] == "failed" and error.get("code") == "invalid":
+        raise ValidationFailed(message, details=error.get("details"))
+    # Interrupted, or failed on the engine's side: what `ebd` says of an engine that failed.
+    raise EngineUnreachable(message)
 
 
 def _parts(rows: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dispatcher.core.models import Severity
 
@@ -126,14 +126,93 @@ class MqttSettings(Section):
 
 class RedisSettings(Section):
     # redis:// or rediss:// (TLS), the user and password as userinfo or the password in
-    # ``password_file``. Unset: the embedded Redis.
+    # ``password_file``. Unset (and no sentinels): the embedded Redis.
     url: str | None = None
     password_file: Path | None = None
+    # Redis Sentinel instead of ``url`` (docs/redis-ha.md): the sentinels' HOST:PORT and the
+    # name they monitor the primary under; the engine asks them where the primary is and
+    # follows a failover. ``password_file`` is then the primary's and replicas' password,
+    # ``sentinel_password_file`` the sentinels' own (their ``requirepass``), if they have one.
+    sentinels: list[str] = Field(default_factory=list)
+    sentinel_service: str | None = None
+    # The ACL user the engine logs in to the primary and replicas as (with sentinels; a URL
+    # carries its own); unset: Redis's default user.
+    username: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^\S+$")
+    sentinel_password_file: Path | None = None
+    # Replicas that must have an accepted alert (and each recorded batch of acks) before the
+    # API answers 201 (before the broker is told the acks are taken): Redis ``WAIT``. 0: none
+    # asked, a 201 means the primary has it (and on disk, with the shipped appendfsync).
+    replicas_ack: int = Field(default=0, ge=0, le=16)
+    replicas_ack_timeout_ms: int = Field(default=500, ge=10, le=60_000)
 
     @field_validator("url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         return _check_url(value, ("redis", "rediss", "unix"))
+
+    @field_validator("sentinels")
+    @classmethod
+    def _sentinels(cls, value: list[str]) -> list[str]:
+        seen: set[tuple[str, int]] = set()
+        for entry in value:
+            address = sentinel_address(entry)
+            if address in seen:
+                raise ValueError(f"sentinel {entry!r} is listed twice")
+            seen.add(address)
+        return value
+
+    @field_validator("sentinel_service")
+    @classmethod
+    def _service(cls, value: str | None) -> str | None:
+        if value is not None and not _SENTINEL_SERVICE.match(value):
+            raise ValueError(
+                "sentinel_service must be the name of the sentinels' `sentinel monitor NAME`: "
+                "1 to 64 letters, digits, '.', '-' or '_'"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_way_to_redis(self) -> RedisSettings:
+        if self.sentinels:
+            if self.url:
+                raise ValueError(
+                    "set either url (one Redis server) or sentinels (Redis Sentinel), not both"
+                )
+            if self.sentinel_service is None:
+                raise ValueError(
+                    "sentinels are set but sentinel_service is not: give the name the "
+                    "sentinels monitor the primary under (`sentinel monitor NAME ...`)"
+                )
+        elif self.sentinel_service is not None or self.sentinel_password_file is not None:
+            raise ValueError(
+                "sentinel_service and sentinel_password_file need sentinels: "
+                'list them, e.g. sentinels = ["10.0.0.1:26379", "10.0.0.2:26379"]'
+            )
+        elif self.username is not None:
+            raise ValueError("username is for sentinels; with url, put the user in the URL")
+        return self
+
+    @property
+    def configured(self) -> bool:
+        """Whether the deployment gives its Redis (else the engine starts its own)."""
+        return bool(self.url or self.sentinels)
+
+
+# The characters a sentinel's master name is safe to have in a config line and a log.
+_SENTINEL_SERVICE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def sentinel_address(entry: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) of a sentinel as (host, port); ValueError else."""
+    host, sep, port = entry.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(
+            f"sentinel {entry!r} must be HOST:PORT, e.g. 127.0.0.1:26379 ([::1]:26379 for IPv6)"
+        )
+    if any(c.isspace() or c in "/@[]" for c in host):
+        raise ValueError(f"sentinel {entry!r} has a malformed host")
+    return host, int(port)
 
 
 class SigningSettings(Section):
@@ -151,7 +230,7 @@ class RegionsSettings(Section):
 
 class DispatchSettings(Section):
     ack_batch_size: int = Field(default=500, ge=1, le=10000)
-    ack_batch_wait: float = Field(default=0.02, gt=0, le=5)
+    ack_batch_wait: float = Field(default=0.005, gt=0, le=5)
     # Approximate cap on the ack log's entries, so it cannot eat all of Redis's memory. An
     # entry is one recorded batch of one alert's acks (up to ack_batch_size): a province-wide
     # alert writes about 70-150, a township drill a few, so the default keeps years of both.

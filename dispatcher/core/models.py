@@ -315,6 +315,12 @@ class Alert(BaseModel):
     def expired(self, now: datetime | None = None) -> bool:
         return self.expires <= (now or utcnow())
 
+    @property
+    def urgent(self) -> bool:
+        """An actual red or orange warning (or its update or cancel): every queue of the
+        engine serves these before drills, tests and lower colours."""
+        return self.status is Status.ACTUAL and self.severity in (Severity.RED, Severity.ORANGE)
+
     def seconds_left(self, now: datetime | None = None) -> int:
         """Whole seconds until it expires: the MQTT 5 message expiry of what is sent, so the
         broker drops what a terminal could only get after the alert expired."""

@@ -1,5 +1,6 @@
 """How the engine reaches its broker and Redis, and what terminals are told of the broker:
-from the settings for a deployment's servers, or from the embedded servers it started.
+from the settings for a deployment's servers (one Redis URL, or Redis Sentinel), or from the
+embedded servers it started.
 
 Credentials come in the URL's userinfo or, so that none has to stand in a config file or an
 environment listing, from a file of their own (``password_file``), whose mode is checked.
@@ -16,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from dispatcher.core.config import MqttSettings, RedisSettings
+from dispatcher.core.config import MqttSettings, RedisSettings, sentinel_address
 from dispatcher.core.errors import ConfigError
+from dispatcher.core.redis_access import RedisAccess
 from dispatcher.embedded.processes import MosquittoServer, RedisServer
 from dispatcher.embedded.secrets import read_secret
 
@@ -106,6 +108,28 @@ def redis_url(settings: RedisSettings, embedded: RedisServer | None) -> str:
     if settings.url is None:
         raise ConfigError("no Redis URL to connect to", field="redis.url")
     return with_password(settings.url, settings.password_file, "redis.password_file")
+
+
+def redis_access(settings: RedisSettings, embedded: RedisServer | None) -> RedisAccess:
+    """Where the engine's Redis is: the embedded server, the configured URL, or the
+    configured sentinels (with the passwords read from their files)."""
+    if embedded is not None or not settings.sentinels:
+        return RedisAccess(url=redis_url(settings, embedded))
+    if settings.sentinel_service is None:  # pragma: no cover - the settings refuse it
+        raise ConfigError("sentinels need a service name", field="redis.sentinel_service")
+    password = sentinel_password = None
+    if settings.password_file is not None:
+        password = read_secret(settings.password_file)
+    if settings.sentinel_password_file is not None:
+        sentinel_password = read_secret(settings.sentinel_password_file)
+    return RedisAccess(
+        url=None,
+        sentinels=tuple(sentinel_address(entry) for entry in settings.sentinels),
+        service=settings.sentinel_service,
+        username=settings.username,
+        password=password,
+        sentinel_password=sentinel_password,
+    )
 
 
 def with_password(url: str, password_file: Path | None, field: str) -> str:

@@ -8,7 +8,7 @@ handlers (``drills.handlers.DRILLS``, ``adapters.sms.handlers.SMS_CHANNEL``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -32,8 +32,15 @@ class Connection(Protocol):
 class Credentials(Protocol):
     """Terminals' broker accounts, when the engine keeps them."""
 
-    async def issue(self, ids: Sequence[str], *, by: str) -> dict[str, str]:
-        """New passwords (replacing any), working once this returns."""
+    async def issue(
+        self,
+        ids: Sequence[str],
+        *,
+        by: str,
+        keep: Callable[[Any, dict[str, str]], None] | None = None,
+    ) -> dict[str, str]:
+        """New passwords (replacing any), working once this returns; ``keep(pipe,
+        passwords)`` queues a copy of them into the transaction that stores the accounts."""
         ...
 
     async def revoke(self, ids: Sequence[str]) -> int:

@@ -4,6 +4,8 @@ accounts (issued on registration, rotated, revoked) and the keyring."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import time
 from collections.abc import Sequence
@@ -14,13 +16,23 @@ from aiohttp import web
 
 from dispatcher.core.audit import AuditAction
 from dispatcher.core.errors import Conflict, NotFound
+from dispatcher.core.import_rows import Checked, accept_rows, check_rows, check_shape
 from dispatcher.core.models import TerminalIn
 from dispatcher.core.people import Role
 from dispatcher.core.regions import RegionTree
-from dispatcher.core.validation import parse_rows, region_problem
+from dispatcher.core.validation import region_problem
 from dispatcher.http.audit import audit
+from dispatcher.http.imports import MAX_ROWS, Outcome, Progress
+from dispatcher.http.jobs import (
+    IMPORT_CHECKER,
+    IMPORT_JOBS,
+    accepted,
+    auditor,
+    read_import_body,
+    wants_job,
+)
 from dispatcher.http.principal import require_role
-from dispatcher.http.requests import accept_query, dumps, office_of, parse_int, read_json
+from dispatcher.http.requests import accept_query, dumps, office_of, parse_int
 from dispatcher.http.state import (
     BROKER_FOR_TERMINALS,
     CREDENTIALS,
@@ -30,10 +42,16 @@ from dispatcher.http.state import (
     TREE,
     Credentials,
 )
+from dispatcher.store.jobs import Job, JobStore
+from dispatcher.store.terminals import TerminalRow
 
 log = structlog.get_logger(__name__)
 
+# The most terminals a request is answered for once they are written (the most a request
+# could hold before import jobs, so no caller gets a 202 it does not expect); more, up to
+# ``MAX_TERMINALS_PER_IMPORT``, run as a job.
 MAX_TERMINALS_PER_REQUEST = 20_000
+MAX_TERMINALS_PER_IMPORT = MAX_ROWS
 # How long a ping waits for the terminal's ack, by default and at most (``?timeout=``).
 PING_TIMEOUT = 10
 MAX_PING_TIMEOUT = 60
@@ -69,20 +87,32 @@ async def list_terminals(request: web.Request) -> web.Response:
     )
 
 
-def parse_terminals(
-    items: Any,
-    tree: RegionTree,
-    *,
-    row_label: str = "item",
-    row_numbers: Sequence[int] | None = None,
-) -> list[TerminalIn]:
-    """Validate a whole list; every bad row is reported, and nothing is returned if one is bad."""
+def _plain(terminal: TerminalIn) -> TerminalRow:
+    return TerminalRow(terminal.id, terminal.region, terminal.kind.value)
+
+
+def check_terminal_rows(
+    items: Sequence[Any], tree: RegionTree, *, row_label: str, row_numbers: Sequence[int]
+) -> list[Checked[TerminalRow]]:
+    """Each row validated on its own (``accept_terminals`` takes it from there); any slice of
+    the rows can go through it in another process."""
+    return check_rows(
+        items,
+        TerminalIn,
+        _plain,
+        lambda row: region_problem(tree, row.region),
+        row_label=row_label,
+        row_numbers=row_numbers,
+    )
+
+
+def accept_terminals(
+    checked: Sequence[Checked[TerminalRow]], *, row_label: str
+) -> list[TerminalRow]:
+    """The checked rows, once none is bad and no terminal is listed twice."""
     seen: dict[str, int] = {}  # terminal id: the row that has it
 
-    def accept(terminal: TerminalIn, row: int) -> dict[str, Any] | None:
-        problem = region_problem(tree, terminal.region)
-        if problem is not None:
-            return problem
+    def accept(terminal: TerminalRow, row: int) -> dict[str, Any] | None:
         if terminal.id in seen:
             return {
                 "field": "id",
@@ -92,61 +122,116 @@ def parse_terminals(
         seen[terminal.id] = row
         return None
 
-    return parse_rows(
-        items,
-        TerminalIn,
-        accept,
-        noun="terminal",
-        shape='[{"id", "region", "kind"}]',
-        max_items=MAX_TERMINALS_PER_REQUEST,
-        row_label=row_label,
-        row_numbers=row_numbers,
-    )
+    return accept_rows(checked, accept, row_label=row_label)
+
+
+SHAPE = '[{"id", "region", "kind"}]'
+
+
+def parse_terminals(
+    items: Any,
+    tree: RegionTree,
+    *,
+    row_label: str = "item",
+    row_numbers: Sequence[int] | None = None,
+    max_items: int = MAX_TERMINALS_PER_REQUEST,
+) -> list[TerminalRow]:
+    """Validate a whole list; every bad row is reported, and nothing is returned if one is bad."""
+    items = check_shape(items, noun="terminal", shape=SHAPE, max_items=max_items)
+    numbers = row_numbers if row_numbers is not None else range(len(items))
+    checked = check_terminal_rows(items, tree, row_label=row_label, row_numbers=numbers)
+    return accept_terminals(checked, row_label=row_label)
 
 
 @routes.post("/api/v1/terminals")
 async def register_terminals(request: web.Request) -> web.Response:
+    """Register terminals, all rows or none: checked whole first (in worker processes when
+    there are many), then written; more than ``MAX_TERMINALS_PER_REQUEST`` (or when the
+    client asks) as a job (``dispatcher.http.jobs``)."""
     office = require_role(request, Role.ADMIN)
-    tree, offices, store = request.app[TREE], request.app[OFFICES], request.app[STORE]
-    body = await read_json(request)
-    if isinstance(body, dict) and "terminals" in body:
-        body = body["terminals"]
-    terminals = parse_terminals(body, tree)
+    offices, store = request.app[OFFICES], request.app[STORE]
+    raw = await read_import_body(request)
+    checked = await request.app[IMPORT_CHECKER].check("terminals", raw)
+    # Tens of milliseconds for 100,000 rows: in a thread, the loop keeps answering.
+    terminals = await asyncio.to_thread(accept_terminals, checked, row_label="item")
     offices.require_within(office, sorted({t.region for t in terminals}))
     # Moving a terminal takes it from where it is: that region must be the office's too, or
     # one county could pull another's loudspeakers out of its alerts.
     current = await store.regions_of([t.id for t in terminals])
     offices.require_within(office, sorted({r for r in current.values() if r is not None}))
-    result = await store.register_terminals(terminals)
-    # One record per request, also for a bulk import: the ids (the first 50 of them), the
-    # regions and the counts. The registry does not say which of them moved, only how many.
-    detail = {
-        "ids": [t.id for t in terminals],
-        "regions": sorted({t.region for t in terminals}),
-        "created": result.created,
-        "moved": result.updated,
-        "unchanged": result.unchanged,
-    }
-    target = terminals[0].id if len(terminals) == 1 else f"{len(terminals)} terminals"
-    if result.created or not result.updated:
-        await audit(request, AuditAction.TERMINAL_REGISTER, target, detail)
-    if result.updated:
-        await audit(request, AuditAction.TERMINAL_MOVE, target, detail)
-    answer: dict[str, Any] = {
-        "created": result.created,
-        "updated": result.updated,
-        "unchanged": result.unchanged,
-    }
-    credentials = request.app.get(CREDENTIALS)
-    if credentials is not None:
-        ids = [t.id for t in terminals]
-        have = await credentials.has_account(ids)
-        new = [i for i in ids if i not in have]
-        passwords = await credentials.issue(new, by=office.id)
-        if new:
-            await audit(request, AuditAction.CREDENTIAL_ISSUE, _target(new), {"ids": new})
+    registration = _Registration(request, terminals)
+    if wants_job(request, len(terminals), MAX_TERMINALS_PER_REQUEST):
+        jobs = request.app[IMPORT_JOBS]
+        job = await jobs.start(
+            "terminals", office=office.id, total=len(terminals), work=registration.run
+        )
+        return accepted(job)
+    answer, passwords = await registration.write(None, None)
+    if passwords is not None:
         answer |= provisioning(request, passwords)
     return web.json_response(answer, status=200, dumps=dumps)
+
+
+class _Registration:
+    """The writes of one terminal import: registry, audit records, broker accounts; in the
+    request, or in a job after the request answered (so it takes from the request now what
+    it needs later)."""
+
+    def __init__(self, request: web.Request, terminals: list[TerminalRow]) -> None:
+        self.terminals = terminals
+        self.store = request.app[STORE]
+        self.credentials = request.app.get(CREDENTIALS)
+        self.record = auditor(request)
+        self.by = office_of(request).id
+
+    async def run(self, job: Job, progress: Progress) -> Outcome:
+        answer, passwords = await self.write(job, progress)
+        return answer, passwords is not None and bool(passwords)
+
+    async def write(
+        self, job: Job | None, progress: Progress | None
+    ) -> tuple[dict[str, Any], dict[str, str] | None]:
+        """The counts, and the new terminals' passwords (None: no accounts are kept here)."""
+        terminals = self.terminals
+        result = await self.store.register_terminals(terminals, progress=progress)
+        # One record per request, also for a bulk import: the ids (the first 50 of them), the
+        # regions and the counts. The registry does not say which of them moved, only how many.
+        detail = {
+            "ids": [t.id for t in terminals],
+            "regions": sorted({t.region for t in terminals}),
+            "created": result.created,
+            "moved": result.updated,
+            "unchanged": result.unchanged,
+        }
+        target = _target([t.id for t in terminals])
+        if result.created or not result.updated:
+            await self.record(AuditAction.TERMINAL_REGISTER, target, detail)
+        if result.updated:
+            await self.record(AuditAction.TERMINAL_MOVE, target, detail)
+        answer: dict[str, Any] = {
+            "created": result.created,
+            "updated": result.updated,
+            "unchanged": result.unchanged,
+        }
+        if self.credentials is None:
+            return answer, None
+        ids = [t.id for t in terminals]
+        have = await self.credentials.has_account(ids)
+        new = [i for i in ids if i not in have]
+        if job is not None:
+            # The passwords are stored with their accounts for the job's one reader: an
+            # instance that dies after this leaves them to be read, not lost.
+            keep = functools.partial(_keep_secret, job.id)
+            passwords = await self.credentials.issue(new, by=self.by, keep=keep)
+        else:
+            passwords = await self.credentials.issue(new, by=self.by)
+        if new:
+            await self.record(AuditAction.CREDENTIAL_ISSUE, _target(new), {"ids": new})
+        return answer, passwords
+
+
+def _keep_secret(job_id: str, pipe: Any, passwords: dict[str, str]) -> None:
+    JobStore.queue_secret(pipe, job_id, passwords)
 
 
 def provisioning(request: web.Request, passwords: dict[str, str]) -> dict[str, Any]:

@@ -10,15 +10,19 @@ account, so a password handed out works by the time the caller has it.
 from __future__ import annotations
 
 import asyncio
+import base64
+import functools
+import hashlib
 import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import structlog
 
-from dispatcher.core.broker_auth import CANARY_USER, password_line
+from dispatcher.core.broker_auth import CANARY_USER
 from dispatcher.core.errors import ServiceError
 from dispatcher.core.models import utcnow
 from dispatcher.store.credentials import Account, CredentialStore
@@ -27,11 +31,35 @@ log = structlog.get_logger(__name__)
 
 # 24 random bytes: 32 URL-safe characters, typed by nobody, guessed by nobody.
 _PASSWORD_BYTES = 24
+# PBKDF2 rounds of the accounts issued here (mosquitto's own format, ``$7$``; mosquitto reads
+# the rounds from each line, so lines of 101 rounds written before keep working). Rounds make
+# each guess at a stolen hash dearer, which protects passwords people choose; these are 192
+# random bits, out of reach at any cost per guess. At mosquitto_passwd's 101 rounds, issuing
+# 100,000 accounts took 11 s of CPU (docs/benchmarks.md, "Imports"), and the broker paid the
+# same again at every reconnect of them all.
+ISSUE_ROUNDS = 1
+_SALT_BYTES = 12
 _PROBE_INTERVAL = 0.05
 
 Reload = Callable[[], Awaitable[None]]
 # Whether the broker takes (user, password) on the terminals' listener right now.
 Accepts = Callable[[str, str], Awaitable[bool]]
+
+
+def account_line(user: str, password: str) -> str:
+    """A password-file line for a terminal's account (``password_line`` at ``ISSUE_ROUNDS``)."""
+    if ":" in user or "\n" in user or "\n" in password:
+        raise ValueError("a broker user name holds no ':' and neither it nor a password a newline")
+    salt = os.urandom(_SALT_BYTES)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, ISSUE_ROUNDS)
+    encoded = base64.b64encode(salt).decode(), base64.b64encode(digest).decode()
+    return f"{user}:$7${ISSUE_ROUNDS}${encoded[0]}${encoded[1]}"
+
+
+def _keep(
+    keep: Callable[[Any, dict[str, str]], None], passwords: dict[str, str], pipe: Any
+) -> None:
+    keep(pipe, passwords)
 
 
 class TerminalAccounts:
@@ -56,17 +84,26 @@ class TerminalAccounts:
         self._lock = asyncio.Lock()
         self.syncs = 0
 
-    async def issue(self, ids: Sequence[str], *, by: str) -> dict[str, str]:
-        """New passwords for ``ids`` (replacing any they had), working once this returns."""
+    async def issue(
+        self,
+        ids: Sequence[str],
+        *,
+        by: str,
+        keep: Callable[[Any, dict[str, str]], None] | None = None,
+    ) -> dict[str, str]:
+        """New passwords for ``ids`` (replacing any they had), working once this returns.
+        ``keep(pipe, passwords)`` queues a copy of them into the transaction that stores the
+        accounts (an import job's, for its one reader)."""
         if not ids:
             return {}
         passwords = {terminal: secrets.token_urlsafe(_PASSWORD_BYTES) for terminal in ids}
-        # PBKDF2 for a province's terminals takes about a second: not on the event loop.
+        # Hashing 100,000 passwords is a second of CPU even at one round: not on the loop.
         lines = await asyncio.to_thread(
-            lambda: {t: password_line(t, p) for t, p in passwords.items()}
+            lambda: {t: account_line(t, p) for t, p in passwords.items()}
         )
         now = utcnow().isoformat()
-        await self._store.put_accounts([Account(t, lines[t], now, by) for t in ids])
+        also = None if keep is None else functools.partial(_keep, keep, passwords)
+        await self._store.put_accounts([Account(t, lines[t], now, by) for t in ids], also=also)
         await self.sync()
         return passwords
 
@@ -86,7 +123,7 @@ class TerminalAccounts:
         async with self._lock:
             started = time.monotonic()
             canary_password = secrets.token_urlsafe(_PASSWORD_BYTES)
-            line = password_line(self._canary, canary_password)
+            line = account_line(self._canary, canary_password)
             await self._store.put_accounts([Account(self._canary, line, utcnow().isoformat(), "")])
             lines = await self._store.password_lines()
             await asyncio.to_thread(self._write, "".join(f"{line}\n" for line in lines))

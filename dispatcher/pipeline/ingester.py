@@ -66,7 +66,7 @@ class AckIngester:
         store: Store,
         *,
         batch_size: int = 500,
-        batch_wait: float = 0.02,
+        batch_wait: float = 0.005,
         in_flight: int = 2,
         acklog_maxlen: int,
         confirm: Callable[[list[PubackHandle]], None] | None = None,

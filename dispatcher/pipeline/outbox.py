@@ -9,6 +9,10 @@ still its own before it writes the dispatch state and again before it publishes,
 wakes from a hang after its entries were taken sends nothing. Sending twice (a hang between
 that check and the publish) is safe: terminals handle an alert id once and the ack store
 counts a terminal once.
+
+Actual red and orange warnings have an outbox stream of their own (``OutboxStore``), read
+first and looked at again before every other dispatch: a red warning waits for at most the
+one dispatch in progress, never for a queue of drills.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from dispatcher.core.regions import RegionTree
 from dispatcher.pipeline.ports import AlertEncoder, Publisher, SmsPlanning
 from dispatcher.store.liveness import LivenessStore
 from dispatcher.store.store import Store
+from dispatcher.store.streams import OutboxEntry
 
 log = structlog.get_logger(__name__)
 
@@ -82,6 +87,7 @@ class DispatchWorker:
         block_ms = int(min(1.0, dead_every) * 1000)
         while True:
             try:
+                before = time.monotonic()
                 if recover:
                     entries = await self._store.outbox_read(
                         self._consumer, count=100, block_ms=0, pending=True
@@ -98,78 +104,108 @@ class DispatchWorker:
                         self._consumer, min_idle_ms=self._claim_idle_ms, liveness=self._liveness
                     )
                     last_claim = time.monotonic()
-                recover = not await self._handle(entries)
+                recover = not await self._handle(entries, read_at=self._read_mark(before))
             except StoreUnavailable as exc:
                 log.warning("outbox.store_down", error=exc.message)
                 recover = True
                 await asyncio.sleep(1.0)
 
-    async def _claim_dead(self, liveness: LivenessStore) -> list[tuple[str, str]]:
+    async def _claim_dead(self, liveness: LivenessStore) -> list[OutboxEntry]:
         entries, dead = await self._store.outbox_claim_dead(self._consumer, liveness)
         if entries:
             self.taken_over += len(entries)
             log.warning(
                 "outbox.taken_over",
                 entries=len(entries),
-                alert_ids=[alert_id for _, alert_id in entries][:20],
+                alert_ids=[entry.alert_id for entry in entries][:20],
                 from_instances=sorted(dead),
             )
         return entries
 
-    async def _still_ours(self, entry_id: str | None) -> bool:
+    def _read_mark(self, before: float) -> float | None:
+        """Taken right after entries were read (the read began at ``before``): a time by
+        which they surely were this worker's, if its lease held throughout the read and holds
+        long enough from now on to vouch for them without asking Redis (``_still_ours``);
+        None when it does not."""
+        liveness = self._liveness
+        if liveness is None or not liveness.held_throughout(before, liveness.lease_seconds / 3):
+            return None
+        return time.monotonic()
+
+    async def _still_ours(self, entry: OutboxEntry | None, read_at: float | None = None) -> bool:
         """True when the entry is still this worker's to send. False when another instance
         took it over, or when this one cannot be sure (the check itself outlasted a third of
         the lease: it may have hung meanwhile); the entry is then looked at again."""
         liveness = self._liveness
-        if liveness is None or entry_id is None:
+        if liveness is None or entry is None:
             return True
         asked = time.monotonic()
         margin = liveness.lease_seconds / 3
+        if read_at is not None and asked - read_at < margin:
+            # The lease held a third of its time beyond the read, which was less than that
+            # ago: it has held without a gap since, and nobody takes the entries of an
+            # instance holding its lease. No round trip on the way of a fresh alert.
+            return True
         if not liveness.held(margin):
             # Hung, or cut off from Redis, about as long as the lease: renew it first, so a
             # takeover either happened already (and shows below) or cannot happen now.
             await liveness.renew()
-        owner = await self._store.outbox_owner(entry_id)
+        owner = await self._store.outbox_owner(entry)
         if owner != self._consumer:
             self.lost += 1
-            log.warning("outbox.entry_lost", entry=entry_id, owner=owner)
+            log.warning("outbox.entry_lost", entry=entry.id, owner=owner)
             return False
         if time.monotonic() - asked < margin and liveness.held(margin):
             return True
-        log.warning("outbox.check_stale", entry=entry_id)
+        log.warning("outbox.check_stale", entry=entry.id)
         return False
 
-    async def _handle(self, entries: list[tuple[str, str]]) -> bool:
-        """Dispatch each entry; True when every one is done and left the outbox."""
+    async def _handle(self, entries: list[OutboxEntry], read_at: float | None) -> bool:
+        """Dispatch each entry, urgent ones first; True when every one is done and left the
+        outbox. Before each other entry, urgent ones that came meanwhile go ahead of it."""
         all_done = True
-        for entry_id, alert_id in entries:
-            try:
-                outcome = await self.dispatch(alert_id, entry_id=entry_id)
-            except StoreUnavailable:
-                raise
-            except Exception:
-                # A bug with one alert must not hold back the others: it stays pending and
-                # is tried again when claimed.
-                log.exception("dispatch.crashed", alert_id=alert_id)
-                continue
-            if outcome.done:
-                await self._store.outbox_done(entry_id)
-            else:
+        for entry in sorted(entries, key=lambda e: not e.urgent):
+            if not entry.urgent:
+                before = time.monotonic()
+                urgent = await self._store.outbox_read_urgent(self._consumer, count=20)
+                if urgent and not await self._handle(urgent, self._read_mark(before)):
+                    all_done = False
+            if not await self._handle_one(entry, read_at):
                 all_done = False
         return all_done
 
-    async def dispatch(self, alert_id: str, *, entry_id: str | None = None) -> DispatchOutcome:
+    async def _handle_one(self, entry: OutboxEntry, read_at: float | None) -> bool:
+        try:
+            outcome = await self.dispatch(entry.alert_id, entry=entry, read_at=read_at)
+        except StoreUnavailable:
+            raise
+        except Exception:
+            # A bug with one alert must not hold back the others: it stays pending and is
+            # tried again when claimed.
+            log.exception("dispatch.crashed", alert_id=entry.alert_id)
+            return True
+        if not outcome.done:
+            return False
+        await self._store.outbox_done(entry)
+        return True
+
+    async def dispatch(
+        self, alert_id: str, *, entry: OutboxEntry | None = None, read_at: float | None = None
+    ) -> DispatchOutcome:
         """Send one alert: record who must ack, then one publish per region of its cover.
 
-        With ``entry_id`` (its outbox entry) nothing is written or sent once the entry is no
-        longer this worker's (outcome ``lost``)."""
+        With ``entry`` (its outbox entry) nothing is written or sent once the entry is no
+        longer this worker's (outcome ``lost``); ``read_at`` is when it was read (``_read_mark``).
+        """
         started = time.monotonic()
         with structlog.contextvars.bound_contextvars(alert_id=alert_id):
-            alert = await self._store.get_alert(alert_id)
+            # Two connections, one round trip: this is on the way of every alert.
+            alert, state = await asyncio.gather(
+                self._store.get_alert(alert_id), self._store.dispatch_state(alert_id)
+            )
             if alert is None:
                 log.error("dispatch.unknown_alert")
                 return DispatchOutcome(alert_id, "skipped")
-            state = await self._store.dispatch_state(alert_id)
             with structlog.contextvars.bound_contextvars(office=alert.sender):
                 if state.get("state") == "dispatched":
                     # Sent by an instance that took the entry over (this one hung), or sent
@@ -184,22 +220,25 @@ class DispatchWorker:
                     await self._store.set_dispatch(alert_id, state="cancelled")
                     log.info("dispatch.cancelled_before_send", cancelled_by=state["cancelled_by"])
                     return DispatchOutcome(alert_id, "skipped")
-                if not await self._still_ours(entry_id):
+                if not await self._still_ours(entry, read_at):
                     return DispatchOutcome(alert_id, "lost")
-                return await self._send(alert, started, entry_id)
+                return await self._send(alert, started, entry, read_at)
 
-    async def _send(self, alert: Alert, started: float, entry_id: str | None) -> DispatchOutcome:
+    async def _send(
+        self, alert: Alert, started: float, entry: OutboxEntry | None, read_at: float | None
+    ) -> DispatchOutcome:
         cover = self._tree.cover(alert.areas)
         loudspeaker = Channel.LOUDSPEAKER in alert.channels
-        # Terminals are expected to ack only what was sent to them.
-        expected, offline = await self._store.record_expected(
-            alert.id, cover if loudspeaker else []
+        # Terminals are expected to ack only what was sent to them. Both writes at once: a
+        # crash between them leaves the entry pending, and its retry writes both again.
+        (expected, offline), _ = await asyncio.gather(
+            self._store.record_expected(alert.id, cover if loudspeaker else []),
+            self._store.set_dispatch(alert.id, state="dispatching", cover=json.dumps(cover)),
         )
-        await self._store.set_dispatch(alert.id, state="dispatching", cover=json.dumps(cover))
         recorded = time.monotonic()
         failed: list[str] = []
         # Recording a province's expected set takes a while: look again right before sending.
-        if not await self._still_ours(entry_id):
+        if not await self._still_ours(entry, read_at):
             return DispatchOutcome(alert.id, "lost")
         if loudspeaker:
             payload = self._encode(alert)
@@ -240,6 +279,7 @@ class DispatchWorker:
             dispatched_at=dispatched_at.isoformat(),
             sweep_due_ms=due_ms,
             references={ref: replaced for ref in alert.references},
+            urgent=alert.urgent,
         )
         self.dispatched += 1
         log.info(

@@ -3,7 +3,9 @@ their own ``cmd`` topic, a few times with growing waits, and are then failed and
 
 A resend is also how acks lost on the way are recovered: a terminal that already handled the
 alert answers by repeating its latest ack, without playing again. Several engine instances
-sweep together; each due alert is claimed by one of them (``Store.claim_due_sweeps``).
+sweep together; each due alert is claimed by one of them (``Store.claim_due_sweeps``), actual
+red and orange warnings first; the sweeps of an instance whose liveness lease lapsed are due
+again at once (``Store.release_dead_sweeps``), not when its claim runs out.
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ from dispatcher.core.models import Alert, MsgType, utcnow
 from dispatcher.core.regions import RegionTree
 from dispatcher.core.wire import cmd_topic
 from dispatcher.pipeline.ports import AlertEncoder, EscalationNotifier, Publisher
+from dispatcher.store.liveness import LivenessStore
 from dispatcher.store.store import Store
 
 log = structlog.get_logger(__name__)
 
 # While one instance sweeps an alert, no other takes it. A sweep is short (a province's
-# resends take seconds, and a dead link ends it at the first failed publish); a long lease
-# would only delay the sweep of an alert whose sweeper was killed.
+# resends take seconds, and a dead link ends it at the first failed publish). An instance that
+# dies mid-sweep hands it over as its liveness lease lapses; this is for engines without one.
 LEASE_MS = 30_000
 PUBLISH_CONCURRENCY = 200
 
@@ -54,8 +57,10 @@ class DeadlineSweeper:
         acklog_maxlen: int,
         notifiers: Sequence[EscalationNotifier] = (),
         acks_settled: Callable[[], bool] = lambda: True,
+        liveness: LivenessStore | None = None,
     ) -> None:
         self._store = store
+        self._liveness = liveness
         self._notifiers = list(notifiers)
         self._link = link
         self._encode = encode
@@ -67,10 +72,15 @@ class DeadlineSweeper:
         self.escalated = 0
 
     async def run(self) -> None:
+        instance = self._liveness.instance if self._liveness is not None else ""
         while True:
             try:
+                if self._liveness is not None:
+                    released = await self._store.release_dead_sweeps(self._liveness, now_ms())
+                    if released:
+                        log.warning("sweep.taken_over", sweeps=released)
                 for alert_id in await self._store.claim_due_sweeps(
-                    now_ms(), lease_ms=LEASE_MS, count=20
+                    now_ms(), lease_ms=LEASE_MS, count=20, instance=instance
                 ):
                     await self._sweep_logged(alert_id)
             except StoreUnavailable as exc:
@@ -106,7 +116,7 @@ class DeadlineSweeper:
         if not self._acks_settled():
             # Acks the broker kept for the engine are still coming in (it just reconnected,
             # or the ingester is behind): those terminals answered, don't resend or escalate.
-            await self._store.schedule_sweep(alert_id, now_ms() + 1000)
+            await self._store.schedule_sweep(alert_id, now_ms() + 1000, urgent=alert.urgent)
             return SweepOutcome(alert_id, "stopped")
         attempt = int(dispatch.get("sweep_attempt", 0)) + 1
         if attempt > self._settings.max_attempts and alert.msg_type is MsgType.CANCEL:
@@ -119,17 +129,19 @@ class DeadlineSweeper:
             return SweepOutcome(alert_id, "escalated", len(missing))
         if not self._link.connected.is_set():
             # Resending into a dead link would spend the attempts without reaching anyone.
-            await self._store.schedule_sweep(alert_id, now_ms() + 5000)
+            await self._store.schedule_sweep(alert_id, now_ms() + 5000, urgent=alert.urgent)
             return SweepOutcome(alert_id, "stopped")
         sent = await self._resend(alert, sorted(missing))
         if len(sent) < len(missing):
             # The broker went away mid-way: same attempt again soon, for all of them.
-            await self._store.schedule_sweep(alert_id, now_ms() + 5000)
+            await self._store.schedule_sweep(alert_id, now_ms() + 5000, urgent=alert.urgent)
             log.warning("sweep.resend_incomplete", sent=len(sent), missing=len(missing))
             return SweepOutcome(alert_id, "resent", len(sent))
         await self._store.record_resends(alert_id, sent, attempt)
         await self._store.schedule_sweep(
-            alert_id, now_ms() + int(self._settings.wait_after(attempt) * 1000)
+            alert_id,
+            now_ms() + int(self._settings.wait_after(attempt) * 1000),
+            urgent=alert.urgent,
         )
         self.resent += len(sent)
         log.info("sweep.resent", attempt=attempt, terminals=len(sent), missing=len(missing))

@@ -16,8 +16,10 @@ from dispatcher.store.keys import (
     ALERTS,
     IDEMPOTENCY_TTL,
     OUTBOX,
+    OUTBOX_URGENT,
     PREFIX,
     SWEEPS,
+    SWEEPS_URGENT,
     alert_key,
     dispatch_key,
     idempotency_key,
@@ -50,30 +52,39 @@ class AlertStore(StoreBase):
             json.dumps({"alert_id": alert.id, "body": idempotency[1]}) if idempotency else ""
         )
         try:
-            result = await self._create_alert(
-                keys=[
-                    alert_key(alert.id),
-                    ALERTS,
-                    dispatch_key(alert.id),
-                    OUTBOX,
-                    idem_key,
-                    dispatch_key(cancels) if cancels else f"{PREFIX}-",
-                ],
-                args=[
-                    alert.model_dump_json(),
-                    int(alert.sent.timestamp() * 1000),
-                    alert.id,
-                    idem_value,
-                    IDEMPOTENCY_TTL,
-                    "1" if idempotency else "0",
-                    utcnow().isoformat(),
-                    "1" if cancels else "0",
-                ],
-            )
+            # The WAIT on the script's own connection covers exactly its writes; if the
+            # connection dies first, the client's retry runs both again on the primary it
+            # finds next (the script is safe to run twice: a replay or the same writes).
+            async with self.redis.pipeline(transaction=False) as pipe:
+                await self._create_alert(  # queued in the pipeline, run by execute
+                    keys=[
+                        alert_key(alert.id),
+                        ALERTS,
+                        dispatch_key(alert.id),
+                        OUTBOX_URGENT if alert.urgent else OUTBOX,
+                        idem_key,
+                        dispatch_key(cancels) if cancels else f"{PREFIX}-",
+                    ],
+                    args=[
+                        alert.model_dump_json(),
+                        int(alert.sent.timestamp() * 1000),
+                        alert.id,
+                        idem_value,
+                        IDEMPOTENCY_TTL,
+                        "1" if idempotency else "0",
+                        utcnow().isoformat(),
+                        "1" if cancels else "0",
+                    ],
+                    client=pipe,
+                )
+                if self.replicas_ack > 0:
+                    pipe.wait(self.replicas_ack, self.replicas_ack_timeout_ms)
+                result, *waited = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"could not store the alert: {exc}") from exc
         outcome, value = cast(list[str], result)
         if outcome == "created":
+            self._check_replicas(alert.id, int(waited[0]) if waited else 0)
             return alert, True
         if outcome == "cancelled":
             raise Conflict(
@@ -89,12 +100,38 @@ class AlertStore(StoreBase):
         stored = await self.get_alert(first["alert_id"])
         if stored is None:  # pragma: no cover - the key and the alert are written together
             raise Conflict("the alert of this Idempotency-Key is gone")
+        self._check_replicas(stored.id, await self.replicated())
         return stored, False
 
     async def replay(self, office_id: str, key: str, body: str) -> Alert | None:
         """The alert first stored under this Idempotency-Key, or None if the key is new."""
         first = await self.idempotent_id(office_id, key, body)
-        return None if first is None else await self.get_alert(first)
+        stored = None if first is None else await self.get_alert(first)
+        if stored is not None:
+            # A retry after a 503 for too few replicas is answered 201 only once they have it.
+            self._check_replicas(stored.id, await self.replicated())
+        return stored
+
+    def _check_replicas(self, alert_id: str, replicas: int) -> None:
+        """``StoreUnavailable`` (503) when fewer replicas than ``replicas_ack`` confirmed.
+
+        The alert is stored and queued on the primary, and goes out unless the primary dies
+        before a replica has it; a 201 must not promise more. The office retries with the same
+        Idempotency-Key (a replay, answered 201 once replicas confirm), never as a new alert.
+        """
+        if replicas >= self.replicas_ack:
+            return
+        raise StoreUnavailable(
+            f"alert {alert_id} is stored and queued on the Redis primary, but {replicas} of "
+            f"the {self.replicas_ack} replicas asked for confirmed it within "
+            f"{self.replicas_ack_timeout_ms} ms, so a failover now could lose it: retry with "
+            "the same Idempotency-Key to confirm it; do not issue it again as a new alert",
+            details={
+                "alert_id": alert_id,
+                "replicas": replicas,
+                "replicas_wanted": self.replicas_ack,
+            },
+        )
 
     async def get_alert(self, alert_id: str) -> Alert | None:
         raw = await self.call(self.redis.get(alert_key(alert_id)))
@@ -121,6 +158,7 @@ class AlertStore(StoreBase):
         dispatched_at: str,
         sweep_due_ms: int | None,
         references: Mapping[str, Mapping[str, str]],
+        urgent: bool = False,
     ) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(
@@ -128,7 +166,7 @@ class AlertStore(StoreBase):
                 mapping={"state": "dispatched", "dispatched_at": dispatched_at},
             )
             if sweep_due_ms is not None:
-                pipe.zadd(SWEEPS, {alert_id: sweep_due_ms})
+                pipe.zadd(SWEEPS_URGENT if urgent else SWEEPS, {alert_id: sweep_due_ms})
             for ref, fields in references.items():
                 pipe.hset(dispatch_key(ref), mapping=hash_fields(fields))
             await self.call(pipe.execute())

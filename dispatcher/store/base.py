@@ -14,7 +14,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import ReadOnlyError, RedisError, ResponseError, WatchError
 
 from dispatcher.core.errors import IdempotencyKeyReused, StoreRefused, StoreUnavailable
-from dispatcher.store.keys import idempotency_key
+from dispatcher.store.keys import STATS, idempotency_key
 from dispatcher.store.lua import read_script
 
 log = structlog.get_logger(__name__)
@@ -39,6 +39,26 @@ class StoreBase:
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.redis = client
+        # Replicas that must have a write the engine answers for before it answers (Redis
+        # WAIT, see ``replicated``); 0: the primary's word is enough. Set by ``Store``.
+        self.replicas_ack = 0
+        self.replicas_ack_timeout_ms = 500
+
+    async def replicated(self) -> int:
+        """How many replicas have every write this primary holds now, waiting up to
+        ``replicas_ack_timeout_ms`` for ``replicas_ack`` of them (0 asked: returns 0 at once).
+
+        WAIT counts the replicas that have its own connection's last write. A marker write on
+        that connection comes after everything the primary holds (replication is one ordered
+        stream), so waiting for it covers writes other connections made, or other engines.
+        """
+        if self.replicas_ack <= 0:
+            return 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hincrby(STATS, "replica_waits", 1)
+            pipe.wait(self.replicas_ack, self.replicas_ack_timeout_ms)
+            _, replicas = await self.call(pipe.execute())
+        return int(replicas)
 
     @staticmethod
     async def call(awaitable: Any) -> Any:

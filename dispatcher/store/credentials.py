@@ -4,11 +4,15 @@ and when. Every engine instance renders the broker's password file from here."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from dispatcher.store.base import StoreBase, hash_fields
 from dispatcher.store.keys import TERMS_CREDS
+
+# Accounts per Redis command when there are many.
+_PART = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,21 +24,30 @@ class Account:
 
 
 class CredentialStore(StoreBase):
-    async def put_accounts(self, accounts: Sequence[Account]) -> None:
-        """Write (or replace) accounts, all in one command."""
+    async def put_accounts(
+        self, accounts: Sequence[Account], *, also: Callable[[Any], None] | None = None
+    ) -> None:
+        """Write (or replace) accounts, in one transaction of commands of ``_PART`` each;
+        ``also(pipe)`` queues more writes into the same transaction (an import job's copy of
+        the passwords: both are written, or neither)."""
         if not accounts:
             return
-        await self.call(
-            self.redis.hset(
-                TERMS_CREDS,
-                mapping=hash_fields(
-                    {
-                        a.name: json.dumps({"line": a.line, "issued_at": a.issued_at, "by": a.by})
-                        for a in accounts
-                    }
-                ),
-            )
-        )
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if also is not None:
+                also(pipe)
+            for start in range(0, len(accounts), _PART):
+                pipe.hset(
+                    TERMS_CREDS,
+                    mapping=hash_fields(
+                        {
+                            a.name: json.dumps(
+                                {"line": a.line, "issued_at": a.issued_at, "by": a.by}
+                            )
+                            for a in accounts[start : start + _PART]
+                        }
+                    ),
+                )
+            await self.call(pipe.execute())
 
     async def remove_accounts(self, names: Sequence[str]) -> int:
         """Remove accounts; how many there were."""
@@ -44,10 +57,12 @@ class CredentialStore(StoreBase):
 
     async def account_names(self, names: Sequence[str]) -> set[str]:
         """Which of ``names`` have an account."""
-        if not names:
-            return set()
-        found = await self.call(self.redis.hmget(TERMS_CREDS, list(names)))
-        return {name for name, raw in zip(names, found, strict=True) if raw is not None}
+        have: set[str] = set()
+        for start in range(0, len(names), _PART):
+            part = list(names[start : start + _PART])
+            found = await self.call(self.redis.hmget(TERMS_CREDS, part))
+            have.update(name for name, raw in zip(part, found, strict=True) if raw is not None)
+        return have
 
     async def account(self, name: str) -> Account | None:
         raw = await self.call(self.redis.hget(TERMS_CREDS, name))
@@ -58,13 +73,19 @@ class CredentialStore(StoreBase):
 
         Read defensively: Redis is shared, so a value that is not what this store writes (or
         a line with a newline in it, which could smuggle in another account) is left out."""
-        raw: Mapping[str, str] = await self.call(self.redis.hgetall(TERMS_CREDS))
-        lines = []
-        for name in sorted(raw):
-            account = _account(name, raw[name])
-            if account is not None:
-                lines.append(account.line)
-        return lines
+        # HSCAN in parts, not one HGETALL: a province's accounts are tens of megabytes, and
+        # each part is read and checked before the next, so the event loop keeps answering.
+        found: dict[str, str] = {}
+        cursor = 0
+        while True:
+            cursor, part = await self.call(self.redis.hscan(TERMS_CREDS, cursor, count=_PART))
+            for name, raw in part.items():
+                account = _account(name, raw)
+                if account is not None:
+                    found[name] = account.line
+            if cursor == 0:
+                break
+        return [found[name] for name in sorted(found)]
 
 
 def _account(name: str, raw: str) -> Account | None:

@@ -1,5 +1,10 @@
 """Every Redis key of every feature: the key schema on one screen, the prefix written once.
 
+Braces around an alert id (and a drill id) are in the key itself: a Redis Cluster hash tag,
+so every key of one alert hashes to one slot and a script may take them together. What still
+mixes slots is listed in docs/redis-ha.md. ``LEGACY_PATTERNS``/``legacy_rename``: the names
+keys had before, renamed when an engine starts (``Store.rename_legacy_keys``).
+
 The engine (``{id}`` an alert id, ``{t}`` a terminal id, ``{code}`` a region code):
 
     ebd:alert:{id}              string  the alert's JSON (models.Alert)
@@ -19,6 +24,10 @@ The engine (``{id}`` an alert id, ``{t}`` a terminal id, ``{code}`` a region cod
     ebd:escalations             stream  every escalation: terminal failed after its resends
     ebd:idem:{office}:{key}     string  {"alert_id", "body"} of the first request with that key
     ebd:outbox                  stream  alert ids to dispatch; consumer group "dispatch"
+    ebd:outbox:urgent           stream  the same for actual red and orange warnings, read first
+    ebd:sweeps:urgent           zset    the same as ebd:sweeps for actual red and orange warnings
+    ebd:sweeps:owner            hash    alert id → the instance sweeping it now (its lease lapsing
+                                        hands the sweep over)
     ebd:acklog                  stream  every ack of a known alert, as received (drill reviews):
                                         one entry a recorded batch, see acklog_rows
     ebd:terms:region            hash    {t} → region code (the terminal registry)
@@ -32,13 +41,16 @@ The engine (``{id}`` an alert id, ``{t}`` a terminal id, ``{code}`` a region cod
     ebd:ping:{ping id}          list    the acks of a link test, until its caller takes them
     ebd:rterms:{code}           set     terminals at or below {code}, for each level of their path
     ebd:stats                   hash    ingestion counters (acks_malformed, acks_unknown_alert …)
+    ebd:schema                  string  the key schema's version (SCHEMA_VERSION): 2 once keys
+                                        named before the hash tags were renamed
     ebd:instances               hash    instance name → ms it last renewed its lease: the
                                         instances known to announce liveness
     ebd:lease:{instance}        string  the instance's liveness lease (PX lease_seconds); missing
                                         for a registered instance: it is dead or hung
 
 SMS (``adapters/sms/store.py``; ``{job}`` an alert id, or ``{alert id}.esc`` for the texts
-an escalation sends; ``{r}`` a recipient key, see ``adapters.sms.gateway.recipient_key``):
+an escalation sends, the braces around the alert id either way; ``{r}`` a recipient key, see
+``adapters.sms.gateway.recipient_key``):
 
     ebd:recips                  hash    {r} → person JSON (phone, name, languages, postings)
     ebd:rrecips:{code}          set     {r} of persons with a posting at or below {code}
@@ -111,6 +123,9 @@ PREFIX = "ebd:"
 ALERTS = PREFIX + "alerts"
 OUTBOX = PREFIX + "outbox"
 OUTBOX_GROUP = "dispatch"
+OUTBOX_URGENT = PREFIX + "outbox:urgent"
+SWEEPS_URGENT = PREFIX + "sweeps:urgent"
+SWEEP_OWNERS = PREFIX + "sweeps:owner"
 ACKLOG = PREFIX + "acklog"
 TERMS_REGION = PREFIX + "terms:region"
 TERMS_META = PREFIX + "terms:meta"
@@ -127,35 +142,35 @@ COUNTED_PREFIXES = (2, 4, 6, 9)
 
 
 def alert_key(alert_id: str) -> str:
-    return f"{PREFIX}alert:{alert_id}"
+    return f"{PREFIX}alert:{{{alert_id}}}"
 
 
 def dispatch_key(alert_id: str) -> str:
-    return f"{PREFIX}alert:{alert_id}:dispatch"
+    return f"{alert_key(alert_id)}:dispatch"
 
 
 def expected_key(alert_id: str) -> str:
-    return f"{PREFIX}alert:{alert_id}:expected"
+    return f"{alert_key(alert_id)}:expected"
 
 
 def tstate_key(alert_id: str) -> str:
-    return f"{PREFIX}alert:{alert_id}:tstate"
+    return f"{alert_key(alert_id)}:tstate"
 
 
 def counts_key(alert_id: str) -> str:
-    return f"{PREFIX}alert:{alert_id}:counts"
+    return f"{alert_key(alert_id)}:counts"
 
 
 def offline_key(alert_id: str) -> str:
-    return f"{PREFIX}alert:{alert_id}:offline"
+    return f"{alert_key(alert_id)}:offline"
 
 
 def resends_key(alert_id: str) -> str:
-    return f"{PREFIX}alert:{alert_id}:resends"
+    return f"{alert_key(alert_id)}:resends"
 
 
 def alert_escalations_key(alert_id: str) -> str:
-    return f"{PREFIX}alert:{alert_id}:escalations"
+    return f"{alert_key(alert_id)}:escalations"
 
 
 def lease_key(instance: str) -> str:
@@ -196,7 +211,9 @@ def sms_region_recips_key(code: str) -> str:
 
 
 def sms_job_key(job: str) -> str:
-    return f"{PREFIX}smsjob:{job}"
+    # An escalation's job ("{alert id}.esc") shares its alert's slot.
+    alert_id, dot, rest = job.partition(".")
+    return f"{PREFIX}smsjob:{{{alert_id}}}{dot}{rest}"
 
 
 def sms_job_keys(job: str) -> list[str]:
@@ -227,15 +244,15 @@ def drill_township_key(code: str) -> str:
 
 
 def drill_history_key(drill_id: str) -> str:
-    return f"{PREFIX}drill:{drill_id}:history"
+    return f"{PREFIX}drill:{{{drill_id}}}:history"
 
 
 def drill_report_key(drill_id: str) -> str:
-    return f"{PREFIX}drill:{drill_id}:report"
+    return f"{PREFIX}drill:{{{drill_id}}}:report"
 
 
 def drill_acks_key(drill_id: str) -> str:
-    return f"{PREFIX}drill:{drill_id}:acks"
+    return f"{PREFIX}drill:{{{drill_id}}}:acks"
 
 
 # Audit log (dispatcher/store/audit.py) -------------------------------------------------------
@@ -283,3 +300,48 @@ def approval_key(submission_id: str) -> str:
 
 def template_edits_key(office_id: str) -> str:
     return f"{PREFIX}templates:{office_id}"
+
+
+# Import jobs (dispatcher/store/jobs.py) ------------------------------------------------------
+
+
+def job_key(job_id: str) -> str:
+    return f"{PREFIX}job:{{{job_id}}}"
+
+
+def job_secret_key(job_id: str) -> str:
+    """The credentials a terminal import handed out, until they are read once."""
+    return f"{job_key(job_id)}:secret"
+
+
+def instance_jobs_key(instance: str) -> str:
+    """The jobs an engine instance is running, to be marked interrupted if it stops."""
+    return f"{PREFIX}instance:{instance}:jobs"
+
+
+# Key names before the hash tags -----------------------------------------------------------
+
+# The key schema's version, once an engine renamed what it found named as before (2: tags).
+SCHEMA = PREFIX + "schema"
+SCHEMA_VERSION = 2
+# The families whose keys got braces, as SCAN patterns of their old names.
+LEGACY_PATTERNS = (PREFIX + "alert:*", PREFIX + "smsjob:*", PREFIX + "drill:*")
+
+
+def legacy_rename(key: str) -> str | None:
+    """The new name of a key named as before the hash tags; None if ``key`` is not one.
+
+    Ids hold no ':' and no braces (``models.new_alert_id``, drill ids), so the id is what
+    stands between the family's prefix and the next ':'.
+    """
+    for family in ("alert:", "smsjob:", "drill:"):
+        head = PREFIX + family
+        if not key.startswith(head) or "{" in key:
+            continue
+        ident, colon, suffix = key[len(head) :].partition(":")
+        if not ident:
+            return None
+        if family == "smsjob:":
+            return sms_job_key(ident) + colon + suffix
+        return f"{head}{{{ident}}}{colon}{suffix}"
+    return None

@@ -9,6 +9,7 @@ dead; one never registered (an engine from before leases) is left to the idle-ti
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Iterable
@@ -30,6 +31,8 @@ class LivenessStore(StoreBase):
         # that set it, so it never outlives the key in Redis. CLOCK_MONOTONIC runs on while
         # the process is stopped, so a woken instance knows at once that it may have lost it.
         self._valid_until = 0.0
+        # Monotonic time since which the lease has surely held without a gap.
+        self._held_since = math.inf
 
     async def renew(self) -> None:
         sent = time.monotonic()
@@ -37,16 +40,27 @@ class LivenessStore(StoreBase):
             pipe.set(lease_key(self.instance), str(os.getpid()), px=int(self.lease_seconds * 1000))
             pipe.hset(INSTANCES, self.instance, str(int(time.time() * 1000)))
             await self.call(pipe.execute())
+        done = time.monotonic()
+        if done >= self._valid_until:
+            # The old lease may have lapsed before this one reached Redis (the request was
+            # sent before the reply came back, not after): continuous from now on only.
+            self._held_since = done
         self._valid_until = sent + self.lease_seconds
 
     def held(self, margin: float = 0.0) -> bool:
         """True while the lease surely holds for ``margin`` seconds more."""
         return time.monotonic() + margin < self._valid_until
 
+    def held_throughout(self, since: float, margin: float = 0.0) -> bool:
+        """True when the lease has held without a gap since ``since`` (monotonic) and surely
+        holds for ``margin`` seconds more: nobody can have taken this instance's work since."""
+        return self._held_since <= since and self.held(margin)
+
     async def release(self) -> None:
         """Give the lease up (a clean shutdown): the others take over this instance's work
         at once instead of after the lease's time."""
         self._valid_until = 0.0
+        self._held_since = math.inf
         await self.call(self.redis.delete(lease_key(self.instance)))
 
     async def dead(self, instances: Iterable[str]) -> set[str]:

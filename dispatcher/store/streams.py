@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -11,7 +12,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from dispatcher.core.errors import StoreRefused, StoreUnavailable
 from dispatcher.store.base import StoreBase
-from dispatcher.store.keys import OUTBOX, OUTBOX_GROUP, lease_key
+from dispatcher.store.keys import OUTBOX, OUTBOX_GROUP, OUTBOX_URGENT, lease_key
 from dispatcher.store.liveness import LivenessStore
 
 Entries = list[tuple[str, dict[str, str]]]
@@ -163,43 +164,123 @@ class WorkStream:
         await self._store.call(self._redis.xack(self.stream, self.group, entry_id))
 
 
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """One alert waiting to be dispatched: its entry in the urgent stream or the other one."""
+
+    id: str
+    alert_id: str
+    urgent: bool = False
+
+
 class OutboxStore(StoreBase):
-    """The dispatch outbox: alert ids the API accepted, taken by the dispatch workers."""
+    """The dispatch outbox: alert ids the API accepted, taken by the dispatch workers.
+
+    Two streams with the same consumer group: actual red and orange warnings go to the urgent
+    one (``Alert.urgent``), everything else to the other, and workers serve the urgent one
+    first, so a red warning never waits behind a queue of drills or blue notices.
+    """
 
     def __init__(self, client: aioredis.Redis) -> None:
         super().__init__(client)
         self.outbox = WorkStream(self, OUTBOX, OUTBOX_GROUP)
+        self.outbox_urgent = WorkStream(self, OUTBOX_URGENT, OUTBOX_GROUP)
+
+    def _streams(self) -> tuple[WorkStream, WorkStream]:
+        return self.outbox_urgent, self.outbox
 
     async def ensure_outbox(self) -> None:
-        await self.outbox.ensure()
+        for stream in self._streams():
+            await stream.ensure()
 
     async def outbox_read(
         self, consumer: str, *, count: int, block_ms: int, pending: bool = False
-    ) -> list[tuple[str, str]]:
-        """(entry id, alert id) pairs: new entries, or this consumer's own pending ones."""
-        entries = await self.outbox.read(consumer, count=count, block_ms=block_ms, pending=pending)
-        return [(eid, fields.get("alert_id", "")) for eid, fields in entries]
+    ) -> list[OutboxEntry]:
+        """New entries, or (``pending``) this consumer's own unfinished ones; urgent first.
+        One read of both streams: it returns as soon as either has something."""
+        streams = {stream.stream: "0" if pending else ">" for stream in self._streams()}
+        try:
+            result = await self.call(
+                self.redis.xreadgroup(
+                    OUTBOX_GROUP,
+                    consumer,
+                    streams,  # type: ignore[arg-type]  # redis-py's stubs want a narrower dict
+                    count=count,
+                    block=None if pending else block_ms,
+                )
+            )
+        except StoreUnavailable as exc:
+            if "NOGROUP" not in _reply(exc):
+                raise
+            # Redis lost a stream (a restart without persistence, a FLUSHALL): make it again
+            # rather than stop working for good.
+            await self.ensure_outbox()
+            return []
+        entries = [
+            OutboxEntry(eid, fields.get("alert_id", ""), name == OUTBOX_URGENT)
+            for name, rows in _by_stream(result)
+            for eid, fields in rows
+        ]
+        return sorted(entries, key=lambda e: not e.urgent)
+
+    async def outbox_read_urgent(self, consumer: str, *, count: int) -> list[OutboxEntry]:
+        """New urgent entries now, without waiting: looked at between two other dispatches."""
+        try:
+            result = await self.call(
+                self.redis.xreadgroup(OUTBOX_GROUP, consumer, {OUTBOX_URGENT: ">"}, count=count)
+            )
+        except StoreUnavailable as exc:
+            if "NOGROUP" not in _reply(exc):
+                raise
+            await self.ensure_outbox()
+            return []
+        return [
+            OutboxEntry(eid, fields.get("alert_id", ""), True)
+            for _, rows in _by_stream(result)
+            for eid, fields in rows
+        ]
 
     async def outbox_claim(
         self, consumer: str, *, min_idle_ms: int, liveness: LivenessStore | None = None
-    ) -> list[tuple[str, str]]:
+    ) -> list[OutboxEntry]:
         """Take over entries another worker left pending longer than ``min_idle_ms`` (with
         ``liveness``: not those of a worker holding its lease)."""
-        entries = await self.outbox.claim(consumer, min_idle_ms=min_idle_ms, liveness=liveness)
-        return [(eid, fields.get("alert_id", "")) for eid, fields in entries]
+        out: list[OutboxEntry] = []
+        for stream in self._streams():
+            entries = await stream.claim(consumer, min_idle_ms=min_idle_ms, liveness=liveness)
+            out += _outbox_entries(stream, entries)
+        return out
 
     async def outbox_claim_dead(
         self, consumer: str, liveness: LivenessStore
-    ) -> tuple[list[tuple[str, str]], set[str]]:
+    ) -> tuple[list[OutboxEntry], set[str]]:
         """Take over the entries of workers whose lease lapsed; and which workers those were."""
-        entries, dead = await self.outbox.claim_dead(consumer, liveness)
-        return [(eid, fields.get("alert_id", "")) for eid, fields in entries], dead
+        out: list[OutboxEntry] = []
+        taken_from: set[str] = set()
+        for stream in self._streams():
+            entries, dead = await stream.claim_dead(consumer, liveness)
+            out += _outbox_entries(stream, entries)
+            taken_from |= dead
+        return out, taken_from
 
-    async def outbox_owner(self, entry_id: str) -> str | None:
-        return await self.outbox.owner(entry_id)
+    async def outbox_owner(self, entry: OutboxEntry) -> str | None:
+        return await self._stream_of(entry).owner(entry.id)
 
-    async def outbox_done(self, entry_id: str) -> None:
-        await self.outbox.done(entry_id)
+    async def outbox_done(self, entry: OutboxEntry) -> None:
+        await self._stream_of(entry).done(entry.id)
+
+    def _stream_of(self, entry: OutboxEntry) -> WorkStream:
+        return self.outbox_urgent if entry.urgent else self.outbox
+
+
+def _outbox_entries(stream: WorkStream, entries: Entries) -> list[OutboxEntry]:
+    urgent = stream.stream == OUTBOX_URGENT
+    return [OutboxEntry(eid, fields.get("alert_id", ""), urgent) for eid, fields in entries]
+
+
+def _by_stream(reply: Any) -> list[tuple[str, Entries]]:
+    """XREADGROUP's reply: [stream, entries] pairs."""
+    return [(str(name), list(rows)) for name, rows in reply or []]
 
 
 def _entries(reply: Any) -> Entries:

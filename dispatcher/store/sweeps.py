@@ -12,12 +12,16 @@ from dispatcher.store.base import hash_fields
 from dispatcher.store.delivery import DeliveryStore
 from dispatcher.store.keys import (
     ESCALATIONS,
+    SWEEP_OWNERS,
     SWEEPS,
+    SWEEPS_URGENT,
     alert_escalations_key,
     dispatch_key,
+    lease_key,
     resends_key,
     tstate_key,
 )
+from dispatcher.store.liveness import LivenessStore
 
 OPEN = "open"
 RESOLVED = "resolved"
@@ -30,18 +34,48 @@ class SweepStore(DeliveryStore):
     def __init__(self, client: aioredis.Redis) -> None:
         super().__init__(client)
         self._claim_due = self.script("dispatcher.store", "claim_due")
+        self._release_dead = self.script("dispatcher.store", "release_dead_sweeps")
 
-    async def schedule_sweep(self, alert_id: str, due_ms: int) -> None:
-        await self.call(self.redis.zadd(SWEEPS, {alert_id: due_ms}))
+    async def schedule_sweep(self, alert_id: str, due_ms: int, *, urgent: bool = False) -> None:
+        """Next look at the alert's acks at ``due_ms``; until then nobody owns its sweep."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(SWEEPS_URGENT if urgent else SWEEPS, {alert_id: due_ms})
+            pipe.hdel(SWEEP_OWNERS, alert_id)
+            await self.call(pipe.execute())
 
-    async def claim_due_sweeps(self, now_ms: int, *, lease_ms: int, count: int) -> list[str]:
+    async def claim_due_sweeps(
+        self, now_ms: int, *, lease_ms: int, count: int, instance: str = ""
+    ) -> list[str]:
+        """The due sweeps, urgent first, now the caller's (``instance``) for ``lease_ms``."""
         result = await self.call(
-            self._claim_due(keys=[SWEEPS], args=[now_ms, now_ms + lease_ms, count])
+            self._claim_due(
+                keys=[SWEEPS_URGENT, SWEEPS, SWEEP_OWNERS],
+                args=[now_ms, now_ms + lease_ms, count, instance],
+            )
         )
         return list(result or [])
 
+    async def release_dead_sweeps(self, liveness: LivenessStore, now_ms: int) -> int:
+        """Sweeps claimed by instances whose lease lapsed become due now; how many."""
+        owners = await self.call(self.redis.hvals(SWEEP_OWNERS))
+        released = 0
+        for dead in sorted(await liveness.dead(set(owners))):
+            released += int(
+                await self.call(
+                    self._release_dead(
+                        keys=[SWEEPS_URGENT, SWEEPS, SWEEP_OWNERS, lease_key(dead)],
+                        args=[dead, now_ms],
+                    )
+                )
+            )
+        return released
+
     async def finish_sweep(self, alert_id: str) -> None:
-        await self.call(self.redis.zrem(SWEEPS, alert_id))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(SWEEPS_URGENT, alert_id)
+            pipe.zrem(SWEEPS, alert_id)
+            pipe.hdel(SWEEP_OWNERS, alert_id)
+            await self.call(pipe.execute())
 
     async def record_resends(self, alert_id: str, terminals: Sequence[str], attempt: int) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:

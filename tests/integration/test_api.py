@@ -206,11 +206,24 @@ async def test_a_retry_after_the_alert_expired_still_gets_the_first_answer(api: 
 
 
 async def test_body_over_the_limit_is_413(api: Client) -> None:
-    big = {"terminals": [{"id": f"t{i}", "region": "350102001001"} for i in range(120_000)]}
+    big = alert_body(text="风" * 2_000_000)  # 6 MB: far over an alert request's limit
+    response = await api.post(
+        "/api/v1/alerts",
+        headers={**PROVINCE, "Content-Type": "application/json"},
+        data=io.BytesIO(json.dumps(big, ensure_ascii=False).encode()),
+    )
+    error = await error_of(response, 413)
+    assert "too large" in error["message"]
+
+
+async def test_an_import_over_its_own_limit_is_413(api: Client) -> None:
+    """Imports take up to 32 MiB (100,000 rows); past that, refused before it is read."""
+    rows = b",".join(b'{"id": "t%d", "region": "350102001001"}' % i for i in range(10))
+    padded = b"[" + rows + b" " * (33 * 1024 * 1024) + b"]"
     response = await api.post(
         "/api/v1/terminals",
         headers={**PROVINCE, "Content-Type": "application/json"},
-        data=io.BytesIO(json.dumps(big).encode()),
+        data=io.BytesIO(padded),
     )
     error = await error_of(response, 413)
     assert "too large" in error["message"]

@@ -24,6 +24,7 @@ import redis
 from dispatcher.core.regions import Level
 from dispatcher.embedded.processes import MosquittoServer, RedisServer
 from dispatcher.store.acklog import acklog_rows
+from dispatcher.store.keys import alert_key, counts_key, dispatch_key, tstate_key
 from receiver.simulator import Behaviour, SimTerminal, Simulator
 from tests.helpers import fujian, unique, wait_for
 from tests.integration.engine import online
@@ -80,7 +81,7 @@ async def until_played(
         await wait_for(lambda: settled(rdb, alert_id), timeout=timeout)
     except AssertionError as exc:
         brief = {k: v for k, v in (last or {}).items() if not k.startswith("by_")}
-        tstate = Counter(rdb.hgetall(f"ebd:alert:{alert_id}:tstate").values())
+        tstate = Counter(rdb.hgetall(tstate_key(alert_id)).values())
         raise AssertionError(
             f"{exc}\n  last delivery: {brief}\n  terminal states in Redis: {dict(tstate)}"
         ) from None
@@ -89,10 +90,15 @@ async def until_played(
 
 def settled(rdb: redis.Redis, alert_id: str) -> bool:
     """No sweep of the alert is due any more and the outbox is empty: nothing will be resent."""
-    if rdb.zscore("ebd:sweeps", alert_id) is not None:
+    if any(rdb.zscore(k, alert_id) is not None for k in ("ebd:sweeps", "ebd:sweeps:urgent")):
         return False
-    groups = {g["name"]: g for g in rdb.xinfo_groups("ebd:outbox")}
-    return int(groups["dispatch"]["pending"]) == 0 and int(groups["dispatch"]["lag"] or 0) == 0
+    for stream in ("ebd:outbox", "ebd:outbox:urgent"):
+        if not rdb.exists(stream):
+            continue
+        groups = {g["name"]: g for g in rdb.xinfo_groups(stream)}
+        if int(groups["dispatch"]["pending"]) or int(groups["dispatch"]["lag"] or 0):
+            return False
+    return True
 
 
 def acklog(rdb: redis.Redis) -> list[dict[str, str]]:
@@ -127,9 +133,9 @@ def assert_exact(
     assert (state["expected"], state["received"], state["played"]) == (n, n, n), state
     nothing = ("failed", "no_ack", "cancelled", "pending", "escalated")
     assert {k: state.get(k, 0) for k in nothing} == dict.fromkeys(nothing, 0), state
-    tstate = rdb.hgetall(f"ebd:alert:{alert_id}:tstate")
+    tstate = rdb.hgetall(tstate_key(alert_id))
     assert Counter(tstate.values()) == {"played": n}
-    counts = cast(dict[str, str], rdb.hgetall(f"ebd:alert:{alert_id}:counts"))
+    counts = cast(dict[str, str], rdb.hgetall(counts_key(alert_id)))
     province = {k.split("|")[1]: int(v) for k, v in counts.items() if k.startswith("35|")}
     assert province["expected"] == n
     assert province["played"] == n
@@ -140,7 +146,7 @@ def assert_exact(
     ]
     twice = [pair for pair, k in Counter(counted).items() if k > 1]
     assert not twice, f"state changes counted twice: {twice[:5]}"
-    acks_counted = int(rdb.hget(f"ebd:alert:{alert_id}:dispatch", "acks_counted") or 0)
+    acks_counted = int(rdb.hget(dispatch_key(alert_id), "acks_counted") or 0)
     assert acks_counted == len(counted)
     # The ingestion counters never count more than was recorded (their exactness across a
     # crash is test_ingestion_stats_match_the_ack_records_across_engine_kills).
@@ -213,9 +219,7 @@ async def test_ingestion_stats_match_the_ack_records_across_engine_kills(
         for alert_id in alert_ids:
             await until_played(api, rdb, alert_id, len(terminals))
     results = Counter(row["result"] for row in acklog(rdb))
-    per_alert = sum(
-        int(cast(str, rdb.hget(f"ebd:alert:{a}:dispatch", "acks_counted"))) for a in alert_ids
-    )
+    per_alert = sum(int(cast(str, rdb.hget(dispatch_key(a), "acks_counted"))) for a in alert_ids)
     assert results["1"] == per_alert == 6 * 2 * len(terminals)
     stats = {k: int(v) for k, v in rdb.hgetall("ebd:stats").items()}
     assert (stats.get("acks_counted", 0), stats.get("acks_duplicate", 0)) == (
@@ -291,7 +295,7 @@ async def test_redis_killed_right_after_the_201_the_alert_survives_and_goes_out(
         fresh_redis.kill()
         fresh_redis.start()
         with redis.Redis.from_url(fresh_redis.url, decode_responses=True) as rdb:
-            assert rdb.exists(f"ebd:alert:{alert_id}")
+            assert rdb.exists(alert_key(alert_id))
             state = await until_played(api, rdb, alert_id, len(terminals))
             assert_exact(rdb, sim, terminals, alert_id, state)
         assert engine.running
@@ -350,7 +354,7 @@ async def test_an_alert_that_expires_while_a_terminal_is_offline_is_never_played
         marker = await api.issue(areas=[away.region])
         await wait_for(lambda: sim.plays_of(away.id).get(marker) == 1, timeout=20)
         assert sim.plays_of(away.id) == {marker: 1}
-        assert rdb.hget(f"ebd:alert:{alert_id}:tstate", away.id) in (None, "failed")
+        assert rdb.hget(tstate_key(alert_id), away.id) in (None, "failed")
         state = await api.delivery(alert_id)
         assert (state["played"], state["expected"]) == (49, 50)
 

@@ -27,6 +27,7 @@ from typing import Any, cast
 import redis
 
 from dispatcher.core.regions import Level
+from dispatcher.store.keys import alert_key
 from receiver.simulator import SimTerminal, Simulator
 from tests.helpers import fujian, unique, wait_for
 from tests.integration.engine import drill_settings, online, terminals_in
@@ -146,7 +147,7 @@ def exercise_alerts(rdb: redis.Redis) -> dict[str, list[dict[str, Any]]]:
     Whether they are exercises is for the caller to check."""
     out: dict[str, list[dict[str, Any]]] = {}
     for alert_id in cast(list[str], rdb.zrange(ALERTS, 0, -1)):
-        alert = json.loads(rdb.get(f"ebd:alert:{alert_id}") or "{}")
+        alert = json.loads(rdb.get(alert_key(alert_id)) or "{}")
         out.setdefault(alert["areas"][0], []).append(alert)
     return out
 

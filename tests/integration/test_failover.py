@@ -12,7 +12,6 @@ from the kill (or the freeze) to the last terminal played; docs/benchmarks.md re
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import time
@@ -26,6 +25,7 @@ import redis
 from dispatcher.embedded.processes import MosquittoServer, RedisServer
 from dispatcher.store.liveness import LivenessStore
 from dispatcher.store.store import Store
+from drills.store import DrillStore
 from receiver.mqtt_lite import Message, open_connection, tls_context
 from receiver.simulator import Simulator
 from tests.helpers import unique, wait_for
@@ -40,7 +40,7 @@ from tests.integration.test_chaos import (
     until_played,
 )
 from tests.support.broker import grant
-from tests.support.engine_process import EngineApi, EngineProcess
+from tests.support.engine_process import EngineApi, EngineProcess, outbox_reading
 
 TERMINALS = 2000
 # The issue's limit: every terminal played within this many seconds of the kill.
@@ -63,44 +63,14 @@ def signal_engine(engine: EngineProcess, signum: signal.Signals) -> EngineProces
     return engine
 
 
-def local_ports(pid: int) -> set[int]:
-    """The local TCP ports of the process's sockets (from /proc)."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        with contextlib.suppress(OSError):
-            target = os.readlink(fd)
-            if target.startswith("socket:["):
-                inodes.add(target.removeprefix("socket:[").removesuffix("]"))
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[9] in inodes:
-                ports.add(int(fields[1].rpartition(":")[2], 16))
-    return ports
-
-
-def reading(rdb: redis.Redis, engine: EngineProcess) -> bool:
-    """The engine waits in a blocking read of a stream (its outbox worker: no SMS here), so
-    a new outbox entry would go to it. Redis 7.0 lists a consumer only once it was given an
-    entry, so its connections are found by their ports."""
-    assert engine.pid is not None
-    ports = local_ports(engine.pid)
-    return any(
-        c["cmd"] == "xreadgroup"
-        and "b" in c["flags"]
-        and int(c["addr"].rpartition(":")[2]) in ports
-        for c in rdb.client_list()
-    )
-
-
 def outbox_owner(rdb: redis.Redis, alert_id: str) -> str | None:
     """The consumer the alert's outbox entry is pending at; None when done or not read."""
-    entries = cast(list[tuple[str, dict[str, str]]], rdb.xrevrange("ebd:outbox", count=100))
-    for entry_id, fields in entries:
-        if fields.get("alert_id") == alert_id:
-            rows = rdb.xpending_range("ebd:outbox", "dispatch", entry_id, entry_id, 1)
-            return str(rows[0]["consumer"]) if rows else None
+    for stream in ("ebd:outbox:urgent", "ebd:outbox"):
+        entries = cast(list[tuple[str, dict[str, str]]], rdb.xrevrange(stream, count=100))
+        for entry_id, fields in entries:
+            if fields.get("alert_id") == alert_id:
+                rows = rdb.xpending_range(stream, "dispatch", entry_id, entry_id, 1)
+                return str(rows[0]["consumer"]) if rows else None
     return None
 
 
@@ -152,9 +122,9 @@ async def test_an_instance_killed_right_after_its_201_its_alert_plays_everywhere
         EngineApi(a.base_url) as api,
         online(api, terminals, fresh_mosquitto.url) as sim,
     ):
-        await wait_for(lambda: reading(rdb, b), timeout=10)
+        await wait_for(lambda: outbox_reading(rdb, b), timeout=10)
         with frozen(b):
-            await wait_for(lambda: not reading(rdb, b), timeout=5)
+            await wait_for(lambda: not outbox_reading(rdb, b), timeout=5)
             alert_id = await api.issue(areas=[PROVINCE])
             a.kill()
             killed = time.monotonic()
@@ -188,10 +158,10 @@ async def test_a_hung_instance_loses_its_alert_within_5_s_and_sends_nothing_when
         online(api, terminals, fresh_mosquitto.url) as sim,
         alert_watch(fresh_mosquitto) as seen,
     ):
-        await wait_for(lambda: reading(rdb, b), timeout=10)
+        await wait_for(lambda: outbox_reading(rdb, b), timeout=10)
         stopped = {b.instance: signal_engine(b, signal.SIGSTOP)}
         try:
-            await wait_for(lambda: not reading(rdb, b), timeout=5)
+            await wait_for(lambda: not outbox_reading(rdb, b), timeout=5)
             alert_id = await api.issue(areas=[PROVINCE])
             assert fresh_redis.pid is not None
             os.kill(fresh_redis.pid, signal.SIGSTOP)
@@ -256,14 +226,14 @@ async def test_only_a_dead_instances_entries_are_taken_at_once_and_a_live_ones_n
     new = alive["ebd-new"]
 
     taken, dead = await store.outbox_claim_dead("ebd-new", new)
-    assert ([alert for _, alert in taken], dead) == (["alert-of-ebd-dead"], {"ebd-dead"})
+    assert ([e.alert_id for e in taken], dead) == (["alert-of-ebd-dead"], {"ebd-dead"})
     assert await store.outbox_claim_dead("ebd-new", new) == ([], set())
 
     await wait_for(lambda: _idle_past(store, 300), timeout=5)
     await new.renew()
     await alive["ebd-slow"].renew()
     fallback = await store.outbox_claim("ebd-new", min_idle_ms=300, liveness=new)
-    assert [alert for _, alert in fallback] == ["alert-of-ebd-old"]
+    assert [e.alert_id for e in fallback] == ["alert-of-ebd-old"]
     owners = {
         row["consumer"]
         for row in await store.redis.xpending_range("ebd:outbox", "dispatch", "-", "+", 10)
@@ -310,3 +280,49 @@ async def test_a_dead_instances_sms_chunks_are_taken_over_within_seconds(
             assert [e["from_instances"] for e in taken] == [["ebd-a"]]
             # At 100/s the rest takes about 3 s; the lease adds up to 3.5 s, 60 s never.
             assert took < 15
+
+
+async def test_a_dead_instances_sweeps_are_due_again_at_once_and_a_live_ones_kept(
+    store: Store,
+) -> None:
+    """A sweep claimed by an instance that died is taken over as its lease lapses, not when
+    the claim's own 30 s run out; one claimed by an instance holding its lease stays its."""
+    leases = {}
+    for name in ("ebd-dead", "ebd-slow", "ebd-new"):
+        leases[name] = LivenessStore(store.redis, name, lease_seconds=5.0)
+        await leases[name].renew()
+    now = 1_000_000
+    for alert_id, owner in (("al-dead", "ebd-dead"), ("al-slow", "ebd-slow")):
+        await store.schedule_sweep(alert_id, now, urgent=alert_id == "al-dead")
+        assert await store.claim_due_sweeps(now, lease_ms=30_000, count=1, instance=owner) == [
+            alert_id
+        ]
+    new = leases["ebd-new"]
+    assert await store.release_dead_sweeps(new, now + 1) == 0
+    assert await store.claim_due_sweeps(now + 1, lease_ms=30_000, count=5, instance="x") == []
+    await leases["ebd-dead"].release()
+    assert await store.release_dead_sweeps(new, now + 1) == 1
+    assert await store.release_dead_sweeps(new, now + 1) == 0  # once
+    claimed = await store.claim_due_sweeps(now + 1, lease_ms=30_000, count=5, instance="ebd-new")
+    assert claimed == ["al-dead"]
+    assert await store.redis.hgetall("ebd:sweeps:owner") == {
+        "al-dead": "ebd-new",
+        "al-slow": "ebd-slow",
+    }
+
+
+async def test_the_drill_lease_passes_at_once_from_a_dead_holder_only(store: Store) -> None:
+    """The drill scheduler's lease (15 s) changes hands as soon as its holder's liveness lease
+    lapses; a live holder keeps it, and so does one that never announced liveness."""
+    drills = DrillStore(store)
+    dead = LivenessStore(store.redis, "ebd-a", lease_seconds=5.0)
+    await dead.renew()
+    assert (await drills.hold_lease("ebd-a", ttl_ms=15_000, now_ms=1))[0] is True
+    assert await drills.hold_lease("ebd-b", ttl_ms=15_000, now_ms=2) == (False, "ebd-a")
+    await dead.release()
+    held, previous = await drills.hold_lease("ebd-b", ttl_ms=15_000, now_ms=3)
+    assert (held, previous) == (True, "1 ebd-a")
+    # ebd-c never held a liveness lease: nothing says it is dead, its TTL decides.
+    await drills.release_lease("ebd-b")
+    assert (await drills.hold_lease("ebd-c", ttl_ms=15_000, now_ms=4))[0] is True
+    assert (await drills.hold_lease("ebd-b", ttl_ms=15_000, now_ms=5))[0] is False

@@ -19,6 +19,7 @@ from adapters.sms.aliyun import report_signature
 from adapters.sms.gateway import out_id
 from adapters.sms.generic import receipt_signature
 from dispatcher.http.middleware import JsonErrorRunner, error_middleware
+from dispatcher.store.keys import dispatch_key
 from tests.helpers import alert_body
 from tests.integration.engine import PROVINCE, Client
 from tests.integration.test_sms import engine_with
@@ -263,8 +264,8 @@ async def test_a_refusal_by_redis_is_no_outage_and_shows_no_reply(
     alert_id = (await response.json())["id"]
     rdb = redis.Redis.from_url(redis_url)
     try:
-        rdb.delete(f"ebd:alert:{alert_id}:dispatch")
-        rdb.set(f"ebd:alert:{alert_id}:dispatch", "not a hash")
+        rdb.delete(dispatch_key(alert_id))
+        rdb.set(dispatch_key(alert_id), "not a hash")
         response = await api.get(f"/api/v1/alerts/{alert_id}", headers=PROVINCE)
     finally:
         rdb.close()

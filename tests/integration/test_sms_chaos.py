@@ -31,6 +31,7 @@ from aiohttp import web
 from adapters.sms.gateway import split_out_id
 from dispatcher.core.regions import Level
 from dispatcher.embedded.processes import RedisServer
+from dispatcher.store.keys import sms_job_keys
 from tests.helpers import fujian, wait_for
 from tests.integration.engine import people
 from tests.support.engine_process import EngineApi, EngineProcess
@@ -150,7 +151,7 @@ async def until_delivered(
 
 def counts(rdb: redis.Redis, alert_id: str) -> dict[str, int]:
     """The job's state counts straight from Redis (nonzero ones)."""
-    raw = rdb.hgetall(f"ebd:smsjob:{alert_id}:counts")
+    raw = rdb.hgetall(sms_job_keys(alert_id)[2])
     return {
         str(k): int(v) for k, v in raw.items() if int(v) and k not in ("recipients", "segments")
     }

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import aiohttp
+import redis
 
 from dispatcher.core.auth import hash_token
 from dispatcher.embedded.processes import free_port
@@ -430,3 +431,34 @@ class EngineApi:
                 return dict((await response.json())["delivery"])
         except (aiohttp.ClientError, TimeoutError):
             return None
+
+
+def local_ports(pid: int) -> set[int]:
+    """The local TCP ports of the process's sockets (from /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target.removeprefix("socket:[").removesuffix("]"))
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[9] in inodes:
+                ports.add(int(fields[1].rpartition(":")[2], 16))
+    return ports
+
+
+def outbox_reading(rdb: redis.Redis, engine: EngineProcess) -> bool:
+    """The engine waits in a blocking read of a stream (its outbox worker: no SMS here), so
+    a new outbox entry would go to it. Redis 7.0 lists a consumer only once it was given an
+    entry, so its connections are found by their ports."""
+    assert engine.pid is not None
+    ports = local_ports(engine.pid)
+    return any(
+        c["cmd"] == "xreadgroup"
+        and "b" in c["flags"]
+        and int(c["addr"].rpartition(":")[2]) in ports
+        for c in rdb.client_list()
+    )
