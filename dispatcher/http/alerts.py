@@ -26,7 +26,7 @@ from dispatcher.core.approval import (
 from dispatcher.core.audit import AuditAction
 from dispatcher.core.auth import Office, Offices
 from dispatcher.core.clock import shown, shown_ms
-from dispatcher.core.errors import Conflict, ValidationFailed
+from dispatcher.core.errors import Conflict, StoreUnavailable, ValidationFailed
 from dispatcher.core.models import (
     Alert,
     AlertRequest,
@@ -150,9 +150,16 @@ async def store_alert(
     alert's dispatch record so its detail shows them."""
     store, tree = request.app[STORE], request.app[TREE]
     idempotency = None if body is None else _idempotency(request, body)
-    stored, created = await store.create_alert(
-        alert, office_id=office.id, idempotency=idempotency, cancels=cancels
-    )
+    try:
+        stored, created = await store.create_alert(
+            alert, office_id=office.id, idempotency=idempotency, cancels=cancels
+        )
+    except StoreUnavailable as exc:
+        if isinstance(exc.details, dict) and exc.details.get("alert_id") == alert.id:
+            # Stored and queued, only not yet on enough replicas (503): it goes out, so it
+            # is on record now; the retry that confirms it is a replay, never audited.
+            await audit(request, _audit_action(alert, cancels), alert.id, _audit_detail(alert))
+        raise
     if created and approval is not None:
         await store.set_dispatch(alert.id, **approval)
     log.info(

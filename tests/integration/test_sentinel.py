@@ -12,6 +12,7 @@ write, which docs/redis-ha.md quotes.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -168,6 +169,10 @@ async def test_an_alert_answered_201_right_before_the_kill_is_sent_after_the_pro
         async with api.http.post(url, json=body, headers={"Idempotency-Key": key}) as response:
             assert response.status == 503
             assert (await response.json())["error"]["details"]["alert_id"] == unconfirmed
+        # It goes out, so it is on record: once, though it was answered twice.
+        records = [json.loads(r) for r in rdb.hvals(keys.AUDIT_RECORDS)]
+        issued = [r for r in records if r.get("target") == unconfirmed]
+        assert [r["action"] for r in issued] == ["alert.issue"]
         state = await until_played(api, rdb, unconfirmed, TERMINALS)
         assert all(sim.plays_of(t.id).get(unconfirmed) == 1 for t in terminals)
         assert (state["expected"], state["received"], state["played"]) == (TERMINALS,) * 3
