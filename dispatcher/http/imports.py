@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import json
 import multiprocessing
 import pickle
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -30,6 +29,7 @@ from dispatcher.core.errors import BadRequest, EbdError, ValidationFailed
 from dispatcher.core.import_rows import Checked
 from dispatcher.core.regions import RegionTree
 from dispatcher.core.tasks import cancel_until_done
+from dispatcher.http.requests import parse_json
 from dispatcher.store.jobs import ACTIVE, Job, JobStore
 from dispatcher.store.liveness import LivenessStore
 
@@ -66,23 +66,6 @@ def _init_worker(tree_blob: bytes) -> None:
     _TREE = pickle.loads(tree_blob)  # noqa: S301
 
 
-def parse_body(raw: bytes) -> Any:
-    """An import's JSON body, as ``dispatcher.http.requests.read_json`` reads one."""
-    try:
-        value = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}") from exc
-    if b"\\u" in raw:
-        try:
-            json.dumps(value, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise BadRequest(
-                'the body holds a lone UTF-16 surrogate escape (e.g. "\\ud800"); '
-                "send valid Unicode text"
-            ) from exc
-    return value
-
-
 def body_rows(kind: str, body: Any) -> list[Any]:
     """The rows of an import body: a JSON list, or an object holding it under its kind."""
     from dispatcher.core.import_rows import check_shape
@@ -110,7 +93,7 @@ def _check_part(kind: str, raw: bytes, part: int, parts: int) -> tuple[str, Any]
     if _TREE is None:
         raise RuntimeError("the import worker was started without the region tree")
     try:
-        items = body_rows(kind, parse_body(raw))
+        items = body_rows(kind, parse_json(raw))
     except EbdError as exc:
         return "error", (isinstance(exc, BadRequest), exc.message, exc.details)
     low, high = len(items) * part // parts, len(items) * (part + 1) // parts
@@ -130,7 +113,7 @@ class ImportChecker:
         """Every row of the body, checked, in order; ``BadRequest`` or ``ValidationFailed``
         for a body that is not a list of rows."""
         if len(raw) <= INLINE_BYTES:
-            items = body_rows(kind, parse_body(raw))
+            items = body_rows(kind, parse_json(raw))
             return check_slice(kind, items, self._tree, 0)
         pool = await self._started()
         loop = asyncio.get_running_loop()

@@ -44,6 +44,11 @@ async def read_json(request: web.Request, *, optional: bool = False) -> Any:
     # tab or a form feed, which no JSON parser accepts.
     if optional and not raw.strip(b" \t\n\r"):
         return None
+    return parse_json(raw)
+
+
+def parse_json(raw: bytes) -> Any:
+    """A request body's JSON; ``BadRequest`` saying what is wrong with it."""
     try:
         value = json.loads(raw)
     except (ValueError, RecursionError) as exc:
