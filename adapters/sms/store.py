@@ -531,21 +531,26 @@ def _merged(person: dict[str, Any], previous: str | None, keep: Callable[[str], 
     return json.dumps(merged, ensure_ascii=False, separators=(",", ":"))
 
 
-def _index_changes(changes: SetChanges, key: str, old: str | None, new: str | None) -> None:
-    """``_queue_index`` gathered into ``changes``."""
+def _region_moves(old: str | None, new: str | None) -> tuple[set[str], set[str]]:
+    """The region sets a person leaves and joins when their postings go from old to new."""
     before = {code for region in _regions_of(old) for code in code_path(region)}
     after = {code for region in _regions_of(new) for code in code_path(region)}
-    for code in before - after:
+    return before - after, after - before
+
+
+def _index_changes(changes: SetChanges, key: str, old: str | None, new: str | None) -> None:
+    """``_queue_index`` gathered into ``changes``."""
+    left, joined = _region_moves(old, new)
+    for code in left:
         changes.remove(sms_region_recips_key(code), key)
-    for code in after - before:
+    for code in joined:
         changes.add(sms_region_recips_key(code), key)
 
 
 def _queue_index(pipe: Any, key: str, old: str | None, new: str | None) -> None:
     """Move a person's entries in the region sets from the old postings to the new."""
-    before = {code for region in _regions_of(old) for code in code_path(region)}
-    after = {code for region in _regions_of(new) for code in code_path(region)}
-    for code in before - after:
+    left, joined = _region_moves(old, new)
+    for code in left:
         pipe.srem(sms_region_recips_key(code), key)
-    for code in after - before:
+    for code in joined:
         pipe.sadd(sms_region_recips_key(code), key)

@@ -570,14 +570,20 @@ class RedisServer(ManagedProcess):
         # the data is back; a caller must not see an empty database after a restart.
         # As the engine's user: Redis answers NOAUTH to anyone else even while it loads, and
         # PING answers -LOADING until the data is back.
-        sock.sendall(f"AUTH {REDIS_USER} {self.password}\r\nPING\r\n".encode())
-        reply = b""
-        while reply.count(b"\r\n") < 2:
-            chunk = sock.recv(256)
-            if not chunk:
-                return False
-            reply += chunk
-        return reply.startswith(b"+OK") and b"+PONG" in reply
+        return redis_auth_ping(sock, f"{REDIS_USER} {self.password}")
+
+
+def redis_auth_ping(sock: socket.socket, credentials: str) -> bool:
+    """AUTH then PING on a fresh connection to a Redis server (or sentinel): True once it
+    takes the credentials and answers PONG."""
+    sock.sendall(f"AUTH {credentials}\r\nPING\r\n".encode())
+    reply = b""
+    while reply.count(b"\r\n") < 2:
+        chunk = sock.recv(256)
+        if not chunk:
+            return False
+        reply += chunk
+    return reply.startswith(b"+OK") and b"+PONG" in reply
 
 
 class EmbeddedServices(_Service):

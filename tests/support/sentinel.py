@@ -22,7 +22,7 @@ import redis
 from redis.sentinel import Sentinel
 
 from dispatcher.embedded.configs import REDIS_USER
-from dispatcher.embedded.processes import ManagedProcess, RedisServer
+from dispatcher.embedded.processes import ManagedProcess, RedisServer, redis_auth_ping
 from dispatcher.embedded.secrets import ensure_secret, write_private
 from tests.support.engine_process import EngineProcess
 
@@ -74,14 +74,7 @@ class SentinelServer(ManagedProcess):
         return [str(config_path), "--sentinel"]
 
     def _probe(self, sock: socket.socket) -> bool:
-        sock.sendall(f"AUTH {self.password}\r\nPING\r\n".encode())
-        reply = b""
-        while reply.count(b"\r\n") < 2:
-            chunk = sock.recv(256)
-            if not chunk:
-                return False
-            reply += chunk
-        return reply.startswith(b"+OK") and b"+PONG" in reply
+        return redis_auth_ping(sock, self.password)
 
 
 class SentinelCluster:
