@@ -25,6 +25,7 @@ from dispatcher.store.keys import (
     SMS_LIMIT_PREFIX,
     SMS_OUTBOX,
     SMS_OUTBOX_GROUP,
+    SMS_OUTBOX_ROUTINE,
     SMS_RECEIPT_SEEN,
     SMS_RECEIPTS,
     SMS_RECIPS,
@@ -33,6 +34,7 @@ from dispatcher.store.keys import (
     sms_job_key,
     sms_job_keys,
     sms_region_recips_key,
+    sms_sent_log_key,
 )
 from dispatcher.store.liveness import LivenessStore
 from dispatcher.store.set_batch import SCRIPT as SET_CHANGES
@@ -52,11 +54,6 @@ STATES = (
 )
 # A receipt log of a few province-wide alerts' worth.
 RECEIPTS_MAXLEN = 1_000_000
-# Not in dispatcher/store/keys.py yet (owned elsewhere; to be moved there): the routine lane's
-# outbox stream (the urgent lane keeps SMS_OUTBOX, so texts queued before lanes existed are
-# still sent), and each gateway's log of what was taken (a sorted set next to its bucket).
-SMS_OUTBOX_ROUTINE = SMS_OUTBOX + ":routine"
-SENT_LOG = ":sent"
 
 
 class Lane(IntEnum):
@@ -428,7 +425,7 @@ class SmsStore(StoreBase):
         args: list[str | int | float] = [
             n, pace.limit, pace.window_ms, pace.spacing_ms, "1" if urgent else "0", hold
         ]  # fmt: skip
-        return int(await self.call(self._take(keys=[bucket, bucket + SENT_LOG], args=args)))
+        return int(await self.call(self._take(keys=[bucket, sms_sent_log_key(gateway)], args=args)))
 
     # Outbox -------------------------------------------------------------------------------
 

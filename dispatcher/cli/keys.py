@@ -16,6 +16,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from dispatcher.core.audit import AuditAction
+from dispatcher.core.redis_access import RedisAccess
+from dispatcher.embedded.access import redis_access
 from dispatcher.embedded.signing_keys import rotate_keys
 from dispatcher.settings import load_settings
 from dispatcher.store.store import Store
@@ -27,15 +29,18 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     overlap = timedelta(days=args.overlap_days)
     old, new = rotate_keys(settings.signing, settings.state_dir.resolve(), overlap, args.algorithm)
     print(f"signing key {old} → {new}; {old} stays in the keyring for {args.overlap_days:g} days")
-    if settings.redis.url:
-        asyncio.run(_record(settings.redis.url, old, new, args.overlap_days))
+    if settings.redis.url or settings.redis.sentinels:
+        # The engine's own way to its Redis: the password file, or the sentinels' primary.
+        asyncio.run(_record(redis_access(settings.redis, None), old, new, args.overlap_days))
     else:
-        print("(no redis.url: the rotation is not in the audit log; record it by hand)")
+        print(
+            "(no redis.url or sentinels: the rotation is not in the audit log; record it by hand)"
+        )
     return 0
 
 
-async def _record(url: str, old: str, new: str, overlap_days: float) -> None:
-    store = Store.from_url(url)
+async def _record(access: RedisAccess, old: str, new: str, overlap_days: float) -> None:
+    store = Store.from_access(access)
     try:
         await store.audit.record(
             office="operator",

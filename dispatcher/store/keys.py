@@ -62,10 +62,12 @@ an escalation sends, the braces around the alert id either way; ``{r}`` a recipi
     ebd:smsjob:{job}:info       hash    {r} → JSON: phone, lang, gateway, attempts, owner,
                                         retry_at, message_id, error, parts, ok (parts delivered)
     ebd:smsjob:{job}:counts     hash    state → n, "recipients", "segments"
-    ebd:sms:outbox              stream  chunks of a job's recipients to send; group "sms"
+    ebd:sms:outbox              stream  chunks of an urgent job's recipients to send; group "sms"
+    ebd:sms:outbox:routine      stream  the same for every other job (read after the urgent)
     ebd:sms:doubt               zset    "{job}|{r}" in flight, unanswered, or taken with no
                                         receipt yet → when to ask the gateway about it (ms)
-    ebd:sms:bucket:{gateway}    hash    the gateway's token bucket: tokens, ts (ms, Redis clock)
+    ebd:sms:bucket:{gateway}    hash    the gateway's pace: next, urgent (ms, Redis clock), seq
+    ebd:sms:bucket:{gw}:sent    zset    "seq:n" taken → when (ms): the last window's takes
     ebd:sms:rl:{r}:{hour}       string  texts that person was sent in that UTC hour
     ebd:sms:receipts            stream  every receipt as it arrived, for review
     ebd:sms:stats               hash    counters: receipts, receipts_orphan, …
@@ -196,7 +198,8 @@ def region_terms_key(code: str) -> str:
 # SMS (adapters/sms/store.py) -------------------------------------------------------------------
 
 SMS_RECIPS = PREFIX + "recips"
-SMS_OUTBOX = PREFIX + "sms:outbox"
+SMS_OUTBOX = PREFIX + "sms:outbox"  # the urgent lane's (texts queued before lanes stay in it)
+SMS_OUTBOX_ROUTINE = SMS_OUTBOX + ":routine"
 SMS_OUTBOX_GROUP = "sms"
 SMS_DOUBT = PREFIX + "sms:doubt"
 SMS_RECEIPTS = PREFIX + "sms:receipts"
@@ -222,7 +225,13 @@ def sms_job_keys(job: str) -> list[str]:
 
 
 def sms_bucket_key(gateway: str) -> str:
-    return f"{PREFIX}sms:bucket:{gateway}"
+    """A gateway's pace (scripts/take.lua); hash-tagged with its log, which the script takes too."""
+    return f"{PREFIX}sms:bucket:{{{gateway}}}"
+
+
+def sms_sent_log_key(gateway: str) -> str:
+    """A gateway's log of what was taken from its pace: a sorted set, a window long."""
+    return sms_bucket_key(gateway) + ":sent"
 
 
 # Drills (drills/store.py); APScheduler's job store takes the two aps keys --------------------

@@ -11,6 +11,8 @@ import redis
 from dispatcher.cli.main import main
 from dispatcher.core.config import SigningSettings
 from dispatcher.core.signing import Keyring, Signer, SigningKey
+from dispatcher.embedded.configs import REDIS_USER
+from dispatcher.embedded.processes import RedisServer
 from dispatcher.embedded.signing_keys import engine_keys
 
 
@@ -54,3 +56,27 @@ def test_rotation_keeps_the_old_key_for_the_overlap_and_is_audited(
     rotations = [r for r in records if r["action"] == "key.rotate"]
     assert [r["target"] for r in rotations] == [after.signer.kid]
     assert rotations[0]["detail"]["old"] == before.signer.kid
+
+
+def test_rotation_reaches_a_redis_whose_password_is_in_a_file(
+    tmp_path: Path, redis_url: str, redis_server: RedisServer, rdb: redis.Redis
+) -> None:
+    """As the engine does: the password from ``redis.password_file``, not the URL (before,
+    the rotation was refused by Redis, or skipped with sentinels, and left no record)."""
+    state = tmp_path / "state"
+    before = engine_keys(SigningSettings(), state)
+    secret = tmp_path / "redis-password"
+    secret.write_text(redis_server.password + "\n", encoding="utf-8")
+    secret.chmod(0o600)
+    bare = redis_server.bare_url.replace("redis://", f"redis://{REDIS_USER}@", 1)
+    config = tmp_path / "ebd.toml"
+    config.write_text(
+        f'state_dir = "{state}"\n[redis]\nurl = "{bare}"\npassword_file = "{secret}"\n',
+        encoding="utf-8",
+    )
+    assert main(["keys", "rotate", "--config", str(config), "--overlap-days", "1"]) == 0
+    after = engine_keys(SigningSettings(), state)
+    records = [json.loads(v) for v in rdb.hvals("ebd:audit:records")]
+    rotations = [r for r in records if r["action"] == "key.rotate"]
+    assert [r["detail"]["old"] for r in rotations] == [before.signer.kid]
+    assert [r["target"] for r in rotations] == [after.signer.kid]

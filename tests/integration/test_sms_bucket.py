@@ -14,13 +14,14 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from adapters.sms.pool import Pace
 from adapters.sms.settings import GatewaySettings
 from adapters.sms.store import SmsStore
-from dispatcher.store.keys import sms_bucket_key
+from dispatcher.store.keys import sms_sent_log_key
 from dispatcher.store.store import Store
 from tests.support.sms_sandbox import peak_in_window
 
@@ -59,13 +60,15 @@ async def pace_log(store: Store, gateway: str) -> AsyncIterator[list[float]]:
     """Redis's time (seconds) of every message taken from ``gateway``'s pace while inside,
     read from the log the script keeps. The log holds a window (1 s) of takes, so reading it
     every 100 ms misses none; the last read happens after the takers are done."""
-    log = sms_bucket_key(gateway) + ":sent"
+    log = sms_sent_log_key(gateway)
     seen: dict[str, float] = {}
     stamps: list[float] = []
 
     async def read() -> None:
-        for member, score in await store.redis.zrange(log, 0, -1, withscores=True):
-            seen[member if isinstance(member, str) else member.decode()] = score
+        # (member, score) pairs; redis-py's annotation covers every form of ZRANGE's reply.
+        entries: Any = await store.redis.zrange(log, 0, -1, withscores=True)
+        for member, score in entries:
+            seen[member if isinstance(member, str) else member.decode()] = float(score)
 
     async def sample() -> None:
         while True:
