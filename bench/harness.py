@@ -14,6 +14,7 @@ import contextlib
 import functools
 import json
 import os
+import secrets
 import signal
 import sys
 import time
@@ -28,6 +29,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 # After the path fix above.
+from dispatcher.core.broker_auth import password_line  # noqa: E402
 from dispatcher.core.models import (  # noqa: E402
     Alert,
     Channel,
@@ -47,7 +49,7 @@ from receiver.mqtt_lite import (  # noqa: E402
     parse_mqtt_url,
 )
 from receiver.simulator import Simulator  # noqa: E402
-from tests.support.broker import TEST_KEYRING, grant  # noqa: E402
+from tests.support.broker import TEST_KEYRING, grant, until_accepted  # noqa: E402
 from tests.support.engine_process import EngineApi, EngineProcess  # noqa: E402
 
 REGIONS_FILE = ROOT / "config" / "regions" / "fujian.csv"
@@ -221,6 +223,28 @@ async def serve_terminals(
 
 
 _GRANTED: dict[str, MosquittoServer] = {}
+
+
+async def engine_listener_account(
+    server: MosquittoServer, user: str, acl: str, password: str | None = None
+) -> str:
+    """An account of a benchmark's own on a broker's engine listener, allowed what ``acl``
+    (Mosquitto ACL lines) says and nothing else, as an operator would add one (a line in the
+    password file and the ACL, then SIGHUP); its URL, once the broker takes it."""
+    password = password or secrets.token_urlsafe(24)
+
+    def write() -> None:
+        with Path(server.files.engine_passwd).open("a", encoding="utf-8") as passwd:
+            passwd.write(password_line(user, password) + "\n")
+        with Path(server.files.engine_acl).open("a", encoding="utf-8") as rules:
+            rules.write(f"\nuser {user}\n{acl}")
+        server.reload()
+
+    await asyncio.to_thread(write)
+    url = parse_mqtt_url(server.url)
+    if not await until_accepted(url.host, url.port, user, password, tls=None):
+        raise RuntimeError(f"{server!r} did not take the account {user!r}")
+    return f"mqtt://{user}:{password}@{url.host}:{url.port}"
 
 
 async def grant_terminals(server: MosquittoServer, terminals: list[dict[str, str]]) -> None:

@@ -61,6 +61,7 @@ from harness import (
     PROVINCE,
     REGISTER_PART,
     SimChild,
+    engine_listener_account,
     fujian,
     grant_terminals,
     issue,
@@ -73,10 +74,9 @@ from harness import (
 from skeleton import Benchmark, main, say
 
 from adapters.loudspeaker.payload import encode_alert
-from dispatcher.core.broker_auth import password_line
 from dispatcher.embedded.processes import MosquittoServer, RedisServer
 from receiver.mqtt_lite import Message, MqttConnection, parse_mqtt_url
-from tests.support.broker import TEST_SIGNER, until_accepted
+from tests.support.broker import TEST_SIGNER
 from tests.support.engine_process import cpu_seconds, memory_kb
 
 BENCH = Path(__file__).resolve().parent
@@ -116,9 +116,7 @@ BRIDGE_USER = "ebd-scale-bridge"
 # and its own state out (mosquitto's bridge notification, retained, with a Will of "0": the
 # national side sees which province is cut off; refused, the bridge hangs up at once).
 # Its listeners on the province broker read alerts too, with the same account.
-BRIDGE_ACL = (
-    f"\nuser {BRIDGE_USER}\ntopic read eb/v1/alert/#\ntopic write $SYS/broker/connection/+/state\n"
-)
+BRIDGE_ACL = "topic read eb/v1/alert/#\ntopic write $SYS/broker/connection/+/state\n"
 PROBE_TOPIC = f"eb/v1/alert/{PROVINCE}/scale-probe"  # no terminal subscribes to it
 
 
@@ -394,22 +392,10 @@ def memory_figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
 # -- the bridge --------------------------------------------------------------------------------
 
 
-def _write_bridge_account(server: MosquittoServer, password: str) -> None:
-    files = server.files
-    with Path(files.engine_passwd).open("a", encoding="utf-8") as passwd:
-        passwd.write(password_line(BRIDGE_USER, password) + "\n")
-    with Path(files.engine_acl).open("a", encoding="utf-8") as acl:
-        acl.write(BRIDGE_ACL)
-    server.reload()
-
-
 async def add_bridge_account(server: MosquittoServer, password: str) -> None:
     """The bridge's account on a broker's engine listener (read the alerts, nothing else);
     returns once the broker, told to reread its files, takes it."""
-    await asyncio.to_thread(_write_bridge_account, server, password)
-    url = parse_mqtt_url(server.url)
-    if not await until_accepted(url.host, url.port, BRIDGE_USER, password, tls=None):
-        raise RuntimeError(f"{server!r} did not take the bridge's account")
+    await engine_listener_account(server, BRIDGE_USER, BRIDGE_ACL, password)
 
 
 def province_bridge_config(national_port: int, password: str) -> str:

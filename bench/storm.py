@@ -60,7 +60,6 @@ import contextlib
 import functools
 import os
 import resource
-import secrets
 import subprocess
 import sys
 import time
@@ -74,6 +73,7 @@ from figures import fmt, median, per_second
 from harness import (
     CHILDREN,
     REGISTER_PART,
+    engine_listener_account,
     issue,
     pick_terminals,
     province_api,
@@ -82,7 +82,6 @@ from harness import (
 )
 from skeleton import Benchmark, main, say
 
-from dispatcher.core.broker_auth import password_line
 from dispatcher.core.models import new_alert_id
 from dispatcher.embedded.processes import MosquittoServer, RedisServer, find_binary
 from dispatcher.embedded.secrets import write_private
@@ -90,7 +89,6 @@ from dispatcher.store.acklog import acklog_rows
 from dispatcher.store.keys import ACKLOG
 from receiver.brain import Ack, AckState, ack_topic
 from receiver.mqtt_lite import parse_mqtt_url
-from tests.support.broker import until_accepted
 from tests.support.engine_process import EngineProcess, cpu_seconds
 
 ACK_FILTER = "eb/v1/term/+/ack"
@@ -141,26 +139,9 @@ def build_storm(terminals: list[dict[str, str]], alert_id: str, per_terminal: in
 REPLAY_USER = "ebd-storm-replay"
 
 
-def _add_replay_account(mqtt: MosquittoServer) -> str:
-    """The replay account in the engine listener's password file and ACL, and a SIGHUP; its
-    password."""
-    files = mqtt.files
-    password = secrets.token_urlsafe(24)
-    with Path(files.engine_passwd).open("a") as passwd:
-        passwd.write(password_line(REPLAY_USER, password) + "\n")
-    with Path(files.engine_acl).open("a") as acl:
-        acl.write(f"\nuser {REPLAY_USER}\ntopic write eb/v1/term/+/ack\n")
-    mqtt.reload()
-    return password
-
-
 async def replay_url(mqtt: MosquittoServer) -> str:
-    """The replay account's URL, once the broker accepts it."""
-    password = _add_replay_account(mqtt)
-    url = parse_mqtt_url(mqtt.url)
-    if not await until_accepted(url.host, url.port, REPLAY_USER, password, tls=None):
-        raise RuntimeError("the broker did not take the storm's replay account")
-    return f"mqtt://{REPLAY_USER}:{password}@{url.host}:{url.port}"
+    """The replay account's URL (publish acks, nothing else), once the broker accepts it."""
+    return await engine_listener_account(mqtt, REPLAY_USER, "topic write eb/v1/term/+/ack\n")
 
 
 async def publish_storm(mqtt_url: str, storm: Storm, timeout: float) -> float:

@@ -37,6 +37,7 @@ import collections
 import contextlib
 import json
 import os
+import secrets
 import sys
 import time
 import uuid
@@ -55,6 +56,7 @@ from harness import (
     PROVINCE,
     REGISTER_PART,
     SimChild,
+    engine_listener_account,
     fujian,
     grant_terminals,
     issue,
@@ -97,7 +99,18 @@ SETTLE_IDLE = 0.04
 SETTLE_MAX = 20.0
 
 
-def bridge_config(name: str, main_port: int) -> str:
+# What the second broker's bridge may do on the main one (its engine listener refuses anyone
+# without an account): take alerts and commands, bring back acks and states, and post its own
+# connection state (mosquitto's bridge notification; refused, the bridge hangs up at once).
+BRIDGE_USER = "ebd-wave-bridge"
+BRIDGE_ACL = (
+    "topic read eb/v1/alert/#\ntopic read eb/v1/term/+/cmd\n"
+    "topic write eb/v1/term/+/ack\ntopic write eb/v1/term/+/state\n"
+    "topic write $SYS/broker/connection/+/state\n"
+)
+
+
+def bridge_config(name: str, main_port: int, password: str) -> str:
     """Mosquitto config that bridges a second broker to the main one: alerts and commands
     come in from it, acks and states go out to it, as a county broker would forward to the
     province's. MQTT 5 and a kept session, so nothing is lost across a bridge reconnect."""
@@ -106,6 +119,8 @@ def bridge_config(name: str, main_port: int) -> str:
             f"connection {name}",
             f"address 127.0.0.1:{main_port}",
             "bridge_protocol_version mqttv50",
+            f"remote_username {BRIDGE_USER}",
+            f"remote_password {password}",
             "cleansession false",
             f"remote_clientid {name}",
             f"local_clientid {name}-local",
@@ -120,7 +135,8 @@ def bridge_config(name: str, main_port: int) -> str:
 
 
 async def wait_bridged(main_url: str, other_url: str, timeout: float = 60.0) -> None:
-    """Publish probes on the main broker until one arrives through the bridge."""
+    """Publish probes on the main broker until one arrives through the bridge (``other_url``:
+    an account that may read alerts there; the engine's may only publish them)."""
     arrived = asyncio.Event()
     probe = "eb/v1/alert/wave-bridge-probe"  # no terminal subscribes to it
     listener = await throwaway_client(
@@ -577,9 +593,11 @@ async def one_size(
     brokers = -(-n // PER_BROKER)
     mqtt = MosquittoServer(folder / "mosquitto")
     main_port = parse_mqtt_url(mqtt.url).port
+    bridge_password = secrets.token_urlsafe(24)
     bridged = [
         MosquittoServer(
-            folder / f"mosquitto-{k}", extra_config=bridge_config(f"wave-bridge-{k}", main_port)
+            folder / f"mosquitto-{k}",
+            extra_config=bridge_config(f"wave-bridge-{k}", main_port, bridge_password),
         )
         for k in range(1, brokers)
     ]
@@ -588,9 +606,12 @@ async def one_size(
     result: dict[str, Any] = {"terminals": n, "brokers": brokers, "raw": [], "engine": []}
     try:
         await asyncio.to_thread(mqtt.start)
+        if bridged:
+            await engine_listener_account(mqtt, BRIDGE_USER, BRIDGE_ACL, bridge_password)
         for other in bridged:
             await asyncio.to_thread(other.start)
-            await wait_bridged(mqtt.url, other.url)
+            reader = await engine_listener_account(other, BRIDGE_USER, BRIDGE_ACL, bridge_password)
+            await wait_bridged(mqtt.url, reader)
         await asyncio.to_thread(rds.start)
         share = -(-n // brokers)
         say(f"… {n} terminals on {brokers} broker(s): connecting the simulator")
