@@ -53,8 +53,11 @@ async def test_plan_a_county_list_export_and_edit(
 ) -> None:
     year = datetime.now(UTC).year + 1
     townships = fujian().descendants(GULOU_COUNTY, level=Level.TOWNSHIP)
+    # The weekday rules are the province's, in its zone (not the tests' zone where it is midday
+    # now, in which a +08:00 Sunday can be a Saturday).
     async with engine(redis_url, mqtt_url, tmp_path, workday_start="09:00",
-                      workday_end="17:00", weekdays=[1, 2, 3, 4, 5]) as client:  # fmt: skip
+                      workday_end="17:00", weekdays=[1, 2, 3, 4, 5],
+                      timezone="Asia/Shanghai") as client:  # fmt: skip
         result = await call(client, "POST", "/api/v1/drills/plan", {"year": year}, GULOU)
         assert result["planned"] == len(townships)
         again = await call(client, "POST", "/api/v1/drills/plan", {"year": year}, GULOU)
