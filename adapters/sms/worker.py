@@ -90,8 +90,6 @@ class SmsWorker:
         self._liveness: LivenessStore | None = None
         self.sent = 0
         self.requests = 0
-        # Batches that took their room in the pace twice (``STALE_TAKE``).
-        self.retaken = 0
 
     def use_liveness(self, liveness: LivenessStore) -> None:
         """Take over the chunks of an instance as soon as its liveness lease lapses, instead
@@ -285,8 +283,9 @@ class SmsWorker:
             messages = [message_of(job, meta, p.info) for p in batch if p.key in taken]
             if not messages:
                 return
-            if time.monotonic() - paced > STALE_TAKE:
-                self.retaken += 1
+            late = time.monotonic() - paced
+            if late > STALE_TAKE:
+                log.info("sms.paced_again", gateway=gateway.name, late_ms=round(late * 1000))
                 await self._take_tokens(gateway, len(messages), urgent=urgent)
             results = await gateway.submit(messages)
         finally:
