@@ -1,8 +1,9 @@
 """A gate that lets one holder through at a time, urgent ones first.
 
 The SMS worker queues every request to a gateway at its gate before it asks the shared pace
-for room: a red warning's batch that arrives while a drill's batches wait goes next, behind
-at most the one batch already waiting for its turn.
+for room. The holder may be waiting for the pace; a red warning's batch that arrives meanwhile
+outranks it: the holder is told (``Holder.outranked``), steps back into the queue and the red
+batch takes the next room in the pace, behind only the batch already sent on its way.
 """
 
 from __future__ import annotations
@@ -12,6 +13,17 @@ import heapq
 import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Holder:
+    """Who holds the gate; ``outranked`` is done once a waiter of a higher rank arrives."""
+
+    priority: int
+    outranked: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
 
 class PriorityGate:
@@ -19,6 +31,7 @@ class PriorityGate:
 
     def __init__(self) -> None:
         self._held = False
+        self._holder: Holder | None = None
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._arrivals = itertools.count()
 
@@ -27,12 +40,15 @@ class PriorityGate:
         return sum(1 for _, _, f in self._waiters if not f.done())
 
     @asynccontextmanager
-    async def hold(self, priority: int) -> AsyncIterator[None]:
+    async def hold(self, priority: int) -> AsyncIterator[Holder]:
         if not self._held and not self.waiting:
             self._held = True
         else:
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             heapq.heappush(self._waiters, (priority, next(self._arrivals), future))
+            holder = self._holder
+            if holder is not None and priority < holder.priority and not holder.outranked.done():
+                holder.outranked.set_result(None)
             try:
                 await future
             except asyncio.CancelledError:
@@ -40,9 +56,11 @@ class PriorityGate:
                     # Handed the gate just as it was cancelled: pass it on, or it stays shut.
                     self._release()
                 raise
+        self._holder = Holder(priority)
         try:
-            yield
+            yield self._holder
         finally:
+            self._holder = None
             self._release()
 
     def _release(self) -> None:

@@ -253,14 +253,22 @@ class SmsWorker:
         # through it takes a request slot, then waits for room in the pace: a slot is taken
         # first so that once the pace lets a batch go, it leaves at once (a batch that waited
         # for a slot after its pace would reach the gateway late, bunched with later ones).
+        # A routine holder outranked while it waits for the pace steps back behind the urgent
+        # batch (and gives up its slot, which the urgent one may need).
         urgent = lane is Lane.URGENT
-        async with self._gates[gateway.name].hold(lane):
-            await slots.acquire()
-            try:
-                await self._take_tokens(gateway, len(batch), urgent=urgent)
-            except BaseException:
-                slots.release()
-                raise
+        passed = False
+        while not passed:
+            async with self._gates[gateway.name].hold(lane) as holder:
+                await slots.acquire()
+                try:
+                    passed = await self._take_tokens(
+                        gateway, len(batch), urgent=urgent, outranked=holder.outranked
+                    )
+                except BaseException:
+                    slots.release()
+                    raise
+                if not passed:
+                    slots.release()
         paced = time.monotonic()
         try:
             started = now_ms()
@@ -294,13 +302,27 @@ class SmsWorker:
         attempts = {p.key: int(p.info.get("attempts", 0)) + 1 for p in batch}
         await self._record(job, gateway, owner, messages, results, attempts)
 
-    async def _take_tokens(self, gateway: SmsGateway, n: int, *, urgent: bool) -> None:
+    async def _take_tokens(
+        self,
+        gateway: SmsGateway,
+        n: int,
+        *,
+        urgent: bool,
+        outranked: asyncio.Future[None] | None = None,
+    ) -> bool:
+        """Room for ``n`` messages in the gateway's pace: True once taken, False when
+        ``outranked`` came first (nothing taken then)."""
         pace = self._pool.paces[gateway.name]
         while True:
+            if outranked is not None and outranked.done():
+                return False
             wait_ms = await self._store.take_tokens(gateway.name, n, pace=pace, urgent=urgent)
             if wait_ms <= 0:
-                return
-            await asyncio.sleep(wait_ms / 1000)
+                return True
+            if outranked is None:
+                await asyncio.sleep(wait_ms / 1000)
+            else:
+                await asyncio.wait({outranked}, timeout=wait_ms / 1000)
 
     async def _record(
         self,
