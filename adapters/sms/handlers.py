@@ -15,6 +15,7 @@ from adapters.sms.recipients import Person, merge_recipients, normalize_phone
 from adapters.sms.store import STATES, SmsStore
 from dispatcher.core.audit import AuditAction
 from dispatcher.core.auth import Office
+from dispatcher.core.collector import collector_paused
 from dispatcher.core.errors import NotFound, ValidationFailed
 from dispatcher.core.masking import mask
 from dispatcher.core.people import Role
@@ -79,9 +80,10 @@ async def register_recipients(request: web.Request) -> web.Response:
     office = require_role(request, Role.ADMIN)
     offices = request.app[OFFICES]
     raw = await read_import_body(request)
-    checked = await request.app[IMPORT_CHECKER].check("recipients", raw)
-    # Tenths of a second for 100,000 rows: in a thread, the loop keeps answering.
-    persons = await asyncio.to_thread(merge_recipients, checked, row_label="item")
+    with collector_paused():
+        checked = await request.app[IMPORT_CHECKER].check("recipients", raw)
+        # Tenths of a second for 100,000 rows: in a thread, the loop keeps answering.
+        persons = await asyncio.to_thread(merge_recipients, checked, row_label="item")
     offices.require_within(office, sorted({p.region for x in persons for p in x.postings}))
     registration = _Registration(request, persons, rows=len(checked))
     if wants_job(request, len(checked), JOB_THRESHOLD):
@@ -104,7 +106,8 @@ class _Registration:
         self.record = auditor(request)
 
     async def run(self, job: Job, progress: Progress) -> Outcome:
-        return await self.write(progress), False
+        with collector_paused():
+            return await self.write(progress), False
 
     async def write(self, progress: Progress | None) -> dict[str, Any]:
         persons = self.persons

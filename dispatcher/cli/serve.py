@@ -40,7 +40,7 @@ async def _wait_for_signal() -> None:
 async def _serve(settings: Settings, config_file: Path | None) -> None:
     from aiohttp import web
 
-    from dispatcher.app import create_app, freeze_startup_objects
+    from dispatcher.app import create_app, freeze_startup_objects, prefer_the_event_loop
     from dispatcher.http.middleware import JsonErrorRunner
 
     app = create_app(settings, config_file=config_file)
@@ -57,6 +57,7 @@ async def _serve(settings: Settings, config_file: Path | None) -> None:
             ) from exc
         log.info("api.listening", listen=settings.api.listen, offices=len(settings.offices))
         freeze_startup_objects()
+        prefer_the_event_loop()
         await _wait_for_signal()
         log.info("engine.stopping")
     finally:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import multiprocessing
+import os
 import pickle
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -59,8 +60,15 @@ Work = Callable[[Job, Progress], Awaitable[Outcome]]
 _TREE: RegionTree | None = None
 
 
+# The checking workers' niceness: on a machine with as many cores as workers, they would
+# take the cores from the engine's event loop while they check; niced, they take what the
+# loop leaves (an import's checking is seconds, a /healthz answer must stay milliseconds).
+WORKER_NICENESS = 10
+
+
 def _init_worker(tree_blob: bytes) -> None:
     global _TREE
+    os.nice(WORKER_NICENESS)
     # The engine's own tree, pickled by the engine for its own worker (in a thread, so that
     # the 1.5 MB of it never holds the event loop).
     _TREE = pickle.loads(tree_blob)  # noqa: S301

@@ -10,6 +10,7 @@ again.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -146,4 +147,9 @@ async def show_job(request: web.Request) -> web.Response:
                 "POST /api/v1/terminals/{id}/credentials"
             )
         answer["result"] = result or None
+        if secret is not None:
+            # A province's credentials are tens of megabytes of JSON: rendered in a thread,
+            # the loop keeps answering meanwhile.
+            body = await asyncio.to_thread(dumps, answer)
+            return web.Response(text=body, content_type="application/json")
     return web.json_response(answer, dumps=dumps)

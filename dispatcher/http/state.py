@@ -17,6 +17,7 @@ from dispatcher.core.auth import Offices
 from dispatcher.core.config import ApiSettings
 from dispatcher.core.regions import RegionTree
 from dispatcher.core.signing import Keyring
+from dispatcher.store.credentials import NewAccounts
 from dispatcher.store.store import Store
 
 
@@ -40,7 +41,17 @@ class Credentials(Protocol):
         keep: Callable[[Any, dict[str, str]], None] | None = None,
     ) -> dict[str, str]:
         """New passwords (replacing any), working once this returns; ``keep(pipe,
-        passwords)`` queues a copy of them into the transaction that stores the accounts."""
+        passwords)`` queues a copy of them, stored before the accounts."""
+        ...
+
+    async def prepare(self, ids: Sequence[str], *, by: str) -> NewAccounts:
+        """``issue`` in two steps: the new accounts made (not stored yet), …"""
+        ...
+
+    async def put(
+        self, new: NewAccounts, *, keep: Callable[[Any, dict[str, str]], None] | None = None
+    ) -> dict[str, str]:
+        """… then stored and working once this returns; their passwords."""
         ...
 
     async def revoke(self, ids: Sequence[str]) -> int:

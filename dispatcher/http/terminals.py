@@ -15,11 +15,13 @@ import structlog
 from aiohttp import web
 
 from dispatcher.core.audit import AuditAction
+from dispatcher.core.collector import collector_paused
 from dispatcher.core.errors import Conflict, NotFound
 from dispatcher.core.import_rows import Checked, accept_rows, check_rows, check_shape
 from dispatcher.core.models import TerminalIn
 from dispatcher.core.people import Role
 from dispatcher.core.regions import RegionTree
+from dispatcher.core.tasks import cancel_until_done
 from dispatcher.core.validation import region_problem
 from dispatcher.http.audit import audit
 from dispatcher.http.imports import MAX_ROWS, Outcome, Progress
@@ -42,8 +44,9 @@ from dispatcher.http.state import (
     TREE,
     Credentials,
 )
+from dispatcher.store.credentials import NewAccounts
 from dispatcher.store.jobs import Job, JobStore
-from dispatcher.store.terminals import TerminalRow
+from dispatcher.store.terminals import RegistrationResult, TerminalRow
 
 log = structlog.get_logger(__name__)
 
@@ -151,9 +154,10 @@ async def register_terminals(request: web.Request) -> web.Response:
     office = require_role(request, Role.ADMIN)
     offices, store = request.app[OFFICES], request.app[STORE]
     raw = await read_import_body(request)
-    checked = await request.app[IMPORT_CHECKER].check("terminals", raw)
-    # Tens of milliseconds for 100,000 rows: in a thread, the loop keeps answering.
-    terminals = await asyncio.to_thread(accept_terminals, checked, row_label="item")
+    with collector_paused():
+        checked = await request.app[IMPORT_CHECKER].check("terminals", raw)
+        # Tens of milliseconds for 100,000 rows: in a thread, the loop keeps answering.
+        terminals = await asyncio.to_thread(accept_terminals, checked, row_label="item")
     offices.require_within(office, sorted({t.region for t in terminals}))
     # Moving a terminal takes it from where it is: that region must be the office's too, or
     # one county could pull another's loudspeakers out of its alerts.
@@ -185,7 +189,8 @@ class _Registration:
         self.by = office_of(request).id
 
     async def run(self, job: Job, progress: Progress) -> Outcome:
-        answer, passwords = await self.write(job, progress)
+        with collector_paused():
+            answer, passwords = await self.write(job, progress)
         return answer, passwords is not None and bool(passwords)
 
     async def write(
@@ -193,9 +198,43 @@ class _Registration:
     ) -> tuple[dict[str, Any], dict[str, str] | None]:
         """The counts, and the new terminals' passwords (None: no accounts are kept here)."""
         terminals = self.terminals
-        result = await self.store.register_terminals(terminals, progress=progress)
+        ids = [t.id for t in terminals]
+        prepared: asyncio.Task[NewAccounts] | None = None
+        new: list[str] = []
+        if self.credentials is not None:
+            have = await self.credentials.has_account(ids)
+            new = [i for i in ids if i not in have]
+            # The new accounts' passwords are made and hashed (a second of CPU for 100,000, in
+            # a thread) while the registry is written, which mostly waits for Redis.
+            prepared = asyncio.create_task(self.credentials.prepare(new, by=self.by))
+        try:
+            result = await self.store.register_terminals(terminals, progress=progress)
+            await self._audit_registration(result)
+        except BaseException:
+            if prepared is not None:
+                await cancel_until_done(prepared)
+            raise
+        answer: dict[str, Any] = {
+            "created": result.created,
+            "updated": result.updated,
+            "unchanged": result.unchanged,
+        }
+        if self.credentials is None or prepared is None:
+            return answer, None
+        keep = None
+        if job is not None:
+            # The passwords are stored for the job's one reader before their accounts: an
+            # instance that dies after this leaves them to be read, not lost.
+            keep = functools.partial(_keep_secret, job.id)
+        passwords = await self.credentials.put(await prepared, keep=keep)
+        if new:
+            await self.record(AuditAction.CREDENTIAL_ISSUE, _target(new), {"ids": new})
+        return answer, passwords
+
+    async def _audit_registration(self, result: RegistrationResult) -> None:
         # One record per request, also for a bulk import: the ids (the first 50 of them), the
         # regions and the counts. The registry does not say which of them moved, only how many.
+        terminals = self.terminals
         detail = {
             "ids": [t.id for t in terminals],
             "regions": sorted({t.region for t in terminals}),
@@ -208,26 +247,6 @@ class _Registration:
             await self.record(AuditAction.TERMINAL_REGISTER, target, detail)
         if result.updated:
             await self.record(AuditAction.TERMINAL_MOVE, target, detail)
-        answer: dict[str, Any] = {
-            "created": result.created,
-            "updated": result.updated,
-            "unchanged": result.unchanged,
-        }
-        if self.credentials is None:
-            return answer, None
-        ids = [t.id for t in terminals]
-        have = await self.credentials.has_account(ids)
-        new = [i for i in ids if i not in have]
-        if job is not None:
-            # The passwords are stored with their accounts for the job's one reader: an
-            # instance that dies after this leaves them to be read, not lost.
-            keep = functools.partial(_keep_secret, job.id)
-            passwords = await self.credentials.issue(new, by=self.by, keep=keep)
-        else:
-            passwords = await self.credentials.issue(new, by=self.by)
-        if new:
-            await self.record(AuditAction.CREDENTIAL_ISSUE, _target(new), {"ids": new})
-        return answer, passwords
 
 
 def _keep_secret(job_id: str, pipe: Any, passwords: dict[str, str]) -> None:

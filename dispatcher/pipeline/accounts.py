@@ -25,7 +25,7 @@ import structlog
 from dispatcher.core.broker_auth import CANARY_USER
 from dispatcher.core.errors import ServiceError
 from dispatcher.core.models import utcnow
-from dispatcher.store.credentials import Account, CredentialStore
+from dispatcher.store.credentials import Account, CredentialStore, NewAccounts, encode_accounts
 
 log = structlog.get_logger(__name__)
 
@@ -54,6 +54,15 @@ def account_line(user: str, password: str) -> str:
     digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, ISSUE_ROUNDS)
     encoded = base64.b64encode(salt).decode(), base64.b64encode(digest).decode()
     return f"{user}:$7${ISSUE_ROUNDS}${encoded[0]}${encoded[1]}"
+
+
+def _new_accounts(
+    ids: Sequence[str], issued_at: str, by: str
+) -> tuple[dict[str, str], dict[str, str]]:
+    """New passwords for ``ids`` and their accounts' stored form (``encode_accounts``)."""
+    passwords = {terminal: secrets.token_urlsafe(_PASSWORD_BYTES) for terminal in ids}
+    accounts = [Account(t, account_line(t, p), issued_at, by) for t, p in passwords.items()]
+    return passwords, encode_accounts(accounts)
 
 
 def _keep(
@@ -92,20 +101,29 @@ class TerminalAccounts:
         keep: Callable[[Any, dict[str, str]], None] | None = None,
     ) -> dict[str, str]:
         """New passwords for ``ids`` (replacing any they had), working once this returns.
-        ``keep(pipe, passwords)`` queues a copy of them into the transaction that stores the
-        accounts (an import job's, for its one reader)."""
+        ``keep(pipe, passwords)`` queues a copy of them, stored before the accounts (an import
+        job's, for its one reader: ``CredentialStore.put_encoded``)."""
         if not ids:
             return {}
-        passwords = {terminal: secrets.token_urlsafe(_PASSWORD_BYTES) for terminal in ids}
-        # Hashing 100,000 passwords is a second of CPU even at one round: not on the loop.
-        lines = await asyncio.to_thread(
-            lambda: {t: account_line(t, p) for t, p in passwords.items()}
-        )
-        now = utcnow().isoformat()
-        also = None if keep is None else functools.partial(_keep, keep, passwords)
-        await self._store.put_accounts([Account(t, lines[t], now, by) for t in ids], also=also)
+        return await self.put(await self.prepare(ids, by=by), keep=keep)
+
+    async def prepare(self, ids: Sequence[str], *, by: str) -> NewAccounts:
+        """New passwords for ``ids`` and their accounts, not stored yet (``put``)."""
+        # Making and hashing 100,000 passwords is a second of CPU even at one round, and
+        # their stored form a few tenths more: not on the loop.
+        passwords, values = await asyncio.to_thread(_new_accounts, ids, utcnow().isoformat(), by)
+        return NewAccounts(passwords, values)
+
+    async def put(
+        self, new: NewAccounts, *, keep: Callable[[Any, dict[str, str]], None] | None = None
+    ) -> dict[str, str]:
+        """Store prepared accounts (``issue``); their passwords."""
+        if not new.passwords:
+            return {}
+        also = None if keep is None else functools.partial(_keep, keep, new.passwords)
+        await self._store.put_encoded(new.values, also=also)
         await self.sync()
-        return passwords
+        return new.passwords
 
     async def revoke(self, ids: Sequence[str]) -> int:
         """Remove the accounts of ``ids``; their connections are cut once this returns."""

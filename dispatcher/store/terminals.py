@@ -121,6 +121,7 @@ class TerminalStore(StoreBase):
         changes = SetChanges()
         regions: dict[str, str] = {}
         metas: dict[str, str] = {}
+        meta_of_kind: dict[str, str] = {}  # one JSON per kind, not per terminal
         for terminal, previous in zip(terminals, old, strict=True):
             if previous == terminal.region:
                 unchanged += 1
@@ -133,7 +134,12 @@ class TerminalStore(StoreBase):
             for code in code_path(terminal.region):
                 changes.add(region_terms_key(code), terminal.id)
             regions[terminal.id] = terminal.region
-            metas[terminal.id] = json.dumps({"kind": terminal.kind, "registered_at": now})
+            meta = meta_of_kind.get(terminal.kind)
+            if meta is None:
+                meta = meta_of_kind[terminal.kind] = json.dumps(
+                    {"kind": terminal.kind, "registered_at": now}
+                )
+            metas[terminal.id] = meta
         changes.queue(pipe, script)
         pipe.hset(TERMS_REGION, mapping=hash_fields(regions))
         pipe.hset(TERMS_META, mapping=hash_fields(metas))
