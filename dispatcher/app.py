@@ -46,6 +46,7 @@ from dispatcher.embedded.processes import ManagedProcess, MosquittoServer, Redis
 from dispatcher.embedded.signing_keys import engine_keys
 from dispatcher.http import alerts, audit, escalations, health, regions, terminal_health, terminals
 from dispatcher.http import approvals as approval_routes
+from dispatcher.http import cap as cap_routes
 from dispatcher.http import jobs as job_routes
 from dispatcher.http import live as live_routes
 from dispatcher.http import people as people_routes
@@ -141,6 +142,8 @@ def create_app(
     app[VILLAGE_GAPS] = VillageGaps()
     app[NOTIFIERS] = list(notifiers)
     app[APPROVAL] = ApprovalPolicy(settings.approval, settings.offices)
+    # CAP before alerts: /alerts/{id}.cap, and CAP asked for by Accept on /alerts/{id}.
+    cap_routes.setup(app, settings.cap_sender_domain)
     # terminal_health before terminals: /terminals/health is not a terminal's id.
     for module in (
         alerts, live_routes, audit, escalations, regions, terminal_health, terminals, health,
@@ -220,7 +223,6 @@ def prefer_the_event_loop() -> None:
                 seconds=round(took, 3),
                 generation=info.get("generation"),
                 collected=info.get("collected"),
-                tracked=len(gc.get_objects(info.get("generation", 2))),
             )
 
     gc.callbacks.append(on_gc)

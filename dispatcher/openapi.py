@@ -22,6 +22,7 @@ from adapters.sms.recipients import RecipientIn
 from adapters.sms.store import STATES as SMS_STATES
 from dispatcher.core.approval import RejectRequest, SubmissionState
 from dispatcher.core.audit import AuditAction
+from dispatcher.core.cap_schema import MAX_CAP_BYTES
 from dispatcher.core.models import Alert, AlertRequest, CancelRequest, TerminalIn
 from dispatcher.core.people import LoginIn, PasswordIn, PersonIn, Role
 from dispatcher.core.warning_templates import HAZARD_IDS, TemplateEdit
@@ -563,6 +564,7 @@ def spec() -> Schema:
                     errors=(422,),
                 ),
             },
+            **_cap_paths(alert_id, idem, alert_links),
             "/api/v1/approvals": {
                 "get": _op(
                     "Warnings submitted for approval by the office and the offices below it, "
@@ -628,8 +630,9 @@ def spec() -> Schema:
             "/api/v1/alerts/{alert_id}": {
                 "get": _op(
                     "An alert with its delivery state (expected, received, played, failed, "
-                    "pending; per city, county and optionally township)",
-                    {"200": _json(_ref("AlertWithDelivery"))},
+                    "pending; per city, county and optionally township); with Accept: "
+                    "application/cap+xml, the alert as CAP 1.2 (as GET .../{alert_id}.cap)",
+                    {"200": _with_cap_xml(_json(_ref("AlertWithDelivery"))), "304": _NOT_MODIFIED},
                     params=[
                         alert_id,
                         _enum("detail", ("city", "county", "township")),
@@ -1275,6 +1278,76 @@ def spec() -> Schema:
 _READY: Schema = _obj(
     {"redis": {"type": "boolean"}, "mqtt": {"type": "boolean"}, "ready": {"type": "boolean"}}
 )
+
+
+_CAP_XML: Schema = {"schema": {"type": "string"}}
+_NOT_MODIFIED: Schema = {"description": "Not modified since the ETag given in If-None-Match"}
+
+
+def _with_cap_xml(answer: Schema) -> Schema:
+    """``answer`` that is also given as CAP 1.2 XML (``Accept: application/cap+xml``)."""
+    answer["content"] = {**answer["content"], "application/cap+xml": _CAP_XML}
+    return answer
+
+
+def _cap_paths(alert_id: Schema, idem: Schema, alert_links: Mapping[str, Schema]) -> Schema:
+    """CAP 1.2 in and out (``dispatcher.http.cap``)."""
+    cap_body: Schema = {
+        "required": True,
+        "description": f"A CAP 1.2 document (UTF-8 XML, at most {MAX_CAP_BYTES} bytes: a "
+        "larger one is answered 413); no DOCTYPE",
+        "content": {"application/cap+xml": _CAP_XML, "application/xml": _CAP_XML},
+    }
+    issue = _more(
+        _op(
+            "Import a CAP 1.2 warning (Alert, Update or Cancel) and issue it as POST "
+            "/api/v1/alerts (or POST /api/v1/alerts/{id}/cancel) would for this caller; "
+            "refusals name the CAP element and line. The same message (sender, identifier, "
+            "sent) imported again: 200 with the alert made from it, nothing issued again",
+            {"201": _json(_ref("IssuedAlert"), "Issued; cap names the message it came from")},
+            params=[idem, _enum("dry_run", _DRY_RUN), _query("preview_id")],
+            body=cap_body,
+            errors=(403, 404, 409, 422, 428),
+            links=alert_links,
+        ),
+        {
+            "200": _json(
+                {"anyOf": [_ref("IssuedAlert"), _ref("Submission"), _ref("AlertPreview")]},
+                "Imported before (the alert or submission made from it), or dry_run's preview",
+            ),
+            "202": _json(_ref("Submission"), "Kept for an approver; nothing is sent yet"),
+        },
+    )
+    issue["responses"]["415"] = _json(
+        _ref("Error"), "Body is not application/cap+xml or application/xml"
+    )
+    atom = {"application/atom+xml": {"schema": {"type": "string"}}}
+    return {
+        "/api/v1/cap": {"post": issue},
+        "/api/v1/cap/feed": {
+            "get": _op(
+                "An Atom feed of the current alerts the office sees (not expired, cancelled or "
+                "replaced), newest first, each entry linking to its CAP document",
+                {"200": {"description": "The feed", "content": atom}, "304": _NOT_MODIFIED},
+                params=[_int("limit", 1, 500)],
+                errors=(422,),
+            )
+        },
+        "/api/v1/alerts/{alert_id}.cap": {
+            "get": _op(
+                "The alert as a CAP 1.2 document (valid against the OASIS schema), with ETag",
+                {
+                    "200": {
+                        "description": "The CAP document",
+                        "content": {"application/cap+xml": _CAP_XML},
+                    },
+                    "304": _NOT_MODIFIED,
+                },
+                params=[alert_id],
+                errors=(403, 404),
+            )
+        },
+    }
 
 
 def _with_csv(answer: Schema) -> Schema:

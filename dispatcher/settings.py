@@ -131,6 +131,11 @@ class Settings(BaseSettings):
     # setup generates with fresh tokens; when set, it replaces ``offices``.
     offices_file: Path | None = None
     state_dir: Path = Path(".ebd-state")
+    # The domain of the CAP sender of the alerts this engine serves as CAP: an office's
+    # are sent by "{office id}@{cap_sender_domain}" (dispatcher.core.cap_out.cap_sender).
+    cap_sender_domain: str = Field(
+        default="ebd.local", pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$"
+    )
     # This instance's name: its outbox consumer and, by default, its MQTT client id.
     instance: str = Field(default="ebd-1", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 

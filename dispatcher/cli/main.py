@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from dispatcher.cli import alerts, audit, data, drills, lang, people, regions, serve
+from dispatcher.cli import cap as cap_commands
 from dispatcher.cli import templates as template_commands
 from dispatcher.cli.client import NO_CREDENTIAL_HELP, exit_code, refusing
 from dispatcher.cli.lang import t
@@ -639,6 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=t("写入的文件（默认：标准输出）", "file to write (default: standard output)"),
     )
     template_commands.add_commands(sub, _api_command)
+    cap_commands.add_commands(sub, _api_command)
     _localise_argparse_texts(parser)
     return parser
 

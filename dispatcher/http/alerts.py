@@ -265,13 +265,22 @@ def check_preview(office: Office, cover: list[str], alert_request: AlertRequest)
 @routes.post("/api/v1/alerts")
 async def issue_alert(request: web.Request) -> web.Response:
     office = require_role(request, Role.COMPOSER)
-    person = request.get(PERSON)
     # dry_run is the only flag: one the engine does not know must not issue a real warning.
     accept_query(request, "dry_run")
     dry_run = query_choice(request, "dry_run", _DRY_RUN, "0") in ("1", "true")
     body = await read_json(request)
     if not isinstance(body, dict):
         raise ValidationFailed("the body must be a JSON object describing the alert")
+    return await issue_fields(request, office, body, dry_run=dry_run)
+
+
+async def issue_fields(
+    request: web.Request, office: Office, body: dict[str, Any], *, dry_run: bool = False
+) -> web.Response:
+    """What ``POST /api/v1/alerts`` does with its body once read: replay, check, preview,
+    submit for approval or issue, as ``office`` (and the request's person). CAP import
+    (``dispatcher.http.cap``) issues through here too."""
+    person = request.get(PERSON)
     if not dry_run and (replayed := await _replay(request, office, body)) is not None:
         return replayed
     alert_request, cover = await checked_request(request, office, body)
@@ -397,9 +406,17 @@ async def cancel_alert(request: web.Request) -> web.Response:
     # Never waits for an approver: a cancel must go out at once.
     office = require_role(request, Role.COMPOSER)
     accept_query(request)
-    offices = request.app[OFFICES]
     original = await visible_alert(request, office)
     body = await read_json(request, optional=True)
+    return await cancel_as(request, office, original, body)
+
+
+async def cancel_as(
+    request: web.Request, office: Office, original: Alert, body: Any
+) -> web.Response:
+    """What ``POST /api/v1/alerts/{id}/cancel`` does once it found the alert and read its
+    body (``CancelRequest`` fields, or None); a CAP Cancel (``dispatcher.http.cap``) too."""
+    offices = request.app[OFFICES]
     replay_body = {"cancel": original.id, **(body if isinstance(body, dict) else {})}
     if (replayed := await _replay(request, office, replay_body)) is not None:
         return replayed

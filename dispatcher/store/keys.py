@@ -108,6 +108,12 @@ The audit log (``dispatcher/store/audit.py``; ``{seq}`` a record's number, from 
     ebd:audit:head              hash    seq, hash of the last record: the chain's head, kept
                                         apart so that a removed tail shows
 
+CAP imports (``dispatcher/store/cap_index.py``; ``{m}`` the SHA-256 of a CAP message's
+sender, identifier and sent):
+
+    ebd:cap:{m}                 string  the alert id made from that CAP message, or
+                                        "pending:{token}" while an import of it runs (EX)
+
 People (``dispatcher/store/people.py``; ``{p}`` a login id, ``{h}`` the SHA-256 of a secret):
 
     ebd:people                  hash    {p} → the person's JSON (name, office, roles, disabled,
@@ -309,6 +315,14 @@ def approval_key(submission_id: str) -> str:
 
 def template_edits_key(office_id: str) -> str:
     return f"{PREFIX}templates:{office_id}"
+
+
+# CAP imports (dispatcher/store/cap_index.py) ------------------------------------------------
+
+
+def cap_message_key(digest: str) -> str:
+    """A CAP message's entry: ``digest`` is the SHA-256 of its sender, identifier, sent."""
+    return f"{PREFIX}cap:{digest}"
 
 
 # Import jobs (dispatcher/store/jobs.py) ------------------------------------------------------
