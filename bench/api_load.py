@@ -552,6 +552,13 @@ class ApiLoad(Benchmark, name="api_load", out="bench-api.json"):
             help="seconds between one office's alerts (open loop); 0: back to back (saturation)",
         )
         parser.add_argument("--runs", type=int, default=3, help="repetitions, each a fresh engine")
+        parser.add_argument(
+            "--sim-nice",
+            type=int,
+            default=0,
+            help="run the simulated terminals niced (e.g. 19): on this one machine, the nearest "
+            "to terminals on machines of their own, as in production (default 0: not niced)",
+        )
         parser.add_argument("--timeout", type=float, default=300.0, help="seconds a run may take")
 
     @classmethod
@@ -569,7 +576,14 @@ class ApiLoad(Benchmark, name="api_load", out="bench-api.json"):
             await asyncio.to_thread(mqtt.start)
             await asyncio.to_thread(rds.start)
             await grant_terminals(mqtt, self.terminals)
-            sim = SimChild(folder, self.terminals, mqtt.url, SIM_TIMEOUT, self.script)
+            sim = SimChild(
+                folder,
+                self.terminals,
+                mqtt.url,
+                SIM_TIMEOUT,
+                self.script,
+                niceness=self.args.sim_nice,
+            )
             say(f"… {args.terminals} terminals: connecting the simulator")
             started = time.monotonic()
             await sim.start(SIM_TIMEOUT)

@@ -282,9 +282,13 @@ class SimChild:
         mqtt_url: str,
         timeout: float,
         script: Path,
+        *,
+        niceness: int = 0,
     ) -> None:
         """``mqtt_url`` is the broker's engine URL: the child's terminals connect to its TLS
-        listener, each with the account ``grant_terminals`` gave it."""
+        listener, each with the account ``grant_terminals`` gave it. ``niceness`` > 0 runs
+        the child niced: its terminals take the cores only when the engine, the broker and
+        Redis leave them (the nearest this one machine comes to terminals elsewhere)."""
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self.script = script
@@ -294,6 +298,7 @@ class SimChild:
         # Written when it starts: the terminals' accounts are granted once the broker runs.
         self._spec = {"terminals": terminals, "timeout": timeout}
         self._mqtt_url = mqtt_url
+        self._niceness = niceness
         self.proc: asyncio.subprocess.Process | None = None
         self.events: list[dict[str, Any]] = []
         self.up = 0
@@ -311,8 +316,10 @@ class SimChild:
         spec = {**self._spec, **terminal_access(self._mqtt_url)}
         # The terminals' passwords are in it: readable by this user alone.
         write_private(self.spec, json.dumps(spec))
+        nice = ["nice", "-n", str(self._niceness)] if self._niceness > 0 else []
         with self.log_path.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
+                *nice,
                 sys.executable,
                 str(self.script),
                 "--sim-child",
