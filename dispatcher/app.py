@@ -22,6 +22,7 @@ import structlog
 from aiohttp import web
 
 from adapters.loudspeaker.ack_link import AckLink
+from adapters.loudspeaker.announcement import Announcer
 from adapters.loudspeaker.payload import encode_signed
 from adapters.loudspeaker.ping import LinkPinger
 from adapters.loudspeaker.probe import broker_accepts
@@ -46,13 +47,16 @@ from dispatcher.embedded.processes import ManagedProcess, MosquittoServer, Redis
 from dispatcher.embedded.signing_keys import engine_keys
 from dispatcher.http import alerts, audit, escalations, health, regions, terminal_health, terminals
 from dispatcher.http import approvals as approval_routes
+from dispatcher.http import audio as audio_routes
 from dispatcher.http import cap as cap_routes
+from dispatcher.http import cap_feeds as cap_feed_poller
 from dispatcher.http import jobs as job_routes
 from dispatcher.http import live as live_routes
 from dispatcher.http import people as people_routes
 from dispatcher.http import previews as preview_routes
 from dispatcher.http import templates as template_routes
 from dispatcher.http.alerts import APPROVAL
+from dispatcher.http.audio import AUDIO
 from dispatcher.http.imports import ImportChecker, ImportJobs
 from dispatcher.http.middleware import error_middleware
 from dispatcher.http.principal import auth_middleware
@@ -107,6 +111,8 @@ log = structlog.get_logger(__name__)
 SMS_GATEWAYS = web.AppKey("sms_gateways", list[SmsGateway])
 # How every Redis client of the engine reaches the primary (one URL, or Redis Sentinel).
 REDIS_ACCESS = web.AppKey("redis_access", RedisAccess)
+# The announcements' audio (rendered once, served at /audio/, described in payloads).
+ANNOUNCER = web.AppKey("announcer", Announcer)
 
 
 def load_tree(settings: Settings, config_file: Path | None = None) -> RegionTree:
@@ -143,7 +149,13 @@ def create_app(
     app[NOTIFIERS] = list(notifiers)
     app[APPROVAL] = ApprovalPolicy(settings.approval, settings.offices)
     # CAP before alerts: /alerts/{id}.cap, and CAP asked for by Accept on /alerts/{id}.
-    cap_routes.setup(app, settings.cap_sender_domain)
+    cap_routes.setup(
+        app,
+        settings.cap_sender_domain,
+        offices=settings.offices,
+        signing_key=settings.cap_signing_key,
+        signing_certificate=settings.cap_signing_certificate,
+    )
     # terminal_health before terminals: /terminals/health is not a terminal's id.
     for module in (
         alerts, live_routes, audit, escalations, regions, terminal_health, terminals, health,
@@ -155,6 +167,13 @@ def create_app(
     app.add_routes(template_routes.routes)
     app.add_routes(preview_routes.routes)
     app.add_routes(job_routes.routes)
+    app.add_routes(audio_routes.routes)
+    app[ANNOUNCER] = Announcer(
+        settings.audio,
+        settings.state_dir.resolve() / "audio",
+        settings.audio.base_url or f"http://{settings.api.listen}",
+    )
+    app[AUDIO] = app[ANNOUNCER]
     app[preview_routes.SMS_PREVIEWER] = SmsTextPreview(
         settings.sms, {o.id: o.sms_signature or o.name for o in settings.offices}
     )
@@ -162,7 +181,9 @@ def create_app(
     app.router.add_get("/api/v1/openapi.json", openapi_handler)
     setup_console(app)
     app.cleanup_ctx.extend([_services, _store, _liveness, _accounts, _ingester, _link, _sms])
-    app.cleanup_ctx.extend([_worker, _sweeper, _drills, _imports])
+    app.cleanup_ctx.extend([_audio, _worker, _sweeper, _drills, _imports])
+    # Last: the feed poller starts once everything it imports through is up, stops first.
+    cap_feed_poller.setup(app, settings.cap, instance=settings.instance)
     if sms_gateways is not None:
         app[SMS_GATEWAYS] = list(sms_gateways)
     return app
@@ -461,13 +482,21 @@ async def _sms(app: web.Application) -> AsyncIterator[None]:
         await channel.close()
 
 
+async def _audio(app: web.Application) -> AsyncIterator[None]:
+    """Renders still running at shutdown are stopped, once the workers that start them are."""
+    yield
+    await app[ANNOUNCER].close()
+
+
 async def _worker(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     worker = DispatchWorker(
         app[STORE],
         app[LINK],
         app[TREE],
-        encode=functools.partial(encode_signed, signer=app[SIGNER]),
+        encode=functools.partial(
+            encode_signed, signer=app[SIGNER], audio=app[ANNOUNCER].descriptor
+        ),
         consumer=settings.instance,
         claim_idle_seconds=settings.dispatch.claim_idle_seconds,
         ack_deadline=lambda alert: settings.resend.deadline(alert.severity.value),
@@ -487,7 +516,9 @@ async def _sweeper(app: web.Application) -> AsyncIterator[None]:
         app[LINK],
         app[TREE],
         settings.resend,
-        encode=functools.partial(encode_signed, signer=app[SIGNER]),
+        encode=functools.partial(
+            encode_signed, signer=app[SIGNER], audio=app[ANNOUNCER].descriptor
+        ),
         acklog_maxlen=settings.dispatch.ack_log_maxlen,
         notifiers=notifiers,
         acks_settled=lambda: _acks_settled(app),

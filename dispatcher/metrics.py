@@ -16,6 +16,7 @@ from adapters.loudspeaker.publisher import MqttLink
 from adapters.sms.handlers import SMS_CHANNEL
 from dispatcher.core.auth import hash_token
 from dispatcher.core.config import ApiSettings
+from dispatcher.http.cap_feeds import CAP_FEEDS
 from dispatcher.http.requests import province_office
 from dispatcher.http.state import API, STORE
 from dispatcher.parts import ACK_LINK, INGESTER, LINK, SWEEPER, WORKER
@@ -103,6 +104,15 @@ class _EngineCollector(Collector):
                 "Audit records lost: the action happened but Redis refused its record",
                 value=app[STORE].audit.append_failures,
             )
+        if CAP_FEEDS in app:
+            for name, what, counts in (
+                ("ebd_cap_feed_polls", "Polls of upstream CAP feeds", app[CAP_FEEDS].polls),
+                ("ebd_cap_feed_documents", "CAP documents from feeds", app[CAP_FEEDS].documents),
+            ):
+                family = CounterMetricFamily(name, f"{what}, by outcome", labels=["outcome"])
+                for outcome, n in sorted(counts.items()):
+                    family.add_metric([outcome], n)
+                yield family
         if WORKER in app:
             yield CounterMetricFamily(
                 "ebd_alerts_dispatched",

@@ -565,6 +565,7 @@ def spec() -> Schema:
                 ),
             },
             **_cap_paths(alert_id, idem, alert_links),
+            **_audio_paths(),
             "/api/v1/approvals": {
                 "get": _op(
                     "Warnings submitted for approval by the office and the offices below it, "
@@ -1303,7 +1304,9 @@ def _cap_paths(alert_id: Schema, idem: Schema, alert_links: Mapping[str, Schema]
             "Import a CAP 1.2 warning (Alert, Update or Cancel) and issue it as POST "
             "/api/v1/alerts (or POST /api/v1/alerts/{id}/cancel) would for this caller; "
             "refusals name the CAP element and line. The same message (sender, identifier, "
-            "sent) imported again: 200 with the alert made from it, nothing issued again",
+            "sent) imported again: 200 with the alert made from it, nothing issued again. An "
+            "office with a CAP certificate must send it signed (enveloped XML-DSig over the "
+            "whole document, by that certificate's key): else 422 with code cap_signature",
             {"201": _json(_ref("IssuedAlert"), "Issued; cap names the message it came from")},
             params=[idem, _enum("dry_run", _DRY_RUN), _query("preview_id")],
             body=cap_body,
@@ -1335,7 +1338,9 @@ def _cap_paths(alert_id: Schema, idem: Schema, alert_links: Mapping[str, Schema]
         },
         "/api/v1/alerts/{alert_id}.cap": {
             "get": _op(
-                "The alert as a CAP 1.2 document (valid against the OASIS schema), with ETag",
+                "The alert as a CAP 1.2 document (valid against the OASIS schema), with ETag; "
+                "signed (enveloped XML-DSig, the engine's certificate in KeyInfo) when the "
+                "engine has a CAP signing key",
                 {
                     "200": {
                         "description": "The CAP document",
@@ -1348,6 +1353,36 @@ def _cap_paths(alert_id: Schema, idem: Schema, alert_links: Mapping[str, Schema]
             )
         },
     }
+
+
+def _audio_paths() -> Schema:
+    """An office's own recording (``dispatcher.http.audio``). The files themselves are served
+    at ``GET /audio/{sha256}.wav`` without a token, like the console's static files."""
+    described = _obj(
+        {
+            "url": _STRING,
+            "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+            "duration": {"type": "number"},
+            "codec": {"enum": ["wav"]},
+        }
+    )
+    wav: Schema = {"schema": {"type": "string", "format": "binary"}}
+    upload = _op(
+        "Upload a recorded announcement (PCM WAV, 8–48 kHz, mono or stereo; at most "
+        "audio.max_upload_bytes, 10 MiB, and audio.max_recording_seconds, 5 minutes, unless "
+        "configured); name its sha256 as an alert's recording to have the loudspeakers play it",
+        {"201": _json(described, "Stored once, by its SHA-256; url serves it")},
+        body={
+            "required": True,
+            "description": "The WAV file's bytes (audio/x-wav and audio/wave too; MP3 and "
+            "Ogg are refused with 415: this engine cannot check them)",
+            "content": {"audio/wav": wav, "application/octet-stream": wav},
+        },
+        errors=(403, 422),
+    )
+    upload["responses"]["415"] = _json(_ref("Error"), "Body is not audio/wav")
+    upload["responses"]["413"] = _json(_ref("Error"), "Recording larger than allowed")
+    return {"/api/v1/audio": {"post": upload}}
 
 
 def _with_csv(answer: Schema) -> Schema:

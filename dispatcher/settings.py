@@ -22,6 +22,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from adapters.loudspeaker.announcement import AudioSettings
 from adapters.sms.settings import SmsSettings
 from dispatcher.core import config
 from dispatcher.core.approval import ApprovalSettings
@@ -29,6 +30,7 @@ from dispatcher.core.clock import DisplaySettings
 from dispatcher.core.config import (
     DEFAULT_REGIONS_FILE,
     ApiSettings,
+    CapSettings,
     DispatchSettings,
     LogSettings,
     OfficeConfig,
@@ -120,6 +122,8 @@ class Settings(BaseSettings):
     dispatch: DispatchSettings = DispatchSettings()
     resend: ResendSettings = ResendSettings()
     sms: SmsSettings = SmsSettings()
+    # The loudspeakers' announcement audio: rendering, recordings, the URL terminals fetch.
+    audio: AudioSettings = AudioSettings()
     drills: DrillSettings = DrillSettings()
     # Which warnings need a second person, and how long a submission waits for one.
     approval: ApprovalSettings = ApprovalSettings()
@@ -136,6 +140,12 @@ class Settings(BaseSettings):
     cap_sender_domain: str = Field(
         default="ebd.local", pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$"
     )
+    # The engine's CAP output is signed (XML-DSig) with this PEM key, its PEM certificate in
+    # KeyInfo, when both are set (dispatcher.core.cap_sign); read at start.
+    cap_signing_key: Path | None = None
+    cap_signing_certificate: Path | None = None
+    # [[cap.feeds]]: upstream CAP feeds the engine polls and imports (dispatcher.http.cap_feeds).
+    cap: CapSettings = CapSettings()
     # This instance's name: its outbox consumer and, by default, its MQTT client id.
     instance: str = Field(default="ebd-1", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 

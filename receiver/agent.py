@@ -32,6 +32,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from dispatcher.core.signing import Keyring, load_keyring_from_env
 from dispatcher.core.tasks import cancel_until_done
+from receiver.audio import AudioPlayer
 from receiver.brain import (
     Ack,
     Action,
@@ -207,6 +208,12 @@ def choose_player(
     return LogPlayer()
 
 
+def with_recorded_audio(player: Player) -> Player:
+    """A speaking player that first tries the alert's recorded audio (``receiver.audio``:
+    downloaded, its hash checked, played once), speaking the text when that fails."""
+    return AudioPlayer(player) if isinstance(player, EspeakPlayer) else player
+
+
 class _Client(aiomqtt.Client):
     """aiomqtt's client, keeping the CONNACK's session-present flag that aiomqtt drops: it is
     how the agent (and its test) know the persistent session survived a reconnect."""
@@ -258,8 +265,9 @@ class ReceiverAgent:
         self.terminal_id = terminal_id
         self.region = region
         # Without one given: espeak-ng if installed (``choose_player``), so a field terminal
-        # speaks; a terminal that cannot says so in its log at start.
-        self.player: Player = player or choose_player()
+        # speaks; a terminal that cannot says so in its log at start. A speaking player plays
+        # an alert's recorded audio first (``with_recorded_audio``).
+        self.player: Player = with_recorded_audio(player or choose_player())
         self.session_expiry = session_expiry
         self.keepalive = keepalive
         self.firmware = firmware

@@ -9,15 +9,19 @@ take only signed messages: ``encode_signed`` wraps the payload in the JWS of
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from dispatcher.core.models import Alert
 from dispatcher.core.signing import Signer
 from dispatcher.core.wire import PAYLOAD_VERSION
 
+# The payload's ``audio`` for an alert, or None (``Announcer.descriptor``: never waits).
+AudioLookup = Callable[[Alert], dict[str, Any] | None]
 
-def alert_payload(alert: Alert) -> dict[str, Any]:
-    """The v1 alert payload as a JSON object."""
+
+def alert_payload(alert: Alert, audio: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The v1 alert payload as a JSON object; ``audio``: its rendered announcement."""
     return {
         "v": PAYLOAD_VERSION,
         "id": alert.id,
@@ -34,15 +38,17 @@ def alert_payload(alert: Alert) -> dict[str, Any]:
         "areas": alert.areas,
         "references": alert.references,
         "repeat": alert.repeat,
-        "audio": None,
+        "audio": audio,
     }
 
 
-def encode_alert(alert: Alert) -> bytes:
+def encode_alert(alert: Alert, audio: AudioLookup | None = None) -> bytes:
     """The bytes published for ``alert`` (UTF-8 JSON, Chinese kept as it is)."""
-    return json.dumps(alert_payload(alert), ensure_ascii=False).encode()
+    described = audio(alert) if audio is not None else None
+    return json.dumps(alert_payload(alert, described), ensure_ascii=False).encode()
 
 
-def encode_signed(alert: Alert, signer: Signer) -> bytes:
-    """The signed bytes published for ``alert``: ``encode_alert``'s payload in a JWS."""
-    return signer.sign(encode_alert(alert))
+def encode_signed(alert: Alert, signer: Signer, audio: AudioLookup | None = None) -> bytes:
+    """The signed bytes published for ``alert``: ``encode_alert``'s payload in a JWS, so the
+    audio descriptor (its sha256) is covered by the signature."""
+    return signer.sign(encode_alert(alert, audio))

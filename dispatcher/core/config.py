@@ -275,6 +275,9 @@ class OfficeConfig(Section):
     # A linked upstream release system whose alerts were approved there: its token's actual
     # warnings skip the second person. False (fail-closed): they wait for an approver too.
     machine_approved: bool = False
+    # A PEM X.509 certificate (read at start): CAP this office posts or its feeds bring must be
+    # signed by its key (XML-DSig, dispatcher.core.cap_sign); None: a signature is not needed.
+    cap_certificate: Path | None = None
     # The colours whose actual warnings need a second person here; None: [approval] colours.
     approval_colours: list[Severity] | None = None
 
@@ -294,3 +297,43 @@ class OfficeConfig(Section):
 class LogSettings(Section):
     format: Literal["auto", "json", "console"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class CapFeedSettings(Section):
+    """One ``[[cap.feeds]]`` entry: an upstream CAP feed the engine polls
+    (``dispatcher.http.cap_feeds``)."""
+
+    url: str
+    # The office whose identity and jurisdiction the imports have (as its token would).
+    office: str
+    interval: float = Field(default=60.0, ge=10, le=86_400)
+    # Sent with every request to the upstream (e.g. an API key header).
+    headers: dict[str, str] = Field(default_factory=dict)
+    # A file holding the upstream's bearer token (sent as Authorization: Bearer …); read at
+    # start.
+    token_file: Path | None = None
+    max_documents: int = Field(default=20, ge=1, le=500)
+    # Seconds one request to the upstream may take, whole; under the interval.
+    timeout: float = Field(default=20.0, ge=1, le=120)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("the feed URL must be http:// or https:// with a host")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if any(c in name + text for c in "\r\n\0") or not name.strip():
+                raise ValueError(f"header {name!r}: no empty name, no line breaks")
+        return value
+
+
+class CapSettings(Section):
+    """``[cap]``: the upstream feeds to poll (none by default)."""
+
+    feeds: list[CapFeedSettings] = Field(default_factory=list)

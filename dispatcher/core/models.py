@@ -173,6 +173,12 @@ class AlertRequest(_Strict):
     sms_roles: list[SmsRole] | None = Field(
         default=None, min_length=1, description="only recipients with these roles get the SMS"
     )
+    recording: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="the sha256 of a recording uploaded with POST /api/v1/audio: the "
+        "loudspeakers play it instead of the engine's speech",
+    )
     # Not part of the alert: what the sender saw before sending (dispatcher.core.approval).
     preview_id: str | None = Field(
         default=None,
@@ -270,6 +276,8 @@ class Alert(BaseModel):
     repeat: int = 3
     sms_text: str | None = None
     sms_roles: list[SmsRole] | None = None
+    # An uploaded recording's sha256 (POST /api/v1/audio), played instead of the speech.
+    recording: str | None = None
 
     @model_validator(mode="after")
     def _times(self) -> Self:
@@ -310,6 +318,7 @@ class Alert(BaseModel):
             repeat=request.repeat,
             sms_text=request.sms_text,
             sms_roles=request.sms_roles,
+            recording=request.recording,
         )
 
     def expired(self, now: datetime | None = None) -> bool:

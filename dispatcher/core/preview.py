@@ -46,6 +46,8 @@ def preview_digest(office_id: str, cover: list[str], req: AlertRequest) -> str:
         "text": req.text,
         "instruction": req.instruction,
         "sms_text": req.sms_text,
+        # Only when named, so every preview_id made before recordings existed still holds.
+        **({"recording": req.recording} if req.recording else {}),
     }
     canonical = json.dumps(seen, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()

@@ -40,6 +40,7 @@ from dispatcher.core.people import Role
 from dispatcher.core.preview import preview_digest, require_reachable
 from dispatcher.core.regions import Level, Region, RegionTree, villages_without_terminal
 from dispatcher.core.validation import invalid
+from dispatcher.http.audio import check_recording, preview_audio
 from dispatcher.http.audit import audit
 from dispatcher.http.previews import build_preview
 from dispatcher.http.principal import PERSON, require_role
@@ -284,10 +285,13 @@ async def issue_fields(
     if not dry_run and (replayed := await _replay(request, office, body)) is not None:
         return replayed
     alert_request, cover = await checked_request(request, office, body)
+    check_recording(request.app, alert_request)
     if dry_run:
         # Nothing is stored, sent or audited: the answer is all there is.
         preview = await build_preview(request.app, office, alert_request, cover)
         require_reachable(preview)
+        # What the loudspeakers will play, rendered now so the send that follows finds it.
+        preview["audio"] = await preview_audio(request.app, alert_request)
         return web.json_response(preview, dumps=dumps)
     if person is not None or alert_request.preview_id is not None:
         check_preview(office, cover, alert_request)

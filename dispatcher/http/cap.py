@@ -5,8 +5,12 @@ as CAP, ``GET /api/v1/cap/feed`` lists the current ones as Atom.
 An import is issued exactly as ``POST /api/v1/alerts`` issues the same fields for the same
 caller (``alerts.issue_fields``: role, jurisdiction, Idempotency-Key, preview and approval,
 audit, dispatch); a CAP Cancel as ``POST /api/v1/alerts/{id}/cancel`` (``alerts.cancel_as``).
-What this module adds: the body as CAP (``core.cap_in``), the CAP references resolved to our
-alert ids, and deduplication by (sender, identifier, sent) through ``store.cap_index``.
+What this module adds: the body as CAP (``core.cap_in``), its XML signature checked against
+the office's certificate when one is configured (``core.cap_sign``), the CAP references
+resolved to our alert ids, and deduplication by (sender, identifier, sent) through
+``store.cap_index``. ``import_document`` is the import itself; the HTTP handler reads the body
+and calls it, the feed poller (``http.cap_feeds``) calls it through ``import_for``, with no
+HTTP request. Our CAP output is signed with the engine's key when one is configured.
 
 The routes are added before ``alerts``'s (``setup``): ``{alert_id}`` would also match
 ``x.cap``, and the negotiated ``GET /api/v1/alerts/{alert_id}`` answers JSON through
@@ -19,13 +23,17 @@ import asyncio
 import hashlib
 import json
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import structlog
 from aiohttp import web
+from cryptography import x509
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 from pydantic import ValidationError
 
 from dispatcher.core.alert_status import alert_status
@@ -34,8 +42,11 @@ from dispatcher.core.auth import Office
 from dispatcher.core.cap_in import parse_cap
 from dispatcher.core.cap_model import DEFAULT_EXPIRES_IN, CapAlert, CapReference
 from dispatcher.core.cap_out import cap_sender, cap_time, to_cap_xml
-from dispatcher.core.cap_schema import MAX_CAP_BYTES, CapError, CapTooLarge
+from dispatcher.core.cap_schema import MAX_CAP_BYTES, CapError, CapTooLarge, read_valid_cap
+from dispatcher.core.cap_sign import CapSigner, describe, load_certificate, verify
+from dispatcher.core.config import OfficeConfig
 from dispatcher.core.errors import (
+    ConfigError,
     Conflict,
     StoreUnavailable,
     UnsupportedMediaType,
@@ -46,6 +57,9 @@ from dispatcher.core.people import Role
 from dispatcher.http import alerts
 from dispatcher.http.principal import PERSON, require_role
 from dispatcher.http.requests import (
+    AUTH,
+    OFFICE,
+    Auth,
     accept_query,
     dumps,
     office_of,
@@ -96,16 +110,94 @@ class ImportLocks:
                 self._locks[digest] = (lock, users - 1)
 
 
+class SignedDocuments:
+    """The engine's signer and what it signed lately (by the unsigned document's SHA-256): an
+    alert's CAP is asked for again and again (feed readers), and an ECDSA signature differs
+    each time, which would change the ETag on every request."""
+
+    SIZE = 2048
+
+    def __init__(self, signer: CapSigner) -> None:
+        self.signer = signer
+        self._done: OrderedDict[str, bytes] = OrderedDict()
+
+    def sign(self, data: bytes) -> bytes:
+        digest = hashlib.sha256(data).hexdigest()
+        signed = self._done.get(digest)
+        if signed is None:
+            signed = self._done[digest] = self.signer.sign(data)
+            while len(self._done) > self.SIZE:
+                self._done.popitem(last=False)
+        else:
+            self._done.move_to_end(digest)
+        return signed
+
+
 CAP_SENDER_DOMAIN = web.AppKey("cap_sender_domain", str)
 IMPORT_LOCKS = web.AppKey("cap_import_locks", ImportLocks)
+# Office id → the certificate its CAP must be signed with (offices with ``cap_certificate``).
+CAP_CERTIFICATES = web.AppKey("cap_certificates", dict[str, x509.Certificate])
+# Present when ``cap_signing_key`` and ``cap_signing_certificate`` are configured.
+CAP_SIGNER = web.AppKey("cap_signer", SignedDocuments)
 
 
-def setup(app: web.Application, sender_domain: str) -> None:
-    """The CAP routes and what they need; call before ``alerts.routes`` are added."""
+def setup(
+    app: web.Application,
+    sender_domain: str,
+    *,
+    offices: Iterable[OfficeConfig] = (),
+    signing_key: Path | None = None,
+    signing_certificate: Path | None = None,
+) -> None:
+    """The CAP routes and what they need; call before ``alerts.routes`` are added. Reads the
+    offices' CAP certificates and the engine's signing key now: a bad file stops the start
+    (``ConfigError`` naming the office or setting and the path)."""
     cap_sender("office", sender_domain)  # a domain no CAP sender can have fails at start
     app[CAP_SENDER_DOMAIN] = sender_domain
     app[IMPORT_LOCKS] = ImportLocks()
+    certificates = {}
+    for index, office in enumerate(offices):
+        if office.cap_certificate is not None:
+            certificates[office.id] = _certificate(
+                office.cap_certificate, f"offices[{index}].cap_certificate", office.id
+            )
+    app[CAP_CERTIFICATES] = certificates
+    if (signing_key is None) != (signing_certificate is None):
+        raise ConfigError(
+            "set both cap_signing_key and cap_signing_certificate (PEM files) to sign the "
+            "engine's CAP, or neither",
+            field="cap_signing_key" if signing_key is None else "cap_signing_certificate",
+        )
+    if signing_key is not None and signing_certificate is not None:
+        try:
+            signer = CapSigner.from_pem(_read(signing_key), _read(signing_certificate))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"cannot sign CAP with {signing_key} and {signing_certificate}: {exc}",
+                path=signing_key,
+                field="cap_signing_key",
+            ) from exc
+        app[CAP_SIGNER] = SignedDocuments(signer)
     app.add_routes(routes)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise OSError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def _certificate(path: Path, field: str, office: str) -> x509.Certificate:
+    try:
+        return load_certificate(_read(path))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"the CAP certificate of office {office} ({path}) is unusable: {exc}; give a PEM "
+            "X.509 certificate (-----BEGIN CERTIFICATE-----)",
+            path=path,
+            field=field,
+        ) from exc
 
 
 # --- CAP in ------------------------------------------------------------------------------
@@ -116,7 +208,56 @@ async def import_cap(request: web.Request) -> web.Response:
     office = require_role(request, Role.COMPOSER)
     accept_query(request, "dry_run", "preview_id")
     dry_run = query_choice(request, "dry_run", _DRY_RUN, "0") in ("1", "true")
-    cap = parse_cap(await _cap_body(request))
+    return await import_document(request, office, await _cap_body(request), dry_run=dry_run)
+
+
+class Caller:
+    """What the alerts handlers read of a request, for an import no HTTP request carries (the
+    feed poller): the app, the office (as its token would have given it), no person, no
+    headers (so no Idempotency-Key), no query, and where it came from (the audit's
+    ``source``). ``alerts.issue_fields`` and ``alerts.cancel_as`` take a ``web.Request``; this
+    has the part of one they use."""
+
+    def __init__(self, app: web.Application, office: Office, source: str) -> None:
+        self.app = app
+        self.remote = source
+        self.headers: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+        self.query: MultiDictProxy[str] = MultiDictProxy(MultiDict())
+        self.match_info: dict[str, str] = {}
+        self._state: dict[Any, Any] = {OFFICE: office, AUTH: Auth(office=office)}
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self._state.get(key, default)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._state[key]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._state[key] = value
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self._state
+
+
+async def import_for(
+    app: web.Application, office: Office, data: bytes, *, source: str
+) -> web.Response:
+    """Import ``data`` as ``office``'s machine token would through ``POST /api/v1/cap``
+    (the same checks, signature, dedup, audit), with no HTTP request: the feed poller's way
+    in. Refusals raise as they would there (``EbdError``)."""
+    return await import_document(cast(web.Request, Caller(app, office, source)), office, data)
+
+
+async def import_document(
+    request: web.Request, office: Office, data: bytes, *, dry_run: bool = False
+) -> web.Response:
+    """The import of ``POST /api/v1/cap`` once the body is read: safe parse and schema, the
+    signature when the office has a certificate, then issue, update or cancel, deduplicated."""
+    certificate = request.app[CAP_CERTIFICATES].get(office.id)
+    if certificate is not None:
+        # After the defused parse and the schema, never before (verify's docstring).
+        verify(read_valid_cap(data), data, certificate, office=office.id)
+    cap = parse_cap(data)
     if dry_run:
         if cap.msg_type is MsgType.CANCEL:
             raise ValidationFailed(
@@ -156,6 +297,9 @@ async def import_cap(request: web.Request) -> web.Response:
         cap_identifier=cap.identifier,
         msg_type=cap.msg_type.value,
         signed=cap.signed,
+        # Verified against the office's certificate (else a signature is only seen).
+        signature_verified=certificate is not None,
+        signer=None if certificate is None else describe(certificate),
     )
     return _with_cap(response, body, cap)
 
@@ -376,8 +520,16 @@ async def cap_document(request: web.Request, alert: Alert) -> bytes:
     )
 
 
-async def _cap_answer(request: web.Request, alert: Alert) -> web.Response:
+async def signed_document(request: web.Request, alert: Alert) -> bytes:
+    """``cap_document``, signed with the engine's key when one is configured."""
     data = await cap_document(request, alert)
+    signer = request.app.get(CAP_SIGNER)
+    return data if signer is None else signer.sign(data)
+
+
+async def _cap_answer(request: web.Request, alert: Alert) -> web.Response:
+    # The ETag is of the bytes sent: signed, when they are.
+    data = await signed_document(request, alert)
     return _cached(request, data, CAP_MEDIA, CAP_CACHE)
 
 

@@ -15,6 +15,7 @@ from dispatcher.core.errors import ValidationFailed
 from dispatcher.core.models import AlertRequest, Channel
 from dispatcher.core.preview import SmsShown, summarise
 from dispatcher.core.validation import invalid
+from dispatcher.http.audio import check_recording, preview_audio
 from dispatcher.http.requests import accept_query, dumps, office_of, read_json
 from dispatcher.http.state import OFFICES, SMS, STORE, TREE
 from dispatcher.store.preview import PreviewStore
@@ -85,5 +86,7 @@ async def preview(request: web.Request) -> web.Response:
         tree.get(code)
     offices.require_within(office, alert_request.areas)
     cover = tree.cover(alert_request.areas)
+    check_recording(request.app, alert_request)
     result = await build_preview(request.app, office, alert_request, cover)
+    result["audio"] = await preview_audio(request.app, alert_request)
     return web.json_response(result, dumps=dumps)

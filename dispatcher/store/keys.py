@@ -113,6 +113,8 @@ sender, identifier and sent):
 
     ebd:cap:{m}                 string  the alert id made from that CAP message, or
                                         "pending:{token}" while an import of it runs (EX)
+    ebd:capfeed:{f}:lease       string  the instance polling the upstream CAP feed whose URL's
+                                        SHA-256 is {f} (PX its interval: one poll per interval)
 
 People (``dispatcher/store/people.py``; ``{p}`` a login id, ``{h}`` the SHA-256 of a secret):
 
@@ -323,6 +325,11 @@ def template_edits_key(office_id: str) -> str:
 def cap_message_key(digest: str) -> str:
     """A CAP message's entry: ``digest`` is the SHA-256 of its sender, identifier, sent."""
     return f"{PREFIX}cap:{digest}"
+
+
+def cap_feed_lease_key(digest: str) -> str:
+    """The poll lease of an upstream CAP feed (``dispatcher/http/cap_feeds.py``)."""
+    return f"{PREFIX}capfeed:{digest}:lease"
 
 
 # Import jobs (dispatcher/store/jobs.py) ------------------------------------------------------

@@ -32,6 +32,7 @@ from tests.integration.engine import (
     running_engine,
     terminals_in,
 )
+from tests.support.cap_attacks import BILLION_LAUGHS, XXE
 from tests.support.people import add_person
 
 CST = timezone(timedelta(hours=8))
@@ -274,19 +275,6 @@ async def test_an_office_importing_outside_its_region_is_refused_as_for_json(
 
 
 # --- refusals -------------------------------------------------------------------------------
-
-BILLION_LAUGHS = b"""<?xml version="1.0"?>
-<!DOCTYPE lolz [
-  <!ENTITY lol "lol">
-  <!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
-  <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
-]>
-<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2"><identifier>&lol3;</identifier></alert>
-"""
-XXE = b"""<?xml version="1.0"?>
-<!DOCTYPE alert [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
-<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2"><identifier>&xxe;</identifier></alert>
-"""
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from dispatcher.core.cap_schema import (
 from dispatcher.core.errors import ValidationFailed
 from dispatcher.core.models import MsgType, Severity, Status
 from tests.helpers import ROOT, fujian
+from tests.support.cap_attacks import BILLION_LAUGHS, XXE
 
 DATA = ROOT / "tests" / "data" / "cap"
 CST = timezone(timedelta(hours=8))
@@ -89,19 +90,6 @@ def refusal(data: bytes) -> CapError:
 
 
 # --- hostile and malformed documents -------------------------------------------------------
-
-BILLION_LAUGHS = b"""<?xml version="1.0"?>
-<!DOCTYPE lolz [
-  <!ENTITY lol "lol">
-  <!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
-  <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
-]>
-<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2"><identifier>&lol3;</identifier></alert>
-"""
-XXE = b"""<?xml version="1.0"?>
-<!DOCTYPE alert [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
-<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2"><identifier>&xxe;</identifier></alert>
-"""
 
 
 @pytest.mark.parametrize(
