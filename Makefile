@@ -22,7 +22,6 @@ check: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/mypy bench
 
 # Every benchmark (about 15 minutes): JSON and a Markdown summary with the targets in
 # bench-results/. Each is also runnable alone: see bench/run_all.py.

@@ -13,7 +13,7 @@ child process (``harness.SimChild``: the terminals get a core of their own). The
              province). The engine has no per-office rate limit or quota, so nothing needs
              configuring for the load. The terminals are registered through the API.
     wave     the province office POSTs a red alert for ``35`` and follows it with
-             GET /api/v1/alerts/{id} every 50 ms until played == N (as bench/wave.py).
+             GET /api/v1/alerts/{id} every 50 ms until played == N (as bench/province_wave.py).
     load     as soon as that POST has its 201, every county office issues yellow and blue
              alerts for its own county (expires_in 60 s, an Idempotency-Key each, as a client
              that retries safely sends), one every ``--interval`` seconds (default 5: fifty

@@ -107,7 +107,8 @@ MB = 1024 * 1024
 # One broker's process holds its listeners, persistence file and log besides the terminals'
 # sockets, and the engine's links and the bridges take a few more: kept out of the bound.
 RESERVED_FILES = 50
-# One mosquitto, one simulator process: past this a second of each is needed (bench/wave.py).
+# One mosquitto, one simulator process: past this a second of each is needed
+# (bench/province_wave.py).
 MAX_SIZE = 19_000
 SIM_TIMEOUT = 900.0
 POLL = 0.2

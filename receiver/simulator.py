@@ -256,7 +256,7 @@ class Simulator:
         self._stopping = False
         self._started = False
         # Called with an alert's id when the first terminal accepts it: how soon after the
-        # engine's 201 a village hears a warning (bench/wave.py).
+        # engine's 201 a village hears a warning (bench/province_wave.py).
         self.on_first_received: Callable[[str], None] | None = None
 
     # -- lifecycle --------------------------------------------------------------------------

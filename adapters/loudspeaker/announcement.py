@@ -39,6 +39,7 @@ from adapters.loudspeaker.tts import Pcm, PcmFormat, chime, concat, read_wav, si
 from adapters.loudspeaker.tts import write_wav as wav_bytes
 from dispatcher.core.config import Section
 from dispatcher.core.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from dispatcher.core.gate import PriorityGate
 from dispatcher.core.models import MsgType, Severity, Status
 
 log = structlog.get_logger(__name__)
@@ -105,6 +106,11 @@ class Spoken(Protocol):
     def repeat(self) -> int: ...
     @property
     def recording(self) -> str | None: ...
+
+
+def _urgent(alert: Spoken) -> bool:
+    """An actual red or orange warning (``dispatcher.core.models.Alert.urgent``)."""
+    return alert.status is Status.ACTUAL and alert.severity in (Severity.RED, Severity.ORANGE)
 
 
 def script(alert: Spoken) -> str:
@@ -232,8 +238,9 @@ class Announcer:
         self.base_url = base_url
         self.renders = 0  # renders actually made (not found), for tests and logs
         self._running: dict[str, asyncio.Task[AudioFile]] = {}
-        # Two CPUs are shared with dispatch: one render at a time.
-        self._gate = asyncio.Semaphore(1)
+        # Two CPUs are shared with dispatch: one render at a time, actual red and orange
+        # warnings' first (issue 15: every queue serves them before the others).
+        self._gate = PriorityGate()
 
     # -- keys ------------------------------------------------------------------------------
 
@@ -265,7 +272,12 @@ class Announcer:
         found = self.library.rendered(key)
         if found is not None:
             return found.descriptor(self.base_url)
-        self._start(key, alert)
+        if _urgent(alert):
+            # For its resends and later previews: an actual red or orange warning's (ahead of
+            # any other, ``_gate``). Others are rendered when previewed: fifty county alerts
+            # a second rendered at dispatch, one after another, took half again the engine's
+            # CPU and a core of espeak-ng beside a province wave (bench/api_load.py).
+            self._start(key, alert)
         if alert.recording is not None and (bare := self.library.get(alert.recording)):
             return bare.descriptor(self.base_url)
         log.info("audio.not_ready", key=key[:12], recording=alert.recording)
@@ -301,13 +313,15 @@ class Announcer:
             make = functools.partial(self._build_recording, key, alert.recording, alert.repeat)
         else:
             make = functools.partial(self._speak, key, script(alert), alert.repeat)
-        task = asyncio.create_task(self._gated(make), name=f"audio-render-{key[:12]}")
+        task = asyncio.create_task(
+            self._gated(make, 0 if _urgent(alert) else 1), name=f"audio-render-{key[:12]}"
+        )
         self._running[key] = task
         task.add_done_callback(functools.partial(self._done, key))
         return task
 
-    async def _gated(self, make: Callable[[], Awaitable[AudioFile]]) -> AudioFile:
-        async with self._gate:
+    async def _gated(self, make: Callable[[], Awaitable[AudioFile]], priority: int) -> AudioFile:
+        async with self._gate.hold(priority):
             return await make()
 
     def _done(self, key: str, task: asyncio.Task[AudioFile]) -> None:

@@ -26,12 +26,12 @@ from typing import Any
 
 import structlog
 
-from adapters.sms.gate import PriorityGate
 from adapters.sms.gateway import Message, SmsGateway, SubmitResult, SubmitStatus, out_id
 from adapters.sms.pool import GatewayPool
 from adapters.sms.settings import SmsSettings
 from adapters.sms.store import Chunk, Lane, Pending, SmsStore
 from dispatcher.core.errors import StoreUnavailable
+from dispatcher.core.gate import PriorityGate
 from dispatcher.store.liveness import LivenessStore
 
 log = structlog.get_logger(__name__)

@@ -423,3 +423,26 @@ async def test_repeats_stop_before_the_announcement_grows_too_long(tmp_path: Pat
     once = await short.render(request(recording=stored["sha256"], repeat=5))
     assert once is not None
     assert once["duration"] == pytest.approx(7.5, abs=0.05)
+
+
+@needs_espeak
+async def test_at_dispatch_only_an_actual_red_or_orange_warning_starts_its_render(
+    tmp_path: Path,
+) -> None:
+    # Issue 15: every queue serves actual red and orange warnings first; the others are
+    # rendered when previewed, so a burst of county alerts queues no renders beside a wave.
+    announcer = Announcer(AudioSettings(), tmp_path / "audio", "http://engine.test")
+    yellow = request(severity="yellow", headline="暴雨黄色预警")
+    drill = request(status="exercise", headline="台风红色预警（演练）")
+    red = request()
+    assert announcer.descriptor(yellow) is None
+    assert announcer.descriptor(drill) is None
+    assert announcer.descriptor(red) is None  # not rendered yet: the warning goes out without
+    await wait_for(
+        lambda: announcer.renders == 1 and announcer.descriptor(red) is not None,
+        timeout=30,
+        message="the red warning's announcement rendered after its dispatch",
+    )
+    assert announcer.renders == 1  # the yellow and the drill were not rendered
+    assert await announcer.render(yellow, wait=30) is not None  # a preview renders it
+    assert announcer.renders == 2

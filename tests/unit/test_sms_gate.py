@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
-from adapters.sms.gate import PriorityGate
 from adapters.sms.store import Lane
+from dispatcher.core.gate import PriorityGate
 
 TIMEOUT = 5.0
 

@@ -1,7 +1,7 @@
 """Province wave: the engine against the raw broker, in the same run.
 
-    .venv/bin/python bench/wave.py                       # 1,000, 5,000, 17,498 terminals, 3 runs
-    .venv/bin/python bench/wave.py --sizes 1000 --runs 1
+    .venv/bin/python bench/province_wave.py               # 1,000, 5,000, 17,498 terminals, 3 runs
+    .venv/bin/python bench/province_wave.py --sizes 1000 --runs 1
 
 For each size it starts its own mosquitto and redis-server (``dispatcher.embedded``) in a
 temporary folder and one simulated terminal per village for that many villages, spread evenly

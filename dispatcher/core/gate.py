@@ -1,9 +1,10 @@
 """A gate that lets one holder through at a time, urgent ones first.
 
 The SMS worker queues every request to a gateway at its gate before it asks the shared pace
-for room. The holder may be waiting for the pace; a red warning's batch that arrives meanwhile
-outranks it: the holder is told (``Holder.outranked``), steps back into the queue and the red
-batch takes the next room in the pace, behind only the batch already sent on its way.
+for room, and the loudspeaker's announcer queues its renders at one. The holder may be waiting
+(for the pace); a red warning's batch that arrives meanwhile outranks it: the holder is told
+(``Holder.outranked``), steps back into the queue and the red batch takes the next room in
+the pace, behind only the batch already sent on its way.
 """
 
 from __future__ import annotations
