@@ -324,6 +324,45 @@ async def reset_between_runs(redis_url: str, mqtt_url: str) -> None:
     await forget_sessions(mqtt_url, [INSTANCE])
 
 
+# Redis commands slower than this are kept in its slow log (microseconds): a command that
+# holds Redis this long holds every issue request's round trip behind it.
+SLOW_US = 2000
+
+
+async def slow_commands(redis_url: str, *, reset: bool = False) -> dict[str, Any]:
+    """Redis's slow log since the last reset: how many commands took over ``SLOW_US``, the
+    longest, and the slowest by command (EVALSHA: by its first key's prefix)."""
+    rdb = aioredis.Redis.from_url(redis_url)
+    try:
+        if reset:
+            await rdb.config_set("slowlog-log-slower-than", SLOW_US)
+            await rdb.config_set("slowlog-max-len", 1024)
+            await rdb.slowlog_reset()
+            return {}
+        entries = await rdb.slowlog_get(1024)
+    finally:
+        await rdb.aclose()
+    by_kind: dict[str, list[float]] = {}
+    for entry in entries:
+        command = entry.get("command", b"")
+        words = (
+            command.decode("utf-8", "replace") if isinstance(command, bytes) else str(command)
+        ).split()
+        kind = words[0].upper() if words else "?"
+        if kind in ("EVALSHA", "EVAL", "FCALL") and len(words) > 3:
+            kind += " " + words[3].rsplit(":", 1)[0]
+        by_kind.setdefault(kind, []).append(entry["duration"] / 1000)
+    return {
+        "over_ms": SLOW_US / 1000,
+        "count": len(entries),
+        "max_ms": max((d for ds in by_kind.values() for d in ds), default=0.0),
+        "by_command": {
+            k: {"count": len(ds), "max_ms": max(ds), "total_ms": sum(ds)}
+            for k, ds in sorted(by_kind.items(), key=lambda kv: -sum(kv[1]))[:6]
+        },
+    }
+
+
 async def run_once(
     folder: Path,
     redis_url: str,
@@ -334,8 +373,10 @@ async def run_once(
     interval: float,
     timeout: float,
     service_pids: Mapping[str, int | None],
+    dispatch: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     await reset_between_runs(redis_url, mqtt_url)
+    await slow_commands(redis_url, reset=True)
     engine = province_engine(
         folder,
         redis_url=redis_url,
@@ -343,6 +384,7 @@ async def run_once(
         instance=INSTANCE,
         offices=offices_config(offices),
         log_level="warning",
+        dispatch=dispatch,
     )
     n = len(terminals)
     load = Load()
@@ -398,6 +440,7 @@ async def run_once(
             peak_rss_mb = engine.memory_kb()[1] / 1024
             async with api.http.get(f"{engine.base_url}/metrics") as response:
                 engine_side = server_side_ms(await response.text(), "POST", "/api/v1/alerts")
+            redis_slow = await slow_commands(redis_url)
     finally:
         for session in sessions:
             await session.close()
@@ -413,6 +456,7 @@ async def run_once(
     window = last_answer - load_started
     return {
         "alert_id": alert_id,
+        "redis_slow": redis_slow,
         **wave,
         "province_issue_ms": province_issue_s * 1000,
         "issues": len(load.issues),
@@ -476,6 +520,15 @@ def show_run(index: int, run: dict[str, Any]) -> None:
         f" {run['slowest_poll_ms']:.0f} ms); engine CPU {run['cpu_s']:.2f} s in the window,"
         f" {run['cpu_total_s']:.2f} s total, peak RSS {run['peak_rss_mb']:.0f} MB"
     )
+    slow = run.get("redis_slow") or {}
+    if slow:
+        kinds = "; ".join(
+            f"{k} {v['count']}× max {v['max_ms']:.1f} ms" for k, v in slow["by_command"].items()
+        )
+        say(
+            f"          Redis commands over {slow['over_ms']:g} ms: {slow['count']}"
+            f" (longest {slow['max_ms']:.1f} ms){': ' + kinds if kinds else ''}"
+        )
     cpu = run["window_cpu_s"]
     shares = ", ".join(f"{name} {cpu[name]:.2f}" for name in cpu if name != "machine")
     say(
@@ -553,6 +606,12 @@ class ApiLoad(Benchmark, name="api_load", out="bench-api.json"):
         )
         parser.add_argument("--runs", type=int, default=3, help="repetitions, each a fresh engine")
         parser.add_argument(
+            "--ack-batch-size",
+            type=int,
+            default=None,
+            help="the engine's [dispatch] ack_batch_size (default: the engine's own)",
+        )
+        parser.add_argument(
             "--sim-nice",
             type=int,
             default=0,
@@ -605,6 +664,11 @@ class ApiLoad(Benchmark, name="api_load", out="bench-api.json"):
                         args.interval,
                         args.timeout,
                         {"redis": rds.pid, "mosquitto": mqtt.pid, "simulator": sim.pid},
+                        dispatch=(
+                            None
+                            if args.ack_batch_size is None
+                            else {"ack_batch_size": args.ack_batch_size}
+                        ),
                     )
                 except Exception as exc:  # one broken run must not hide the others
                     run = {"error": repr(exc)}

@@ -91,6 +91,7 @@ from dispatcher.parts import (
     WORKER,
 )
 from dispatcher.pipeline.accounts import TerminalAccounts
+from dispatcher.pipeline.current import CatchUp
 from dispatcher.pipeline.ingester import AckIngester
 from dispatcher.pipeline.liveness import LIVENESS, LeaseKeeper
 from dispatcher.pipeline.outbox import DispatchWorker
@@ -98,6 +99,7 @@ from dispatcher.pipeline.ports import EscalationNotifier, PubackHandle
 from dispatcher.pipeline.sweeper import DeadlineSweeper
 from dispatcher.settings import Settings
 from dispatcher.store.credentials import CredentialStore
+from dispatcher.store.current import CurrentStore
 from dispatcher.store.jobs import JobStore
 from dispatcher.store.liveness import LivenessStore
 from dispatcher.store.store import Store
@@ -172,6 +174,7 @@ def create_app(
         settings.audio,
         settings.state_dir.resolve() / "audio",
         settings.audio.base_url or f"http://{settings.api.listen}",
+        tree=tree,
     )
     app[AUDIO] = app[ANNOUNCER]
     app[preview_routes.SMS_PREVIEWER] = SmsTextPreview(
@@ -192,6 +195,9 @@ def create_app(
 # Long enough for a resumed session's queue of a province's acks to come in (~35,000 at about
 # 40,000 a second), short beside any resend deadline.
 ACK_SETTLE_SECONDS = 2.0
+
+
+CATCH_UP = web.AppKey("catch_up", CatchUp)
 
 
 def _acks_settled(app: web.Application) -> bool:
@@ -400,11 +406,18 @@ async def _link(app: web.Application) -> AsyncIterator[None]:
     # Shared: several engines share the ack stream, each ack reaches exactly one of them.
     topics, stale = (shared, plain) if settings.shared_subscription else (plain, shared)
     ingester = app[INGESTER]
+    catch_up: list[CatchUp] = []
+
+    def feed(topic: str, payload: bytes, delivery: PubackHandle) -> None:
+        ingester.feed(topic, payload, delivery)
+        if catch_up and topic.endswith("/state"):
+            catch_up[0].observe(topic, payload)
+
     link = MqttLink(
         BrokerSession(
             app[URLS]["mqtt"],
             app[SETTINGS].mqtt_client_id,
-            ingester.feed,
+            feed,
             # Acks came on this connection before they had one of their own: a session kept
             # from then hands over what it queued (to the same ingester) and gives them up.
             stale_subscriptions=plain + shared,
@@ -418,7 +431,7 @@ async def _link(app: web.Application) -> AsyncIterator[None]:
         BrokerSession(
             app[URLS]["mqtt"],
             f"{app[SETTINGS].mqtt_client_id}-acks",
-            ingester.feed,
+            feed,
             subscriptions=topics,
             stale_subscriptions=stale,
             # Shared: Mosquitto keeps handing a dead member's persistent session its share of
@@ -441,7 +454,20 @@ async def _link(app: web.Application) -> AsyncIterator[None]:
         link.confirm(deliveries)
 
     ingester.confirm = confirm
-    async with _background(link.run, "mqtt-link"), _background(acks.run, "ack-link"):
+    # A terminal back online without its session: the alerts in force on its cmd topic.
+    encode = functools.partial(
+        encode_signed,
+        signer=app[SIGNER],
+        audio=app[ANNOUNCER].descriptor,
+        regions=app[ANNOUNCER].regional,
+    )
+    catch_up.append(CatchUp(CurrentStore(app[STORE]), link, encode=encode))
+    app[CATCH_UP] = catch_up[0]
+    async with (
+        _background(catch_up[0].run, "catch-up"),
+        _background(link.run, "mqtt-link"),
+        _background(acks.run, "ack-link"),
+    ):
         with contextlib.suppress(TimeoutError):
             await link.wait_connected(10)
             await acks.wait_connected(10)
@@ -495,7 +521,10 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
         app[LINK],
         app[TREE],
         encode=functools.partial(
-            encode_signed, signer=app[SIGNER], audio=app[ANNOUNCER].descriptor
+            encode_signed,
+            signer=app[SIGNER],
+            audio=app[ANNOUNCER].descriptor,
+            regions=app[ANNOUNCER].regional,
         ),
         consumer=settings.instance,
         claim_idle_seconds=settings.dispatch.claim_idle_seconds,
@@ -517,7 +546,10 @@ async def _sweeper(app: web.Application) -> AsyncIterator[None]:
         app[TREE],
         settings.resend,
         encode=functools.partial(
-            encode_signed, signer=app[SIGNER], audio=app[ANNOUNCER].descriptor
+            encode_signed,
+            signer=app[SIGNER],
+            audio=app[ANNOUNCER].descriptor,
+            regions=app[ANNOUNCER].regional,
         ),
         acklog_maxlen=settings.dispatch.ack_log_maxlen,
         notifiers=notifiers,

@@ -469,7 +469,8 @@ def _template_answers() -> Schema:
                         "text": {"type": ["string", "null"]},
                         "segments": count,
                         "cost_per_segment_yuan": {"type": "number"},
-                    }
+                    },
+                    for_hearing=count,
                 ),
                 "reachable": {"type": "boolean"},
             }

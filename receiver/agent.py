@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol
@@ -30,6 +31,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from dispatcher.core.mandarin import espeak_input
 from dispatcher.core.signing import Keyring, load_keyring_from_env
 from dispatcher.core.tasks import cancel_until_done
 from receiver.audio import AudioPlayer
@@ -131,16 +133,22 @@ class EspeakPlayer:
         text = item.text
         voice = self.english_voice if is_english(text) else self.voice
         output = [] if self.wav_file is None else ["-w", str(self.wav_file)]
+        # A region's slower speech (receiver.audio.SpokenPlay), else espeak-ng's own rate.
+        speed = getattr(item, "speed", None)
+        output += [] if speed is None else ["-s", str(speed)]
         log.info("receiver.announcement", alert_id=item.alert_id, text=text, voice=voice)
+        # Chinese as tone-numbered pinyin: Debian's cmn voice misreads characters as English.
+        # In a thread: the first call loads pypinyin's dictionaries (0.2 s).
+        spoken_voice, spoken = await asyncio.to_thread(espeak_input, text, voice)
         for _ in range(item.alert.repeat):
             try:
                 process = await asyncio.create_subprocess_exec(
                     self.binary,
                     "-v",
-                    voice,
+                    spoken_voice,
                     *output,
                     "--",
-                    text,
+                    spoken,
                     stdout=asyncio.subprocess.DEVNULL,
                     stderr=asyncio.subprocess.PIPE,
                 )
@@ -208,10 +216,17 @@ def choose_player(
     return LogPlayer()
 
 
-def with_recorded_audio(player: Player) -> Player:
+def with_recorded_audio(
+    player: Player, region: str, payload_of: Callable[[str], bytes | None]
+) -> Player:
     """A speaking player that first tries the alert's recorded audio (``receiver.audio``:
-    downloaded, its hash checked, played once), speaking the text when that fails."""
-    return AudioPlayer(player) if isinstance(player, EspeakPlayer) else player
+    downloaded, its hash checked, played once; the variant of ``region`` when the payload
+    has one), speaking the text when that fails."""
+    if isinstance(player, EspeakPlayer):
+        player = AudioPlayer(player)
+    if isinstance(player, AudioPlayer):
+        player.serve(region, payload_of)
+    return player
 
 
 class _Client(aiomqtt.Client):
@@ -267,7 +282,9 @@ class ReceiverAgent:
         # Without one given: espeak-ng if installed (``choose_player``), so a field terminal
         # speaks; a terminal that cannot says so in its log at start. A speaking player plays
         # an alert's recorded audio first (``with_recorded_audio``).
-        self.player: Player = with_recorded_audio(player or choose_player())
+        self.player: Player = with_recorded_audio(
+            player or choose_player(), region, self._verified_payload
+        )
         self.session_expiry = session_expiry
         self.keepalive = keepalive
         self.firmware = firmware
@@ -350,7 +367,13 @@ class ReceiverAgent:
         self.connects += 1
         self.session_present = client.session_present
         await client.subscribe([(topic, 1) for topic in self.brain.topics])
-        online = state_payload("online", self.region, self.firmware, datetime.now(UTC))
+        online = state_payload(
+            "online",
+            self.region,
+            self.firmware,
+            datetime.now(UTC),
+            session="resumed" if client.session_present else "new",
+        )
         await client.publish(state_topic(self.terminal_id), online, qos=1, retain=True)
         self.connected.set()
         log.info(
@@ -359,16 +382,34 @@ class ReceiverAgent:
             topics=len(self.brain.topics),
             pending_acks=len(self._outbox),
         )
+        if client.session_present:
+            # What the broker queued meanwhile comes now (waiting in the client's queue until
+            # _receive takes it): play only what is still in force once the burst settled.
+            self.brain.start_catch_up(datetime.now(UTC))
         try:
             async with asyncio.TaskGroup() as group:
                 receiving = group.create_task(self._receive(client), name="receiver-receive")
                 sending = group.create_task(self._send_acks(client), name="receiver-send-acks")
+                settling = group.create_task(self._settle(), name="receiver-catch-up")
                 await stop.wait()
-                await cancel_until_done(receiving, sending)
+                await cancel_until_done(receiving, sending, settling)
         except asyncio.CancelledError:
             await self._say_offline(client)
             raise
+        finally:
+            if self.brain.catching_up:
+                # The link went (or we stop) mid-burst: what came is played all the same.
+                self._perform(self.brain.end_catch_up(datetime.now(UTC)))
         await self._say_offline(client)
+
+    async def _settle(self) -> None:
+        """End the catch-up burst once it settled (``TerminalBrain.catch_up_due``)."""
+        while (due := self.brain.catch_up_due()) is not None:
+            wait = (due - datetime.now(UTC)).total_seconds()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            self._perform(self.brain.end_catch_up(datetime.now(UTC)))
 
     async def _say_offline(self, client: _Client) -> None:
         """A clean goodbye: the retained state says offline, and the normal DISCONNECT that
@@ -438,6 +479,11 @@ class ReceiverAgent:
                 continue
             self._payloads[alert_id] = payload
             self.brain.restore(alert, last, now)
+
+    def _verified_payload(self, alert_id: str) -> bytes | None:
+        """The verified JSON of an alert answered: its fields the brain does not keep."""
+        signed = self._payloads.get(alert_id)
+        return None if signed is None else self.keyring.check(signed).payload
 
     def _save_state(self) -> None:
         """Alerts answered, so a reboot does not play a resent one again; written atomically."""

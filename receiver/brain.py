@@ -23,6 +23,14 @@ this same class, so the rules below hold for both:
   else.
 - A payload that fails validation is dropped with a reason and never acked: nothing in it can be
   trusted, not even its id. So is an alert whose ``areas`` do not include the terminal's region.
+- Catching up (``start_catch_up``, after a connect whose session the broker kept): the
+  messages queued while the terminal was away arrive in one burst, oldest first. Their
+  ``Play`` actions are held until the burst settles (``catch_up_due``: ``catch_up_quiet``
+  without a message, at most ``catch_up_max`` after the connect), then ``end_catch_up``
+  releases what is still in force: an alert superseded or cancelled later in the burst, or
+  expired by then, never sounds; each chain plays its newest version once. A cancel met there
+  whose warning this terminal never sounded has nothing to lift: acked ``received`` then
+  ``played`` with detail ``silent``, not announced. Acks are never held.
 - Every message, commands included, is a signed JWS (``dispatcher.core.signing``) and is
   verified before anything else is read: one that is unsigned, wrongly signed, signed by an
   unknown or retired key, or whose ``sent`` lies more than ``max_age`` in the past or more than
@@ -49,6 +57,7 @@ from dispatcher.core.wire import (
     ALERT_ID,
     DETAIL_CANCELLED,
     DETAIL_EXPIRED,
+    DETAIL_SILENT,
     DETAIL_SUPERSEDED,
     DETAIL_TEST,
     MAX_PAYLOAD,
@@ -116,14 +125,19 @@ def state_payload(
     at: datetime | None,
     *,
     rejected: Rejected | None = None,
+    session: Literal["new", "resumed"] | None = None,
 ) -> bytes:
     """The retained ``eb/v1/term/{id}/state`` payload. The Last Will has no ``at``: it is
     written at connect time, and the broker publishes it whenever the link dies. With
     ``rejected`` it is the report of a refused message, which is published not retained, so the
-    retained state stays the plain one."""
+    retained state stays the plain one. ``session``, in an online state: whether the broker
+    kept this terminal's session (CONNACK's session present), so the engine knows whether the
+    alerts in force must be sent again (docs/protocol.md, "Reconnecting")."""
     body: dict[str, Any] = {"v": 1, "state": state, "region": region, "firmware": firmware}
     if at is not None:
         body["at"] = _iso(at)
+    if session is not None:
+        body["session"] = session
     if rejected is not None:
         body["rejected"] = {
             "reason": rejected.reason,
@@ -409,6 +423,7 @@ class _Record:
     forget_at: datetime
     last_ack: Ack | None = None
     active: bool = False  # Play given, and neither finished nor stopped
+    sounded: bool = False  # its playback started here (or a restart restored it as played)
     # The newest update or cancel that replaced this alert: (its sent, its id, why).
     replaced_by: tuple[datetime, str, Literal["cancelled", "superseded"]] | None = None
 
@@ -432,7 +447,15 @@ class TerminalBrain:
     # within it is answered from memory (the repeated ack); outside it, it is refused.
     max_age: timedelta = timedelta(hours=24)
     skew: timedelta = timedelta(minutes=5)
+    # Catching up after a reconnect: a burst ends after this long without a message, and at
+    # the latest this long after the connect (a warning waits no longer than that).
+    catch_up_quiet: timedelta = timedelta(milliseconds=300)
+    catch_up_max: timedelta = timedelta(seconds=3)
     topics: list[str] = field(init=False)
+    # While catching up: the Plays held until the burst settles (alert id → Play, in order).
+    _held: dict[str, Play] | None = field(init=False, default=None)
+    _catch_up_until: datetime | None = field(init=False, default=None)
+    _catch_up_limit: datetime | None = field(init=False, default=None)
     _records: dict[str, _Record] = field(init=False, default_factory=dict)
     _forget: list[tuple[datetime, str]] = field(init=False, default_factory=list)
     _topic_set: frozenset[str] = field(init=False)
@@ -476,7 +499,82 @@ class TerminalBrain:
             if record.last_ack is None:
                 return []
             return [replace(record.last_ack, repeated=True)]
-        return self._first_delivery(alert, record, now)
+        actions = self._first_delivery(alert, record, now)
+        return actions if self._held is None else self._hold(actions, now)
+
+    # -- catching up after a reconnect ------------------------------------------------------
+
+    def start_catch_up(self, now: datetime) -> None:
+        """The link is up again with the session the broker kept: what it queued meanwhile
+        comes now, in a burst; hold its Plays until ``catch_up_due`` says it settled."""
+        _check_aware(now)
+        if self._held is None:
+            self._held = {}
+        self._catch_up_until = now + self.catch_up_quiet
+        self._catch_up_limit = now + self.catch_up_max
+
+    @property
+    def catching_up(self) -> bool:
+        return self._held is not None
+
+    def catch_up_due(self) -> datetime | None:
+        """When to call ``end_catch_up`` (it moves later with each message of the burst, up to
+        ``catch_up_max`` after the connect); None when not catching up."""
+        return self._catch_up_until if self._held is not None else None
+
+    def end_catch_up(self, now: datetime) -> list[Action]:
+        """The burst settled: Plays for what is still in force, in the order it came; acks
+        for held alerts that expired meanwhile, and for cancels with nothing to lift."""
+        held, self._held = self._held or {}, None
+        self._catch_up_until = self._catch_up_limit = None
+        actions: list[Action] = []
+        for alert_id, play in held.items():
+            record = self._records.get(alert_id)
+            if record is None or not record.active:
+                continue  # stopped by a later message of the burst: its ack went out then
+            if now >= play.alert.expires:
+                record.active = False
+                actions.append(self._ack(record, "failed", now, DETAIL_EXPIRED))
+            elif play.alert.msg_type == "cancel" and not self._lifts_sounded(play.alert):
+                # The village never heard this warning from here: "lifted" would only confuse.
+                record.active = False
+                actions.append(self._ack(record, "played", now, DETAIL_SILENT))
+            else:
+                actions.append(play)
+        return actions
+
+    def _hold(self, actions: list[Action], now: datetime) -> list[Action]:
+        held = self._held
+        assert held is not None  # noqa: S101  only called while catching up
+        if self._catch_up_limit is not None:
+            self._catch_up_until = min(now + self.catch_up_quiet, self._catch_up_limit)
+        out: list[Action] = []
+        for action in actions:
+            if isinstance(action, Play):
+                held[action.alert_id] = action
+            elif isinstance(action, Stop) and action.alert_id in held:
+                del held[action.alert_id]  # never started: nothing to stop
+            else:
+                out.append(action)
+        return out
+
+    def _lifts_sounded(self, cancel: Alert) -> bool:
+        """Whether an alert of the chain ``cancel`` lifts sounded on this terminal."""
+        seen: set[str] = set()
+        todo = list(cancel.references)
+        while todo:
+            ref = todo.pop()
+            if ref in seen:
+                continue
+            seen.add(ref)
+            record = self._records.get(ref)
+            if record is None:
+                continue
+            if record.sounded:
+                return True
+            if record.alert is not None:
+                todo.extend(record.alert.references)
+        return False
 
     def begin(self, alert_id: str, now: datetime) -> list[Action]:
         """Playback of ``alert_id`` is about to start: a ``playing`` ack, or ``failed/expired``
@@ -487,6 +585,7 @@ class TerminalBrain:
         if now >= record.alert.expires:
             record.active = False
             return [self._ack(record, "failed", now, DETAIL_EXPIRED)]
+        record.sounded = True
         if not self.ack_playing:
             return []
         return [self._ack(record, "playing", now)]
@@ -523,6 +622,7 @@ class TerminalBrain:
         record = self._remember(alert.id, alert, alert.expires, self._records.get(alert.id))
         record.last_ack = last_ack
         record.active = False
+        record.sounded = last_ack.state == "played" and last_ack.detail is None
 
     def is_active(self, alert_id: str) -> bool:
         record = self._records.get(alert_id)

@@ -184,6 +184,7 @@ class _Virtual:
         "dropped",
         "lost_at",
         "pending",
+        "settle",
         "source",
         "subscribed_at",
         "term",
@@ -206,6 +207,8 @@ class _Virtual:
         # Acks produced while the link is down, sent on the next connection.
         self.pending: list[Outgoing] = []
         self.timers: dict[str, asyncio.TimerHandle] | None = None
+        # Ends the catch-up burst after a reconnect (TerminalBrain.catch_up_due).
+        self.settle: asyncio.TimerHandle | None = None
         self.dropped = False
         # While _connect runs, it retries by itself; a lost link must not start a second one.
         self.connecting = False
@@ -480,26 +483,40 @@ class Simulator:
 
     async def _connect_once(self, virtual: _Virtual) -> None:
         term = virtual.term
-        conn, connack = await open_connection(
-            self._host,
-            self._url.port,
-            term.id,
-            source_address=virtual.source,
-            timeout=15.0,
-            on_message=functools.partial(self._on_message, virtual),
-            on_lost=functools.partial(self._on_lost, virtual),
-            keepalive=self._keepalive,
-            clean_start=False,
-            session_expiry=self._session_expiry,
-            will=virtual.will,
-            username=term.id if term.password is not None else self._url.username,
-            password=term.password if term.password is not None else self._url.password,
-            ssl=self._tls,
-            server_hostname=self._url.host if self._tls is not None else None,
-        )
+        # A kept session's queue comes in the same reads as the CONNACK, before this returns:
+        # hold its Plays from the start, decide below whether there is a burst to wait for.
+        virtual.brain.start_catch_up(datetime.now(UTC))
+        try:
+            conn, connack = await open_connection(
+                self._host,
+                self._url.port,
+                term.id,
+                source_address=virtual.source,
+                timeout=15.0,
+                on_message=functools.partial(self._on_message, virtual),
+                on_lost=functools.partial(self._on_lost, virtual),
+                keepalive=self._keepalive,
+                clean_start=False,
+                session_expiry=self._session_expiry,
+                will=virtual.will,
+                username=term.id if term.password is not None else self._url.username,
+                password=term.password if term.password is not None else self._url.password,
+                ssl=self._tls,
+                server_hostname=self._url.host if self._tls is not None else None,
+            )
+        except BaseException:
+            self._end_catch_up(virtual)
+            raise
         virtual.conn = conn
         term.connects += 1
         term.session_present = connack.session_present
+        if connack.session_present:
+            # What the broker queued meanwhile is coming: play only what is still in force
+            # once the burst settled (the window starts now). A new session has no backlog.
+            virtual.brain.start_catch_up(datetime.now(UTC))
+            self._arm_settle(virtual)
+        else:
+            self._end_catch_up(virtual)
         # A kept session keeps its subscriptions, and skipping them matters: mosquitto 2.0 adds
         # a subscriber by walking the topic's whole subscriber list, so 17,498 terminals
         # subscribing to eb/v1/alert/35 cost it time that grows with the square of their number.
@@ -509,7 +526,13 @@ class Simulator:
             if any(code >= 0x80 for code in codes):
                 raise MqttLiteError(f"{term.id}: subscription refused: {codes}")
             virtual.subscribed_at = time.monotonic()
-        online = state_payload("online", term.region, FIRMWARE, datetime.now(UTC))
+        online = state_payload(
+            "online",
+            term.region,
+            FIRMWARE,
+            datetime.now(UTC),
+            session="resumed" if connack.session_present else "new",
+        )
         conn.publish(virtual.will.topic, online, retain=True)
         pending, virtual.pending = virtual.pending, []
         for message in pending:
@@ -561,6 +584,36 @@ class Simulator:
         except Exception:
             # One terminal's bug must not take the other 17,000 down with its link.
             log.exception("sim.message_failed", terminal_id=virtual.term.id)
+
+    def _arm_settle(self, virtual: _Virtual) -> None:
+        if virtual.settle is not None:
+            virtual.settle.cancel()
+        due = virtual.brain.catch_up_due()
+        if due is None:
+            virtual.settle = None
+            return
+        wait = max((due - datetime.now(UTC)).total_seconds(), 0.0)
+        virtual.settle = asyncio.get_running_loop().call_later(wait, self._settle, virtual)
+
+    def _end_catch_up(self, virtual: _Virtual) -> None:
+        if virtual.brain.catching_up:
+            now = datetime.now(UTC)
+            self._perform(virtual, virtual.brain.end_catch_up(now), now)
+
+    def _settle(self, virtual: _Virtual) -> None:
+        """The catch-up timer: end the burst if it settled, else wait until it may have."""
+        virtual.settle = None
+        due = virtual.brain.catch_up_due()
+        if due is None:
+            return
+        now = datetime.now(UTC)
+        if now < due:
+            self._arm_settle(virtual)
+            return
+        try:
+            self._perform(virtual, virtual.brain.end_catch_up(now), now)
+        except Exception:
+            log.exception("sim.catch_up_failed", terminal_id=virtual.term.id)
 
     def _perform(self, virtual: _Virtual, actions: list[Action], now: datetime) -> None:
         acks: list[Ack] = []
@@ -661,6 +714,9 @@ class Simulator:
                 virtual.pending.append(Outgoing(topic, ack.payload()))
 
     def _cancel_timers(self, virtual: _Virtual) -> None:
+        if virtual.settle is not None:
+            virtual.settle.cancel()
+            virtual.settle = None
         if virtual.timers:
             for timer in virtual.timers.values():
                 timer.cancel()

@@ -18,11 +18,20 @@ from dispatcher.core.wire import PAYLOAD_VERSION
 
 # The payload's ``audio`` for an alert, or None (``Announcer.descriptor``: never waits).
 AudioLookup = Callable[[Alert], dict[str, Any] | None]
+# The payload's ``audio_regions``: per-region variants (``Announcer.regional``: never waits).
+RegionsLookup = Callable[[Alert], list[dict[str, Any]]]
 
 
-def alert_payload(alert: Alert, audio: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The v1 alert payload as a JSON object; ``audio``: its rendered announcement."""
-    return {
+def alert_payload(
+    alert: Alert,
+    audio: dict[str, Any] | None = None,
+    regions: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The v1 alert payload as a JSON object; ``audio``: its rendered announcement;
+    ``regions``: the variants of regions with their own announcement settings. The two
+    accessibility fields (``speech_text``, ``audio_regions``) appear only when set, so every
+    other alert's payload stays byte for byte what it was (older terminals ignore them)."""
+    body: dict[str, Any] = {
         "v": PAYLOAD_VERSION,
         "id": alert.id,
         "msg_type": alert.msg_type.value,
@@ -40,15 +49,28 @@ def alert_payload(alert: Alert, audio: dict[str, Any] | None = None) -> dict[str
         "repeat": alert.repeat,
         "audio": audio,
     }
+    if alert.speech_text:
+        body["speech_text"] = alert.speech_text
+    if regions:
+        body["audio_regions"] = regions
+    return body
 
 
-def encode_alert(alert: Alert, audio: AudioLookup | None = None) -> bytes:
+def encode_alert(
+    alert: Alert, audio: AudioLookup | None = None, regions: RegionsLookup | None = None
+) -> bytes:
     """The bytes published for ``alert`` (UTF-8 JSON, Chinese kept as it is)."""
     described = audio(alert) if audio is not None else None
-    return json.dumps(alert_payload(alert, described), ensure_ascii=False).encode()
+    variants = regions(alert) if regions is not None else None
+    return json.dumps(alert_payload(alert, described, variants), ensure_ascii=False).encode()
 
 
-def encode_signed(alert: Alert, signer: Signer, audio: AudioLookup | None = None) -> bytes:
+def encode_signed(
+    alert: Alert,
+    signer: Signer,
+    audio: AudioLookup | None = None,
+    regions: RegionsLookup | None = None,
+) -> bytes:
     """The signed bytes published for ``alert``: ``encode_alert``'s payload in a JWS, so the
-    audio descriptor (its sha256) is covered by the signature."""
-    return signer.sign(encode_alert(alert, audio))
+    audio descriptors (their sha256, the regions' variants too) are covered by the signature."""
+    return signer.sign(encode_alert(alert, audio, regions))

@@ -14,6 +14,7 @@ import asyncio
 import io
 import math
 import shutil
+import subprocess
 import sys
 import tempfile
 import wave
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dispatcher.core.errors import ServiceError, ValidationFailed
+from dispatcher.core.mandarin import espeak_input
 
 # What espeak-ng writes: mono, 16-bit, 22,050 Hz. Rendered announcements keep it.
 SPEECH_RATE = 22_050
@@ -159,6 +161,28 @@ def read_wav(data: bytes, *, what: str = "the recording") -> Pcm:
 RENDER_NICENESS = 10
 
 
+def installed_voices(binary: str = "espeak-ng") -> frozenset[str] | None:
+    """The names ``-v`` takes (each voice's language, file and file's last part, e.g.
+    ``yue``, ``sit/yue``), from ``espeak-ng --voices``; None when the binary is missing or
+    fails. Run once at start (a few milliseconds), so a wrong voice stops the engine there
+    rather than silencing a region's announcements later."""
+    if shutil.which(binary) is None:
+        return None
+    try:
+        listed = subprocess.run(  # noqa: S603  a fixed argument list, no shell
+            [binary, "--voices"], capture_output=True, timeout=10, check=True
+        ).stdout.decode("utf-8", "replace")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    names: set[str] = set()
+    for line in listed.splitlines()[1:]:
+        # Pty Language Age/Gender VoiceName File Other-languages (names have no spaces).
+        fields = line.split()
+        if len(fields) >= 5:
+            names |= {fields[1], fields[4], fields[4].rsplit("/", 1)[-1]}
+    return frozenset(names)
+
+
 async def speak(
     text: str, *, voice: str, rate: int, binary: str = "espeak-ng", timeout: float = 60.0
 ) -> Pcm:
@@ -171,6 +195,9 @@ async def speak(
             f"{binary} is not installed, so announcements cannot be rendered: "
             "`sudo apt-get install espeak-ng`; terminals speak the text themselves meanwhile"
         )
+    # Chinese as tone-numbered pinyin: Debian's cmn voice misreads characters as English. In
+    # a thread: the first call loads pypinyin's dictionaries (0.2 s), not on the event loop.
+    voice, text = await asyncio.to_thread(espeak_input, text, voice)
     with tempfile.TemporaryDirectory(prefix="ebd-tts-") as folder:
         out = Path(folder) / "speech.wav"
         # Niced: a render is background work and must not take a core from dispatch and

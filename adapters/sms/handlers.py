@@ -165,6 +165,7 @@ async def list_recipients(request: web.Request) -> web.Response:
                     "phone": person.phone,
                     "name": person.name,
                     "languages": person.languages,
+                    "needs": person.needs,
                     "postings": postings,
                 }
             )

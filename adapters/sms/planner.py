@@ -3,6 +3,10 @@
 Planning is idempotent: the dispatch worker may plan an alert again after a crash, and only
 recipients not queued before are added. A person (one phone number) gets one message per job
 however many postings put them inside the alert's areas.
+
+People who cannot hear the loudspeaker (``needs`` with ``text``) are texted every alert of
+their area: one that goes to loudspeakers only is planned too, for them alone, and one with
+``sms_roles`` reaches them whatever their role.
 """
 
 from __future__ import annotations
@@ -14,12 +18,12 @@ from typing import Any
 
 import structlog
 
-from adapters.sms.recipients import Person, Role, persons_in
+from adapters.sms.recipients import NEEDS_TEXT, Person, Role, persons_in
 from adapters.sms.settings import SmsSettings
 from adapters.sms.store import Lane, SmsStore
 from adapters.sms.text import SmsText, compose
 from dispatcher.core.errors import RegionError
-from dispatcher.core.models import Alert, MsgType, Severity, Status
+from dispatcher.core.models import Alert, Channel, MsgType, Severity, Status
 from dispatcher.core.regions import RegionTree, code_path
 
 log = structlog.get_logger(__name__)
@@ -79,7 +83,11 @@ class SmsPlanner:
 
     async def plan_alert(self, alert: Alert) -> int:
         """Queue the alert's texts; for an update or cancel, first stop what the alerts it
-        replaces still had queued. Returns how many recipients were added now."""
+        replaces still had queued. Returns how many recipients were added now.
+
+        An alert without ``sms`` in its channels is texted only to the people who cannot hear
+        the loudspeaker; when there are none, no job is made (its status shows no SMS)."""
+        hearing_only = Channel.SMS not in alert.channels
         for ref in alert.references:
             reason = (
                 f"cancelled by {alert.id}"
@@ -90,10 +98,13 @@ class SmsPlanner:
         variants: dict[str, SmsText] = dict(self.texts(alert))
         if alert.msg_type is MsgType.CANCEL:
             # Only people who may have got the warning need to hear it is over.
-            return await self._plan(
-                alert, alert.id, "alert", variants, await self._reached(alert.references)
-            )
-        await self._describe(alert, alert.id, "alert", variants)
+            reached = await self._reached(alert.references)
+            if hearing_only and not reached:
+                return 0
+            return await self._plan(alert, alert.id, "alert", variants, reached)
+        if not hearing_only:
+            await self._describe(alert, alert.id, "alert", variants)
+        described = not hearing_only
         # Page by page: the first texts leave while the rest of a province is still being
         # read, and the event loop is never held for long.
         areas = frozenset(alert.areas)
@@ -102,10 +113,16 @@ class SmsPlanner:
         added = total = 0
         for start in range(0, len(keys), PAGE):
             rows = await self._store.persons(keys[start : start + PAGE])
-            targets = [t for key, raw in rows if (t := _target(key, raw, areas, roles))]
+            targets = [
+                t for key, raw in rows if (t := _target(key, raw, areas, roles, hearing_only))
+            ]
+            if targets and not described:
+                await self._describe(alert, alert.id, "alert", variants)
+                described = True
             added += await self._queue(alert, alert.id, variants, targets)
             total += len(targets)
-        self._planned(alert, alert.id, "alert", variants, total, added)
+        if described:
+            self._planned(alert, alert.id, "alert", variants, total, added)
         return added
 
     async def plan_escalation(self, alert: Alert, records: Sequence[dict[str, str]]) -> int:
@@ -254,12 +271,22 @@ class SmsPlanner:
 
 
 def _target(
-    key: str, raw: str, areas: frozenset[str], roles: frozenset[str] | None
+    key: str,
+    raw: str,
+    areas: frozenset[str],
+    roles: frozenset[str] | None,
+    hearing_only: bool = False,
 ) -> tuple[str, str, str] | None:
     """(key, phone, language) of a stored person with a posting inside ``areas`` (and of one
-    of ``roles``), else None. Reads the stored JSON directly: decoding 100,000 ``Person``
-    objects would cost a second of the event loop for a province-wide alert."""
+    of ``roles``, unless they cannot hear the loudspeaker), else None; with ``hearing_only``
+    only people who cannot hear it. Reads the stored JSON directly: decoding 100,000
+    ``Person`` objects would cost a second of the event loop for a province-wide alert."""
     person = json.loads(raw)
+    if NEEDS_TEXT in person.get("needs", ()):
+        # Any posting of theirs in the areas: the roles choose who must act, not who hears.
+        roles = None
+    elif hearing_only:
+        return None
     for region, role in person.get("postings", ()):
         if roles is not None and role not in roles:
             continue

@@ -36,10 +36,16 @@ from dispatcher.core.validation import region_problem
 MAX_RECIPIENTS_PER_REQUEST = 100_000
 # The columns of a recipient CSV, for ``dispatcher.csv_rows.read_csv_rows``.
 CSV_REQUIRED = ("phone", "name", "region", "role")
-CSV_OPTIONAL = ("languages",)
+CSV_OPTIONAL = ("languages", "needs")
 
 Language = Literal["zh", "en"]
 LANGUAGES: tuple[Language, ...] = get_args(Language)
+# What a person needs beyond the loudspeaker. "text": cannot hear it, so every alert that
+# goes to loudspeakers in their area is texted to them too (``adapters.sms.planner``).
+Need = Literal["text"]
+NEEDS: tuple[Need, ...] = get_args(Need)
+NEEDS_TEXT: Need = "text"
+_NEEDS_HELP = "known: 'text' (cannot hear the loudspeaker); e.g. [\"text\"], or [] for none"
 
 _EXAMPLE = "write a mobile number such as 13800138000, +86 138 0013 8000 or +852 5123 4567"
 # A number written by hand or by a spreadsheet is digits and these; anything else (letters,
@@ -206,6 +212,12 @@ class RecipientIn(BaseModel):
         max_length=10,
         description="first is the preferred one; a CSV cell gives 'zh', 'en', 'zh;en' or 'zh en'",
     )
+    needs: list[Need] = Field(
+        default_factory=list,
+        max_length=len(NEEDS),
+        description="'text': cannot hear the loudspeaker, texted every alert of their area; "
+        "a CSV cell gives 'text' or nothing",
+    )
 
     @field_validator("phone")
     @classmethod
@@ -249,6 +261,39 @@ class RecipientIn(BaseModel):
     def _dedupe_languages(cls, value: list[Language]) -> list[Language]:
         return list(dict.fromkeys(value))
 
+    @field_validator("needs", mode="before")
+    @classmethod
+    def _needs(cls, value: Any) -> Any:
+        return _known_needs(value)
+
+
+class RecipientCsvIn(RecipientIn):
+    """A CSV row: ``needs`` is a cell, ``text`` or blank (several values split like
+    ``languages``); in JSON it must be a list, so a mistyped body is not guessed at."""
+
+    @field_validator("needs", mode="before")
+    @classmethod
+    def _needs(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [p.lower() for p in _LANGUAGE_SEPARATORS.split(value) if p]
+        return _known_needs(value)
+
+
+def _known_needs(value: Any) -> list[str]:
+    """``needs`` checked here, not by the ``Literal``: pydantic's "Input should be 'text'"
+    names neither the value given nor what it means."""
+    if not isinstance(value, list):
+        raise ValueError(f"needs must be a list, not {type(value).__name__}; {_NEEDS_HELP}")
+    out: list[str] = []
+    for item in value:
+        need = item.strip().lower() if isinstance(item, str) else item
+        if need not in NEEDS:
+            shown = repr(item) if len(repr(item)) <= 30 else repr(item)[:27] + "..."
+            raise ValueError(f"unknown need {shown}; {_NEEDS_HELP}")
+        if need not in out:
+            out.append(need)
+    return out
+
 
 @dataclass(frozen=True, slots=True, order=True)
 class Posting:
@@ -266,9 +311,16 @@ class Person:
     name: str
     languages: list[Language]  # the first is preferred
     postings: list[Posting] = field(default_factory=list)
+    needs: list[Need] = field(default_factory=list)  # sorted, unique
 
     def __post_init__(self) -> None:
         self.postings = sorted(set(self.postings))
+        self.needs = sorted(set(self.needs))
+
+    @property
+    def needs_text(self) -> bool:
+        """Cannot hear the loudspeaker: texted every alert of their area."""
+        return NEEDS_TEXT in self.needs
 
     @property
     def key(self) -> str:
@@ -281,13 +333,18 @@ class Person:
         return self.languages[0] if self.languages else "zh"
 
     def to_dict(self) -> dict[str, Any]:
-        """What ``to_json`` writes, as a dict."""
-        return {
+        """What ``to_json`` writes, as a dict. ``needs`` only when there are some: the record
+        of a person without needs stays what it was before the field existed, so importing
+        the same list again still counts them unchanged."""
+        out: dict[str, Any] = {
             "phone": self.phone,
             "name": self.name,
             "languages": list(self.languages),
             "postings": [[p.region, p.role.value] for p in self.postings],
         }
+        if self.needs:
+            out["needs"] = list(self.needs)
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
@@ -303,6 +360,8 @@ class Person:
             raise ValueError("not a stored recipient: not a JSON object")
         phone, name = obj.get("phone"), obj.get("name")
         languages, postings = obj.get("languages"), obj.get("postings")
+        # Records written before ``needs`` existed have none.
+        needs = obj.get("needs", [])
         if not (isinstance(phone, str) and phone.startswith("+") and phone[1:].isdigit()):
             raise ValueError("not a stored recipient: 'phone' is not an E.164 number")
         if not isinstance(name, str):
@@ -313,6 +372,8 @@ class Person:
             raise ValueError(f"not a stored recipient: 'languages' is not a list of {LANGUAGES}")
         if not isinstance(postings, list):
             raise ValueError("not a stored recipient: 'postings' is not a list")
+        if not (isinstance(needs, list) and all(x in NEEDS for x in needs)):
+            raise ValueError(f"not a stored recipient: 'needs' is not a list of {NEEDS}")
         parsed: list[Posting] = []
         for posting in postings:
             if not (
@@ -324,7 +385,9 @@ class Person:
             ):
                 raise ValueError(f"not a stored recipient: bad posting {posting!r}")
             parsed.append(Posting(posting[0], Role(posting[1])))
-        return cls(phone=phone, name=name, languages=list(languages), postings=parsed)
+        return cls(
+            phone=phone, name=name, languages=list(languages), postings=parsed, needs=list(needs)
+        )
 
 
 class RecipientRow(NamedTuple):
@@ -335,6 +398,7 @@ class RecipientRow(NamedTuple):
     region: str
     role: str
     languages: tuple[Language, ...]
+    needs: tuple[Need, ...] = ()
 
 
 def _plain(recipient: RecipientIn) -> RecipientRow:
@@ -344,17 +408,24 @@ def _plain(recipient: RecipientIn) -> RecipientRow:
         recipient.region,
         recipient.role.value,
         tuple(recipient.languages),
+        tuple(recipient.needs),
     )
 
 
 def check_recipient_rows(
-    items: Sequence[Any], tree: RegionTree, *, row_label: str, row_numbers: Sequence[int]
+    items: Sequence[Any],
+    tree: RegionTree,
+    *,
+    row_label: str,
+    row_numbers: Sequence[int],
+    csv: bool = False,
 ) -> list[Checked[RecipientRow]]:
     """Each row validated on its own (``merge_recipients`` takes it from there): the costly
-    part of an import, which any slice of the rows can go through in another process."""
+    part of an import, which any slice of the rows can go through in another process.
+    ``csv``: the rows are a CSV file's (``RecipientCsvIn``), not a JSON body's."""
     return check_rows(
         items,
-        RecipientIn,
+        RecipientCsvIn if csv else RecipientIn,
         _plain,
         lambda row: region_problem(tree, row.region),
         row_label=row_label,
@@ -368,19 +439,24 @@ class _Seen:
     name: str
     languages: tuple[Language, ...]
     postings: list[Posting]
+    needs: set[Need]
 
 
 def merge_recipients(checked: Sequence[Checked[RecipientRow]], *, row_label: str) -> list[Person]:
     """The persons of checked rows, in order: rows with one phone number merge into one
-    person with all their postings, and must agree on the name and the languages. Every bad
-    row is reported, and nothing is returned if one is bad."""
+    person with all their postings, and must agree on the name and the languages. Their
+    ``needs`` are joined: a person who cannot hear, said so on one row of a spreadsheet,
+    cannot hear whatever the other rows leave blank. Every bad row is reported, and nothing
+    is returned if one is bad."""
     seen: dict[str, _Seen] = {}
 
     def accept(recipient: RecipientRow, row: int) -> dict[str, Any] | None:
         posting = Posting(recipient.region, Role(recipient.role))
         first = seen.get(recipient.phone)
         if first is None:
-            seen[recipient.phone] = _Seen(row, recipient.name, recipient.languages, [posting])
+            seen[recipient.phone] = _Seen(
+                row, recipient.name, recipient.languages, [posting], set(recipient.needs)
+            )
             return None
         who = f"{mask(recipient.phone)} is also at {row_label} {first.row}"
         if recipient.name != first.name:
@@ -399,17 +475,24 @@ def merge_recipients(checked: Sequence[Checked[RecipientRow]], *, row_label: str
                 "type": "conflict",
             }
         first.postings.append(posting)
+        first.needs.update(recipient.needs)
         return None
 
     # The persons are what ``accept`` merged into ``seen``, not the rows it accepted.
     accept_rows(checked, accept, row_label=row_label)
     return [
-        Person(phone=phone, name=s.name, languages=list(s.languages), postings=s.postings)
+        Person(
+            phone=phone,
+            name=s.name,
+            languages=list(s.languages),
+            postings=s.postings,
+            needs=sorted(s.needs),
+        )
         for phone, s in seen.items()
     ]
 
 
-SHAPE = '[{"phone", "name", "region", "role", "languages"}]'
+SHAPE = '[{"phone", "name", "region", "role", "languages", "needs"}]'
 
 
 def parse_recipients(
@@ -419,12 +502,14 @@ def parse_recipients(
     row_label: str = "item",
     row_numbers: Sequence[int] | None = None,
     max_items: int = MAX_RECIPIENTS_PER_REQUEST,
+    csv: bool = False,
 ) -> list[Person]:
     """Validate a whole list into persons (``check_recipient_rows``, then
-    ``merge_recipients``); every bad row is reported, and nothing is returned if one is bad."""
+    ``merge_recipients``); every bad row is reported, and nothing is returned if one is bad.
+    ``csv``: the rows are a CSV file's (``read_csv_rows``)."""
     items = check_shape(items, noun="recipient", shape=SHAPE, max_items=max_items)
     numbers = row_numbers if row_numbers is not None else range(len(items))
-    checked = check_recipient_rows(items, tree, row_label=row_label, row_numbers=numbers)
+    checked = check_recipient_rows(items, tree, row_label=row_label, row_numbers=numbers, csv=csv)
     return merge_recipients(checked, row_label=row_label)
 
 

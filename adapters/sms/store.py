@@ -514,7 +514,8 @@ def _merged(person: dict[str, Any], previous: str | None, keep: Callable[[str], 
     """The new record of a person: the office's postings replace its own old ones, postings
     ``keep`` says are another jurisdiction's stay. A person with such a posting belongs to
     that jurisdiction too: the importing office adds its postings but may not rename them
-    or change their languages, so the stored name and languages stay."""
+    or change their languages, so the stored name and languages stay; it may add to their
+    ``needs`` (one more person texted) but not take one away."""
     postings = {(p[0], p[1]) for p in person["postings"]}
     merged = dict(person)
     if previous:
@@ -524,6 +525,10 @@ def _merged(person: dict[str, Any], previous: str | None, keep: Callable[[str], 
         if foreign:
             merged["name"] = old.get("name", person["name"])
             merged["languages"] = old.get("languages", person["languages"])
+            needs = sorted({*old.get("needs", ()), *person.get("needs", ())})
+            merged.pop("needs", None)
+            if needs:  # left out when empty, as ``Person.to_dict`` does
+                merged["needs"] = needs
     merged["postings"] = [list(p) for p in sorted(postings)]
     return json.dumps(merged, ensure_ascii=False, separators=(",", ":"))
 

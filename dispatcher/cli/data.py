@@ -118,11 +118,11 @@ def cmd_recipients_import(args: argparse.Namespace) -> int:
         encoding=getattr(args, "encoding", None),
     )
     tree = RegionTree.from_csv(regions_file(args.regions_file))
-    persons = parse_recipients(rows, tree, row_label="line", row_numbers=lines)
+    persons = parse_recipients(rows, tree, row_label="line", row_numbers=lines, csv=True)
     client = ApiClient.of(args)
     payload = [
         {"phone": p.phone, "name": p.name, "region": x.region, "role": x.role.value,
-         "languages": p.languages}
+         "languages": p.languages, **({"needs": p.needs} if p.needs else {})}
         for p in persons
         for x in p.postings
     ]  # fmt: skip
@@ -204,7 +204,12 @@ def cmd_recipients_list(args: argparse.Namespace) -> int:
         postings = "; ".join(
             f"{p['region_name']}({p['region']}) {p['role']}" for p in row["postings"]
         )
-        print(f"{mask(row['phone']):<18}{row['name']:<10}{','.join(row['languages']):<7}{postings}")
+        # "needs text": cannot hear the loudspeaker, texted every alert (absent from old engines).
+        needs = "".join(f" [needs {n}]" for n in row.get("needs", ()))
+        print(
+            f"{mask(row['phone']):<18}{row['name']:<10}{','.join(row['languages']):<7}"
+            f"{postings}{needs}"
+        )
     return 0
 
 

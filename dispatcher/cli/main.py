@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
-from dispatcher.cli import alerts, audit, data, drills, lang, people, regions, serve
+from dispatcher.cli import alerts, audit, cap_replay, data, drills, lang, people, regions, serve
 from dispatcher.cli import cap as cap_commands
 from dispatcher.cli import templates as template_commands
 from dispatcher.cli.client import NO_CREDENTIAL_HELP, exit_code, refusing
@@ -641,6 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     template_commands.add_commands(sub, _api_command)
     cap_commands.add_commands(sub, _api_command)
+    cap_replay.add_command(sub)  # ebd cap replay
     _localise_argparse_texts(parser)
     return parser
 

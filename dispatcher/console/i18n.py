@@ -121,6 +121,13 @@ LABELS: dict[str, tuple[str, str]] = {
     "preview.offline_list": ("离线终端", "Offline terminals"),
     "preview.last_seen": ("最后在线", "Last seen"),
     "preview.sms": ("短信兜底", "SMS fallback"),
+    "preview.audio": ("广播试听", "Listen to the announcement"),
+    "preview.audio_none": (
+        "播报音频尚未生成：终端将按文字自行朗读。",
+        "The announcement is not rendered yet: terminals will speak the text themselves.",
+    ),
+    "preview.audio_duration": ("时长", "Length"),
+    "preview.audio_region": ("本地区版本", "This region's version"),
     "preview.unreachable": (
         "所选区域内没有可送达的终端或短信接收人，不能发布。",
         "Nothing in these areas can be reached (no terminal, no SMS recipient): refused.",

@@ -229,7 +229,11 @@ class RegionsSettings(Section):
 
 
 class DispatchSettings(Section):
-    ack_batch_size: int = Field(default=500, ge=1, le=10000)
+    # Acks per recording script call. Each call holds Redis for its length, and every other
+    # client's command (an office's issue request) waits behind it: 500 held it up to 18 ms in
+    # a province wave (issue p99 58 ms with 50 offices issuing), 200 about 8 ms (p99 47 ms),
+    # with the same wave time; 100 was no better (bench/api_load.py --ack-batch-size).
+    ack_batch_size: int = Field(default=200, ge=1, le=10000)
     ack_batch_wait: float = Field(default=0.005, gt=0, le=5)
     # Approximate cap on the ack log's entries, so it cannot eat all of Redis's memory. An
     # entry is one recorded batch of one alert's acks (up to ack_batch_size): a province-wide

@@ -173,6 +173,12 @@ class AlertRequest(_Strict):
     sms_roles: list[SmsRole] | None = Field(
         default=None, min_length=1, description="only recipients with these roles get the SMS"
     )
+    speech_text: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="what the loudspeakers say instead of text and instruction, if not those",
+    )
     recording: str | None = Field(
         default=None,
         pattern=r"^[0-9a-f]{64}$",
@@ -194,12 +200,12 @@ class AlertRequest(_Strict):
         plain_text(value, multiline=False)
         return value
 
-    @field_validator("text", "instruction", "sms_text")
+    @field_validator("text", "instruction", "sms_text", "speech_text")
     @classmethod
     def _multiline(cls, value: str | None) -> str | None:
         return plain_text(value, multiline=True)
 
-    @field_validator("headline", "text", "instruction")
+    @field_validator("headline", "text", "instruction", "speech_text")
     @classmethod
     def _spoken(cls, value: str | None) -> str | None:
         # The terminals read these out (docs/protocol.md, "What a terminal does").
@@ -243,6 +249,8 @@ class AlertRequest(_Strict):
             raise ValueError("references are for msg_type update or cancel")
         if (self.sms_text or self.sms_roles) and Channel.SMS not in self.channels:
             raise ValueError("sms_text and sms_roles need 'sms' in channels")
+        if self.speech_text and Channel.LOUDSPEAKER not in self.channels:
+            raise ValueError("speech_text needs 'loudspeaker' in channels")
         return self
 
     def expiry(self, sent: datetime) -> datetime:
@@ -276,6 +284,8 @@ class Alert(BaseModel):
     repeat: int = 3
     sms_text: str | None = None
     sms_roles: list[SmsRole] | None = None
+    # What the loudspeakers say instead of text and instruction (the SMS keeps sms_text/text).
+    speech_text: str | None = None
     # An uploaded recording's sha256 (POST /api/v1/audio), played instead of the speech.
     recording: str | None = None
 
@@ -318,6 +328,7 @@ class Alert(BaseModel):
             repeat=request.repeat,
             sms_text=request.sms_text,
             sms_roles=request.sms_roles,
+            speech_text=request.speech_text,
             recording=request.recording,
         )
 

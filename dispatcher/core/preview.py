@@ -2,10 +2,12 @@
 
 For the cover of its areas: villages, villages with no terminal, registered terminals and
 those offline now (their last state message, the broker's Last Will included), the SMS
-recipients the alert would text and those of them who cover a village no loudspeaker will
-reach, the SMS's segments and cost, per city, county and township. ``preview_digest`` names
-what the composer saw, so that a send can be refused when it differs (areas widened, text
-changed); ``require_reachable`` refuses areas that resolve to nothing.
+recipients the alert would text (those who cannot hear the loudspeaker, ``needs: ["text"]``,
+even when it goes to loudspeakers only: ``sms.for_hearing``) and those of them who cover a
+village no loudspeaker will reach, the SMS's segments and cost, per city, county and
+township. ``preview_digest`` names what the composer saw, so that a send can be refused when
+it differs (areas widened, text changed); ``require_reachable`` refuses areas that resolve to
+nothing.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ def preview_digest(office_id: str, cover: list[str], req: AlertRequest) -> str:
         "sms_text": req.sms_text,
         # Only when named, so every preview_id made before recordings existed still holds.
         **({"recording": req.recording} if req.recording else {}),
+        **({"speech_text": req.speech_text} if req.speech_text else {}),
     }
     canonical = json.dumps(seen, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -94,12 +97,17 @@ def summarise(
     persons: Sequence[str],
     sms: Mapping[str, SmsShown] | None,
     cost_per_segment: float,
+    *,
+    sms_channel: bool = True,
 ) -> dict[str, Any]:
     """The preview (see the module docstring) of ``req`` from ``office_id`` for ``cover`` (the
     checked minimal cover of its areas), given the ``terminals`` registered below the cover,
     the stored JSON of the SMS recipients posted below it (``persons``; only those the alert
-    texts count), and its SMS texts by language (None when the engine has no SMS channel)."""
+    texts count), and its SMS texts by language (None when the engine has no SMS channel);
+    ``sms_channel``: whether the engine texts at all (it has gateways)."""
     texting = Channel.SMS in req.channels and sms is not None
+    # People who cannot hear the loudspeaker are texted every alert (``adapters.sms.planner``).
+    hearing = sms_channel and sms is not None
     villages = [
         code for area in cover for code in tree.village_codes(area) if not tree.is_virtual(code)
     ]
@@ -112,7 +120,7 @@ def summarise(
 
     cover_set = frozenset(cover)
     roles = frozenset(req.sms_roles) if req.sms_roles else None
-    recipients = covering = segments = 0
+    recipients = covering = segments = for_hearing = 0
     by_region: dict[str, Counter[str]] = {
         name: Counter() for name in ("villages", "bare", "terminals", "offline", "recipients")
     }
@@ -124,13 +132,17 @@ def summarise(
         _count(by_region["terminals"], terminal.region)
     for terminal in offline:
         _count(by_region["offline"], terminal.region)
-    texts: Mapping[str, SmsShown] = sms if texting and sms is not None else {}
+    texts: Mapping[str, SmsShown] = sms if hearing and sms is not None else {}
     for raw in persons if texts else ():
         person = json.loads(raw)
-        postings = _postings_within(person, cover_set, roles)
+        needs_text = "text" in person.get("needs", ())
+        if not (texting or needs_text):
+            continue
+        postings = _postings_within(person, cover_set, None if needs_text else roles)
         if not postings:
             continue
         recipients += 1
+        for_hearing += needs_text
         languages = person.get("languages") or ["zh"]
         lang = languages[0] if languages[0] in texts else "zh"
         segments += texts[lang].segments
@@ -187,6 +199,9 @@ def summarise(
             "texts": {lang: asdict(shown) for lang, shown in (sms or {}).items()},
             # Whether the alert texts anyone: its channels name SMS and the engine has it.
             "channel": texting,
+            # Of the recipients (counted in the totals), those who cannot hear the loudspeaker:
+            # texted even when the alert goes to loudspeakers only.
+            "for_hearing": for_hearing,
         },
         "reachable": bool(terminals) or recipients > 0,
     }

@@ -48,6 +48,9 @@ DETAIL_EXPIRED: Final = "expired"
 DETAIL_CANCELLED: Final = "cancelled"
 DETAIL_SUPERSEDED: Final = "superseded"
 DETAIL_TEST: Final = "test"
+# A cancel met while catching up after a reconnect, lifting a warning the terminal never
+# sounded: handled (state ``played``), but not announced (docs/protocol.md, "Reconnecting").
+DETAIL_SILENT: Final = "silent"
 
 
 class AckState(StrEnum):

@@ -47,8 +47,10 @@ async def build_preview(
     pipelined batches; writes nothing."""
     reads = PreviewStore(app[STORE].redis)
     previewer = app.get(SMS_PREVIEWER)
-    texting = Channel.SMS in req.channels and previewer is not None
+    # The previewer words texts even without gateways; only an engine with them texts.
+    texting = SMS in app and previewer is not None
     terminals = await reads.terminals_below(cover)
+    # Read for a loudspeaker alert too: it is texted to those who cannot hear it.
     persons = await reads.recipients_below(cover) if texting else []
     return summarise(
         app[TREE],
@@ -59,6 +61,7 @@ async def build_preview(
         persons,
         previewer.texts(office.id, req) if previewer is not None else None,
         previewer.cost_per_segment if previewer is not None else 0.0,
+        sms_channel=texting,
     )
 
 

@@ -297,10 +297,11 @@ class DispatchWorker:
         return DispatchOutcome(alert.id, "dispatched", len(cover), (), expected)
 
     async def _plan_sms(self, alert: Alert) -> int | None:
-        if Channel.SMS not in alert.channels:
-            return None
+        # A loudspeaker alert is planned too: the SMS channel texts it to the people who
+        # cannot hear the loudspeaker (``needs: ["text"]``), and to nobody else.
         if self._sms is None:
-            # The engine was restarted without gateways after accepting the alert.
-            log.error("dispatch.sms_not_configured")
+            if Channel.SMS in alert.channels:
+                # The engine was restarted without gateways after accepting the alert.
+                log.error("dispatch.sms_not_configured")
             return None
         return await self._sms.plan_alert(alert)

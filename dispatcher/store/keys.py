@@ -39,6 +39,8 @@ The engine (``{id}`` an alert id, ``{t}`` a terminal id, ``{code}`` a region cod
     ebd:terms:rejected:{t}      list    the latest reasons {t}'s acks were refused (JSON, newest
                                         first, bounded, expiring after the last)
     ebd:ping:{ping id}          list    the acks of a link test, until its caller takes them
+    ebd:caughtup:{t}            string  the ``at`` of {t}'s latest online state answered with
+                                        the alerts in force (EX 7 days): once per online event
     ebd:rterms:{code}           set     terminals at or below {code}, for each level of their path
     ebd:stats                   hash    ingestion counters (acks_malformed, acks_unknown_alert …)
     ebd:schema                  string  the key schema's version (SCHEMA_VERSION): 2 once keys
@@ -175,6 +177,11 @@ def offline_key(alert_id: str) -> str:
     return f"{alert_key(alert_id)}:offline"
 
 
+def expected_counts_key(alert_id: str) -> str:
+    """The expected counters while ``record_expected.lua`` writes them slice by slice."""
+    return f"{alert_key(alert_id)}:expected_counts"
+
+
 def resends_key(alert_id: str) -> str:
     return f"{alert_key(alert_id)}:resends"
 
@@ -201,6 +208,10 @@ def ping_key(ping_id: str) -> str:
 
 def region_terms_key(code: str) -> str:
     return f"{PREFIX}rterms:{code}"
+
+
+def caught_up_key(terminal_id: str) -> str:
+    return f"{PREFIX}caughtup:{terminal_id}"
 
 
 # SMS (adapters/sms/store.py) -------------------------------------------------------------------

@@ -6,6 +6,7 @@ reach 100 %, cancel. The guard of the pages is tested without a browser."""
 from __future__ import annotations
 
 import re
+import shutil
 from typing import Any
 
 from playwright.async_api import Browser, Page, expect
@@ -141,6 +142,15 @@ async def test_compose_preview_refuse_submit_approve_watch_and_cancel(
         await expect(page.locator("#stale")).to_be_visible()
         await page.get_by_role("button", name="预览").click()
         await expect(page.locator("#send")).to_be_enabled()
+        # The composer can listen to what the loudspeakers will play, from this origin.
+        if shutil.which("espeak-ng"):
+            player = page.locator("#preview-audio")
+            await expect(player).to_have_attribute("src", re.compile(r"^/audio/[0-9a-f]{64}\.wav$"))
+            heard = await page.request.get(str(await player.get_attribute("src")))
+            assert heard.status == 200
+            assert heard.headers["content-type"].startswith("audio/wav")
+        else:
+            await expect(page.locator("#preview-audio-none")).to_be_visible()
         await shot(page, "compose-preview")
         await page.locator("#send").click()
         await expect(page.locator("#compose-result")).to_contain_text("已提交审批")

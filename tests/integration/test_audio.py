@@ -431,7 +431,8 @@ async def test_at_dispatch_only_an_actual_red_or_orange_warning_starts_its_rende
 ) -> None:
     # Issue 15: every queue serves actual red and orange warnings first; the others are
     # rendered when previewed, so a burst of county alerts queues no renders beside a wave.
-    announcer = Announcer(AudioSettings(), tmp_path / "audio", "http://engine.test")
+    settings = AudioSettings(dispatch_render_delay=0.05)
+    announcer = Announcer(settings, tmp_path / "audio", "http://engine.test")
     yellow = request(severity="yellow", headline="暴雨黄色预警")
     drill = request(status="exercise", headline="台风红色预警（演练）")
     red = request()

@@ -133,13 +133,15 @@ class EngineProcess:
         port: int | None = None,
         log_level: str | None = None,
         start_timeout: float = 30.0,
+        dispatch: Mapping[str, Any] | None = None,
     ) -> None:
         """``sms``: the ``[sms]`` section (its ``gateways`` as mappings or ``GatewaySettings``);
         ``callback_base`` defaults to this engine's own API, where gateways post receipts.
         ``drills``: the ``[drills]`` section (``DrillSettings`` fields: str, number, bool or a
         list of them; None values are left out). ``offices``: token → (office id, name,
         region). ``port``: the API's, when the caller had to know it first. ``start_timeout``:
-        what ``start`` waits for ``/readyz`` unless told otherwise."""
+        what ``start`` waits for ``/readyz`` unless told otherwise. ``dispatch``: more of the
+        ``[dispatch]`` section (the environment's ``EBD_`` variables never reach the engine)."""
         self.dir = Path(tmp_dir) / f"engine-{instance}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.instance = instance
@@ -166,7 +168,9 @@ class EngineProcess:
             *_table("[redis]", {"url": redis_url}),
             *_table("[signing]", signing_settings()),
             *_table("[regions]", {"file": REGIONS_FILE}),
-            *_table("[dispatch]", {"claim_idle_seconds": float(claim_idle_seconds)}),
+            *_table(
+                "[dispatch]", {"claim_idle_seconds": float(claim_idle_seconds), **(dispatch or {})}
+            ),
             *_table("[resend]", resend or {}),
             *_table("[log]", {"format": "json", "level": log_level}),
         ]

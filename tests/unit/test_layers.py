@@ -6,8 +6,9 @@ ports, which the loudspeaker adapter implements; the HTTP layer on the store; th
 drills) take what they need from core, store and HTTP. Only the composition root
 (``dispatcher.app`` and the other loose modules of ``dispatcher/``) and the CLI may import
 everything, so ``dispatcher`` imports an adapter or a feature nowhere else. The reference
-receiver imports nothing of the engine but the wire contract (wire and signing) and the task
-helper, and those import nothing of the engine but each other.
+receiver imports nothing of the engine but the wire contract (wire and signing), the task
+helper and how a Chinese text is said (mandarin), and those import nothing of the engine but
+each other.
 """
 
 from __future__ import annotations
@@ -52,7 +53,12 @@ ALLOWED: dict[str, frozenset[str]] = {
 
 
 # The terminal's contract: what the reference receiver may import of the engine.
-RECEIVER_CONTRACT = ("dispatcher.core.wire", "dispatcher.core.signing", "dispatcher.core.tasks")
+RECEIVER_CONTRACT = (
+    "dispatcher.core.wire",
+    "dispatcher.core.signing",
+    "dispatcher.core.tasks",
+    "dispatcher.core.mandarin",  # how a Chinese text is said: the engine's audio and the terminal's
+)
 
 
 def package_of(module: str) -> str | None:

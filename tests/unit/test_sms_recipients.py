@@ -11,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from adapters.sms.gateway import recipient_key
+from adapters.sms.planner import _target
 from adapters.sms.recipients import (
     CSV_OPTIONAL,
     CSV_REQUIRED,
@@ -23,6 +24,7 @@ from adapters.sms.recipients import (
     parse_recipients,
     persons_in,
 )
+from adapters.sms.store import _merged
 from dispatcher.core.csv_rows import read_csv_rows
 from dispatcher.core.errors import UnknownRegion, ValidationFailed
 from dispatcher.core.regions import RegionTree
@@ -489,3 +491,150 @@ def test_persons_in_refuses_unknown_areas_and_bare_strings(tree: RegionTree) -> 
         persons_in([p], GULOU_COUNTY, tree)
     with pytest.raises(TypeError, match="not one string"):
         persons_in([p], [GULOU_COUNTY], tree, roles=Role.VILLAGE_HEAD)  # type: ignore[arg-type]
+
+
+# --- needs: people who cannot hear the loudspeaker -------------------------------------------
+
+
+def test_needs_come_as_a_list_and_are_kept_on_the_person(tree: RegionTree) -> None:
+    (one,) = parse_recipients([row(needs=["text", " TEXT "])], tree)
+    assert one.needs == ["text"]
+    assert one.needs_text
+    (other,) = parse_recipients([row()], tree)
+    assert other.needs == []
+    assert not other.needs_text
+
+
+@pytest.mark.parametrize(
+    ("needs", "message"),
+    [
+        (["braille"], r"item 0, needs: unknown need 'braille'; known: 'text'"),
+        (["text", 7], r"item 0, needs: unknown need 7; known: 'text'"),
+        ("text", r"item 0, needs: needs must be a list, not str"),
+        ({"text": True}, r"item 0, needs: needs must be a list, not dict"),
+        (1, r"item 0, needs: needs must be a list, not int"),
+        (None, r"item 0, needs: needs must be a list, not NoneType"),
+    ],
+)
+def test_bad_needs_are_refused_naming_the_row_and_the_value(
+    tree: RegionTree, needs: Any, message: str
+) -> None:
+    body = [{**row(), "needs": needs}]
+    with pytest.raises(ValidationFailed, match=message) as caught:
+        parse_recipients(body, tree)
+    assert caught.value.details[0]["field"] == "needs"
+
+
+def test_rows_of_one_number_join_their_needs(tree: RegionTree) -> None:
+    (merged,) = parse_recipients(
+        [row(needs=["text"]), row(region=QINGCHENG, role="resident"), row(role="grid_worker")],
+        tree,
+    )
+    assert merged.needs == ["text"]
+    assert len(merged.postings) == 3
+
+
+@pytest.mark.parametrize(("cell", "needs"), [("text", ["text"]), ("Text", ["text"]), ("", [])])
+def test_a_csv_needs_cell_is_read(
+    tree: RegionTree, tmp_path: Path, cell: str, needs: list[str]
+) -> None:
+    path = tmp_path / "recipients.csv"
+    path.write_text(
+        f"phone,name,region,role,needs\n13800138000,张三,{ZHONGSHAN},resident,{cell}\n",
+        encoding="utf-8",
+    )
+    rows, lines = read_csv_rows(
+        path, required=CSV_REQUIRED, optional=CSV_OPTIONAL, what="recipients"
+    )
+    (one,) = parse_recipients(rows, tree, row_label="line", row_numbers=lines, csv=True)
+    assert one.needs == needs
+
+
+def test_a_csv_needs_cell_with_an_unknown_value_is_refused_by_line(
+    tree: RegionTree, tmp_path: Path
+) -> None:
+    path = tmp_path / "recipients.csv"
+    path.write_text(
+        "phone,name,region,role,needs\n"
+        f"13800138000,张三,{ZHONGSHAN},resident,text\n"
+        f"13900139000,李四,{ZHONGSHAN},resident,text;braille\n",
+        encoding="utf-8",
+    )
+    rows, lines = read_csv_rows(
+        path, required=CSV_REQUIRED, optional=CSV_OPTIONAL, what="recipients"
+    )
+    with pytest.raises(
+        ValidationFailed, match=r"First: line 3, needs: unknown need 'braille'; known: 'text'"
+    ):
+        parse_recipients(rows, tree, row_label="line", row_numbers=lines, csv=True)
+
+
+def test_needs_are_stored_only_when_there_are_some() -> None:
+    hearing = Person(PHONE, "张三", ["zh"], [Posting(ZHONGSHAN, Role.RESIDENT)], needs=["text"])
+    assert json.loads(hearing.to_json())["needs"] == ["text"]
+    assert Person.from_json(hearing.to_json()) == hearing
+    plain = Person(PHONE, "张三", ["zh"], [Posting(ZHONGSHAN, Role.RESIDENT)])
+    assert "needs" not in json.loads(plain.to_json())
+
+
+def test_a_record_stored_before_needs_existed_still_loads() -> None:
+    old = '{"phone":"+8613800138000","name":"张三","languages":["zh"],"postings":[["350102001001","resident"]]}'  # noqa: E501 (a stored record as it is)
+    loaded = Person.from_json(old)
+    assert loaded.needs == []
+    assert loaded.postings == [Posting(ZHONGSHAN, Role.RESIDENT)]
+    assert loaded.to_json() == old
+
+
+@pytest.mark.parametrize("needs", ['"text"', '["braille"]', "null"])
+def test_a_stored_record_with_bad_needs_is_refused(needs: str) -> None:
+    stored = f'{{"phone":"{PHONE}","name":"x","languages":["zh"],"postings":[],"needs":{needs}}}'
+    with pytest.raises(ValueError, match="'needs' is not a list of"):
+        Person.from_json(stored)
+
+
+def _stored(role: str, region: str = ZHONGSHAN, needs: list[str] | None = None) -> str:
+    return json.dumps(
+        {"phone": PHONE, "name": "张三", "languages": ["en"], "postings": [[region, role]]}
+        | ({"needs": needs} if needs else {})
+    )
+
+
+@pytest.mark.parametrize(
+    ("stored", "roles", "hearing_only", "texted"),
+    [
+        # A loudspeaker alert: only those who cannot hear it, whatever their role.
+        (_stored("resident", needs=["text"]), None, True, True),
+        (_stored("resident"), None, True, False),
+        # An SMS alert for village heads: a resident who cannot hear is texted too.
+        (_stored("resident", needs=["text"]), frozenset({"village_head"}), False, True),
+        (_stored("resident"), frozenset({"village_head"}), False, False),
+        (_stored("village_head"), frozenset({"village_head"}), False, True),
+        # Outside the areas: nobody.
+        (_stored("resident", TAIJIANG_VILLAGE, ["text"]), None, True, False),
+    ],
+)
+def test_the_planner_chooses_who_cannot_hear_in_the_areas(
+    stored: str, roles: frozenset[str] | None, hearing_only: bool, texted: bool
+) -> None:
+    target = _target("k", stored, frozenset({GUDONG}), roles, hearing_only)
+    assert target == (("k", PHONE, "en") if texted else None)
+
+
+def test_an_import_adds_needs_to_a_shared_person_but_never_removes_them() -> None:
+    previous = json.dumps(
+        {
+            "phone": PHONE,
+            "name": "张三",
+            "languages": ["zh"],
+            "postings": [[TAIJIANG_VILLAGE, "resident"]],
+            "needs": ["text"],
+        }
+    )
+    new = Person(PHONE, "张三", ["zh"], [Posting(ZHONGSHAN, Role.RESIDENT)]).to_dict()
+
+    def foreign(region: str) -> bool:
+        return region.startswith(TAIJIANG_COUNTY)
+
+    assert json.loads(_merged(new, previous, keep=foreign))["needs"] == ["text"]
+    # The importing office owns every posting: its list says what the person needs now.
+    assert "needs" not in json.loads(_merged(new, previous, keep=lambda region: False))

@@ -345,8 +345,33 @@
       box.append(el("p", { class: "muted" },
         `${t("preview.sms_segments")}: ${fmtNum(p.sms.segments)} · ¥${p.sms.cost_per_segment_yuan}`));
     }
+    if ("audio" in p) renderAudio(box, p.audio);
   }
   window.EBD.renderPreview = renderPreview;
+
+  /** The announcement the loudspeakers will play, to listen to before sending; a region's own
+   *  variant (slower, more repeats) too. Played from this origin: the URL terminals are given
+   *  may be another host, which the console's CSP would refuse. */
+  function renderAudio(box, audio) {
+    box.append(el("h3", {}, t("preview.audio")));
+    const player = (described, id) => el("audio", {
+      controls: true, preload: "none", id,
+      src: new URL(described.url, location.href).pathname,
+    });
+    if (!audio || !audio.url) {
+      box.append(el("p", { class: "muted", id: "preview-audio-none" }, t("preview.audio_none")));
+      return;
+    }
+    box.append(el("p", {}, player(audio, "preview-audio")));
+    box.append(el("p", { class: "muted" },
+      `${t("preview.audio_duration")}: ${fmtNum(Math.round(audio.duration))} s`));
+    for (const variant of audio.regions || []) {
+      if (!variant.url) continue;
+      box.append(el("p", { dataset: { code: variant.code } },
+        `${t("preview.audio_region")} ${variant.code}: `, player(variant),
+        ` ${fmtNum(Math.round(variant.duration))} s`));
+    }
+  }
 
   // Approvals: each pending alert with the preview its composer saw; approve, or reject with a reason.
   onPage("approvals", () => {
