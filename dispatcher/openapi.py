@@ -1383,7 +1383,25 @@ def _audio_paths() -> Schema:
     )
     upload["responses"]["415"] = _json(_ref("Error"), "Body is not audio/wav")
     upload["responses"]["413"] = _json(_ref("Error"), "Recording larger than allowed")
-    return {"/api/v1/audio": {"post": upload}}
+    listen = _op(
+        "The announcement of an issued alert, to listen to: rendered now if it was not (an "
+        "alert issued without a preview goes out with audio null), within audio.preview_wait; "
+        "its resends carry it from then on",
+        {
+            "200": _json(
+                _obj(
+                    {
+                        "alert_id": _STRING,
+                        "audio": {"anyOf": [described, {"type": "null"}]},
+                    }
+                ),
+                "audio null: not rendered in time, or this engine renders none (no espeak-ng)",
+            )
+        },
+        params=[_path("alert_id")],
+        errors=(403, 404),
+    )
+    return {"/api/v1/audio": {"post": upload}, "/api/v1/alerts/{alert_id}/audio": {"get": listen}}
 
 
 def _with_csv(answer: Schema) -> Schema:

@@ -8,6 +8,7 @@ and client identifier of their own.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -40,6 +41,16 @@ def _no_ebd_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.upper().startswith("EBD_"):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True)
+def _collector_left_as_found() -> Iterator[None]:
+    """An import pauses the garbage collector while it runs (``dispatcher.core.collector``):
+    a test that ends with it still paused has an import that never finished, and would leave
+    every later test without a collector (memory, and resources closed tests later)."""
+    enabled = gc.isenabled()
+    yield
+    assert gc.isenabled() == enabled, "the garbage collector was left paused by this test"
 
 
 @pytest.fixture(autouse=True)

@@ -18,10 +18,10 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from dispatcher.core.errors import NotFound, PayloadTooLarge, ValidationFailed
-from dispatcher.core.models import AlertRequest
+from dispatcher.core.models import Alert, AlertRequest
 from dispatcher.core.people import Role
 from dispatcher.http.principal import require_role
-from dispatcher.http.requests import accept_query, dumps
+from dispatcher.http.requests import accept_query, dumps, office_of, visible_alert
 
 routes = web.RouteTableDef()
 
@@ -45,7 +45,7 @@ class AudioPort(Protocol):
         """(path, content type, sha256) of a served name, None if there is no such file."""
         ...
 
-    async def preview(self, req: AlertRequest) -> dict[str, Any] | None:
+    async def preview(self, req: AlertRequest | Alert) -> dict[str, Any] | None:
         """The announcement of ``req`` (rendered now if need be, for a bounded time)."""
         ...
 
@@ -69,6 +69,19 @@ def check_recording(app: web.Application, req: AlertRequest) -> None:
             "(POST /api/v1/audio) and name the sha256 of that answer",
             details=[{"field": "recording", "message": "unknown recording"}],
         )
+
+
+@routes.get("/api/v1/alerts/{alert_id}/audio")
+async def alert_audio(request: web.Request) -> web.Response:
+    """The announcement of an issued alert, to listen to: rendered now if it was not (an alert
+    issued without a preview went out with ``audio: null``), within the preview's wait; its
+    resends carry it from then on. ``audio`` null: not ready in time, or no espeak-ng."""
+    office = office_of(request)
+    accept_query(request)
+    alert = await visible_alert(request, office)
+    port = request.app.get(AUDIO)
+    described = None if port is None else await port.preview(alert)
+    return web.json_response({"alert_id": alert.id, "audio": described}, dumps=dumps)
 
 
 @routes.post("/api/v1/audio")

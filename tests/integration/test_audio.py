@@ -30,6 +30,7 @@ from receiver.simulator import SimTerminal
 from tests.helpers import ZHONGSHAN, fujian, unique, wait_for
 from tests.integration.engine import (
     PROVINCE,
+    TAIJIANG,
     Client,
     alert_body,
     dispatched,
@@ -447,3 +448,34 @@ async def test_at_dispatch_only_an_actual_red_or_orange_warning_starts_its_rende
     assert announcer.renders == 1  # the yellow and the drill were not rendered
     assert await announcer.render(yellow, wait=30) is not None  # a preview renders it
     assert announcer.renders == 2
+
+
+@needs_espeak
+async def test_an_issued_alert_can_be_listened_to_and_then_its_resends_carry_it(
+    redis_url: str, mqtt_url: str, tmp_path: Path
+) -> None:
+    fields = {"severity": "yellow", "headline": "暴雨黄色预警"}
+    async with audio_engine(redis_url, mqtt_url, tmp_path / "state") as api:
+        issued = await api.post("/api/v1/alerts", headers=PROVINCE, json=alert_body(**fields))
+        assert issued.status == 201
+        alert_id = (await issued.json())["id"]
+        announcer = api.app[ANNOUNCER]
+        # Issued without a preview: it went out with audio null, and nothing was rendered.
+        assert announcer.descriptor(request(**fields)) is None
+        assert announcer.renders == 0
+        listened = await api.get(f"/api/v1/alerts/{alert_id}/audio", headers=PROVINCE)
+        assert listened.status == 200
+        answer = await listened.json()
+        assert answer["alert_id"] == alert_id
+        audio = answer["audio"]
+        assert audio["url"].endswith(f"/audio/{audio['sha256']}.wav")
+        served = await api.get(f"/audio/{audio['sha256']}.wav")
+        assert served.status == 200
+        assert hashlib.sha256(await served.read()).hexdigest() == audio["sha256"]
+        # From now on what the engine publishes for it (its resends) names that file.
+        assert announcer.descriptor(request(**fields)) == audio
+        # Another county's office sees no more of it than of the alert itself.
+        foreign = await api.get(f"/api/v1/alerts/{alert_id}/audio", headers=TAIJIANG)
+        assert foreign.status in (403, 404)
+        unknown = await api.get("/api/v1/alerts/no-such-alert/audio", headers=PROVINCE)
+        assert unknown.status == 404

@@ -21,6 +21,7 @@ import pytest
 from adapters.sms.pool import Pace
 from adapters.sms.settings import GatewaySettings
 from adapters.sms.store import SmsStore
+from dispatcher.core.tasks import cancel_until_done
 from dispatcher.store.keys import sms_sent_log_key
 from dispatcher.store.store import Store
 from tests.support.sms_sandbox import peak_in_window
@@ -79,9 +80,8 @@ async def pace_log(store: Store, gateway: str) -> AsyncIterator[list[float]]:
     try:
         yield stamps
     finally:
-        sampler.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sampler
+        # Cancelled until it stops: redis-py swallows one that lands as a reply comes.
+        await cancel_until_done(sampler)
         await read()
         for member, score in seen.items():
             stamps.extend([score / 1000] * int(member.rsplit(":", 1)[1]))
