@@ -28,15 +28,14 @@ from dataclasses import dataclass
 
 import structlog
 
-from dispatcher.core.errors import PublishFailed, StoreUnavailable
+from dispatcher.core.errors import StoreUnavailable
 from dispatcher.core.models import Alert, utcnow
-from dispatcher.core.wire import TERMINAL_ID, cmd_topic, terminal_of
+from dispatcher.core.wire import TERMINAL_ID, terminal_of
 from dispatcher.pipeline.ports import AlertEncoder, Publisher
+from dispatcher.pipeline.to_terminals import publish_each
 from dispatcher.store.current import CurrentStore
 
 log = structlog.get_logger(__name__)
-
-PUBLISH_CONCURRENCY = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,26 +164,9 @@ class CatchUp:
         return cached.alerts
 
     async def _publish(self, owed: list[tuple[str, Alert, bytes]]) -> int:
-        gate = asyncio.Semaphore(PUBLISH_CONCURRENCY)
-        gave_up = asyncio.Event()
-
-        async def one(terminal: str, alert: Alert, payload: bytes) -> bool:
-            async with gate:
-                expiry = alert.seconds_left()
-                if gave_up.is_set() or expiry <= 0:
-                    return False
-                try:
-                    await self._link.publish(
-                        cmd_topic(terminal), payload, expiry=expiry, timeout=10
-                    )
-                    return True
-                except PublishFailed:
-                    # The link is down: the rest would each wait it out. Those terminals
-                    # still have the deadline sweeper's resends, and their next connect.
-                    gave_up.set()
-                    return False
-
-        results = await asyncio.gather(*(one(*item) for item in owed))
-        if gave_up.is_set():
+        items = [(terminal, payload, alert.seconds_left()) for terminal, alert, payload in owed]
+        results = await publish_each(self._link, items)
+        if not all(results) and not self._link.connected.is_set():
+            # Those terminals still have the deadline sweeper's resends, and their next connect.
             log.warning("catch_up.link_down", unsent=results.count(False))
         return sum(results)

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import structlog
 
 from dispatcher.core.config import ResendSettings
-from dispatcher.core.errors import PublishFailed, StoreUnavailable
+from dispatcher.core.errors import StoreUnavailable
 from dispatcher.core.models import Alert, MsgType, utcnow
 from dispatcher.core.regions import RegionTree
-from dispatcher.core.wire import cmd_topic
 from dispatcher.pipeline.ports import AlertEncoder, EscalationNotifier, Publisher
+from dispatcher.pipeline.to_terminals import publish_each
 from dispatcher.store.liveness import LivenessStore
 from dispatcher.store.store import Store
 
@@ -31,7 +31,6 @@ log = structlog.get_logger(__name__)
 # resends take seconds, and a dead link ends it at the first failed publish). An instance that
 # dies mid-sweep hands it over as its liveness lease lapses; this is for engines without one.
 LEASE_MS = 30_000
-PUBLISH_CONCURRENCY = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,25 +159,7 @@ class DeadlineSweeper:
     async def _resend(self, alert: Alert, terminals: list[str]) -> list[str]:
         payload = self._encode(alert)
         expiry = alert.seconds_left()
-        gate = asyncio.Semaphore(PUBLISH_CONCURRENCY)
-
-        gave_up = asyncio.Event()
-
-        async def one(terminal: str) -> bool:
-            async with gate:
-                if gave_up.is_set():
-                    return False
-                try:
-                    await self._link.publish(
-                        cmd_topic(terminal), payload, expiry=expiry, timeout=10
-                    )
-                    return True
-                except PublishFailed:
-                    # One failure means the link is down: the rest would each wait it out.
-                    gave_up.set()
-                    return False
-
-        results = await asyncio.gather(*(one(t) for t in terminals))
+        results = await publish_each(self._link, [(t, payload, expiry) for t in terminals])
         return [t for t, ok in zip(terminals, results, strict=True) if ok]
 
     def _records(
